@@ -1,0 +1,293 @@
+"""Typed settings: one file (`/etc/cigri/cigri.conf` or `$CIGRI_CONF`) plus `CIGRI_<KEY>` overrides.
+
+The file is TOML with flat upper-case keys, so a CiGri v3 `cigri.conf` (``KEY = "value"`` lines)
+reads as is; v3 key names are kept where the meaning is the same. Values may be TOML-typed or
+strings ("900" and 900 are both fine). Everything is validated once at start; every bad key gets its
+own message, and all of them are reported together. No other module reads the environment.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import os
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Final, get_type_hints
+
+from cigri.domain.errors import ConfigError
+
+DEFAULT_CONF_PATH: Final = Path("/etc/cigri/cigri.conf")
+ENV_PREFIX: Final = "CIGRI_"
+
+
+def _user_database_url() -> str:
+    data_home = Path(os.environ.get("XDG_DATA_HOME") or Path.home() / ".local" / "share")
+    return f"sqlite:///{data_home / 'cigri' / 'cigri.db'}"
+
+
+def _describe(text: str) -> dict[str, str]:
+    return {"help": text}
+
+
+@dataclass(frozen=True, kw_only=True)
+class Settings:
+    """Every setting of cigri. Field names are the configuration keys."""
+
+    # Database
+    DATABASE_URL: str = field(default="", metadata=_describe(
+        "SQLAlchemy URL. Empty: built from DATABASE_* keys, or the user-level SQLite file."))
+    DATABASE_TYPE: str = field(default="", metadata=_describe("v3 key: PostgreSQL or SQLite."))
+    DATABASE_HOST: str = field(default="127.0.0.1", metadata=_describe("PostgreSQL host."))
+    DATABASE_PORT: int = field(default=5432, metadata=_describe("PostgreSQL port."))
+    DATABASE_NAME: str = field(default="cigri3", metadata=_describe("Database name."))
+    DATABASE_USER_NAME: str = field(default="cigri3", metadata=_describe("Database login."))
+    DATABASE_USER_PASSWORD: str = field(default="", metadata=_describe("Database password."))
+    DATABASE_SSL_MODE: str = field(default="", metadata=_describe("libpq sslmode."))
+
+    # Logging
+    LOG_FILE: str = field(default="STDERR", metadata=_describe("File path, STDOUT or STDERR."))
+    LOG_LEVEL: str = field(default="INFO", metadata=_describe("DEBUG, INFO, WARN, ERROR."))
+    LOG_FORMAT: str = field(default="text", metadata=_describe("text or json (for journald)."))
+
+    # JDL defaults and admission
+    DEFAULT_JOB_RESOURCES: str = field(default="/resource_id=1", metadata=_describe(
+        "Default `resources` of a campaign on a cluster."))
+    DEFAULT_JOB_WALLTIME: str = field(default="01:00:00", metadata=_describe(
+        "Default `walltime` of a campaign on a cluster."))
+    DEFAULT_MAX_RESUBMISSIONS: int = field(default=5, metadata=_describe(
+        "Retry budget: walltime kills and errors resubmitted per task (best-effort kills are free)."))
+
+    # Engine
+    REMOTE_WAITING_TIMEOUT: int = field(default=900, metadata=_describe(
+        "Seconds a job may wait on OAR, or a task in the queue, before nikita kills/dequeues it."))
+    AUTOFIX_DELAY: int = field(default=30, metadata=_describe(
+        "Seconds before a transient cluster error is re-probed and, if fine, closed."))
+    STRESS_FACTOR: float = field(default=0.8, metadata=_describe(
+        "Cluster stress at or above this: no new work queued there (UNDER_STRESS)."))
+    STDERR_TAIL: int = field(default=5, metadata=_describe("Lines of stderr in EXIT_ERROR events."))
+    REST_QUERIES_TIMEOUT: float = field(default=30.0, metadata=_describe(
+        "Connect/read timeout in seconds of every OAR API call."))
+    REST_CLIENT_CERTIFICATE_FILE: str = field(default="", metadata=_describe(
+        "Client certificate for `cert` clusters."))
+    REST_CLIENT_KEY_FILE: str = field(default="", metadata=_describe(
+        "Private key for `cert` clusters."))
+    REST_CLIENT_CA_FILE: str = field(default="", metadata=_describe("CA bundle for cluster APIs."))
+    REST_CLIENT_VERIFY_SSL: bool = field(default=True, metadata=_describe(
+        "Verify the TLS certificates of cluster APIs."))
+    RUNNER_MIN_CYCLE_DURATION: float = field(default=5.0, metadata=_describe(
+        "Seconds between two runner passes on one cluster."))
+    RUNNER_DEFAULT_INITIAL_NUMBER_OF_JOBS: int = field(default=2, metadata=_describe(
+        "Initial and minimum tap rate (jobs per submission)."))
+    RUNNER_TAP_INCREASE_FACTOR: float = field(default=1.5, metadata=_describe(
+        "Multiplicative increase/decrease of the tap rate."))
+    RUNNER_TAP_INCREASE_MAX: int = field(default=100, metadata=_describe(
+        "Maximum tap rate, which is also the largest array job."))
+    RUNNER_TAP_GRACE_PERIOD: int = field(default=60, metadata=_describe(
+        "Seconds after a tap closes during which its rate is not decreased."))
+    RUNNER_TEMPORAL_GROUPING_DURATION: int = field(default=900, metadata=_describe(
+        "Target duration in seconds of one temporal-grouping batch job."))
+    RUNNER_MAX_TEMPORAL_GROUPED_JOBS: int = field(default=50, metadata=_describe(
+        "Maximum tasks in one temporal-grouping batch job."))
+    METASCHEDULER_INTERVAL: float = field(default=5.0, metadata=_describe(
+        "Seconds between two meta-scheduler passes."))
+    METASCHEDULER_POLICY: str = field(default="fair_share", metadata=_describe(
+        "fair_share (round-robin between users of a cluster) or fifo (v3: priority then age)."))
+    UPDATER_INTERVAL: float = field(default=5.0, metadata=_describe(
+        "Seconds between two updater passes."))
+    NIKITA_INTERVAL: float = field(default=10.0, metadata=_describe(
+        "Seconds between two nikita passes."))
+    COLLECTOR_INTERVAL: float = field(default=30.0, metadata=_describe(
+        "Seconds between two collector passes."))
+    COLLECTOR_DIRECTORY: str = field(default="/var/lib/cigri/results", metadata=_describe(
+        "Where gathered outputs go, one directory per campaign."))
+    NOTIFIER_INTERVAL: float = field(default=10.0, metadata=_describe(
+        "Seconds between two notifier passes."))
+    DAEMON_MAX_CONSECUTIVE_FAILURES: int = field(default=10, metadata=_describe(
+        "Failed passes in a row after which a daemon exits (and is restarted)."))
+    LEASE_SECONDS: float = field(default=60.0, metadata=_describe(
+        "Length of a daemon's lease on its role; another instance takes over after it."))
+    GRID_USAGE_UPDATE_PERIOD: int = field(default=60, metadata=_describe(
+        "Seconds between grid-usage samples; 0 disables them."))
+    CAMPAIGN_THROUGHPUT_WINDOW: int = field(default=3600, metadata=_describe(
+        "Window in seconds for the throughput statistic."))
+    PURGE_AFTER_DAYS: int = field(default=0, metadata=_describe(
+        "cigri maintenance purges finished campaigns older than this; 0 never purges."))
+
+    # REST API and identity
+    API_LISTEN: str = field(default="127.0.0.1:8080", metadata=_describe(
+        "host:port the REST API listens on."))
+    API_SOCKET: str = field(default="", metadata=_describe(
+        "Unix socket of the REST API for users on this host (SO_PEERCRED identity)."))
+    API_HEADER_USERNAME: str = field(default="X-CIGRI-USER", metadata=_describe(
+        "Header a trusted reverse proxy sets to the authenticated user."))
+    API_TRUSTED_PROXIES: str = field(default="", metadata=_describe(
+        "Comma-separated addresses allowed to set API_HEADER_USERNAME."))
+    ADMINS: str = field(default="root", metadata=_describe("Comma-separated admin grid users."))
+
+    # Notifications
+    NOTIFICATIONS_SMTP_SERVER: str = field(default="", metadata=_describe(
+        "SMTP relay; empty disables mail."))
+    NOTIFICATIONS_SMTP_PORT: int = field(default=25, metadata=_describe("SMTP port."))
+    NOTIFICATIONS_SMTP_FROM: str = field(default="cigri@localhost", metadata=_describe(
+        "From address of mails."))
+    NOTIFICATIONS_SMTP_STARTTLS: bool = field(default=False, metadata=_describe("Use STARTTLS."))
+    NOTIFICATIONS_SMTP_USER: str = field(default="", metadata=_describe("SMTP login."))
+    NOTIFICATIONS_SMTP_PASSWORD: str = field(default="", metadata=_describe("SMTP password."))
+    NOTIFICATIONS_SMTP_SUBJECT_TAG: str = field(default="[CIGRI]", metadata=_describe(
+        "Prefix of subjects and instant messages."))
+    NOTIFICATIONS_XMPP_SERVER: str = field(default="", metadata=_describe(
+        "XMPP server; empty disables XMPP."))
+    NOTIFICATIONS_XMPP_PORT: int = field(default=5222, metadata=_describe("XMPP port."))
+    NOTIFICATIONS_XMPP_IDENTITY: str = field(default="", metadata=_describe("Bot JID."))
+    NOTIFICATIONS_XMPP_PASSWORD: str = field(default="", metadata=_describe("Bot password."))
+    NOTIFICATIONS_RATE_CAP: int = field(default=30, metadata=_describe(
+        "Maximum messages per subscriber per hour."))
+
+    @property
+    def database_url(self) -> str:
+        """The URL to connect to, from DATABASE_URL, the v3 DATABASE_* keys, or user-level mode."""
+        if self.DATABASE_URL:
+            return self.DATABASE_URL
+        if self.DATABASE_TYPE.lower() in {"postgresql", "pg", "postgres"}:
+            auth = self.DATABASE_USER_NAME
+            if self.DATABASE_USER_PASSWORD:
+                auth += f":{self.DATABASE_USER_PASSWORD}"
+            url = (f"postgresql+psycopg://{auth}@{self.DATABASE_HOST}:{self.DATABASE_PORT}/"
+                   f"{self.DATABASE_NAME}")
+            return url + (f"?sslmode={self.DATABASE_SSL_MODE}" if self.DATABASE_SSL_MODE else "")
+        return _user_database_url()
+
+    @property
+    def admins(self) -> frozenset[str]:
+        return frozenset(a.strip() for a in self.ADMINS.split(",") if a.strip())
+
+    @property
+    def trusted_proxies(self) -> frozenset[str]:
+        return frozenset(a.strip() for a in self.API_TRUSTED_PROXIES.split(",") if a.strip())
+
+
+SETTING_TYPES: Final[dict[str, type]] = {
+    name: hint for name, hint in get_type_hints(Settings).items() if name.isupper()
+}
+
+_TRUE: Final = {"1", "true", "yes", "on"}
+_FALSE: Final = {"0", "false", "no", "off", ""}
+
+
+def _convert(key: str, raw: Any, kind: type) -> tuple[Any, str | None]:
+    """Convert one raw value; return (value, error message or None)."""
+    try:
+        if kind is bool:
+            if isinstance(raw, bool):
+                return raw, None
+            text = str(raw).strip().lower()
+            if text in _TRUE:
+                return True, None
+            if text in _FALSE:
+                return False, None
+            raise ValueError
+        if kind is int:
+            if isinstance(raw, bool):
+                raise ValueError
+            return int(str(raw).strip()), None
+        if kind is float:
+            if isinstance(raw, bool):
+                raise ValueError
+            return float(str(raw).strip()), None
+        if isinstance(raw, dict | list):
+            raise ValueError
+        return str(raw), None
+    except ValueError:
+        return None, f"{key}: expected {kind.__name__}, got {raw!r}"
+
+
+def _check_ranges(values: Mapping[str, Any]) -> list[str]:
+    problems = []
+    for key, value in values.items():
+        if SETTING_TYPES[key] in (int, float) and value < 0:
+            problems.append(f"{key}: must not be negative, got {value!r}")
+    if values.get("LOG_LEVEL", "INFO").upper() not in {
+        "DEBUG", "INFO", "WARN", "WARNING", "ERROR", "FATAL", "CRITICAL"
+    }:
+        problems.append(f"LOG_LEVEL: unknown level {values['LOG_LEVEL']!r}")
+    if values.get("METASCHEDULER_POLICY", "fair_share") not in {"fair_share", "fifo"}:
+        problems.append(
+            f"METASCHEDULER_POLICY: expected fair_share or fifo, got {values['METASCHEDULER_POLICY']!r}"
+        )
+    factor = values.get("RUNNER_TAP_INCREASE_FACTOR")
+    if factor is not None and factor < 1:
+        problems.append(f"RUNNER_TAP_INCREASE_FACTOR: must be >= 1, got {factor!r}")
+    return problems
+
+
+def build_settings(raw: Mapping[str, Any], *, source: str = "settings") -> Settings:
+    """Validate raw key/values (from a file, the environment or a test) into Settings."""
+    values: dict[str, Any] = {}
+    problems: list[str] = []
+    for key, value in raw.items():
+        if key not in SETTING_TYPES:
+            hint = difflib.get_close_matches(key, SETTING_TYPES, n=1)
+            suggestion = f" (did you mean {hint[0]}?)" if hint else ""
+            problems.append(f"{key}: unknown key{suggestion}")
+            continue
+        converted, problem = _convert(key, value, SETTING_TYPES[key])
+        if problem:
+            problems.append(problem)
+        else:
+            values[key] = converted
+    problems += _check_ranges(values)
+    if problems:
+        raise ConfigError(f"invalid configuration in {source}:\n  " + "\n  ".join(problems))
+    return Settings(**values)
+
+
+def read_config_file(path: Path) -> dict[str, Any]:
+    """Read a TOML (or v3-style KEY = "value") file into a flat dict."""
+    try:
+        with path.open("rb") as handle:
+            data = tomllib.load(handle)
+    except OSError as error:
+        raise ConfigError(f"cannot read configuration file {path}: {error.strerror}") from error
+    except tomllib.TOMLDecodeError as error:
+        raise ConfigError(f"configuration file {path} is not valid TOML: {error}") from error
+    nested = [key for key, value in data.items() if isinstance(value, dict)]
+    if nested:
+        raise ConfigError(f"configuration file {path}: sections are not used, found {nested}")
+    return data
+
+
+def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
+    """Load settings from `$CIGRI_CONF` (or /etc/cigri/cigri.conf if present) and the environment.
+
+    `CIGRI_<KEY>` environment variables override the file. A missing default file is fine (user-level
+    mode); a missing file named by CIGRI_CONF is an error.
+    """
+    env = os.environ if environ is None else environ
+    raw: dict[str, Any] = {}
+    sources = []
+    conf = env.get("CIGRI_CONF")
+    if conf:
+        raw.update(read_config_file(Path(conf)))
+        sources.append(conf)
+    elif DEFAULT_CONF_PATH.exists():
+        raw.update(read_config_file(DEFAULT_CONF_PATH))
+        sources.append(str(DEFAULT_CONF_PATH))
+    for name, value in env.items():
+        if name.startswith(ENV_PREFIX) and name != "CIGRI_CONF" and name[len(ENV_PREFIX):].isupper():
+            key = name[len(ENV_PREFIX):]
+            if key in SETTING_TYPES:
+                raw[key] = value
+                sources.append(name)
+    return build_settings(raw, source=", ".join(sources) or "defaults")
+
+
+def describe_settings() -> list[tuple[str, str, Any, str]]:
+    """(key, type, default, help) for every setting, for docs and `cigri config`."""
+    rows = []
+    for item in dataclasses.fields(Settings):
+        rows.append((item.name, SETTING_TYPES[item.name].__name__, item.default,
+                     item.metadata.get("help", "")))
+    return rows

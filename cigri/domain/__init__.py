@@ -1,0 +1,1 @@
+"""Pure domain: states, value objects, decisions. No I/O, no SQL, no HTTP."""

@@ -1,0 +1,362 @@
+"""The schema, as SQLAlchemy Core tables. The only place table shapes are written.
+
+Table names follow CiGri v3 where the meaning is the same. Fixed from v3: enumerations are checked
+strings (portable to SQLite), cluster names are unique, foreign keys cascade from campaigns so a purge
+is one DELETE, prologue/epilogue jobs have a NULL `param_id` instead of v3's fake parameter 0, and
+events.checked is a boolean. New tables: `submissions` (crash-safe OAR submission intents),
+`daemon_heartbeats`, `daemon_leases`, `api_tokens`, `notification_messages` (outbox) and
+`collected_files`.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import (
+    BigInteger,
+    Boolean,
+    Column,
+    DateTime,
+    Dialect,
+    Float,
+    ForeignKey,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Table,
+    Text,
+    UniqueConstraint,
+)
+from sqlalchemy.types import TypeDecorator
+
+NAMING_CONVENTION = {
+    "ix": "ix_%(column_0_label)s",
+    "uq": "uq_%(table_name)s_%(column_0_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+metadata = MetaData(naming_convention=NAMING_CONVENTION)
+
+# SQLite autoincrements only INTEGER PRIMARY KEY; PostgreSQL gets BIGINT identities.
+BigId = BigInteger().with_variant(Integer(), "sqlite")
+
+
+class UTCDateTime(TypeDecorator[datetime]):
+    """TIMESTAMPTZ that always comes back as an aware UTC datetime (SQLite stores naive text)."""
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError("naive datetime given to the database; use aware UTC")
+        if dialect.name == "sqlite":
+            return value.astimezone(UTC).replace(tzinfo=None)
+        return value
+
+    def process_result_value(self, value: Any, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            return value.replace(tzinfo=UTC)
+        return value.astimezone(UTC)
+
+
+def _cascade(target: str) -> ForeignKey:
+    return ForeignKey(target, ondelete="CASCADE")
+
+
+clusters = Table(
+    "clusters", metadata,
+    Column("id", Integer, primary_key=True),
+    Column("name", String(255), nullable=False, unique=True),
+    Column("api_url", String(255), nullable=False),
+    Column("api_auth_type", String(16), nullable=False, server_default="header"),
+    Column("api_username", String(255)),
+    Column("api_password", String(255)),
+    Column("api_auth_header", String(255)),
+    Column("api_chunk_size", Integer, nullable=False, server_default="100"),
+    Column("api_limit", Integer, nullable=False, server_default="100"),
+    Column("api_timeout_seconds", Float),
+    Column("ssh_host", String(255)),
+    Column("batch", String(16), nullable=False, server_default="oar2_5"),
+    Column("resource_unit", String(255), server_default="resource_id"),
+    Column("power", Integer),
+    Column("properties", String(255)),
+    Column("stress_factor", Float, nullable=False, server_default="0"),
+    Column("enabled", Boolean, nullable=False, server_default="1"),
+    Column("created_at", UTCDateTime),
+)
+
+users_mapping = Table(
+    "users_mapping", metadata,
+    Column("id", Integer, primary_key=True),
+    Column("grid_login", String(255), nullable=False),
+    Column("cluster_login", Text),
+    Column("cluster_id", Integer, _cascade("clusters.id"), nullable=False),
+    UniqueConstraint("grid_login", "cluster_id", name="uq_users_mapping_login_cluster"),
+)
+
+campaigns = Table(
+    "campaigns", metadata,
+    Column("id", Integer, primary_key=True),
+    Column("grid_user", String(255), nullable=False, index=True),
+    Column("state", String(32), nullable=False, index=True),
+    Column("type", String(255), nullable=False, server_default="normal"),
+    Column("name", String(255)),
+    Column("submission_time", UTCDateTime),
+    Column("completion_time", UTCDateTime),
+    Column("nb_jobs", BigInteger, nullable=False, server_default="0"),
+    Column("jdl", Text),
+)
+
+campaign_properties = Table(
+    "campaign_properties", metadata,
+    Column("id", Integer, primary_key=True),
+    Column("campaign_id", Integer, _cascade("campaigns.id"), nullable=False),
+    Column("cluster_id", Integer, _cascade("clusters.id")),  # NULL = campaign-wide
+    Column("name", String(255), nullable=False),
+    Column("value", Text, nullable=False),
+    Index("ix_campaign_properties_campaign_cluster", "campaign_id", "cluster_id", "name"),
+)
+
+parameters = Table(
+    "parameters", metadata,
+    Column("id", BigId, primary_key=True),
+    Column("campaign_id", Integer, _cascade("campaigns.id"), nullable=False),
+    Column("name", String(255), nullable=False),
+    Column("param", Text, nullable=False),
+    UniqueConstraint("campaign_id", "name", name="uq_parameters_campaign_name"),
+)
+
+bag_of_tasks = Table(
+    "bag_of_tasks", metadata,
+    Column("id", BigId, primary_key=True),
+    Column("campaign_id", Integer, _cascade("campaigns.id"), nullable=False),
+    Column("param_id", BigInteger, _cascade("parameters.id"), nullable=False),
+    Column("priority", Integer, nullable=False, server_default="10"),
+    Index("ix_bag_of_tasks_campaign_priority", "campaign_id", "priority", "id"),
+    Index("ix_bag_of_tasks_param_id", "param_id"),
+)
+
+jobs_to_launch = Table(
+    "jobs_to_launch", metadata,
+    Column("id", BigId, primary_key=True),
+    Column("task_id", BigInteger, _cascade("bag_of_tasks.id"), nullable=False, unique=True),
+    Column("cluster_id", Integer, _cascade("clusters.id"), nullable=False),
+    Column("tag", String(255)),
+    Column("queuing_date", UTCDateTime),
+    Column("runner_options", Text),
+    Column("order_num", Integer, nullable=False, server_default="1"),
+    Index("ix_jobs_to_launch_cluster_order", "cluster_id", "order_num", "id"),
+)
+
+submissions = Table(
+    "submissions", metadata,
+    Column("id", BigId, primary_key=True),
+    Column("key", String(64), nullable=False, unique=True),  # carried in the OAR job name
+    Column("cluster_id", Integer, _cascade("clusters.id"), nullable=False),
+    Column("campaign_id", Integer, _cascade("campaigns.id"), nullable=False),
+    Column("state", String(16), nullable=False),  # intent, submitted, failed, reconciled
+    Column("nb_jobs", Integer, nullable=False),
+    Column("remote_array_id", BigInteger),
+    Column("created_at", UTCDateTime, nullable=False),
+    Column("updated_at", UTCDateTime),
+    Column("message", Text),
+    Index("ix_submissions_cluster_state", "cluster_id", "state"),
+)
+
+jobs = Table(
+    "jobs", metadata,
+    Column("id", BigId, primary_key=True),
+    Column("campaign_id", Integer, _cascade("campaigns.id"), nullable=False),
+    Column("param_id", BigInteger, _cascade("parameters.id")),  # NULL for prologue/epilogue
+    Column("batch_id", BigInteger),
+    Column("cluster_id", Integer, _cascade("clusters.id")),
+    Column("collect_id", Integer),
+    Column("state", String(32), nullable=False),
+    Column("return_code", Integer),
+    Column("submission_time", UTCDateTime),
+    Column("start_time", UTCDateTime),
+    Column("stop_time", UTCDateTime),
+    Column("node_name", String(255)),
+    Column("resources_used", Integer),
+    Column("remote_id", BigInteger),
+    Column("tag", String(255)),
+    Column("runner_options", Text),
+    Column("submission_id", BigInteger, ForeignKey("submissions.id", ondelete="SET NULL")),
+    Column("array_index", Integer),  # OAR_ARRAY_INDEX of this job in its array submission
+    Column("attempt", Integer, nullable=False, server_default="1"),  # nth job of its parameter
+    Column("updated_at", UTCDateTime),
+    Index("ix_jobs_campaign_state", "campaign_id", "state"),
+    Index("ix_jobs_cluster_state", "cluster_id", "state"),
+    Index("ix_jobs_state", "state"),
+    Index("ix_jobs_param_id", "param_id"),
+    Index("ix_jobs_remote", "cluster_id", "remote_id"),
+    Index("ix_jobs_submission_id", "submission_id"),
+)
+
+events = Table(
+    "events", metadata,
+    Column("id", BigId, primary_key=True),
+    Column("class", String(16), key="class_", nullable=False),
+    Column("code", String(32), nullable=False),
+    Column("state", String(16), nullable=False, server_default="open"),
+    Column("job_id", BigInteger, _cascade("jobs.id")),
+    Column("cluster_id", Integer, _cascade("clusters.id")),
+    Column("campaign_id", Integer, _cascade("campaigns.id")),
+    Column("parent", BigInteger, ForeignKey("events.id", ondelete="SET NULL")),
+    Column("checked", Boolean, nullable=False, server_default="0"),
+    Column("notified", Boolean, nullable=False, server_default="0"),
+    Column("date_open", UTCDateTime),
+    Column("date_closed", UTCDateTime),
+    Column("date_update", UTCDateTime),
+    Column("message", Text),
+    Index("ix_events_campaign_state", "campaign_id", "state"),
+    Index("ix_events_cluster_state", "cluster_id", "state"),
+    Index("ix_events_job_id", "job_id"),
+    Index("ix_events_state_checked", "state", "checked"),
+    Index("ix_events_notified", "notified"),
+)
+
+queue_counts = Table(
+    "queue_counts", metadata,
+    Column("id", BigId, primary_key=True),
+    Column("date", UTCDateTime, nullable=False),
+    Column("campaign_id", Integer, _cascade("campaigns.id"), nullable=False),
+    Column("cluster_id", Integer, _cascade("clusters.id"), nullable=False),
+    Column("jobs_count", Integer, nullable=False),
+)
+
+admission_rules = Table(
+    "admission_rules", metadata,
+    Column("id", Integer, primary_key=True),
+    Column("rule", String(64), nullable=False),  # name of a built-in rule, never code
+    Column("value", Text),  # JSON arguments of the rule
+    Column("enabled", Boolean, nullable=False, server_default="1"),
+)
+
+user_notifications = Table(
+    "user_notifications", metadata,
+    Column("id", Integer, primary_key=True),
+    Column("grid_user", String(255), nullable=False),
+    Column("type", String(16), nullable=False),
+    Column("identity", String(1024), nullable=False),
+    Column("severity", String(16), nullable=False, server_default="low"),
+    Column("format", String(32)),  # webhook flavour: json, slack, mattermost, discord, teams
+    Column("created_at", UTCDateTime),
+    UniqueConstraint("grid_user", "identity", "type", name="uq_user_notifications_subscription"),
+)
+
+notification_messages = Table(
+    "notification_messages", metadata,
+    Column("id", BigId, primary_key=True),
+    Column("dedup_key", String(255), nullable=False, unique=True),
+    Column("grid_user", String(255), nullable=False),
+    Column("type", String(16), nullable=False),
+    Column("identity", String(1024), nullable=False),
+    Column("format", String(32)),
+    Column("severity", String(16), nullable=False),
+    Column("subject", Text, nullable=False),
+    Column("body", Text, nullable=False),
+    Column("state", String(16), nullable=False, server_default="pending"),  # pending, sent, failed
+    Column("attempts", Integer, nullable=False, server_default="0"),
+    Column("next_attempt_at", UTCDateTime),
+    Column("created_at", UTCDateTime, nullable=False),
+    Column("sent_at", UTCDateTime),
+    Column("last_error", Text),
+    Index("ix_notification_messages_state_next", "state", "next_attempt_at"),
+)
+
+grid_usage = Table(
+    "grid_usage", metadata,
+    Column("id", BigId, primary_key=True),
+    Column("date", UTCDateTime, nullable=False, index=True),
+    Column("cluster_id", Integer, _cascade("clusters.id"), nullable=False),
+    Column("max_resources", Integer),
+    Column("used_resources", Integer),
+    Column("unavailable_resources", Integer),
+    Column("used_by_cigri", Integer),
+)
+
+users_priority = Table(
+    "users_priority", metadata,
+    Column("id", Integer, primary_key=True),
+    Column("grid_user", String(255), nullable=False),
+    Column("cluster_id", Integer, _cascade("clusters.id"), nullable=False),
+    Column("priority", Integer, nullable=False),
+    UniqueConstraint("grid_user", "cluster_id", name="uq_users_priority_user_cluster"),
+)
+
+tasks_affinity = Table(
+    "tasks_affinity", metadata,
+    Column("id", BigId, primary_key=True),
+    Column("param_id", BigInteger, _cascade("parameters.id"), nullable=False),
+    Column("cluster_id", Integer, _cascade("clusters.id"), nullable=False),
+    Column("priority", Integer, nullable=False),
+    UniqueConstraint("param_id", "cluster_id", name="uq_tasks_affinity_param_cluster"),
+)
+
+taps = Table(
+    "taps", metadata,
+    Column("id", BigId, primary_key=True),
+    Column("cluster_id", Integer, _cascade("clusters.id"), nullable=False),
+    Column("campaign_id", Integer, _cascade("campaigns.id"), nullable=False),
+    Column("state", String(16), nullable=False, server_default="open"),
+    Column("rate", Integer, nullable=False),
+    Column("close_date", UTCDateTime),
+    UniqueConstraint("cluster_id", "campaign_id", name="uq_taps_cluster_campaign"),
+)
+
+daemon_heartbeats = Table(
+    "daemon_heartbeats", metadata,
+    Column("name", String(255), primary_key=True),  # role, or role:cluster for runners
+    Column("host", String(255), nullable=False),
+    Column("pid", Integer, nullable=False),
+    Column("started_at", UTCDateTime, nullable=False),
+    Column("beat_at", UTCDateTime, nullable=False),
+    Column("interval_seconds", Float, nullable=False),
+    Column("passes", BigInteger, nullable=False, server_default="0"),
+    Column("failures", Integer, nullable=False, server_default="0"),
+)
+
+daemon_leases = Table(
+    "daemon_leases", metadata,
+    Column("role", String(255), primary_key=True),  # one active instance per role (and cluster)
+    Column("owner", String(255), nullable=False),
+    Column("expires_at", UTCDateTime, nullable=False),
+)
+
+api_tokens = Table(
+    "api_tokens", metadata,
+    Column("id", Integer, primary_key=True),
+    Column("grid_user", String(255), nullable=False, index=True),
+    Column("name", String(255)),
+    Column("token_hash", String(128), nullable=False, unique=True),
+    Column("created_at", UTCDateTime, nullable=False),
+    Column("expires_at", UTCDateTime),
+    Column("last_used_at", UTCDateTime),
+    Column("revoked_at", UTCDateTime),
+)
+
+collected_files = Table(
+    "collected_files", metadata,
+    Column("id", BigId, primary_key=True),
+    Column("campaign_id", Integer, _cascade("campaigns.id"), nullable=False),
+    Column("job_id", BigInteger, _cascade("jobs.id"), nullable=False),
+    Column("remote_path", Text, nullable=False),
+    Column("local_path", Text),
+    Column("size", BigInteger),
+    Column("state", String(16), nullable=False),  # pending, collected, missing, failed
+    Column("attempts", Integer, nullable=False, server_default="0"),
+    Column("collected_at", UTCDateTime),
+    Column("message", Text),
+    UniqueConstraint("job_id", "remote_path", name="uq_collected_files_job_path"),
+    Index("ix_collected_files_campaign_state", "campaign_id", "state"),
+)
