@@ -26,6 +26,10 @@ class JDLError(CigriError):
         super().__init__("; ".join(self.errors))
 
 
+class DuplicateTaskNames(JDLError):
+    """Two parameter lines of one campaign start with the same word (the task name)."""
+
+
 class NotFound(CigriError):
     """No such object."""
 
