@@ -1,0 +1,137 @@
+"""Failure analysis (v3 "Colombo", §3.5.4–3.5.5): what a failed OAR job means for cigri.
+
+Pure: takes the OAR record of a failed job and returns an outcome (resubmit or not, with which
+priority, which event code, which affinity penalty, whether it counts against the campaign's retry
+budget). The updater applies it. Fixed from v3: every OAR event is considered (not only up to the
+first recognised one), `EXTERMINATE_JOB` is recognised, an OAR automatic resubmission keeps being
+tracked, and walltime kills / exit errors are capped by a retry budget (`TOO_MANY_RESUBMIT`).
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from typing import Final
+
+from cigri.domain.oar import OarJob
+from cigri.domain.states import (
+    EXIT_RESUBMIT_FIRST,
+    EXIT_RESUBMIT_LAST,
+    PRIORITY_RESUBMIT,
+    PRIORITY_RESUBMIT_END,
+)
+
+# OAR event types, as OAR spells them.
+BESTEFFORT_KILL: Final = "BESTEFFORT_KILL"
+WALLTIME: Final = "WALLTIME"
+FRAG_JOB_REQUEST: Final = "FRAG_JOB_REQUEST"
+EXTERMINATE_JOB: Final = "EXTERMINATE_JOB"
+WORKING_DIRECTORY: Final = "WORKING_DIRECTORY"
+RESUBMIT_JOB_AUTOMATICALLY: Final = "RESUBMIT_JOB_AUTOMATICALLY"
+
+# cigri event codes produced here.
+RESUBMIT: Final = "RESUBMIT"
+RESUBMIT_END: Final = "RESUBMIT_END"
+EXIT_ERROR: Final = "EXIT_ERROR"
+PROLOG_EXIT_ERROR: Final = "PROLOG_EXIT_ERROR"
+EPILOG_EXIT_ERROR: Final = "EPILOG_EXIT_ERROR"
+WORKING_DIRECTORY_ERROR: Final = "WORKING_DIRECTORY_ERROR"
+UNKNOWN_ERROR: Final = "UNKNOWN_ERROR"
+OAR_AUTO_RESUBMIT: Final = "OAR_AUTO_RESUBMIT"
+TOO_MANY_RESUBMIT: Final = "TOO_MANY_RESUBMIT"
+WALLTIME_WARNING: Final = "WALLTIME_WARNING"
+
+# Event codes that count against the retry budget of a parameter (one per budgeted failure).
+BUDGETED_EVENT_CODES: Final = frozenset({WALLTIME_WARNING, EXIT_ERROR})
+
+# Outcomes whose cause keeps polling going on a campaign blacklisted on the cluster (v3 §3.1.2).
+EXIT_ERROR_CODES: Final = frozenset({EXIT_ERROR, WORKING_DIRECTORY_ERROR})
+
+# OAR kill reasons, strongest first: a job killed for being best-effort is never the task's fault,
+# even when OAR also logged the frag request or an exterminate that implemented the kill.
+_FREE_KILLS: Final = (BESTEFFORT_KILL, FRAG_JOB_REQUEST, EXTERMINATE_JOB)
+
+_NEW_ID = re.compile(r"new id\s*=\s*(\d+)")
+_ID_BEFORE_PAREN = re.compile(r"(\d+)\)")
+
+
+@dataclass(frozen=True, kw_only=True)
+class FailureOutcome:
+    """What to do with a failed job. `event_code` is the job event to record."""
+
+    event_code: str
+    cause: str  # the OAR event type or exit status that decided, for messages
+    resubmit: bool = False
+    priority: int = PRIORITY_RESUBMIT
+    counts_against_budget: bool = False  # walltime kills and exit errors; preemption is free
+    affinity_penalty: int = 1  # how much the parameter's affinity for the cluster drops
+    blacklists_campaign: bool = False  # opens a campaign BLACKLIST on the cluster
+    needs_stderr: bool = False  # message wants the stderr tail
+    new_remote_id: int | None = None  # OAR resubmitted the job itself under this id
+    message: str = ""
+
+
+def _auto_resubmit_id(description: str) -> int | None:
+    found = _NEW_ID.search(description) or _ID_BEFORE_PAREN.search(description)
+    return int(found.group(1)) if found else None
+
+
+def analyze_failure(oar_job: OarJob, *, tag: str | None = None) -> FailureOutcome:
+    """Decide the outcome of a failed OAR job (state Error, or Terminated with exit code > 0)."""
+    exit_status = oar_job.exit_status
+    if exit_status == EXIT_RESUBMIT_FIRST:
+        return FailureOutcome(event_code=RESUBMIT, cause="Special_exit_status_66", resubmit=True,
+                              message="Resubmit cause: Special_exit_status_66")
+    if exit_status == EXIT_RESUBMIT_LAST:
+        return FailureOutcome(event_code=RESUBMIT_END, cause="Special_exit_status_67",
+                              resubmit=True, priority=PRIORITY_RESUBMIT_END,
+                              message="Resubmit cause: Special_exit_status_67")
+    types = [event.type for event in oar_job.events]
+    for kill in _FREE_KILLS:
+        if kill in types:
+            return FailureOutcome(event_code=RESUBMIT, cause=kill, resubmit=True,
+                                  message=f"Resubmit cause: {kill}")
+    if WALLTIME in types:
+        return FailureOutcome(event_code=RESUBMIT, cause=WALLTIME, resubmit=True,
+                              counts_against_budget=True, affinity_penalty=2,
+                              message=f"Resubmit cause: {WALLTIME}")
+    if oar_job.exit_code is not None and oar_job.exit_code > 0:
+        code = {"prologue": PROLOG_EXIT_ERROR, "epilogue": EPILOG_EXIT_ERROR}.get(tag or "",
+                                                                                  EXIT_ERROR)
+        return FailureOutcome(event_code=code, cause=f"exit status {exit_status}",
+                              counts_against_budget=code == EXIT_ERROR, blacklists_campaign=True,
+                              needs_stderr=True,
+                              message=f"The job exited with exit status {oar_job.exit_code};")
+    if WORKING_DIRECTORY in types:
+        return FailureOutcome(event_code=WORKING_DIRECTORY_ERROR, cause=WORKING_DIRECTORY,
+                              blacklists_campaign=True,
+                              message="The working directory of the job could not be used.")
+    for event in oar_job.events:
+        if event.type == RESUBMIT_JOB_AUTOMATICALLY:
+            new_id = _auto_resubmit_id(event.description)
+            if new_id is not None:
+                return FailureOutcome(event_code=OAR_AUTO_RESUBMIT, cause=event.type,
+                                      new_remote_id=new_id, affinity_penalty=0,
+                                      message=f"OAR resubmitted the job: change the remote_id "
+                                              f"from {oar_job.id} to {new_id}")
+    raw = "; ".join(f"{event.type}: {event.description}" for event in oar_job.events)
+    return FailureOutcome(event_code=UNKNOWN_ERROR, cause="unknown", blacklists_campaign=True,
+                          message=f"Unknown error; OAR events: {raw or 'none'}")
+
+
+def is_within_budget(outcome: FailureOutcome, *, budget_used: int, max_resubmissions: int) -> bool:
+    """Whether a resubmitting outcome may still resubmit, given the budgeted failures already seen
+    for this parameter (not counting this one). Free outcomes always may."""
+    if not outcome.counts_against_budget:
+        return True
+    return budget_used < max_resubmissions
+
+
+def stderr_path(oar_job: OarJob) -> str | None:
+    """Absolute path of the job's stderr file, `%jobid%` expanded, or None if OAR did not say."""
+    if not oar_job.stderr_file:
+        return None
+    name = oar_job.stderr_file.replace("%jobid%", str(oar_job.id))
+    if name.startswith("/") or not oar_job.launching_directory:
+        return name
+    return f"{oar_job.launching_directory.rstrip('/')}/{name}"
