@@ -1,0 +1,710 @@
+"""The OAR 2.5 REST API of one emulated cluster, as a WSGI application: routing, content
+negotiation, identity, the JSON shapes and pagination of the real OAR 2.5.9, plus the fault knobs
+(errors, latency, truncated or non-JSON answers) and a small admin API under `/_emulator/`."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import random
+import re
+import threading
+import time
+from collections import deque
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from typing import Any
+from urllib.parse import parse_qsl, quote, urlencode
+
+from cigri.emulator.model import ApiError, Cluster, Job, login_of
+
+log = logging.getLogger(__name__)
+
+StartResponse = Callable[..., Any]
+JSON_TYPE = "application/json; charset=ISO-8859-1"
+DEFAULT_LIMIT = 500
+AVAILABLE_UPTO = 2147483647
+
+
+@dataclass
+class Faults:
+    """Per-cluster fault knobs, changeable at run time."""
+
+    error_rate: float = 0.0  # share of API answers replaced by a 500
+    latency: float = 0.0  # seconds added to every answer
+    truncate_rate: float = 0.0  # share of JSON answers cut in half
+    nonjson_rate: float = 0.0  # share of answers replaced by an HTML page with status 200
+    pending: deque[tuple[int, str]] = field(default_factory=deque)  # (status, kind) for the next answers
+    rng: random.Random = field(default_factory=lambda: random.Random(1))
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def fail_next(self, status: int = 500, count: int = 1, kind: str = "error") -> None:
+        """The next `count` API answers fail: `kind` is `error` (HTTP `status`), `truncated` or `nonjson`."""
+        with self.lock:
+            self.pending.extend([(status, kind)] * count)
+
+    def draw(self) -> tuple[int, str] | None:
+        with self.lock:
+            if self.pending:
+                return self.pending.popleft()
+            roll = self.rng.random()
+            if roll < self.error_rate:
+                return 500, "error"
+            if roll < self.error_rate + self.truncate_rate:
+                return 200, "truncated"
+            if roll < self.error_rate + self.truncate_rate + self.nonjson_rate:
+                return 200, "nonjson"
+            return None
+
+
+@dataclass
+class Response:
+    status: int
+    body: bytes
+    content_type: str = JSON_TYPE
+    headers: list[tuple[str, str]] = field(default_factory=list)
+
+
+REASONS = {
+    200: "OK",
+    201: "Created",
+    202: "Accepted",
+    204: "No Content",
+    400: "Bad Request",
+    401: "Unauthorized",
+    403: "Forbidden",
+    404: "Not Found",
+    406: "Not Acceptable",
+    500: "Internal Server Error",
+    502: "Bad Gateway",
+    503: "Service Unavailable",
+    504: "Gateway Timeout",
+}
+
+
+def json_response(status: int, data: Any, headers: list[tuple[str, str]] | None = None) -> Response:
+    return Response(status, (json.dumps(data, indent=1) + "\n").encode(), headers=headers or [])
+
+
+def error(code: int, title: str, message: str) -> Response:
+    return json_response(code, {"code": code, "title": title, "message": message})
+
+
+class Request:
+    def __init__(self, environ: dict[str, Any], prefix: str) -> None:
+        self.environ = environ
+        self.method = environ.get("REQUEST_METHOD", "GET").upper()
+        raw_path = environ.get("PATH_INFO", "") or "/"
+        self.raw_path = raw_path
+        self.path = raw_path[len(prefix) :] if raw_path.startswith(prefix) else None
+        self.query = parse_qsl(environ.get("QUERY_STRING", "").replace(";", "&"), keep_blank_values=True)
+        self.args: dict[str, str] = {}
+        for key, value in self.query:
+            self.args.setdefault(key, value)
+        ident = environ.get("HTTP_X_REMOTE_IDENT")
+        if ident is None:
+            ident = environ.get("X_REMOTE_IDENT")
+        self.identity: str | None = ident
+        self.login = login_of(ident)
+
+    def all(self, key: str) -> list[str]:
+        return [v for k, v in self.query if k == key]
+
+    def body(self) -> bytes:
+        try:
+            length = int(self.environ.get("CONTENT_LENGTH") or 0)
+        except ValueError:
+            length = 0
+        stream = self.environ.get("wsgi.input")
+        return stream.read(length) if stream is not None and length > 0 else b""
+
+
+class OarApp:
+    """WSGI application serving one cluster under `prefix` (e.g. `/oarapi`)."""
+
+    def __init__(
+        self,
+        cluster: Cluster,
+        *,
+        prefix: str = "/oarapi",
+        faults: Faults | None = None,
+        admin: Callable[[Request], Response] | None = None,
+    ) -> None:
+        self.cluster = cluster
+        self.prefix = prefix.rstrip("/")
+        self.faults = faults or Faults()
+        self.admin = admin
+        self.requests = 0
+
+    # ---- WSGI ---------------------------------------------------------------------------------
+
+    def __call__(self, environ: dict[str, Any], start_response: StartResponse) -> Iterable[bytes]:
+        request = Request(environ, self.prefix)
+        if request.raw_path.startswith("/_emulator/") and self.admin is not None:
+            response = self.admin(request)
+        else:
+            self.requests += 1
+            if self.faults.latency > 0:
+                time.sleep(self.faults.latency)
+            fault = self.faults.draw()
+            if fault is not None and fault[1] == "error":
+                response = Response(
+                    fault[0],
+                    b"<html><body><h1>Internal Server Error</h1></body></html>\n",
+                    "text/html; charset=iso-8859-1",
+                )
+            else:
+                try:
+                    response = self.handle(request)
+                except ApiError as failure:
+                    response = error(failure.code, failure.title, failure.message)
+                except Exception:
+                    log.exception("emulator failure on %s %s", request.method, request.raw_path)
+                    response = error(500, "Internal emulator error", "see the emulator log")
+                if fault is not None and fault[1] == "truncated":
+                    response.body = response.body[: max(1, len(response.body) // 2)]
+                elif fault is not None and fault[1] == "nonjson":
+                    response = Response(fault[0], b"<html><body>Proxy error</body></html>\n", "text/html")
+        headers = [("Content-Type", response.content_type), *response.headers]
+        if response.status != 204:
+            headers.append(("Content-Length", str(len(response.body))))
+        start_response(f"{response.status} {REASONS.get(response.status, 'Status')}", headers)
+        return [response.body] if response.status != 204 else []
+
+    # ---- dispatch ----------------------------------------------------------------------------
+
+    def handle(self, request: Request) -> Response:
+        path = request.path
+        if path is None:
+            return error(404, "Not found", f"No way to handle your request {request.raw_path}")
+        if path == "":
+            path = "/"
+        suffix = None
+        match = re.match(r"^(.*?)\.(json|yaml|html)$", path)
+        if match and not path.startswith("/media/"):
+            path, suffix = match.group(1) or "/", match.group(2)
+        if path == "/.":
+            path = "/"
+        accept = request.environ.get("HTTP_ACCEPT", "")
+        content_type = request.environ.get("CONTENT_TYPE", "")
+        if suffix is not None:
+            if suffix != "json":
+                return error(406, f"Unsupported format {suffix}", "the emulator only speaks JSON")
+        elif "application/json" not in accept and "application/json" not in content_type:
+            shown = accept or content_type or "*/*"
+            return error(
+                406, f"Invalid content type required {shown}", f"Invalid content type required {shown}"
+            )
+        request.environ["emulator.path_with_suffix"] = request.raw_path
+        cluster = self.cluster
+        method = request.method
+        now = cluster.now()
+        job_match = re.match(r"^/jobs/(\d+)(/details|/resources|/nodes)?$", path)
+        if method == "GET":
+            if path == "/":
+                return json_response(200, self.root(now))
+            if path == "/version":
+                return json_response(200, self.version(now))
+            if path == "/timezone":
+                return json_response(200, {"timezone": "UTC", "api_timestamp": now})
+            if path == "/whoami":
+                return json_response(
+                    200, {"authenticated_user": request.identity or "", "api_timestamp": now}
+                )
+            if path in ("/jobs", "/jobs/details", "/jobs/table"):
+                details = path == "/jobs/details" or "details" in request.args
+                return self.list_jobs(request, details=details)
+            if job_match:
+                return self.get_job(request, int(job_match.group(1)), job_match.group(2))
+            if path in ("/resources", "/resources/full", "/resources/details"):
+                return self.list_resources(request, full=path != "/resources" or "detailed" in request.args)
+            res_match = re.match(r"^/resources/(\d+)$", path)
+            if res_match:
+                rid = int(res_match.group(1))
+                if not 1 <= rid <= cluster.total_cores:
+                    return error(404, "Resource not found", "Resource not found")
+                return json_response(200, self.resource_row(rid, now, full=True))
+            node_match = re.match(r"^/resources/nodes/([^/]+)$", path)
+            if node_match:
+                return self.node_resources(request, node_match.group(1))
+            if path == "/stress_factor" or path == "/stress_factor/":
+                return json_response(
+                    200,
+                    {
+                        "GLOBAL_STRESS": cluster.stress,
+                        "api_timestamp": now,
+                        "links": [{"rel": "self", "href": f"{self.prefix}/stress_factor"}],
+                    },
+                )
+            if path.startswith("/media/ls/"):
+                return self.media_ls(request, path[len("/media/ls") :])
+            if path.startswith("/media/"):
+                return self.media_get(request, path[len("/media") :])
+            if path == "/media" and "path_filename" in request.args:
+                return self.media_get(request, request.args["path_filename"])
+        elif method == "POST":
+            if path == "/jobs":
+                return self.post_job(request)
+            del_match = re.match(r"^/jobs/(array/)?(\d+)/deletions/new$", path)
+            if del_match:
+                return self.delete_jobs(
+                    request, int(del_match.group(2)), array=bool(del_match.group(1)), via_post=True
+                )
+            if job_match and job_match.group(2) is None:
+                return self.post_job_method(request, int(job_match.group(1)))
+        elif method == "DELETE":
+            if job_match and job_match.group(2) is None:
+                return self.delete_jobs(
+                    request,
+                    int(job_match.group(1)),
+                    array=request.args.get("array") in ("true", "1"),
+                    via_post=False,
+                )
+            if path.startswith("/media/"):
+                return self.media_delete(request, path[len("/media") :])
+        return error(404, "Not found", f"No way to handle your request {path}")
+
+    # ---- shapes ------------------------------------------------------------------------------
+
+    def link(self, rel: str, href: str, title: str | None = None) -> dict[str, str]:
+        result = {"rel": rel, "href": f"{self.prefix}/{href}"}
+        if title is not None:
+            result["title"] = title
+        return result
+
+    def version(self, now: int) -> dict[str, Any]:
+        return {
+            "oar_version": self.cluster.version_string,
+            "api_version": "1.0.2",
+            "apilib_version": "1.0.2",
+            "api_timestamp": now,
+            "api_timezone": "UTC",
+        }
+
+    def root(self, now: int) -> dict[str, Any]:
+        data = self.version(now)
+        data["links"] = [
+            {"rel": "self", "href": f"{self.prefix}/./"},
+            self.link("collection", "resources", "resources"),
+            self.link("collection", "resources/details", "full_resources"),
+            self.link("collection", "jobs", "jobs"),
+            self.link("collection", "jobs/details", "detailed_jobs"),
+            self.link("collection", "jobs/table", "jobs_table"),
+            self.link("collection", "config", "config"),
+            self.link("collection", "admission_rules", "admission_rules"),
+        ]
+        return data
+
+    def job_links(self, job_id: int) -> list[dict[str, str]]:
+        return [
+            self.link("self", f"jobs/{job_id}"),
+            self.link("collection", f"jobs/{job_id}/resources", "resources"),
+            self.link("collection", f"jobs/{job_id}/nodes", "nodes"),
+        ]
+
+    def job_item(self, job: Job, now: int) -> dict[str, Any]:
+        return {
+            "id": job.id,
+            "name": job.name,
+            "owner": job.owner,
+            "queue": job.queue,
+            "state": job.state,
+            "submission": job.submission_time,
+            "api_timestamp": now,
+            "links": self.job_links(job.id),
+        }
+
+    def job_full(self, job: Job, now: int, viewer: str | None) -> dict[str, Any]:
+        waiting = job.state in ("Waiting", "Hold")
+        show_request = viewer in (job.owner, "oar", "root")
+        return {
+            "id": job.id,
+            "array_id": job.array_id,
+            "array_index": job.array_index,
+            "name": job.name,
+            "owner": job.owner,
+            "state": job.state,
+            "queue": job.queue,
+            "command": job.command,
+            "launching_directory": job.launching_directory,
+            "type": "PASSIVE",
+            "types": list(job.types),
+            "properties": job.properties,
+            "reservation": "None",
+            "walltime": None
+            if waiting
+            else (job.walltime if job.walltime is not None else job.wanted_walltime),
+            "submission_time": job.submission_time,
+            "start_time": job.start_time,
+            "stop_time": job.stop_time,
+            "scheduled_start": job.scheduled_start,
+            "message": job.message,
+            "resubmit_job_id": 0,
+            "events": [
+                {
+                    "event_id": e.event_id,
+                    "type": e.type,
+                    "job_id": e.job_id,
+                    "date": e.date,
+                    "description": e.description,
+                    "to_check": e.to_check,
+                }
+                for e in job.events
+            ],
+            "wanted_resources": job.request.wanted(),
+            "project": job.project,
+            "cpuset_name": None,
+            "dependencies": [],
+            "exit_code": job.exit_code,
+            "stdout_file": job.stdout_file,
+            "stderr_file": job.stderr_file,
+            "initial_request": job.initial_request if show_request else "",
+            "links": self.job_links(job.id),
+            "api_timestamp": now,
+        }
+
+    def job_resources(self, job: Job, now: int) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+        resources = []
+        nodes: dict[str, dict[str, Any]] = {}
+        for rid in job.resources:
+            row = self.resource_row(rid, now, full=True)
+            row["cpuset"] = str(row["cpuset"])
+            row["status"] = "assigned"
+            resources.append(row)
+            address = row["network_address"]
+            nodes.setdefault(
+                address,
+                {
+                    "network_address": address,
+                    "status": "assigned",
+                    "api_timestamp": now,
+                    "links": [{"rel": "self", "href": f"{self.prefix}/resources/nodes/{address}"}],
+                },
+            )
+        return resources, list(nodes.values())
+
+    def job_detailed(self, job: Job, now: int, viewer: str | None, listing: bool) -> dict[str, Any]:
+        data = self.job_full(job, now, viewer)
+        data["resources"], data["nodes"] = self.job_resources(job, now)
+        if listing:
+            data["array_index"] = None
+            data["resubmit_job_id"] = None
+        return data
+
+    def resource_row(self, rid: int, now: int, *, full: bool) -> dict[str, Any]:
+        cluster = self.cluster
+        node_index = cluster.node_of(rid)
+        node = cluster.node_names[node_index]
+        links = [
+            self.link("member", f"resources/nodes/{node}", "node"),
+            self.link("self", f"resources/{rid}"),
+            self.link("collection", f"resources/{rid}/jobs", "jobs"),
+        ]
+        row: dict[str, Any] = {
+            "id": rid,
+            "state": "Alive",
+            "available_upto": AVAILABLE_UPTO,
+            "network_address": node,
+            "links": links,
+            "api_timestamp": now,
+        }
+        if full:
+            row.update(
+                {
+                    "type": "default",
+                    "next_state": "UnChanged",
+                    "finaud_decision": "NO",
+                    "next_finaud_decision": "NO",
+                    "state_num": 1,
+                    "suspended_jobs": "NO",
+                    "scheduler_priority": 0,
+                    "cpuset": (rid - 1) % cluster.config.cores,
+                    "besteffort": "YES",
+                    "deploy": "NO",
+                    "desktop_computing": "NO",
+                    "drain": "NO",
+                    "expiry_date": 0,
+                    "last_job_date": cluster.last_job_date.get(rid, 0),
+                    "last_available_upto": 0,
+                    "host": node,
+                    "cpu": node_index + 1,
+                    "core": rid,
+                    "cluster": cluster.config.name,
+                }
+            )
+        return row
+
+    # ---- collections -------------------------------------------------------------------------
+
+    def paginate(
+        self,
+        request: Request,
+        total: int,
+        offset: int,
+        limit: int,
+        build: Callable[[int, int], list[dict[str, Any]]],
+        now: int,
+    ) -> Response:
+        if total == 0:
+            return json_response(200, {"items": [], "total": 0, "offset": 0, "links": []})
+        items = build(offset, limit) if offset < total else []
+        base = [(k, v) for k, v in request.query if k != "offset"]
+        path = request.raw_path
+
+        def href(at: int) -> str:
+            pairs = base if limit == 0 else [*base, ("offset", str(at))]
+            query = urlencode(pairs, quote_via=quote)
+            return f"{path}?{query}" if query else path
+
+        links = [{"rel": "self", "href": href(offset)}]
+        if limit and offset + limit < total:
+            links.append({"rel": "next", "href": href(offset + limit)})
+        if limit and offset - limit >= 0:
+            links.append({"rel": "previous", "href": href(offset - limit)})
+        return json_response(
+            200, {"items": items, "total": total, "offset": offset, "links": links, "api_timestamp": now}
+        )
+
+    def envelope(self, request: Request, items: list[dict[str, Any]], now: int) -> Response:
+        return json_response(
+            200,
+            {
+                "items": items,
+                "total": len(items),
+                "offset": 0,
+                "links": [{"rel": "self", "href": request.raw_path}],
+                "api_timestamp": now,
+            },
+        )
+
+    def _int_arg(self, request: Request, key: str, default: int) -> int:
+        value = request.args.get(key, "")
+        return int(value) if value.isdigit() else default
+
+    def list_jobs(self, request: Request, *, details: bool) -> Response:
+        states_text = ",".join(request.all("state") + request.all("states"))
+        states = [s for s in states_text.split(",") if s] or None
+        ids: list[int] | None = None
+        if "ids" in request.args or "job_ids" in request.args:
+            ids = [
+                int(x)
+                for x in ":".join([*request.all("ids"), *request.all("job_ids")]).replace(",", ":").split(":")
+                if x.strip().isdigit()
+            ]
+        array_text = request.args.get("array", "")
+        array = int(array_text) if array_text.isdigit() else None
+        jobs = self.cluster.select_jobs(
+            states=states, array=array, ids=ids, user=request.args.get("user") or None
+        )
+        now = self.cluster.now()
+        offset = self._int_arg(request, "offset", 0)
+        limit = self._int_arg(request, "limit", DEFAULT_LIMIT)
+
+        def build(start: int, count: int) -> list[dict[str, Any]]:
+            page = jobs[start:] if count == 0 else jobs[start : start + count]
+            with self.cluster.lock:
+                if details:
+                    return [self.job_detailed(j, now, request.login, listing=True) for j in page]
+                return [self.job_item(j, now) for j in page]
+
+        return self.paginate(request, len(jobs), offset, limit, build, now)
+
+    def list_resources(self, request: Request, *, full: bool) -> Response:
+        now = self.cluster.now()
+        offset = self._int_arg(request, "offset", 0)
+        limit = self._int_arg(request, "limit", DEFAULT_LIMIT)
+        total = self.cluster.total_cores
+
+        def build(start: int, count: int) -> list[dict[str, Any]]:
+            return [
+                self.resource_row(rid, now, full=full)
+                for rid in range(start + 1, min(total, start + count) + 1)
+            ]
+
+        return self.paginate(request, total, offset, limit, build, now)
+
+    def node_resources(self, request: Request, node: str) -> Response:
+        cluster = self.cluster
+        if node not in cluster.node_names:
+            return json_response(200, {"items": [], "total": 0, "offset": 0, "links": []})
+        index = cluster.node_names.index(node)
+        now = cluster.now()
+        cores = cluster.config.cores
+        items = [
+            self.resource_row(rid, now, full=False)
+            for rid in range(index * cores + 1, (index + 1) * cores + 1)
+        ]
+        return self.envelope(request, items, now)
+
+    # ---- jobs --------------------------------------------------------------------------------
+
+    def need_login(self, request: Request, action: str) -> str:
+        if request.login is None:
+            raise ApiError(
+                401, "Permission denied", f"A suitable authentication must be done before {action}"
+            )
+        return request.login
+
+    def get_job(self, request: Request, job_id: int, sub: str | None) -> Response:
+        if sub in (None, "/details"):
+            self.need_login(request, "looking at jobs")
+        job = self.cluster.get(job_id)
+        if job is None:
+            return error(404, "Job not found", "Job not found")
+        now = self.cluster.now()
+        with self.cluster.lock:
+            if sub is None:
+                return json_response(200, self.job_full(job, now, request.login))
+            if sub == "/details":
+                return json_response(200, self.job_detailed(job, now, request.login, listing=False))
+            resources, nodes = self.job_resources(job, now)
+        return self.envelope(request, resources if sub == "/resources" else nodes, now)
+
+    def post_job(self, request: Request) -> Response:
+        login = self.need_login(request, "posting jobs")
+        content_type = request.environ.get("CONTENT_TYPE", "").split(";")[0].strip()
+        raw = request.body()
+        if content_type == "application/json":
+            try:
+                body = json.loads(raw.decode() or "null")
+            except ValueError:
+                body = None
+            if not isinstance(body, dict):
+                return error(400, "JSON data not understood", "JSON data not understood")
+        elif content_type == "application/x-www-form-urlencoded":
+            body = dict(parse_qsl(raw.decode(), keep_blank_values=True))
+        else:
+            return error(
+                406, "Job description must be in YAML or JSON", "Job description must be in YAML or JSON"
+            )
+        submitted = self.cluster.submit(login, body)
+        first = submitted.ids[0]
+        return json_response(
+            201,
+            {
+                "id": first,
+                "links": [self.link("self", f"jobs/{first}")],
+                "api_timestamp": self.cluster.now(),
+                "cmd_output": submitted.cmd_output,
+            },
+            headers=[("Location", f"{self.prefix}/jobs/{first}")],
+        )
+
+    def post_job_method(self, request: Request, job_id: int) -> Response:
+        login = self.need_login(request, "modifying jobs")
+        try:
+            body = json.loads(request.body().decode() or "null")
+        except ValueError:
+            body = None
+        if not isinstance(body, dict) or "method" not in body:
+            return error(400, "Missing Required Field", "A method must be given")
+        if body["method"] != "delete":
+            return error(400, "Bad query", f"Unsupported method {body['method']}")
+        output = self.cluster.delete(login, [job_id])
+        return json_response(
+            202,
+            {
+                "id": str(job_id),
+                "status": "Delete request registered",
+                "cmd_output": output,
+                "api_timestamp": self.cluster.now(),
+                "links": [self.link("self", f"jobs/{job_id}")],
+            },
+        )
+
+    def delete_jobs(self, request: Request, job_id: int, *, array: bool, via_post: bool) -> Response:
+        login = self.need_login(request, "deleting jobs")
+        ids = [job_id]
+        if array:
+            with self.cluster.lock:
+                ids = list(self.cluster.arrays.get(job_id, []))
+            if not ids:
+                raise ApiError(
+                    400,
+                    "Oardel error",
+                    f"Oardel command exited with status 256: Cannot find array "
+                    f"{job_id}. (Command was: oardel --array {job_id})",
+                )
+        output = self.cluster.delete(login, ids)
+        now = self.cluster.now()
+        if via_post:
+            return json_response(
+                202,
+                {
+                    "id": str(job_id),
+                    "status": "Delete request registered",
+                    "cmd_output": output,
+                    "api_timestamp": now,
+                    "links": [self.link("self", f"jobs/{job_id}")],
+                },
+            )
+        return json_response(
+            202,
+            {
+                "id": str(job_id),
+                "status": "Delete request registered",
+                "oardel_output": output,
+                "api_timestamp": now,
+            },
+        )
+
+    # ---- media -------------------------------------------------------------------------------
+
+    def media_path(self, request: Request, rest: str, action: str) -> str:
+        login = self.need_login(request, action)
+        home = self.cluster.home_of(login) or "/nonexistent"
+        path = rest if rest.startswith("/") else "/" + rest
+        return path.replace("/~/", home.rstrip("/") + "/", 1) if path.startswith("/~/") else path
+
+    def media_get(self, request: Request, rest: str) -> Response:
+        path = self.media_path(request, rest, "getting files")
+        if not os.path.isfile(path):
+            return error(404, "Not found", f"File not found: {path}")
+        if not os.access(path, os.R_OK):
+            return error(403, "Forbidden", f"File could not be read: {path}")
+        with open(path, "rb") as f:
+            data = f.read()
+        tail = request.args.get("tail", "")
+        if tail.isdigit() and int(tail) > 0:
+            lines = data.splitlines(keepends=True)
+            data = b"".join(lines[-int(tail) :])
+        return Response(200, data, "application/octet-stream; charset=ISO-8859-1")
+
+    def media_ls(self, request: Request, rest: str) -> Response:
+        path = self.media_path(request, rest, "getting files")
+        if not os.path.isdir(path):
+            return error(404, "Not found", f"Path not found: {path}")
+        items = []
+        for name in sorted(os.listdir(path)):
+            full = os.path.join(path, name)
+            info = os.lstat(full)
+            kind = "d" if os.path.isdir(full) else ("l " + os.readlink(full) if os.path.islink(full) else "f")
+            items.append(
+                {
+                    "name": name,
+                    "type": kind,
+                    "size": None if kind == "d" else str(info.st_size),
+                    "mtime": int(info.st_mtime),
+                    "mode": info.st_mode,
+                }
+            )
+        return (
+            self.envelope(request, items, self.cluster.now())
+            if items
+            else json_response(200, {"items": [], "total": 0, "offset": 0, "links": []})
+        )
+
+    def media_delete(self, request: Request, rest: str) -> Response:
+        path = self.media_path(request, rest, "deleting files")
+        if not os.path.lexists(path):
+            return error(404, "Not found", f"File not found: {path}")
+        if not os.access(os.path.dirname(path.rstrip("/")) or "/", os.W_OK):
+            return error(403, "Forbidden", f"File or directory is not writeable: {path}")
+        if os.path.isdir(path) and not os.path.islink(path):
+            import shutil
+
+            shutil.rmtree(path)
+        else:
+            os.remove(path)
+        return Response(204, b"")

@@ -1,0 +1,110 @@
+"""`cigri-oar-emulator`: serve emulated OAR clusters on consecutive ports until SIGTERM."""
+
+from __future__ import annotations
+
+import logging
+import signal
+import threading
+from typing import Any
+
+import click
+
+from cigri.emulator.server import build
+from cigri.emulator.workload import Workload
+
+log = logging.getLogger(__name__)
+
+
+@click.command(name="cigri-oar-emulator")
+@click.option("--clusters", default=1, show_default=True, help="Number of clusters.")
+@click.option("--nodes", default=4, show_default=True, help="Nodes per cluster.")
+@click.option("--cores", default=2, show_default=True, help="Cores per node.")
+@click.option("--mode", type=click.Choice(["execute", "simulate"]), default="execute", show_default=True)
+@click.option("--host", default="127.0.0.1", show_default=True)
+@click.option("--port", default=7000, show_default=True, help="Port of cluster 1; cluster i uses port+i-1.")
+@click.option("--time-scale", default=1.0, show_default=True, help="Emulated seconds per real second.")
+@click.option("--workdir", default=None, help="Where homes and job files live (default: a temp dir).")
+@click.option("--state-file", default=None, help="JSON file keeping jobs across restarts.")
+@click.option(
+    "--duration",
+    default="fixed:60",
+    show_default=True,
+    help="Simulate mode: fixed:S, uniform:A:B or normal:MEAN:SD (emulated seconds).",
+)
+@click.option("--failure-rate", default=0.0, show_default=True, help="Simulate mode: share of failing jobs.")
+@click.option("--error-rate", default=0.0, show_default=True, help="Share of API answers that are a 500.")
+@click.option("--latency", default=0.0, show_default=True, help="Seconds added to each answer.")
+@click.option("--truncate-rate", default=0.0, show_default=True, help="Share of JSON answers cut short.")
+@click.option("--nonjson-rate", default=0.0, show_default=True, help="Share of answers that are HTML.")
+@click.option(
+    "--normal-user",
+    default=None,
+    metavar="CORES:DURATION[:PERIOD]",
+    help="A normal user taking CORES cores for DURATION s (every PERIOD s) on every cluster.",
+)
+@click.option("--oar-version", type=click.Choice(["2.5.9", "2.5.10"]), default="2.5.9", show_default=True)
+@click.option("--log-level", default="INFO", show_default=True)
+def command(
+    clusters: int,
+    nodes: int,
+    cores: int,
+    mode: str,
+    host: str,
+    port: int,
+    time_scale: float,
+    workdir: str | None,
+    state_file: str | None,
+    duration: str,
+    failure_rate: float,
+    error_rate: float,
+    latency: float,
+    truncate_rate: float,
+    nonjson_rate: float,
+    normal_user: str | None,
+    oar_version: str,
+    log_level: str,
+) -> None:
+    """Serve CLUSTERS emulated OAR 2.5.9 REST APIs at http://HOST:PORT+i-1/oarapi/."""
+    logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    options: dict[str, Any] = {}
+    emulator = build(
+        clusters=clusters,
+        nodes=nodes,
+        cores=cores,
+        mode="simulate" if mode == "simulate" else "execute",
+        time_scale=time_scale,
+        workdir=workdir,
+        host=host,
+        ports=[port + i for i in range(clusters)],
+        state_file=state_file,
+        workload=Workload(duration=duration, failure_rate=failure_rate),
+        error_rate=error_rate,
+        latency=latency,
+        truncate_rate=truncate_rate,
+        nonjson_rate=nonjson_rate,
+        oar_version=oar_version,
+        **options,
+    )
+    emulator.start()
+    if normal_user:
+        parts = [float(x) for x in normal_user.split(":")]
+        for control in emulator.controls:
+            control.normal_user(int(parts[0]), parts[1], period=parts[2] if len(parts) > 2 else None)
+    for control in emulator.controls:
+        click.echo(control.url)
+    click.echo(f"# workdir: {emulator.controls[0].cluster.config.workdir}", err=True)
+    stop = threading.Event()
+
+    def on_signal(signum: int, frame: object) -> None:
+        stop.set()
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+    while not stop.wait(0.5):
+        pass
+    log.info("stopping the emulator")
+    emulator.stop()
+
+
+def main() -> None:
+    command()

@@ -1,0 +1,396 @@
+"""Running the emulator: one threaded HTTP server per cluster (ephemeral or fixed ports), a ticker
+thread per cluster that moves emulated time forward, outage windows (the listening socket is closed,
+so clients get connection refused), the control object tests drive, and `run_in_thread`."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import os
+import socketserver
+import tempfile
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Any
+from wsgiref.simple_server import WSGIRequestHandler, WSGIServer
+
+from cigri.emulator.api import Faults, OarApp, Request, Response, error, json_response
+from cigri.emulator.clock import EmuClock, ManualClock, ScaledClock
+from cigri.emulator.model import Cluster, ClusterConfig, Mode
+from cigri.emulator.state import load_state, save_state
+from cigri.emulator.workload import Workload
+
+log = logging.getLogger(__name__)
+
+
+class _Handler(WSGIRequestHandler):
+    """wsgiref handler that keeps headers with underscores (`X_REMOTE_IDENT`), as the CiGri
+    Apache setup does with its rewrite rule, and logs through `logging`."""
+
+    def get_environ(self) -> dict[str, Any]:
+        environ: dict[str, Any] = super().get_environ()
+        for name, value in self.headers.items():
+            if "_" in name:
+                environ.setdefault("HTTP_" + name.upper(), value)
+        return environ
+
+    def log_message(self, format: str, *args: Any) -> None:
+        log.debug("%s %s", self.address_string(), format % args)
+
+
+class _ThreadingServer(socketserver.ThreadingMixIn, WSGIServer):
+    daemon_threads = True
+    allow_reuse_address = True
+    request_queue_size = 128
+
+
+class ClusterServer:
+    """The HTTP endpoint of one cluster; can go away (outage) and come back on the same port."""
+
+    def __init__(self, app: OarApp, host: str, port: int) -> None:
+        self.app = app
+        self.host = host
+        self.port = port
+        self._server: _ThreadingServer | None = None
+        self._thread: threading.Thread | None = None
+        self._lock = threading.Lock()
+        self._outage_until = 0.0
+
+    def start(self) -> None:
+        with self._lock:
+            if self._server is not None:
+                return
+            server = _ThreadingServer((self.host, self.port), _Handler)
+            server.set_app(self.app)
+            self.port = server.server_address[1]
+            self._server = server
+            self._thread = threading.Thread(
+                target=server.serve_forever,
+                kwargs={"poll_interval": 0.1},
+                daemon=True,
+                name=f"oar-emulator-http-{self.port}",
+            )
+            self._thread.start()
+
+    def stop(self) -> None:
+        with self._lock:
+            server, thread = self._server, self._thread
+            self._server = self._thread = None
+        if server is not None:
+            server.shutdown()
+            server.server_close()
+        if thread is not None:
+            thread.join(timeout=5)
+
+    def outage(self, seconds: float) -> None:
+        """Refuse connections for `seconds` real seconds."""
+        self._outage_until = max(self._outage_until, time.monotonic() + seconds)
+        self.stop()
+        threading.Thread(target=self._come_back, daemon=True, name=f"oar-emulator-outage-{self.port}").start()
+
+    def _come_back(self) -> None:
+        while (left := self._outage_until - time.monotonic()) > 0:
+            time.sleep(min(left, 0.1))
+        for _ in range(50):
+            try:
+                self.start()
+                return
+            except OSError:
+                time.sleep(0.1)
+        log.error("cluster endpoint on port %s could not come back after the outage", self.port)
+
+    @property
+    def up(self) -> bool:
+        return self._server is not None
+
+
+@dataclass
+class ClusterControl:
+    """What tests (and the admin endpoint) can do to one running cluster."""
+
+    cluster: Cluster
+    app: OarApp
+    server: ClusterServer
+    url: str
+
+    @property
+    def faults(self) -> Faults:
+        return self.app.faults
+
+    def fail_next(self, status: int = 500, count: int = 1, kind: str = "error") -> None:
+        """The next `count` API answers fail (`kind`: `error` with HTTP `status`, `truncated`, `nonjson`)."""
+        self.faults.fail_next(status, count, kind)
+
+    def set_error_rate(self, rate: float) -> None:
+        self.faults.error_rate = rate
+
+    def set_latency(self, seconds: float) -> None:
+        self.faults.latency = seconds
+
+    def set_truncate_rate(self, rate: float) -> None:
+        self.faults.truncate_rate = rate
+
+    def set_nonjson_rate(self, rate: float) -> None:
+        self.faults.nonjson_rate = rate
+
+    def outage(self, seconds: float) -> None:
+        """Connection refused for `seconds` real seconds."""
+        self.server.outage(seconds)
+
+    def normal_user(
+        self, cores: int, duration: float, *, start_in: float = 0.0, period: float | None = None
+    ) -> None:
+        """A normal user takes `cores` cores for `duration` emulated seconds (kills best-effort jobs)."""
+        self.cluster.add_normal_user(cores, duration, start_in=start_in, period=period)
+
+    def set_stress(self, value: float | str) -> None:
+        self.cluster.stress = str(value)
+
+    def advance(self, seconds: float) -> None:
+        """Move a manual clock forward and handle what became due (simulate-mode tests)."""
+        clock = self.cluster.clock
+        if not isinstance(clock, ManualClock):
+            raise TypeError("advance() needs the emulator started with a ManualClock")
+        clock.advance(seconds)
+        self.cluster.pump()
+
+    def jobs(self) -> list[dict[str, Any]]:
+        """Every job ever submitted, with its state, times, events and params."""
+        return self.cluster.snapshot()
+
+    def completions(self) -> dict[tuple[int, int], int]:
+        """How many times each (array_id, array_index) ran to Terminated."""
+        with self.cluster.lock:
+            return dict(self.cluster.completions)
+
+    def wait_idle(self, timeout: float = 30.0) -> bool:
+        """Wait until no job is queued or running (real seconds); True if it happened."""
+        deadline = time.monotonic() + timeout
+        with self.cluster.changed:
+            while True:
+                self.cluster.pump()
+                if not self.cluster.active:
+                    return True
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    return False
+                self.cluster.changed.wait(min(left, 0.05))
+
+
+class _Ticker(threading.Thread):
+    """Moves emulated time: handles due events as they fall due, and writes the state file."""
+
+    def __init__(self, emulator: Emulator) -> None:
+        super().__init__(daemon=True, name="oar-emulator-ticker")
+        self.emulator = emulator
+        self.stopping = threading.Event()
+
+    def run(self) -> None:
+        last_save = time.monotonic()
+        while not self.stopping.is_set():
+            wait = 0.1
+            for control in self.emulator.controls:
+                cluster = control.cluster
+                try:
+                    cluster.pump()
+                except Exception:
+                    log.exception("emulator scheduler failure on %s", cluster.config.name)
+                due = cluster.next_due()
+                scale = cluster.clock.scale
+                if due is not None and scale > 0:
+                    wait = min(wait, max(0.002, (due - cluster.clock.time()) / scale))
+            if self.emulator.state_file and time.monotonic() - last_save > 1.0:
+                self.emulator.save()
+                last_save = time.monotonic()
+            self.stopping.wait(wait)
+
+
+@dataclass
+class Emulator:
+    """Several clusters, one port each, sharing one clock."""
+
+    controls: list[ClusterControl]
+    clock: EmuClock
+    state_file: str | None = None
+    _ticker: _Ticker | None = field(default=None, repr=False)
+
+    @property
+    def urls(self) -> list[str]:
+        return [c.url for c in self.controls]
+
+    def cluster(self, index: int) -> ClusterControl:
+        """The control object of cluster `index` (0-based)."""
+        return self.controls[index]
+
+    def start(self) -> None:
+        for control in self.controls:
+            control.server.start()
+            control.url = f"http://{control.server.host}:{control.server.port}{control.app.prefix}/"
+        self._ticker = _Ticker(self)
+        self._ticker.start()
+
+    def stop(self) -> None:
+        if self._ticker is not None:
+            self._ticker.stopping.set()
+            self._ticker.join(timeout=5)
+        for control in self.controls:
+            control.server.stop()
+            control.cluster.kill_all()
+        if self.state_file:
+            self.save()
+
+    def save(self) -> None:
+        if self.state_file and any(c.cluster.dirty for c in self.controls):
+            save_state(self.state_file, [c.cluster for c in self.controls])
+
+    def __enter__(self) -> Emulator:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
+EmulatorHandle = Emulator
+
+
+def admin_handler(control_of: dict[str, ClusterControl]) -> Any:
+    """`/_emulator/` admin endpoint: GET `status`, `jobs`; POST `faults`, `outage`, `normal_user`,
+    `stress`, `fail_next` with JSON bodies."""
+
+    def handle(request: Request) -> Response:
+        control = control_of["self"]
+        action = request.raw_path[len("/_emulator/") :].strip("/")
+        try:
+            body = json.loads(request.body().decode() or "{}")
+        except ValueError:
+            return error(400, "Bad request", "JSON body expected")
+        if request.method == "GET" and action == "status":
+            cluster = control.cluster
+            with cluster.lock:
+                return json_response(
+                    200,
+                    {
+                        "name": cluster.config.name,
+                        "mode": cluster.config.mode,
+                        "now": cluster.now(),
+                        "jobs": len(cluster.jobs),
+                        "active": len(cluster.active),
+                        "free_cores": len(cluster.free),
+                        "requests": control.app.requests,
+                    },
+                )
+        if request.method == "GET" and action == "jobs":
+            return json_response(200, control.jobs())
+        if request.method == "POST":
+            if action == "faults":
+                for key in ("error_rate", "latency", "truncate_rate", "nonjson_rate"):
+                    if key in body:
+                        setattr(control.faults, key, float(body[key]))
+            elif action == "fail_next":
+                control.fail_next(
+                    int(body.get("status", 500)), int(body.get("count", 1)), body.get("kind", "error")
+                )
+            elif action == "outage":
+                threading.Timer(0.05, control.outage, args=(float(body.get("seconds", 5)),)).start()
+            elif action == "normal_user":
+                control.normal_user(
+                    int(body["cores"]),
+                    float(body["duration"]),
+                    start_in=float(body.get("start_in", 0)),
+                    period=float(body["period"]) if body.get("period") else None,
+                )
+            elif action == "stress":
+                control.set_stress(body.get("value", "0"))
+            else:
+                return error(404, "Not found", f"unknown admin action {action}")
+            return json_response(200, {"status": "ok"})
+        return error(404, "Not found", f"unknown admin action {action}")
+
+    return handle
+
+
+def build(
+    *,
+    clusters: int = 1,
+    nodes: int = 4,
+    cores: int = 2,
+    mode: Mode = "execute",
+    time_scale: float = 1.0,
+    workdir: str | None = None,
+    host: str = "127.0.0.1",
+    ports: list[int] | None = None,
+    clock: EmuClock | None = None,
+    workload: Workload | None = None,
+    users: dict[str, str] | None = None,
+    oar_version: str = "2.5.9",
+    state_file: str | None = None,
+    error_rate: float = 0.0,
+    latency: float = 0.0,
+    truncate_rate: float = 0.0,
+    nonjson_rate: float = 0.0,
+    prefix: str = "/oarapi",
+    seed: int = 0,
+) -> Emulator:
+    """Build (without starting) an emulator of `clusters` clusters of `nodes` x `cores`."""
+    workdir = workdir or tempfile.mkdtemp(prefix="cigri-oar-emulator-")
+    os.makedirs(workdir, exist_ok=True)
+    clock = clock or ScaledClock(time_scale)
+    controls = []
+    for index in range(clusters):
+        config = ClusterConfig(
+            name=f"c{index + 1}",
+            nodes=nodes,
+            cores=cores,
+            node_prefix="node" if index == 0 else f"c{index + 1}node",
+            mode=mode,
+            workdir=workdir,
+            workload=workload or Workload(),
+            oar_version=oar_version,
+            users=users,
+            seed=seed + index,
+        )
+        cluster = Cluster(config, clock)
+        faults = Faults(
+            error_rate=error_rate, latency=latency, truncate_rate=truncate_rate, nonjson_rate=nonjson_rate
+        )
+        control_of: dict[str, ClusterControl] = {}
+        app = OarApp(cluster, prefix=prefix, faults=faults, admin=admin_handler(control_of))
+        port = ports[index] if ports else 0
+        control = ClusterControl(cluster=cluster, app=app, server=ClusterServer(app, host, port), url="")
+        control_of["self"] = control
+        controls.append(control)
+    emulator = Emulator(controls=controls, clock=clock, state_file=state_file)
+    if state_file and os.path.exists(state_file):
+        load_state(state_file, [c.cluster for c in controls])
+    return emulator
+
+
+def run_in_thread(
+    *,
+    clusters: int = 1,
+    nodes: int = 4,
+    cores: int = 2,
+    mode: Mode = "execute",
+    time_scale: float = 1.0,
+    workdir: str | None = None,
+    **options: Any,
+) -> Emulator:
+    """Start an emulator in background threads on ephemeral ports; `stop()` it (or use `with`)."""
+    emulator = build(
+        clusters=clusters,
+        nodes=nodes,
+        cores=cores,
+        mode=mode,
+        time_scale=time_scale,
+        workdir=workdir,
+        **options,
+    )
+    try:
+        emulator.start()
+    except Exception:
+        with contextlib.suppress(Exception):
+            emulator.stop()
+        raise
+    return emulator

@@ -1,0 +1,101 @@
+"""The OAR emulator in execute mode, driven over HTTP like cigri drives OAR."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+import requests
+
+from cigri.emulator import Emulator, run_in_thread
+
+HEADERS = {"Accept": "application/json", "X-Remote-Ident": "testuser"}
+
+
+@pytest.fixture
+def emulator(tmp_path: Any) -> Iterator[Emulator]:
+    with run_in_thread(clusters=1, nodes=2, cores=2, workdir=str(tmp_path)) as handle:
+        yield handle
+
+
+def wait_state(url: str, job_id: int, states: tuple[str, ...], timeout: float = 15.0) -> dict[str, Any]:
+    deadline = time.monotonic() + timeout
+    while True:
+        job: dict[str, Any] = requests.get(f"{url}jobs/{job_id}", headers=HEADERS, timeout=5).json()
+        if job["state"] in states or time.monotonic() > deadline:
+            return job
+        time.sleep(0.05)
+
+
+def test_array_submission_runs_to_terminated_with_output_and_env(emulator: Emulator) -> None:
+    url = emulator.urls[0]
+    response = requests.post(
+        f"{url}jobs",
+        headers=HEADERS,
+        json={
+            "resource": "/core=1,walltime=00:01:00",
+            "command": r'echo "\$OAR_ARRAY_ID \$OAR_ARRAY_INDEX \$OAR_JOB_ID"; echo err >&2; exit 3;',
+            "param_file": "a1 x\n# comment\n\na2 y\n",
+            "name": "arr",
+        },
+        timeout=5,
+    )
+    assert response.status_code == 201
+    body = response.json()
+    assert body["id"] == 1
+    assert response.headers["Location"] == "/oarapi/jobs/1"
+    assert body["cmd_output"].endswith("OAR_JOB_ID=1\nOAR_JOB_ID=2\nOAR_ARRAY_ID=1\n")
+    job = wait_state(url, 2, ("Terminated", "Error"))
+    assert job["state"] == "Terminated"
+    assert job["exit_code"] == 3 << 8
+    assert job["array_index"] == 2
+    assert [e["type"] for e in job["events"]] == ["SWITCH_INTO_TERMINATE_STATE"]
+    stdout = requests.get(
+        f"{url}media{job['launching_directory']}/{job['stdout_file']}", headers=HEADERS, timeout=5
+    )
+    assert stdout.status_code == 200
+    assert stdout.text == "1 2 2\n"
+    tail = requests.get(f"{url}media/~/OAR.arr.2.stderr?tail=1", headers=HEADERS, timeout=5)
+    assert tail.text == "err\n"
+    listing = requests.get(f"{url}jobs/details?array=1", headers=HEADERS, timeout=5).json()
+    assert next(item["command"] for item in listing["items"]).endswith("a1 x")
+    assert listing["total"] == 2
+
+
+def test_besteffort_job_is_killed_by_a_normal_job(emulator: Emulator) -> None:
+    url = emulator.urls[0]
+    best = requests.post(
+        f"{url}jobs",
+        headers=HEADERS,
+        json={"resource": "/core=4", "command": "sleep 60", "type": "besteffort"},
+        timeout=5,
+    ).json()
+    assert wait_state(url, best["id"], ("Running",))["state"] == "Running"
+    normal = requests.post(
+        f"{url}jobs", headers=HEADERS, json={"resource": "/core=2", "command": "true"}, timeout=5
+    ).json()
+    killed = wait_state(url, best["id"], ("Error", "Terminated"))
+    assert killed["state"] == "Error"
+    assert [e["type"] for e in killed["events"]][:2] == ["BESTEFFORT_KILL", "FRAG_JOB_REQUEST"]
+    assert killed["exit_code"] is None
+    assert wait_state(url, normal["id"], ("Terminated",))["state"] == "Terminated"
+
+
+def test_delete_running_job(emulator: Emulator) -> None:
+    url = emulator.urls[0]
+    job = requests.post(f"{url}jobs", headers=HEADERS, json={"command": "sleep 60"}, timeout=5).json()
+    wait_state(url, job["id"], ("Running",))
+    deleted = requests.delete(f"{url}jobs/{job['id']}", headers=HEADERS, timeout=5)
+    assert deleted.status_code == 202
+    assert deleted.json()["id"] == str(job["id"])
+    final = wait_state(url, job["id"], ("Error",))
+    assert [e["type"] for e in final["events"]] == [
+        "FRAG_JOB_REQUEST",
+        "SEND_KILL_JOB",
+        "SWITCH_INTO_ERROR_STATE",
+    ]
+    again = requests.delete(f"{url}jobs/{job['id']}", headers=HEADERS, timeout=5)
+    assert again.status_code == 400
+    assert "This job was already killed" in again.json()["message"]
