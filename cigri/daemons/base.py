@@ -1,0 +1,205 @@
+"""The daemon frame every cigri daemon is built on: a pass (`run_once`) every `interval` until a
+stop event is set, one active instance per role, a heartbeat per pass, exit after repeated failures.
+
+Owns the loop, the role lease (`daemon_leases`, through `cigri.storage.leases`), the heartbeat
+(`daemon_heartbeats`) and process start-up (`main`: settings, logging, engine, signal handlers).
+Does not own any work: subclasses write `run_once` as a short list of named steps.
+
+Settings: `DAEMON_MAX_CONSECUTIVE_FAILURES` (failed passes in a row before the process exits, so
+almighty or systemd restarts it) and `LEASE_SECONDS` (how long a killed instance blocks its role).
+"""
+
+from __future__ import annotations
+
+import abc
+import logging
+import os
+import signal
+import socket
+import sys
+import threading
+import uuid
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from types import FrameType
+from typing import ClassVar
+
+from sqlalchemy import Engine
+
+from cigri import app
+from cigri.config import Settings
+from cigri.domain.clock import Clock, SystemClock
+from cigri.domain.errors import ConfigError
+from cigri.storage.heartbeats import record_heartbeat
+from cigri.storage.leases import acquire_lease, release_lease
+
+log = logging.getLogger(__name__)
+
+
+def instance_owner() -> str:
+    """A name for this daemon instance that no other instance (here or on another host) shares."""
+    return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+
+
+@dataclass(frozen=True, kw_only=True)
+class DaemonContext:
+    """What `main` builds once per process and hands to the daemon factory."""
+
+    settings: Settings
+    engine: Engine
+    clock: Clock
+    stop: threading.Event
+
+
+class Daemon(abc.ABC):
+    """Runs `run_once` every `interval` until `stop` is set.
+
+    Before each pass the instance takes (or renews) the lease on its `name`; while another live
+    instance holds it, this one only waits. After each successful pass it writes its heartbeat.
+    """
+
+    role: ClassVar[str] = "daemon"  # default name, e.g. "metascheduler"
+
+    def __init__(self, *, engine: Engine, settings: Settings, clock: Clock,
+                 stop: threading.Event, interval: timedelta | None = None,
+                 name: str | None = None, max_consecutive_failures: int | None = None,
+                 lease: timedelta | None = None, owner: str | None = None) -> None:
+        self.engine = engine
+        self.settings = settings
+        self.clock = clock
+        self.stop = stop
+        self.name = name or self.role
+        self.interval = interval if interval is not None else self.default_interval(settings)
+        self.max_consecutive_failures = (
+            max_consecutive_failures if max_consecutive_failures is not None
+            else settings.DAEMON_MAX_CONSECUTIVE_FAILURES)
+        # A lease must outlive a few passes, or a slow pass would hand the role to a standby.
+        self.lease = lease if lease is not None else max(
+            timedelta(seconds=settings.LEASE_SECONDS), 3 * self.interval)
+        self.owner = owner or instance_owner()
+        self.host = socket.gethostname()
+        self.pid = os.getpid()
+        self.started_at: datetime = clock.now()
+        self.passes = 0  # passes done while holding the lease
+        self.failures = 0  # failed passes in a row
+        self.has_lease = False
+
+    @classmethod
+    def default_interval(cls, settings: Settings) -> timedelta:
+        """The interval when none is given; subclasses read their own setting."""
+        return timedelta(seconds=5)
+
+    @abc.abstractmethod
+    def run_once(self) -> None:
+        """One pass. Safe to repeat; may stop between transactions."""
+
+    def run(self, loops: int | None = None) -> None:
+        """Loop until `stop` is set, or for `loops` iterations (tests). Raises after
+        `max_consecutive_failures` failed passes in a row."""
+        iterations = 0
+        try:
+            while not self.stop.is_set():
+                started = self.clock.monotonic()
+                self._one_iteration()
+                elapsed = self.clock.monotonic() - started
+                if elapsed > self.interval.total_seconds():
+                    log.warning("%s pass took %.1fs, interval is %s", self.name, elapsed,
+                                self.interval)
+                iterations += 1
+                if loops is not None and iterations >= loops:
+                    return
+                self.stop.wait(max(0.0, self.interval.total_seconds() - elapsed))
+        finally:
+            if self.stop.is_set():
+                self._release()
+
+    def _one_iteration(self) -> None:
+        try:
+            if not self._take_lease():
+                return
+            self.run_once()
+            self.failures = 0
+            self.passes += 1
+            self._beat()
+        except Exception:
+            self.failures += 1
+            log.exception("%s pass failed (%d in a row)", self.name, self.failures,
+                          extra={"daemon": self.name, "action": "pass_failed"})
+            if self.failures >= self.max_consecutive_failures:
+                raise
+
+    def _take_lease(self) -> bool:
+        with self.engine.begin() as conn:
+            held = acquire_lease(conn, role=self.name, owner=self.owner, now=self.clock.now(),
+                                 duration=self.lease)
+        if held != self.has_lease:
+            if held:
+                log.info("%s: this instance (%s) is now active", self.name, self.owner)
+            else:
+                log.info("%s: another instance is active; waiting", self.name)
+        self.has_lease = held
+        return held
+
+    def _beat(self) -> None:
+        with self.engine.begin() as conn:
+            record_heartbeat(conn, name=self.name, host=self.host, pid=self.pid,
+                             started_at=self.started_at, now=self.clock.now(),
+                             interval_seconds=self.interval.total_seconds(),
+                             passes=self.passes, failures=self.failures)
+
+    def _release(self) -> None:
+        if not self.has_lease:
+            return
+        try:
+            with self.engine.begin() as conn:
+                release_lease(conn, role=self.name, owner=self.owner)
+            self.has_lease = False
+        except Exception:
+            log.warning("%s: could not release its lease; it will expire", self.name,
+                        exc_info=True)
+
+
+def install_signal_handlers(stop: threading.Event) -> None:
+    """SIGTERM and SIGINT set `stop`; the loop ends between units of work."""
+
+    def _handler(signum: int, _frame: FrameType | None) -> None:
+        log.info("received %s, stopping after the current unit of work",
+                 signal.Signals(signum).name)
+        stop.set()
+
+    signal.signal(signal.SIGTERM, _handler)
+    signal.signal(signal.SIGINT, _handler)
+
+
+@contextmanager
+def daemon_context(name: str) -> Iterator[DaemonContext]:
+    """Load settings, set up logging, build the engine and install signal handlers; dispose of
+    the engine at the end. For daemon mains that need more than one `Daemon` (the runner)."""
+    try:
+        settings = app.load()
+    except ConfigError as error:
+        sys.exit(f"{name}: {error.message}")
+    app.setup_logging(settings, name=name)
+    engine = app.build_engine(settings)
+    stop = threading.Event()
+    install_signal_handlers(stop)
+    try:
+        yield DaemonContext(settings=settings, engine=engine, clock=SystemClock(), stop=stop)
+    finally:
+        engine.dispose()
+
+
+def main(factory: Callable[[DaemonContext], Daemon], *, name: str) -> None:
+    """Run one daemon as a process: exit 0 on SIGTERM/SIGINT, 1 after too many failures."""
+    with daemon_context(name) as context:
+        daemon = factory(context)
+        log.info("%s starting (pid %d, interval %s)", daemon.name, daemon.pid, daemon.interval)
+        try:
+            daemon.run()
+        except Exception:
+            log.critical("%s exits after %d failed passes in a row", daemon.name,
+                         daemon.failures)
+            sys.exit(1)
+        log.info("%s stopped", daemon.name)

@@ -1,0 +1,56 @@
+"""Role leases: at most one active instance per daemon role (and per cluster for runners).
+
+Owns `daemon_leases`. A lease is a row (role, owner, expires_at); its holder renews it every pass.
+Anyone may take an expired lease, so a daemon killed with SIGKILL blocks its role only until its
+lease runs out. `now` is a bind parameter (the injected clock), never SQL `NOW()`.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+
+from sqlalchemy import Connection, delete, or_, select, update
+from sqlalchemy.dialects import postgresql, sqlite
+
+from cigri.domain.heartbeats import Lease
+from cigri.storage.tables import daemon_leases
+
+
+def acquire_lease(conn: Connection, *, role: str, owner: str, now: datetime,
+                  duration: timedelta) -> bool:
+    """Take or renew the lease on `role` for `owner`; False while someone else holds it.
+
+    The UPDATE renews our own lease or steals an expired one. On PostgreSQL, two instances racing
+    for an expired lease serialise on the row lock and the loser re-checks `expires_at` after the
+    winner commits, so it sees a live lease and matches no row.
+    """
+    expires_at = now + duration
+    renewed = conn.execute(
+        update(daemon_leases)
+        .where(daemon_leases.c.role == role,
+               or_(daemon_leases.c.owner == owner, daemon_leases.c.expires_at <= now))
+        .values(owner=owner, expires_at=expires_at)
+    )
+    if renewed.rowcount == 1:
+        return True
+    dialect = postgresql if conn.dialect.name == "postgresql" else sqlite
+    inserted = conn.execute(
+        dialect.insert(daemon_leases)
+        .values(role=role, owner=owner, expires_at=expires_at)
+        .on_conflict_do_nothing(index_elements=["role"])
+        .returning(daemon_leases.c.role)
+    ).first()
+    return inserted is not None
+
+
+def release_lease(conn: Connection, *, role: str, owner: str) -> None:
+    """Give the lease up (clean shutdown), so a standby takes over at once."""
+    conn.execute(delete(daemon_leases).where(daemon_leases.c.role == role,
+                                             daemon_leases.c.owner == owner))
+
+
+def find_lease(conn: Connection, role: str) -> Lease | None:
+    row = conn.execute(select(daemon_leases).where(daemon_leases.c.role == role)).one_or_none()
+    if row is None:
+        return None
+    return Lease(role=row.role, owner=row.owner, expires_at=row.expires_at)

@@ -1,0 +1,111 @@
+"""The daemon frame: passes, heartbeats, one active instance per role, exit after failures."""
+
+from __future__ import annotations
+
+import os
+import threading
+from datetime import timedelta
+
+import pytest
+from sqlalchemy import Engine
+
+from cigri.config import build_settings
+from cigri.daemons.base import Daemon
+from cigri.domain.clock import FakeClock
+from cigri.storage.heartbeats import find_heartbeat, list_heartbeats
+from cigri.storage.leases import acquire_lease, find_lease
+
+
+class CountingDaemon(Daemon):
+    role = "counter"
+
+    def __init__(self, *, fail: bool = False, **kwargs: object) -> None:
+        super().__init__(**kwargs)  # type: ignore[arg-type]
+        self.fail = fail
+        self.calls = 0
+
+    def run_once(self) -> None:
+        self.calls += 1
+        if self.fail:
+            raise RuntimeError("boom")
+
+
+def _daemon(engine: Engine, clock: FakeClock, **kwargs: object) -> CountingDaemon:
+    settings = build_settings({"DAEMON_MAX_CONSECUTIVE_FAILURES": 3, "LEASE_SECONDS": 60})
+    return CountingDaemon(engine=engine, settings=settings, clock=clock, stop=threading.Event(),
+                          interval=timedelta(seconds=0), **kwargs)
+
+
+def test_pass_writes_a_heartbeat_with_pid_host_and_passes(engine: Engine,
+                                                          clock: FakeClock) -> None:
+    daemon = _daemon(engine, clock)
+    daemon.run(loops=2)
+    assert daemon.calls == 2
+    with engine.connect() as conn:
+        beat = find_heartbeat(conn, "counter")
+    assert beat is not None
+    assert beat.pid == os.getpid() and beat.passes == 2 and beat.failures == 0
+    assert beat.beat_at == clock.now()
+    clock.advance(timedelta(seconds=4))
+    assert beat.is_late(clock.now())
+
+
+def test_second_instance_waits_while_the_first_holds_the_lease(engine: Engine,
+                                                               clock: FakeClock) -> None:
+    first, second = _daemon(engine, clock), _daemon(engine, clock)
+    first.run(loops=1)
+    second.run(loops=1)
+    assert (first.calls, second.calls) == (1, 0)
+    assert not second.has_lease
+    with engine.connect() as conn:
+        assert [b.pid for b in list_heartbeats(conn)] == [os.getpid()]
+
+
+def test_expired_lease_is_reclaimed(engine: Engine, clock: FakeClock) -> None:
+    killed, standby = _daemon(engine, clock), _daemon(engine, clock)
+    killed.run(loops=1)  # then "SIGKILL": it never releases its lease
+    standby.run(loops=1)
+    assert standby.calls == 0
+    clock.advance(timedelta(seconds=61))
+    standby.run(loops=1)
+    assert standby.calls == 1
+    with engine.connect() as conn:
+        lease = find_lease(conn, "counter")
+    assert lease is not None and lease.owner == standby.owner
+
+
+def test_clean_stop_releases_the_lease_at_once(engine: Engine, clock: FakeClock) -> None:
+    first, second = _daemon(engine, clock), _daemon(engine, clock)
+    first.run(loops=1)
+    first.stop.set()
+    first.run()
+    second.run(loops=1)
+    assert second.calls == 1
+
+
+def test_daemon_exits_after_max_consecutive_failures(engine: Engine, clock: FakeClock) -> None:
+    daemon = _daemon(engine, clock, fail=True)
+    daemon.run(loops=2)  # two failures are tolerated
+    assert daemon.failures == 2
+    with pytest.raises(RuntimeError):
+        daemon.run(loops=5)
+    assert daemon.calls == 3
+
+
+def test_lease_race_has_a_single_winner(pg_engine: Engine, clock: FakeClock) -> None:
+    owners = [f"owner-{i}" for i in range(8)]
+    results: dict[str, bool] = {}
+    barrier = threading.Barrier(len(owners))
+
+    def contend(owner: str) -> None:
+        barrier.wait()
+        with pg_engine.begin() as conn:
+            results[owner] = acquire_lease(conn, role="race", owner=owner, now=clock.now(),
+                                           duration=timedelta(seconds=30))
+
+    threads = [threading.Thread(target=contend, args=(o,)) for o in owners]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert sum(results.values()) == 1
