@@ -1,0 +1,178 @@
+"""The REST API application: the Flask factory, JSON errors, and who is calling.
+
+Owns identity and the error contract. Identity is never what a client asserts: it is (in this
+order) the Unix user the kernel names for a Unix-socket peer (`SO_PEERCRED`, put in the WSGI
+environ by `cigri.api.server`, never from a header), the owner of a valid bearer token, or the
+`API_HEADER_USERNAME` header only when the TCP peer is one of `API_TRUSTED_PROXIES`. Every error is
+`{"status", "title", "message"}` with that status code. Routes live in `cigri.api.routes`.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import pwd
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, Final
+
+from flask import Flask, Response, g, request
+from sqlalchemy import Engine
+from werkzeug.exceptions import HTTPException
+
+from cigri.config import Settings
+from cigri.domain.clock import Clock, SystemClock
+from cigri.domain.errors import CigriError, Conflict, Forbidden, JDLError, NotFound
+from cigri.domain.oar import OarApi, OarError, OarNotFound
+from cigri.storage.tokens import authenticate_token
+
+log = logging.getLogger(__name__)
+
+PEER_UID_KEY: Final = "cigri.peer_uid"  # WSGI environ key set by the Unix-socket server only
+_ANONYMOUS: Final = frozenset({"", "unknown", "null"})
+
+OarFactory = Callable[[Any], OarApi]
+
+
+@dataclass(frozen=True, kw_only=True)
+class Identity:
+    user: str
+    is_admin: bool
+    method: str  # socket, token, proxy
+
+
+class ApiError(Exception):
+    """An HTTP error with a JSON body."""
+
+    def __init__(self, status: int, title: str, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+        self.title = title
+        self.message = message
+
+
+def json_response(payload: Any, status: int = 200, headers: dict[str, str] | None = None
+                  ) -> Response:
+    """JSON with a trailing newline, indented when `?pretty` is given (and not `false`)."""
+    pretty = request.args.get("pretty")
+    indent = 2 if pretty is not None and pretty.lower() != "false" else None
+    body = json.dumps(payload, indent=indent, default=str) + "\n"
+    return Response(body, status=status, mimetype="application/json", headers=headers)
+
+
+def error_response(status: int, title: str, message: str) -> Response:
+    return json_response({"status": status, "title": title, "message": message}, status)
+
+
+def _header_environ_key(name: str) -> str:
+    # Accept both a header name (X-Cigri-User) and v3's CGI name (HTTP_X_CIGRI_USER).
+    key = name.upper().replace("-", "_")
+    return key if key.startswith("HTTP_") else f"HTTP_{key}"
+
+
+def _login_of_uid(uid: int) -> str | None:
+    try:
+        return pwd.getpwuid(uid).pw_name
+    except KeyError:
+        return None
+
+
+def resolve_identity(settings: Settings, engine: Engine, clock: Clock) -> Identity | None:
+    """Who is calling, from what the kernel, a token or a trusted proxy says; None if unknown."""
+    environ = request.environ
+    user: str | None = None
+    method = ""
+    if PEER_UID_KEY in environ:
+        user, method = _login_of_uid(int(environ[PEER_UID_KEY])), "socket"
+    if user is None:
+        authorization = request.headers.get("Authorization", "")
+        if authorization[:7].lower() == "bearer ":
+            with engine.begin() as conn:
+                user = authenticate_token(conn, authorization[7:].strip(), now=clock.now())
+            if user is None:
+                raise ApiError(401, "Unauthorized", "Access denied: invalid, expired or revoked token")
+            method = "token"
+    if user is None and request.remote_addr in settings.trusted_proxies:
+        user, method = environ.get(_header_environ_key(settings.API_HEADER_USERNAME)), "proxy"
+    if user is None or user.strip().lower() in _ANONYMOUS:
+        return None
+    return Identity(user=user, is_admin=user in settings.admins, method=method)
+
+
+def create_app(settings: Settings, engine: Engine, *, clock: Clock | None = None,
+               oar_factory: OarFactory | None = None) -> Flask:
+    """The WSGI application of the REST API, over `engine`.
+
+    `oar_factory(cluster)` gives the OAR client used to read job outputs and details (as the job's
+    owner); by default `cigri.oar.client.client_for_cluster` with the REST_* settings.
+    """
+    from cigri.api.routes import IdConverter, api
+
+    app = Flask("cigri.api")
+    app.config["CIGRI_SETTINGS"] = settings
+    app.config["CIGRI_ENGINE"] = engine
+    app.config["CIGRI_CLOCK"] = clock or SystemClock()
+    app.config["CIGRI_OAR_FACTORY"] = oar_factory or _default_oar_factory(settings)
+    app.url_map.converters["id"] = IdConverter
+    app.url_map.strict_slashes = False
+    app.register_blueprint(api)
+
+    @app.before_request
+    def _identify() -> None:
+        g.identity = resolve_identity(settings, engine, app.config["CIGRI_CLOCK"])
+
+    @app.errorhandler(ApiError)
+    def _api_error(error: ApiError) -> Response:
+        return error_response(error.status, error.title, error.message)
+
+    @app.errorhandler(HTTPException)
+    def _http_error(error: HTTPException) -> Response:
+        status = error.code or 500
+        if status == 404:
+            return error_response(404, "Not found",
+                                  f"{request.method} {request.url} not found on this server")
+        if status == 405:
+            return error_response(405, "Method not allowed",
+                                  f"{request.method} is not allowed on {request.path}")
+        return error_response(status, error.name, error.description or error.name)
+
+    @app.errorhandler(CigriError)
+    def _cigri_error(error: CigriError) -> Response:
+        status, title = _STATUS_OF.get(type(error), (400, "Error"))
+        for kind, (kind_status, kind_title) in _STATUS_OF.items():
+            if isinstance(error, kind):
+                status, title = kind_status, kind_title
+                break
+        if isinstance(error, OarError):
+            status, title = (404, "Not found") if isinstance(error, OarNotFound) else (
+                502, "Cluster error")
+        return error_response(status, title, error.message)
+
+    @app.errorhandler(Exception)
+    def _unexpected(error: Exception) -> Response:
+        log.exception("unexpected error on %s %s", request.method, request.path)
+        return error_response(500, "Internal server error", "unexpected error; see the API log")
+
+    return app
+
+
+_STATUS_OF: Final[dict[type[CigriError], tuple[int, str]]] = {
+    NotFound: (404, "Not found"),
+    Forbidden: (403, "Forbidden"),
+    Conflict: (400, "Error"),
+    JDLError: (400, "Error"),
+}
+
+
+def _default_oar_factory(settings: Settings) -> OarFactory:
+    def factory(cluster: Any) -> OarApi:
+        from cigri.oar.client import client_for_cluster
+
+        return client_for_cluster(
+            cluster, timeout_seconds=settings.REST_QUERIES_TIMEOUT,
+            cert_file=settings.REST_CLIENT_CERTIFICATE_FILE or None,
+            key_file=settings.REST_CLIENT_KEY_FILE or None,
+            ca_file=settings.REST_CLIENT_CA_FILE or None,
+            verify_ssl=settings.REST_CLIENT_VERIFY_SSL)
+
+    return factory

@@ -1,0 +1,404 @@
+"""Read models of the REST API: campaign lists and details with their counts, task pages, event
+pages, single jobs, statistics.
+
+Owns only SELECTs shaped for the user surface. Every query is indexed and bounded: counts of a
+campaign's jobs go through `ix_jobs_campaign_state` (an index-only count per state, not a scan of
+the campaign's rows), pages are keyset pages (`WHERE id > :after ORDER BY id LIMIT :limit`), and
+statistics are computed on a bounded sample of the newest finished jobs. Writes live elsewhere
+(`campaigns`, `events`, `actions`).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any, Final
+
+from sqlalchemy import Connection, and_, exists, func, or_, select
+
+from cigri.domain.errors import CampaignNotFound, JobNotFound, NotFound
+from cigri.domain.states import ACTIVE_JOB_STATES, CampaignState, EventClass, EventState, JobState
+from cigri.storage.tables import (
+    bag_of_tasks,
+    campaign_properties,
+    campaigns,
+    clusters,
+    events,
+    jobs,
+    jobs_to_launch,
+    parameters,
+)
+
+MAX_PAGE: Final = 1000
+STATS_SAMPLE: Final = 10_000
+# Events v3 hides from a campaign's history: bookkeeping, not something a user acts on.
+HIDDEN_HISTORY_CODES: Final = ("REMOTE_WAITING_FRAG", "FRAG_RESUBMIT_BY_NIKITA")
+UNFINISHED_STATES: Final = (CampaignState.IN_TREATMENT.value, CampaignState.PAUSED.value)
+
+
+@dataclass(frozen=True, kw_only=True)
+class CampaignSummary:
+    id: int
+    name: str | None
+    grid_user: str
+    state: str
+    type: str
+    submission_time: datetime | None
+    completion_time: datetime | None
+    total_jobs: int
+    finished_jobs: int
+    has_events: bool
+
+
+@dataclass(frozen=True, kw_only=True)
+class CampaignCluster:
+    cluster_id: int
+    cluster_name: str
+    active_jobs: int
+    queued_jobs: int
+    prologue_ok: bool
+    epilogue_ok: bool
+
+
+@dataclass(frozen=True, kw_only=True)
+class CampaignDetail:
+    summary: CampaignSummary
+    clusters: list[CampaignCluster] = field(default_factory=list)
+
+
+@dataclass(frozen=True, kw_only=True)
+class TaskRow:
+    id: int
+    name: str
+    parameters: str
+    cluster: str | None
+    cigri_job_id: int | None
+    remote_id: int | None
+    state: str
+
+
+@dataclass(frozen=True, kw_only=True)
+class CampaignStats:
+    average_jobs_duration: float | None
+    stddev_jobs_duration: float | None
+    jobs_throughput: float
+    remaining_time: float
+    failures_rate: float
+    resubmit_rate: float
+
+
+# ---------------------------------------------------------------- campaigns
+
+
+def get_campaign_owner(conn: Connection, campaign_id: int) -> tuple[str, str]:
+    """(grid_user, state) of a campaign; raises CampaignNotFound."""
+    row = conn.execute(select(campaigns.c.grid_user, campaigns.c.state)
+                       .where(campaigns.c.id == campaign_id)).one_or_none()
+    if row is None:
+        raise CampaignNotFound(f"Campaign {campaign_id} not found")
+    return str(row.grid_user), str(row.state)
+
+
+def _count_jobs(conn: Connection, campaign_id: int, states: Sequence[str]) -> int:
+    # Index-only on ix_jobs_campaign_state (campaign_id, state): no heap rows are read.
+    return int(conn.execute(
+        select(func.count()).select_from(jobs)
+        .where(jobs.c.campaign_id == campaign_id, jobs.c.state.in_(list(states)))
+    ).scalar_one())
+
+
+def _count_finished(conn: Connection, campaign_id: int, total: int) -> int:
+    terminated = _count_jobs(conn, campaign_id, [JobState.TERMINATED.value])
+    if terminated == 0:
+        return 0
+    # Prologue/epilogue jobs (NULL param_id, found through ix_jobs_param_id) are not tasks.
+    special = int(conn.execute(
+        select(func.count()).select_from(jobs).where(
+            jobs.c.param_id.is_(None), jobs.c.campaign_id == campaign_id,
+            jobs.c.state == JobState.TERMINATED.value)
+    ).scalar_one())
+    # v3 bug: a task that terminated twice made finished exceed total.
+    return max(0, min(terminated - special, total))
+
+
+def _campaign_cluster_ids(campaign_id: int) -> Any:
+    return (select(campaign_properties.c.cluster_id)
+            .where(campaign_properties.c.campaign_id == campaign_id,
+                   campaign_properties.c.cluster_id.is_not(None)))
+
+
+def _has_events(conn: Connection, campaign_id: int) -> bool:
+    own = exists().where(events.c.campaign_id == campaign_id,
+                         events.c.state == EventState.OPEN.value,
+                         events.c.class_.in_([EventClass.CAMPAIGN.value, EventClass.JOB.value]))
+    cluster_wide = exists().where(events.c.state == EventState.OPEN.value,
+                                  events.c.class_ == EventClass.CLUSTER.value,
+                                  events.c.campaign_id.is_(None),
+                                  events.c.cluster_id.in_(_campaign_cluster_ids(campaign_id)))
+    return bool(conn.execute(select(or_(own, cluster_wide))).scalar_one())
+
+
+def _summary(conn: Connection, row: Any) -> CampaignSummary:
+    total = int(row.nb_jobs or 0)
+    return CampaignSummary(
+        id=row.id, name=row.name, grid_user=row.grid_user, state=row.state, type=row.type,
+        submission_time=row.submission_time, completion_time=row.completion_time,
+        total_jobs=total, finished_jobs=_count_finished(conn, row.id, total),
+        has_events=_has_events(conn, row.id))
+
+
+def get_campaign_summary(conn: Connection, campaign_id: int) -> CampaignSummary:
+    row = conn.execute(select(campaigns).where(campaigns.c.id == campaign_id)).one_or_none()
+    if row is None:
+        raise CampaignNotFound(f"Campaign {campaign_id} not found")
+    return _summary(conn, row)
+
+
+def list_campaigns(conn: Connection, *, grid_user: str | None = None,
+                   states: Sequence[str] | None = UNFINISHED_STATES, after: int = 0,
+                   limit: int = MAX_PAGE) -> list[CampaignSummary]:
+    """Campaigns by id (keyset page after `after`), of one user or all, in `states` (None: any)."""
+    query = select(campaigns).where(campaigns.c.id > after).order_by(campaigns.c.id)
+    if grid_user is not None:
+        query = query.where(campaigns.c.grid_user == grid_user)
+    if states is not None:
+        query = query.where(campaigns.c.state.in_(list(states)))
+    rows = conn.execute(query.limit(min(limit, MAX_PAGE))).all()
+    return [_summary(conn, row) for row in rows]
+
+
+def get_campaign_detail(conn: Connection, campaign_id: int) -> CampaignDetail:
+    summary = get_campaign_summary(conn, campaign_id)
+    props = conn.execute(
+        select(campaign_properties.c.cluster_id, campaign_properties.c.name,
+               campaign_properties.c.value, clusters.c.name.label("cluster_name"))
+        .join(clusters, clusters.c.id == campaign_properties.c.cluster_id)
+        .where(campaign_properties.c.campaign_id == campaign_id,
+               campaign_properties.c.name.in_(["prologue", "epilogue", "exec_file"]))
+    ).all()
+    names: dict[int, str] = {}
+    wanted: dict[int, set[str]] = {}
+    for prop in props:
+        names[prop.cluster_id] = prop.cluster_name
+        if prop.name in {"prologue", "epilogue"} and prop.value.strip():
+            wanted.setdefault(prop.cluster_id, set()).add(prop.name)
+    active: dict[int, int] = dict(conn.execute(
+        select(jobs.c.cluster_id, func.count()).where(
+            jobs.c.campaign_id == campaign_id,
+            jobs.c.state.in_([s.value for s in ACTIVE_JOB_STATES]))
+        .group_by(jobs.c.cluster_id)).tuples().all())
+    queued: dict[int, int] = dict(conn.execute(
+        select(jobs_to_launch.c.cluster_id, func.count())
+        .join(bag_of_tasks, bag_of_tasks.c.id == jobs_to_launch.c.task_id)
+        .where(bag_of_tasks.c.campaign_id == campaign_id)
+        .group_by(jobs_to_launch.c.cluster_id)).tuples().all())
+    done = {(r.cluster_id, r.tag) for r in conn.execute(
+        select(jobs.c.cluster_id, jobs.c.tag).where(
+            jobs.c.param_id.is_(None), jobs.c.campaign_id == campaign_id,
+            jobs.c.state == JobState.TERMINATED.value).distinct())}
+    result = [
+        CampaignCluster(
+            cluster_id=cid, cluster_name=names[cid], active_jobs=int(active.get(cid, 0)),
+            queued_jobs=int(queued.get(cid, 0)),
+            prologue_ok="prologue" not in wanted.get(cid, set()) or (cid, "prologue") in done,
+            epilogue_ok="epilogue" not in wanted.get(cid, set()) or (cid, "epilogue") in done)
+        for cid in sorted(names)
+    ]
+    return CampaignDetail(summary=summary, clusters=result)
+
+
+def get_campaign_jdl(conn: Connection, campaign_id: int) -> str | None:
+    row = conn.execute(select(campaigns.c.jdl).where(campaigns.c.id == campaign_id)).one_or_none()
+    if row is None:
+        raise CampaignNotFound(f"Campaign {campaign_id} not found")
+    return row.jdl
+
+
+# ---------------------------------------------------------------- tasks and jobs
+
+
+def list_tasks(conn: Connection, campaign_id: int, *, after: int = 0, offset: int = 0,
+               limit: int = 100) -> list[TaskRow]:
+    """One row per task (parameter) by id, with its latest job: a keyset page after `after`.
+
+    v3 listed task×job rows, so a resubmitted task took several places and `limit` counted rows;
+    here a page is `limit` tasks and never skips one.
+    """
+    page = (select(parameters.c.id, parameters.c.name, parameters.c.param)
+            .where(parameters.c.campaign_id == campaign_id, parameters.c.id > after)
+            .order_by(parameters.c.id).limit(min(limit, MAX_PAGE)))
+    if offset:
+        page = page.offset(offset)
+    page_sq = page.subquery("page")
+    latest = (select(func.max(jobs.c.id)).where(jobs.c.param_id == page_sq.c.id)
+              .correlate(page_sq).scalar_subquery())
+    rows = conn.execute(
+        select(page_sq, jobs.c.id.label("job_id"), jobs.c.remote_id, jobs.c.state,
+               clusters.c.name.label("cluster_name"))
+        .outerjoin(jobs, jobs.c.id == latest)
+        .outerjoin(clusters, clusters.c.id == jobs.c.cluster_id)
+        .order_by(page_sq.c.id)
+    ).all()
+    waiting_ids = [r.id for r in rows if r.job_id is None]
+    in_bag: dict[int, bool] = {}
+    if waiting_ids:
+        for task in conn.execute(
+            select(bag_of_tasks.c.param_id, jobs_to_launch.c.id.label("queued"))
+            .outerjoin(jobs_to_launch, jobs_to_launch.c.task_id == bag_of_tasks.c.id)
+            .where(bag_of_tasks.c.param_id.in_(waiting_ids))
+        ):
+            in_bag[task.param_id] = in_bag.get(task.param_id, False) or task.queued is not None
+    result = []
+    for r in rows:
+        if r.job_id is not None:
+            state = r.state
+        elif r.id in in_bag:
+            state = "queued" if in_bag[r.id] else "pending"
+        else:
+            state = "cancelled"
+        result.append(TaskRow(id=r.id, name=r.name, parameters=r.param,
+                              cluster=r.cluster_name, cigri_job_id=r.job_id,
+                              remote_id=r.remote_id, state=state))
+    return result
+
+
+def get_task(conn: Connection, campaign_id: int, param_id: int) -> dict[str, Any]:
+    """A task with every job (execution) it has had, oldest first."""
+    row = conn.execute(select(parameters).where(parameters.c.id == param_id,
+                                                parameters.c.campaign_id == campaign_id)
+                       ).one_or_none()
+    if row is None:
+        raise NotFound(f"Task {param_id} of campaign {campaign_id} not found")
+    executions = [
+        {"id": j.id, "cluster_id": j.cluster_id, "cluster_name": j.cluster_name, "state": j.state,
+         "return_code": j.return_code, "remote_id": j.remote_id}
+        for j in conn.execute(
+            select(jobs, clusters.c.name.label("cluster_name"))
+            .outerjoin(clusters, clusters.c.id == jobs.c.cluster_id)
+            .where(jobs.c.param_id == param_id).order_by(jobs.c.id))
+    ]
+    state = executions[-1]["state"] if executions else "pending"
+    return {"id": row.id, "name": row.name, "parameters": row.param, "state": state,
+            "execution": executions}
+
+
+def get_job(conn: Connection, job_id: int) -> dict[str, Any]:
+    """A job row with its parameter line, owner and cluster name; raises JobNotFound."""
+    row = conn.execute(
+        select(jobs, parameters.c.param, campaigns.c.grid_user,
+               clusters.c.name.label("cluster_name"))
+        .join(campaigns, campaigns.c.id == jobs.c.campaign_id)
+        .outerjoin(parameters, parameters.c.id == jobs.c.param_id)
+        .outerjoin(clusters, clusters.c.id == jobs.c.cluster_id)
+        .where(jobs.c.id == job_id)
+    ).one_or_none()
+    if row is None:
+        raise JobNotFound(f"Job {job_id} not found")
+    return dict(row._mapping)
+
+
+def list_finished_jobs(conn: Connection, campaign_id: int, *, after: int = 0,
+                       limit: int = 100) -> list[dict[str, Any]]:
+    """Keyset page of a campaign's jobs in `terminated` or `event` state."""
+    rows = conn.execute(
+        select(jobs).where(jobs.c.campaign_id == campaign_id, jobs.c.id > after,
+                           jobs.c.state.in_([JobState.TERMINATED.value, JobState.EVENT.value]))
+        .order_by(jobs.c.id).limit(min(limit, MAX_PAGE)))
+    return [dict(r._mapping) for r in rows]
+
+
+# ---------------------------------------------------------------- events
+
+
+def list_campaign_events(conn: Connection, campaign_id: int, *, include_closed: bool = False,
+                         after: int = 0, limit: int = 100) -> list[dict[str, Any]]:
+    """Events of a campaign (keyset page by id).
+
+    Open ones by default, plus the open cluster-wide events on the campaign's clusters; with
+    `include_closed`, the campaign's whole history without the bookkeeping codes.
+    """
+    if include_closed:
+        where: Any = and_(events.c.campaign_id == campaign_id,
+                          events.c.code.not_in(HIDDEN_HISTORY_CODES))
+    else:
+        where = or_(
+            and_(events.c.campaign_id == campaign_id, events.c.state == EventState.OPEN.value),
+            and_(events.c.state == EventState.OPEN.value, events.c.campaign_id.is_(None),
+                 events.c.class_ == EventClass.CLUSTER.value,
+                 events.c.cluster_id.in_(_campaign_cluster_ids(campaign_id))))
+    return _event_page(conn, where, after=after, limit=limit)
+
+
+def list_global_events(conn: Connection, *, after: int = 0, limit: int = 100
+                       ) -> list[dict[str, Any]]:
+    """Open events that are neither job nor campaign events (cluster-wide and the like)."""
+    where = and_(events.c.state == EventState.OPEN.value,
+                 events.c.class_.not_in([EventClass.JOB.value, EventClass.CAMPAIGN.value]))
+    return _event_page(conn, where, after=after, limit=limit)
+
+
+def _event_page(conn: Connection, where: Any, *, after: int, limit: int) -> list[dict[str, Any]]:
+    rows = conn.execute(
+        select(events, clusters.c.name.label("cluster_name"))
+        .outerjoin(clusters, clusters.c.id == events.c.cluster_id)
+        .where(where, events.c.id > after).order_by(events.c.id).limit(min(limit, MAX_PAGE)))
+    return [dict(r._mapping) for r in rows]
+
+
+def get_event_row(conn: Connection, event_id: int) -> dict[str, Any]:
+    """An event with its cluster name and its campaign's owner (None for global events)."""
+    row = conn.execute(
+        select(events, clusters.c.name.label("cluster_name"),
+               campaigns.c.grid_user.label("campaign_owner"))
+        .outerjoin(clusters, clusters.c.id == events.c.cluster_id)
+        .outerjoin(campaigns, campaigns.c.id == events.c.campaign_id)
+        .where(events.c.id == event_id)).one_or_none()
+    if row is None:
+        raise NotFound(f"Event {event_id} not found")
+    return dict(row._mapping)
+
+
+# ---------------------------------------------------------------- statistics
+
+
+def get_campaign_stats(conn: Connection, campaign_id: int, *, now: datetime,
+                       window_seconds: int) -> CampaignStats:
+    """v3's statistics, from a sample of the newest `STATS_SAMPLE` terminated jobs.
+
+    The sample keeps the call bounded on million-job campaigns; throughput over the window is
+    extrapolated from the sample when the campaign has more terminated jobs than that.
+    """
+    summary = get_campaign_summary(conn, campaign_id)
+    terminated = _count_jobs(conn, campaign_id, [JobState.TERMINATED.value])
+    sample = conn.execute(
+        select(jobs.c.start_time, jobs.c.stop_time).where(
+            jobs.c.campaign_id == campaign_id, jobs.c.state == JobState.TERMINATED.value,
+            jobs.c.param_id.is_not(None)).limit(STATS_SAMPLE)).all()
+    durations = [(r.stop_time - r.start_time).total_seconds() for r in sample
+                 if r.start_time is not None and r.stop_time is not None]
+    average = stddev = None
+    if durations:
+        average = sum(durations) / len(durations)
+        stddev = math.sqrt(sum((d - average) ** 2 for d in durations) / len(durations))
+    since = now - timedelta(seconds=window_seconds)
+    recent = sum(1 for r in sample if r.start_time is not None and r.start_time >= since)
+    if sample and terminated > len(sample):
+        recent = round(recent * terminated / len(sample))
+    throughput = recent / window_seconds if window_seconds else 0.0
+    throughput = throughput or 1e-16
+    remaining = max(summary.total_jobs - summary.finished_jobs, 0) / throughput
+    failures = int(conn.execute(
+        select(func.count()).select_from(events).where(
+            events.c.campaign_id == campaign_id, events.c.class_ == EventClass.JOB.value,
+            events.c.code.not_in(["REMOTE_WAITING_FRAG", "RESUBMIT", "RESUBMIT_END"]))
+    ).scalar_one())
+    resubmits = int(conn.execute(
+        select(func.count()).select_from(events).where(
+            events.c.campaign_id == campaign_id, events.c.code == "RESUBMIT")).scalar_one())
+    return CampaignStats(
+        average_jobs_duration=average, stddev_jobs_duration=stddev, jobs_throughput=throughput,
+        remaining_time=remaining,
+        failures_rate=failures / (failures + terminated) if failures + terminated else 0.0,
+        resubmit_rate=resubmits / (resubmits + terminated) if resubmits + terminated else 0.0)

@@ -1,0 +1,78 @@
+"""Per-user, per-cluster settings an admin keeps: `users_priority` and `users_mapping`.
+
+Owns upserts, listings and removals of those rows. Does not own how the meta-scheduler uses a
+priority or how the runner maps a login: that is theirs.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from sqlalchemy import Connection, delete, insert, select, update
+
+from cigri.storage.tables import clusters, users_mapping, users_priority
+
+
+@dataclass(frozen=True, kw_only=True)
+class UserPriority:
+    grid_user: str
+    cluster_id: int
+    cluster_name: str
+    priority: int
+
+
+@dataclass(frozen=True, kw_only=True)
+class UserMapping:
+    grid_login: str
+    cluster_id: int
+    cluster_name: str
+    cluster_login: str | None
+
+
+def set_user_priority(conn: Connection, *, grid_user: str, cluster_id: int, priority: int) -> None:
+    """Insert or update the priority of a user on a cluster (higher runs first)."""
+    where = (users_priority.c.grid_user == grid_user, users_priority.c.cluster_id == cluster_id)
+    if conn.execute(update(users_priority).where(*where).values(priority=priority)).rowcount == 0:
+        conn.execute(insert(users_priority).values(grid_user=grid_user, cluster_id=cluster_id,
+                                                   priority=priority))
+
+
+def remove_user_priority(conn: Connection, *, grid_user: str, cluster_id: int) -> int:
+    return conn.execute(delete(users_priority).where(
+        users_priority.c.grid_user == grid_user, users_priority.c.cluster_id == cluster_id)).rowcount
+
+
+def list_user_priorities(conn: Connection, *, grid_user: str | None = None) -> list[UserPriority]:
+    query = (select(users_priority, clusters.c.name.label("cluster_name"))
+             .join(clusters, clusters.c.id == users_priority.c.cluster_id)
+             .order_by(users_priority.c.grid_user, clusters.c.name))
+    if grid_user is not None:
+        query = query.where(users_priority.c.grid_user == grid_user)
+    return [UserPriority(grid_user=r.grid_user, cluster_id=r.cluster_id, cluster_name=r.cluster_name,
+                         priority=r.priority) for r in conn.execute(query)]
+
+
+def set_user_mapping(conn: Connection, *, grid_login: str, cluster_id: int,
+                     cluster_login: str) -> None:
+    """Insert or update the login `grid_login` gets on a cluster."""
+    where = (users_mapping.c.grid_login == grid_login, users_mapping.c.cluster_id == cluster_id)
+    if conn.execute(update(users_mapping).where(*where)
+                    .values(cluster_login=cluster_login)).rowcount == 0:
+        conn.execute(insert(users_mapping).values(grid_login=grid_login, cluster_id=cluster_id,
+                                                  cluster_login=cluster_login))
+
+
+def remove_user_mapping(conn: Connection, *, grid_login: str, cluster_id: int) -> int:
+    return conn.execute(delete(users_mapping).where(
+        users_mapping.c.grid_login == grid_login, users_mapping.c.cluster_id == cluster_id)).rowcount
+
+
+def list_user_mappings(conn: Connection, *, grid_login: str | None = None) -> list[UserMapping]:
+    query = (select(users_mapping, clusters.c.name.label("cluster_name"))
+             .join(clusters, clusters.c.id == users_mapping.c.cluster_id)
+             .order_by(users_mapping.c.grid_login, clusters.c.name))
+    if grid_login is not None:
+        query = query.where(users_mapping.c.grid_login == grid_login)
+    return [UserMapping(grid_login=r.grid_login, cluster_id=r.cluster_id,
+                        cluster_name=r.cluster_name, cluster_login=r.cluster_login)
+            for r in conn.execute(query)]
