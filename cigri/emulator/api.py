@@ -430,7 +430,6 @@ class OarApp:
                     "host": node,
                     "cpu": node_index + 1,
                     "core": rid,
-                    "cluster": cluster.config.name,
                 }
             )
         return row
