@@ -10,6 +10,7 @@ from __future__ import annotations
 import errno
 import json
 import logging
+import re
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -79,6 +80,10 @@ _REJECTION_CODES: Mapping[int, str] = {
     403: "FORBIDDEN",
     413: "REQUEST_TOO_LARGE",
 }
+
+
+# oarsub exit statuses of a refused request: 1 (bad option), 255 (unparsable resource/walltime)
+_OARSUB_REFUSAL = re.compile(r"^Oarsub command exited with status (1|255)\b")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -219,6 +224,10 @@ class OarHttp:
         message = f"{method} {url}: HTTP {answer.status}" + (f": {detail}" if detail else "")
         if answer.status == 404:
             return OarNotFound(message, status=404, body=body)
+        if method == "POST" and answer.status == 500 and detail and _OARSUB_REFUSAL.search(detail):
+            # OAR 2.5.9 answers 500 when oarsub refuses a request (bad resource syntax, unknown
+            # option): the request is wrong, retrying it cannot help; no job was created
+            return OarRejected(message, status=500, body=body, code="CLUSTER_API_SERVER_ERROR")
         if answer.status >= 500:
             return OarUnavailable(message, status=answer.status, body=body,
                                   code="CLUSTER_API_SERVER_ERROR")
