@@ -1,0 +1,196 @@
+"""The HTTP client of cigri's own REST API, used by the grid tools (gridsub, gridstat, ...).
+
+Owns the client configuration and the transport. The tools are clients: they read their own
+configuration, never the server's. Sources, later ones winning: the client file
+(`$CIGRI_CLIENT_CONF`, else v3's `$CIGRICONFFILE`, else `/etc/cigri/api-clients.conf`; v3's
+`KEY = "value"` lines), then `CIGRI_API_URL`, `CIGRI_API_SOCKET`, `CIGRI_API_TOKEN`. The Unix
+socket, when set, wins over the URL: there the kernel names the user and no token is needed.
+Bodies may be iterables of bytes, sent chunked, so a parameter file is streamed, never loaded.
+"""
+
+from __future__ import annotations
+
+import http.client
+import json
+import os
+import socket
+import sys
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Final, NoReturn
+from urllib.parse import quote, urlencode, urlsplit
+
+import click
+
+DEFAULT_CONF: Final = Path("/etc/cigri/api-clients.conf")
+DEFAULT_URL: Final = "http://127.0.0.1:8080"
+
+
+@dataclass(frozen=True, kw_only=True)
+class ClientConfig:
+    url: str = DEFAULT_URL
+    socket: str | None = None
+    token: str | None = None
+    timeout_seconds: float = 60.0
+
+
+class ApiCallError(Exception):
+    """The API answered with an error status."""
+
+    def __init__(self, status: int, title: str, message: str, body: Any = None) -> None:
+        super().__init__(message)
+        self.status = status
+        self.title = title
+        self.message = message
+        self.body = body
+
+
+class ApiUnreachable(Exception):
+    """The API could not be reached."""
+
+
+def _read_conf(path: Path) -> dict[str, str]:
+    values: dict[str, str] = {}
+    for raw in path.read_text().splitlines():
+        line = raw.split("#", 1)[0].strip()
+        key, sep, value = line.partition("=")
+        value = value.strip()
+        if sep and len(value) >= 2 and value[0] == value[-1] and value[0] in "\"'":
+            values[key.strip().upper()] = value[1:-1]
+    return values
+
+
+def load_client_config(environ: Mapping[str, str] | None = None) -> ClientConfig:
+    """The client configuration from the client file and the CIGRI_API_* variables."""
+    env = os.environ if environ is None else environ
+    conf_path = env.get("CIGRI_CLIENT_CONF") or env.get("CIGRICONFFILE")
+    path = Path(conf_path) if conf_path else DEFAULT_CONF
+    values = _read_conf(path) if path.is_file() else {}
+    url = values.get("API_URL")
+    if not url and values.get("API_HOST"):
+        scheme = "https" if values.get("API_SSL", "false").lower() != "false" else "http"
+        url = (f"{scheme}://{values['API_HOST']}:{values.get('API_PORT', '80')}"
+               f"{values.get('API_BASE', '')}")
+    token = values.get("API_TOKEN")
+    token_file = env.get("CIGRI_API_TOKEN_FILE") or values.get("API_TOKEN_FILE")
+    if token_file:
+        token_path = Path(os.path.expanduser(token_file))
+        if token_path.is_file():
+            token = token_path.read_text().strip()
+    return ClientConfig(
+        url=env.get("CIGRI_API_URL") or url or DEFAULT_URL,
+        socket=env.get("CIGRI_API_SOCKET") or values.get("API_SOCKET") or None,
+        token=env.get("CIGRI_API_TOKEN") or token,
+        timeout_seconds=float(values.get("API_TIMEOUT", "60")))
+
+
+class _UnixConnection(http.client.HTTPConnection):
+    def __init__(self, path: str, timeout: float) -> None:
+        super().__init__("localhost", timeout=timeout)
+        self._path = path
+
+    def connect(self) -> None:
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        sock.settimeout(self.timeout)
+        sock.connect(self._path)
+        self.sock = sock
+
+
+class ApiClient:
+    """Calls the cigri REST API; returns decoded JSON, raises ApiCallError/ApiUnreachable."""
+
+    def __init__(self, config: ClientConfig) -> None:
+        self.config = config
+        parts = urlsplit(config.url)
+        self._scheme = parts.scheme or "http"
+        self._netloc = parts.netloc
+        self._base = parts.path.rstrip("/")
+
+    def _connection(self) -> http.client.HTTPConnection:
+        if self.config.socket:
+            return _UnixConnection(self.config.socket, self.config.timeout_seconds)
+        if self._scheme == "https":
+            return http.client.HTTPSConnection(self._netloc, timeout=self.config.timeout_seconds)
+        return http.client.HTTPConnection(self._netloc, timeout=self.config.timeout_seconds)
+
+    def request(self, method: str, path: str, *, params: Mapping[str, Any] | None = None,
+                json_body: Any = None, body: Iterable[bytes] | bytes | None = None,
+                content_type: str | None = None) -> Any:
+        """Send one request; `path` is API-relative (links the API returns are used as is)."""
+        target = self._base + path
+        if params:
+            query = urlencode({k: v for k, v in params.items() if v is not None})
+            if query:
+                target += ("&" if "?" in target else "?") + query
+        headers = {"Accept": "application/json"}
+        if self.config.token and not self.config.socket:
+            headers["Authorization"] = f"Bearer {self.config.token}"
+        payload: Any = None
+        chunked = False
+        if json_body is not None:
+            payload = json.dumps(json_body).encode()
+            headers["Content-Type"] = "application/json"
+        elif body is not None:
+            payload = body
+            headers["Content-Type"] = content_type or "text/plain; charset=utf-8"
+            chunked = not isinstance(body, bytes)
+            if chunked:
+                headers["Transfer-Encoding"] = "chunked"
+        connection = self._connection()
+        try:
+            connection.request(method, target, body=payload, headers=headers,
+                               encode_chunked=chunked)
+            response = connection.getresponse()
+            raw = response.read()
+        except OSError as error:
+            where = self.config.socket or self.config.url
+            raise ApiUnreachable(f"API server not reachable at {where}: {error}") from error
+        except http.client.HTTPException as error:
+            raise ApiUnreachable(f"API server answered badly: {error!r}") from error
+        finally:
+            connection.close()
+        try:
+            data = json.loads(raw) if raw.strip() else None
+        except json.JSONDecodeError:
+            data = None
+        if response.status >= 400:
+            if isinstance(data, dict) and "message" in data:
+                raise ApiCallError(response.status, str(data.get("title", "Error")),
+                                   str(data["message"]), data)
+            text = raw.decode(errors="replace").strip().splitlines()
+            raise ApiCallError(response.status, response.reason,
+                               f"HTTP {response.status} {response.reason}"
+                               + (f": {text[0][:200]}" if text else ""))
+        return data
+
+    def get(self, path: str, **params: Any) -> Any:
+        return self.request("GET", path, params=params or None)
+
+
+def client_from_environment() -> ApiClient:
+    return ApiClient(load_client_config())
+
+
+def quoted(value: str) -> str:
+    return quote(value, safe="")
+
+
+def fail(tool: str, message: str, code: int = 1) -> NoReturn:
+    """Print one readable error line and exit non-zero."""
+    click.echo(f"{tool}: {message}" if not message.startswith(tool) else message, err=True)
+    sys.exit(code)
+
+
+def run_tool(tool: str, command: click.Command) -> None:
+    """Run a grid tool: API errors and an unreachable API become one line and exit status 1."""
+    try:
+        command.main(prog_name=tool, standalone_mode=True)
+    except ApiUnreachable as error:
+        fail(tool, str(error))
+    except ApiCallError as error:
+        fail(tool, error.message)
+
+
+def dump_json(data: Any, *, pretty: bool = True) -> None:
+    click.echo(json.dumps(data, indent=2 if pretty else None, default=str))

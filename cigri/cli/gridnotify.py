@@ -1,0 +1,69 @@
+"""`gridnotify`: my notification subscriptions (v3 options and output, `cigri-v3-user.md` §2.5):
+list, subscribe a mail address, a Jabber id or a webhook URL with a minimum severity, unsubscribe."""
+
+from __future__ import annotations
+
+from typing import Final
+
+import click
+
+from cigri import __version__
+from cigri.cli.client import ApiCallError, client_from_environment, dump_json, fail, quoted, run_tool
+
+TOOL = "gridnotify"
+SHOWN_TYPE: Final = {"xmpp": "jabber"}
+
+
+@click.command(context_settings={"help_option_names": ["-h", "--help"]})
+@click.option("-l", "--list", "list_", is_flag=True, help="List my subscriptions.")
+@click.option("-m", "--mail", help="E-mail address to subscribe (or unsubscribe with -u).")
+@click.option("-j", "--jabber", help="Jabber/XMPP id to subscribe (or unsubscribe with -u).")
+@click.option("-w", "--webhook", help="Webhook URL to subscribe (or unsubscribe with -u).")
+@click.option("-u", "--unsubscribe", is_flag=True, help="Unsubscribe the given identity.")
+@click.option("-s", "--severity", help="Minimum severity to receive: low, medium or high.")
+@click.option("-v", "--verbose", is_flag=True, help="Print the API message.")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@click.version_option(__version__, prog_name=TOOL)
+def gridnotify(list_: bool, mail: str | None, jabber: str | None, webhook: str | None,
+               unsubscribe: bool, severity: str | None, verbose: bool, as_json: bool) -> None:
+    """Manage my notification subscriptions."""
+    api = client_from_environment()
+    if list_:
+        found = api.get("/notifications")
+        if as_json:
+            dump_json(found)
+            return
+        if found["items"]:
+            click.echo("You have the following notification subscriptions:")
+        for item in found["items"]:
+            kind = SHOWN_TYPE.get(item["type"], item["type"])
+            click.echo(f" - {kind} on {item['identity']} with severity "
+                       f"{item['severity'] or 'medium'}")
+        if not (mail or jabber or webhook):
+            return
+    kind, identity = next(((k, v) for k, v in (("mail", mail), ("jabber", jabber),
+                                               ("webhook", webhook)) if v), (None, None))
+    if kind is None or identity is None:
+        click.echo(click.get_current_context().get_help())
+        return
+    if unsubscribe:
+        try:
+            answer = api.request("DELETE", f"/notifications/{kind}?identity={quoted(identity)}")
+        except ApiCallError as error:
+            fail(TOOL, f"Failed to unsubscribe {identity}: {error.message}.")
+    else:
+        if severity not in {"low", "medium", "high"}:
+            fail(TOOL, "ERROR: Severity should be 'low', 'medium' or 'high'!", 2)
+        try:
+            answer = api.request("POST", f"/notifications/{kind}",
+                                 json_body={"identity": identity, "severity": severity})
+        except ApiCallError as error:
+            fail(TOOL, f"Failed to subscribe with {identity}: {error.message}.")
+    if as_json:
+        dump_json(answer, pretty=False)
+    elif verbose:
+        click.echo(f"{answer['message']}.")
+
+
+def main() -> None:
+    run_tool(TOOL, gridnotify)

@@ -1,0 +1,108 @@
+"""`gridtoken`: my tokens. Subcommands manage API bearer tokens (`create`, `list`, `revoke`): a
+token lets scripts and remote hosts call the API as me. v3's options (`-l`, `-i ID -t TOKEN`,
+`-r -i ID`) manage the OAR 3 JWTs cigri uses for me on `jwt` clusters (`cigri-v3-user.md` §2.7);
+they are never printed in clear any more."""
+
+from __future__ import annotations
+
+import click
+
+from cigri import __version__
+from cigri.cli.client import ApiCallError, client_from_environment, dump_json, fail, run_tool
+
+TOOL = "gridtoken"
+
+
+@click.group(invoke_without_command=True, context_settings={"help_option_names": ["-h", "--help"]})
+@click.option("-l", "--list", "list_", is_flag=True, help="Show my cluster (JWT) tokens.")
+@click.option("-i", "--cluster-id", type=int, help="Cluster id (see gridclusters).")
+@click.option("-t", "--token", help="Cluster JWT to register for -i.")
+@click.option("-r", "--remove", is_flag=True, help="Remove my JWT for -i.")
+@click.option("-v", "--verbose", is_flag=True, help="Print the API message.")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@click.version_option(__version__, prog_name=TOOL)
+@click.pass_context
+def gridtoken(ctx: click.Context, list_: bool, cluster_id: int | None, token: str | None,
+              remove: bool, verbose: bool, as_json: bool) -> None:
+    """Manage my API tokens (create, list, revoke) and my cluster JWTs (-l, -i -t, -r -i)."""
+    ctx.obj = {"as_json": as_json}
+    if ctx.invoked_subcommand is not None:
+        return
+    api = client_from_environment()
+    if list_:
+        found = api.get("/tokens")
+        if as_json:
+            dump_json(found)
+            return
+        click.echo("You have the following tokens:")
+        for item in found["items"]:
+            click.echo(f" - Cluster #{item['cluster_id']} : {item['token']}")
+        return
+    if remove and cluster_id is not None:
+        try:
+            answer = api.request("DELETE", f"/tokens/{cluster_id}")
+        except ApiCallError as error:
+            fail(TOOL, f"Failed to remove JWT token on cluster {cluster_id}: {error.message}.")
+        if as_json:
+            dump_json(answer, pretty=False)
+        elif verbose:
+            click.echo(f"{answer['message']}.")
+        return
+    if cluster_id is not None and token:
+        try:
+            answer = api.request("POST", "/tokens",
+                                 json_body={"cluster_id": cluster_id, "token": token})
+        except ApiCallError as error:
+            fail(TOOL, f"Failed to register token on cluster {cluster_id}: {error.message}.")
+        if as_json:
+            dump_json(answer, pretty=False)
+        else:
+            click.echo("New token registered.")
+        return
+    click.echo(ctx.get_help())
+
+
+@gridtoken.command("create")
+@click.option("--name", help="A name to recognise the token by.")
+@click.option("--expires-days", type=click.IntRange(1, 3650), help="Expire after this many days.")
+@click.pass_obj
+def create(obj: dict[str, bool], name: str | None, expires_days: int | None) -> None:
+    """Create an API token; it is printed once, keep it (e.g. in ~/.config/cigri/token)."""
+    answer = client_from_environment().request(
+        "POST", "/api-tokens", json_body={"name": name, "expires_in_days": expires_days})
+    if obj["as_json"]:
+        dump_json(answer)
+    else:
+        click.echo(f"Token {answer['id']} created"
+                   + (f", expires {answer['expires_at']}" if answer["expires_at"] else "") + ":")
+        click.echo(answer["token"])
+
+
+@gridtoken.command("list")
+@click.pass_obj
+def list_tokens(obj: dict[str, bool]) -> None:
+    """List my API tokens (never their secret)."""
+    found = client_from_environment().get("/api-tokens")
+    if obj["as_json"]:
+        dump_json(found)
+        return
+    for item in found["items"]:
+        status = "revoked" if item["revoked_at"] else "active"
+        click.echo(f"{item['id']}: {item['name'] or '-'} {status} created {item['created_at']}"
+                   f" expires {item['expires_at'] or 'never'} last used {item['last_used_at'] or 'never'}")
+
+
+@gridtoken.command("revoke")
+@click.argument("token_id", type=int)
+@click.pass_obj
+def revoke(obj: dict[str, bool], token_id: int) -> None:
+    """Revoke one of my API tokens."""
+    answer = client_from_environment().request("DELETE", f"/api-tokens/{token_id}")
+    if obj["as_json"]:
+        dump_json(answer, pretty=False)
+    else:
+        click.echo(f"{answer['message']}.")
+
+
+def main() -> None:
+    run_tool(TOOL, gridtoken)
