@@ -1,0 +1,507 @@
+"""The runner: turns queued tasks into OAR jobs, one loop per enabled cluster (v3 §3.1).
+
+Owns submission and the tap. Each pass on a cluster: reconcile submissions whose fate on OAR is
+unknown, move the taps (closed while jobs wait, reopened otherwise), then submit the cluster's
+`to_launch` jobs (prologue, epilogue, leftovers) or else up to the tap rate of queued tasks of the
+first eligible campaign, as one OAR array job. Polling job states on OAR is the updater's job (the
+runner reads `remote_waiting` counts from the database); killing is nikita's.
+
+Crash safety: the intent (a `submissions` row with a random key, and the jobs in `launching` with
+their `array_index`) is committed before the OAR call, the OAR job name carries the key, and the
+OAR ids are recorded in a new transaction. An intent left behind (runner killed) or a call that
+failed without an answer is reconciled by asking OAR for jobs of that name: adopted if OAR has them,
+otherwise the tasks go back to the bag. Each job's `remote_id` is the OAR job of its own array index.
+
+One process runs a `ClusterRunner` thread per enabled cluster, each holding the lease
+`runner:<cluster>`, so only one instance per cluster is active across hosts; clusters added or
+enabled later are picked up without a restart, disabled ones are dropped.
+
+Settings: RUNNER_MIN_CYCLE_DURATION (pass interval), RUNNER_DEFAULT_INITIAL_NUMBER_OF_JOBS,
+RUNNER_TAP_INCREASE_FACTOR, RUNNER_TAP_INCREASE_MAX, RUNNER_TAP_GRACE_PERIOD, DEFAULT_JOB_RESOURCES,
+DEFAULT_JOB_WALLTIME, LEASE_SECONDS, REST_QUERIES_TIMEOUT. Temporal grouping is not implemented:
+grouped campaigns are submitted as array jobs.
+"""
+
+from __future__ import annotations
+
+import logging
+import secrets
+import threading
+from collections.abc import Callable, Sequence
+from datetime import datetime, timedelta
+from typing import Final
+
+from sqlalchemy import Connection, Engine
+
+from cigri.config import Settings
+from cigri.daemons.base import Daemon, DaemonContext, daemon_context
+from cigri.domain.clock import Clock
+from cigri.domain.clusters import Cluster
+from cigri.domain.events import BLACKLIST
+from cigri.domain.jobs import EPILOGUE, PROLOGUE, LaunchContext, LaunchItem
+from cigri.domain.oar import OarApi, OarError, OarJob, OarRejected, SubmitRequest
+from cigri.domain.states import (
+    PRIORITY_RESUBMIT,
+    CampaignState,
+    EventClass,
+    EventState,
+    JobState,
+)
+from cigri.domain.tap import (
+    Tap,
+    TapSettings,
+    increase_tap,
+    is_in_grace,
+    plan_tap,
+    reset_tap,
+    should_increase,
+)
+from cigri.storage import events as event_store
+from cigri.storage import jobs as job_store
+from cigri.storage import submissions as submission_store
+from cigri.storage.clusters import get_cluster, list_clusters
+
+log = logging.getLogger(__name__)
+
+OarFactory = Callable[[Cluster], OarApi]
+
+STUCK_LAUNCHING_JOB: Final = "STUCK_LAUNCHING_JOB"
+# Cluster event codes that open a whole-cluster blacklist lifted by the updater's probe (autofix).
+AUTOFIX_CODES: Final = frozenset({"TIMEOUT", "POST_TIMEOUT", "CONNECTION_REFUSED", "SOCKET_ERROR",
+                                  "HOST_UNREACHABLE", "CONNECTION_RESET", "GET_STRESS_FACTOR",
+                                  "SSL_ERROR"})
+_SUBMIT_ERROR_CODES: Final = {401: "RUNNER_SUBMIT_PERMISSION_DENIED",
+                              413: "RUNNER_SUBMIT_TOO_LARGE"}
+_PENDING_LIMIT: Final = 100
+
+
+class _NothingTaken(Exception):
+    """Nothing left to take: roll the intent back."""
+
+
+def tap_settings(settings: Settings) -> TapSettings:
+    return TapSettings(initial=settings.RUNNER_DEFAULT_INITIAL_NUMBER_OF_JOBS,
+                       factor=settings.RUNNER_TAP_INCREASE_FACTOR,
+                       maximum=settings.RUNNER_TAP_INCREASE_MAX,
+                       grace=timedelta(seconds=settings.RUNNER_TAP_GRACE_PERIOD))
+
+
+def record_cluster_error(conn: Connection, *, cluster_id: int, error: OarError,
+                         now: datetime) -> None:
+    """A failed cluster call: a cluster event with the client's code; transient network codes
+    also open a whole-cluster BLACKLIST (lifted by the updater once the API answers again)."""
+    code = error.code or "CLUSTER_API_ERROR"
+    if code in AUTOFIX_CODES:
+        if event_store.find_open_event(conn, code=code, class_=EventClass.CLUSTER,
+                                       cluster_id=cluster_id) is not None:
+            return
+        parent = event_store.record_event(conn, class_=EventClass.CLUSTER, code=code,
+                                          cluster_id=cluster_id, message=error.message, now=now,
+                                          checked=True)
+        event_store.record_event(conn, class_=EventClass.CLUSTER, code=BLACKLIST,
+                                 cluster_id=cluster_id, parent=parent, now=now, checked=True,
+                                 message=f"cluster blacklisted because of {code}")
+    else:
+        event_store.record_event(conn, class_=EventClass.CLUSTER, code=code,
+                                 cluster_id=cluster_id, message=error.message,
+                                 state=EventState.CLOSED, now=now, checked=True)
+
+
+def build_request(context: LaunchContext, items: Sequence[LaunchItem], *, name: str,
+                  settings: Settings) -> SubmitRequest:
+    """The OAR submission of a set of jobs of one campaign (behaviour 12): an array job whose lines
+    are the parameters, or a plain job for one parameter; prologue/epilogue as normal single jobs."""
+    campaign_id = context.campaign_id
+    prefix = f"export CIGRI_CAMPAIGN_ID={campaign_id};"
+    job_types = [t.strip() for t in context.prop("cluster_job_type").split(",") if t.strip()]
+    tag = items[0].tag
+    if tag in {PROLOGUE, EPILOGUE}:
+        return SubmitRequest(
+            command=prefix + context.prop(tag), resources="/resource_id=1",
+            walltime=context.prop(f"{tag}_walltime",
+                                  context.prop("walltime", settings.DEFAULT_JOB_WALLTIME)),
+            name=name, types=job_types,
+            properties=context.prop("properties") or None, project=context.prop("project") or None)
+    if items[0].besteffort and "besteffort" not in job_types:
+        job_types.append("besteffort")
+    command = prefix + context.prop("exec_file")
+    params = [item.param or "" for item in items]
+    if len(params) == 1:
+        command, params = f"{command} {params[0]}", []
+    directory = context.prop("exec_directory") or None
+    if directory:
+        directory = directory.replace("{CAMPAIGN_ID}", str(campaign_id))
+    return SubmitRequest(
+        command=command, resources=context.prop("resources", settings.DEFAULT_JOB_RESOURCES),
+        walltime=context.prop("walltime", settings.DEFAULT_JOB_WALLTIME), params=params,
+        name=name, directory=directory, types=job_types,
+        properties=context.prop("properties") or None, project=context.prop("project") or None)
+
+
+def remote_ids_by_index(found: Sequence[OarJob], nb_jobs: int) -> dict[int, int]:
+    """Which OAR job runs which array index, from OAR's listing of a submission's jobs."""
+    if nb_jobs == 1 and len(found) == 1:
+        return {1: found[0].id}
+    if found and all(job.array_index is not None for job in found):
+        return {int(job.array_index or 0): job.id for job in found}
+    # OAR numbers the jobs of an array consecutively in index order.
+    return {index: job.id for index, job in enumerate(sorted(found, key=lambda j: j.id), start=1)}
+
+
+class ClusterRunner(Daemon):
+    """The runner loop of one cluster (lease and heartbeat name `runner:<cluster>`)."""
+
+    role = "runner"
+
+    def __init__(self, *, cluster: Cluster, oar: OarApi, engine: Engine, settings: Settings,
+                 clock: Clock, stop: threading.Event, interval: timedelta | None = None,
+                 lease: timedelta | None = None, owner: str | None = None) -> None:
+        super().__init__(engine=engine, settings=settings, clock=clock, stop=stop,
+                         interval=interval, name=f"runner:{cluster.name}", lease=lease,
+                         owner=owner)
+        self.cluster = cluster
+        self.oar = oar
+        self.taps = tap_settings(settings)
+
+    @classmethod
+    def default_interval(cls, settings: Settings) -> timedelta:
+        return timedelta(seconds=settings.RUNNER_MIN_CYCLE_DURATION)
+
+    def run_once(self) -> None:
+        with self.engine.begin() as conn:
+            self.cluster = get_cluster(conn, self.cluster.id)
+            blacklisted = event_store.is_cluster_blacklisted(conn, self.cluster.id)
+            if blacklisted:
+                self._close_all_taps(conn)
+        if blacklisted or not self.cluster.enabled:
+            log.debug("%s: cluster blacklisted or disabled, no OAR call", self.name)
+            return
+        self.reconcile()
+        taps = self._move_taps()
+        if not self._submit_pending():
+            self._submit_from_queue(taps)
+
+    # --- taps ------------------------------------------------------------------------------
+
+    def _close_all_taps(self, conn: Connection) -> None:
+        """Behaviour 22: a blacklisted cluster gets its taps reset to the initial rate, closed."""
+        now = self.clock.now()
+        campaigns = job_store.list_queued_campaigns(conn, cluster_id=self.cluster.id)
+        for tap in submission_store.get_or_create_taps(
+                conn, cluster_id=self.cluster.id, campaign_ids=campaigns,
+                settings=self.taps).values():
+            submission_store.save_tap(conn, reset_tap(tap, now, self.taps))
+
+    def _move_taps(self) -> dict[int, Tap]:
+        now = self.clock.now()
+        with self.engine.begin() as conn:
+            waiting = job_store.count_waiting_jobs(conn, cluster_id=self.cluster.id)
+            campaigns = job_store.list_queued_campaigns(conn, cluster_id=self.cluster.id)
+            wanted = sorted(set(campaigns) | set(waiting))
+            taps = submission_store.get_or_create_taps(
+                conn, cluster_id=self.cluster.id, campaign_ids=wanted, settings=self.taps)
+            for campaign_id, tap in list(taps.items()):
+                moved = plan_tap(tap, has_waiting_jobs=waiting.get(campaign_id, 0) > 0, now=now,
+                                 settings=self.taps)
+                if moved != tap:
+                    submission_store.save_tap(conn, moved)
+                    taps[campaign_id] = moved
+        return {campaign: taps[campaign] for campaign in campaigns if campaign in taps}
+
+    # --- submission ------------------------------------------------------------------------
+
+    def _submit_pending(self) -> bool:
+        """Behaviour 10: existing `to_launch` jobs go first, one submission per campaign and tag;
+        True if there were any (then nothing is taken from the queue this pass)."""
+        with self.engine.begin() as conn:
+            pending = job_store.list_to_launch_jobs(conn, cluster_id=self.cluster.id,
+                                                    limit=_PENDING_LIMIT)
+        groups: dict[tuple[int, str | None], list[int]] = {}
+        for job in pending:
+            key = (job.campaign_id, job.tag if job.is_prologue_or_epilogue else None)
+            if job.is_prologue_or_epilogue and groups.get(key):
+                continue  # prologue/epilogue jobs are submitted alone
+            groups.setdefault(key, []).append(job.id)
+        for (campaign_id, _tag), job_ids in groups.items():
+            with self.engine.begin() as conn:
+                if event_store.is_campaign_blacklisted(conn, campaign_id=campaign_id,
+                                                       cluster_id=self.cluster.id):
+                    continue
+            self._submit(campaign_id, self._existing(job_ids))
+        return bool(pending)
+
+    def _submit_from_queue(self, taps: dict[int, Tap]) -> None:
+        """Behaviour 9: one campaign per pass, at most its tap rate, in queue order; the scan stops
+        at a campaign whose tap closed less than the grace period ago."""
+        now = self.clock.now()
+        for campaign_id, tap in taps.items():
+            with self.engine.begin() as conn:
+                context = submission_store.get_launch_context(
+                    conn, campaign_id=campaign_id, cluster_id=self.cluster.id)
+                blacklisted = event_store.is_campaign_blacklisted(
+                    conn, campaign_id=campaign_id, cluster_id=self.cluster.id)
+            if context.campaign_state != CampaignState.IN_TREATMENT:
+                continue
+            if is_in_grace(tap, now, self.taps):
+                return
+            if not tap.is_open or blacklisted:
+                continue
+            rate = 1 if context.is_test_mode else tap.rate
+            submitted = self._submit(campaign_id, self._queued(campaign_id, rate))
+            if should_increase(tap, submitted=submitted, settings=self.taps):
+                with self.engine.begin() as conn:
+                    submission_store.save_tap(conn, increase_tap(tap, self.taps))
+            return
+
+    def _existing(self, job_ids: list[int]) -> Callable[[Connection, int], list[LaunchItem]]:
+        def take(conn: Connection, submission_id: int) -> list[LaunchItem]:
+            return job_store.launch_existing_jobs(conn, job_ids, submission_id=submission_id,
+                                                  now=self.clock.now())
+        return take
+
+    def _queued(self, campaign_id: int,
+                rate: int) -> Callable[[Connection, int], list[LaunchItem]]:
+        def take(conn: Connection, submission_id: int) -> list[LaunchItem]:
+            return job_store.claim_queued_tasks(conn, cluster_id=self.cluster.id,
+                                                campaign_id=campaign_id, limit=rate,
+                                                submission_id=submission_id,
+                                                now=self.clock.now())
+        return take
+
+    def _submit(self, campaign_id: int,
+                take: Callable[[Connection, int], list[LaunchItem]]) -> int:
+        """Record the intent (submission row + `launching` jobs), commit, call OAR, record the
+        OAR ids. Returns how many jobs went to OAR."""
+        key = secrets.token_hex(8)
+        now = self.clock.now()
+        try:
+            with self.engine.begin() as conn:
+                submission_id = submission_store.record_intent(
+                    conn, key=key, cluster_id=self.cluster.id, campaign_id=campaign_id,
+                    nb_jobs=0, now=now)
+                items = take(conn, submission_id)
+                if not items:
+                    raise _NothingTaken
+                submission_store.set_nb_jobs(conn, submission_id, len(items))
+                context = submission_store.get_launch_context(conn, campaign_id=campaign_id,
+                                                              cluster_id=self.cluster.id)
+        except _NothingTaken:
+            return 0  # rolled back: the tasks went elsewhere meanwhile
+        name = submission_store.oar_job_name(campaign_id=campaign_id, key=key)
+        request = build_request(context, items, name=name, settings=self.settings)
+        try:
+            answer = self.oar.submit(request, user=context.cluster_login)
+        except OarRejected as error:
+            self._record_rejection(submission_id, items, error)
+            return 0
+        except OarError as error:
+            log.warning("%s: submission %s of campaign %d has no answer (%s); will reconcile",
+                        self.name, key, campaign_id, error)
+            with self.engine.begin() as conn:
+                submission_store.mark_submission(
+                    conn, submission_id, expected=(submission_store.INTENT,),
+                    state=submission_store.UNCERTAIN, now=self.clock.now(), message=str(error))
+                record_cluster_error(conn, cluster_id=self.cluster.id, error=error,
+                                     now=self.clock.now())
+            return 0
+        with self.engine.begin() as conn:
+            recorded = job_store.record_remote_ids(
+                conn, submission_id=submission_id,
+                remote_ids=dict(enumerate(answer.job_ids, start=1)), now=self.clock.now())
+            done = recorded == len(items)
+            submission_store.mark_submission(
+                conn, submission_id, expected=(submission_store.INTENT,),
+                state=submission_store.SUBMITTED if done else submission_store.UNCERTAIN,
+                now=self.clock.now(), remote_array_id=answer.array_id)
+        log.info("%s: submitted %d job(s) of campaign %d as OAR %d", self.name, recorded,
+                 campaign_id, answer.array_id,
+                 extra={"campaign_id": campaign_id, "cluster": self.cluster.name,
+                        "action": "submit"})
+        return recorded
+
+    def _record_rejection(self, submission_id: int, items: Sequence[LaunchItem],
+                          error: OarRejected) -> None:
+        """Behaviour 21: OAR refused; one RUNNER_SUBMIT_* event per job, campaign blacklisted."""
+        code = _SUBMIT_ERROR_CODES.get(error.status or 0, "RUNNER_SUBMIT_ERROR")
+        if error.code == "JWT_TOKEN_NOT_FOUND":
+            code = "RUNNER_SUBMIT_TOKEN_NOT_FOUND"
+        now = self.clock.now()
+        campaign_id = items[0].campaign_id
+        log.warning("%s: OAR refused submission %d of campaign %d: %s", self.name,
+                    submission_id, campaign_id, error)
+        with self.engine.begin() as conn:
+            first: int | None = None
+            for item in items:
+                if not job_store.mark_job(conn, item.job_id, expected=(JobState.LAUNCHING,),
+                                          state=JobState.EVENT, now=now):
+                    continue
+                event_id = event_store.record_event(
+                    conn, class_=EventClass.JOB, code=code, job_id=item.job_id,
+                    campaign_id=campaign_id, cluster_id=self.cluster.id, now=now,
+                    message=f"{error.message} {error.body or ''}".strip(), checked=True)
+                first = first or event_id
+            if first is not None:
+                event_store.record_event(conn, class_=EventClass.CAMPAIGN, code=BLACKLIST,
+                                         campaign_id=campaign_id, cluster_id=self.cluster.id,
+                                         parent=first, now=now, checked=True)
+            submission_store.mark_submission(conn, submission_id,
+                                             expected=(submission_store.INTENT,),
+                                             state=submission_store.FAILED, now=now,
+                                             message=str(error))
+
+    # --- reconciliation --------------------------------------------------------------------
+
+    def reconcile(self) -> int:
+        """Settle submissions whose fate on OAR is unknown; returns how many were settled."""
+        now = self.clock.now()
+        with self.engine.begin() as conn:
+            pending = submission_store.list_submissions_to_reconcile(
+                conn, cluster_id=self.cluster.id, intent_before=now - self.lease)
+        settled = 0
+        for submission in pending:
+            with self.engine.begin() as conn:
+                context = submission_store.get_launch_context(
+                    conn, campaign_id=submission.campaign_id, cluster_id=self.cluster.id)
+            name = submission_store.oar_job_name(campaign_id=submission.campaign_id,
+                                                 key=submission.key)
+            try:
+                found = self.oar.find_jobs_by_name(name, user=context.cluster_login)
+            except OarError as error:
+                log.warning("%s: cannot reconcile submission %s yet: %s", self.name,
+                            submission.key, error)
+                return settled
+            self._settle(submission, found)
+            settled += 1
+        return settled
+
+    def _settle(self, submission: submission_store.SubmissionRecord,
+                found: Sequence[OarJob]) -> None:
+        now = self.clock.now()
+        with self.engine.begin() as conn:
+            adopted = 0
+            if found:
+                adopted = job_store.record_remote_ids(
+                    conn, submission_id=submission.id,
+                    remote_ids=remote_ids_by_index(found, submission.nb_jobs), now=now)
+            returned = self._return_to_bag(conn, submission.id, now)
+            state = submission_store.ADOPTED if found else submission_store.ABANDONED
+            submission_store.mark_submission(
+                conn, submission.id, expected=(submission_store.INTENT, submission_store.UNCERTAIN),
+                state=state, now=now,
+                message=f"reconciled: {adopted} adopted, {returned} back to the bag")
+        log.info("%s: reconciled submission %s: %d job(s) adopted from OAR, %d back to the bag",
+                 self.name, submission.key, adopted, returned,
+                 extra={"campaign_id": submission.campaign_id, "cluster": self.cluster.name,
+                        "action": "reconcile"})
+
+    def _return_to_bag(self, conn: Connection, submission_id: int, now: datetime) -> int:
+        """Behaviour 23 (adapted): jobs OAR never got go to `event` with a STUCK_LAUNCHING_JOB
+        event and their tasks back to the bag with priority 20."""
+        returned = 0
+        for job in job_store.list_jobs_of_submission(conn, submission_id):
+            if job.state is not JobState.LAUNCHING:
+                continue
+            if not job_store.mark_job(conn, job.id, expected=(JobState.LAUNCHING,),
+                                      state=JobState.EVENT, now=now):
+                continue
+            job_store.resubmit(conn, job, priority=PRIORITY_RESUBMIT)
+            event_store.record_event(
+                conn, class_=EventClass.JOB, code=STUCK_LAUNCHING_JOB, job_id=job.id,
+                campaign_id=job.campaign_id, cluster_id=job.cluster_id, now=now,
+                state=EventState.CLOSED, checked=True,
+                message="OAR never received this job; its task is back in the bag")
+            returned += 1
+        return returned
+
+
+class RunnerProcess:
+    """One runner thread per enabled cluster; picks up new and re-enabled clusters, drops disabled
+    ones. `run` returns when `stop` is set, and raises if a cluster thread died."""
+
+    def __init__(self, *, engine: Engine, settings: Settings, clock: Clock, stop: threading.Event,
+                 oar_factory: OarFactory, interval: timedelta | None = None,
+                 discovery_interval: timedelta = timedelta(seconds=5)) -> None:
+        self.engine = engine
+        self.settings = settings
+        self.clock = clock
+        self.stop = stop
+        self.oar_factory = oar_factory
+        self.interval = interval
+        self.discovery_interval = discovery_interval
+        self.runners: dict[int, tuple[ClusterRunner, threading.Thread, threading.Event]] = {}
+        self.failed: list[str] = []
+
+    def discover(self) -> None:
+        with self.engine.begin() as conn:
+            enabled = {cluster.id: cluster for cluster in list_clusters(conn, enabled_only=True)}
+        for cluster_id, (runner, _thread, own_stop) in list(self.runners.items()):
+            if cluster_id not in enabled:
+                log.info("%s: cluster disabled or removed, stopping its loop", runner.name)
+                own_stop.set()
+                del self.runners[cluster_id]
+        for cluster_id, cluster in enabled.items():
+            known = self.runners.get(cluster_id)
+            if known is not None and known[1].is_alive():
+                continue
+            own_stop = threading.Event()
+            runner = ClusterRunner(cluster=cluster, oar=self.oar_factory(cluster),
+                                   engine=self.engine, settings=self.settings, clock=self.clock,
+                                   stop=own_stop, interval=self.interval)
+            thread = threading.Thread(target=self._run_one, args=(runner,), daemon=True,
+                                      name=runner.name)
+            self.runners[cluster_id] = (runner, thread, own_stop)
+            thread.start()
+            log.info("%s: loop started", runner.name)
+
+    def _run_one(self, runner: ClusterRunner) -> None:
+        try:
+            runner.run()
+        except Exception:
+            log.critical("%s: too many failed passes", runner.name)
+            self.failed.append(runner.name)
+            self.stop.set()
+
+    def run(self) -> None:
+        try:
+            while not self.stop.is_set():
+                self.discover()
+                self.stop.wait(self.discovery_interval.total_seconds())
+        finally:
+            for _runner, _thread, own_stop in self.runners.values():
+                own_stop.set()
+            for _runner, thread, _own_stop in self.runners.values():
+                thread.join(timeout=30)
+        if self.failed:
+            raise RuntimeError(f"runner loops failed: {', '.join(self.failed)}")
+
+
+def default_oar_factory(settings: Settings) -> OarFactory:
+    """OAR clients built from the cluster rows and the REST_* settings."""
+    from cigri.oar.client import client_for_cluster
+
+    def build(cluster: Cluster) -> OarApi:
+        return client_for_cluster(
+            cluster, timeout_seconds=settings.REST_QUERIES_TIMEOUT,
+            cert_file=settings.REST_CLIENT_CERTIFICATE_FILE or None,
+            key_file=settings.REST_CLIENT_KEY_FILE or None,
+            ca_file=settings.REST_CLIENT_CA_FILE or None,
+            verify_ssl=settings.REST_CLIENT_VERIFY_SSL)
+
+    return build
+
+
+def build_process(context: DaemonContext) -> RunnerProcess:
+    return RunnerProcess(engine=context.engine, settings=context.settings, clock=context.clock,
+                         stop=context.stop, oar_factory=default_oar_factory(context.settings))
+
+
+def main() -> None:
+    """`cigri-runner`: every enabled cluster's loop in one process."""
+    import sys
+
+    with daemon_context("runner") as context:
+        try:
+            build_process(context).run()
+        except RuntimeError as error:
+            log.critical("%s", error)
+            sys.exit(1)

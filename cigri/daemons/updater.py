@@ -1,0 +1,321 @@
+"""The updater: follows every cigri job on OAR, analyses failures, resubmits, finishes campaigns,
+and looks after cluster health (v3 runner polling §3.1.4, Colombo §3.5, updator §3.3).
+
+Owns, each pass: bulk polling of the jobs of every enabled, non-blacklisted cluster (pages of
+`api_chunk_size` ids, one OAR request per page), the OAR → cigri state mapping, failure analysis
+(`cigri.domain.failures`) with resubmission as a new task of the same parameter, `EXIT_ERROR` events
+with the stderr tail, campaign×cluster blacklists, the retry budget (`TOO_MANY_RESUBMIT`), autofix of
+transient cluster errors and blacklist lifting, cluster stress (`UNDER_STRESS`), and campaign
+completion (`FINISHED_CAMPAIGN`, `completion_time`). Does not submit (runner) nor kill (nikita).
+
+No transaction spans an OAR call: reads from OAR happen first, then each job's change is written in
+a short, state-guarded transaction, so a job moved meanwhile by nikita or a user is left alone.
+
+Settings: UPDATER_INTERVAL, STDERR_TAIL, AUTOFIX_DELAY, STRESS_FACTOR, DEFAULT_MAX_RESUBMISSIONS,
+REST_QUERIES_TIMEOUT.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable, Sequence
+from datetime import datetime, timedelta
+from typing import Final
+
+from sqlalchemy import Connection, Engine
+
+from cigri.config import Settings
+from cigri.daemons.base import Daemon, DaemonContext
+from cigri.daemons.base import main as daemon_main
+from cigri.daemons.runner import AUTOFIX_CODES, default_oar_factory, record_cluster_error
+from cigri.domain import failures
+from cigri.domain.clock import Clock
+from cigri.domain.clusters import Cluster
+from cigri.domain.events import BLACKLIST
+from cigri.domain.jobs import Job, UpdateKind, plan_job_update
+from cigri.domain.oar import OarApi, OarError, OarJob
+from cigri.domain.states import EventClass, EventState, JobState
+from cigri.storage import events as event_store
+from cigri.storage import jobs as job_store
+from cigri.storage.clusters import list_clusters, set_cluster_stress_factor
+from cigri.storage.submissions import get_launch_context
+
+log = logging.getLogger(__name__)
+
+OarFactory = Callable[[Cluster], OarApi]
+
+UNDER_STRESS: Final = "UNDER_STRESS"
+FINISHED_CAMPAIGN: Final = "FINISHED_CAMPAIGN"
+_POLLED: Final = (JobState.SUBMITTED, JobState.REMOTE_WAITING, JobState.RUNNING)
+
+
+class Updater(Daemon):
+    """One updater for the whole grid."""
+
+    role = "updater"
+
+    def __init__(self, *, engine: Engine, settings: Settings, clock: Clock,
+                 stop: threading.Event, oar_factory: OarFactory,
+                 interval: timedelta | None = None, lease: timedelta | None = None,
+                 owner: str | None = None) -> None:
+        super().__init__(engine=engine, settings=settings, clock=clock, stop=stop,
+                         interval=interval, lease=lease, owner=owner)
+        self.oar_factory = oar_factory
+        self._clients: dict[int, tuple[str, OarApi]] = {}
+
+    @classmethod
+    def default_interval(cls, settings: Settings) -> timedelta:
+        return timedelta(seconds=settings.UPDATER_INTERVAL)
+
+    def oar(self, cluster: Cluster) -> OarApi:
+        """The cluster's client, rebuilt when its URL changes."""
+        known = self._clients.get(cluster.id)
+        if known is None or known[0] != cluster.api_url:
+            known = (cluster.api_url, self.oar_factory(cluster))
+            self._clients[cluster.id] = known
+        return known[1]
+
+    def run_once(self) -> None:
+        with self.engine.begin() as conn:
+            clusters = list_clusters(conn, enabled_only=True)
+            blacklisted = event_store.list_blacklisted_clusters(conn)
+        for cluster in clusters:
+            if cluster.id not in blacklisted:
+                self.poll_cluster(cluster)
+        self.autofix(clusters)
+        self.lift_blacklists()
+        self.refresh_stress([c for c in clusters if c.id not in blacklisted])
+        self.finish_campaigns()
+
+    # --- polling ---------------------------------------------------------------------------
+
+    def poll_cluster(self, cluster: Cluster) -> int:
+        """Read the state of every job of the cluster from OAR, one request per chunk of ids."""
+        chunk = max(1, cluster.api_chunk_size)
+        after = 0
+        seen = 0
+        oar = self.oar(cluster)
+        while not self.stop.is_set():
+            with self.engine.begin() as conn:
+                page = job_store.list_jobs_to_poll(conn, cluster_id=cluster.id, after_id=after,
+                                                   limit=chunk)
+            if not page:
+                break
+            after = page[-1].id
+            remote_ids = sorted({job.remote_id for job in page if job.remote_id is not None})
+            try:
+                answers = {oar_job.id: oar_job for oar_job in oar.get_jobs(remote_ids)}
+            except OarError as error:
+                log.warning("updater: polling %s failed: %s", cluster.name, error)
+                with self.engine.begin() as conn:
+                    record_cluster_error(conn, cluster_id=cluster.id, error=error,
+                                         now=self.clock.now())
+                return seen
+            self._apply(cluster, oar, page, answers)
+            seen += len(page)
+            if len(page) < chunk:
+                break
+        return seen
+
+    def _apply(self, cluster: Cluster, oar: OarApi, page: Sequence[Job],
+               answers: dict[int, OarJob]) -> None:
+        now = self.clock.now()
+        failed: list[tuple[Job, OarJob]] = []
+        with self.engine.begin() as conn:
+            for job in page:
+                oar_job = answers.get(job.remote_id or -1)
+                if oar_job is None:
+                    log.debug("updater: OAR job %s of job %d not listed", job.remote_id, job.id)
+                    continue
+                update = plan_job_update(job, oar_job)
+                if update.kind is UpdateKind.FAILED:
+                    failed.append((job, oar_job))
+                elif update.kind is not UpdateKind.NONE and update.state is not None:
+                    values: dict[str, object] = {}
+                    if update.start_time is not None:
+                        values["start_time"] = update.start_time
+                    if update.stop_time is not None:
+                        values["stop_time"] = update.stop_time
+                    if update.kind is UpdateKind.TERMINATED:
+                        values["return_code"] = update.return_code
+                    job_store.mark_job(conn, job.id, expected=_POLLED, state=update.state,
+                                       now=now, **values)
+        for job, oar_job in failed:
+            self.handle_failure(cluster, oar, job, oar_job)
+
+    # --- failures --------------------------------------------------------------------------
+
+    def handle_failure(self, cluster: Cluster, oar: OarApi, job: Job, oar_job: OarJob) -> None:
+        """Apply the failure analysis of one job (behaviours 16-19, retry budget)."""
+        outcome = failures.analyze_failure(oar_job, tag=job.tag)
+        message = outcome.message
+        if outcome.needs_stderr:
+            message += self._stderr_tail(cluster, oar, job, oar_job)
+        now = self.clock.now()
+        with self.engine.begin() as conn:
+            if outcome.new_remote_id is not None:
+                # fixed from v3: keep following the job OAR resubmitted by itself
+                if job_store.mark_job(conn, job.id, expected=_POLLED,
+                                      state=JobState.REMOTE_WAITING, now=now,
+                                      remote_id=outcome.new_remote_id):
+                    self._job_event(conn, job, outcome.event_code, message, now,
+                                    state=EventState.CLOSED)
+                return
+            if not job_store.mark_job(conn, job.id, expected=_POLLED, state=JobState.EVENT,
+                                      now=now, stop_time=oar_job.stop_time,
+                                      return_code=oar_job.exit_code):
+                return  # nikita or a user got there first
+            job_store.decrease_affinity(conn, param_id=job.param_id, cluster_id=job.cluster_id,
+                                        by=outcome.affinity_penalty)
+            if outcome.resubmit:
+                if outcome.counts_against_budget and job.param_id is not None:
+                    used = job_store.count_budget_used(conn, param_id=job.param_id)
+                    budget = job_store.max_resubmissions(
+                        conn, campaign_id=job.campaign_id,
+                        default=self.settings.DEFAULT_MAX_RESUBMISSIONS)
+                    if not failures.is_within_budget(outcome, budget_used=used,
+                                                     max_resubmissions=budget):
+                        self._job_event(conn, job, failures.TOO_MANY_RESUBMIT,
+                                        f"{message}; {used} budgeted failures already, the "
+                                        f"campaign allows {budget}: not resubmitted", now)
+                        return
+                if oar_job.event_types & {failures.WALLTIME}:
+                    event_store.record_event(
+                        conn, class_=EventClass.NOTIFY, code=failures.WALLTIME_WARNING,
+                        job_id=job.id, campaign_id=job.campaign_id, cluster_id=job.cluster_id,
+                        state=EventState.CLOSED, now=now,
+                        message="resubmitted with modified affinity because of walltime reached")
+                done = job_store.resubmit(conn, job, priority=outcome.priority)
+                self._job_event(conn, job, outcome.event_code,
+                                message if done else f"{message} (not resubmitted: campaign "
+                                                     "finished or prologue/epilogue job)",
+                                now, state=EventState.CLOSED)
+                return
+            event_id = self._job_event(conn, job, outcome.event_code, message, now)
+            if outcome.blacklists_campaign:
+                event_store.record_event(conn, class_=EventClass.CAMPAIGN, code=BLACKLIST,
+                                         campaign_id=job.campaign_id, cluster_id=job.cluster_id,
+                                         parent=event_id, now=now, checked=True)
+        log.info("updater: job %d (OAR %s) failed: %s", job.id, oar_job.id, outcome.event_code,
+                 extra={"campaign_id": job.campaign_id, "cluster": cluster.name,
+                        "action": "failure"})
+
+    def _job_event(self, conn: Connection, job: Job, code: str, message: str, now: datetime,
+                   *, state: EventState = EventState.OPEN) -> int:
+        return event_store.record_event(conn, class_=EventClass.JOB, code=code, job_id=job.id,
+                                        campaign_id=job.campaign_id, cluster_id=job.cluster_id,
+                                        message=message, state=state, now=now, checked=True)
+
+    def _stderr_tail(self, cluster: Cluster, oar: OarApi, job: Job, oar_job: OarJob) -> str:
+        path = failures.stderr_path(oar_job)
+        if path is None:
+            return ""
+        with self.engine.begin() as conn:
+            login = get_launch_context(conn, campaign_id=job.campaign_id,
+                                       cluster_id=cluster.id).cluster_login
+        try:
+            tail = oar.read_file(path, user=login, tail=self.settings.STDERR_TAIL)
+        except OarError as error:
+            log.info("updater: cannot read %s on %s: %s", path, cluster.name, error)
+            return ""
+        text = tail.decode("utf-8", "replace").rstrip("\n")
+        return f"\nLast {self.settings.STDERR_TAIL} lines of {path}:\n{text}"
+
+    # --- cluster health --------------------------------------------------------------------
+
+    def autofix(self, clusters: Sequence[Cluster]) -> int:
+        """Behaviour 20: transient cluster errors older than AUTOFIX_DELAY are closed once the
+        API root answers again."""
+        now = self.clock.now()
+        delay = timedelta(seconds=self.settings.AUTOFIX_DELAY)
+        by_id = {cluster.id: cluster for cluster in clusters}
+        with self.engine.begin() as conn:
+            candidates = [event for event in event_store.list_open_events(
+                conn, class_=EventClass.CLUSTER, code=sorted(AUTOFIX_CODES))
+                if event.cluster_id in by_id and event.date_update is not None
+                and now - event.date_update >= delay]
+            event_store.mark_checked(conn, [event.id for event in candidates], now=now)
+        fixed = 0
+        probed: dict[int, bool] = {}
+        for event in candidates:
+            cluster_id = int(event.cluster_id or 0)
+            if cluster_id not in probed:
+                try:
+                    self.oar(by_id[cluster_id]).probe()
+                    probed[cluster_id] = True
+                except OarError:
+                    probed[cluster_id] = False
+            if probed[cluster_id]:
+                with self.engine.begin() as conn:
+                    fixed += event_store.close_event(conn, event.id, now=self.clock.now())
+        return fixed
+
+    def lift_blacklists(self) -> int:
+        """Close every open BLACKLIST whose cause (parent event) is closed."""
+        now = self.clock.now()
+        lifted = 0
+        with self.engine.begin() as conn:
+            for blacklist in event_store.list_open_events(conn, code=BLACKLIST):
+                if blacklist.parent is None:
+                    continue
+                parent = event_store.get_event(conn, blacklist.parent)
+                if not parent.is_open:
+                    lifted += event_store.close_event(conn, blacklist.id, now=now)
+        return lifted
+
+    def refresh_stress(self, clusters: Sequence[Cluster]) -> None:
+        """Behaviour 27: store GLOBAL_STRESS; one UNDER_STRESS event while it is at or above
+        STRESS_FACTOR."""
+        threshold = self.settings.STRESS_FACTOR
+        for cluster in clusters:
+            try:
+                stress = self.oar(cluster).get_stress_factor()
+            except OarError as error:
+                log.debug("updater: no stress factor from %s: %s", cluster.name, error)
+                stress = 0.0
+            now = self.clock.now()
+            with self.engine.begin() as conn:
+                if stress != cluster.stress_factor:
+                    set_cluster_stress_factor(conn, cluster.id, stress)
+                current = event_store.find_open_event(conn, code=UNDER_STRESS,
+                                                      class_=EventClass.CLUSTER,
+                                                      cluster_id=cluster.id)
+                stressed = threshold > 0 and stress >= threshold
+                if stressed and current is None:
+                    event_store.record_event(
+                        conn, class_=EventClass.CLUSTER, code=UNDER_STRESS, cluster_id=cluster.id,
+                        now=now, checked=True,
+                        message=f"Cluster {cluster.name} is under stress ({stress}/{threshold})!")
+                elif not stressed and current is not None:
+                    event_store.close_event(conn, current.id, now=now)
+
+    # --- campaigns -------------------------------------------------------------------------
+
+    def finish_campaigns(self) -> list[int]:
+        """Behaviour 26: campaigns with nothing left become `terminated` (FINISHED_CAMPAIGN)."""
+        finished: list[int] = []
+        with self.engine.begin() as conn:
+            candidates = job_store.list_finished_campaigns(conn)
+        for campaign in candidates:
+            now = self.clock.now()
+            with self.engine.begin() as conn:
+                if job_store.mark_campaign_terminated(conn, campaign.id, now=now):
+                    event_store.record_event(
+                        conn, class_=EventClass.NOTIFY, code=FINISHED_CAMPAIGN,
+                        campaign_id=campaign.id, state=EventState.CLOSED, now=now,
+                        message=f"Campaign {campaign.id} is finished")
+                    finished.append(campaign.id)
+                    log.info("updater: campaign %d finished", campaign.id,
+                             extra={"campaign_id": campaign.id, "action": "finish"})
+        return finished
+
+
+def build(context: DaemonContext) -> Updater:
+    return Updater(engine=context.engine, settings=context.settings, clock=context.clock,
+                   stop=context.stop, oar_factory=default_oar_factory(context.settings))
+
+
+def main() -> None:
+    """`cigri-updater`."""
+    daemon_main(build, name="updater")

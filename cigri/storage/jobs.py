@@ -1,0 +1,316 @@
+"""Jobs: claim queued tasks into jobs, follow them through their states, resubmit, finish campaigns.
+
+Owns the runner's and the updater's writes to `jobs`, the resubmission inserts into `bag_of_tasks`,
+`queue_counts`, affinity decreases in `tasks_affinity`, and the `in_treatment` → `terminated`
+transition of campaigns. Every state change is guarded by the state it expects, so concurrent daemons
+never overwrite each other. Does not own the meta-scheduler's inserts into `jobs_to_launch`.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Collection, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any, Final
+
+from sqlalchemy import (
+    Connection,
+    and_,
+    bindparam,
+    delete,
+    exists,
+    func,
+    insert,
+    select,
+    update,
+)
+
+from cigri.domain.failures import BUDGETED_EVENT_CODES
+from cigri.domain.jobs import EPILOGUE, PROLOGUE, Job, LaunchItem, RunnerOptions
+from cigri.domain.states import CampaignState, EventState, JobState
+from cigri.storage.tables import (
+    bag_of_tasks,
+    campaign_properties,
+    campaigns,
+    events,
+    jobs,
+    jobs_to_launch,
+    parameters,
+    queue_counts,
+    tasks_affinity,
+)
+
+log = logging.getLogger(__name__)
+
+POLLED_STATES: Final = (JobState.SUBMITTED.value, JobState.REMOTE_WAITING.value,
+                        JobState.RUNNING.value)
+# A job in these states keeps its campaign unfinished (v3 §2.4 "active", plus launching/batch).
+_ACTIVE_STATES: Final = (JobState.TO_LAUNCH.value, JobState.LAUNCHING.value,
+                         JobState.SUBMITTED.value, JobState.REMOTE_WAITING.value,
+                         JobState.RUNNING.value, JobState.BATCH_WAITING.value)
+RESUBMITTABLE_CAMPAIGN_STATES: Final = (CampaignState.IN_TREATMENT.value,
+                                        CampaignState.PAUSED.value)
+
+
+def job_from_row(row: Any) -> Job:
+    return Job(id=row.id, campaign_id=row.campaign_id, cluster_id=row.cluster_id,
+               state=JobState(row.state), param_id=row.param_id, remote_id=row.remote_id,
+               tag=row.tag, submission_id=row.submission_id, array_index=row.array_index,
+               attempt=row.attempt, return_code=row.return_code,
+               submission_time=row.submission_time, start_time=row.start_time)
+
+
+def get_job(conn: Connection, job_id: int) -> Job:
+    return job_from_row(conn.execute(select(jobs).where(jobs.c.id == job_id)).one())
+
+
+def list_jobs_to_poll(conn: Connection, *, cluster_id: int, after_id: int = 0,
+                      limit: int = 100) -> list[Job]:
+    """One page (by id) of the jobs of a cluster that OAR runs or will run."""
+    rows = conn.execute(
+        select(jobs).where(jobs.c.cluster_id == cluster_id, jobs.c.state.in_(POLLED_STATES),
+                           jobs.c.id > after_id)
+        .order_by(jobs.c.id).limit(limit)
+    )
+    return [job_from_row(row) for row in rows]
+
+
+def list_jobs_of_submission(conn: Connection, submission_id: int) -> list[Job]:
+    rows = conn.execute(select(jobs).where(jobs.c.submission_id == submission_id)
+                        .order_by(jobs.c.array_index))
+    return [job_from_row(row) for row in rows]
+
+
+def count_waiting_jobs(conn: Connection, *, cluster_id: int) -> dict[int, int]:
+    """Jobs waiting on OAR per campaign on this cluster (what closes taps)."""
+    rows = conn.execute(
+        select(jobs.c.campaign_id, func.count()).where(
+            jobs.c.cluster_id == cluster_id, jobs.c.state == JobState.REMOTE_WAITING.value)
+        .group_by(jobs.c.campaign_id))
+    return {int(campaign): int(count) for campaign, count in rows}
+
+
+def list_queued_campaigns(conn: Connection, *, cluster_id: int, limit: int = 1000) -> list[int]:
+    """Campaigns with queued tasks on the cluster, in v3 queue order (task priority desc, order_num,
+    queue id) of their first row; bounded scan of the queue head."""
+    head = (select(bag_of_tasks.c.campaign_id, bag_of_tasks.c.priority,
+                   jobs_to_launch.c.order_num, jobs_to_launch.c.id)
+            .join(bag_of_tasks, bag_of_tasks.c.id == jobs_to_launch.c.task_id)
+            .where(jobs_to_launch.c.cluster_id == cluster_id)
+            .order_by(bag_of_tasks.c.priority.desc(), jobs_to_launch.c.order_num,
+                      jobs_to_launch.c.id)
+            .limit(limit))
+    seen: list[int] = []
+    for row in conn.execute(head):
+        if row.campaign_id not in seen:
+            seen.append(int(row.campaign_id))
+    return seen
+
+
+def list_to_launch_jobs(conn: Connection, *, cluster_id: int, limit: int = 100) -> list[Job]:
+    """Jobs already created for this cluster and never submitted (prologue/epilogue, leftovers)."""
+    rows = conn.execute(select(jobs).where(jobs.c.cluster_id == cluster_id,
+                                           jobs.c.state == JobState.TO_LAUNCH.value)
+                        .order_by(jobs.c.id).limit(limit))
+    return [job_from_row(row) for row in rows]
+
+
+def _attempts(conn: Connection, param_ids: Collection[int]) -> dict[int, int]:
+    if not param_ids:
+        return {}
+    rows = conn.execute(select(jobs.c.param_id, func.count()).where(
+        jobs.c.param_id.in_(list(param_ids))).group_by(jobs.c.param_id))
+    return {int(param): int(count) for param, count in rows}
+
+
+def claim_queued_tasks(conn: Connection, *, cluster_id: int, campaign_id: int, limit: int,
+                       submission_id: int, now: datetime) -> list[LaunchItem]:
+    """Turn up to `limit` queued tasks of a campaign into `launching` jobs of a submission.
+
+    Deletes the tasks and their queue rows and inserts the jobs in the caller's transaction (v3
+    "take", behaviour 11). On PostgreSQL the queue rows are locked with SKIP LOCKED, so a task
+    removed or claimed concurrently (nikita, a cancel, another runner) is silently not taken; SQLite
+    serialises writers instead. Jobs get `array_index` 1, 2, ... in queue order.
+    """
+    query = (
+        select(jobs_to_launch.c.id.label("queue_id"), jobs_to_launch.c.task_id,
+               jobs_to_launch.c.tag, jobs_to_launch.c.runner_options, bag_of_tasks.c.param_id,
+               parameters.c.param)
+        .join(bag_of_tasks, bag_of_tasks.c.id == jobs_to_launch.c.task_id)
+        .join(parameters, parameters.c.id == bag_of_tasks.c.param_id)
+        .where(jobs_to_launch.c.cluster_id == cluster_id,
+               bag_of_tasks.c.campaign_id == campaign_id)
+        .order_by(bag_of_tasks.c.priority.desc(), jobs_to_launch.c.order_num, jobs_to_launch.c.id)
+        .limit(limit)
+    )
+    if conn.dialect.name == "postgresql":
+        query = query.with_for_update(skip_locked=True, of=[jobs_to_launch, bag_of_tasks])
+    rows = list(conn.execute(query))
+    if not rows:
+        return []
+    conn.execute(delete(jobs_to_launch).where(
+        jobs_to_launch.c.id.in_([row.queue_id for row in rows])))
+    conn.execute(delete(bag_of_tasks).where(bag_of_tasks.c.id.in_([row.task_id for row in rows])))
+    attempts = _attempts(conn, {row.param_id for row in rows})
+    values = []
+    for index, row in enumerate(rows, start=1):
+        options = RunnerOptions.parse(row.runner_options)
+        values.append({
+            "campaign_id": campaign_id, "param_id": row.param_id, "cluster_id": cluster_id,
+            "batch_id": options.batch_id, "state": JobState.LAUNCHING.value, "tag": row.tag,
+            "runner_options": row.runner_options, "submission_id": submission_id,
+            "array_index": index, "attempt": attempts.get(row.param_id, 0) + 1,
+            "updated_at": now,
+        })
+    inserted = conn.execute(insert(jobs).returning(jobs.c.id, jobs.c.array_index,
+                                                   sort_by_parameter_order=True), values)
+    ids = {row.array_index: row.id for row in inserted}
+    conn.execute(insert(queue_counts).values(date=now, campaign_id=campaign_id,
+                                             cluster_id=cluster_id, jobs_count=len(rows)))
+    return [LaunchItem(job_id=ids[index], campaign_id=campaign_id, param_id=row.param_id,
+                       param=row.param, array_index=index, tag=row.tag,
+                       besteffort=RunnerOptions.parse(row.runner_options).besteffort)
+            for index, row in enumerate(rows, start=1)]
+
+
+def launch_existing_jobs(conn: Connection, job_ids: Sequence[int], *, submission_id: int,
+                         now: datetime) -> list[LaunchItem]:
+    """Move `to_launch` jobs (prologue, epilogue, leftovers) into a submission, state-guarded."""
+    items: list[LaunchItem] = []
+    for index, job_id in enumerate(job_ids, start=1):
+        moved = conn.execute(
+            update(jobs).where(jobs.c.id == job_id, jobs.c.state == JobState.TO_LAUNCH.value)
+            .values(state=JobState.LAUNCHING.value, submission_id=submission_id,
+                    array_index=index, updated_at=now)
+            .returning(jobs.c.campaign_id, jobs.c.param_id, jobs.c.tag, jobs.c.runner_options)
+        ).one_or_none()
+        if moved is None:
+            continue
+        param = None
+        if moved.param_id is not None:
+            param = conn.execute(select(parameters.c.param)
+                                 .where(parameters.c.id == moved.param_id)).scalar_one()
+        items.append(LaunchItem(job_id=job_id, campaign_id=moved.campaign_id,
+                                param_id=moved.param_id, param=param, array_index=index,
+                                tag=moved.tag,
+                                besteffort=RunnerOptions.parse(moved.runner_options).besteffort))
+    return items
+
+
+def record_remote_ids(conn: Connection, *, submission_id: int, remote_ids: Mapping[int, int],
+                      now: datetime) -> int:
+    """Jobs of the submission get the OAR job running their own array index (`remote_ids` maps
+    array index → OAR id; never matched by command text). Only `launching` jobs move."""
+    if not remote_ids:
+        return 0
+    statement = (
+        update(jobs)
+        .where(jobs.c.submission_id == bindparam("b_submission"),
+               jobs.c.array_index == bindparam("b_index"),
+               jobs.c.state == JobState.LAUNCHING.value)
+        .values(remote_id=bindparam("b_remote"), state=JobState.SUBMITTED.value,
+                submission_time=bindparam("b_now"), updated_at=bindparam("b_now"))
+    )
+    result = conn.execute(statement, [
+        {"b_submission": submission_id, "b_index": index, "b_remote": remote_id, "b_now": now}
+        for index, remote_id in sorted(remote_ids.items())])
+    return int(result.rowcount)
+
+
+def mark_job(conn: Connection, job_id: int, *, expected: Collection[JobState], state: JobState,
+             now: datetime, **values: Any) -> bool:
+    """Move one job to `state` if it is still in one of `expected`; False if someone else moved it."""
+    result = conn.execute(
+        update(jobs).where(jobs.c.id == job_id, jobs.c.state.in_([s.value for s in expected]))
+        .values(state=state.value, updated_at=now, **values))
+    return result.rowcount == 1
+
+
+def update_job_times(conn: Connection, job_id: int, *, expected: Collection[JobState],
+                     **values: Any) -> bool:
+    """Write times or the remote id of a job without changing its state (state-guarded)."""
+    result = conn.execute(update(jobs).where(
+        jobs.c.id == job_id, jobs.c.state.in_([s.value for s in expected])).values(**values))
+    return result.rowcount == 1
+
+
+def resubmit(conn: Connection, job: Job, *, priority: int) -> bool:
+    """A new task for the job's parameter (v3 `Job.resubmit`): never for prologue/epilogue jobs,
+    nor for campaigns that are neither in_treatment nor paused. The job row keeps its history."""
+    if job.param_id is None or job.tag in {PROLOGUE, EPILOGUE}:
+        return False
+    state = conn.execute(select(campaigns.c.state).where(campaigns.c.id == job.campaign_id)
+                         ).scalar_one_or_none()
+    if state not in RESUBMITTABLE_CAMPAIGN_STATES:
+        return False
+    conn.execute(insert(bag_of_tasks).values(campaign_id=job.campaign_id, param_id=job.param_id,
+                                             priority=priority))
+    return True
+
+
+def decrease_affinity(conn: Connection, *, param_id: int | None, cluster_id: int | None,
+                      by: int = 1) -> None:
+    """Lower a parameter's affinity for a cluster (absent row = 0), so it drifts elsewhere."""
+    if param_id is None or cluster_id is None or by <= 0:
+        return
+    changed = conn.execute(update(tasks_affinity).where(
+        tasks_affinity.c.param_id == param_id, tasks_affinity.c.cluster_id == cluster_id)
+        .values(priority=tasks_affinity.c.priority - by))
+    if changed.rowcount == 0:
+        conn.execute(insert(tasks_affinity).values(param_id=param_id, cluster_id=cluster_id,
+                                                   priority=-by))
+
+
+def count_budget_used(conn: Connection, *, param_id: int) -> int:
+    """Failures of this parameter that count against the retry budget (walltime kills, exit
+    errors), from the events of its earlier jobs."""
+    return int(conn.execute(
+        select(func.count()).select_from(events.join(jobs, jobs.c.id == events.c.job_id))
+        .where(jobs.c.param_id == param_id, events.c.code.in_(sorted(BUDGETED_EVENT_CODES)))
+    ).scalar_one())
+
+
+def max_resubmissions(conn: Connection, *, campaign_id: int, default: int) -> int:
+    """The campaign's retry budget: JDL key `max_resubmissions`, else the configured default."""
+    value = conn.execute(select(campaign_properties.c.value).where(
+        campaign_properties.c.campaign_id == campaign_id,
+        campaign_properties.c.name == "max_resubmissions").limit(1)).scalar_one_or_none()
+    try:
+        return int(value) if value not in (None, "") else default
+    except ValueError:
+        return default
+
+
+@dataclass(frozen=True, kw_only=True)
+class FinishedCampaign:
+    id: int
+    grid_user: str
+
+
+def _is_finished() -> Any:
+    """No task, no queued task, no active job, and no job in `event` with an open event
+    (behaviour 26), as one SQL condition on `campaigns`, so it is checked in one snapshot."""
+    open_job_event = exists().where(events.c.job_id == jobs.c.id,
+                                    events.c.state == EventState.OPEN.value)
+    busy_job = exists().where(
+        jobs.c.campaign_id == campaigns.c.id,
+        (jobs.c.state.in_(_ACTIVE_STATES))
+        | and_(jobs.c.state == JobState.EVENT.value, open_job_event))
+    return and_(campaigns.c.state == CampaignState.IN_TREATMENT.value,
+                ~exists().where(bag_of_tasks.c.campaign_id == campaigns.c.id), ~busy_job)
+
+
+def list_finished_campaigns(conn: Connection, *, limit: int = 100) -> list[FinishedCampaign]:
+    """`in_treatment` campaigns that have nothing left to run."""
+    rows = conn.execute(select(campaigns.c.id, campaigns.c.grid_user).where(_is_finished())
+                        .order_by(campaigns.c.id).limit(limit))
+    return [FinishedCampaign(id=row.id, grid_user=row.grid_user) for row in rows]
+
+
+def mark_campaign_terminated(conn: Connection, campaign_id: int, *, now: datetime) -> bool:
+    """in_treatment → terminated with `completion_time`, re-checking in the same statement that
+    nothing came back meanwhile."""
+    result = conn.execute(update(campaigns).where(campaigns.c.id == campaign_id, _is_finished())
+                          .values(state=CampaignState.TERMINATED.value, completion_time=now))
+    return result.rowcount == 1
