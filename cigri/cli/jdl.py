@@ -1,0 +1,149 @@
+"""`cigri jdl check`: validate a JDL on the client side and print it expanded.
+
+The client reads the `param_file` (the server never opens a path a user names), so this command
+is also what a submitting tool does before sending parameters. Cluster names are checked against
+`--clusters`, else the configured database's clusters, else not at all (said on stderr).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from collections.abc import Collection, Iterator
+from pathlib import Path
+from typing import Any, TextIO
+
+import click
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import SQLAlchemyError
+
+from cigri.domain.errors import CigriError, JDLError
+from cigri.domain.jdl import (
+    JDLDefaults,
+    duplicate_task_name_errors,
+    parse_jdl,
+    parse_param_lines,
+    resolve_param_file_path,
+)
+
+_PARAMETER_KEYS = {"params", "nb_jobs", "param_file"}
+
+
+@click.group()
+def jdl() -> None:
+    """Campaign descriptions (JDL)."""
+
+
+@jdl.command("check")
+@click.argument("file", type=click.Path(dir_okay=False, allow_dash=True))
+@click.option("--params", "params_path", type=click.Path(dir_okay=False, allow_dash=True),
+              help="Parameter file, one task per line; read in place of the JDL's param_file.")
+@click.option("--clusters", "cluster_list", metavar="A,B,C",
+              help="Known cluster names. Default: the clusters of the configured database.")
+def check(file: str, params_path: str | None, cluster_list: str | None) -> None:
+    """Validate the JDL in FILE ('-' for stdin); print it expanded, as JSON, with its tasks.
+
+    Exits 0 when valid; otherwise prints every problem on stderr and exits 1.
+    """
+    try:
+        source = _read_text(file)
+        defaults, known = _context(cluster_list)
+        document = _with_param_file(source, params_path)
+        spec = parse_jdl(document, defaults=defaults, known_clusters=known)
+        for warning in spec.warnings:
+            click.echo(f"warning: {warning}", err=True)
+        lines: Iterator[str] | None = None
+        if spec.needs_param_file:
+            lines = _param_file_lines(params_path or spec.param_file or "")
+        records = list(parse_param_lines(spec.parameter_lines(lines)))
+        duplicates = duplicate_task_name_errors(records)
+        if duplicates:
+            raise JDLError(duplicates)
+    except JDLError as error:
+        for message in error.errors:
+            click.echo(f"error: {message}", err=True)
+        sys.exit(1)
+    expanded = {**spec.jdl, "nb_jobs": len(records), "params": [r.param for r in records]}
+    click.echo(json.dumps(expanded, indent=2))
+    click.echo(f"valid JDL: {len(spec.clusters)} cluster(s), {len(records)} task(s)", err=True)
+
+
+def _read_text(path: str) -> str:
+    try:
+        if path == "-":
+            return sys.stdin.read()
+        return Path(path).read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as error:
+        raise JDLError(f"cannot read the JDL file '{path}': {error}") from error
+
+
+def _with_param_file(source: str, params_path: str | None) -> str | dict[str, Any]:
+    """With --params, a JDL that names no parameter source gets one (the file given)."""
+    if params_path is None:
+        return source
+    try:
+        document = json.loads(source)
+    except json.JSONDecodeError:
+        return source  # parse_jdl reports it with line and column
+    if isinstance(document, dict) and not ({k.lower() for k in document} & _PARAMETER_KEYS):
+        document["param_file"] = params_path
+        return document
+    if isinstance(document, dict) and {k.lower() for k in document} & {"params", "nb_jobs"}:
+        click.echo("warning: --params is ignored: the JDL's params or nb_jobs take precedence",
+                   err=True)
+    return source
+
+
+def _param_file_lines(path: str) -> Iterator[str]:
+    if path == "-":
+        return iter(sys.stdin)
+    resolved = resolve_param_file_path(path, home=str(Path.home()), environ=os.environ)
+    try:
+        handle: TextIO = open(resolved, encoding="utf-8")  # noqa: SIM115 - closed by the generator
+    except OSError as error:
+        raise JDLError(f"param_file: parameter file '{os.path.abspath(resolved)}' is not "
+                       f"readable: {error.strerror}") from error
+    return _lines_then_close(handle)
+
+
+def _lines_then_close(handle: TextIO) -> Iterator[str]:
+    with handle:
+        yield from handle
+
+
+def _context(cluster_list: str | None) -> tuple[JDLDefaults, Collection[str] | None]:
+    """Defaults from the configuration, and the known cluster names (None: not checked)."""
+    from cigri.app import build_engine, load
+    from cigri.storage.campaigns import list_cluster_names
+
+    try:
+        settings = load()
+    except CigriError as error:
+        click.echo(f"warning: configuration not loaded ({error.message}); using built-in "
+                   "defaults", err=True)
+        settings = None
+    defaults = JDLDefaults() if settings is None else JDLDefaults(
+        resources=settings.DEFAULT_JOB_RESOURCES, walltime=settings.DEFAULT_JOB_WALLTIME,
+        max_resubmissions=settings.DEFAULT_MAX_RESUBMISSIONS)
+    if cluster_list is not None:
+        return defaults, {name.strip() for name in cluster_list.split(",") if name.strip()}
+    if settings is None:
+        click.echo("warning: cluster names not checked: no configuration", err=True)
+        return defaults, None
+    url = make_url(settings.database_url)
+    if url.get_backend_name() == "sqlite" and not Path(url.database or "").expanduser().exists():
+        # Connecting would create an empty database file as a side effect.
+        click.echo(f"warning: cluster names not checked: no database at {url.database}", err=True)
+        return defaults, None
+    engine = build_engine(settings)
+    try:
+        with engine.connect() as conn:
+            return defaults, set(list_cluster_names(conn))
+    except SQLAlchemyError as error:
+        reason = str(error.orig if hasattr(error, "orig") else error).splitlines()[0]
+        click.echo(f"warning: cluster names not checked: database unreachable ({reason})",
+                   err=True)
+        return defaults, None
+    finally:
+        engine.dispose()
