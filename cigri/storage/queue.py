@@ -17,15 +17,16 @@ from collections.abc import Iterable, Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Connection, and_, delete, exists, func, select, update
+from sqlalchemy import Connection, and_, delete, exists, func, insert, or_, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 
 from cigri.domain.scheduling import CampaignCluster, QueueEntry, StaleEntry, TaskCandidate
-from cigri.domain.states import ACTIVE_JOB_STATES, CampaignState, JobState, TapState
+from cigri.domain.states import ACTIVE_JOB_STATES, CampaignState, EventState, JobState, TapState
 from cigri.storage.tables import (
     bag_of_tasks,
     campaign_properties,
     campaigns,
+    events,
     jobs,
     jobs_to_launch,
     parameters,
@@ -39,6 +40,7 @@ log = logging.getLogger(__name__)
 # Per-cluster campaign properties the meta-scheduler reads (v3 `campaign_properties` names).
 SCHEDULING_PROPERTIES = ("type", "test_mode", "max_jobs", "prologue", "epilogue",
                          "temporal_grouping", "dimensional_grouping")
+INSERT_CHUNK = 500  # rows per multi-row INSERT (SQLite caps bound parameters per statement)
 
 
 def _insert(conn: Connection) -> Any:
@@ -136,13 +138,17 @@ def count_queued_by_campaign(conn: Connection, campaign_ids: Sequence[int]) -> d
 
 
 def count_unfinished_task_jobs(conn: Connection, campaign_ids: Sequence[int]) -> dict[int, int]:
-    """campaign → task jobs (not prologue/epilogue) in a non-final state, on any cluster."""
+    """campaign → task jobs (not prologue/epilogue) still active, on any cluster."""
     if not campaign_ids:
         return {}
+    # v3 "active": a job in `event` still counts while an open event is attached to it.
+    open_event = exists().where(events.c.job_id == jobs.c.id,
+                                events.c.state == EventState.OPEN.value)
     rows = conn.execute(
         select(jobs.c.campaign_id, func.count())
         .where(jobs.c.campaign_id.in_(list(campaign_ids)), jobs.c.param_id.is_not(None),
-               jobs.c.state.in_([s.value for s in ACTIVE_JOB_STATES]))
+               or_(jobs.c.state.in_([s.value for s in ACTIVE_JOB_STATES]),
+                   and_(jobs.c.state == JobState.EVENT.value, open_event)))
         .group_by(jobs.c.campaign_id)
     )
     return {int(a): int(n) for a, n in rows}
@@ -246,9 +252,15 @@ def queue_tasks(conn: Connection, entries: Sequence[QueueEntry], *, now: datetim
             for e in entries if e.task_id in present]
     if not rows:
         return 0
-    result = conn.execute(
-        _insert(conn)(jobs_to_launch).on_conflict_do_nothing(index_elements=["task_id"]), rows)
-    return max(int(result.rowcount), 0)
+    # One multi-row INSERT; RETURNING counts the rows really inserted (rowcount is unreliable
+    # with ON CONFLICT DO NOTHING across drivers).
+    inserted = 0
+    for start in range(0, len(rows), INSERT_CHUNK):
+        inserted += len(conn.execute(
+            _insert(conn)(jobs_to_launch).values(rows[start:start + INSERT_CHUNK])
+            .on_conflict_do_nothing(index_elements=["task_id"]).returning(jobs_to_launch.c.id)
+        ).all())
+    return inserted
 
 
 def list_stale_queue_entries(conn: Connection, *, queued_before: datetime,
@@ -328,3 +340,30 @@ def touch_queue(conn: Connection, queue_ids: Sequence[int], *, now: datetime) ->
     if queue_ids:
         conn.execute(update(jobs_to_launch).where(jobs_to_launch.c.id.in_(list(queue_ids)))
                      .values(queuing_date=now))
+
+
+def create_tagged_job(conn: Connection, *, campaign_id: int, cluster_id: int, tag: str,
+                      now: datetime) -> int | None:
+    """Create a prologue/epilogue job (`to_launch`, no parameter, normal job) unless the campaign
+    is no longer `in_treatment` or such a job is already in flight there. The campaign row is
+    locked first (lock order: campaign, then jobs) so two creators cannot both pass the check."""
+    locked = select(campaigns.c.state).where(campaigns.c.id == campaign_id)
+    if conn.dialect.name == "postgresql":
+        locked = locked.with_for_update()
+    state = conn.execute(locked).scalar_one_or_none()
+    if state != CampaignState.IN_TREATMENT.value:
+        return None
+    in_flight = conn.execute(
+        select(jobs.c.id).where(jobs.c.campaign_id == campaign_id, jobs.c.cluster_id == cluster_id,
+                                jobs.c.tag == tag,
+                                jobs.c.state.in_([s.value for s in ACTIVE_JOB_STATES]
+                                                 + [JobState.TERMINATED.value]))
+        .limit(1)).first()
+    if in_flight is not None:
+        return None
+    job_id = conn.execute(
+        insert(jobs).values(campaign_id=campaign_id, cluster_id=cluster_id, param_id=None,
+                            state=JobState.TO_LAUNCH.value, tag=tag,
+                            runner_options=json.dumps({"besteffort": False}), updated_at=now)
+        .returning(jobs.c.id)).scalar_one()
+    return int(job_id)

@@ -1,0 +1,135 @@
+"""The meta-scheduler (`cigri-metascheduler`): turns the bags of tasks of running campaigns into
+queue rows (`jobs_to_launch`), one cluster per task, and creates prologue and epilogue jobs.
+
+Owns `jobs_to_launch` inserts, the prologue/epilogue `jobs` rows and the creation of missing taps.
+Does not submit anything (the runner does) nor expire queue rows (nikita does). Each pass: read a
+snapshot, create due prologue/epilogue jobs, decide the couples and their limits, fetch candidate
+tasks, distribute them (`cigri.domain.scheduling`), insert the queue rows — each step its own
+short transaction. Only `in_treatment` campaigns are scheduled; a task is never queued twice
+(`jobs_to_launch.task_id` is UNIQUE). One active instance per grid (role lease).
+
+Settings: `METASCHEDULER_INTERVAL`, `METASCHEDULER_POLICY` (`fair_share` or `fifo`),
+`STRESS_FACTOR`, `RUNNER_DEFAULT_INITIAL_NUMBER_OF_JOBS` (rate of the taps it creates).
+"""
+
+from __future__ import annotations
+
+import logging
+from datetime import timedelta
+
+from cigri.config import Settings
+from cigri.daemons.base import Daemon, DaemonContext
+from cigri.daemons.base import main as run_daemon
+from cigri.domain.scheduling import (
+    EPILOGUE,
+    PROLOGUE,
+    CoupleLimit,
+    Policy,
+    QueueEntry,
+    Snapshot,
+    TaskCandidate,
+    distribute,
+    plan_couples,
+    plan_tagged_jobs,
+    stack_size,
+)
+from cigri.storage import events as event_store
+from cigri.storage import queue
+from cigri.storage.clusters import list_clusters
+
+log = logging.getLogger(__name__)
+
+
+class MetaScheduler(Daemon):
+    """Fills `jobs_to_launch` from the bags of running campaigns."""
+
+    role = "metascheduler"
+
+    @classmethod
+    def default_interval(cls, settings: Settings) -> timedelta:
+        return timedelta(seconds=settings.METASCHEDULER_INTERVAL)
+
+    @property
+    def policy(self) -> Policy:
+        return Policy(self.settings.METASCHEDULER_POLICY)
+
+    def run_once(self) -> None:
+        snapshot = self._read_snapshot()
+        if not snapshot.couples:
+            log.debug("no running campaign")
+            return
+        self._create_prologues_and_epilogues(snapshot)
+        couples = [c for c in plan_couples(snapshot) if c.limit > 0]
+        stacks = self._read_stacks(couples)
+        entries = distribute(couples, stacks, policy=self.policy,
+                             first_batch_id=self._first_batch_id())
+        self._queue(entries)
+
+    def _read_snapshot(self) -> Snapshot:
+        with self.engine.begin() as conn:
+            couples = queue.list_running_couples(conn)
+            campaign_ids = sorted({c.campaign_id for c in couples})
+            return Snapshot(
+                couples=couples,
+                clusters={c.id: c for c in list_clusters(conn)},
+                blacklisted_clusters=frozenset(event_store.list_blacklisted_clusters(conn)),
+                blacklisted_couples=frozenset(event_store.list_blacklisted_couples(conn)),
+                active_jobs=queue.count_active_jobs(conn),
+                queued_jobs=queue.count_queued(conn),
+                tap_rates=queue.ensure_taps(
+                    conn, [(c.campaign_id, c.cluster_id) for c in couples],
+                    initial_rate=self.settings.RUNNER_DEFAULT_INITIAL_NUMBER_OF_JOBS),
+                users_priority=queue.list_users_priority(conn),
+                prologue_states={k: frozenset(v) for k, v in queue.list_tagged_job_states(
+                    conn, campaign_ids, PROLOGUE).items()},
+                epilogue_states={k: frozenset(v) for k, v in queue.list_tagged_job_states(
+                    conn, campaign_ids, EPILOGUE).items()},
+                unscheduled_tasks=queue.count_unscheduled(conn, campaign_ids),
+                queued_tasks=queue.count_queued_by_campaign(conn, campaign_ids),
+                unfinished_jobs=queue.count_unfinished_task_jobs(conn, campaign_ids),
+                stress_threshold=self.settings.STRESS_FACTOR,
+                initial_tap_rate=self.settings.RUNNER_DEFAULT_INITIAL_NUMBER_OF_JOBS,
+            )
+
+    def _create_prologues_and_epilogues(self, snapshot: Snapshot) -> None:
+        for plan in plan_tagged_jobs(snapshot):
+            with self.engine.begin() as conn:
+                job_id = queue.create_tagged_job(conn, campaign_id=plan.campaign_id,
+                                                 cluster_id=plan.cluster_id, tag=plan.tag,
+                                                 now=self.clock.now())
+            if job_id is not None:
+                log.info("created %s job %d of campaign %d on cluster %d", plan.tag, job_id,
+                         plan.campaign_id, plan.cluster_id,
+                         extra={"campaign_id": plan.campaign_id, "action": plan.tag})
+
+    def _read_stacks(self, couples: list[CoupleLimit]) -> dict[tuple[int, int],
+                                                                 list[TaskCandidate]]:
+        with self.engine.begin() as conn:
+            return {c.key: queue.list_unscheduled_tasks(
+                conn, campaign_id=c.campaign_id, cluster_id=c.cluster_id, limit=stack_size(c))
+                for c in couples}
+
+    def _first_batch_id(self) -> int:
+        with self.engine.begin() as conn:
+            return queue.next_batch_id(conn)
+
+    def _queue(self, entries: list[QueueEntry]) -> None:
+        if not entries:
+            return
+        with self.engine.begin() as conn:
+            inserted = queue.queue_tasks(conn, entries, now=self.clock.now())
+        log.info("queued %d tasks on %d clusters", inserted,
+                 len({e.cluster_id for e in entries}), extra={"action": "queue"})
+
+
+def build(context: DaemonContext) -> MetaScheduler:
+    return MetaScheduler(engine=context.engine, settings=context.settings, clock=context.clock,
+                         stop=context.stop)
+
+
+def main() -> None:
+    run_daemon(build, name="metascheduler")
+
+
+if __name__ == "__main__":
+    main()
