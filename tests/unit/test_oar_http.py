@@ -4,6 +4,7 @@ retries, failure mapping to event codes, headers and auth, proxies, OAR 3 paging
 from __future__ import annotations
 
 import base64
+import contextlib
 import json
 import socket
 import threading
@@ -67,6 +68,10 @@ class _Handler(BaseHTTPRequestHandler):
         if reply.action == "slow":
             time.sleep(1.0)
         body = reply.body if isinstance(reply.body, bytes) else json.dumps(reply.body).encode()
+        with contextlib.suppress(OSError):  # a client that timed out hung up: nobody to answer
+            self._answer(reply, body)
+
+    def _answer(self, reply: Reply, body: bytes) -> None:
         self.send_response(reply.status)
         self.send_header("Content-Type", "application/json")
         self.send_header("Content-Length", str(len(body) + (100 if reply.action == "truncate" else 0)))
