@@ -39,10 +39,14 @@ class Faults:
     rng: random.Random = field(default_factory=lambda: random.Random(1))
     lock: threading.Lock = field(default_factory=threading.Lock)
 
-    def fail_next(self, status: int = 500, count: int = 1, kind: str = "error") -> None:
-        """The next `count` API answers fail: `kind` is `error` (HTTP `status`), `truncated` or `nonjson`."""
+    def fail_next(self, status: int | None = None, count: int = 1, kind: str = "error") -> None:
+        """The next `count` API answers fail: `kind` is `error` (HTTP `status`, default 500),
+        `truncated` or `nonjson` (status default 200)."""
+        if kind not in ("error", "truncated", "nonjson"):
+            raise ValueError(f"unknown fault kind {kind!r}")
+        code = status if status is not None else (500 if kind == "error" else 200)
         with self.lock:
-            self.pending.extend([(status, kind)] * count)
+            self.pending.extend([(code, kind)] * count)
 
     def draw(self) -> tuple[int, str] | None:
         with self.lock:
@@ -194,7 +198,9 @@ class OarApp:
         elif "application/json" not in accept and "application/json" not in content_type:
             shown = accept or content_type or "*/*"
             return error(
-                406, f"Invalid content type required {shown}", f"Invalid content type required {shown}"
+                406,
+                f"Invalid content type required {shown}",
+                "Valid types are text/yaml, application/json or text/html",
             )
         request.environ["emulator.path_with_suffix"] = request.raw_path
         cluster = self.cluster
@@ -575,7 +581,9 @@ class OarApp:
             body = dict(parse_qsl(raw.decode(), keep_blank_values=True))
         else:
             return error(
-                406, "Job description must be in YAML or JSON", "Job description must be in YAML or JSON"
+                406,
+                "Job description must be in YAML or JSON",
+                "The correct format for a job request is text/yaml or application/json. ",
             )
         submitted = self.cluster.submit(login, body)
         first = submitted.ids[0]

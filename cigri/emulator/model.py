@@ -6,6 +6,7 @@ what it starts or ends, not the size of the queue. Every public method takes the
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import heapq
 import logging
 import os
@@ -80,6 +81,10 @@ OARSUB_OPTIONS = (
     "connect",
 )
 ADMISSION_CHATTER = "[ADMISSION RULE] Modify resource description with type constraints\n"
+NO_SUBJOB = (
+    "[ERROR] An array job must have a positive number of sub-jobs.\n"
+    "Usage: /usr/lib/oar/oarsub [options] [-I|-C|<script>]\nSubmit a job the OAR batch scheduler\n"
+)
 KILL_GRACE_SECONDS = 2.0
 NORMAL_USER = "normaluser"
 
@@ -335,6 +340,8 @@ class Cluster:
         """oarsub's exit status mapped to HTTP, with the version's message format."""
         v259 = self.config.oar_version != "2.5.10"
         bad_query = {4, 5, 6, 7, 8, 10, 16, 17} | (set() if v259 else {18, 254})
+        if not output.endswith("\n"):
+            output += "\n"
         message = f"Oarsub command exited with status {status}: {output}\nCmd:\n{cmdline}" if v259 else output
         if status in bad_query:
             return ApiError(400, "Bad query", message)
@@ -368,10 +375,21 @@ class Cluster:
                 400, "The API cannot manage interactive jobs", "The API cannot manage interactive jobs"
             )
         param_file = body.pop("param_file", None)
-        opts = " ".join(f"--{k}={v}" for k, v in body.items())
-        cmdline = f"oarsub {opts} {command}"
+        initial = " ".join(["oarsub", *(f"--{k}={v}" for k, v in body.items())])
+        cmdline = "oarsub " + "".join(f' --{k}=\\"{v}\\"' for k, v in body.items()) + f' \\"{command}\\"'
+        if param_file is not None:
+            cmdline += " --array-param-file=/tmp/oarapi.paramfile.XXXXX"
+        if login in ("oar", "root"):  # Unix users everywhere; refused by admission rule 2
+            raise self._fail(
+                254, "[ADMISSION RULE] root and oar users are not allowed to submit jobs.\n", cmdline
+            )
         if home is None:
-            raise self._fail(52, f"Cannot get information about user {login}", cmdline)
+            raise ApiError(
+                401,
+                "Permission denied",
+                "Oardodo error: 52: [OARDODO] ERROR: Cannot get information regarding the target user "
+                "(Success)\n\n",
+            )
         for key in body:
             matches = [o for o in OARSUB_OPTIONS if o == key] or [
                 o for o in OARSUB_OPTIONS if o.startswith(key)
@@ -397,31 +415,42 @@ class Cluster:
                 "[ADMISSION RULE] Automatically redirect in the besteffort queue\n"
                 "[ADMISSION RULE] Automatically add the besteffort constraint on the resources\n"
             )
-        if login in ("oar", "root"):
-            raise self._fail(
-                254, "[ADMISSION RULE] root and oar users are not allowed to submit jobs.", cmdline
-            )
-        for type_ in types:
-            if not KNOWN_TYPE.match(type_):
-                raise self._fail(254, f"[ADMISSION RULE] Error: unknown job type: {type_}", cmdline)
-        if queue not in QUEUES:
-            raise self._fail(248, f"[ERROR] The queue {queue} does not exist", cmdline)
         resource_value = body.get("resource")
         if isinstance(resource_value, list):  # moldable (OAR 3 style): the first alternative
             resource_value = resource_value[0] if resource_value else None
         try:
             request = parse_resource(None if resource_value is None else str(resource_value))
+            unknown_property = None
         except ResourceSyntaxError as error:
             raise self._fail(
                 18 if self.config.oar_version == "2.5.10" else 255, str(error), cmdline
             ) from None
         except UnknownProperty as error:
+            unknown_property = str(error)
+            request = parse_resource(None)
+            if "walltime=" in str(resource_value):  # only the walltime chatter depends on it
+                request = dataclasses.replace(request, walltime=0)
+        if request.walltime is None:
+            output += "[ADMISSION RULE] Set default walltime to 7200.\n"
+        for type_ in types:
+            if not KNOWN_TYPE.match(type_):
+                raise self._fail(
+                    254, output + f"[ADMISSION RULE] Error: unknown job type: {type_}\n", cmdline
+                )
+        if queue not in QUEUES:
+            raise self._fail(
+                248, output + ADMISSION_CHATTER + f"ERROR : The queue {queue} does not exist", cmdline
+            )
+        if unknown_property is not None:
             raise self._fail(
                 8,
-                ADMISSION_CHATTER + f'# Bad resource request (column "{error}" does not exist)\n'
-                "# Error: please verify your job submission syntax.",
+                output
+                + ADMISSION_CHATTER
+                + f'Bad resource request (ERROR:  column "{unknown_property}" does not exist\n'
+                f"LINE 1: SELECT  {unknown_property}, resource_id\n                )\nOAR_JOB_ID=-5\n"
+                "[ERROR] Oarsub failed, please verify your request syntax.\n",
                 cmdline,
-            ) from None
+            )
         if self._request_cores(request, check_shape=True) is None:
             raise self._fail(
                 8,
@@ -433,11 +462,11 @@ class Cluster:
         if param_file is not None:
             params: list[str | None] = list(read_param_lines(str(param_file)))
             if not params:
-                raise self._fail(6, "[ERROR] an array job must have a positive number of sub-jobs", cmdline)
+                raise self._fail(6, NO_SUBJOB, cmdline)
         elif "array" in body:
             count = int(str(body["array"])) if str(body["array"]).isdigit() else 0
             if count <= 0:
-                raise self._fail(6, "[ERROR] an array job must have a positive number of sub-jobs", cmdline)
+                raise self._fail(6, NO_SUBJOB, cmdline)
             params = [None] * count
         else:
             params = [None]
@@ -464,6 +493,9 @@ class Cluster:
             message += f",T={'|'.join(types)}"
         if len(params) > 1:
             output += "Simple array job submission is used\n"
+        initial_request = f"{initial} {command}"
+        if param_file is not None:
+            initial_request += " --array-param-file=/tmp/oarapi.paramfile.XXXXX"
         now = self.now()
         ids: list[int] = []
         array_id = self.next_job_id
@@ -483,7 +515,7 @@ class Cluster:
                 stderr_tpl=stderr,
                 project=project,
                 properties=props,
-                initial_request=cmdline,
+                initial_request=initial_request,
                 request=request,
                 message=message,
                 submission_time=now,
@@ -544,7 +576,7 @@ class Cluster:
         if kind == "end" and job.state == "Running":
             self._finish(job, exit_code=job.pending_exit, at=at)
         elif kind == "walltime" and job.state == "Running":
-            self._event(job, "FRAG_JOB_REQUEST", f"User oar requested to frag the job {job.id}", at)
+            self._event(job, "FRAG_JOB_REQUEST", f"User root requested to frag the job {job.id}", at)
             self._event(
                 job,
                 "WALLTIME",
@@ -832,13 +864,15 @@ class Cluster:
                 if job is None or (job.owner != login and login not in ("oar", "root")):
                     raise self._oardel_error(
                         1,
-                        f"Deleting the job = {job_id} ...Cannot frag {job_id} ; You are not the right user.",
+                        f"Deleting the job = {job_id} ...ERROR.\n"
+                        f"Cannot frag {job_id} ; You are not the right user.\n",
                         job_ids,
                     )
                 if job.fragged:
                     raise self._oardel_error(
                         6,
-                        f"Deleting the job = {job_id} ...Cannot frag {job_id} ; This job was already killed.",
+                        f"Deleting the job = {job_id} ...ERROR.\n"
+                        f"Cannot frag {job_id} ; This job was already killed.\n",
                         job_ids,
                     )
             at = self.now()
@@ -866,11 +900,11 @@ class Cluster:
             return output
 
     def _oardel_error(self, status: int, output: str, job_ids: list[int]) -> ApiError:
-        command = f"oardel {' '.join(str(i) for i in job_ids)}"
+        command = f"/usr/lib/oar/oardodo/oardodo oardel {' '.join(str(i) for i in job_ids)}"
         return ApiError(
             400,
             "Oardel error",
-            f"Oardel command exited with status {status << 8}: {output}. (Command was: {command})",
+            f"Oardel command exited with status {status << 8}: {output}. (Command was: {command}).",
         )
 
     # ---- normal user ---------------------------------------------------------------------------

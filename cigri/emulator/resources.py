@@ -52,7 +52,7 @@ def format_walltime(seconds: int) -> str:
 def parse_walltime(text: str) -> int:
     match = _WALLTIME.match(text.strip())
     if not match:
-        raise ResourceSyntaxError("# Error: cannot recognize walltime resource value")
+        raise ResourceSyntaxError(f"/!\\ Cannot recognize -- ,walltime={text} -- resource")
     hours, minutes, seconds = (int(x) if x else 0 for x in match.groups())
     return hours * 3600 + minutes * 60 + seconds
 
@@ -80,7 +80,7 @@ def _parse_group(chunk: str, whole: str) -> Group:
     if chunk.startswith("{"):
         end = chunk.find("}")
         if end < 0:
-            raise ResourceSyntaxError(f"# Error: cannot recognize the resource description: {whole}")
+            raise ResourceSyntaxError(f"/!\\ Cannot recognize the resource description : {whole}")
         properties, chunk = chunk[1:end], chunk[end + 1 :]
     if not chunk:
         return Group(levels=(("resource_id", 1),), properties=properties)
@@ -88,7 +88,7 @@ def _parse_group(chunk: str, whole: str) -> Group:
     for level in chunk.strip("/").split("/"):
         match = _LEVEL.match(level.strip())
         if not match:
-            raise ResourceSyntaxError(f"# Error: cannot recognize the resource description: {whole}")
+            raise ResourceSyntaxError(f"/!\\ Cannot recognize the resource description : {whole}")
         name, count = match.group(1), match.group(2)
         if name not in NODE_LEVELS | CORE_LEVELS:
             raise UnknownProperty(name)

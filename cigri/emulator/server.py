@@ -105,6 +105,13 @@ class ClusterServer:
     def up(self) -> bool:
         return self._server is not None
 
+    def wait_up(self, timeout: float) -> bool:
+        """Wait (real seconds) until the endpoint accepts connections again after an outage."""
+        deadline = time.monotonic() + timeout
+        while not self.up and time.monotonic() < deadline:
+            time.sleep(0.02)
+        return self.up
+
 
 @dataclass
 class ClusterControl:
@@ -119,7 +126,7 @@ class ClusterControl:
     def faults(self) -> Faults:
         return self.app.faults
 
-    def fail_next(self, status: int = 500, count: int = 1, kind: str = "error") -> None:
+    def fail_next(self, status: int | None = None, count: int = 1, kind: str = "error") -> None:
         """The next `count` API answers fail (`kind`: `error` with HTTP `status`, `truncated`, `nonjson`)."""
         self.faults.fail_next(status, count, kind)
 
