@@ -171,8 +171,8 @@ def main() -> None:
         time.sleep(5)
         with stats.lock:
             print(
-                f"  t={time.monotonic() - t0:6.1f}s submitted={stats.jobs_submitted} finished={stats.finished} "
-                f"emulator_cpu={cpu_seconds(process.pid) - cpu0:.1f}s",
+                f"  t={time.monotonic() - t0:6.1f}s submitted={stats.jobs_submitted} "
+                f"finished={stats.finished} emulator_cpu={cpu_seconds(process.pid) - cpu0:.1f}s",
                 flush=True,
             )
     elapsed = time.monotonic() - t0
@@ -183,15 +183,18 @@ def main() -> None:
     emulated = elapsed * args.time_scale
     print(
         f"{stats.jobs_submitted} jobs submitted in {stats.submissions} array submissions, "
-        f"{stats.finished} finished, {stats.errors} errors, in {elapsed:.1f}s real (~{emulated / 3600:.1f}h emulated)"
+        f"{stats.finished} finished, {stats.errors} errors, in {elapsed:.1f}s real "
+        f"(~{emulated / 3600:.1f}h emulated)"
     )
     print(
         f"submissions/s={stats.submissions / elapsed:.1f} ({stats.jobs_submitted / elapsed:.0f} jobs/s); "
-        f"status queries/s={stats.status_queries / elapsed:.1f} ({stats.statuses_read / elapsed:.0f} job statuses/s); "
+        f"status queries/s={stats.status_queries / elapsed:.1f} "
+        f"({stats.statuses_read / elapsed:.0f} job statuses/s); "
         f"emulator CPU {cpu:.1f}s ({100 * cpu / elapsed:.0f}% of one core); cluster 1 status {status}"
     )
     print(
-        f"jobs={stats.jobs_submitted} finished={stats.finished} errors={stats.errors} elapsed_s={elapsed:.1f} "
+        f"jobs={stats.jobs_submitted} finished={stats.finished} errors={stats.errors} "
+        f"elapsed_s={elapsed:.1f} "
         f"time_scale={args.time_scale:g} submissions_per_s={stats.submissions / elapsed:.2f} "
         f"jobs_submitted_per_s={stats.jobs_submitted / elapsed:.1f} "
         f"status_queries_per_s={stats.status_queries / elapsed:.2f} "
