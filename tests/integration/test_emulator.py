@@ -99,3 +99,64 @@ def test_delete_running_job(emulator: Emulator) -> None:
     again = requests.delete(f"{url}jobs/{job['id']}", headers=HEADERS, timeout=5)
     assert again.status_code == 400
     assert "This job was already killed" in again.json()["message"]
+
+
+def test_job_environment_and_files(emulator: Emulator, tmp_path: Any) -> None:
+    url = emulator.urls[0]
+    workdir = tmp_path / "campaign"
+    workdir.mkdir()
+    script = (
+        r'echo "\$OAR_JOB_NAME \$OAR_USER \$OAR_WORKDIR \$(pwd)"; cat \$OAR_NODEFILE; '
+        r"test -s \$OAR_RESOURCE_PROPERTIES_FILE && echo props"
+    )
+    job_id = requests.post(
+        f"{url}jobs",
+        headers=HEADERS,
+        json={
+            "resource": "/nodes=1/core=2",
+            "command": script,
+            "directory": str(workdir),
+            "name": "env",
+            "stdout": "out.%jobid%.txt",
+            "stderr": "err.%jobid%.txt",
+        },
+        timeout=5,
+    ).json()["id"]
+    done = wait_state(url, job_id, ("Terminated", "Error"))
+    assert (done["state"], done["stdout_file"]) == ("Terminated", f"out.{job_id}.txt")
+    output = (workdir / f"out.{job_id}.txt").read_text().splitlines()
+    assert output == [f"env testuser {workdir} {workdir}", "node1", "node1", "props"]
+    media = requests.delete(f"{url}media{workdir}/out.{job_id}.txt", headers=HEADERS, timeout=5)
+    assert media.status_code == 204
+    assert (
+        requests.delete(f"{url}media{workdir}/out.{job_id}.txt", headers=HEADERS, timeout=5).status_code
+        == 404
+    )
+    listing = requests.get(f"{url}media/ls{workdir}/", headers=HEADERS, timeout=5).json()
+    assert [item["name"] for item in listing["items"]] == [f"err.{job_id}.txt"]
+
+
+def test_walltime_and_missing_directory_in_execute_mode(emulator: Emulator, tmp_path: Any) -> None:
+    url = emulator.urls[0]
+    stubborn = requests.post(
+        f"{url}jobs",
+        headers=HEADERS,
+        json={"resource": "/core=1,walltime=0:0:1", "command": "trap '' TERM; sleep 30"},
+        timeout=5,
+    ).json()["id"]
+    lost = requests.post(
+        f"{url}jobs",
+        headers=HEADERS,
+        json={"command": "true", "directory": str(tmp_path / "nowhere")},
+        timeout=5,
+    ).json()["id"]
+    killed = wait_state(url, stubborn, ("Error", "Terminated"))
+    assert [e["type"] for e in killed["events"]] == [
+        "FRAG_JOB_REQUEST",
+        "WALLTIME",
+        "SEND_KILL_JOB",
+        "SWITCH_INTO_ERROR_STATE",
+    ]
+    assert killed["state"] == "Error"
+    failed = wait_state(url, lost, ("Error", "Terminated"))
+    assert [e["type"] for e in failed["events"]] == ["SWITCH_INTO_ERROR_STATE", "WORKING_DIRECTORY"]
