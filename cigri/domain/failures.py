@@ -47,9 +47,10 @@ BUDGETED_EVENT_CODES: Final = frozenset({WALLTIME_WARNING, EXIT_ERROR})
 # Outcomes whose cause keeps polling going on a campaign blacklisted on the cluster (v3 §3.1.2).
 EXIT_ERROR_CODES: Final = frozenset({EXIT_ERROR, WORKING_DIRECTORY_ERROR})
 
-# OAR kill reasons, strongest first: a job killed for being best-effort is never the task's fault,
-# even when OAR also logged the frag request or an exterminate that implemented the kill.
-_FREE_KILLS: Final = (BESTEFFORT_KILL, FRAG_JOB_REQUEST, EXTERMINATE_JOB)
+# OAR implements its kills with a frag request (and sometimes an exterminate), so those two only
+# decide when no stronger reason is logged: a best-effort kill is never the task's fault (free),
+# a walltime kill is (budgeted), a bare frag (nikita, an admin) is not (free).
+_OTHER_KILLS: Final = (FRAG_JOB_REQUEST, EXTERMINATE_JOB)
 
 _NEW_ID = re.compile(r"new id\s*=\s*(\d+)")
 _ID_BEFORE_PAREN = re.compile(r"(\d+)\)")
@@ -87,14 +88,17 @@ def analyze_failure(oar_job: OarJob, *, tag: str | None = None) -> FailureOutcom
                               resubmit=True, priority=PRIORITY_RESUBMIT_END,
                               message="Resubmit cause: Special_exit_status_67")
     types = [event.type for event in oar_job.events]
-    for kill in _FREE_KILLS:
-        if kill in types:
-            return FailureOutcome(event_code=RESUBMIT, cause=kill, resubmit=True,
-                                  message=f"Resubmit cause: {kill}")
+    if BESTEFFORT_KILL in types:
+        return FailureOutcome(event_code=RESUBMIT, cause=BESTEFFORT_KILL, resubmit=True,
+                              message=f"Resubmit cause: {BESTEFFORT_KILL}")
     if WALLTIME in types:
         return FailureOutcome(event_code=RESUBMIT, cause=WALLTIME, resubmit=True,
                               counts_against_budget=True, affinity_penalty=2,
                               message=f"Resubmit cause: {WALLTIME}")
+    for kill in _OTHER_KILLS:
+        if kill in types:
+            return FailureOutcome(event_code=RESUBMIT, cause=kill, resubmit=True,
+                                  message=f"Resubmit cause: {kill}")
     if oar_job.exit_code is not None and oar_job.exit_code > 0:
         code = {"prologue": PROLOG_EXIT_ERROR, "epilogue": EPILOG_EXIT_ERROR}.get(tag or "",
                                                                                   EXIT_ERROR)

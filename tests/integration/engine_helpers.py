@@ -78,12 +78,14 @@ class Grid:
         cluster = self.clusters[index]
         kwargs.setdefault("interval", timedelta(0))
         kwargs.setdefault("settings", self.settings)
+        kwargs.setdefault("owner", f"test-runner-{index}")  # one instance across the test
         return ClusterRunner(cluster=cluster, oar=self.factory(cluster), engine=self.engine,
                              clock=self.clock, stop=self.stop, **kwargs)
 
     def updater(self, **kwargs: Any) -> Updater:
         kwargs.setdefault("interval", timedelta(0))
         kwargs.setdefault("settings", self.settings)
+        kwargs.setdefault("owner", "test-updater")
         return Updater(engine=self.engine, clock=self.clock,
                        stop=self.stop, oar_factory=self.factory, **kwargs)
 

@@ -42,6 +42,11 @@ def test_every_oar_event_is_scanned_not_only_the_first() -> None:
     assert outcome.cause == "BESTEFFORT_KILL" and not outcome.counts_against_budget
 
 
+def test_walltime_kill_implemented_by_a_frag_request_still_counts_as_walltime() -> None:
+    outcome = analyze_failure(_job("WALLTIME", "FRAG_JOB_REQUEST", "SWITCH_INTO_ERROR_STATE"))
+    assert outcome.cause == "WALLTIME" and outcome.counts_against_budget
+
+
 def test_exit_error_blacklists_and_wants_the_stderr_tail() -> None:
     outcome = analyze_failure(_job(exit_code=256, state=OarState.TERMINATED))
     assert outcome.event_code == failures.EXIT_ERROR
