@@ -184,16 +184,16 @@ def get_campaign_detail(conn: Connection, campaign_id: int) -> CampaignDetail:
         names[prop.cluster_id] = prop.cluster_name
         if prop.name in {"prologue", "epilogue"} and prop.value.strip():
             wanted.setdefault(prop.cluster_id, set()).add(prop.name)
-    active: dict[int, int] = dict(conn.execute(
+    active: dict[int, int] = {r[0]: int(r[1]) for r in conn.execute(
         select(jobs.c.cluster_id, func.count()).where(
             jobs.c.campaign_id == campaign_id,
             jobs.c.state.in_([s.value for s in ACTIVE_JOB_STATES]))
-        .group_by(jobs.c.cluster_id)).tuples().all())
-    queued: dict[int, int] = dict(conn.execute(
+        .group_by(jobs.c.cluster_id))}
+    queued: dict[int, int] = {r[0]: int(r[1]) for r in conn.execute(
         select(jobs_to_launch.c.cluster_id, func.count())
         .join(bag_of_tasks, bag_of_tasks.c.id == jobs_to_launch.c.task_id)
         .where(bag_of_tasks.c.campaign_id == campaign_id)
-        .group_by(jobs_to_launch.c.cluster_id)).tuples().all())
+        .group_by(jobs_to_launch.c.cluster_id))}
     done = {(r.cluster_id, r.tag) for r in conn.execute(
         select(jobs.c.cluster_id, jobs.c.tag).where(
             jobs.c.param_id.is_(None), jobs.c.campaign_id == campaign_id,
@@ -237,6 +237,7 @@ def list_tasks(conn: Connection, campaign_id: int, *, after: int = 0, offset: in
     rows = conn.execute(
         select(page_sq, jobs.c.id.label("job_id"), jobs.c.remote_id, jobs.c.state,
                clusters.c.name.label("cluster_name"))
+        .select_from(page_sq)
         .outerjoin(jobs, jobs.c.id == latest)
         .outerjoin(clusters, clusters.c.id == jobs.c.cluster_id)
         .order_by(page_sq.c.id)
