@@ -4,6 +4,7 @@ negotiation, identity, the JSON shapes and pagination of the real OAR 2.5.9, plu
 
 from __future__ import annotations
 
+import base64
 import json
 import logging
 import os
@@ -95,6 +96,23 @@ def error(code: int, title: str, message: str) -> Response:
     return json_response(code, {"code": code, "title": title, "message": message})
 
 
+def _identity_from_authorization(value: str) -> str | None:
+    """The login of an `Authorization` header: basic auth (as behind the `/oarapi-priv` location;
+    any password) or an OAR 3 JWT bearer token (its `user` claim; the signature is not checked)."""
+    scheme, _, credentials = value.partition(" ")
+    try:
+        if scheme.lower() == "basic":
+            return base64.b64decode(credentials).decode().split(":", 1)[0] or None
+        if scheme.lower() == "bearer":
+            payload = credentials.split(".")[1]
+            claims = json.loads(base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4)))
+            user = claims.get("user") or claims.get("sub")
+            return str(user) if user else None
+    except (ValueError, IndexError, UnicodeDecodeError, AttributeError):
+        return None
+    return None
+
+
 class Request:
     def __init__(self, environ: dict[str, Any], prefix: str) -> None:
         self.environ = environ
@@ -109,6 +127,8 @@ class Request:
         ident = environ.get("HTTP_X_REMOTE_IDENT")
         if ident is None:
             ident = environ.get("X_REMOTE_IDENT")
+        if ident is None:
+            ident = _identity_from_authorization(environ.get("HTTP_AUTHORIZATION", ""))
         self.identity: str | None = ident
         self.login = login_of(ident)
 

@@ -42,6 +42,7 @@ log = logging.getLogger(__name__)
     metavar="CORES:DURATION[:PERIOD]",
     help="A normal user taking CORES cores for DURATION s (every PERIOD s) on every cluster.",
 )
+@click.option("--users", default=None, help="Comma-separated logins that exist (default: any login).")
 @click.option("--oar-version", type=click.Choice(["2.5.9", "2.5.10"]), default="2.5.9", show_default=True)
 @click.option("--log-level", default="INFO", show_default=True)
 def command(
@@ -61,6 +62,7 @@ def command(
     truncate_rate: float,
     nonjson_rate: float,
     normal_user: str | None,
+    users: str | None,
     oar_version: str,
     log_level: str,
 ) -> None:
@@ -83,6 +85,7 @@ def command(
         truncate_rate=truncate_rate,
         nonjson_rate=nonjson_rate,
         oar_version=oar_version,
+        users=[u.strip() for u in users.split(",") if u.strip()] if users else None,
         **options,
     )
     emulator.start()

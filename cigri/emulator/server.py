@@ -330,7 +330,7 @@ def build(
     ports: list[int] | None = None,
     clock: EmuClock | None = None,
     workload: Workload | None = None,
-    users: dict[str, str] | None = None,
+    users: dict[str, str] | list[str] | None = None,
     oar_version: str = "2.5.9",
     state_file: str | None = None,
     error_rate: float = 0.0,
@@ -343,6 +343,10 @@ def build(
     """Build (without starting) an emulator of `clusters` clusters of `nodes` x `cores`."""
     workdir = workdir or tempfile.mkdtemp(prefix="cigri-oar-emulator-")
     os.makedirs(workdir, exist_ok=True)
+    if isinstance(users, list):  # logins only: homes under the workdir
+        users = {login: os.path.join(os.path.abspath(workdir), "home", login) for login in users}
+        for home in users.values():
+            os.makedirs(home, exist_ok=True)
     clock = clock or ScaledClock(time_scale)
     controls = []
     for index in range(clusters):

@@ -3,6 +3,7 @@ pagination, errors, fault knobs and the state file, all through HTTP, with no sl
 
 from __future__ import annotations
 
+import base64
 import http.client
 import json
 from collections.abc import Iterator
@@ -334,3 +335,27 @@ def test_state_file_survives_a_restart(tmp_path: Path) -> None:
         emulator.cluster(0).advance(100)
         assert states(url, first) == ["Terminated"] * 3
         assert emulator.cluster(0).completions()[(first[0], 3)] == 1
+
+
+def test_basic_and_bearer_identities_and_known_users(tmp_path: Path) -> None:
+    with start(tmp_path, users=["testuser"]) as emulator:
+        url = emulator.urls[0]
+        basic = requests.get(
+            f"{url}jobs/1", auth=("testuser", "x"), headers={"Accept": "application/json"}, timeout=5
+        )
+        assert basic.json()["title"] == "Job not found"  # authenticated, so not 401
+        claims = base64.urlsafe_b64encode(json.dumps({"user": "testuser"}).encode()).decode().rstrip("=")
+        bearer = requests.post(
+            f"{url}jobs",
+            json={"command": "true"},
+            headers={"Accept": "application/json", "Authorization": f"Bearer e30.{claims}.sig"},
+            timeout=5,
+        )
+        assert bearer.status_code == 201
+        stranger = requests.post(
+            f"{url}jobs",
+            json={"command": "true"},
+            headers={**HEADERS, "X-Remote-Ident": "stranger"},
+            timeout=5,
+        )
+        assert (stranger.status_code, stranger.json()["title"]) == (401, "Permission denied")
