@@ -20,8 +20,10 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from cigri.domain.errors import CigriError, JDLError
 from cigri.domain.jdl import (
+    CampaignSpec,
     JDLDefaults,
-    duplicate_task_name_errors,
+    ParamRecord,
+    duplicate_message,
     parse_jdl,
     parse_param_lines,
     resolve_param_file_path,
@@ -47,26 +49,59 @@ def check(file: str, params_path: str | None, cluster_list: str | None) -> None:
     Exits 0 when valid; otherwise prints every problem on stderr and exits 1.
     """
     try:
+        if file == "-" and params_path == "-":
+            raise JDLError("only one of FILE and --params can be '-' (stdin)")
         source = _read_text(file)
         defaults, known = _context(cluster_list)
         document = _with_param_file(source, params_path)
         spec = parse_jdl(document, defaults=defaults, known_clusters=known)
         for warning in spec.warnings:
             click.echo(f"warning: {warning}", err=True)
-        lines: Iterator[str] | None = None
-        if spec.needs_param_file:
-            lines = _param_file_lines(params_path or spec.param_file or "")
-        records = list(parse_param_lines(spec.parameter_lines(lines)))
-        duplicates = duplicate_task_name_errors(records)
-        if duplicates:
-            raise JDLError(duplicates)
+        # A file is streamed twice (check, then print); stdin can be read only once, so it is kept.
+        params_source = sys.stdin.readlines() if params_path == "-" else params_path
+        count = _validate_parameters(spec, params_source)
     except JDLError as error:
         for message in error.errors:
             click.echo(f"error: {message}", err=True)
         sys.exit(1)
-    expanded = {**spec.jdl, "nb_jobs": len(records), "params": [r.param for r in records]}
-    click.echo(json.dumps(expanded, indent=2))
-    click.echo(f"valid JDL: {len(spec.clusters)} cluster(s), {len(records)} task(s)", err=True)
+    _print_expanded(spec, _parameter_records(spec, params_source), count)
+    click.echo(f"valid JDL: {len(spec.clusters)} cluster(s), {count} task(s)", err=True)
+
+
+def _parameter_records(
+        spec: CampaignSpec, params_source: str | list[str] | None) -> Iterator[ParamRecord]:
+    lines: Iterator[str] | None = None
+    if spec.needs_param_file:
+        lines = _param_file_lines(
+            params_source if params_source is not None else spec.param_file or "")
+    return parse_param_lines(spec.parameter_lines(lines))
+
+
+def _validate_parameters(spec: CampaignSpec, params_source: str | list[str] | None) -> int:
+    """First pass over the parameters: count them and find duplicate task names. Only the names
+    are kept, so a large parameter file is checked without holding its lines."""
+    first_line: dict[str, int] = {}
+    repeated: dict[str, list[int]] = {}
+    count = 0
+    for record in _parameter_records(spec, params_source):
+        count += 1
+        first = first_line.setdefault(record.name, record.line_no)
+        if first != record.line_no:
+            repeated.setdefault(record.name, [first]).append(record.line_no)
+    if repeated:
+        raise JDLError([duplicate_message(name, numbers) for name, numbers in repeated.items()])
+    return count
+
+
+def _print_expanded(spec: CampaignSpec, records: Iterator[ParamRecord], count: int) -> None:
+    """Print the expanded JDL with its parameters, streaming the `params` array."""
+    out = click.get_text_stream("stdout")
+    head = json.dumps({**spec.jdl, "nb_jobs": count}, indent=2)
+    out.write(head[:-2] + ',\n  "params": [')
+    for index, record in enumerate(records):
+        out.write(("," if index else "") + "\n    " + json.dumps(record.param))
+    out.write("\n  ]\n}\n" if count else "]\n}\n")
+    out.flush()
 
 
 def _read_text(path: str) -> str:
@@ -95,9 +130,9 @@ def _with_param_file(source: str, params_path: str | None) -> str | dict[str, An
     return source
 
 
-def _param_file_lines(path: str) -> Iterator[str]:
-    if path == "-":
-        return iter(sys.stdin)
+def _param_file_lines(path: str | list[str]) -> Iterator[str]:
+    if isinstance(path, list):  # stdin, read once: the lines are read twice (check, then print)
+        return iter(path)
     resolved = resolve_param_file_path(path, home=str(Path.home()), environ=os.environ)
     try:
         handle: TextIO = open(resolved, encoding="utf-8")  # noqa: SIM115 - closed by the generator

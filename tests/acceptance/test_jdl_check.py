@@ -130,3 +130,19 @@ def test_jdl_from_stdin(conf: Path) -> None:
         env={**os.environ, "CIGRI_CONF": str(conf)})
     assert result.returncode == 0, result.stderr
     assert json.loads(result.stdout)["params"] == [str(i) for i in range(10)]
+
+
+def test_parameters_from_stdin_are_checked_then_printed(conf: Path) -> None:
+    result = CliRunner().invoke(
+        cli, ["jdl", "check", str(DATA / "povray_demo.json"), "--params", "-",
+              "--clusters", "luke,ceciccluster"],
+        input="s1 -w 1\ns2 -w 2\n", env={"CIGRI_CONF": str(conf)})
+    assert result.exit_code == 0, result.stderr
+    assert json.loads(result.stdout)["params"] == ["s1 -w 1", "s2 -w 2"]
+
+
+def test_jdl_and_parameters_cannot_both_come_from_stdin(conf: Path) -> None:
+    result = CliRunner().invoke(cli, ["jdl", "check", "-", "--params", "-"], input="{}",
+                                env={"CIGRI_CONF": str(conf)})
+    assert result.exit_code == 1
+    assert "only one of FILE and --params can be '-'" in result.stderr
