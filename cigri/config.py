@@ -107,6 +107,10 @@ class Settings:
         "Seconds between two notifier passes."))
     DAEMON_MAX_CONSECUTIVE_FAILURES: int = field(default=10, metadata=_describe(
         "Failed passes in a row after which a daemon exits (and is restarted)."))
+    ALMIGHTY_RESTART_DELAY: float = field(default=5.0, metadata=_describe(
+        "Seconds almighty waits before restarting a daemon that died."))
+    ALMIGHTY_CHILD_TIMEOUT: float = field(default=300.0, metadata=_describe(
+        "Seconds without a heartbeat after which almighty kills and restarts a hung daemon."))
     LEASE_SECONDS: float = field(default=60.0, metadata=_describe(
         "Length of a daemon's lease on its role; another instance takes over after it."))
     GRID_USAGE_UPDATE_PERIOD: int = field(default=60, metadata=_describe(
