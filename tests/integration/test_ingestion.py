@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import tracemalloc
 from collections.abc import Iterator
 from datetime import UTC, datetime
 
@@ -75,14 +76,21 @@ def test_campaign_from_spec_rejects_a_cluster_missing_from_the_database(
                                   now=clock.now())
 
 
-def test_streamed_ingestion_of_100000_lines_keeps_order_and_count(
+def test_streamed_ingestion_of_100000_lines_keeps_order_and_count_in_bounded_memory(
         engine: Engine, clock: FakeClock) -> None:
     def lines() -> Iterator[str]:
         for index in range(100_000):
             yield f"task{index} --seed {index}\n"
 
     with engine.begin() as conn:
-        campaign_id = _create(conn, lines(), clock.now())
+        tracemalloc.start()
+        try:
+            campaign_id = _create(conn, lines(), clock.now())
+            peak_bytes = tracemalloc.get_traced_memory()[1]
+        finally:
+            tracemalloc.stop()
+    # Held whole, 100,000 lines and their records would take well over 15 MB.
+    assert peak_bytes < 8_000_000
     with engine.connect() as conn:
         assert get_campaign(conn, campaign_id).nb_jobs == 100_000
         assert _count(conn, parameters, campaign_id) == 100_000
