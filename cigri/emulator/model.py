@@ -199,13 +199,16 @@ class ClusterConfig:
 def expand_shell(text: str, env: dict[str, str]) -> str:
     """One level of bash double-quote evaluation, as oarsub's shell does at submission:
     `\\$`, `\\\\`, `\\"` and `` \\` `` lose their backslash, `$VAR`/`${VAR}` expand (unknown ones to
-    ""), and command substitutions `$(...)` and backquotes are left as they are."""
+    ""), `$$` becomes a pid, and command substitutions `$(...)` and backquotes are left as they are."""
     out: list[str] = []
     i, n = 0, len(text)
     while i < n:
         ch = text[i]
         if ch == "\\" and i + 1 < n and text[i + 1] in '$`"\\':
             out.append(text[i + 1])
+            i += 2
+        elif ch == "$" and i + 1 < n and text[i + 1] == "$":  # the submitting shell's pid
+            out.append(str(os.getpid()))
             i += 2
         elif ch == "$" and i + 1 < n and text[i + 1] == "{":
             end = text.find("}", i + 2)
@@ -279,6 +282,7 @@ class Cluster:
             "2.5.10 (Liberty hope)" if config.oar_version == "2.5.10" else "2.5.9 (Canicule)"
         )
         self.dirty = False  # state changed since the state file was written
+        self.normal_users: list[tuple[int, float, float | None]] = []  # (cores, duration, period)
         os.makedirs(self.files_dir, exist_ok=True)
 
     # ---- basics ----------------------------------------------------------------------------
@@ -842,6 +846,8 @@ class Cluster:
 
     def _wait(self, job_id: int, token: int, process: subprocess.Popen[bytes]) -> None:
         returncode = process.wait()
+        # the raw wait status: exit N -> N << 8, killed by signal S -> S (probed on OAR 2.5.9 with
+        # `kill -TERM \$\$`: 15, `kill -SEGV \$\$`: 11)
         raw = (returncode << 8) if returncode >= 0 else -returncode
         with self.lock:
             job = self.jobs[job_id]
@@ -915,15 +921,12 @@ class Cluster:
         """A normal (non best-effort) user who takes `cores` cores for `duration` emulated seconds,
         starting `start_in` seconds from now and again every `period` seconds if given."""
         with self.lock:
-            key = len(getattr(self, "_normal_users", []))
-            users: list[tuple[int, float, float | None]] = getattr(self, "_normal_users", [])
-            users.append((cores, duration, period))
-            self._normal_users = users
-            self._push(self.clock.time() + start_in, "normal_user", key)
+            self.normal_users.append((cores, duration, period))
+            self._push(self.clock.time() + start_in, "normal_user", len(self.normal_users) - 1)
         self.pump()
 
     def _normal_user_arrival(self, key: int, when: float) -> None:
-        cores, duration, period = self._normal_users[key]
+        cores, duration, period = self.normal_users[key]
         cores = max(1, min(cores, self.total_cores))
         now = int(when)
         job = Job(

@@ -160,3 +160,12 @@ def test_walltime_and_missing_directory_in_execute_mode(emulator: Emulator, tmp_
     assert killed["state"] == "Error"
     failed = wait_state(url, lost, ("Error", "Terminated"))
     assert [e["type"] for e in failed["events"]] == ["SWITCH_INTO_ERROR_STATE", "WORKING_DIRECTORY"]
+
+
+def test_a_shell_killed_by_a_signal_reports_the_signal_like_oar(emulator: Emulator) -> None:
+    url = emulator.urls[0]
+    job_id = requests.post(
+        f"{url}jobs", headers=HEADERS, json={"command": r"kill -TERM \$\$"}, timeout=5
+    ).json()["id"]
+    done = wait_state(url, job_id, ("Terminated", "Error"))
+    assert (done["state"], done["exit_code"]) == ("Terminated", 15)

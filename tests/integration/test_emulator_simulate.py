@@ -79,6 +79,7 @@ def test_fifo_schedules_in_order_with_emulated_times(emu: Emulator) -> None:
     control.advance(100)
     assert control.completions() == {(ids[0], i): 1 for i in range(1, 7)}
     assert [j["state"] for j in control.jobs()] == ["Terminated"] * 6
+    assert control.runs_by_command()[("testuser", None, "sleep 100 3")] == 1
 
 
 def test_exit_status_is_the_raw_wait_status(tmp_path: Path) -> None:
