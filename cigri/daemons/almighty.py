@@ -1,0 +1,279 @@
+"""Almighty (`cigri-almighty`): the one-host supervisor. Starts every daemon as a child process,
+restarts one that died or hung, and stops them all on SIGTERM/SIGINT.
+
+Owns the child processes and the `log` events that trace them: `ALMIGHTY_STARTING`,
+`ALMIGHTY_TERMINATING`, `RUNNER_FAILED` (the runner process died), `DAEMON_RESTARTED` (another
+daemon died) and `CHILD_TIMEOUT` (a daemon stopped beating for `ALMIGHTY_CHILD_TIMEOUT` seconds
+and was killed). Does not own any scheduling work: unlike v3's almighty it does not run the
+meta-scheduler, updater and nikita in sequence; each is its own long-lived process, and what v3
+got from running them in order is kept by transactions, leases and state-guarded updates.
+
+Children: `metascheduler`, `runner` (one process, one loop per enabled cluster), `updater`,
+`nikita`, and `collector`/`notifier` when this build has them. Each child is
+`python -c "import cigri.daemons.<name> as m; m.main()"` with almighty's environment, so
+`CIGRI_CONF` and `CIGRI_*` overrides reach every daemon. On Linux a child gets SIGTERM if
+almighty dies (PR_SET_PDEATHSIG), so a killed almighty leaves no orphan.
+
+Settings: `ALMIGHTY_RESTART_DELAY`, `ALMIGHTY_CHILD_TIMEOUT`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import importlib.util
+import logging
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Final
+
+from sqlalchemy import Engine
+
+from cigri.config import Settings
+from cigri.daemons.base import daemon_context
+from cigri.domain.clock import Clock
+from cigri.domain.events import (
+    ALMIGHTY_STARTING,
+    ALMIGHTY_TERMINATING,
+    CHILD_TIMEOUT,
+    DAEMON_RESTARTED,
+    RUNNER_FAILED,
+)
+from cigri.domain.states import EventClass, EventState
+from cigri.storage.events import record_event
+from cigri.storage.heartbeats import list_heartbeats, record_heartbeat
+
+log = logging.getLogger(__name__)
+
+DAEMONS: Final = ("metascheduler", "runner", "updater", "nikita", "collector", "notifier")
+STOP_GRACE_SECONDS: Final = 15.0
+POLL_SECONDS: Final = 0.2
+HEARTBEAT_SECONDS: Final = 5.0
+_PR_SET_PDEATHSIG: Final = 1
+
+
+@dataclass(frozen=True, kw_only=True)
+class ChildSpec:
+    """A daemon almighty keeps alive."""
+
+    name: str
+    argv: Sequence[str]
+
+
+def daemon_specs(names: Sequence[str] = DAEMONS) -> list[ChildSpec]:
+    """One child per daemon module present in this build."""
+    specs = []
+    for name in names:
+        module = f"cigri.daemons.{name}"
+        if importlib.util.find_spec(module) is None:
+            log.info("almighty: no %s in this build, not started", name)
+            continue
+        specs.append(ChildSpec(name=name, argv=[
+            sys.executable, "-c", f"import {module} as m; m.main()"]))
+    return specs
+
+
+def _die_with_parent() -> None:
+    # Runs in the child between fork and exec: ask Linux to SIGTERM us when almighty dies.
+    with contextlib.suppress(Exception):
+        libc = ctypes.CDLL("libc.so.6", use_errno=True)
+        libc.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
+
+
+@dataclass
+class _Child:
+    spec: ChildSpec
+    process: subprocess.Popen[bytes] | None = None
+    started_at: float = 0.0
+    restart_at: float | None = None  # monotonic time of a scheduled restart
+    restarts: int = 0
+
+
+@dataclass
+class Almighty:
+    """Supervises `specs`; `run()` returns once `stop` is set and every child is gone."""
+
+    engine: Engine
+    settings: Settings
+    clock: Clock
+    stop: threading.Event
+    specs: Sequence[ChildSpec]
+    restart_delay: float | None = None
+    child_timeout: float | None = None
+    periodic: list[tuple[float, Callable[[], None]]] = field(default_factory=list)
+    children: dict[str, _Child] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if self.restart_delay is None:
+            self.restart_delay = self.settings.ALMIGHTY_RESTART_DELAY
+        if self.child_timeout is None:
+            self.child_timeout = self.settings.ALMIGHTY_CHILD_TIMEOUT
+        self.started_at: datetime = self.clock.now()
+        self._last_beat = 0.0
+        self._passes = 0
+        self._periodic_due = [0.0 for _ in self.periodic]
+
+    def run(self) -> None:
+        self._event(ALMIGHTY_STARTING, f"almighty starting on {socket.gethostname()} "
+                                       f"(pid {os.getpid()}): {', '.join(self.names)}")
+        try:
+            for spec in self.specs:
+                self.children[spec.name] = _Child(spec=spec)
+                self._start(self.children[spec.name])
+            while not self.stop.is_set():
+                self._supervise()
+                self.stop.wait(POLL_SECONDS)
+        finally:
+            self._event(ALMIGHTY_TERMINATING, "almighty stopping its daemons")
+            self.terminate_all()
+
+    @property
+    def names(self) -> list[str]:
+        return [spec.name for spec in self.specs]
+
+    def pid_of(self, name: str) -> int | None:
+        child = self.children.get(name)
+        if child is None or child.process is None or child.process.poll() is not None:
+            return None
+        return child.process.pid
+
+    # --- steps -----------------------------------------------------------------------------
+
+    def _supervise(self) -> None:
+        now = time.monotonic()
+        for child in self.children.values():
+            if child.process is not None and child.process.poll() is not None:
+                self._on_death(child, now)
+            elif child.process is None and child.restart_at is not None and now >= child.restart_at:
+                self._start(child)
+        if now - self._last_beat >= HEARTBEAT_SECONDS:
+            self._last_beat = now
+            self._check_hung()
+            self._beat()
+        self._run_periodic(now)
+
+    def _start(self, child: _Child) -> None:
+        child.process = subprocess.Popen(
+            list(child.spec.argv), env=os.environ.copy(),
+            preexec_fn=_die_with_parent if sys.platform.startswith("linux") else None)
+        child.started_at = time.monotonic()
+        child.restart_at = None
+        log.info("almighty: started %s (pid %d)", child.spec.name, child.process.pid,
+                 extra={"daemon": child.spec.name, "action": "start"})
+
+    def _on_death(self, child: _Child, now: float) -> None:
+        assert child.process is not None
+        code = child.process.returncode
+        pid = child.process.pid
+        child.process = None
+        child.restarts += 1
+        child.restart_at = now + (self.restart_delay or 0.0)
+        code_name = RUNNER_FAILED if child.spec.name == "runner" else DAEMON_RESTARTED
+        message = (f"{child.spec.name} (pid {pid}) exited with status {code}; restarting in "
+                   f"{self.restart_delay:g} s")
+        log.warning("almighty: %s", message, extra={"daemon": child.spec.name,
+                                                   "action": "restart"})
+        self._event(code_name, message)
+
+    def _check_hung(self) -> None:
+        """Kill a child whose heartbeats (any name it writes) stopped for `child_timeout`."""
+        try:
+            with self.engine.begin() as conn:
+                beats = list_heartbeats(conn)
+        except Exception:
+            log.warning("almighty: cannot read heartbeats", exc_info=True)
+            return
+        host = socket.gethostname()
+        now = self.clock.now()
+        for child in self.children.values():
+            if child.process is None:
+                continue
+            own = [b for b in beats if b.pid == child.process.pid and b.host == host]
+            if not own:
+                continue  # never active (a standby, or still starting): nothing to judge
+            silence = now - max(b.beat_at for b in own)
+            if silence > timedelta(seconds=self.child_timeout or 0):
+                self._event(CHILD_TIMEOUT, f"{child.spec.name} (pid {child.process.pid}) "
+                                           f"silent for {silence}; killing it")
+                self._terminate(child.process)
+
+    def _beat(self) -> None:
+        self._passes += 1
+        try:
+            with self.engine.begin() as conn:
+                record_heartbeat(conn, name="almighty", host=socket.gethostname(),
+                                 pid=os.getpid(), started_at=self.started_at,
+                                 now=self.clock.now(), interval_seconds=HEARTBEAT_SECONDS,
+                                 passes=self._passes, failures=0)
+        except Exception:
+            log.warning("almighty: cannot write its heartbeat", exc_info=True)
+
+    def _run_periodic(self, now: float) -> None:
+        """Maintenance hook: callables run every `period` seconds (e.g. purges, vacuum)."""
+        for index, (period, action) in enumerate(self.periodic):
+            if now >= self._periodic_due[index]:
+                self._periodic_due[index] = now + period
+                try:
+                    action()
+                except Exception:
+                    log.exception("almighty: periodic task failed")
+
+    def _event(self, code: str, message: str) -> None:
+        try:
+            with self.engine.begin() as conn:
+                record_event(conn, class_=EventClass.LOG, code=code, state=EventState.CLOSED,
+                             message=message, now=self.clock.now())
+        except Exception:
+            log.warning("almighty: cannot record %s", code, exc_info=True)
+
+    # --- stopping --------------------------------------------------------------------------
+
+    @staticmethod
+    def _terminate(process: subprocess.Popen[bytes]) -> None:
+        with contextlib.suppress(ProcessLookupError):
+            process.send_signal(signal.SIGTERM)
+        try:
+            process.wait(timeout=STOP_GRACE_SECONDS)
+        except subprocess.TimeoutExpired:
+            with contextlib.suppress(ProcessLookupError):
+                process.kill()
+            process.wait()
+
+    def terminate_all(self) -> None:
+        """SIGTERM every child, wait up to STOP_GRACE_SECONDS, then SIGKILL the rest."""
+        alive = [c.process for c in self.children.values()
+                 if c.process is not None and c.process.poll() is None]
+        for process in alive:
+            with contextlib.suppress(ProcessLookupError):
+                process.send_signal(signal.SIGTERM)
+        deadline = time.monotonic() + STOP_GRACE_SECONDS
+        for process in alive:
+            try:
+                process.wait(timeout=max(0.1, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                log.warning("almighty: pid %d ignored SIGTERM; killing it", process.pid)
+                with contextlib.suppress(ProcessLookupError):
+                    process.kill()
+                process.wait()
+        for child in self.children.values():
+            child.process = None
+
+
+def main() -> None:
+    """`cigri-almighty`: every daemon of this host under one supervisor."""
+    with daemon_context("almighty") as context:
+        almighty = Almighty(engine=context.engine, settings=context.settings,
+                            clock=context.clock, stop=context.stop, specs=daemon_specs())
+        almighty.run()
+
+
+if __name__ == "__main__":
+    main()
