@@ -47,7 +47,8 @@ class Target:
     def client(self, **options: Any) -> OarClient:
         options.setdefault("timeout_seconds", 30.0)
         options.setdefault("retry", RetryPolicy(attempts=5, backoff_seconds=0.3))
-        return OarClient(self.url, auth=OarAuth(), **options)
+        options.setdefault("auth", OarAuth())
+        return OarClient(self.url, **options)
 
     def out(self, tag: str) -> str:
         """A stdout/stderr file name unique to this run, cluster and tag (`%jobid%` expanded by OAR)."""

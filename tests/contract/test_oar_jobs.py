@@ -14,6 +14,7 @@ import pytest
 
 from cigri.domain.oar import OarJob, OarNotFound, OarRejected, OarState, Submission, SubmitRequest
 from cigri.oar.client import OarClient
+from cigri.oar.http import OarAuth
 
 from .conftest import RUN, USER, Target, home_path, wait_for
 
@@ -29,6 +30,9 @@ class Batch:
     array: Submission
     to_delete: int
     array_to_delete: Submission
+    walltime: int
+    killed: int
+    no_directory: int
     final: dict[int, OarJob]
 
 
@@ -47,14 +51,25 @@ def batch(target: Target, oar: OarClient) -> Batch:
     to_delete = oar.submit(_request(target, "delete", "sleep 300"), user=USER)
     array_to_delete = oar.submit(_request(target, "delarray", "sleep 300", params=("x", "y")),
                                  user=USER)
+    walltime = oar.submit(SubmitRequest(
+        command="sleep 100", resources="/core=1", walltime="00:00:03", directory=target.home,
+        name=f"ct-{RUN}-walltime", stdout=target.out("wall"), stderr=target.out("wall-err")),
+        user=USER)
+    # `\$` survives the API's shell expansion at submission: the job's own shell kills itself
+    killed = oar.submit(_request(target, "killed", "echo dying; kill -9 \\$\\$"), user=USER)
+    no_directory = oar.submit(SubmitRequest(
+        command="true", resources="/core=1", walltime="00:01:00", name=f"ct-{RUN}-nodir",
+        directory=home_path(target, f"ct-{RUN}-no-such-directory"), stdout=target.out("nodir"),
+        stderr=target.out("nodir-err")), user=USER)
     oar.delete_job(to_delete.job_ids[0], user=USER)
     oar.delete_array(array_to_delete.array_id, user=USER)
     ids = [simple.job_ids[0], failing.job_ids[0], *array.job_ids, to_delete.job_ids[0],
-           *array_to_delete.job_ids]
+           *array_to_delete.job_ids, walltime.job_ids[0], killed.job_ids[0], no_directory.job_ids[0]]
     final = wait_for(oar, ids)
     return Batch(started=started, name=f"ct-{RUN}-array", simple=simple.job_ids[0],
                  failing=failing.job_ids[0], array=array, to_delete=to_delete.job_ids[0],
-                 array_to_delete=array_to_delete, final=final)
+                 array_to_delete=array_to_delete, walltime=walltime.job_ids[0],
+                 killed=killed.job_ids[0], no_directory=no_directory.job_ids[0], final=final)
 
 
 def test_simple_job_runs_to_terminated_with_exit_code_zero(oar: OarClient, batch: Batch) -> None:
@@ -206,3 +221,28 @@ def test_unparsable_resource_string_is_rejected_with_oars_message(oar: OarClient
         oar.submit(request, user=USER)
     assert caught.value.status in (400, 500)  # 2.5.9 answers 500, 2.5.10 400
     assert "recognize" in (caught.value.body or "").lower()
+
+
+def test_job_over_its_walltime_is_killed_with_walltime_event(batch: Batch) -> None:
+    job = batch.final[batch.walltime]
+    assert job.state is OarState.ERROR
+    assert {"FRAG_JOB_REQUEST", "WALLTIME"} <= job.event_types
+    assert job.exit_code is None
+
+
+def test_job_whose_shell_is_killed_by_a_signal(batch: Batch) -> None:
+    job = batch.final[batch.killed]
+    assert job.state is OarState.TERMINATED
+    assert job.exit_code == 9  # the raw wait status of a death by SIGKILL
+    assert job.exit_status == 0
+
+
+def test_missing_working_directory_fails_the_job_not_the_submission(batch: Batch) -> None:
+    job = batch.final[batch.no_directory]  # 2.5.9 accepts it; 2.5.10 would refuse with a 500
+    assert job.state is OarState.ERROR
+    assert "WORKING_DIRECTORY" in job.event_types
+
+
+def test_identity_header_with_underscores_is_accepted(target: Target, batch: Batch) -> None:
+    client = target.client(auth=OarAuth(identity_header="X_REMOTE_IDENT"))
+    assert client.get_job(batch.simple, user=USER).id == batch.simple
