@@ -154,8 +154,10 @@ class OarApi(Protocol):
 
     def get_array_jobs(self, array_id: int) -> list[OarJob]: ...
 
-    def find_jobs_by_name(self, name: str, *, user: str) -> list[OarJob]:
-        """Current and recent jobs of `user` whose name is `name` (crash reconciliation)."""
+    def find_jobs_by_name(self, name: str, *, user: str,
+                          since: datetime | None = None) -> list[OarJob]:
+        """Jobs of `user` named `name`, in any state (crash reconciliation); `since` (e.g. when
+        the submission was claimed) bounds the search to jobs active after it."""
 
     def delete_job(self, job_id: int, *, user: str) -> None: ...
 
