@@ -62,6 +62,6 @@ def status(as_json: bool) -> None:
             state = "LATE" if row["late"] else "ok"
             click.echo(f"{row['name']!s:<24} {row['host']!s:<20} {row['pid']!s:>7} "
                        f"{row['passes']!s:>8} {row['failures']!s:>5} "
-                       f"{_age(float(row['age_seconds'])) + ' ago':>10}  {state}")
+                       f"{_age(float(str(row['age_seconds']))) + ' ago':>10}  {state}")
     if late or not rows:
         sys.exit(1)
