@@ -366,7 +366,7 @@ class OarApp:
             "stop_time": job.stop_time,
             "scheduled_start": job.scheduled_start,
             "message": job.message,
-            "resubmit_job_id": 0,
+            "resubmit_job_id": job.resubmit_job_id,
             "events": [
                 {
                     "event_id": e.event_id,

@@ -142,6 +142,7 @@ class Job:
     token: int = 0  # bumped at each start so stale heap entries are ignored
     sim_duration: float | None = None  # forced duration (normal-user jobs), even in execute mode
     pending_exit: int = 0  # simulate mode: the raw status the job will end with
+    resubmit_job_id: int = 0  # the job this one replaces (OAR's automatic resubmission)
 
     @property
     def stdout_file(self) -> str:
@@ -746,6 +747,65 @@ class Cluster:
             self.completions[(job.array_id, job.array_index)] += 1
         job.token += 1
         self.processes.pop(job.id, None)
+        if "idempotent" in job.types:
+            self._maybe_resubmit(job, at)
+
+    def _maybe_resubmit(self, job: Job, at: int) -> None:
+        """OAR's automatic resubmissions of idempotent jobs: killed as best-effort (bipbip), or
+        exiting 99 after more than 60 s (NodeChangeState)."""
+        kinds = {e.type for e in job.events}
+        if job.state == "Error" and "BESTEFFORT_KILL" in kinds:
+            new_id = self._resubmit(job, at)
+            description = (
+                f"[bipbip {job.id}] The job {job.id} is a besteffort and idempotent job so we "
+                f"resubmit it (new id = {new_id})"
+            )
+        elif (
+            job.state == "Terminated"
+            and job.exit_code is not None
+            and job.exit_code >> 8 == 99
+            and job.stop_time - job.start_time > 60
+            and "SEND_KILL_JOB" not in kinds
+        ):
+            new_id = self._resubmit(job, at)
+            description = (
+                f"[NodeChangeState] Resubmiting job {job.id} => {new_id} "
+                "(type idempotent & exit code = 99 & duration > 60s)"
+            )
+        else:
+            return
+        self._event(job, "RESUBMIT_JOB_AUTOMATICALLY", description, at)
+
+    def _resubmit(self, old: Job, at: int) -> int:
+        """A copy of `old` as a new waiting job (OAR's `resubmit_job`)."""
+        new = Job(
+            id=self.next_job_id,
+            array_id=self.next_job_id,
+            array_index=1,
+            name=old.name,
+            owner=old.owner,
+            queue=old.queue,
+            types=list(old.types),
+            command=old.command,
+            param=old.param,
+            launching_directory=old.launching_directory,
+            stdout_tpl=old.stdout_tpl,
+            stderr_tpl=old.stderr_tpl,
+            project=old.project,
+            properties=old.properties,
+            initial_request=old.initial_request,
+            request=old.request,
+            message=old.message.split(" (Karma")[0],
+            submission_time=at,
+            resubmit_job_id=old.id,
+            sim_duration=old.sim_duration,
+        )
+        self.next_job_id += 1
+        self.jobs[new.id] = new
+        self.arrays[new.id] = [new.id]
+        self.active.add(new.id)
+        self.queues[new.queue].append(new.id)
+        return new.id
 
     def _kill(self, job: Job, at: int) -> None:
         """Leon: kill a running job; it ends in Error once its process is gone."""

@@ -360,3 +360,23 @@ def test_basic_and_bearer_identities_and_known_users(tmp_path: Path) -> None:
             timeout=5,
         )
         assert (stranger.status_code, stranger.json()["title"]) == (401, "Permission denied")
+
+
+def test_idempotent_jobs_are_resubmitted_by_oar(emu: Emulator) -> None:
+    url, control = emu.urls[0], emu.cluster(0)
+    (best,) = submit(
+        url, {"resource": "/core=4", "command": "sleep 1000", "type": ["besteffort", "idempotent"]}
+    )
+    control.normal_user(cores=4, duration=30)
+    killed = job(url, best)
+    assert [e["type"] for e in killed["events"]][-1] == "RESUBMIT_JOB_AUTOMATICALLY"
+    new_id = int(killed["events"][-1]["description"].split("new id = ")[1].rstrip(")"))
+    again = job(url, new_id)
+    assert (again["state"], again["resubmit_job_id"], again["command"]) == ("Waiting", best, "sleep 1000")
+    control.advance(30)
+    assert job(url, new_id)["state"] == "Running"
+    (retry,) = submit(url, {"resource": "/core=1", "command": "sleep 61; exit 99", "type": "idempotent"})
+    control.advance(61)
+    done = job(url, retry)
+    assert (done["state"], done["exit_code"]) == ("Terminated", 99 << 8)
+    assert "RESUBMIT_JOB_AUTOMATICALLY" in [e["type"] for e in done["events"]]
