@@ -87,6 +87,7 @@ NO_SUBJOB = (
 )
 KILL_GRACE_SECONDS = 2.0
 NORMAL_USER = "normaluser"
+DEAD_PID = 4_194_399  # above the largest pid_max Linux allows (2**22)
 
 
 class ApiError(Exception):
@@ -200,7 +201,7 @@ class ClusterConfig:
 def expand_shell(text: str, env: dict[str, str]) -> str:
     """One level of bash double-quote evaluation, as oarsub's shell does at submission:
     `\\$`, `\\\\`, `\\"` and `` \\` `` lose their backslash, `$VAR`/`${VAR}` expand (unknown ones to
-    ""), `$$` becomes a pid, and command substitutions `$(...)` and backquotes are left as they are."""
+    ""), `$$` becomes a dead pid, and command substitutions `$(...)` and backquotes are left as they are."""
     out: list[str] = []
     i, n = 0, len(text)
     while i < n:
@@ -208,8 +209,10 @@ def expand_shell(text: str, env: dict[str, str]) -> str:
         if ch == "\\" and i + 1 < n and text[i + 1] in '$`"\\':
             out.append(text[i + 1])
             i += 2
-        elif ch == "$" and i + 1 < n and text[i + 1] == "$":  # the submitting shell's pid
-            out.append(str(os.getpid()))
+        elif ch == "$" and i + 1 < n and text[i + 1] == "$":
+            # the pid of oarsub's shell, long gone when the job runs: a pid that cannot exist, so
+            # a job's `kill $$` fails as on the real OAR and never hits the emulator
+            out.append(str(DEAD_PID))
             i += 2
         elif ch == "$" and i + 1 < n and text[i + 1] == "{":
             end = text.find("}", i + 2)

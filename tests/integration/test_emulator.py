@@ -169,3 +169,12 @@ def test_a_shell_killed_by_a_signal_reports_the_signal_like_oar(emulator: Emulat
     ).json()["id"]
     done = wait_state(url, job_id, ("Terminated", "Error"))
     assert (done["state"], done["exit_code"]) == ("Terminated", 15)
+
+
+def test_dollar_dollar_is_a_dead_pid_so_jobs_cannot_signal_the_emulator(emulator: Emulator) -> None:
+    url = emulator.urls[0]
+    job_id = requests.post(f"{url}jobs", headers=HEADERS, json={"command": "kill -9 $$"}, timeout=5).json()[
+        "id"
+    ]
+    done = wait_state(url, job_id, ("Terminated", "Error"))
+    assert (done["state"], done["exit_code"]) == ("Terminated", 256)  # kill failed: exit 1, as on OAR
