@@ -1,0 +1,3 @@
+"""Outbound notifications: one module per channel (`mail`, `xmpp`, `webhook`), each a class with
+`send(message)` that implements the `cigri.domain.notifications.Notifier` Protocol, and the Jinja2
+templates every message is rendered from (`templates`)."""

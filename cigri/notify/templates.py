@@ -1,0 +1,35 @@
+"""Rendering of notification messages from the Jinja2 templates in `templates/*.j2`.
+
+A template renders to text whose first line is the subject and whose rest (after one blank line) is
+the body. Owns no decision about who gets what (`cigri.domain.notifications`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, Final
+
+import jinja2
+
+TEMPLATE_DIRECTORY: Final = Path(__file__).with_name("templates")
+
+_environment = jinja2.Environment(
+    loader=jinja2.FileSystemLoader(str(TEMPLATE_DIRECTORY)),
+    undefined=jinja2.StrictUndefined,
+    autoescape=False,  # plain-text messages; webhook payloads are JSON-encoded afterwards
+    keep_trailing_newline=False,
+    trim_blocks=True,
+    lstrip_blocks=True,
+)
+
+
+def render(template: str, context: Mapping[str, Any]) -> tuple[str, str]:
+    """(subject, body) of `template` (a name without `.j2`) with `context`."""
+    text = _environment.get_template(f"{template}.j2").render(**context)
+    subject, _, body = text.strip().partition("\n")
+    return subject.strip(), body.strip() or subject.strip()
+
+
+def template_names() -> list[str]:
+    return sorted(path.stem for path in TEMPLATE_DIRECTORY.glob("*.j2"))

@@ -1,0 +1,67 @@
+"""Webhook channel: one HTTP POST per message with `requests`, in the payload format of the
+subscription (`user_notifications.format`): generic `json`, `slack`, `mattermost`, `discord` or
+`teams` (Microsoft Teams MessageCard).
+
+Connection errors, timeouts, 429 and 5xx are transient; other 4xx are permanent. Every request
+carries `X-Cigri-Message: <dedup_key>` so a receiver can drop the rare duplicate after a crash.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any, Final
+
+import requests
+
+from cigri.domain.notifications import NotificationFailed, NotificationRejected, OutgoingMessage
+from cigri.domain.states import Severity
+
+log = logging.getLogger(__name__)
+
+FORMATS: Final = ("json", "slack", "mattermost", "discord", "teams")
+_COLOURS: Final = {Severity.LOW: "2EB886", Severity.MEDIUM: "DAA038", Severity.HIGH: "A30200"}
+_DISCORD_LIMIT: Final = 2000
+
+
+def payload(message: OutgoingMessage, *, tag: str = "[CIGRI]") -> dict[str, Any]:
+    """The JSON body for the message's format (unknown formats get the generic one)."""
+    title = f"{tag} ({message.severity.value}): {message.subject}"
+    kind = (message.format or "json").lower()
+    if kind in {"slack", "mattermost"}:
+        body: dict[str, Any] = {"text": f"*{title}*\n{message.body}"}
+        if kind == "mattermost":
+            body["username"] = "cigri"
+        return body
+    if kind == "discord":
+        text = f"**{title}**\n{message.body}"
+        return {"content": text[:_DISCORD_LIMIT], "username": "cigri"}
+    if kind == "teams":
+        return {"@type": "MessageCard", "@context": "https://schema.org/extensions",
+                "summary": title, "title": title, "text": message.body.replace("\n", "  \n"),
+                "themeColor": _COLOURS[message.severity]}
+    return {"subject": message.subject, "body": message.body, "severity": message.severity.value,
+            "grid_user": message.grid_user, "id": message.dedup_key, "tag": tag}
+
+
+class WebhookNotifier:
+    """POSTs notification payloads to the subscription's URL (its identity)."""
+
+    def __init__(self, *, timeout_seconds: float = 10.0, tag: str = "[CIGRI]",
+                 session: requests.Session | None = None) -> None:
+        self.timeout_seconds = timeout_seconds
+        self.tag = tag
+        self.session = session or requests.Session()
+
+    def send(self, message: OutgoingMessage) -> None:
+        try:
+            answer = self.session.post(
+                message.identity, json=payload(message, tag=self.tag),
+                headers={"X-Cigri-Message": message.dedup_key}, timeout=self.timeout_seconds)
+        except requests.RequestException as error:
+            raise NotificationFailed(f"webhook {message.identity}: {error}") from error
+        if answer.status_code == 429 or answer.status_code >= 500:
+            raise NotificationFailed(f"webhook answered {answer.status_code}")
+        if answer.status_code >= 400:
+            raise NotificationRejected(
+                f"webhook answered {answer.status_code}: {answer.text[:200]}")
+        log.debug("webhook %s sent to %s", message.dedup_key, message.identity)
