@@ -342,7 +342,6 @@ class OarApp:
         }
 
     def job_full(self, job: Job, now: int, viewer: str | None) -> dict[str, Any]:
-        waiting = job.state in ("Waiting", "Hold")
         show_request = viewer in (job.owner, "oar", "root")
         return {
             "id": job.id,
@@ -358,9 +357,7 @@ class OarApp:
             "types": list(job.types),
             "properties": job.properties,
             "reservation": "None",
-            "walltime": None
-            if waiting
-            else (job.walltime if job.walltime is not None else job.wanted_walltime),
+            "walltime": job.walltime,  # set when the job is scheduled, null before (as OAR 2.5.9)
             "submission_time": job.submission_time,
             "start_time": job.start_time,
             "stop_time": job.stop_time,

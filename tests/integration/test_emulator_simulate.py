@@ -156,7 +156,8 @@ def test_deletions(emu: Emulator) -> None:
     array = requests.post(f"{url}jobs/array/{queued}/deletions/new", json={}, headers=HEADERS, timeout=5)
     assert array.status_code == 202
     gone = job(url, queued)
-    assert (gone["state"], gone["start_time"], gone["stop_time"]) == ("Error", 0, 0)
+    assert (gone["state"], gone["start_time"], gone["stop_time"], gone["walltime"]) == ("Error", 0, 0, None)
+    assert gone["message"] == "Job killed by Leon directly"
     assert events(url, queued) == ["FRAG_JOB_REQUEST"]
 
 
