@@ -85,7 +85,6 @@ NO_SUBJOB = (
     "[ERROR] An array job must have a positive number of sub-jobs.\n"
     "Usage: /usr/lib/oar/oarsub [options] [-I|-C|<script>]\nSubmit a job the OAR batch scheduler\n"
 )
-KILL_GRACE_SECONDS = 2.0
 NORMAL_USER = "normaluser"
 DEAD_PID = 4_194_399  # above the largest pid_max Linux allows (2**22)
 
@@ -196,6 +195,7 @@ class ClusterConfig:
     oar_version: str = "2.5.9"
     users: dict[str, str] | None = None  # login -> home; None accepts any login
     seed: int = 0
+    kill_grace: float = 2.0  # real seconds between SIGTERM and SIGKILL (execute mode)
 
 
 def expand_shell(text: str, env: dict[str, str]) -> str:
@@ -828,7 +828,7 @@ class Cluster:
         with contextlib.suppress(ProcessLookupError, PermissionError):
             os.killpg(process.pid, signal.SIGTERM)
         scale = self.clock.scale or 1.0
-        self._push(self.clock.time() + KILL_GRACE_SECONDS * scale, "sigkill", job.id, job.token)
+        self._push(self.clock.time() + self.config.kill_grace * scale, "sigkill", job.id, job.token)
 
     # ---- execute mode ---------------------------------------------------------------------------
 

@@ -352,6 +352,7 @@ def build(
     nonjson_rate: float = 0.0,
     prefix: str = "/oarapi",
     seed: int = 0,
+    kill_grace: float = 2.0,
 ) -> Emulator:
     """Build (without starting) an emulator of `clusters` clusters of `nodes` x `cores`."""
     workdir = workdir or tempfile.mkdtemp(prefix="cigri-oar-emulator-")
@@ -374,6 +375,7 @@ def build(
             oar_version=oar_version,
             users=users,
             seed=seed + index,
+            kill_grace=kill_grace,
         )
         cluster = Cluster(config, clock)
         faults = Faults(

@@ -16,7 +16,7 @@ HEADERS = {"Accept": "application/json", "X-Remote-Ident": "testuser"}
 
 @pytest.fixture
 def emulator(tmp_path: Any) -> Iterator[Emulator]:
-    with run_in_thread(clusters=1, nodes=2, cores=2, workdir=str(tmp_path)) as handle:
+    with run_in_thread(clusters=1, nodes=2, cores=2, workdir=str(tmp_path), kill_grace=0.3) as handle:
         yield handle
 
 
