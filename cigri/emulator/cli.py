@@ -21,7 +21,12 @@ log = logging.getLogger(__name__)
 @click.option("--cores", default=2, show_default=True, help="Cores per node.")
 @click.option("--mode", type=click.Choice(["execute", "simulate"]), default="execute", show_default=True)
 @click.option("--host", default="127.0.0.1", show_default=True)
-@click.option("--port", default=7000, show_default=True, help="Port of cluster 1; cluster i uses port+i-1.")
+@click.option(
+    "--port",
+    default=7000,
+    show_default=True,
+    help="Port of cluster 1; cluster i uses port+i-1 (0: any free ports).",
+)
 @click.option("--time-scale", default=1.0, show_default=True, help="Emulated seconds per real second.")
 @click.option("--workdir", default=None, help="Where homes and job files live (default: a temp dir).")
 @click.option("--state-file", default=None, help="JSON file keeping jobs across restarts.")
@@ -77,7 +82,7 @@ def command(
         time_scale=time_scale,
         workdir=workdir,
         host=host,
-        ports=[port + i for i in range(clusters)],
+        ports=[port + i for i in range(clusters)] if port else None,  # 0: ephemeral ports
         state_file=state_file,
         workload=Workload(duration=duration, failure_rate=failure_rate),
         error_rate=error_rate,
