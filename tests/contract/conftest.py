@@ -50,6 +50,11 @@ class Target:
         options.setdefault("auth", OarAuth())
         return OarClient(self.url, **options)
 
+    @property
+    def basic_auth_url(self) -> str:
+        """Where HTTP basic auth names the user: the harness's `/oarapi-priv/` (password = login)."""
+        return self.url.replace("/oarapi/", "/oarapi-priv/") if self.real else self.url
+
     def out(self, tag: str) -> str:
         """A stdout/stderr file name unique to this run, cluster and tag (`%jobid%` expanded by OAR)."""
         return f"ct-{RUN}-{self.label}-{tag}-%jobid%.out"

@@ -246,3 +246,15 @@ def test_missing_working_directory_fails_the_job_not_the_submission(batch: Batch
 def test_identity_header_with_underscores_is_accepted(target: Target, batch: Batch) -> None:
     client = target.client(auth=OarAuth(identity_header="X_REMOTE_IDENT"))
     assert client.get_job(batch.simple, user=USER).id == batch.simple
+
+
+def test_basic_auth_names_the_user(target: Target, batch: Batch) -> None:
+    client = OarClient(target.basic_auth_url, auth=OarAuth(basic=(USER, USER)), timeout_seconds=30)
+    assert client.get_job(batch.simple, user=None).owner == USER
+
+
+def test_basic_auth_with_a_wrong_password_is_denied(target: Target, batch: Batch) -> None:
+    client = OarClient(target.basic_auth_url, auth=OarAuth(basic=(USER, "wrong")), timeout_seconds=30)
+    with pytest.raises(OarRejected) as caught:
+        client.get_job(batch.simple, user=None)
+    assert caught.value.status == 401 and caught.value.code == "PERMISSION_DENIED"
