@@ -86,6 +86,7 @@ NO_SUBJOB = (
     "Usage: /usr/lib/oar/oarsub [options] [-I|-C|<script>]\nSubmit a job the OAR batch scheduler\n"
 )
 NORMAL_USER = "normaluser"
+BAD_OUTPUT_NAME = re.compile(r"[^A-Za-z0-9_./%\\ -]")  # oarsub allows letters, digits, _ . / - % \ space
 DEAD_PID = 4_194_399  # above the largest pid_max Linux allows (2**22)
 
 
@@ -484,6 +485,9 @@ class Cluster:
         stderr = expand_shell(str(body.get("stderr", default_out + ".stderr")), env)
         if name:
             stdout, stderr = stdout.replace("%jobname%", name), stderr.replace("%jobname%", name)
+        for value, status, what in ((stdout, 244, "stdout"), (stderr, 243, "stderr")):
+            if BAD_OUTPUT_NAME.search(value):  # add_micheline_job: -12 / -13
+                raise self._fail(status, output + f"[ERROR] Bad characters in the {what} file name", cmdline)
         project = str(body.get("project", "default"))
         props = "desktop_computing = 'NO'"
         if "property" in body:

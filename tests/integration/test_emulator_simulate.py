@@ -240,6 +240,7 @@ def test_submission_errors_as_oar_259(emu: Emulator) -> None:
         },
     )
     assert post("{not json")[1]["title"] == "JSON data not understood"
+    assert post({"command": "true", "stdout": "out;rm -rf x"})[0] == 500
     assert post({"command": "true", "param_file": "# only a comment\n\n"})[0] == 400
     assert post({"command": "true"}, **{"X-Remote-Ident": "oar"})[0] == 500
     unauth = requests.post(
