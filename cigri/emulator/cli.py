@@ -47,6 +47,12 @@ log = logging.getLogger(__name__)
     metavar="CORES:DURATION[:PERIOD]",
     help="A normal user taking CORES cores for DURATION s (every PERIOD s) on every cluster.",
 )
+@click.option(
+    "--outages",
+    default=None,
+    metavar="EVERY:DURATION",
+    help="Every EVERY real seconds, refuse connections for DURATION seconds (all clusters).",
+)
 @click.option("--users", default=None, help="Comma-separated logins that exist (default: any login).")
 @click.option("--oar-version", type=click.Choice(["2.5.9", "2.5.10"]), default="2.5.9", show_default=True)
 @click.option("--log-level", default="INFO", show_default=True)
@@ -67,6 +73,7 @@ def command(
     truncate_rate: float,
     nonjson_rate: float,
     normal_user: str | None,
+    outages: str | None,
     users: str | None,
     oar_version: str,
     log_level: str,
@@ -98,6 +105,10 @@ def command(
         parts = [float(x) for x in normal_user.split(":")]
         for control in emulator.controls:
             control.normal_user(int(parts[0]), parts[1], period=parts[2] if len(parts) > 2 else None)
+    if outages:
+        every, window = (float(x) for x in outages.split(":"))
+        for control in emulator.controls:
+            control.outage(window, start_in=every, every=every)
     for control in emulator.controls:
         click.echo(control.url)
     click.echo(f"# workdir: {emulator.controls[0].cluster.config.workdir}", err=True)

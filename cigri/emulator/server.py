@@ -57,6 +57,7 @@ class ClusterServer:
         self._thread: threading.Thread | None = None
         self._lock = threading.Lock()
         self._outage_until = 0.0
+        self.closed = threading.Event()  # the emulator stopped: no coming back
 
     def start(self) -> None:
         with self._lock:
@@ -92,7 +93,8 @@ class ClusterServer:
 
     def _come_back(self) -> None:
         while (left := self._outage_until - time.monotonic()) > 0:
-            time.sleep(min(left, 0.1))
+            if self.closed.wait(min(left, 0.1)):
+                return
         for _ in range(50):
             try:
                 self.start()
@@ -142,9 +144,22 @@ class ClusterControl:
     def set_nonjson_rate(self, rate: float) -> None:
         self.faults.nonjson_rate = rate
 
-    def outage(self, seconds: float) -> None:
-        """Connection refused for `seconds` real seconds."""
-        self.server.outage(seconds)
+    def outage(self, seconds: float, *, start_in: float = 0.0, every: float | None = None) -> None:
+        """Connection refused for `seconds` real seconds, starting `start_in` seconds from now and
+        again every `every` seconds if given (outage windows)."""
+        if start_in <= 0 and every is None:
+            self.server.outage(seconds)
+            return
+
+        def windows() -> None:
+            delay = start_in
+            while not self.server.closed.wait(max(0.0, delay)):
+                self.server.outage(seconds)
+                if every is None:
+                    return
+                delay = every
+
+        threading.Thread(target=windows, daemon=True, name=f"oar-emulator-outages-{self.url}").start()
 
     def normal_user(
         self, cores: int, duration: float, *, start_in: float = 0.0, period: float | None = None
@@ -256,6 +271,7 @@ class Emulator:
             self._ticker.stopping.set()
             self._ticker.join(timeout=5)
         for control in self.controls:
+            control.server.closed.set()
             control.server.stop()
             control.cluster.kill_all()
         if self.state_file:
@@ -313,7 +329,12 @@ def admin_handler(control_of: dict[str, ClusterControl]) -> Any:
                     int(body.get("status", 500)), int(body.get("count", 1)), body.get("kind", "error")
                 )
             elif action == "outage":
-                threading.Timer(0.05, control.outage, args=(float(body.get("seconds", 5)),)).start()
+                every = float(body["every"]) if body.get("every") else None
+                control.outage(
+                    float(body.get("seconds", 5)),
+                    start_in=max(0.05, float(body.get("start_in", 0))),
+                    every=every,
+                )
             elif action == "normal_user":
                 control.normal_user(
                     int(body["cores"]),

@@ -6,6 +6,7 @@ from __future__ import annotations
 import base64
 import http.client
 import json
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -318,6 +319,13 @@ def test_fault_knobs(emu: Emulator) -> None:
         requests.get(url, headers=HEADERS, timeout=5)
     assert control.server.wait_up(5.0)
     assert requests.get(url, headers=HEADERS, timeout=5).status_code == 200
+    control.outage(0.3, start_in=0.2)  # an outage window later
+    assert requests.get(url, headers=HEADERS, timeout=5).status_code == 200
+    deadline = time.monotonic() + 5
+    while control.server.up and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert not control.server.up
+    assert control.server.wait_up(5.0)
     admin = url.replace("/oarapi/", "/_emulator/")
     assert requests.post(f"{admin}fail_next", json={"status": 503}, timeout=5).status_code == 200
     assert requests.get(url, headers=HEADERS, timeout=5).status_code == 503
