@@ -74,6 +74,11 @@ class OarClient:
         """HTTP requests sent by this client so far (retries included)."""
         return self.http.request_count
 
+    @property
+    def retry_count(self) -> int:
+        """How many of those requests were retries of a failed GET."""
+        return self.http.retry_count
+
     def close(self) -> None:
         self.http.close()
 

@@ -137,7 +137,8 @@ class OarHttp:
         self.timeout_seconds = timeout_seconds
         self.retry = retry
         self._sleep = sleep
-        self.request_count = 0
+        self.request_count = 0  # every request sent
+        self.retry_count = 0  # of which repeats of a failed GET
         self.session = requests.Session()
         self.session.trust_env = False  # environment proxies (and netrc) are ignored
         self.session.headers.update({"Accept": "application/json"})
@@ -178,6 +179,7 @@ class OarHttp:
                 delay = self.retry.delay(attempt - 1)
                 log.info("GET %s failed (%s), retry %d in %.2fs", path, exc, attempt, delay)
                 self._sleep(delay)
+                self.retry_count += 1
 
     def post(self, path: str, *, user: str | None, body: Any, code: str) -> Answer:
         """A POST, never retried (it may have been applied even when the answer was lost)."""

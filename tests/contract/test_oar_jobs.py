@@ -110,7 +110,7 @@ def test_bulk_status_goes_by_chunks_of_ids(target: Target, batch: Batch) -> None
     ids = [batch.simple, batch.failing, *batch.array.job_ids]
     jobs = client.get_jobs(ids)
     assert sorted(job.id for job in jobs) == sorted(ids)
-    assert client.request_count == math.ceil(len(ids) / 2)
+    assert client.request_count - client.retry_count == math.ceil(len(ids) / 2)
     by_id = {job.id: job for job in jobs}
     assert by_id[batch.failing].exit_code == 66 * 256
     assert all(by_id[i].array_id == batch.array.array_id for i in batch.array.job_ids)
@@ -125,7 +125,8 @@ def test_array_jobs_are_listed_by_array_id_through_every_page(target: Target, ba
     client = target.client(page_limit=1)
     jobs = client.get_array_jobs(batch.array.array_id)
     assert [job.id for job in jobs] == list(batch.array.job_ids)
-    assert client.request_count == len(PARAMS)  # one page per job, `next` followed to the end
+    # one page per job, `next` followed to the end
+    assert client.request_count - client.retry_count == len(PARAMS)
     assert all(job.state is OarState.TERMINATED for job in jobs)
     assert sorted(job.command or "" for job in jobs) == sorted(f"echo param {p}" for p in PARAMS)
 

@@ -109,7 +109,7 @@ def test_get_is_retried_on_500_with_backoff(server: tuple[str, Script]) -> None:
                       Reply(500, {"code": 500}), Reply(body={"GLOBAL_STRESS": "0.5"})]
     client, slept = _client(url)
     assert client.get_stress_factor() == 0.5
-    assert client.request_count == 3 and slept == [0.1, 0.2]
+    assert client.request_count == 3 and client.retry_count == 2 and slept == [0.1, 0.2]
 
 
 def test_get_gives_up_after_the_bounded_attempts(server: tuple[str, Script]) -> None:
