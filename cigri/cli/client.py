@@ -177,8 +177,8 @@ def quoted(value: str) -> str:
 
 
 def fail(tool: str, message: str, code: int = 1) -> NoReturn:
-    """Print one readable error line and exit non-zero."""
-    click.echo(f"{tool}: {message}" if not message.startswith(tool) else message, err=True)
+    """Print one readable error line (v3's wording where v3 had one) and exit non-zero."""
+    click.echo(message, err=True)
     sys.exit(code)
 
 
@@ -187,9 +187,9 @@ def run_tool(tool: str, command: click.Command) -> None:
     try:
         command.main(prog_name=tool, standalone_mode=True)
     except ApiUnreachable as error:
-        fail(tool, str(error))
+        fail(tool, f"{tool}: {error}")
     except ApiCallError as error:
-        fail(tool, error.message)
+        fail(tool, f"{tool}: {error.message}")
 
 
 def dump_json(data: Any, *, pretty: bool = True) -> None:

@@ -28,10 +28,10 @@ def _read_jdl(text: str, origin: str) -> dict[str, Any]:
     try:
         document = json.loads(text)
     except json.JSONDecodeError as error:
-        fail(TOOL, f"{origin}: JDL is not valid JSON: {error.msg} at line {error.lineno} "
+        fail(TOOL, f"gridsub: {origin}: JDL is not valid JSON: {error.msg} at line {error.lineno} "
                    f"column {error.colno}")
     if not isinstance(document, dict):
-        fail(TOOL, f"{origin}: a JDL is a JSON object")
+        fail(TOOL, f"gridsub: {origin}: a JDL is a JSON object")
     return document
 
 
@@ -43,7 +43,7 @@ def _param_file(document: dict[str, Any], base: Path) -> Path | None:
         resolved = resolve_param_file_path(str(document[key]), home=str(Path.home()),
                                            environ=os.environ)
     except JDLError as error:
-        fail(TOOL, error.message)
+        fail(TOOL, f"gridsub: {error.message}")
     path = Path(resolved)
     return path if path.is_absolute() else base / path
 
@@ -60,9 +60,9 @@ def _submit(api: ApiClient, document: dict[str, Any], base: Path) -> Any:
     if path is None:
         return api.request("POST", "/campaigns", json_body=document)
     if not path.is_file():
-        fail(TOOL, f"param_file {path}: no such file")
+        fail(TOOL, f"gridsub: param_file {path}: no such file")
     if not os.access(path, os.R_OK):
-        fail(TOOL, f"param_file {path}: permission denied")
+        fail(TOOL, f"gridsub: param_file {path}: permission denied")
     first = (json.dumps(document, separators=(",", ":")) + "\n").encode()
     return api.request("POST", "/campaigns", body=_stream(first, path), content_type="text/plain")
 
@@ -132,13 +132,13 @@ def _add(api: ApiClient, campaign_id: int, jobfiles: tuple[str, ...], jsonjobs: 
         try:
             params = json.loads(text)
         except json.JSONDecodeError as error:
-            fail(TOOL, f"parameters are not a JSON array: {error.msg}")
+            fail(TOOL, f"gridsub: parameters are not a JSON array: {error.msg}")
         calls.append(lambda params=params: api.request(
             "POST", f"/campaigns/{campaign_id}/jobs", json_body=params))
     for name in param_files:
         path = Path(name)
         if not path.is_file():
-            fail(TOOL, f"{name}: no such file")
+            fail(TOOL, f"gridsub: {name}: no such file")
         calls.append(lambda path=path: api.request(
             "POST", f"/campaigns/{campaign_id}/jobs", body=_stream(b"", path),
             content_type="text/plain"))

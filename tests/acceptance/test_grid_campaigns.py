@@ -182,13 +182,13 @@ def test_b22_gridstat_detail_with_progress_bar_and_eta(grid: Grid) -> None:
 
 def test_b23_b24_gridstat_misuse(grid: Grid) -> None:
     result = grid.run("gridstat", "-c", "999999")
-    assert (result.returncode, result.stderr) == (1, "gridstat: Campaign 999999 not found!\n")
+    assert (result.returncode, result.stderr) == (1, "Campaign 999999 not found!\n")
     result = grid.run("gridstat", "-f")
     assert (result.returncode, result.stderr.strip()) == (
-        1, "gridstat: You must provide a campaign id with --full!")
+        1, "You must provide a campaign id with --full!")
     result = grid.run("gridstat", "-e")
     assert (result.returncode, result.stderr.strip()) == (
-        1, "gridstat: You must give a campaign id to print the events!")
+        1, "You must give a campaign id to print the events!")
 
 
 def test_b25_b26_gridstat_tasks_and_one_job(grid: Grid) -> None:
