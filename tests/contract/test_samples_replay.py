@@ -1,6 +1,6 @@
 """Replays the requests of `oar/collect_samples.py` against the emulator and compares each answer
-with the one a real OAR 2.5.9 gave (`reference/oar-samples/`): same HTTP status, same JSON keys,
-same value types. Ids, times and texts differ by nature; shapes must not."""
+with the one a real OAR 2.5.9 gave (`reference/oar-samples/`): same HTTP status, same media type,
+same JSON keys, same value types. Ids, times and texts differ by nature; shapes must not."""
 
 from __future__ import annotations
 
@@ -32,6 +32,7 @@ class Replay:
         self.base = emulator.urls[0].rstrip("/")
         self.home = emulator.cluster(0).cluster.home_of("testuser") or ""
         self.answers: dict[str, tuple[int, Any]] = {}
+        self.types: dict[str, str] = {}
         self.counter = 0
 
     def call(
@@ -57,6 +58,7 @@ class Replay:
         if save:
             self.counter += 1
             self.answers[f"{self.counter:02d}-{name}"] = (response.status_code, parsed)
+            self.types[f"{self.counter:02d}-{name}"] = response.headers.get("Content-Type", "")
         return response.status_code, parsed
 
     def state(self, job_id: int) -> str:
@@ -261,26 +263,28 @@ def shape_differences(ours: Any, real: Any, where: str = "$") -> list[str]:
 
 
 @pytest.fixture(scope="module")
-def replayed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, tuple[int, Any]]]:
+def replayed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Replay]:
     with run_in_thread(
         clusters=1, nodes=4, cores=2, workdir=str(tmp_path_factory.mktemp("replay"))
     ) as emulator:
         replay = Replay(emulator)
         run_scenario(replay)
-        yield replay.answers
+        yield replay
 
 
 SAMPLE_FILES = sorted(SAMPLES.glob("*.json"))
 
 
-def test_the_scenario_covers_every_recorded_sample(replayed: dict[str, tuple[int, Any]]) -> None:
-    assert sorted(replayed) == [p.stem for p in SAMPLE_FILES]
+def test_the_scenario_covers_every_recorded_sample(replayed: Replay) -> None:
+    assert sorted(replayed.answers) == [p.stem for p in SAMPLE_FILES]
 
 
 @pytest.mark.parametrize("sample", SAMPLE_FILES, ids=[p.stem for p in SAMPLE_FILES])
-def test_answer_has_the_shape_of_the_real_oar(sample: Path, replayed: dict[str, tuple[int, Any]]) -> None:
+def test_answer_has_the_shape_of_the_real_oar(sample: Path, replayed: Replay) -> None:
     recorded = json.loads(sample.read_text())["response"]
-    status, ours = replayed[sample.stem]
+    status, ours = replayed.answers[sample.stem]
     assert status == recorded["status"]
     real = recorded["json"] if recorded.get("json") is not None else recorded.get("text")
     assert shape_differences(ours, real) == []
+    media_type = recorded["headers"].get("Content-Type", "").split(";")[0]
+    assert replayed.types[sample.stem].split(";")[0] == media_type
