@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import json
 import tracemalloc
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator, Mapping
 from datetime import UTC, datetime
 
 import pytest
-from sqlalchemy import Connection, Engine, func, insert, select
+from sqlalchemy import Connection, Engine, Table, func, insert, select
 
 from cigri.domain.clock import FakeClock
 from cigri.domain.errors import CampaignNotFound, Conflict, DuplicateTaskNames, JDLError
@@ -29,15 +29,15 @@ def _add_cluster(conn: Connection, name: str) -> int:
         name=name, api_url=f"http://{name}/oarapi/").returning(clusters.c.id)).scalar_one())
 
 
-def _count(conn: Connection, table: object, campaign_id: int) -> int:
-    return int(conn.execute(select(func.count()).select_from(table)  # type: ignore[arg-type]
-                            .where(table.c.campaign_id == campaign_id)).scalar_one())  # type: ignore[attr-defined]
+def _count(conn: Connection, table: Table, campaign_id: int) -> int:
+    return int(conn.execute(select(func.count()).select_from(table)
+                            .where(table.c.campaign_id == campaign_id)).scalar_one())
 
 
-def _create(conn: Connection, params: object, now: datetime, **extra: object) -> int:
+def _create(conn: Connection, params: Iterable[str], now: datetime,
+            properties: Mapping[int | None, Mapping[str, str]] | None = None) -> int:
     return create_campaign(conn, grid_user="alice", name="c", jobs_type="normal",
-                           jdl={"name": "c"}, properties=extra.pop("properties", {}),  # type: ignore[arg-type]
-                           params=params, now=now)  # type: ignore[arg-type]
+                           jdl={"name": "c"}, properties=properties or {}, params=params, now=now)
 
 
 def test_campaign_from_spec_stores_campaign_properties_parameters_and_tasks(
