@@ -53,6 +53,7 @@ log = logging.getLogger(__name__)
     metavar="EVERY:DURATION",
     help="Every EVERY real seconds, refuse connections for DURATION seconds (all clusters).",
 )
+@click.option("--simulate-outputs", is_flag=True, help="Simulate mode: jobs write small stdout/stderr files.")
 @click.option("--users", default=None, help="Comma-separated logins that exist (default: any login).")
 @click.option("--oar-version", type=click.Choice(["2.5.9", "2.5.10"]), default="2.5.9", show_default=True)
 @click.option("--log-level", default="INFO", show_default=True)
@@ -74,6 +75,7 @@ def command(
     nonjson_rate: float,
     normal_user: str | None,
     outages: str | None,
+    simulate_outputs: bool,
     users: str | None,
     oar_version: str,
     log_level: str,
@@ -97,6 +99,7 @@ def command(
         truncate_rate=truncate_rate,
         nonjson_rate=nonjson_rate,
         oar_version=oar_version,
+        simulate_outputs=simulate_outputs,
         users=[u.strip() for u in users.split(",") if u.strip()] if users else None,
         **options,
     )

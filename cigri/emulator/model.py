@@ -197,6 +197,7 @@ class ClusterConfig:
     users: dict[str, str] | None = None  # login -> home; None accepts any login
     seed: int = 0
     kill_grace: float = 2.0  # real seconds between SIGTERM and SIGKILL (execute mode)
+    simulate_outputs: bool = False  # simulate mode: write small stdout/stderr files at job end
 
 
 def expand_shell(text: str, env: dict[str, str]) -> str:
@@ -752,6 +753,8 @@ class Cluster:
         self._release(job.resources)
         if not error:
             self.completions[(job.array_id, job.array_index)] += 1
+        if self.config.simulate_outputs and self.config.mode == "simulate" and job.owner != NORMAL_USER:
+            self._write_outputs(job, exit_code)
         job.token += 1
         self.processes.pop(job.id, None)
         if "idempotent" in job.types:
@@ -813,6 +816,17 @@ class Cluster:
         self.active.add(new.id)
         self.queues[new.queue].append(new.id)
         return new.id
+
+    def _write_outputs(self, job: Job, exit_code: int | None) -> None:
+        """What a simulated job printed: a line on stdout, and on stderr when it failed."""
+        try:
+            with open(self._abs(job, job.stdout_file), "a") as out:
+                out.write(f"simulated job {job.id} ({job.command})\n")
+            with open(self._abs(job, job.stderr_file), "a") as err:
+                if exit_code:
+                    err.write(f"simulated failure: exit status {exit_code >> 8}\n")
+        except OSError:
+            pass  # the directory does not exist here: nothing to show, as a node without the file
 
     def _kill(self, job: Job, at: int) -> None:
         """Leon: kill a running job; it ends in Error once its process is gone."""

@@ -374,6 +374,7 @@ def build(
     prefix: str = "/oarapi",
     seed: int = 0,
     kill_grace: float = 2.0,
+    simulate_outputs: bool = False,
 ) -> Emulator:
     """Build (without starting) an emulator of `clusters` clusters of `nodes` x `cores`."""
     workdir = workdir or tempfile.mkdtemp(prefix="cigri-oar-emulator-")
@@ -397,6 +398,7 @@ def build(
             users=users,
             seed=seed + index,
             kill_grace=kill_grace,
+            simulate_outputs=simulate_outputs,
         )
         cluster = Cluster(config, clock)
         faults = Faults(

@@ -84,14 +84,15 @@ def test_fifo_schedules_in_order_with_emulated_times(emu: Emulator) -> None:
 
 
 def test_exit_status_is_the_raw_wait_status(tmp_path: Path) -> None:
-    with start(
-        tmp_path, workload=Workload(duration="fixed:10", failure_rate=1.0, failure_status=1)
-    ) as emulator:
+    workload = Workload(duration="fixed:10", failure_rate=1.0, failure_status=1)
+    with start(tmp_path, workload=workload, simulate_outputs=True) as emulator:
         url = emulator.urls[0]
         ids = submit(url, {"command": "./task; exit 66"}) + submit(url, {"command": "./task"})
         emulator.cluster(0).advance(10)
         assert [job(url, i)["exit_code"] for i in ids] == [66 << 8, 1 << 8]
         assert states(url, ids) == ["Terminated", "Terminated"]
+        stderr = requests.get(f"{url}media/~/OAR.{ids[0]}.stderr?tail=1", headers=HEADERS, timeout=5)
+        assert stderr.text == "simulated failure: exit status 66\n"
 
 
 def test_walltime_kill(emu: Emulator) -> None:
