@@ -96,13 +96,27 @@ def error(code: int, title: str, message: str) -> Response:
     return json_response(code, {"code": code, "title": title, "message": message})
 
 
+def basic_credentials(value: str) -> tuple[str, str] | None:
+    """(login, password) of a basic `Authorization` header, or None."""
+    scheme, _, credentials = value.partition(" ")
+    if scheme.lower() != "basic":
+        return None
+    try:
+        login, _, password = base64.b64decode(credentials).decode().partition(":")
+    except (ValueError, UnicodeDecodeError):
+        return None
+    return login, password
+
+
 def _identity_from_authorization(value: str) -> str | None:
     """The login of an `Authorization` header: basic auth (as behind the `/oarapi-priv` location;
-    any password) or an OAR 3 JWT bearer token (its `user` claim; the signature is not checked)."""
+    the password is checked by `OarApp`) or an OAR 3 JWT bearer token (its `user` claim; the
+    signature is not checked)."""
+    basic = basic_credentials(value)
+    if basic is not None:
+        return basic[0] or None
     scheme, _, credentials = value.partition(" ")
     try:
-        if scheme.lower() == "basic":
-            return base64.b64decode(credentials).decode().split(":", 1)[0] or None
         if scheme.lower() == "bearer":
             payload = credentials.split(".")[1]
             claims = json.loads(base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4)))
@@ -111,6 +125,13 @@ def _identity_from_authorization(value: str) -> str | None:
     except (ValueError, IndexError, UnicodeDecodeError, AttributeError):
         return None
     return None
+
+
+APACHE_401 = (
+    b'<!DOCTYPE HTML PUBLIC "-//IETF//DTD HTML 2.0//EN">\n<html><head>\n<title>401 Unauthorized</title>\n'
+    b"</head><body>\n<h1>Unauthorized</h1>\n<p>This server could not verify that you\n"
+    b"are authorized to access the document\nrequested.</p>\n</body></html>\n"
+)
 
 
 class Request:
@@ -154,19 +175,35 @@ class OarApp:
         prefix: str = "/oarapi",
         faults: Faults | None = None,
         admin: Callable[[Request], Response] | None = None,
+        passwords: dict[str, str] | None = None,
     ) -> None:
         self.cluster = cluster
         self.prefix = prefix.rstrip("/")
         self.faults = faults or Faults()
         self.admin = admin
         self.requests = 0
+        self.passwords = passwords  # login -> password for basic auth; None: the password is the login
+
+    def password_ok(self, login: str, password: str) -> bool:
+        if self.passwords is None:
+            return bool(login) and password == login
+        return self.passwords.get(login) == password
 
     # ---- WSGI ---------------------------------------------------------------------------------
 
     def __call__(self, environ: dict[str, Any], start_response: StartResponse) -> Iterable[bytes]:
         request = Request(environ, self.prefix)
+        basic = basic_credentials(environ.get("HTTP_AUTHORIZATION", ""))
         if request.raw_path.startswith("/_emulator/") and self.admin is not None:
             response = self.admin(request)
+        elif basic is not None and not self.password_ok(*basic):
+            # Apache's basic auth (the harness's /oarapi-priv): a bad password never reaches OAR
+            response = Response(
+                401,
+                APACHE_401,
+                "text/html; charset=iso-8859-1",
+                [("WWW-Authenticate", 'Basic realm="OAR API Authentication"')],
+            )
         else:
             self.requests += 1
             if self.faults.latency > 0:

@@ -375,6 +375,7 @@ def build(
     seed: int = 0,
     kill_grace: float = 2.0,
     simulate_outputs: bool = False,
+    passwords: dict[str, str] | None = None,
 ) -> Emulator:
     """Build (without starting) an emulator of `clusters` clusters of `nodes` x `cores`."""
     workdir = workdir or tempfile.mkdtemp(prefix="cigri-oar-emulator-")
@@ -405,7 +406,9 @@ def build(
             error_rate=error_rate, latency=latency, truncate_rate=truncate_rate, nonjson_rate=nonjson_rate
         )
         control_of: dict[str, ClusterControl] = {}
-        app = OarApp(cluster, prefix=prefix, faults=faults, admin=admin_handler(control_of))
+        app = OarApp(
+            cluster, prefix=prefix, faults=faults, admin=admin_handler(control_of), passwords=passwords
+        )
         port = ports[index] if ports else 0
         control = ClusterControl(cluster=cluster, app=app, server=ClusterServer(app, host, port), url="")
         control_of["self"] = control

@@ -353,9 +353,13 @@ def test_basic_and_bearer_identities_and_known_users(tmp_path: Path) -> None:
     with start(tmp_path, users=["testuser"]) as emulator:
         url = emulator.urls[0]
         basic = requests.get(
-            f"{url}jobs/1", auth=("testuser", "x"), headers={"Accept": "application/json"}, timeout=5
+            f"{url}jobs/1", auth=("testuser", "testuser"), headers={"Accept": "application/json"}, timeout=5
         )
         assert basic.json()["title"] == "Job not found"  # authenticated, so not 401
+        wrong = requests.get(
+            f"{url}jobs/1", auth=("testuser", "x"), headers={"Accept": "application/json"}, timeout=5
+        )
+        assert (wrong.status_code, wrong.headers["Content-Type"].split(";")[0]) == (401, "text/html")
         claims = base64.urlsafe_b64encode(json.dumps({"user": "testuser"}).encode()).decode().rstrip("=")
         bearer = requests.post(
             f"{url}jobs",
