@@ -48,6 +48,9 @@ OarFactory = Callable[[Cluster], OarApi]
 UNDER_STRESS: Final = "UNDER_STRESS"
 FINISHED_CAMPAIGN: Final = "FINISHED_CAMPAIGN"
 _POLLED: Final = (JobState.SUBMITTED, JobState.REMOTE_WAITING, JobState.RUNNING)
+# v3 read the stress factor once per almighty cycle (10 s); polling faster than that must not
+# multiply the requests spent on it.
+STRESS_REFRESH: Final = timedelta(seconds=10)
 
 
 class Updater(Daemon):
@@ -63,6 +66,7 @@ class Updater(Daemon):
                          interval=interval, lease=lease, owner=owner)
         self.oar_factory = oar_factory
         self._clients: dict[int, tuple[str, OarApi]] = {}
+        self._stress_read_at: datetime | None = None
 
     @classmethod
     def default_interval(cls, settings: Settings) -> timedelta:
@@ -85,7 +89,10 @@ class Updater(Daemon):
                 self.poll_cluster(cluster)
         self.autofix(clusters)
         self.lift_blacklists()
-        self.refresh_stress([c for c in clusters if c.id not in blacklisted])
+        now = self.clock.now()
+        if self._stress_read_at is None or now - self._stress_read_at >= STRESS_REFRESH:
+            self._stress_read_at = now
+            self.refresh_stress([c for c in clusters if c.id not in blacklisted])
         self.finish_campaigns()
 
     # --- polling ---------------------------------------------------------------------------

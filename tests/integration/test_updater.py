@@ -215,6 +215,9 @@ def test_stress_opens_one_under_stress_event_and_closes_it(grid: Grid) -> None:
         assert conn.execute(select(clusters.c.stress_factor)).scalar_one() == 1.5
     grid.control(0).set_stress(0.1)
     updater.run(loops=1)
+    assert event_rows(grid.engine, "UNDER_STRESS")[0].state == "open"  # read every 10 s only
+    grid.clock.advance(timedelta(seconds=10))
+    updater.run(loops=1)
     (stress,) = event_rows(grid.engine, "UNDER_STRESS")
     assert stress.state == "closed"
 
