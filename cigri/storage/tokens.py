@@ -11,13 +11,16 @@ import hashlib
 import logging
 import secrets
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
+from typing import Final
 
 from sqlalchemy import Connection, insert, select, update
 
 from cigri.storage.tables import api_tokens
 
 log = logging.getLogger(__name__)
+
+LAST_USED_RESOLUTION: Final = timedelta(minutes=1)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -72,7 +75,11 @@ def authenticate_token(conn: Connection, clear: str, *, now: datetime) -> str | 
     token = _from_row(row)
     if not token.is_valid(now):
         return None
-    conn.execute(update(api_tokens).where(api_tokens.c.id == token.id).values(last_used_at=now))
+    # Record use at most once a minute: a write (and its commit) on every request would cost
+    # more than the request itself.
+    if token.last_used_at is None or now - token.last_used_at > LAST_USED_RESOLUTION:
+        conn.execute(update(api_tokens).where(api_tokens.c.id == token.id)
+                     .values(last_used_at=now))
     return token.grid_user
 
 
