@@ -183,7 +183,8 @@ def plan_notifications(events: Sequence[NotifiedEvent], *,
     """Turn unnotified events into drafts (v3 §3.5.6, in its order).
 
     `open_reported` holds the (campaign id, code) pairs already reported in an earlier message and
-    still open: new failures of the same pair join that report silently. Every given event ends up
+    still open (campaign blacklists as `blacklist_report_key`): new failures of the same pair join
+    that report silently, and a campaign blacklisted on a cluster is reported once. Every given event ends up
     notified, whether it produced a message, was aggregated, capped or dropped.
     """
     reported = set(open_reported)
@@ -212,6 +213,11 @@ def plan_notifications(events: Sequence[NotifiedEvent], *,
     logs: list[NotifiedEvent] = []
     for event in remaining:
         if event.code == BLACKLIST:
+            pair = blacklist_report_key(event)
+            if pair is not None:
+                if pair in reported:
+                    continue  # this campaign is already known blacklisted on this cluster
+                reported.add(pair)
             drafts.append(_blacklist_draft(event))
         elif event.class_ is EventClass.LOG:
             logs.append(event)
@@ -221,6 +227,13 @@ def plan_notifications(events: Sequence[NotifiedEvent], *,
     drafts += _capped(generic, MAX_GENERIC_MESSAGES, "generic", _generic_draft)
     notified = tuple(sorted(e.id for e in events))
     return Plan(drafts=tuple(drafts), notified_event_ids=notified)
+
+
+def blacklist_report_key(event: NotifiedEvent) -> tuple[int, str] | None:
+    """The `open_reported` entry of a campaign blacklist: (campaign id, "BLACKLIST@<cluster id>")."""
+    if event.code != BLACKLIST or event.campaign_id is None:
+        return None
+    return (event.campaign_id, f"{BLACKLIST}@{event.cluster_id}")
 
 
 def _blacklist_draft(event: NotifiedEvent) -> Draft:

@@ -23,6 +23,7 @@ from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
 from cigri.domain.notifications import (
     AGGREGATED_CODES,
+    BLACKLIST,
     NotifiedEvent,
     OutgoingMessage,
     Subscription,
@@ -54,7 +55,8 @@ def enqueue_messages(conn: Connection, messages: Sequence[OutgoingMessage], *,
     else:
         statement = sqlite_insert(notification_messages).on_conflict_do_nothing(
             index_elements=["dedup_key"])
-    return int(conn.execute(statement, rows).rowcount)
+    # RETURNING counts the rows really inserted (executemany's rowcount is -1 on psycopg).
+    return len(conn.execute(statement.returning(notification_messages.c.id), rows).all())
 
 
 def _message_from_row(row: Any) -> OutgoingMessage:
@@ -162,13 +164,20 @@ def list_events_to_notify(conn: Connection, *, limit: int = 1000) -> list[Notifi
 
 
 def list_open_reported(conn: Connection) -> set[tuple[int, str]]:
-    """(campaign id, code) of aggregated failures already notified and still open."""
+    """(campaign id, code) of aggregated failures and campaign blacklists already notified and
+    still open (see `cigri.domain.notifications.plan_notifications`)."""
     rows = conn.execute(
         select(events.c.campaign_id, events.c.code).where(
             events.c.notified.is_(True), events.c.state == EventState.OPEN.value,
             events.c.class_ == EventClass.JOB.value, events.c.campaign_id.is_not(None),
             events.c.code.in_(sorted(AGGREGATED_CODES))).distinct())
-    return {(int(row.campaign_id), str(row.code)) for row in rows}
+    found = {(int(row.campaign_id), str(row.code)) for row in rows}
+    blacklists = conn.execute(
+        select(events.c.campaign_id, events.c.cluster_id).where(
+            events.c.notified.is_(True), events.c.state == EventState.OPEN.value,
+            events.c.code == BLACKLIST, events.c.campaign_id.is_not(None)).distinct())
+    found |= {(int(row.campaign_id), f"{BLACKLIST}@{row.cluster_id}") for row in blacklists}
+    return found
 
 
 def mark_events_notified(conn: Connection, event_ids: Sequence[int]) -> int:

@@ -82,8 +82,7 @@ class SmtpServer:
     def messages(self) -> list[Message]:
         if not self.maildir.exists():
             return []
-        return [mailbox.Maildir(str(self.maildir), create=False)[key]
-                for key in mailbox.Maildir(str(self.maildir), create=False)]
+        return list(mailbox.Maildir(str(self.maildir), create=False))
 
 
 @dataclass
