@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Iterator
+
 import pytest
 from sqlalchemy import Engine
 
