@@ -26,6 +26,7 @@ StartResponse = Callable[..., Any]
 JSON_TYPE = "application/json; charset=ISO-8859-1"
 DEFAULT_LIMIT = 500
 AVAILABLE_UPTO = 2147483647
+STATE_NUM = {"Alive": 1, "Absent": 2, "Suspected": 3, "Dead": 4}
 
 
 @dataclass
@@ -463,7 +464,7 @@ class OarApp:
         ]
         row: dict[str, Any] = {
             "id": rid,
-            "state": "Alive",
+            "state": cluster.node_state[node_index],
             "available_upto": AVAILABLE_UPTO,
             "network_address": node,
             "links": links,
@@ -476,7 +477,7 @@ class OarApp:
                     "next_state": "UnChanged",
                     "finaud_decision": "NO",
                     "next_finaud_decision": "NO",
-                    "state_num": 1,
+                    "state_num": STATE_NUM[cluster.node_state[node_index]],
                     "suspended_jobs": "NO",
                     "scheduler_priority": 0,
                     "cpuset": (rid - 1) % cluster.config.cores,

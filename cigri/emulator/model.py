@@ -279,6 +279,7 @@ class Cluster:
             set(range(i * config.cores + 1, (i + 1) * config.cores + 1)) for i in range(config.nodes)
         ]
         self.last_job_date: dict[int, int] = {}
+        self.node_state: list[str] = ["Alive"] * config.nodes  # Alive, Absent, Suspected or Dead
         self.running_besteffort: set[int] = set()
         self.releasing = 0  # cores of jobs being killed, soon free
         self.completions: Counter[tuple[int, int]] = Counter()
@@ -681,7 +682,7 @@ class Cluster:
 
     def _release(self, rids: list[int]) -> None:
         for rid in rids:
-            if rid not in self.free:
+            if rid not in self.free and self.node_state[self.node_of(rid)] == "Alive":
                 self.free.add(rid)
                 self.node_free[self.node_of(rid)].add(rid)
                 heapq.heappush(self._free_heap, rid)
@@ -993,6 +994,33 @@ class Cluster:
             "Oardel error",
             f"Oardel command exited with status {status << 8}: {output}. (Command was: {command}).",
         )
+
+    # ---- resources ---------------------------------------------------------------------------
+
+    def set_node_state(self, node: str, state: str) -> None:
+        """Take a node out of scheduling (Absent, Suspected, Dead) or back (Alive). Jobs running
+        there go on; its cores are not given to new jobs until it is Alive again."""
+        if state not in ("Alive", "Absent", "Suspected", "Dead"):
+            raise ValueError(f"unknown resource state {state!r}")
+        with self.lock:
+            index = self.node_names.index(node)
+            self.node_state[index] = state
+            rids = range(index * self.config.cores + 1, (index + 1) * self.config.cores + 1)
+            if state != "Alive":
+                for rid in rids:
+                    self.free.discard(rid)
+                self.node_free[index].clear()
+            else:
+                held = {
+                    r
+                    for job_id in self.active
+                    for r in self.jobs[job_id].resources
+                    if self.jobs[job_id].state in ("Running", "Finishing")
+                }
+                self._release([r for r in rids if r not in held])
+                self._schedule(self.clock.time())
+            self.dirty = True
+            self.changed.notify_all()
 
     # ---- normal user ---------------------------------------------------------------------------
 

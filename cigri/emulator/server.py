@@ -167,6 +167,10 @@ class ClusterControl:
         """A normal user takes `cores` cores for `duration` emulated seconds (kills best-effort jobs)."""
         self.cluster.add_normal_user(cores, duration, start_in=start_in, period=period)
 
+    def set_node_state(self, node: str, state: str) -> None:
+        """Alive, Absent, Suspected or Dead: a node that is not Alive gets no new job."""
+        self.cluster.set_node_state(node, state)
+
     def set_stress(self, value: float | str) -> None:
         self.cluster.stress = str(value)
 
@@ -342,6 +346,8 @@ def admin_handler(control_of: dict[str, ClusterControl]) -> Any:
                     start_in=float(body.get("start_in", 0)),
                     period=float(body["period"]) if body.get("period") else None,
                 )
+            elif action == "node_state":
+                control.set_node_state(str(body["node"]), str(body["state"]))
             elif action == "stress":
                 control.set_stress(body.get("value", "0"))
             else:

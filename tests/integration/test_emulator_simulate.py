@@ -395,3 +395,15 @@ def test_idempotent_jobs_are_resubmitted_by_oar(emu: Emulator) -> None:
     done = job(url, retry)
     assert (done["state"], done["exit_code"]) == ("Terminated", 99 << 8)
     assert "RESUBMIT_JOB_AUTOMATICALLY" in [e["type"] for e in done["events"]]
+
+
+def test_a_node_taken_out_gets_no_new_jobs(emu: Emulator) -> None:
+    url, control = emu.urls[0], emu.cluster(0)
+    control.set_node_state("node1", "Dead")
+    ids = submit(url, {"resource": "/core=1", "command": "sleep 100", "array": "4"})
+    assert states(url, ids) == ["Running", "Running", "Waiting", "Waiting"]
+    assert {r for i in ids[:2] for r in emu.cluster(0).cluster.jobs[i].resources} == {3, 4}
+    full = requests.get(f"{url}resources/full", headers=HEADERS, timeout=5).json()["items"]
+    assert [(r["network_address"], r["state"]) for r in full][:2] == [("node1", "Dead"), ("node1", "Dead")]
+    control.set_node_state("node1", "Alive")
+    assert states(url, ids) == ["Running"] * 4
