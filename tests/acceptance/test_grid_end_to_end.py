@@ -1,0 +1,140 @@
+"""The whole path a user sees, with every daemon (under almighty) and an emulated OAR cluster in
+execute mode: gridsub with a param_file, gridstat --watch to the end, a job's stdout read from the
+cluster, then cancelling one job and a whole campaign while they run."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from cigri.storage.clusters import add_cluster
+
+from .conftest import Grid
+
+FAST = {
+    "RUNNER_MIN_CYCLE_DURATION": 0.5, "METASCHEDULER_INTERVAL": 0.5, "UPDATER_INTERVAL": 0.5,
+    "NIKITA_INTERVAL": 1.0, "COLLECTOR_INTERVAL": 2.0, "NOTIFIER_INTERVAL": 2.0,
+    "RUNNER_DEFAULT_INITIAL_NUMBER_OF_JOBS": 4, "RUNNER_TAP_GRACE_PERIOD": 2,
+    "LEASE_SECONDS": 5.0, "STRESS_FACTOR": 1000.0, "GRID_USAGE_UPDATE_PERIOD": 0,
+    "LOG_LEVEL": "WARNING",
+}
+
+
+@pytest.fixture
+def live(grid: Grid, tmp_path: Path) -> Iterator[dict[str, Any]]:
+    from cigri.emulator import run_in_thread
+
+    emulator = run_in_thread(clusters=1, nodes=2, cores=2, mode="execute",
+                             workdir=str(tmp_path / "oar"))
+    with grid.engine.begin() as conn:
+        cluster = add_cluster(conn, name="emu", api_url=emulator.urls[0], ssh_host="emu-fe")
+    lines = [f'DATABASE_URL = "{grid.database_url}"', f'LOG_FILE = "{tmp_path / "daemons.log"}"',
+             f'COLLECTOR_DIRECTORY = "{tmp_path / "results"}"']
+    lines += [f"{key} = {value!r}" if not isinstance(value, str) else f'{key} = "{value}"'
+              for key, value in FAST.items()]
+    conf = tmp_path / "cigri.conf"
+    conf.write_text("\n".join(lines) + "\n")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CIGRI")}
+    env["CIGRI_CONF"] = str(conf)
+    almighty = subprocess.Popen([sys.executable, "-c",
+                                 "import cigri.daemons.almighty as m; m.main()"],
+                                env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    work = grid.home / "work"
+    work.mkdir()
+    try:
+        yield {"cluster": cluster, "work": work, "log": tmp_path / "daemons.log"}
+    finally:
+        almighty.send_signal(signal.SIGTERM)
+        try:
+            almighty.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            almighty.kill()
+            almighty.wait()
+        emulator.stop()
+
+
+def _script(work: Path, name: str, body: str) -> Path:
+    path = work / name
+    path.write_text("#!/bin/sh\n" + body)
+    path.chmod(0o755)
+    return path
+
+
+def _submit(grid: Grid, work: Path, script: Path, lines: list[str], name: str) -> int:
+    (work / f"{name}.txt").write_text("".join(f"{line}\n" for line in lines))
+    jdl = work / f"{name}.json"
+    jdl.write_text(json.dumps({
+        "name": name, "param_file": f"{name}.txt",
+        "clusters": {"emu": {"exec_file": str(script), "exec_directory": str(work),
+                             "walltime": "00:05:00", "type": "best-effort"}}}))
+    result = grid.run("gridsub", "-f", str(jdl))
+    assert result.returncode == 0, result.stderr
+    return int(result.stdout.split("CAMPAIGN_ID=")[1])
+
+
+def _tasks(grid: Grid, campaign_id: int) -> list[dict[str, Any]]:
+    result = grid.run("gridstat", "-f", "-c", str(campaign_id))
+    found = []
+    for line in result.stdout.splitlines():
+        match = re.fullmatch(r"  (\d+): ([\d*]+),([\d*]+),(\w+),([^,]+),.*", line)
+        if match:
+            found.append({"task": int(match[1]), "job": match[2], "state": match[4]})
+    return found
+
+
+def _wait(predicate: Any, what: str, live: dict[str, Any], timeout: float = 90) -> Any:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(0.5)
+    log = live["log"].read_text()[-3000:] if live["log"].exists() else ""
+    raise AssertionError(f"timed out waiting for {what}; daemons log tail:\n{log}")
+
+
+@pytest.mark.slow
+def test_a_campaign_from_gridsub_to_its_outputs_then_cancellations(
+        grid: Grid, live: dict[str, Any]) -> None:
+    work = live["work"]
+    echo = _script(work, "task.sh", 'echo "task $1 says $2"\n')
+    campaign_id = _submit(grid, work, echo, [f"t{i} hello{i}" for i in range(6)], "quick")
+
+    watched = grid.run("gridstat", "--watch", "1", str(campaign_id), timeout=150)
+    assert watched.returncode == 0, watched.stderr
+    assert "State: terminated" in watched.stdout
+    assert "Progress: 6/6 (100%) [" in watched.stdout
+    tasks = _tasks(grid, campaign_id)
+    assert [t["state"] for t in tasks] == ["terminated"] * 6
+    output = grid.run("gridstat", "-j", tasks[0]["job"], "-O")
+    assert output.returncode == 0, output.stderr
+    assert "task t0 says hello0" in output.stdout
+
+    sleeper = _script(work, "sleep.sh", "sleep 120\n")
+    slow_id = _submit(grid, work, sleeper, [f"s{i}" for i in range(3)], "slow")
+    running = _wait(lambda: [t for t in _tasks(grid, slow_id) if t["state"] == "running"],
+                    "a running job", live)
+    job = running[0]["job"]
+    cancelled = grid.run("griddel", "-v", "-j", job)
+    assert (cancelled.returncode, cancelled.stdout) == (0, f"Job {job} cancel event created.\n")
+    _wait(lambda: next(t for t in _tasks(grid, slow_id) if t["job"] == job)["state"]
+          not in {"running", "submitted", "remote_waiting"}, "the job to be killed", live)
+
+    assert grid.run("griddel", "-v", str(slow_id)).stdout == f"Campaign {slow_id} cancelled.\n"
+
+    def all_stopped() -> bool:
+        detail = json.loads(grid.run("gridstat", "--json", str(slow_id)).stdout)
+        return detail["state"] == "cancelled" and all(
+            c["active_jobs"] == 0 for c in detail["clusters"].values())
+
+    _wait(all_stopped, "the cancelled campaign's jobs to be killed", live)
