@@ -54,6 +54,9 @@ log = logging.getLogger(__name__)
     help="Every EVERY real seconds, refuse connections for DURATION seconds (all clusters).",
 )
 @click.option("--simulate-outputs", is_flag=True, help="Simulate mode: jobs write small stdout/stderr files.")
+@click.option(
+    "--launch-delay", default=0.0, show_default=True, help="Emulated seconds a job stays Launching."
+)
 @click.option("--users", default=None, help="Comma-separated logins that exist (default: any login).")
 @click.option("--oar-version", type=click.Choice(["2.5.9", "2.5.10"]), default="2.5.9", show_default=True)
 @click.option("--log-level", default="INFO", show_default=True)
@@ -76,6 +79,7 @@ def command(
     normal_user: str | None,
     outages: str | None,
     simulate_outputs: bool,
+    launch_delay: float,
     users: str | None,
     oar_version: str,
     log_level: str,
@@ -100,6 +104,7 @@ def command(
         nonjson_rate=nonjson_rate,
         oar_version=oar_version,
         simulate_outputs=simulate_outputs,
+        launch_delay=launch_delay,
         users=[u.strip() for u in users.split(",") if u.strip()] if users else None,
         **options,
     )

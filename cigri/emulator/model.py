@@ -198,6 +198,7 @@ class ClusterConfig:
     seed: int = 0
     kill_grace: float = 2.0  # real seconds between SIGTERM and SIGKILL (execute mode)
     simulate_outputs: bool = False  # simulate mode: write small stdout/stderr files at job end
+    launch_delay: float = 0.0  # emulated seconds a scheduled job spends in Launching
 
 
 def expand_shell(text: str, env: dict[str, str]) -> str:
@@ -599,6 +600,8 @@ class Cluster:
                 at,
             )
             self._kill(job, at)
+        elif kind == "launch" and job.state == "Launching":
+            self._run(job, when)
         elif kind == "sigkill":
             process = self.processes.get(job.id)
             if process is not None:
@@ -713,17 +716,25 @@ class Cluster:
         return True
 
     def _start(self, job: Job, rids: list[int], when: float) -> None:
+        """The scheduler gave the job its resources: it runs now, or after the launch delay."""
         at = int(when)
         job.token += 1
-        job.state = "Running"
-        job.start_time = at
         job.scheduled_start = at
         job.walltime = job.wanted_walltime
         job.resources = rids
         job.message += " (Karma=0.000,quota_ok)"
         if job.queue == "besteffort":
             self.running_besteffort.add(job.id)
-        self._push(when + job.walltime, "walltime", job.id, job.token)
+        if self.config.launch_delay > 0:
+            job.state = "Launching"
+            self._push(when + self.config.launch_delay, "launch", job.id, job.token)
+        else:
+            self._run(job, when)
+
+    def _run(self, job: Job, when: float) -> None:
+        job.state = "Running"
+        job.start_time = int(when)
+        self._push(when + (job.walltime or job.wanted_walltime), "walltime", job.id, job.token)
         if job.sim_duration is not None:
             job.pending_exit = 0
             self._push(when + job.sim_duration, "end", job.id, job.token)
@@ -976,7 +987,7 @@ class Cluster:
                     job.stop_time = 0
                     job.token += 1
                     self.active.discard(job.id)
-                elif job.state == "Running":
+                elif job.state in ("Running", "Launching"):
                     job.kill_reason = "frag"
                     self._kill(job, at)
             output += (

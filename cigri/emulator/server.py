@@ -382,6 +382,7 @@ def build(
     kill_grace: float = 2.0,
     simulate_outputs: bool = False,
     passwords: dict[str, str] | None = None,
+    launch_delay: float = 0.0,
 ) -> Emulator:
     """Build (without starting) an emulator of `clusters` clusters of `nodes` x `cores`."""
     workdir = workdir or tempfile.mkdtemp(prefix="cigri-oar-emulator-")
@@ -406,6 +407,7 @@ def build(
             seed=seed + index,
             kill_grace=kill_grace,
             simulate_outputs=simulate_outputs,
+            launch_delay=launch_delay,
         )
         cluster = Cluster(config, clock)
         faults = Faults(

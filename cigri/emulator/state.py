@@ -89,6 +89,8 @@ def load_state(path: str, clusters: list[Cluster]) -> None:
                 if job.state in ("Terminated", "Error"):
                     continue
                 cluster.active.add(job.id)
+                if job.state in ("Launching", "toLaunch"):  # not started yet: schedule it again
+                    job.state, job.resources, job.scheduled_start, job.walltime = "Waiting", [], None, None
                 if job.state == "Waiting":
                     cluster.queues[job.queue].append(job.id)
                 elif job.state in ("Running", "Finishing"):

@@ -407,3 +407,19 @@ def test_a_node_taken_out_gets_no_new_jobs(emu: Emulator) -> None:
     assert [(r["network_address"], r["state"]) for r in full][:2] == [("node1", "Dead"), ("node1", "Dead")]
     control.set_node_state("node1", "Alive")
     assert states(url, ids) == ["Running"] * 4
+
+
+def test_launch_delay_shows_launching_first(tmp_path: Path) -> None:
+    with start(tmp_path, launch_delay=2) as emulator:
+        url, control = emulator.urls[0], emulator.cluster(0)
+        (job_id,) = submit(url, {"resource": "/core=1", "command": "sleep 10"})
+        launching = job(url, job_id)
+        assert (launching["state"], launching["start_time"], launching["scheduled_start"]) == (
+            "Launching",
+            0,
+            T0,
+        )
+        control.advance(2)
+        assert (job(url, job_id)["state"], job(url, job_id)["start_time"]) == ("Running", T0 + 2)
+        control.advance(10)
+        assert (job(url, job_id)["state"], job(url, job_id)["stop_time"]) == ("Terminated", T0 + 12)
