@@ -84,7 +84,8 @@ class MetaScheduler(Daemon):
                     conn, campaign_ids, PROLOGUE).items()},
                 epilogue_states={k: frozenset(v) for k, v in queue.list_tagged_job_states(
                     conn, campaign_ids, EPILOGUE).items()},
-                unscheduled_tasks=queue.count_unscheduled(conn, campaign_ids),
+                unscheduled_tasks={c: 1 for c in queue.campaigns_with_unscheduled_tasks(
+                    conn, campaign_ids)},
                 queued_tasks=queue.count_queued_by_campaign(conn, campaign_ids),
                 unfinished_jobs=queue.count_unfinished_task_jobs(conn, campaign_ids),
                 stress_threshold=self.settings.STRESS_FACTOR,

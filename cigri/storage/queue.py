@@ -40,6 +40,7 @@ log = logging.getLogger(__name__)
 # Per-cluster campaign properties the meta-scheduler reads (v3 `campaign_properties` names).
 SCHEDULING_PROPERTIES = ("type", "test_mode", "max_jobs", "prologue", "epilogue",
                          "temporal_grouping", "dimensional_grouping")
+AFFINITY_WINDOW = 10_000  # tasks with an affinity row considered per couple and pass
 INSERT_CHUNK = 500  # rows per multi-row INSERT (SQLite caps bound parameters per statement)
 
 
@@ -111,17 +112,20 @@ def count_queued(conn: Connection) -> dict[tuple[int, int], int]:
     return {(int(a), int(b)): int(n) for a, b, n in rows}
 
 
-def count_unscheduled(conn: Connection, campaign_ids: Sequence[int]) -> dict[int, int]:
-    """campaign → tasks in its bag with no queue row (v3 "remaining tasks")."""
-    if not campaign_ids:
-        return {}
-    queued = exists().where(jobs_to_launch.c.task_id == bag_of_tasks.c.id)
-    rows = conn.execute(
-        select(bag_of_tasks.c.campaign_id, func.count())
-        .where(bag_of_tasks.c.campaign_id.in_(list(campaign_ids)), ~queued)
-        .group_by(bag_of_tasks.c.campaign_id)
-    )
-    return {int(a): int(n) for a, n in rows}
+def campaigns_with_unscheduled_tasks(conn: Connection, campaign_ids: Sequence[int]) -> set[int]:
+    """The campaigns that still have a task with no queue row (v3 "remaining tasks" > 0).
+
+    An EXISTS per campaign, not a count: it stops at the first unqueued task instead of scanning a
+    million-task bag every pass.
+    """
+    found = set()
+    for campaign_id in campaign_ids:
+        queued = exists().where(jobs_to_launch.c.task_id == bag_of_tasks.c.id)
+        row = conn.execute(select(bag_of_tasks.c.id).where(
+            bag_of_tasks.c.campaign_id == campaign_id, ~queued).limit(1)).first()
+        if row is not None:
+            found.add(campaign_id)
+    return found
 
 
 def count_queued_by_campaign(conn: Connection, campaign_ids: Sequence[int]) -> dict[int, int]:
@@ -205,22 +209,53 @@ def _tap_rates(conn: Connection, campaign_ids: Sequence[int]) -> dict[tuple[int,
 def list_unscheduled_tasks(conn: Connection, *, campaign_id: int, cluster_id: int,
                            limit: int) -> list[TaskCandidate]:
     """Up to `limit` unscheduled tasks of a campaign, in v3 order for that cluster: task priority
-    desc, parameter affinity for the cluster desc (absent = 0), task id."""
+    desc, parameter affinity for the cluster desc (absent = 0), task id.
+
+    Sorting the whole bag by affinity would scan a million-task campaign every pass. Instead: the
+    tasks that have an affinity row for the cluster (few: only failures create them), plus the
+    first `limit + len(those)` tasks in index order (priority desc, id). Only a task with a
+    negative affinity can precede a zero-affinity task in index order and follow it in the true
+    order, so that window always holds the true top `limit`; merge and cut.
+    """
     if limit <= 0:
         return []
-    affinity = func.coalesce(tasks_affinity.c.priority, 0)
     queued = exists().where(jobs_to_launch.c.task_id == bag_of_tasks.c.id)
-    rows = conn.execute(
+    with_affinity = conn.execute(
         select(bag_of_tasks.c.id, bag_of_tasks.c.param_id, bag_of_tasks.c.priority,
-               affinity.label("affinity"))
-        .outerjoin(tasks_affinity, and_(tasks_affinity.c.param_id == bag_of_tasks.c.param_id,
-                                        tasks_affinity.c.cluster_id == cluster_id))
+               tasks_affinity.c.priority.label("affinity"))
+        .join(tasks_affinity, and_(tasks_affinity.c.param_id == bag_of_tasks.c.param_id,
+                                   tasks_affinity.c.cluster_id == cluster_id))
         .where(bag_of_tasks.c.campaign_id == campaign_id, ~queued)
-        .order_by(bag_of_tasks.c.priority.desc(), affinity.desc(), bag_of_tasks.c.id)
-        .limit(limit)
-    )
+        .limit(AFFINITY_WINDOW)).all()
+    affinity = {int(r.id): int(r.affinity) for r in with_affinity}
+    window = _in_index_order(conn, campaign_id, limit + len(with_affinity))
+    rows = {int(r.id): r for r in [*with_affinity, *window]}
+    ordered = sorted(rows.values(),
+                     key=lambda r: (-r.priority, -affinity.get(int(r.id), 0), int(r.id)))
     return [TaskCandidate(task_id=int(r.id), campaign_id=campaign_id, param_id=int(r.param_id),
-                          priority=int(r.priority), affinity=int(r.affinity)) for r in rows]
+                          priority=int(r.priority), affinity=affinity.get(int(r.id), 0))
+            for r in ordered[:limit]]
+
+
+def _in_index_order(conn: Connection, campaign_id: int, limit: int) -> list[Any]:
+    """The first `limit` unqueued tasks by (priority desc, id), one priority level at a time.
+
+    A single ORDER BY priority DESC, id cannot walk the (campaign_id, priority, id) index (mixed
+    directions) and sorts the whole bag; per level, each query is an index range scan, and the
+    levels themselves are found with max() lookups (there are few: 20, 10, 0).
+    """
+    queued = exists().where(jobs_to_launch.c.task_id == bag_of_tasks.c.id)
+    in_campaign = bag_of_tasks.c.campaign_id == campaign_id
+    rows: list[Any] = []
+    level = conn.execute(select(func.max(bag_of_tasks.c.priority)).where(in_campaign)).scalar()
+    while level is not None and len(rows) < limit:
+        rows += conn.execute(
+            select(bag_of_tasks.c.id, bag_of_tasks.c.param_id, bag_of_tasks.c.priority)
+            .where(in_campaign, bag_of_tasks.c.priority == level, ~queued)
+            .order_by(bag_of_tasks.c.id).limit(limit - len(rows))).all()
+        level = conn.execute(select(func.max(bag_of_tasks.c.priority)).where(
+            in_campaign, bag_of_tasks.c.priority < level)).scalar()
+    return rows
 
 
 def next_batch_id(conn: Connection) -> int:

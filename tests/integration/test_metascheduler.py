@@ -289,3 +289,25 @@ def test_a_metascheduler_killed_mid_pass_leaves_nothing_stuck(engine: Engine,
     clock.advance(timedelta(seconds=61))
     standby.run(loops=1)
     assert standby.has_lease and standby.passes == 1
+
+
+def test_candidates_follow_priority_then_affinity_then_id_without_sorting_the_bag(
+        engine: Engine, clock: FakeClock) -> None:
+    from cigri.storage.queue import list_unscheduled_tasks
+
+    c1, c2 = _clusters(engine, clock, 2)
+    campaign = _campaign(engine, clock, [c1], 20)
+    with engine.begin() as conn:
+        tasks = conn.execute(select(bag_of_tasks.c.id, bag_of_tasks.c.param_id).where(
+            bag_of_tasks.c.campaign_id == campaign).order_by(bag_of_tasks.c.id)).all()
+        # The first ten failed here; the last one is a resubmission that failed twice.
+        conn.execute(insert(tasks_affinity), [
+            {"param_id": t.param_id, "cluster_id": c1, "priority": -1} for t in tasks[:10]]
+            + [{"param_id": tasks[19].param_id, "cluster_id": c1, "priority": -2},
+               {"param_id": tasks[12].param_id, "cluster_id": c2, "priority": -5}])
+        conn.execute(update(bag_of_tasks).where(bag_of_tasks.c.id == tasks[19].id)
+                     .values(priority=20))
+        found = list_unscheduled_tasks(conn, campaign_id=campaign, cluster_id=c1, limit=6)
+    ids = [t.id for t in tasks]
+    assert [t.task_id for t in found] == [ids[19], *ids[10:15]]
+    assert [t.affinity for t in found] == [-2, 0, 0, 0, 0, 0]
