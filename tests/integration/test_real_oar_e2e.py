@@ -1,0 +1,139 @@
+"""End to end on the three real OAR 2.5.9 clusters: a 60-task best-effort campaign, with a normal
+job that preempts some of its jobs; every task ends `terminated` and the preempted ones were
+resubmitted. The engine daemons run in threads of this process, on PostgreSQL, with the real clock.
+
+Needs `CIGRI_TEST_OAR_URLS` (comma-separated OAR API URLs); the clusters are shared, so nothing here
+assumes job ids or free cores. OAR's stress factor is the load average: STRESS_FACTOR is 1000.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+import uuid
+from collections import Counter
+from datetime import timedelta
+from typing import Any
+
+import pytest
+from sqlalchemy import Engine, func, select
+
+from cigri.config import build_settings
+from cigri.daemons.base import DaemonContext
+from cigri.daemons.metascheduler import build as build_metascheduler
+from cigri.daemons.nikita import Nikita
+from cigri.daemons.runner import RunnerProcess
+from cigri.daemons.updater import Updater
+from cigri.domain.clock import SystemClock
+from cigri.domain.clusters import Cluster
+from cigri.domain.oar import OarApi, SubmitRequest
+from cigri.oar.client import OarClient, client_for_cluster
+from cigri.oar.http import RetryPolicy
+from cigri.storage.campaigns import create_campaign
+from cigri.storage.clusters import add_cluster
+from cigri.storage.tables import campaigns, events, jobs
+
+USER = "testuser"
+TASKS = 60
+DEADLINE_SECONDS = 300.0
+
+
+def _urls() -> list[str]:
+    urls = [u.strip() for u in os.environ.get("CIGRI_TEST_OAR_URLS", "").split(",") if u.strip()]
+    if not urls:
+        pytest.fail("CIGRI_TEST_OAR_URLS is not set: this test needs the real OAR clusters")
+    return urls
+
+
+class Clients:
+    def __init__(self) -> None:
+        self.made: list[OarClient] = []
+
+    def __call__(self, cluster: Cluster) -> OarApi:
+        client = client_for_cluster(cluster, timeout_seconds=30.0,
+                                    retry=RetryPolicy(attempts=4, backoff_seconds=0.3))
+        self.made.append(client)
+        return client
+
+
+def _start_engine(engine: Engine, settings: Any, stop: threading.Event,
+                  clients: Clients) -> list[threading.Thread]:
+    clock = SystemClock()
+    context = DaemonContext(settings=settings, engine=engine, clock=clock, stop=stop)
+    loops = [
+        build_metascheduler(context).run,
+        RunnerProcess(engine=engine, settings=settings, clock=clock, stop=stop,
+                      oar_factory=clients, discovery_interval=timedelta(seconds=1)).run,
+        Updater(engine=engine, settings=settings, clock=clock, stop=stop,
+                oar_factory=clients).run,
+        Nikita(engine=engine, settings=settings, clock=clock, stop=stop,
+               oar_factory=clients).run,
+    ]
+    threads = [threading.Thread(target=loop, daemon=True) for loop in loops]
+    for thread in threads:
+        thread.start()
+    return threads
+
+
+@pytest.mark.real_oar
+@pytest.mark.timeout(420)
+def test_besteffort_campaign_on_real_oar_survives_preemption(pg_engine: Engine) -> None:
+    urls = _urls()
+    run = uuid.uuid4().hex[:6]
+    settings = build_settings({
+        "STRESS_FACTOR": 1000, "RUNNER_MIN_CYCLE_DURATION": 1, "UPDATER_INTERVAL": 1,
+        "METASCHEDULER_INTERVAL": 1, "NIKITA_INTERVAL": 5, "RUNNER_DEFAULT_INITIAL_NUMBER_OF_JOBS": 8,
+        "RUNNER_TAP_INCREASE_FACTOR": 2, "GRID_USAGE_UPDATE_PERIOD": 0})
+    clock = SystemClock()
+    with pg_engine.begin() as conn:
+        ids = [add_cluster(conn, name=f"real{i + 1}", api_url=url, now=clock.now()).id
+               for i, url in enumerate(urls)]
+        props = {"exec_file": "sleep 10; true", "type": "best-effort", "walltime": "00:05:00",
+                 "resources": "/resource_id=1", "exec_directory": f"/home/{USER}"}
+        campaign = create_campaign(conn, grid_user=USER, name=f"e2e-{run}", jobs_type="normal",
+                                   jdl={}, properties={cluster: props for cluster in ids},
+                                   params=(f"e2e{run}x{i}" for i in range(TASKS)),
+                                   now=clock.now())
+    stop = threading.Event()
+    clients = Clients()
+    threads = _start_engine(pg_engine, settings, stop, clients)
+    preemptors: dict[int, int] = {}
+    state = ""
+    started = time.monotonic()
+    try:
+        while time.monotonic() - started < DEADLINE_SECONDS:
+            with pg_engine.begin() as conn:
+                state = conn.execute(select(campaigns.c.state)
+                                     .where(campaigns.c.id == campaign)).scalar_one()
+                running = dict(conn.execute(select(jobs.c.cluster_id, func.count()).where(
+                    jobs.c.campaign_id == campaign, jobs.c.state == "running")
+                    .group_by(jobs.c.cluster_id)).all())
+            if state == "terminated":
+                break
+            for index, cluster_id in enumerate(ids):
+                if cluster_id not in preemptors and running.get(cluster_id, 0) >= 3:
+                    # a normal user takes every core of the cluster: best-effort jobs die
+                    preemptors[cluster_id] = OarClient(urls[index]).submit(SubmitRequest(
+                        command="sleep 3", resources="/core=8", walltime="00:02:00",
+                        name=f"e2e-normal-{run}", directory=f"/home/{USER}"),
+                        user=USER).array_id
+            time.sleep(0.5)
+    finally:
+        stop.set()
+        for thread in threads:
+            thread.join(timeout=30)
+    with pg_engine.begin() as conn:
+        rows = list(conn.execute(select(jobs.c.param_id, jobs.c.state).where(
+            jobs.c.campaign_id == campaign)))
+        resubmits = list(conn.execute(select(events.c.message).where(
+            events.c.campaign_id == campaign, events.c.code == "RESUBMIT")).scalars())
+    terminated = Counter(row.param_id for row in rows if row.state == "terminated")
+    resubmitted = {row.param_id for row in rows if row.state == "event"}
+    print(f"\nreal OAR e2e: {state} in {time.monotonic() - started:.0f}s, jobs={len(rows)}, "
+          f"resubmitted={len(resubmits)}, OAR requests={sum(c.request_count for c in clients.made)}")
+    assert preemptors
+    assert state == "terminated"
+    assert len(terminated) == TASKS and set(terminated.values()) == {1}
+    assert any("BESTEFFORT_KILL" in message for message in resubmits)
+    assert resubmitted and resubmitted <= set(terminated)  # the preempted ones ran again
