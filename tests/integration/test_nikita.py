@@ -293,3 +293,24 @@ def test_launching_job_delays_the_end_of_a_cancellation(grid: Grid) -> None:
     assert grid.oar_state(0, remote[0]) == "Error"
     (frag,) = [e for e in _events(grid, "USER_FRAG") if e.class_ == EventClass.CAMPAIGN]
     assert frag.state == "closed"
+
+
+def test_nikita_killed_between_marking_and_deleting_leaves_nothing_stuck(grid: Grid) -> None:
+    campaign = _campaign(grid, 4)
+    remote = grid.submit(0, 3)
+    grid.advance(1)
+    _take(grid, campaign, 0, list(remote))
+    with grid.engine.begin() as conn:
+        cancel_campaign(conn, campaign, now=grid.clock.now())
+    crashed = grid.nikita()
+    assert crashed._take_lease()
+    crashed._cancel_campaigns()  # marked and committed, then SIGKILL before any OAR call
+    assert {grid.oar_state(0, r) for r in remote} == {"Running"}
+    successor = grid.nikita()
+    successor.run(loops=1)
+    assert not successor.has_lease  # the dead instance's lease still runs
+    grid.advance(61)
+    successor.run(loops=1)
+    grid.advance(1)
+    assert {grid.oar_state(0, r) for r in remote} == {"Error"}
+    assert {e.state for e in _events(grid, "USER_FRAG")} == {"closed"}
