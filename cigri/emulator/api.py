@@ -554,8 +554,14 @@ class OarApp:
             ]
         array_text = request.args.get("array", "")
         array = int(array_text) if array_text.isdigit() else None
+        since, until = request.args.get("from", ""), request.args.get("to", "")
         jobs = self.cluster.select_jobs(
-            states=states, array=array, ids=ids, user=request.args.get("user") or None
+            states=states,
+            array=array,
+            ids=ids,
+            user=request.args.get("user") or None,
+            since=int(since) if since.isdigit() else None,
+            until=int(until) if until.isdigit() else None,
         )
         now = self.cluster.now()
         offset = self._int_arg(request, "offset", 0)

@@ -1081,20 +1081,31 @@ class Cluster:
     # ---- queries -------------------------------------------------------------------------------
 
     def select_jobs(
-        self, *, states: list[str] | None, array: int | None, ids: list[int] | None, user: str | None
+        self,
+        *,
+        states: list[str] | None,
+        array: int | None,
+        ids: list[int] | None,
+        user: str | None,
+        since: int | None = None,
+        until: int | None = None,
     ) -> list[Job]:
-        """Jobs matching OAR's collection filters, in ascending id."""
+        """Jobs matching OAR's collection filters, in ascending id. `since`/`until` (OAR's `from`
+        and `to`) keep the jobs that overlap the window: not stopped or stopped after `since`,
+        submitted before `until`."""
         with self.lock:
             self.pump()
             if ids is not None:
                 candidates = sorted({i for i in ids if i in self.jobs})
             elif array is not None:
                 candidates = list(self.arrays.get(array, []))
-            elif states is not None and not (set(states) <= CURRENT_STATES):
+            elif (states is not None and not (set(states) <= CURRENT_STATES)) or (
+                states is None and (since is not None or until is not None)
+            ):
                 candidates = sorted(self.jobs)
             else:
                 candidates = sorted(self.active)
-            if states is None and ids is None and array is None:
+            if states is None and ids is None and array is None and since is None and until is None:
                 states = list(CURRENT_STATES)
             wanted = set(states) if states is not None else None
             result = []
@@ -1105,6 +1116,10 @@ class Cluster:
                 if wanted is not None and job.state not in wanted:
                     continue
                 if user is not None and job.owner != user:
+                    continue
+                if since is not None and job.stop_time and job.stop_time < since:
+                    continue
+                if until is not None and job.submission_time > until:
                     continue
                 result.append(job)
             return result

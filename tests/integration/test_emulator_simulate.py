@@ -186,6 +186,10 @@ def test_collection_filters_and_pagination(emu: Emulator) -> None:
     assert [j["id"] for j in by_ids["items"]] == [ids[0], ids[5]]
     assert by_ids["total"] == 2
     assert by_ids["items"][0]["array_index"] is None and by_ids["items"][0]["resubmit_job_id"] is None
+    recent = requests.get(f"{url}jobs?from={T0 + 11}", headers=HEADERS, timeout=5).json()
+    assert [j["id"] for j in recent["items"]] == ids[4:] + other  # the 4 done at T0+10 are left out
+    window = requests.get(f"{url}jobs?from={T0}&state=Terminated", headers=HEADERS, timeout=5).json()
+    assert [j["id"] for j in window["items"]] == ids[:4]
     by_user = requests.get(f"{url}jobs?user=cigri", headers=HEADERS, timeout=5).json()
     assert [j["id"] for j in by_user["items"]] == other
     page = requests.get(f"{url}jobs?array={ids[0]}&limit=3&offset=3", headers=HEADERS, timeout=5).json()
