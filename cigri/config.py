@@ -103,6 +103,8 @@ class Settings:
         "Seconds between two collector passes."))
     COLLECTOR_DIRECTORY: str = field(default="/var/lib/cigri/results", metadata=_describe(
         "Where gathered outputs go, one directory per campaign."))
+    COLLECTOR_ALLOW_USER_DESTINATION: bool = field(default=False, metadata=_describe(
+        "Let a campaign's output_destination (an absolute path) replace COLLECTOR_DIRECTORY/<id>."))
     NOTIFIER_INTERVAL: float = field(default=10.0, metadata=_describe(
         "Seconds between two notifier passes."))
     DAEMON_MAX_CONSECUTIVE_FAILURES: int = field(default=10, metadata=_describe(
