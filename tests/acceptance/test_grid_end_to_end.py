@@ -27,6 +27,8 @@ FAST = {
     "RUNNER_DEFAULT_INITIAL_NUMBER_OF_JOBS": 4, "RUNNER_TAP_GRACE_PERIOD": 2,
     "LEASE_SECONDS": 5.0, "STRESS_FACTOR": 1000.0, "GRID_USAGE_UPDATE_PERIOD": 0,
     "LOG_LEVEL": "WARNING",
+    # Mail is composed into the outbox only when a server is set; nothing listens on port 9.
+    "NOTIFICATIONS_SMTP_SERVER": "127.0.0.1", "NOTIFICATIONS_SMTP_PORT": 9,
 }
 
 
@@ -138,3 +140,46 @@ def test_a_campaign_from_gridsub_to_its_outputs_then_cancellations(
             c["active_jobs"] == 0 for c in detail["clusters"].values())
 
     _wait(all_stopped, "the cancelled campaign's jobs to be killed", live)
+
+
+@pytest.mark.slow
+def test_a_failing_task_is_listed_fixed_and_resubmitted_and_its_owner_notified(
+        grid: Grid, live: dict[str, Any]) -> None:
+    from sqlalchemy import select
+
+    from cigri.storage.tables import notification_messages
+
+    work = live["work"]
+    assert grid.run("gridnotify", "-m", "alice@example.org", "-s", "medium").returncode == 0
+    (work / "fail-t2").write_text("")
+    flaky = _script(work, "flaky.sh", f'[ -e "{work}/fail-$1" ] && exit 3\necho ok $1\n')
+    campaign_id = _submit(grid, work, flaky, [f"t{i}" for i in range(4)], "flaky")
+
+    def error_listed() -> str:
+        shown = grid.run("gridevents", "-c", str(campaign_id)).stdout
+        return shown if "EXIT_ERROR" in shown and "BLACKLIST" in shown else ""
+
+    shown = _wait(error_listed, "EXIT_ERROR and BLACKLIST events", live)
+    assert "The job exited with exit status" in shown
+    assert re.search(r"\d+: \(open\) BLACKLIST at \S+ on emu because of \d+", shown)
+    assert " Re " in grid.run("gridstat", "-H").stdout
+
+    paused = grid.run("griddel", "-p", "-v", str(campaign_id))
+    assert paused.stdout == f"Campaign {campaign_id} paused.\n"
+    assert " Pe " in grid.run("gridstat", "-H").stdout
+    assert grid.run("griddel", "-r", str(campaign_id)).returncode == 0
+
+    (work / "fail-t2").unlink()
+    fixed = grid.run("gridevents", "-c", str(campaign_id), "-f", "-r", "-v")
+    assert (fixed.returncode, fixed.stdout) == (0, f"Campaign {campaign_id} events closed.\n")
+    watched = grid.run("gridstat", "--watch", "1", str(campaign_id), timeout=150)
+    assert "State: terminated" in watched.stdout and "Progress: 4/4 (100%)" in watched.stdout
+    assert grid.run("gridevents", "-c", str(campaign_id)).stdout == "No events!\n"
+
+    def notified() -> list[str]:
+        with grid.engine.begin() as conn:
+            return list(conn.execute(select(notification_messages.c.subject).where(
+                notification_messages.c.grid_user == "alice")).scalars())
+
+    subjects = _wait(notified, "a notification for alice", live, timeout=30)
+    assert any("EXIT_ERROR" in subject or "blacklisted" in subject for subject in subjects)
