@@ -314,3 +314,21 @@ def test_nikita_killed_between_marking_and_deleting_leaves_nothing_stuck(grid: G
     grid.advance(1)
     assert {grid.oar_state(0, r) for r in remote} == {"Error"}
     assert {e.state for e in _events(grid, "USER_FRAG")} == {"closed"}
+
+
+def test_each_distinct_remote_job_is_deleted_once(grid: Grid) -> None:
+    campaign = _campaign(grid, 5)
+    batch, single = grid.submit(0, 1)[0], grid.submit(0, 1)[0]
+    grid.advance(1)
+    # Temporal grouping: three cigri jobs run inside one OAR job.
+    jobs_ = _take(grid, campaign, 0, [batch, batch, batch, single])
+    with grid.engine.begin() as conn:
+        cancel_campaign(conn, campaign, now=grid.clock.now())
+    before = len(grid.clients)
+    grid.nikita().run(loops=1)
+    nikita_clients = grid.clients[before:]
+    assert sum(client.request_count for client in nikita_clients) == 2
+    grid.advance(1)
+    assert (grid.oar_state(0, batch), grid.oar_state(0, single)) == ("Error", "Error")
+    assert set(_job_states(grid, campaign).values()) == {JobState.EVENT}
+    assert len(jobs_) == 4
