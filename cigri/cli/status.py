@@ -3,7 +3,8 @@
 Shows, for each daemon name (`metascheduler`, `runner:<cluster>`, `updater`, `nikita`,
 `almighty`, ...), its host, pid, passes, failed passes in a row, the age of its last beat and
 whether it is late (no beat for more than 3 intervals). Exits 1 when a daemon is late or none
-has ever reported, so monitoring can call it as is.
+has ever reported, so monitoring can call it as is. A daemon that stopped keeps its row (and so
+shows as late) until `--forget NAME` drops it.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ import click
 
 from cigri.app import build_engine, load
 from cigri.domain.heartbeats import Heartbeat
-from cigri.storage.heartbeats import list_heartbeats
+from cigri.storage.heartbeats import delete_heartbeat, list_heartbeats
 
 
 def _age(seconds: float) -> str:
@@ -41,11 +42,15 @@ def status_rows(beats: Sequence[Heartbeat], now: datetime) -> list[dict[str, obj
 
 @click.command("status")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
-def status(as_json: bool) -> None:
+@click.option("--forget", multiple=True, metavar="NAME",
+              help="Drop the heartbeat of a retired daemon (e.g. runner:<removed cluster>).")
+def status(as_json: bool, forget: tuple[str, ...]) -> None:
     """Show each daemon's last heartbeat; exit 1 if one is late (no beat for 3 intervals)."""
     engine = build_engine(load())
     try:
         with engine.begin() as conn:
+            for name in forget:
+                delete_heartbeat(conn, name)
             beats = list_heartbeats(conn)
     finally:
         engine.dispose()

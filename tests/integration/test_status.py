@@ -50,3 +50,13 @@ def test_status_fails_when_no_daemon_ever_reported(
     monkeypatch.setenv("CIGRI_DATABASE_URL", db_url)
     result = CliRunner().invoke(cli, ["status"])
     assert result.exit_code == 1 and "no daemon" in result.output
+
+
+def test_forget_drops_a_retired_daemon(engine: Engine, db_url: str,
+                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("CIGRI_DATABASE_URL", db_url)
+    _beat(engine, "metascheduler", 1)
+    _beat(engine, "runner:gone", 3600)
+    assert CliRunner().invoke(cli, ["status"]).exit_code == 1
+    result = CliRunner().invoke(cli, ["status", "--forget", "runner:gone"])
+    assert result.exit_code == 0 and "runner:gone" not in result.output
