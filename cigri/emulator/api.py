@@ -315,6 +315,14 @@ class OarApp:
                 return self.delete_jobs(
                     request, int(del_match.group(2)), array=bool(del_match.group(1)), via_post=True
                 )
+            hold_match = re.match(r"^/jobs/(array/)?(\d+)/(holds|resumptions)/new$", path)
+            if hold_match:
+                return self.hold_or_resume(
+                    request,
+                    int(hold_match.group(2)),
+                    array=bool(hold_match.group(1)),
+                    hold=hold_match.group(3) == "holds",
+                )
             if job_match and job_match.group(2) is None:
                 return self.post_job_method(request, int(job_match.group(1)))
         elif method == "DELETE":
@@ -714,6 +722,24 @@ class OarApp:
                 "status": "Delete request registered",
                 "oardel_output": output,
                 "api_timestamp": now,
+            },
+        )
+
+    def hold_or_resume(self, request: Request, job_id: int, *, array: bool, hold: bool) -> Response:
+        """oarhold (Waiting -> Hold) and oarresume (Hold -> Waiting)."""
+        login = self.need_login(request, "modifying jobs")
+        with self.cluster.lock:
+            ids = list(self.cluster.arrays.get(job_id, [])) if array else [job_id]
+        output = self.cluster.hold_or_resume(login, ids, hold=hold)
+        action = "Hold" if hold else "Resume"
+        return json_response(
+            202,
+            {
+                "id": str(job_id),
+                "status": f"{action} request registered",
+                "cmd_output": output,
+                "api_timestamp": self.cluster.now(),
+                "links": [self.link("self", f"jobs/{job_id}")],
             },
         )
 

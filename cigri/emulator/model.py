@@ -998,6 +998,49 @@ class Cluster:
             self.changed.notify_all()
             return output
 
+    def hold_or_resume(self, login: str, job_ids: list[int], *, hold: bool) -> str:
+        """oarhold / oarresume: Waiting <-> Hold, by the owner (or oar/root)."""
+        name = "Oarhold" if hold else "Oarresume"
+        with self.lock:
+            self.pump()
+            output = ""
+            for job_id in job_ids:
+                job = self.jobs.get(job_id)
+                wanted = "Waiting" if hold else "Hold"
+                if (
+                    job is None
+                    or (job.owner != login and login not in ("oar", "root"))
+                    or job.state != wanted
+                ):
+                    command = f"/usr/lib/oar/oardodo/oardodo {name.lower()} {job_id}"
+                    raise ApiError(
+                        400,
+                        f"{name} error",
+                        f"{name} command exited with status 256: "
+                        f"[{name.upper()}] Cannot {'hold' if hold else 'resume'} {job_id}\n. "
+                        f"(Command was: {command}).",
+                    )
+            for job_id in job_ids:
+                job = self.jobs[job_id]
+                if hold:
+                    job.state = "Hold"
+                    self._event(job, "HOLD_WAITING_JOB", f"User {login} launched oarhold on the job {job_id}")
+                    output += f"[{job_id}] Hold request was sent to the OAR server.\n"
+                else:
+                    job.state = "Waiting"
+                    self.queues[job.queue].append(job_id)
+                    self._event(job, "RESUME_JOB", f"User {login} launched oarresume on the job {job_id}")
+                    output += f"[{job_id}] Resume request was sent to the OAR server.\n"
+            if not hold:
+                for queue in self.queues.values():  # keep FIFO by id after a resumption
+                    ordered = sorted(set(queue))
+                    queue.clear()
+                    queue.extend(ordered)
+            self._schedule(self.clock.time())
+            self.dirty = True
+            self.changed.notify_all()
+            return output
+
     def _oardel_error(self, status: int, output: str, job_ids: list[int]) -> ApiError:
         command = f"/usr/lib/oar/oardodo/oardodo oardel {' '.join(str(i) for i in job_ids)}"
         return ApiError(

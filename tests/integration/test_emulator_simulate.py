@@ -427,3 +427,14 @@ def test_launch_delay_shows_launching_first(tmp_path: Path) -> None:
         assert (job(url, job_id)["state"], job(url, job_id)["start_time"]) == ("Running", T0 + 2)
         control.advance(10)
         assert (job(url, job_id)["state"], job(url, job_id)["stop_time"]) == ("Terminated", T0 + 12)
+
+
+def test_hold_and_resume(emu: Emulator) -> None:
+    url = emu.urls[0]
+    (held,) = submit(url, {"resource": "/core=1", "command": "sleep 10", "hold": "1"})
+    assert job(url, held)["state"] == "Hold"
+    resumed = requests.post(f"{url}jobs/{held}/resumptions/new", json={}, headers=HEADERS, timeout=5)
+    assert resumed.status_code == 202
+    assert job(url, held)["state"] == "Running"
+    again = requests.post(f"{url}jobs/{held}/holds/new", json={}, headers=HEADERS, timeout=5)
+    assert again.status_code == 400  # only a Waiting job can be held
