@@ -35,6 +35,7 @@ AGGREGATED_CODES: Final = frozenset({
     "RUNNER_SUBMIT_TOKEN_NOT_FOUND", "RUNNER_SUBMIT_PERMISSION_DENIED", "WORKING_DIRECTORY_ERROR",
     "UNKNOWN_ERROR", "PROLOG_EXIT_ERROR", "EPILOG_EXIT_ERROR", "TOO_MANY_RESUBMIT",
     "RUNNER_GET_JOB_SERVER_ERROR", "RUNNER_GET_JOB_UNKNOWN_ERROR", "RUNNER_GET_REMOTE_ID_ERROR",
+    "MISSING_OUTPUT_FILE", "OUTPUT_COLLECTION_FAILED",
 })
 
 HIGH_LOG_CODES: Final = frozenset({
@@ -195,7 +196,7 @@ def plan_notifications(events: Sequence[NotifiedEvent], *,
         if not is_notifiable(event):
             continue
         if (event.code in AGGREGATED_CODES and event.campaign_id is not None
-                and event.class_ is EventClass.JOB):
+                and event.class_ in {EventClass.JOB, EventClass.NOTIFY}):
             groups[(event.campaign_id, event.code)].append(event)
         else:
             remaining.append(event)
@@ -207,6 +208,7 @@ def plan_notifications(events: Sequence[NotifiedEvent], *,
             key=f"agg:{code}:c{campaign_id}:e{first.id}", recipient=first.campaign_owner or ADMIN,
             severity=Severity.HIGH, template="aggregated", event_ids=tuple(e.id for e in group),
             context={**_event_context(first), "count": len(group),
+                     "blacklists": first.class_ is EventClass.JOB,
                      "clusters": sorted({e.cluster_name or str(e.cluster_id) for e in group})},
         ))
     generic: list[NotifiedEvent] = []

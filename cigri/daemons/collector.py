@@ -1,0 +1,255 @@
+"""The collector (`cigri-collector`; v3 documented it, never built it): brings the declared output
+files of finished jobs home, into one result directory per campaign.
+
+Owns, each pass:
+1. **plan**: for every campaign whose JDL sets `output_gathering_method`, the terminated task jobs
+   not planned yet get one `collected_files` row per declared file (`pending`, with its remote and
+   local path; rules in `cigri.domain.collection`), in one transaction per campaign;
+2. **fetch**: each pending file is read through OAR's `/media` as the campaign owner's cluster login,
+   outside any transaction, written to `<local>.part`, checked by size and renamed into place; then
+   marked `collected` (with its size) in a new transaction. A file OAR does not have is `missing`
+   and raises a `MISSING_OUTPUT_FILE` event (one message per campaign, see the notifier); a refused
+   read is `failed` with `OUTPUT_COLLECTION_FAILED`; an unreachable cluster is retried next pass
+   (up to `MAX_ATTEMPTS`).
+
+Resumable: the rows are the progress. A collector killed mid-way leaves `pending` rows (fetched
+again; the rename makes a half-written file impossible) and, on start, files recorded as collected
+whose local copy is gone or has another size are fetched again.
+
+`scp`/`rsync` methods are fetched through `/media` too for now (no ssh transport yet).
+Settings: COLLECTOR_INTERVAL, COLLECTOR_DIRECTORY, COLLECTOR_ALLOW_USER_DESTINATION.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+from collections import defaultdict
+from collections.abc import Callable
+from datetime import timedelta
+from pathlib import Path
+from typing import Final
+
+from sqlalchemy import Engine
+
+from cigri.config import Settings
+from cigri.daemons.base import Daemon, DaemonContext
+from cigri.daemons.base import main as daemon_main
+from cigri.domain import collection as rules
+from cigri.domain.clock import Clock
+from cigri.domain.clusters import Cluster
+from cigri.domain.jobs import LaunchContext
+from cigri.domain.oar import OarApi, OarNotFound, OarRejected, OarUnavailable
+from cigri.domain.states import EventClass, EventState
+from cigri.storage import collected as store
+from cigri.storage.clusters import list_clusters
+from cigri.storage.events import record_event
+from cigri.storage.submissions import get_launch_context
+
+log = logging.getLogger(__name__)
+
+OarFactory = Callable[[Cluster], OarApi]
+JOB_BATCH: Final = 500
+FILE_BATCH: Final = 100
+MAX_ATTEMPTS: Final = 10
+
+
+class Collector(Daemon):
+    """One collector for the whole grid."""
+
+    role = "collector"
+
+    def __init__(self, *, engine: Engine, settings: Settings, clock: Clock,
+                 stop: threading.Event, oar_factory: OarFactory,
+                 interval: timedelta | None = None, lease: timedelta | None = None,
+                 owner: str | None = None) -> None:
+        super().__init__(engine=engine, settings=settings, clock=clock, stop=stop,
+                         interval=interval, lease=lease, owner=owner)
+        self.oar_factory = oar_factory
+        self._clients: dict[int, tuple[str, OarApi]] = {}
+        self._verified = False
+
+    @classmethod
+    def default_interval(cls, settings: Settings) -> timedelta:
+        return timedelta(seconds=settings.COLLECTOR_INTERVAL)
+
+    def run_once(self) -> None:
+        if not self._verified:
+            self.verify_collected()
+            self._verified = True
+        self.plan_files()
+        self.fetch_pending()
+
+    def oar(self, cluster: Cluster) -> OarApi:
+        known = self._clients.get(cluster.id)
+        if known is None or known[0] != cluster.api_url:
+            known = (cluster.api_url, self.oar_factory(cluster))
+            self._clients[cluster.id] = known
+        return known[1]
+
+    # --- plan ------------------------------------------------------------------------------
+
+    def plan_files(self) -> int:
+        """Record the files of newly finished jobs; return how many rows were added."""
+        with self.engine.begin() as conn:
+            campaign_ids = store.list_gathering_campaigns(conn)
+        planned = 0
+        for campaign_id in campaign_ids:
+            with self.engine.begin() as conn:
+                jobs = store.list_uncollected_jobs(conn, campaign_id, limit=JOB_BATCH)
+                contexts: dict[int, LaunchContext] = {}
+                rows: list[tuple[int, int, str, str]] = []
+                for job in jobs:
+                    if job.cluster_id not in contexts:
+                        contexts[job.cluster_id] = get_launch_context(
+                            conn, campaign_id=campaign_id, cluster_id=job.cluster_id)
+                    properties = contexts[job.cluster_id].properties
+                    if rules.gathering_method(properties) is None:
+                        continue
+                    rows += self._rows_for(job, properties)
+                store.record_pending_files(conn, rows)
+            planned += len(rows)
+        if planned:
+            log.info("collector: %d files to collect", planned, extra={"action": "plan"})
+        return planned
+
+    def _rows_for(self, job: rules.FinishedJob, properties: dict[str, str]
+                  ) -> list[tuple[int, int, str, str]]:
+        directory = rules.result_directory(
+            collector_directory=self.settings.COLLECTOR_DIRECTORY, campaign_id=job.campaign_id,
+            destination=properties.get("output_destination"),
+            allow_destination=self.settings.COLLECTOR_ALLOW_USER_DESTINATION)
+        rows = []
+        seen: set[str] = set()
+        for remote in rules.remote_paths(properties, job):
+            if remote.path in seen:
+                continue
+            seen.add(remote.path)
+            local = Path(directory) / rules.local_relative_path(remote.path, job,
+                                                                 flat=remote.is_flat)
+            rows.append((job.campaign_id, job.id, remote.path, str(local)))
+        return rows
+
+    # --- fetch -----------------------------------------------------------------------------
+
+    def fetch_pending(self) -> int:
+        """Fetch every pending file; return how many were collected."""
+        collected = 0
+        with self.engine.begin() as conn:
+            clusters = {c.id: c for c in list_clusters(conn)}
+        logins: dict[tuple[int, int], str] = {}
+        down: set[int] = set()
+        while not self.stop.is_set():
+            with self.engine.begin() as conn:
+                batch = store.list_pending_files(conn, limit=FILE_BATCH,
+                                                 max_attempts=MAX_ATTEMPTS)
+                for item, cluster_id, _remote_id, _owner in batch:
+                    key = (item.campaign_id, cluster_id)
+                    if key not in logins:
+                        logins[key] = get_launch_context(
+                            conn, campaign_id=item.campaign_id,
+                            cluster_id=cluster_id).cluster_login
+            progressed = 0
+            for item, cluster_id, _remote_id, _owner in batch:
+                if self.stop.is_set() or cluster_id in down or cluster_id not in clusters:
+                    continue
+                outcome = self._fetch_one(item, clusters[cluster_id], cluster_id,
+                                          logins[(item.campaign_id, cluster_id)])
+                if outcome == "down":
+                    down.add(cluster_id)
+                else:
+                    progressed += 1
+                collected += outcome == "collected"
+            if len(batch) < FILE_BATCH or not progressed:
+                break
+        return collected
+
+    def _fetch_one(self, item: store.CollectedFile, cluster: Cluster, cluster_id: int,
+                   login: str) -> str:
+        assert item.local_path is not None
+        try:
+            data = self.oar(cluster).read_file(item.remote_path, user=login)
+        except OarNotFound as error:
+            self._give_up(item, cluster_id, rules.MISSING_OUTPUT_FILE, missing=True,
+                          message=f"Output file {item.remote_path} of job {item.job_id} not found "
+                                  f"on {cluster.name}: {error}")
+            return "missing"
+        except OarRejected as error:
+            self._give_up(item, cluster_id, rules.OUTPUT_COLLECTION_FAILED, missing=False,
+                          message=f"Output file {item.remote_path} of job {item.job_id} could "
+                                  f"not be read on {cluster.name}: {error}")
+            return "failed"
+        except OarUnavailable as error:
+            give_up = item.attempts + 1 >= MAX_ATTEMPTS
+            log.info("collector: %s unreachable for %s: %s", cluster.name, item.remote_path, error)
+            with self.engine.begin() as conn:
+                store.mark_attempt_failed(conn, item.id, message=str(error), give_up=give_up)
+            return "down"
+        size = self._write(Path(item.local_path), data)
+        with self.engine.begin() as conn:
+            store.mark_collected(conn, item.id, size=size, now=self.clock.now())
+        return "collected"
+
+    @staticmethod
+    def _write(path: Path, data: bytes) -> int:
+        """Write atomically (a crash never leaves a half file under the final name) and check
+        the size on disk against what OAR sent."""
+        path.parent.mkdir(parents=True, exist_ok=True)
+        partial = path.with_name(path.name + ".part")
+        with partial.open("wb") as handle:
+            handle.write(data)
+            handle.flush()
+            os.fsync(handle.fileno())
+        if partial.stat().st_size != len(data):
+            partial.unlink()
+            raise OSError(f"short write of {path}")
+        partial.replace(path)
+        return len(data)
+
+    def _give_up(self, item: store.CollectedFile, cluster_id: int, code: str, *, missing: bool,
+                 message: str) -> None:
+        now = self.clock.now()
+        with self.engine.begin() as conn:
+            if missing:
+                store.mark_missing(conn, item.id, message=message)
+            else:
+                store.mark_attempt_failed(conn, item.id, message=message, give_up=True)
+            record_event(conn, class_=EventClass.NOTIFY, code=code, job_id=item.job_id,
+                         campaign_id=item.campaign_id, cluster_id=cluster_id, message=message,
+                         state=EventState.CLOSED, now=now, checked=True)
+        log.info("collector: %s", message, extra={"campaign_id": item.campaign_id,
+                                                  "action": code.lower()})
+
+    # --- resume ----------------------------------------------------------------------------
+
+    def verify_collected(self) -> int:
+        """Files recorded as collected whose local copy is gone or changed size go back to
+        pending; return how many."""
+        reset: list[int] = []
+        with self.engine.begin() as conn:
+            by_campaign: dict[int, list[store.CollectedFile]] = defaultdict(list)
+            for campaign_id in store.list_gathering_campaigns(conn):
+                by_campaign[campaign_id] = store.list_collected_to_verify(conn, campaign_id)
+            for files in by_campaign.values():
+                for item in files:
+                    local = Path(item.local_path or "")
+                    if not local.is_file() or local.stat().st_size != item.size:
+                        reset.append(item.id)
+            store.reset_to_pending(conn, reset)
+        if reset:
+            log.warning("collector: %d collected files were gone or changed; fetching again",
+                        len(reset))
+        return len(reset)
+
+
+def build(context: DaemonContext) -> Collector:
+    from cigri.daemons.runner import default_oar_factory
+
+    return Collector(engine=context.engine, settings=context.settings, clock=context.clock,
+                     stop=context.stop, oar_factory=default_oar_factory(context.settings))
+
+
+def main() -> None:
+    """`cigri-collector`."""
+    daemon_main(build, name="collector")

@@ -1,0 +1,128 @@
+"""The collector against the OAR emulator in execute mode (jobs really run and write files): a
+campaign with `output_gathering_method` gets every declared output file of its jobs in its result
+directory, checked by size; files that are not there become `missing` with events; a collector
+restarted after a crash or a lost local file resumes and fetches what is missing."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from sqlalchemy import Engine
+
+from cigri.config import Settings
+from cigri.daemons.collector import Collector
+from cigri.domain.clock import FakeClock
+from cigri.emulator import ManualClock, run_in_thread
+from cigri.storage import collected as store
+from cigri.storage.clusters import add_cluster
+from tests.integration.engine_helpers import (
+    Grid,
+    event_rows,
+    make_settings,
+    new_campaign,
+    queue_tasks,
+    states,
+)
+
+SCRIPT = "sh -c 'echo result-$0 > out_$0.txt; printf shared-$0 > common.log'"
+
+
+@pytest.fixture
+def grid(pg_engine: Engine, clock: FakeClock, tmp_path: Path) -> Iterator[Grid]:
+    emulator = run_in_thread(clusters=1, nodes=2, cores=2, mode="execute",
+                             workdir=str(tmp_path / "oar"))
+    try:
+        with pg_engine.begin() as conn:
+            cluster = add_cluster(conn, name="exec1", api_url=emulator.urls[0], now=clock.now())
+        yield Grid(engine=pg_engine, clock=clock, emulator=emulator, emu_clock=ManualClock(),
+                   settings=make_settings(COLLECTOR_DIRECTORY=str(tmp_path / "results")),
+                   clusters=[cluster])
+    finally:
+        emulator.stop()
+
+
+def _run_campaign(grid: Grid, params: list[str], **props: str) -> int:
+    campaign = new_campaign(grid, params, exec_file=SCRIPT, type="normal", **props)
+    queue_tasks(grid, campaign, besteffort=False)
+    grid.runner(settings=make_settings(RUNNER_DEFAULT_INITIAL_NUMBER_OF_JOBS=10)).run(loops=1)
+    updater = grid.updater()
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline and states(grid.engine, campaign) != {
+            "terminated": len(params)}:
+        updater.run(loops=1)
+        time.sleep(0.2)
+    assert states(grid.engine, campaign) == {"terminated": len(params)}
+    return campaign
+
+
+def _collector(grid: Grid, settings: Settings | None = None) -> Collector:
+    return Collector(engine=grid.engine, settings=settings or grid.settings, clock=grid.clock,
+                     stop=threading.Event(), oar_factory=grid.factory, owner="test-collector")
+
+
+def test_every_declared_output_file_lands_in_the_result_directory(grid: Grid,
+                                                                   tmp_path: Path) -> None:
+    campaign = _run_campaign(grid, ["p1", "p2", "p3"], output_gathering_method="collector",
+                             output_file="out_{TASK}.txt, common.log")
+    _collector(grid).run(loops=1)
+
+    results = tmp_path / "results" / str(campaign)
+    for task in ("p1", "p2", "p3"):
+        assert (results / f"out_{task}.txt").read_text() == f"result-{task}\n"
+    # common.log has one name for every job: it is kept per task (the last writer's content)
+    assert sorted(p.name for p in results.iterdir() if p.is_dir()) == ["p1", "p2", "p3"]
+    assert all((results / task / "common.log").read_text().startswith("shared-")
+               for task in ("p1", "p2", "p3"))
+    with grid.engine.begin() as conn:
+        files = store.list_collected_files(conn, campaign)
+        summary = store.collection_summary(conn, campaign)
+    assert len(files) == 6 and {f.state for f in files} == {"collected"}
+    assert all(Path(f.local_path or "").stat().st_size == f.size for f in files)
+    assert summary["collected"] == 6 and summary["bytes"] == sum(f.size or 0 for f in files)
+    assert not list(results.rglob("*.part"))
+
+
+def test_missing_files_are_recorded_with_an_event_and_others_still_collected(
+        grid: Grid, tmp_path: Path) -> None:
+    campaign = _run_campaign(grid, ["q1", "q2"], output_gathering_method="collector",
+                             output_file="out_{TASK}.txt nothere_{TASK}.dat")
+    _collector(grid).run(loops=1)
+    with grid.engine.begin() as conn:
+        summary = store.collection_summary(conn, campaign)
+    assert (summary["collected"], summary["missing"]) == (2, 2)
+    missing = event_rows(grid.engine, "MISSING_OUTPUT_FILE")
+    assert len(missing) == 2 and all("nothere_q" in e.message for e in missing)
+    assert {e.campaign_id for e in missing} == {campaign}
+
+
+def test_collection_resumes_after_a_crash_and_refetches_a_lost_file(grid: Grid,
+                                                                     tmp_path: Path) -> None:
+    campaign = _run_campaign(grid, ["r1", "r2"], output_gathering_method="collector",
+                             output_file="out_{TASK}.txt")
+    crashed = _collector(grid)
+    assert crashed.plan_files() == 2  # planned, then killed before fetching anything
+    results = tmp_path / "results" / str(campaign)
+    assert not results.exists()
+
+    restarted = _collector(grid)
+    restarted.run(loops=1)
+    assert (results / "out_r1.txt").read_text() == "result-r1\n"
+    (results / "out_r2.txt").unlink()  # lost on the cigri side
+    (results / "out_r1.txt").write_text("tampered")
+
+    _collector(grid).run(loops=1)
+    assert (results / "out_r2.txt").read_text() == "result-r2\n"
+    assert (results / "out_r1.txt").read_text() == "result-r1\n"
+    with grid.engine.begin() as conn:
+        assert len(store.list_collected_files(conn, campaign)) == 2  # no duplicate rows
+
+
+def test_campaigns_without_gathering_are_left_alone(grid: Grid, tmp_path: Path) -> None:
+    campaign = _run_campaign(grid, ["s1"])
+    assert _collector(grid).plan_files() == 0
+    with grid.engine.begin() as conn:
+        assert store.list_collected_files(conn, campaign) == []
