@@ -1,0 +1,179 @@
+"""Harvest benchmark: how much of an emulated grid cigri keeps busy, and at what cost.
+
+Three emulated clusters of 1,000 cores each (simulate mode, over HTTP), one best-effort campaign
+of 100,000 tasks of 60 s, a normal user who takes 200 cores of the first cluster for 2 minutes every
+10 minutes (preemption), on a fresh PostgreSQL database. Emulated time and cigri's clock move
+together in steps of `--step` seconds; each step runs one pass of the meta-scheduler, of each
+cluster's runner and of the updater (a discrete-event co-simulation, so the result does not depend
+on how loaded this machine is).
+
+Prints the harvest efficiency (ideal makespan = work ÷ cores, over the makespan from submission to
+the campaign `terminated`; goal ≥ 0.9), the CPU seconds cigri spent per 10,000 tasks (the thread
+running the daemons; the emulator runs in other threads), and the OAR requests per runner cycle and
+per updater cycle per cluster (one per chunk of `api_chunk_size` polled jobs, whatever the number of
+jobs). Ends with one key=value line.
+
+    PGHOST=127.0.0.1 PGUSER=postgres python bench/harvest.py [--tasks 100000 --cores 1000]
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import math
+import os
+import threading
+import time
+import uuid
+from datetime import timedelta
+
+from sqlalchemy import Engine, create_engine, func, select, text
+from sqlalchemy.engine import make_url
+
+from cigri.config import build_settings
+from cigri.daemons.metascheduler import MetaScheduler
+from cigri.daemons.runner import ClusterRunner
+from cigri.daemons.updater import Updater
+from cigri.domain.clock import FakeClock
+from cigri.domain.clusters import Cluster
+from cigri.domain.oar import OarApi
+from cigri.emulator import ManualClock, Workload, run_in_thread
+from cigri.oar.client import OarClient, client_for_cluster
+from cigri.storage.campaigns import create_campaign
+from cigri.storage.clusters import add_cluster
+from cigri.storage.db import make_engine
+from cigri.storage.migrate import upgrade
+from cigri.storage.tables import campaigns, jobs
+
+NODE_CORES = 8
+JOB_SECONDS = 60
+
+
+def _server_url() -> str:
+    url = os.environ.get("CIGRI_TEST_DATABASE_URL")
+    if url:
+        return url
+    host = os.environ.get("PGHOST", "127.0.0.1")
+    user = os.environ.get("PGUSER", "postgres")
+    return f"postgresql+psycopg://{user}@{host}:{os.environ.get('PGPORT', '5432')}/postgres"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--tasks", type=int, default=100_000)
+    parser.add_argument("--cores", type=int, default=1000, help="cores per cluster")
+    parser.add_argument("--clusters", type=int, default=3)
+    parser.add_argument("--step", type=float, default=10.0, help="emulated seconds per step")
+    args = parser.parse_args()
+    logging.basicConfig(level=logging.ERROR)
+    database = f"cigri_harvest_{uuid.uuid4().hex[:6]}"
+    admin = create_engine(_server_url(), isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.execute(text(f'CREATE DATABASE "{database}"'))
+    url = make_url(_server_url()).set(database=database).render_as_string(hide_password=False)
+    try:
+        upgrade(url)
+        engine = make_engine(url)
+        result = _bench(engine, args.tasks, args.cores, args.clusters, args.step)
+        engine.dispose()
+    finally:
+        with admin.connect() as conn:
+            conn.execute(text(f'DROP DATABASE IF EXISTS "{database}" WITH (FORCE)'))
+        admin.dispose()
+    print(" ".join(f"{key}={value}" for key, value in result.items()))
+
+
+def _bench(engine: Engine, nb_tasks: int, cores: int, nb_clusters: int,
+           step: float) -> dict[str, object]:
+    emu_clock = ManualClock()
+    emulator = run_in_thread(clusters=nb_clusters, nodes=math.ceil(cores / NODE_CORES),
+                             cores=NODE_CORES, mode="simulate", clock=emu_clock,
+                             workload=Workload(duration=f"fixed:{JOB_SECONDS}"))
+    clock = FakeClock()
+    stop = threading.Event()
+    # The tap may grow to what a 1,000-core cluster needs per step; v3's cap of 100 jobs per
+    # submission would starve it (1,000 cores / 60 s = 167 jobs per 10 s).
+    settings = build_settings({
+        "STRESS_FACTOR": 1000, "RUNNER_DEFAULT_INITIAL_NUMBER_OF_JOBS": 50,
+        "RUNNER_TAP_INCREASE_FACTOR": 2, "RUNNER_TAP_INCREASE_MAX": 1000,
+        "RUNNER_TAP_GRACE_PERIOD": 60, "GRID_USAGE_UPDATE_PERIOD": 0,
+        "REMOTE_WAITING_TIMEOUT": 100_000})
+    made: dict[str, list[OarClient]] = {"runner": [], "updater": []}
+
+    def factory(kind: str) -> object:
+        def build(cluster: Cluster) -> OarApi:
+            client = client_for_cluster(cluster, timeout_seconds=60.0)
+            made[kind].append(client)
+            return client
+        return build
+
+    try:
+        with engine.begin() as conn:
+            clusters = [add_cluster(conn, name=f"h{i + 1}", api_url=u, api_chunk_size=500,
+                                    api_limit=500, now=clock.now())
+                        for i, u in enumerate(emulator.urls)]
+            props = {"exec_file": "run", "type": "best-effort", "walltime": "00:10:00",
+                     "resources": "/resource_id=1"}
+            campaign = create_campaign(conn, grid_user="testuser", name="harvest",
+                                       jobs_type="normal", jdl={},
+                                       properties={c.id: props for c in clusters},
+                                       params=(f"t{i}" for i in range(nb_tasks)), now=clock.now())
+        emulator.controls[0].normal_user(200, 120, start_in=300, period=600)
+        zero = timedelta(0)
+        scheduler = MetaScheduler(engine=engine, settings=settings, clock=clock, stop=stop,
+                                  interval=zero, owner="bench")
+        runners = [ClusterRunner(cluster=c, oar=factory("runner")(c),  # type: ignore[operator]
+                                 engine=engine, settings=settings, clock=clock, stop=stop,
+                                 interval=zero, owner="bench") for c in clusters]
+        updater = Updater(engine=engine, settings=settings, clock=clock, stop=stop,
+                          oar_factory=factory("updater"), interval=zero,  # type: ignore[arg-type]
+                          owner="bench")
+        cpu_start = time.thread_time()
+        wall_start = time.monotonic()
+        steps = 0
+        polled_chunks = 0
+        state = ""
+        while state != "terminated" and steps < 100_000:
+            scheduler.run(loops=1)
+            for runner in runners:
+                runner.run(loops=1)
+            updater.run(loops=1)
+            with engine.begin() as conn:
+                polled = dict(conn.execute(select(jobs.c.cluster_id, func.count()).where(
+                    jobs.c.state.in_(("submitted", "remote_waiting", "running")))
+                    .group_by(jobs.c.cluster_id)).all())
+                state = conn.execute(select(campaigns.c.state)
+                                     .where(campaigns.c.id == campaign)).scalar_one()
+            polled_chunks += sum(math.ceil(n / 500) for n in polled.values())
+            emu_clock.advance(step)
+            for control in emulator.controls:
+                control.cluster.pump()
+            clock.advance(timedelta(seconds=step))
+            steps += 1
+            if steps % 50 == 0:
+                logging.getLogger("harvest").error("step %d, %.0f s real", steps,
+                                                   time.monotonic() - wall_start)
+        cpu = time.thread_time() - cpu_start
+        wall = time.monotonic() - wall_start
+        with engine.begin() as conn:
+            nb_jobs = conn.execute(select(func.count()).select_from(jobs)).scalar_one()
+    finally:
+        emulator.stop()
+    makespan = steps * step
+    ideal = nb_tasks * JOB_SECONDS / (cores * nb_clusters)
+    runner_requests = sum(c.request_count for c in made["runner"])
+    updater_requests = sum(c.request_count for c in made["updater"])
+    passes = steps * nb_clusters
+    return {
+        "state": state, "tasks": nb_tasks, "cigri_jobs": nb_jobs, "steps": steps,
+        "ideal_makespan_s": round(ideal), "makespan_s": round(makespan),
+        "harvest_efficiency": round(ideal / makespan, 3),
+        "cpu_s_per_10k_tasks": round(cpu * 10_000 / nb_tasks, 2), "wall_s": round(wall),
+        "runner_requests_per_cycle_per_cluster": round(runner_requests / passes, 2),
+        "updater_requests_per_cycle_per_cluster": round(updater_requests / passes, 2),
+        "polled_chunks_per_cycle_per_cluster": round(polled_chunks / passes, 2),
+    }
+
+
+if __name__ == "__main__":
+    main()
