@@ -104,7 +104,14 @@ class Nikita(Daemon):
             return True  # the cluster is gone: nothing left to kill there
         cluster, oar = found
         try:
-            oar.delete_job(kill.remote_id, user=kill.login)
+            if kill.is_array:
+                try:
+                    oar.delete_array(kill.remote_id, user=kill.login)
+                except OarRejected:
+                    # An array OAR will not delete whole (some elements long gone): one by one.
+                    return all(self._delete_each(kill, code=code))
+            else:
+                oar.delete_job(kill.remote_id, user=kill.login)
         except OarRejected as error:
             if "already killed" in (error.body or "") + str(error):
                 return True
@@ -113,9 +120,16 @@ class Nikita(Daemon):
         except OarError as error:
             self._kill_problem(kill, cluster, error, code)
             return False
-        log.info("deleted OAR job %d on %s (%s)", kill.remote_id, cluster.name, code,
+        log.info("deleted OAR %s %d on %s (%s)", "array" if kill.is_array else "job",
+                 kill.remote_id, cluster.name, code,
                  extra={"cluster": cluster.name, "action": "kill"})
         return True
+
+    def _delete_each(self, kill: RemoteKill, *, code: str) -> list[bool]:
+        with self.engine.begin() as conn:
+            targets = kills.list_kill_targets(conn, job_ids=list(kill.job_ids),
+                                              states=list(JobState))
+        return [self._delete(single, code=code) for single in plan_remote_kills(targets)]
 
     def _kill_problem(self, kill: RemoteKill, cluster: Cluster, error: OarError,
                       code: str) -> None:
@@ -186,8 +200,11 @@ class Nikita(Daemon):
         events_by_job: dict[int, list[int]] = {}
         for event_id, target in to_delete:
             events_by_job.setdefault(target.job_id, []).append(event_id)
+        with self.engine.begin() as conn:
+            whole = kills.list_cancelled_campaigns(
+                conn, sorted({t.campaign_id for _, t in to_delete}))
         done = list(nothing_to_do)
-        for kill in plan_remote_kills(t for _, t in to_delete):
+        for kill in plan_remote_kills((t for _, t in to_delete), whole_campaigns=whole):
             if self.stop.is_set():
                 break
             if self._delete(kill, code=USER_FRAG):

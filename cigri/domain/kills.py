@@ -34,6 +34,7 @@ class KillTarget:
     start_time: datetime | None = None
     submission_time: datetime | None = None
     walltime: str | None = None  # the campaign's walltime on that cluster
+    array_id: int | None = None  # the OAR array of its submission, if known
 
 
 def parse_walltime(text: str | None) -> timedelta | None:
@@ -66,25 +67,33 @@ def has_waited_too_long(target: KillTarget, now: datetime, timeout: timedelta) -
 
 @dataclass(frozen=True, kw_only=True)
 class RemoteKill:
-    """One OAR delete, and the cigri jobs it settles (sub-jobs of a batch share a remote id)."""
+    """One OAR delete, and the cigri jobs it settles (sub-jobs of a batch share a remote id; all
+    elements of an array go with one array delete)."""
 
     cluster_id: int
-    remote_id: int
+    remote_id: int  # a job id, or an array id when `is_array`
     login: str
     job_ids: tuple[int, ...]
+    is_array: bool = False
 
 
-def plan_remote_kills(targets: Iterable[KillTarget]) -> list[RemoteKill]:
+def plan_remote_kills(targets: Iterable[KillTarget], *,
+                      whole_campaigns: frozenset[int] = frozenset()) -> list[RemoteKill]:
     """One delete per distinct (cluster, remote id) — every one of them, not one per cluster as
-    v3 ended up doing. Targets with no cluster or remote id need no OAR call."""
-    grouped: dict[tuple[int, int], list[KillTarget]] = {}
+    v3 ended up doing. For campaigns that die whole (cancelled), one delete per OAR array instead
+    of one per element. Targets with no cluster or remote id need no OAR call."""
+    grouped: dict[tuple[int, int, bool], list[KillTarget]] = {}
     for target in targets:
         if target.cluster_id is None or target.remote_id is None:
             continue
-        grouped.setdefault((target.cluster_id, target.remote_id), []).append(target)
+        if target.campaign_id in whole_campaigns and target.array_id is not None:
+            key = (target.cluster_id, target.array_id, True)
+        else:
+            key = (target.cluster_id, target.remote_id, False)
+        grouped.setdefault(key, []).append(target)
     return [RemoteKill(cluster_id=cluster_id, remote_id=remote_id, login=group[0].login,
-                       job_ids=tuple(t.job_id for t in group))
-            for (cluster_id, remote_id), group in sorted(grouped.items())]
+                       job_ids=tuple(t.job_id for t in group), is_array=is_array)
+            for (cluster_id, remote_id, is_array), group in sorted(grouped.items())]
 
 
 ON_CLUSTER_STATES: Final[Sequence[JobState]] = (

@@ -20,9 +20,16 @@ from sqlalchemy import Connection, and_, delete, exists, func, select, update
 
 from cigri.domain.events import CIGRI_WALLTIME, REMOTE_WAITING_FRAG, USER_FRAG
 from cigri.domain.kills import ON_CLUSTER_STATES, KillTarget
-from cigri.domain.states import EventClass, EventState, JobState
+from cigri.domain.states import CampaignState, EventClass, EventState, JobState
 from cigri.storage.events import record_events
-from cigri.storage.tables import campaign_properties, campaigns, events, jobs, users_mapping
+from cigri.storage.tables import (
+    campaign_properties,
+    campaigns,
+    events,
+    jobs,
+    submissions,
+    users_mapping,
+)
 
 
 def _targets_query() -> Any:
@@ -34,8 +41,10 @@ def _targets_query() -> Any:
     login = func.coalesce(users_mapping.c.cluster_login, campaigns.c.grid_user)
     return (select(jobs.c.id, jobs.c.campaign_id, jobs.c.cluster_id, jobs.c.state,
                    jobs.c.remote_id, jobs.c.tag, jobs.c.param_id, jobs.c.start_time,
-                   jobs.c.submission_time, login.label("login"), walltime.label("walltime"))
+                   jobs.c.submission_time, login.label("login"), walltime.label("walltime"),
+                   submissions.c.remote_array_id.label("array_id"))
             .join(campaigns, campaigns.c.id == jobs.c.campaign_id)
+            .outerjoin(submissions, submissions.c.id == jobs.c.submission_id)
             .outerjoin(users_mapping, and_(users_mapping.c.grid_login == campaigns.c.grid_user,
                                            users_mapping.c.cluster_id == jobs.c.cluster_id)))
 
@@ -45,7 +54,8 @@ def _target(row: Any) -> KillTarget:
                       cluster_id=row.cluster_id, state=JobState(row.state),
                       remote_id=row.remote_id, login=str(row.login), tag=row.tag,
                       param_id=row.param_id, start_time=row.start_time,
-                      submission_time=row.submission_time, walltime=row.walltime)
+                      submission_time=row.submission_time, walltime=row.walltime,
+                      array_id=row.array_id)
 
 
 def list_kill_targets(conn: Connection, *, campaign_id: int | None = None,
@@ -147,3 +157,13 @@ def mark_jobs_event(conn: Connection, job_ids: Sequence[int], *, expected: JobSt
                                            jobs.c.state == expected.value)
                         .values(state=JobState.EVENT.value, updated_at=now).returning(jobs.c.id))
     return [int(row.id) for row in rows]
+
+
+def list_cancelled_campaigns(conn: Connection, campaign_ids: Sequence[int]) -> frozenset[int]:
+    """Which of these campaigns are cancelled (all their jobs die: arrays go whole)."""
+    if not campaign_ids:
+        return frozenset()
+    rows = conn.execute(select(campaigns.c.id).where(
+        campaigns.c.id.in_(list(campaign_ids)),
+        campaigns.c.state == CampaignState.CANCELLED.value))
+    return frozenset(int(row.id) for row in rows)

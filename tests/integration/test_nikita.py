@@ -332,3 +332,29 @@ def test_each_distinct_remote_job_is_deleted_once(grid: Grid) -> None:
     assert (grid.oar_state(0, batch), grid.oar_state(0, single)) == ("Error", "Error")
     assert set(_job_states(grid, campaign).values()) == {JobState.EVENT}
     assert len(jobs_) == 4
+
+
+def test_a_cancelled_campaign_array_goes_with_one_delete(grid: Grid) -> None:
+    from cigri.storage.tables import submissions
+
+    campaign = _campaign(grid, 6)
+    client = grid.oar(grid.clusters[0])
+    answer = client.submit(SubmitRequest(command="work", resources="/resource_id=1",
+                                         walltime="01:00:00", params=["1", "2", "3", "4"],
+                                         name="cigri.arr", types=["besteffort"]), user=USER)
+    grid.advance(1)
+    job_ids = _take(grid, campaign, 0, list(answer.job_ids))
+    with grid.engine.begin() as conn:
+        submission = conn.execute(insert(submissions).values(
+            key="k1", cluster_id=grid.clusters[0].id, campaign_id=campaign, state="submitted",
+            nb_jobs=4, remote_array_id=answer.array_id, created_at=grid.clock.now())
+            .returning(submissions.c.id)).scalar_one()
+        conn.execute(update(jobs).where(jobs.c.id.in_(job_ids))
+                     .values(submission_id=submission))
+        cancel_campaign(conn, campaign, now=grid.clock.now())
+    before = len(grid.clients)
+    grid.nikita().run(loops=1)
+    assert sum(c.request_count for c in grid.clients[before:]) == 1
+    grid.advance(1)
+    assert {grid.oar_state(0, r) for r in answer.job_ids} == {"Error"}
+    assert {e.state for e in _events(grid, "USER_FRAG")} == {"closed"}
