@@ -177,6 +177,7 @@ class OarApp:
         faults: Faults | None = None,
         admin: Callable[[Request], Response] | None = None,
         passwords: dict[str, str] | None = None,
+        api: str = "oar2.5",
     ) -> None:
         self.cluster = cluster
         self.prefix = prefix.rstrip("/")
@@ -184,6 +185,9 @@ class OarApp:
         self.admin = admin
         self.requests = 0
         self.passwords = passwords  # login -> password for basic auth; None: the password is the login
+        if api not in ("oar2.5", "oar3"):
+            raise ValueError(f"unknown API flavour {api!r}")
+        self.oar3 = api == "oar3"  # answer in OAR 3 (FastAPI) shapes
 
     def password_ok(self, login: str, password: str) -> bool:
         if self.passwords is None:
@@ -228,11 +232,23 @@ class OarApp:
                     response.body = response.body[: max(1, len(response.body) // 2)]
                 elif fault is not None and fault[1] == "nonjson":
                     response = Response(fault[0], b"<html><body>Proxy error</body></html>\n", "text/html")
+        if self.oar3 and response.status >= 400 and response.content_type == JSON_TYPE:
+            response = self.oar3_error(response)
         headers = [("Content-Type", response.content_type), *response.headers]
         if response.status != 204:
             headers.append(("Content-Length", str(len(response.body))))
         start_response(f"{response.status} {REASONS.get(response.status, 'Status')}", headers)
         return [response.body] if response.status != 204 else []
+
+    def oar3_error(self, response: Response) -> Response:
+        """OAR 3 (FastAPI) error bodies are `{"detail": ...}`."""
+        try:
+            body = json.loads(response.body)
+        except ValueError:
+            return response
+        if isinstance(body, dict) and "message" in body:
+            return json_response(response.status, {"detail": body["message"]}, response.headers)
+        return response
 
     # ---- dispatch ----------------------------------------------------------------------------
 
@@ -253,7 +269,7 @@ class OarApp:
         if suffix is not None:
             if suffix != "json":
                 return error(406, f"Unsupported format {suffix}", "the emulator only speaks JSON")
-        elif "application/json" not in accept and "application/json" not in content_type:
+        elif not self.oar3 and "application/json" not in accept and "application/json" not in content_type:
             shown = accept or content_type or "*/*"
             return error(
                 406,
@@ -388,6 +404,12 @@ class OarApp:
         }
 
     def job_full(self, job: Job, now: int, viewer: str | None) -> dict[str, Any]:
+        data = self._job_full(job, now, viewer)
+        if self.oar3:  # OAR 3 model column names, next to the 2.5 ones
+            data["user"], data["queue_name"] = job.owner, job.queue
+        return data
+
+    def _job_full(self, job: Job, now: int, viewer: str | None) -> dict[str, Any]:
         show_request = viewer in (job.owner, "oar", "root")
         return {
             "id": job.id,
@@ -517,6 +539,8 @@ class OarApp:
         if total == 0:
             return json_response(200, {"items": [], "total": 0, "offset": 0, "links": []})
         items = build(offset, limit) if offset < total else []
+        if self.oar3:  # no links: OAR 3 clients page by offset and total
+            return json_response(200, {"items": items, "total": total, "offset": offset})
         base = [(k, v) for k, v in request.query if k != "offset"]
         path = request.raw_path
 
@@ -535,6 +559,8 @@ class OarApp:
         )
 
     def envelope(self, request: Request, items: list[dict[str, Any]], now: int) -> Response:
+        if self.oar3:
+            return json_response(200, {"items": items, "total": len(items), "offset": 0})
         return json_response(
             200,
             {
@@ -579,7 +605,7 @@ class OarApp:
             page = jobs[start:] if count == 0 else jobs[start : start + count]
             with self.cluster.lock:
                 if details:
-                    return [self.job_detailed(j, now, request.login, listing=True) for j in page]
+                    return [self.job_detailed(j, now, request.login, listing=not self.oar3) for j in page]
                 return [self.job_item(j, now) for j in page]
 
         return self.paginate(request, len(jobs), offset, limit, build, now)
@@ -656,6 +682,8 @@ class OarApp:
             )
         submitted = self.cluster.submit(login, body)
         first = submitted.ids[0]
+        if self.oar3:  # 200 with the smallest id only, no cmd_output
+            return json_response(200, {"id": first})
         return json_response(
             201,
             {
@@ -702,6 +730,12 @@ class OarApp:
                     f"Oardel command exited with status 256: Cannot find array "
                     f"{job_id}. (Command was: oardel --array {job_id})",
                 )
+        if self.oar3:  # 200 {id, cmd_output, exit_status}, even when oardel fails
+            try:
+                output, status = self.cluster.delete(login, ids), 0
+            except ApiError as failure:
+                output, status = failure.message, 1
+            return json_response(200, {"id": job_id, "cmd_output": output, "exit_status": status})
         output = self.cluster.delete(login, ids)
         now = self.cluster.now()
         if via_post:

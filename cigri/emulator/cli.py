@@ -57,6 +57,13 @@ log = logging.getLogger(__name__)
 @click.option(
     "--launch-delay", default=0.0, show_default=True, help="Emulated seconds a job stays Launching."
 )
+@click.option(
+    "--api",
+    type=click.Choice(["oar2.5", "oar3"]),
+    default="oar2.5",
+    show_default=True,
+    help="Answer in OAR 2.5 shapes, or in OAR 3 (FastAPI) shapes.",
+)
 @click.option("--users", default=None, help="Comma-separated logins that exist (default: any login).")
 @click.option("--oar-version", type=click.Choice(["2.5.9", "2.5.10"]), default="2.5.9", show_default=True)
 @click.option("--log-level", default="INFO", show_default=True)
@@ -80,6 +87,7 @@ def command(
     outages: str | None,
     simulate_outputs: bool,
     launch_delay: float,
+    api: str,
     users: str | None,
     oar_version: str,
     log_level: str,
@@ -105,6 +113,7 @@ def command(
         oar_version=oar_version,
         simulate_outputs=simulate_outputs,
         launch_delay=launch_delay,
+        api=api,
         users=[u.strip() for u in users.split(",") if u.strip()] if users else None,
         **options,
     )

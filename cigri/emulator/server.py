@@ -383,6 +383,7 @@ def build(
     simulate_outputs: bool = False,
     passwords: dict[str, str] | None = None,
     launch_delay: float = 0.0,
+    api: str = "oar2.5",
 ) -> Emulator:
     """Build (without starting) an emulator of `clusters` clusters of `nodes` x `cores`."""
     workdir = workdir or tempfile.mkdtemp(prefix="cigri-oar-emulator-")
@@ -415,7 +416,12 @@ def build(
         )
         control_of: dict[str, ClusterControl] = {}
         app = OarApp(
-            cluster, prefix=prefix, faults=faults, admin=admin_handler(control_of), passwords=passwords
+            cluster,
+            prefix=prefix,
+            faults=faults,
+            admin=admin_handler(control_of),
+            passwords=passwords,
+            api=api,
         )
         port = ports[index] if ports else 0
         control = ClusterControl(cluster=cluster, app=app, server=ClusterServer(app, host, port), url="")
