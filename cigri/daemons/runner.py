@@ -227,6 +227,10 @@ class ClusterRunner(Daemon):
                 if event_store.is_campaign_blacklisted(conn, campaign_id=campaign_id,
                                                        cluster_id=self.cluster.id):
                     continue
+                state = submission_store.get_launch_context(
+                    conn, campaign_id=campaign_id, cluster_id=self.cluster.id).campaign_state
+            if state != CampaignState.IN_TREATMENT:
+                continue  # fixed from v3: a paused campaign's prologue waits for the resume
             self._submit(campaign_id, self._existing(job_ids))
         return bool(pending)
 
