@@ -335,6 +335,19 @@ def test_fault_knobs(emu: Emulator) -> None:
     assert requests.post(f"{admin}fail_next", json={"status": 503}, timeout=5).status_code == 200
     assert requests.get(url, headers=HEADERS, timeout=5).status_code == 503
     assert requests.get(f"{admin}status", timeout=5).json()["free_cores"] == 4
+    assert (
+        requests.post(f"{admin}faults", json={"latency": 0.0, "error_rate": 0.0}, timeout=5).status_code
+        == 200
+    )
+    assert (
+        requests.post(f"{admin}normal_user", json={"cores": 3, "duration": 60}, timeout=5).status_code == 200
+    )
+    assert requests.post(f"{admin}node_state", json={"node": "node2", "state": "Absent"}, timeout=5).ok
+    assert [(j["owner"], j["state"]) for j in requests.get(f"{admin}jobs", timeout=5).json()] == [
+        ("normaluser", "Running")
+    ]
+    assert requests.get(f"{admin}status", timeout=5).json()["free_cores"] == 0
+    assert requests.post(f"{admin}nope", json={}, timeout=5).status_code == 404
 
 
 def test_state_file_survives_a_restart(tmp_path: Path) -> None:
