@@ -76,7 +76,7 @@ def drive(url: str, jobs: int, array_size: int, max_waiting: int, chunk: int, st
                     "command": "./run.sh",
                     "param_file": params,
                     "name": "cigri.1",
-                    "type": "besteffort" if next_param % 3 == 0 else [],
+                    "type": "besteffort",  # cigri campaigns run best-effort
                 },
                 timeout=60,
             )
