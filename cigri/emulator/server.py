@@ -45,6 +45,10 @@ class _ThreadingServer(socketserver.ThreadingMixIn, WSGIServer):
     allow_reuse_address = True
     request_queue_size = 128
 
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        # clients that hang up (timeouts, killed daemons) are normal here: no traceback on stderr
+        log.debug("connection from %s ended badly", client_address, exc_info=True)
+
 
 class ClusterServer:
     """The HTTP endpoint of one cluster; can go away (outage) and come back on the same port."""
