@@ -85,10 +85,14 @@ def _own_campaign(conn: Connection, campaign_id: int) -> tuple[str, str]:
     """(owner, state) of a campaign the caller may see and change; 404 or 403 otherwise."""
     identity = _who()
     owner, state = queries.get_campaign_owner(conn, campaign_id)
+    _check_owner(identity, campaign_id, owner)
+    return owner, state
+
+
+def _check_owner(identity: Identity, campaign_id: int, owner: str) -> None:
     if owner != identity.user and not identity.is_admin:
         raise ApiError(403, "Forbidden", f"Campaign {campaign_id} does not belong to you: User "
                        f"'{identity.user}' is not the owner of campaign '{campaign_id}'")
-    return owner, state
 
 
 def _int_arg(name: str, default: int, *, minimum: int = 0, maximum: int = 10**15) -> int:
@@ -300,9 +304,10 @@ def _with_streamed_params(first_line: str) -> Any:
 
 @api.get("/campaigns/<id:campaign_id>")
 def get_campaign(campaign_id: int) -> ResponseReturnValue:
+    identity = _who()
     with _engine().begin() as conn:
-        _own_campaign(conn, campaign_id)
         detail = queries.get_campaign_detail(conn, campaign_id)
+    _check_owner(identity, campaign_id, detail.summary.grid_user)
     body = _campaign_json(detail.summary)
     body["clusters"] = {
         str(c.cluster_id): {"cluster_name": c.cluster_name, "active_jobs": c.active_jobs,

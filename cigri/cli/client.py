@@ -25,6 +25,7 @@ import click
 
 DEFAULT_CONF: Final = Path("/etc/cigri/api-clients.conf")
 DEFAULT_URL: Final = "http://127.0.0.1:8080"
+UPLOAD_TIMEOUT_SECONDS: Final = 3600.0
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -107,17 +108,20 @@ class ApiClient:
         self._netloc = parts.netloc
         self._base = parts.path.rstrip("/")
 
-    def _connection(self) -> http.client.HTTPConnection:
+    def _connection(self, timeout: float) -> http.client.HTTPConnection:
         if self.config.socket:
-            return _UnixConnection(self.config.socket, self.config.timeout_seconds)
+            return _UnixConnection(self.config.socket, timeout)
         if self._scheme == "https":
-            return http.client.HTTPSConnection(self._netloc, timeout=self.config.timeout_seconds)
-        return http.client.HTTPConnection(self._netloc, timeout=self.config.timeout_seconds)
+            return http.client.HTTPSConnection(self._netloc, timeout=timeout)
+        return http.client.HTTPConnection(self._netloc, timeout=timeout)
 
     def request(self, method: str, path: str, *, params: Mapping[str, Any] | None = None,
                 json_body: Any = None, body: Iterable[bytes] | bytes | None = None,
-                content_type: str | None = None) -> Any:
-        """Send one request; `path` is API-relative (links the API returns are used as is)."""
+                content_type: str | None = None, timeout_seconds: float | None = None) -> Any:
+        """Send one request; `path` is API-relative (links the API returns are used as is).
+
+        A streamed body waits up to UPLOAD_TIMEOUT_SECONDS for the answer: the API ingests the
+        whole stream (a million lines take a while) before it can answer."""
         target = self._base + path
         if params:
             query = urlencode({k: v for k, v in params.items() if v is not None})
@@ -137,7 +141,11 @@ class ApiClient:
             chunked = not isinstance(body, bytes)
             if chunked:
                 headers["Transfer-Encoding"] = "chunked"
-        connection = self._connection()
+        if timeout_seconds is None:
+            timeout_seconds = self.config.timeout_seconds
+            if chunked:
+                timeout_seconds = max(timeout_seconds, UPLOAD_TIMEOUT_SECONDS)
+        connection = self._connection(timeout_seconds)
         try:
             connection.request(method, target, body=payload, headers=headers,
                                encode_chunked=chunked)
