@@ -82,11 +82,12 @@ class Updater(Daemon):
 
     def run_once(self) -> None:
         with self.engine.begin() as conn:
-            clusters = list_clusters(conn, enabled_only=True)
+            everywhere = list_clusters(conn)
             blacklisted = event_store.list_blacklisted_clusters(conn)
-        for cluster in clusters:
+        for cluster in everywhere:  # a disabled cluster's jobs are still followed to their end
             if cluster.id not in blacklisted:
                 self.poll_cluster(cluster)
+        clusters = [cluster for cluster in everywhere if cluster.enabled]
         self.autofix(clusters)
         self.lift_blacklists()
         now = self.clock.now()

@@ -262,3 +262,12 @@ def test_exit_error_message_carries_the_stderr_tail(pg_engine: Engine, clock: Fa
         assert error.message.rstrip().endswith("line2\nboom-p1") and "line1" not in error.message
     finally:
         emulator_grid.emulator.stop()
+
+
+def test_jobs_on_a_disabled_cluster_are_still_followed_to_their_end(grid: Grid) -> None:
+    campaign = _submit(grid, ["1", "2"])
+    with grid.engine.begin() as conn:
+        conn.execute(update(clusters).values(enabled=False))
+    grid.advance(5)
+    grid.updater().run(loops=1)
+    assert states(grid.engine, campaign) == {"terminated": 2}
