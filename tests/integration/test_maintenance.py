@@ -111,3 +111,24 @@ def test_vacuum_runs_on_both_databases(db_url: str, engine: Engine) -> None:
                                 env={"CIGRI_DATABASE_URL": db_url})
     assert result.exit_code == 0, result.output
     assert "database vacuumed" in result.output
+
+
+def test_almighty_schedule_runs_the_same_steps(engine: Engine, clock: FakeClock) -> None:
+    from apscheduler.schedulers.background import BackgroundScheduler
+
+    from cigri.config import build_settings
+    from cigri.daemons.maintenance import schedule_maintenance
+
+    api = make_api(engine, clock)
+    old = api.submit(jdl("old"))
+    _age(engine, old, state="terminated", days=10)
+    scheduler = BackgroundScheduler(timezone="UTC")
+    settings = build_settings({"PURGE_AFTER_DAYS": 7, "GRID_USAGE_UPDATE_PERIOD": 60})
+    schedule_maintenance(scheduler, engine, settings, FakeClock(start=NOW),
+                         oar_factory=lambda cluster: None)  # type: ignore[arg-type,return-value]
+    jobs_by_id = {job.id: job for job in scheduler.get_jobs()}
+    assert sorted(jobs_by_id) == ["cigri-grid-usage", "cigri-purge", "cigri-vacuum"]
+    jobs_by_id["cigri-purge"].func()
+    jobs_by_id["cigri-vacuum"].func()
+    with engine.begin() as conn:
+        assert conn.execute(select(func.count()).select_from(campaigns)).scalar_one() == 0
