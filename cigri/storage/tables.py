@@ -360,3 +360,11 @@ collected_files = Table(
     UniqueConstraint("job_id", "remote_path", name="uq_collected_files_job_path"),
     Index("ix_collected_files_campaign_state", "campaign_id", "state"),
 )
+
+# PostgreSQL keeps this up to date with statement triggers on `jobs` (baseline migration), so a
+# campaign's finished count is one row read, not a count of a million index entries. SQLite counts.
+campaign_job_counts = Table(
+    "campaign_job_counts", metadata,
+    Column("campaign_id", Integer, _cascade("campaigns.id"), primary_key=True),
+    Column("terminated_tasks", BigInteger, nullable=False, server_default="0"),
+)

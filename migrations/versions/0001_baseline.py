@@ -346,10 +346,67 @@ def upgrade() -> None:
     with op.batch_alter_table('jobs_to_launch', schema=None) as batch_op:
         batch_op.create_index('ix_jobs_to_launch_cluster_order', ['cluster_id', 'order_num', 'id'], unique=False)
 
+    op.create_table('campaign_job_counts',
+    sa.Column('campaign_id', sa.Integer(), nullable=False),
+    sa.Column('terminated_tasks', sa.BigInteger(), server_default='0', nullable=False),
+    sa.ForeignKeyConstraint(['campaign_id'], ['campaigns.id'], name=op.f('fk_campaign_job_counts_campaign_id_campaigns'), ondelete='CASCADE'),
+    sa.PrimaryKeyConstraint('campaign_id', name=op.f('pk_campaign_job_counts'))
+    )
+    if op.get_bind().dialect.name == 'postgresql':
+        for statement in _JOB_COUNT_TRIGGERS:
+            op.execute(statement)
 
+
+
+
+# Terminated tasks per campaign (prologue/epilogue jobs have a NULL param_id and do not count),
+# maintained per statement from the transition tables: one upsert per campaign per statement, and
+# only statements that move jobs into or out of `terminated` touch the counter row.
+_JOB_COUNT_TRIGGERS = [
+    """
+    CREATE FUNCTION cigri_count_terminated_tasks() RETURNS trigger LANGUAGE plpgsql AS $$
+    BEGIN
+        IF TG_OP = 'INSERT' THEN
+            INSERT INTO campaign_job_counts AS c (campaign_id, terminated_tasks)
+            SELECT campaign_id, count(*) FROM new_rows
+            WHERE state = 'terminated' AND param_id IS NOT NULL GROUP BY campaign_id
+            ON CONFLICT (campaign_id)
+            DO UPDATE SET terminated_tasks = c.terminated_tasks + EXCLUDED.terminated_tasks;
+        ELSIF TG_OP = 'DELETE' THEN
+            UPDATE campaign_job_counts AS c SET terminated_tasks = c.terminated_tasks - d.n
+            FROM (SELECT campaign_id, count(*) AS n FROM old_rows
+                  WHERE state = 'terminated' AND param_id IS NOT NULL GROUP BY campaign_id) AS d
+            WHERE c.campaign_id = d.campaign_id;
+        ELSE
+            INSERT INTO campaign_job_counts AS c (campaign_id, terminated_tasks)
+            SELECT n.campaign_id, sum(CASE WHEN n.state = 'terminated' THEN 1 ELSE -1 END)
+            FROM new_rows AS n JOIN old_rows AS o ON o.id = n.id
+            WHERE n.param_id IS NOT NULL
+              AND (n.state = 'terminated') IS DISTINCT FROM (o.state = 'terminated')
+            GROUP BY n.campaign_id
+            ON CONFLICT (campaign_id)
+            DO UPDATE SET terminated_tasks = c.terminated_tasks + EXCLUDED.terminated_tasks;
+        END IF;
+        RETURN NULL;
+    END $$
+    """,
+    "CREATE TRIGGER jobs_count_insert AFTER INSERT ON jobs REFERENCING NEW TABLE AS new_rows "
+    "FOR EACH STATEMENT EXECUTE FUNCTION cigri_count_terminated_tasks()",
+    "CREATE TRIGGER jobs_count_update AFTER UPDATE ON jobs "
+    "REFERENCING OLD TABLE AS old_rows NEW TABLE AS new_rows "
+    "FOR EACH STATEMENT EXECUTE FUNCTION cigri_count_terminated_tasks()",
+    "CREATE TRIGGER jobs_count_delete AFTER DELETE ON jobs REFERENCING OLD TABLE AS old_rows "
+    "FOR EACH STATEMENT EXECUTE FUNCTION cigri_count_terminated_tasks()",
+]
 
 
 def downgrade() -> None:
+    if op.get_bind().dialect.name == 'postgresql':
+        op.execute("DROP TRIGGER IF EXISTS jobs_count_insert ON jobs")
+        op.execute("DROP TRIGGER IF EXISTS jobs_count_update ON jobs")
+        op.execute("DROP TRIGGER IF EXISTS jobs_count_delete ON jobs")
+        op.execute("DROP FUNCTION IF EXISTS cigri_count_terminated_tasks()")
+    op.drop_table('campaign_job_counts')
 
     with op.batch_alter_table('jobs_to_launch', schema=None) as batch_op:
         batch_op.drop_index('ix_jobs_to_launch_cluster_order')
