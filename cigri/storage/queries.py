@@ -16,12 +16,13 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any, Final
 
-from sqlalchemy import Connection, and_, exists, func, or_, select
+from sqlalchemy import Connection, and_, exists, func, literal, or_, select
 
 from cigri.domain.errors import CampaignNotFound, JobNotFound, NotFound
 from cigri.domain.states import ACTIVE_JOB_STATES, CampaignState, EventClass, EventState, JobState
 from cigri.storage.tables import (
     bag_of_tasks,
+    campaign_job_counts,
     campaign_properties,
     campaigns,
     clusters,
@@ -115,17 +116,28 @@ def _campaign_cluster_ids(campaign_id: Any) -> Any:
                    campaign_properties.c.cluster_id.is_not(None)))
 
 
-def _summary_select() -> Any:
-    """Campaign rows with their counts, in one statement (one round trip per page)."""
-    terminated = (select(func.count()).select_from(jobs)
-                  .where(jobs.c.campaign_id == campaigns.c.id,
-                         jobs.c.state == JobState.TERMINATED.value)
-                  .correlate(campaigns).scalar_subquery())
-    # Prologue/epilogue jobs (NULL param_id, found through ix_jobs_param_id) are not tasks.
-    special = (select(func.count()).select_from(jobs)
-               .where(jobs.c.param_id.is_(None), jobs.c.campaign_id == campaigns.c.id,
-                      jobs.c.state == JobState.TERMINATED.value)
-               .correlate(campaigns).scalar_subquery())
+def _summary_select(dialect: str) -> Any:
+    """Campaign rows with their counts, in one statement (one round trip per page).
+
+    On PostgreSQL the terminated tasks are read from `campaign_job_counts`, which triggers keep
+    (one row, whatever the size of the campaign); SQLite counts them on the index.
+    """
+    if dialect == "postgresql":
+        terminated: Any = func.coalesce(
+            select(campaign_job_counts.c.terminated_tasks)
+            .where(campaign_job_counts.c.campaign_id == campaigns.c.id)
+            .correlate(campaigns).scalar_subquery(), 0)
+        special: Any = literal(0)
+    else:
+        terminated = (select(func.count()).select_from(jobs)
+                      .where(jobs.c.campaign_id == campaigns.c.id,
+                             jobs.c.state == JobState.TERMINATED.value)
+                      .correlate(campaigns).scalar_subquery())
+        # Prologue/epilogue jobs (NULL param_id, through ix_jobs_param_id) are not tasks.
+        special = (select(func.count()).select_from(jobs)
+                   .where(jobs.c.param_id.is_(None), jobs.c.campaign_id == campaigns.c.id,
+                          jobs.c.state == JobState.TERMINATED.value)
+                   .correlate(campaigns).scalar_subquery())
     own = (exists().where(events.c.campaign_id == campaigns.c.id,
                           events.c.state == EventState.OPEN.value,
                           events.c.class_.in_([EventClass.CAMPAIGN.value, EventClass.JOB.value]))
@@ -150,7 +162,8 @@ def _summary(row: Any) -> CampaignSummary:
 
 
 def get_campaign_summary(conn: Connection, campaign_id: int) -> CampaignSummary:
-    row = conn.execute(_summary_select().where(campaigns.c.id == campaign_id)).one_or_none()
+    row = conn.execute(_summary_select(conn.dialect.name)
+                       .where(campaigns.c.id == campaign_id)).one_or_none()
     if row is None:
         raise CampaignNotFound(f"Campaign {campaign_id} not found")
     return _summary(row)
@@ -160,7 +173,8 @@ def list_campaigns(conn: Connection, *, grid_user: str | None = None,
                    states: Sequence[str] | None = UNFINISHED_STATES, after: int = 0,
                    limit: int = MAX_PAGE) -> list[CampaignSummary]:
     """Campaigns by id (keyset page after `after`), of one user or all, in `states` (None: any)."""
-    query = _summary_select().where(campaigns.c.id > after).order_by(campaigns.c.id)
+    query = (_summary_select(conn.dialect.name).where(campaigns.c.id > after)
+             .order_by(campaigns.c.id))
     if grid_user is not None:
         query = query.where(campaigns.c.grid_user == grid_user)
     if states is not None:

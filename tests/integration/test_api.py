@@ -420,3 +420,50 @@ def test_ids_and_limits_are_validated(api: Api) -> None:
         assert api.call("GET", f"/campaigns/{campaign_id}/jobs?{query}").status_code == 400
     with api.engine.begin() as conn:
         assert conn.execute(select(func.count()).select_from(jobs)).scalar_one() == 0
+
+
+def test_postgresql_keeps_terminated_task_counts_through_every_kind_of_change(
+        pg_api: Api) -> None:
+    from sqlalchemy import delete, update
+
+    from cigri.storage.tables import campaign_job_counts
+
+    api = pg_api
+    first, second = api.submit(jdl("a", nb_jobs=5)), api.submit(jdl("b", nb_jobs=5))
+
+    def counted() -> dict[int, int]:
+        with api.engine.begin() as conn:
+            return {r.campaign_id: r.terminated_tasks
+                    for r in conn.execute(select(campaign_job_counts))}
+
+    def actual(campaign_id: int) -> int:
+        with api.engine.begin() as conn:
+            return int(conn.execute(select(func.count()).select_from(jobs).where(
+                jobs.c.campaign_id == campaign_id, jobs.c.state == "terminated",
+                jobs.c.param_id.is_not(None))).scalar_one())
+
+    tasks = _task_ids(api, first) + _task_ids(api, second)
+    with api.engine.begin() as conn:
+        conn.execute(insert(jobs), [{"campaign_id": first if i < 5 else second, "param_id": t,
+                                     "cluster_id": 1, "state": "running"}
+                                    for i, t in enumerate(tasks)])
+        conn.execute(insert(jobs).values(campaign_id=first, param_id=None, cluster_id=1,
+                                         state="terminated", tag="prologue"))
+    with api.engine.begin() as conn:  # one statement, two campaigns
+        conn.execute(update(jobs).where(jobs.c.param_id.in_(tasks[3:7]))
+                     .values(state="terminated"))
+    assert counted() == {first: 2, second: 2} == {first: actual(first), second: actual(second)}
+    with api.engine.begin() as conn:
+        conn.execute(update(jobs).where(jobs.c.param_id == tasks[3]).values(state="event"))
+        conn.execute(update(jobs).where(jobs.c.param_id == tasks[4]).values(node_name="n1"))
+        conn.execute(insert(jobs).values(campaign_id=second, param_id=tasks[9], cluster_id=1,
+                                         state="terminated"))
+        conn.execute(delete(jobs).where(jobs.c.param_id == tasks[5], jobs.c.state == "terminated"))
+    assert counted() == {first: 1, second: 2} == {first: actual(first), second: actual(second)}
+    assert api.call("GET", f"/campaigns/{second}").get_json()["finished_jobs"] == 2
+    api.call("DELETE", f"/campaigns/{first}")
+    assert api.call("DELETE", f"/campaigns/{first}?purge=1").status_code == 400  # jobs running
+    with api.engine.begin() as conn:
+        conn.execute(update(jobs).where(jobs.c.campaign_id == first).values(state="terminated"))
+    assert api.call("DELETE", f"/campaigns/{first}?purge=1").status_code == 202
+    assert counted() == {second: 2}
