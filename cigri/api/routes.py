@@ -22,6 +22,7 @@ from werkzeug.routing import BaseConverter
 
 from cigri.api.app import ApiError, Identity, json_response
 from cigri.config import Settings
+from cigri.domain.admission import AdmissionRefused, check_admission
 from cigri.domain.clock import Clock
 from cigri.domain.errors import JDLError, NotFound
 from cigri.domain.jdl import JDLDefaults, parse_jdl
@@ -273,8 +274,13 @@ def submit_campaign() -> ResponseReturnValue:
         source = request.get_data(cache=False)
     with _engine().begin() as conn:
         known = [c.name for c in list_clusters(conn)]
+        rules = queries.list_admission_rules(conn)
     try:
         spec = parse_jdl(source, defaults=_jdl_defaults(), known_clusters=known)
+        try:
+            check_admission(spec, grid_user=identity.user, rules=rules)
+        except AdmissionRefused as error:
+            raise ApiError(400, "Admission rule error", error.message) from error
         if lines is not None and (spec.params is not None or spec.nb_jobs is not None):
             raise JDLError("parameters were streamed but the JDL also gives params or nb_jobs")
         params = spec.parameter_lines(lines)

@@ -141,3 +141,33 @@ def set_command(name_or_id: str, assignments: tuple[str, ...]) -> None:
         found = resolve_cluster(conn, name_or_id)
         store.set_cluster_fields(conn, found.id, **values)
     click.echo(f"cluster {found.name} updated: {', '.join(sorted(values))}")
+
+
+@cluster.command("authorize")
+@click.argument("name")
+@click.argument("users", nargs=-1, required=True)
+def authorize(name: str, users: tuple[str, ...]) -> None:
+    """Let USERS run non best-effort jobs on cluster NAME (from then on, only listed users may)."""
+    from cigri.storage.users import get_normal_authorized, set_normal_authorized
+
+    with transaction() as conn:
+        found = resolve_cluster(conn, name)
+        allowed = get_normal_authorized(conn)
+        allowed[found.name] = sorted(set(allowed.get(found.name, [])) | set(users))
+        set_normal_authorized(conn, allowed)
+    click.echo(f"non best-effort jobs on {found.name}: {', '.join(allowed[found.name])}")
+
+
+@cluster.command("unauthorize")
+@click.argument("name")
+@click.argument("users", nargs=-1, required=True)
+def unauthorize(name: str, users: tuple[str, ...]) -> None:
+    """Take USERS off the list of cluster NAME."""
+    from cigri.storage.users import get_normal_authorized, set_normal_authorized
+
+    with transaction() as conn:
+        found = resolve_cluster(conn, name)
+        allowed = get_normal_authorized(conn)
+        allowed[found.name] = sorted(set(allowed.get(found.name, [])) - set(users))
+        set_normal_authorized(conn, allowed)
+    click.echo(f"non best-effort jobs on {found.name}: {', '.join(allowed[found.name]) or 'nobody'}")

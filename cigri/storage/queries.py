@@ -18,9 +18,11 @@ from typing import Any, Final
 
 from sqlalchemy import Connection, and_, exists, func, literal, or_, select
 
+from cigri.domain.admission import AdmissionRule
 from cigri.domain.errors import CampaignNotFound, JobNotFound, NotFound
 from cigri.domain.states import ACTIVE_JOB_STATES, CampaignState, EventClass, EventState, JobState
 from cigri.storage.tables import (
+    admission_rules,
     bag_of_tasks,
     campaign_job_counts,
     campaign_properties,
@@ -419,3 +421,10 @@ def get_campaign_stats(conn: Connection, campaign_id: int, *, now: datetime,
         remaining_time=remaining,
         failures_rate=failures / (failures + terminated) if failures + terminated else 0.0,
         resubmit_rate=resubmits / (resubmits + terminated) if resubmits + terminated else 0.0)
+
+
+def list_admission_rules(conn: Connection) -> list[AdmissionRule]:
+    """The enabled admission rules, by id."""
+    rows = conn.execute(select(admission_rules).where(admission_rules.c.enabled.is_(True))
+                        .order_by(admission_rules.c.id))
+    return [AdmissionRule(id=r.id, rule=r.rule, value=r.value) for r in rows]

@@ -1,16 +1,18 @@
 """Per-user, per-cluster settings an admin keeps: `users_priority` and `users_mapping`.
 
-Owns upserts, listings and removals of those rows. Does not own how the meta-scheduler uses a
+Owns upserts, listings and removals of those rows, and the `normal_authorized` admission rule
+(who may run non best-effort jobs on which cluster). Does not own how the meta-scheduler uses a
 priority or how the runner maps a login: that is theirs.
 """
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 
 from sqlalchemy import Connection, delete, insert, select, update
 
-from cigri.storage.tables import clusters, users_mapping, users_priority
+from cigri.storage.tables import admission_rules, clusters, users_mapping, users_priority
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -76,3 +78,22 @@ def list_user_mappings(conn: Connection, *, grid_login: str | None = None) -> li
     return [UserMapping(grid_login=r.grid_login, cluster_id=r.cluster_id,
                         cluster_name=r.cluster_name, cluster_login=r.cluster_login)
             for r in conn.execute(query)]
+
+
+def get_normal_authorized(conn: Connection) -> dict[str, list[str]]:
+    """Cluster name -> users allowed non best-effort jobs there (clusters absent: everyone)."""
+    value = conn.execute(select(admission_rules.c.value).where(
+        admission_rules.c.rule == "normal_authorized").order_by(admission_rules.c.id).limit(1)
+    ).scalar_one_or_none()
+    found = json.loads(value) if value else {}
+    return {str(k): [str(u) for u in v] for k, v in found.items()} if isinstance(found, dict) else {}
+
+
+def set_normal_authorized(conn: Connection, allowed: dict[str, list[str]]) -> None:
+    """Store the `normal_authorized` rule (one row, enabled)."""
+    value = json.dumps(allowed, sort_keys=True)
+    where = admission_rules.c.rule == "normal_authorized"
+    if conn.execute(update(admission_rules).where(where)
+                    .values(value=value, enabled=True)).rowcount == 0:
+        conn.execute(insert(admission_rules).values(rule="normal_authorized", value=value,
+                                                    enabled=True))

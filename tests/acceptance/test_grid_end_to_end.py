@@ -121,6 +121,8 @@ def test_a_campaign_from_gridsub_to_its_outputs_then_cancellations(
     output = grid.run("gridstat", "-j", tasks[0]["job"], "-O")
     assert output.returncode == 0, output.stderr
     assert "task t0 says hello0" in output.stdout
+    details = grid.run("gridstat", "-j", tasks[0]["job"], "-C")
+    assert details.returncode == 0 and json.loads(details.stdout)["state"] == "Terminated"
 
     sleeper = _script(work, "sleep.sh", "sleep 120\n")
     slow_id = _submit(grid, work, sleeper, [f"s{i}" for i in range(3)], "slow")

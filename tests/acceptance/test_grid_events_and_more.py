@@ -173,3 +173,14 @@ def test_admin_commands_manage_clusters_priorities_mappings_tokens(grid: Grid) -
     token = grid.admin("token", "create", "--user", "carol").stdout.strip()
     result = grid.run("gridstat", user=None, extra_env={"CIGRI_API_TOKEN": token})
     assert result.returncode == 0, result.stderr
+
+
+def test_b10_admission_rule_for_non_best_effort_jobs(grid: Grid) -> None:
+    assert grid.admin("cluster", "authorize", "dahu", "bob").returncode == 0
+    normal = {"name": "n", "nb_jobs": 1, "clusters": {"dahu": {"exec_file": "e", "type": "normal"}}}
+    result = grid.run("gridsub", "-j", json.dumps(normal))
+    assert result.returncode == 1
+    assert result.stderr == ("Admission rule error: \n  rule 1 failed: You are not authorized to "
+                             "launch non best-effort jobs on cluster dahu!\n")
+    assert grid.run("gridsub", "-j", json.dumps(normal), user="bob").returncode == 0
+    assert grid.run("gridsub", "-j", json.dumps(JDL)).returncode == 0  # best-effort: anyone

@@ -1,0 +1,48 @@
+"""Admission rules: checks a campaign must pass before it is accepted (v3 `admission_rules`).
+
+v3 stored Ruby code in the database and evaluated it; here a rule names a built-in check and
+carries JSON arguments, so nothing from the database is ever run. Built-in rules:
+
+- `normal_authorized`: `{"<cluster>": ["user", ...]}`: only the listed users may run jobs that are
+  not best-effort on that cluster (v3's `/etc/cigri/user_lists` `normal_authorized`). A cluster
+  absent from the mapping is open to everyone.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from cigri.domain.errors import CigriError
+from cigri.domain.jdl import CampaignSpec
+
+
+class AdmissionRefused(CigriError):
+    """An admission rule refused the campaign."""
+
+
+@dataclass(frozen=True, kw_only=True)
+class AdmissionRule:
+    id: int
+    rule: str
+    value: str | None
+
+
+def check_admission(spec: CampaignSpec, *, grid_user: str, rules: Sequence[AdmissionRule]) -> None:
+    """Raise AdmissionRefused naming the first rule the campaign fails (v3 message format)."""
+    for rule in rules:
+        if rule.rule != "normal_authorized":
+            raise AdmissionRefused(f"rule {rule.id} failed: unknown rule {rule.rule!r}")
+        try:
+            allowed = json.loads(rule.value or "{}")
+        except json.JSONDecodeError as error:
+            raise AdmissionRefused(f"rule {rule.id} failed: its value is not JSON") from error
+        for cluster in spec.clusters:
+            users = allowed.get(cluster.name) if isinstance(allowed, dict) else None
+            if cluster.is_best_effort or users is None:
+                continue
+            if grid_user not in users:
+                raise AdmissionRefused(
+                    f"rule {rule.id} failed: You are not authorized to launch non best-effort "
+                    f"jobs on cluster {cluster.name}!")
