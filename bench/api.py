@@ -19,6 +19,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import resource
 import shutil
 import statistics
 import subprocess
@@ -105,14 +106,18 @@ def main() -> None:
                                    env=env, capture_output=True, text=True, check=True)
         gridsub_s = time.perf_counter() - started
         campaign_id = int(submitted.stdout.split("CAMPAIGN_ID=")[1])
-        print(f"gridsub of {args.tasks} tasks (param_file streamed): {gridsub_s:.2f} s", flush=True)
+        # The API runs in this process: its peak memory says whether it held the parameters.
+        api_peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+        print(f"gridsub of {args.tasks} tasks (param_file streamed): {gridsub_s:.2f} s; peak "
+              f"memory of the API process: {api_peak_mb:.0f} MB", flush=True)
 
         with engine.begin() as conn:
-            # One job per task, as the runner would have made them: 95 % terminated.
+            # One job per task, as the runner would have made them: 1000 still running (a
+            # cluster's worth), the others terminated.
             conn.execute(text(
                 "INSERT INTO jobs (campaign_id, param_id, cluster_id, state, remote_id, "
                 "submission_time, start_time, stop_time) "
-                "SELECT campaign_id, id, 1, CASE WHEN id % 20 = 0 THEN 'running' "
+                "SELECT campaign_id, id, 1, CASE WHEN id % 1000 = 0 THEN 'running' "
                 "ELSE 'terminated' END, id, now() - interval '2 hours', "
                 "now() - interval '1 hour' - (id % 600) * interval '1 second', now() "
                 "FROM parameters WHERE campaign_id = :c"), {"c": campaign_id})
@@ -140,6 +145,7 @@ def main() -> None:
         pairs = {"tasks": args.tasks, "jobs": args.tasks, "gridstat_detail_ms": f"{detail_ms:.1f}",
                  "gridstat_list_ms": f"{list_ms:.1f}", "stats_ms": f"{stats_ms:.1f}",
                  "task_page_ms": f"{page_ms:.1f}", "gridsub_seconds": f"{gridsub_s:.2f}",
+                 "api_peak_mb": f"{api_peak_mb:.0f}",
                  "ingest_seconds": "" if ingest_s is None else f"{ingest_s:.2f}",
                  "gridsub_over_ingest": "" if ratio is None else f"{ratio:.2f}",
                  "detail_under_100ms": detail_ms < 100,
