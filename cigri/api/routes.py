@@ -14,6 +14,7 @@ import json
 from collections.abc import Iterator, Mapping
 from datetime import datetime
 from typing import Any, Final
+from urllib.parse import urlencode
 
 from flask import Blueprint, current_app, g, request
 from flask.typing import ResponseReturnValue
@@ -249,7 +250,7 @@ def list_campaigns() -> ResponseReturnValue:
     if len(items) == limit:
         query = request.args.to_dict()
         query.update(after=str(items[-1].id), limit=str(limit))
-        links.append(_link("next", "/campaigns?" + "&".join(f"{k}={v}" for k, v in query.items())))
+        links.append(_link("next", "/campaigns?" + urlencode(query)))
     return json_response({"items": [_campaign_json(c) for c in items], "total": len(items),
                           "links": links}, headers={"Allow": "GET,POST"})
 

@@ -467,3 +467,17 @@ def test_postgresql_keeps_terminated_task_counts_through_every_kind_of_change(
         conn.execute(update(jobs).where(jobs.c.campaign_id == first).values(state="terminated"))
     assert api.call("DELETE", f"/campaigns/{first}?purge=1").status_code == 202
     assert counted() == {second: 2}
+
+
+def test_campaign_lists_page_by_keyset(api: Api) -> None:
+    ids = [api.submit(jdl(f"c{i}")) for i in range(5)]
+    seen: list[int] = []
+    page = api.call("GET", "/campaigns?limit=2&state=in_treatment").get_json()
+    while True:
+        seen += [c["id"] for c in page["items"]]
+        following = [link["href"] for link in page["links"] if link["rel"] == "next"]
+        if not following:
+            break
+        assert "state=in_treatment" in following[0]
+        page = api.call("GET", following[0]).get_json()
+    assert seen == ids
