@@ -4,6 +4,10 @@ back, not lost, not duplicated), and the claim lease that bounds the crash windo
 
 from __future__ import annotations
 
+import os
+import shutil
+import signal
+import subprocess
 import threading
 from collections.abc import Iterator
 from datetime import timedelta
@@ -21,7 +25,7 @@ from cigri.notify.mail import MailNotifier
 from cigri.storage import outbox
 from cigri.storage.events import record_event
 from cigri.storage.tables import events
-from tests.integration.notify_helpers import SmtpServer, add_campaign, subscribe
+from tests.integration.notify_helpers import SmtpServer, add_campaign, subscribe, wait_until
 
 
 @pytest.fixture
@@ -158,3 +162,27 @@ def test_mail_to_a_closed_port_is_a_transient_failure(tmp_path: Path) -> None:
         notifier.send(OutgoingMessage(
             dedup_key="k", grid_user="a", type=NotificationType.MAIL, identity="a@example.org",
             format=None, severity=Severity.LOW, subject="s", body="b"))
+
+
+def test_cigri_notifier_process_delivers_and_stops_on_sigterm(pg_url: str, pg_engine: Engine,
+                                                              smtp: SmtpServer,
+                                                              clock: FakeClock) -> None:
+    """The installed `cigri-notifier` console script: settings from the environment, one pass
+    every NOTIFIER_INTERVAL, exit 0 on SIGTERM."""
+    campaign = add_campaign(pg_engine, user="alice", name="proc")
+    subscribe(pg_engine, user="alice", type_="mail", identity="alice@example.org")
+    _finish_event(pg_engine, clock, campaign)
+    executable = shutil.which("cigri-notifier")
+    assert executable, "cigri-notifier is not installed"
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CIGRI_")}
+    env.update(CIGRI_DATABASE_URL=pg_url, CIGRI_NOTIFICATIONS_SMTP_SERVER="127.0.0.1",
+               CIGRI_NOTIFICATIONS_SMTP_PORT=str(smtp.port), CIGRI_NOTIFIER_INTERVAL="0.2")
+    process = subprocess.Popen([executable], env=env, stdout=subprocess.PIPE,
+                               stderr=subprocess.PIPE)
+    try:
+        [mail] = wait_until(smtp.messages, timeout=20)
+    finally:
+        process.send_signal(signal.SIGTERM)
+        _out, err = process.communicate(timeout=20)
+    assert mail["Subject"] == f"[CIGRI] (low): Campaign #{campaign} (proc) is finished"
+    assert process.returncode == 0, err.decode()
