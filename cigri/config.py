@@ -149,6 +149,8 @@ class Settings:
     NOTIFICATIONS_XMPP_PORT: int = field(default=5222, metadata=_describe("XMPP port."))
     NOTIFICATIONS_XMPP_IDENTITY: str = field(default="", metadata=_describe("Bot JID."))
     NOTIFICATIONS_XMPP_PASSWORD: str = field(default="", metadata=_describe("Bot password."))
+    NOTIFICATIONS_XMPP_VERIFY_TLS: bool = field(default=True, metadata=_describe(
+        "Verify the XMPP server's certificate when it offers STARTTLS."))
     NOTIFICATIONS_RATE_CAP: int = field(default=30, metadata=_describe(
         "Maximum messages per subscriber per hour."))
 
