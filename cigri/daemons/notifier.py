@@ -202,7 +202,8 @@ def build_channels(settings: Settings) -> dict[NotificationType, Notifier]:
             server=settings.NOTIFICATIONS_XMPP_SERVER, port=settings.NOTIFICATIONS_XMPP_PORT,
             identity=settings.NOTIFICATIONS_XMPP_IDENTITY,
             password=settings.NOTIFICATIONS_XMPP_PASSWORD,
-            subject_tag=settings.NOTIFICATIONS_SMTP_SUBJECT_TAG)
+            subject_tag=settings.NOTIFICATIONS_SMTP_SUBJECT_TAG,
+            verify_tls=settings.NOTIFICATIONS_XMPP_VERIFY_TLS)
     return channels
 
 

@@ -11,7 +11,7 @@ import pytest
 from sqlalchemy import Engine
 
 from cigri.config import build_settings
-from cigri.daemons.notifier import NotifierDaemon
+from cigri.daemons.notifier import NotifierDaemon, build_channels
 from cigri.domain.clock import FakeClock
 from cigri.domain.notifications import NotificationFailed, OutgoingMessage
 from cigri.domain.states import EventClass, EventState, NotificationType, Severity
@@ -79,9 +79,14 @@ def test_notifier_sends_an_open_event_to_an_xmpp_subscriber(
         event_id = record_event(conn, class_=EventClass.CAMPAIGN, code="USER_FRAG",
                                 campaign_id=campaign, state=EventState.OPEN, now=clock.now(),
                                 message="cancelled by bob")
-    settings = build_settings({"NOTIFICATIONS_XMPP_SERVER": "127.0.0.1"})
+    settings = build_settings({
+        "NOTIFICATIONS_XMPP_SERVER": "127.0.0.1", "NOTIFICATIONS_XMPP_PORT": prosody.port,
+        "NOTIFICATIONS_XMPP_IDENTITY": "cigri@localhost",
+        "NOTIFICATIONS_XMPP_PASSWORD": "bot-secret", "NOTIFICATIONS_XMPP_VERIFY_TLS": False})
+    channels = build_channels(settings)
+    assert set(channels) == {NotificationType.XMPP, NotificationType.WEBHOOK}  # no SMTP server
     daemon = NotifierDaemon(engine=pg_engine, settings=settings, clock=clock,
-                            stop=threading.Event(), channels={NotificationType.XMPP: _bot(prosody)})
+                            stop=threading.Event(), channels=channels)
     daemon.run(loops=1)
     stored = prosody.offline_messages("bob")
     assert f"[CIGRI] (high): New event #{event_id}: USER_FRAG for campaign #{campaign}" in stored
