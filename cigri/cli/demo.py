@@ -196,6 +196,7 @@ def demo(tasks: int, nb_clusters: int, nodes: int, cores: int, task_seconds: flo
     from cigri.emulator import run_in_thread  # the emulator is only needed here
 
     started = time.monotonic()
+    signal.signal(signal.SIGTERM, _interrupt)  # `kill` cleans up like Ctrl-C
     with _workspace(keep) as root:
         database_url = f"sqlite:///{root / 'cigri.db'}"
         upgrade(database_url)
@@ -229,6 +230,10 @@ def demo(tasks: int, nb_clusters: int, nodes: int, cores: int, task_seconds: flo
         if not finished:
             click.echo(f"see {root / 'daemons.log'} (rerun with --keep to look at it)", err=True)
             sys.exit(1)
+
+
+def _interrupt(_signum: int, _frame: object) -> None:
+    raise KeyboardInterrupt
 
 
 def _setup(engine: Engine, urls: list[str], root: Path, tasks: int,

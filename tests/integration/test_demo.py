@@ -34,3 +34,29 @@ def test_demo_runs_a_campaign_to_the_end_and_prints_its_summary(tmp_path: Path) 
     wall = float(re.search(r"wall time\s+([\d.]+)s", out).group(1))  # type: ignore[union-attr]
     assert wall < 120
     assert list(tmp_path.glob("cigri-demo-*")) == []  # cleaned up
+
+
+@pytest.mark.timeout(120)
+def test_interrupted_demo_stops_everything_and_cleans_up(tmp_path: Path) -> None:
+    import signal
+    import time
+
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CIGRI_")}
+    env["TMPDIR"] = str(tmp_path)
+    process = subprocess.Popen([*_cigri(), "demo", "--tasks", "5000"], env=env,
+                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and not list(tmp_path.glob("cigri-demo-*/cigri.conf")):
+            time.sleep(0.2)
+        (workdir,) = tmp_path.glob("cigri-demo-*")
+        time.sleep(2)  # almighty and its daemons are up
+        process.send_signal(signal.SIGTERM)
+        output, _ = process.communicate(timeout=60)
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+    assert process.returncode == 130, output
+    assert "interrupted" in output
+    assert not workdir.exists()
