@@ -88,6 +88,7 @@ NO_SUBJOB = (
 NORMAL_USER = "normaluser"
 BAD_OUTPUT_NAME = re.compile(r"[^A-Za-z0-9_./%\\ -]")  # oarsub allows letters, digits, _ . / - % \ space
 DEAD_PID = 4_194_399  # above the largest pid_max Linux allows (2**22)
+SPECIAL_PARAMETERS = {"0": "bash", "#": "0", "?": "0", "-": "hBc"}  # others ("$1", "$@", ...) are empty
 
 
 class ApiError(Exception):
@@ -204,7 +205,8 @@ class ClusterConfig:
 def expand_shell(text: str, env: dict[str, str]) -> str:
     """One level of bash double-quote evaluation, as oarsub's shell does at submission:
     `\\$`, `\\\\`, `\\"` and `` \\` `` lose their backslash, `$VAR`/`${VAR}` expand (unknown ones to
-    ""), `$$` becomes a dead pid, and command substitutions `$(...)` and backquotes are left as they are."""
+    ""), `$0` is `bash` and `$1`... are empty, `$$` becomes a dead pid, and command substitutions
+    `$(...)` and backquotes are left as they are."""
     out: list[str] = []
     i, n = 0, len(text)
     while i < n:
@@ -216,6 +218,10 @@ def expand_shell(text: str, env: dict[str, str]) -> str:
             # the pid of oarsub's shell, long gone when the job runs: a pid that cannot exist, so
             # a job's `kill $$` fails as on the real OAR and never hits the emulator
             out.append(str(DEAD_PID))
+            i += 2
+        elif ch == "$" and i + 1 < n and (text[i + 1].isdigit() or text[i + 1] in "#?@*!-"):
+            # positional and special parameters of oarsub's `bash -c` (no arguments)
+            out.append(SPECIAL_PARAMETERS.get(text[i + 1], ""))
             i += 2
         elif ch == "$" and i + 1 < n and text[i + 1] == "{":
             end = text.find("}", i + 2)

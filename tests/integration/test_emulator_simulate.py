@@ -451,3 +451,13 @@ def test_hold_and_resume(emu: Emulator) -> None:
     assert job(url, held)["state"] == "Running"
     again = requests.post(f"{url}jobs/{held}/holds/new", json={}, headers=HEADERS, timeout=5)
     assert again.status_code == 400  # only a Waiting job can be held
+
+
+def test_command_gets_oarsubs_shell_evaluation(emu: Emulator) -> None:
+    url = emu.urls[0]
+    (plain,) = submit(url, {"command": "sh -c 'echo result-$0 > $0.out' $HOME ${USER} $UNSET $1"})
+    assert job(url, plain)["command"] == (
+        f"sh -c 'echo result-bash > bash.out' {emu.cluster(0).cluster.home_of('testuser')} testuser  "
+    )
+    (escaped,) = submit(url, {"command": r"echo \$0 \$OAR_JOB_ID \\ \" $(hostname)"})
+    assert job(url, escaped)["command"] == 'echo $0 $OAR_JOB_ID \\ " $(hostname)'
