@@ -37,6 +37,7 @@ class Batch:
     killed: int
     no_directory: int
     escaped: int
+    typed: int
     final: dict[int, OarJob]
 
 
@@ -67,17 +68,19 @@ def batch(target: Target, oar: OarClient) -> Batch:
         stderr=target.out("nodir-err")), user=USER)
     # OAR 2.5 runs oarsub through a shell: `\$` delays a variable to the job's own shell
     escaped = oar.submit(_request(target, "escaped", "echo \\$OAR_JOB_ID"), user=USER)
+    typed = oar.submit(_request(target, "typed", "true", types=("idempotent", "besteffort")),
+                       user=USER)
     oar.delete_job(to_delete.job_ids[0], user=USER)
     oar.delete_array(array_to_delete.array_id, user=USER)
     ids = [simple.job_ids[0], failing.job_ids[0], *array.job_ids, to_delete.job_ids[0],
            *array_to_delete.job_ids, killed.job_ids[0], no_directory.job_ids[0],
-           escaped.job_ids[0]]
+           escaped.job_ids[0], typed.job_ids[0]]
     final = wait_for(oar, ids)  # not the walltime job: OAR's walltime checks can lag when busy
     return Batch(started=started, name=f"ct-{RUN}-array", simple=simple.job_ids[0],
                  failing=failing.job_ids[0], array=array, to_delete=to_delete.job_ids[0],
                  array_to_delete=array_to_delete, walltime=walltime.job_ids[0],
                  killed=killed.job_ids[0], no_directory=no_directory.job_ids[0],
-                 escaped=escaped.job_ids[0], final=final)
+                 escaped=escaped.job_ids[0], typed=typed.job_ids[0], final=final)
 
 
 def test_simple_job_runs_to_terminated_with_exit_code_zero(oar: OarClient, batch: Batch) -> None:
@@ -276,3 +279,23 @@ def test_escaped_variable_reaches_the_job_shell(oar: OarClient, batch: Batch, ta
     assert job.state is OarState.TERMINATED and job.exit_code == 0
     path = home_path(target, target.out("escaped").replace("%jobid%", str(batch.escaped)))
     assert oar.read_file(path, user=USER) == f"{batch.escaped}\n".encode()
+
+
+def test_several_job_types_are_sent_as_a_list(oar: OarClient, batch: Batch) -> None:
+    job = oar.get_job(batch.typed, user=USER)
+    assert set(job.types) == {"idempotent", "besteffort"}
+    assert job.is_final
+
+
+def test_bulk_status_pages_inside_a_chunk(target: Target, batch: Batch) -> None:
+    client = target.client(chunk_size=5, page_limit=2)
+    ids = [batch.simple, batch.failing, *batch.array.job_ids]
+    assert sorted(job.id for job in client.get_jobs(ids)) == sorted(ids)
+    assert client.request_count - client.retry_count == 3  # one chunk of 5, pages of 2
+
+
+def test_deleting_an_unknown_job_is_rejected(oar: OarClient) -> None:
+    with pytest.raises(OarRejected) as caught:
+        oar.delete_job(987654321, user=USER)
+    assert caught.value.status == 400
+    assert "not the right user" in (caught.value.body or "")
