@@ -99,8 +99,10 @@ def main() -> None:
                for i, s in enumerate(servers)]
     for thread in threads:
         thread.start()
-    log.info("cigri-api listening on %s%s (pid %d)", settings.API_LISTEN,
-             f" and {settings.API_SOCKET}" if settings.API_SOCKET else "", os.getpid())
+    tcp = servers[0]
+    log.info("cigri-api listening on %s:%s%s (pid %d)", tcp.effective_host,
+                tcp.effective_port,
+                f" and {settings.API_SOCKET}" if settings.API_SOCKET else "", os.getpid())
     try:
         while not stop.wait(0.5):
             if not all(t.is_alive() for t in threads):
