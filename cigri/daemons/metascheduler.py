@@ -118,7 +118,8 @@ class MetaScheduler(Daemon):
         if not entries:
             return
         with self.engine.begin() as conn:
-            inserted = queue.queue_tasks(conn, entries, now=self.clock.now())
+            inserted = queue.queue_tasks(conn, entries, now=self.clock.now(),
+                                         after_queued=self.policy is Policy.FAIR_SHARE)
         log.info("queued %d tasks on %d clusters", inserted,
                  len({e.cluster_id for e in entries}), extra={"action": "queue"})
 

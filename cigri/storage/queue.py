@@ -264,13 +264,19 @@ def next_batch_id(conn: Connection) -> int:
     return int(job_max) + 1
 
 
-def queue_tasks(conn: Connection, entries: Sequence[QueueEntry], *, now: datetime) -> int:
+def queue_tasks(conn: Connection, entries: Sequence[QueueEntry], *, now: datetime,
+                after_queued: bool = False) -> int:
     """Insert queue rows for tasks still in the bag of a campaign still `in_treatment`.
 
     The tasks are read `FOR SHARE` first: a concurrent cancel (which deletes the bag) waits for
     this transaction instead of making it fail on a foreign key, and a task cancelled before we got
     here is simply not queued. `task_id` is UNIQUE: a task already queued (by another instance)
     is skipped, never queued twice. Returns how many rows were inserted.
+
+    `after_queued`: each cluster's `order_num`s continue after the largest already queued there,
+    so this pass's batches queue behind earlier ones instead of (v3) restarting at 1 and jumping
+    ahead of them; the fair-share policy needs it, or each pass's first user would always hold the
+    head of the queue.
     """
     if not entries:
         return 0
@@ -282,8 +288,16 @@ def queue_tasks(conn: Connection, entries: Sequence[QueueEntry], *, now: datetim
     if conn.dialect.name == "postgresql":
         still_there = still_there.with_for_update(read=True, of=bag_of_tasks)
     present = {int(row.id) for row in conn.execute(still_there)}
+    offsets: dict[int, int] = {}
+    if after_queued:
+        cluster_ids = sorted({e.cluster_id for e in entries})
+        offsets = {int(c): int(n or 0) for c, n in conn.execute(
+            select(jobs_to_launch.c.cluster_id, func.max(jobs_to_launch.c.order_num))
+            .where(jobs_to_launch.c.cluster_id.in_(cluster_ids))
+            .group_by(jobs_to_launch.c.cluster_id))}
     rows = [{"task_id": e.task_id, "cluster_id": e.cluster_id, "tag": None, "queuing_date": now,
-             "order_num": e.order_num, "runner_options": json.dumps(e.runner_options)}
+             "order_num": e.order_num + offsets.get(e.cluster_id, 0),
+             "runner_options": json.dumps(e.runner_options)}
             for e in entries if e.task_id in present]
     if not rows:
         return 0
