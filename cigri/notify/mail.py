@@ -2,8 +2,9 @@
 
 Owns the mail format: From `NOTIFICATIONS_SMTP_FROM`, Subject "<tag> (<severity>): <subject>" (v3),
 a Message-ID derived from the outbox `dedup_key`, so a message sent twice after a notifier crash can
-be recognised by the receiving side. Connection errors, timeouts and 4xx SMTP answers are transient;
-a refused recipient or a 5xx answer is permanent.
+be recognised by the receiving side. Connection errors, timeouts, 4xx SMTP answers and
+authentication or sender failures (our configuration) are transient; a refused recipient or another
+5xx answer is permanent.
 """
 
 from __future__ import annotations
@@ -60,6 +61,9 @@ class MailNotifier:
                 smtp.send_message(mail)
         except smtplib.SMTPRecipientsRefused as error:
             raise NotificationRejected(f"recipient refused: {error.recipients}") from error
+        except (smtplib.SMTPAuthenticationError, smtplib.SMTPSenderRefused) as error:
+            # Our configuration, not the message: keep it until the admin fixes the settings.
+            raise NotificationFailed(f"SMTP {error.smtp_code}: {error.smtp_error!r}") from error
         except smtplib.SMTPResponseException as error:
             text = f"SMTP {error.smtp_code}: {error.smtp_error!r}"
             if 500 <= error.smtp_code < 600:

@@ -56,6 +56,28 @@ def wait_until(condition: Callable[[], Any], *, timeout: float = 10.0) -> Any:
     raise AssertionError("condition not met in time")
 
 
+SECURE_SMTP = """
+import ssl, time
+from aiosmtpd.controller import Controller
+from aiosmtpd.handlers import Mailbox
+from aiosmtpd.smtp import AuthResult, LoginPassword
+
+def authenticate(server, session, envelope, mechanism, auth_data):
+    ok = (isinstance(auth_data, LoginPassword) and auth_data.login == b"{user}"
+          and auth_data.password == b"{password}")
+    return AuthResult(success=ok)
+
+context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+context.load_cert_chain("{cert}", "{key}")
+controller = Controller(Mailbox("{maildir}"), hostname="127.0.0.1", port={port},
+                        tls_context=context, require_starttls=True,
+                        authenticator=authenticate, auth_require_tls=True)
+controller.start()
+while True:
+    time.sleep(3600)
+"""
+
+
 class SmtpServer:
     """aiosmtpd in a subprocess, storing every mail in a Maildir; can be stopped and restarted
     on the same port."""
@@ -71,6 +93,18 @@ class SmtpServer:
             [sys.executable, "-m", "aiosmtpd", "-n", "-l", f"127.0.0.1:{self.port}",
              "-c", "aiosmtpd.handlers.Mailbox", str(self.maildir)],
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        wait_for_port(self.port, process=self.process)
+
+    def start_secure(self, *, user: str, password: str) -> None:
+        """The same server requiring STARTTLS (throwaway certificate) and AUTH LOGIN/PLAIN."""
+        subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout",
+                        str(self.directory / "smtp.key"), "-out", str(self.directory / "smtp.crt"),
+                        "-days", "2", "-subj", "/CN=localhost"], check=True, capture_output=True)
+        script = SECURE_SMTP.format(cert=self.directory / "smtp.crt",
+                                    key=self.directory / "smtp.key", maildir=self.maildir,
+                                    port=self.port, user=user, password=password)
+        self.process = subprocess.Popen([sys.executable, "-c", script],
+                                        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         wait_for_port(self.port, process=self.process)
 
     def stop(self) -> None:

@@ -186,3 +186,30 @@ def test_cigri_notifier_process_delivers_and_stops_on_sigterm(pg_url: str, pg_en
         _out, err = process.communicate(timeout=20)
     assert mail["Subject"] == f"[CIGRI] (low): Campaign #{campaign} (proc) is finished"
     assert process.returncode == 0, err.decode()
+
+
+def test_starttls_and_login_when_configured(tmp_path: Path) -> None:
+    import ssl
+
+    server = SmtpServer(tmp_path)
+    server.start_secure(user="relay", password="s3cret")
+    insecure = ssl.create_default_context()
+    insecure.check_hostname = False
+    insecure.verify_mode = ssl.CERT_NONE
+    message = OutgoingMessage(
+        dedup_key="ev2:s1", grid_user="alice", type=NotificationType.MAIL,
+        identity="alice@example.org", format=None, severity=Severity.MEDIUM,
+        subject="secure", body="over TLS")
+    try:
+        MailNotifier(server="127.0.0.1", port=server.port, starttls=True, user="relay",
+                     password="s3cret", ssl_context=insecure).send(message)
+        with pytest.raises(NotificationFailed):  # wrong password: kept for a retry
+            MailNotifier(server="127.0.0.1", port=server.port, starttls=True, user="relay",
+                         password="nope", ssl_context=insecure, timeout_seconds=2).send(message)
+        with pytest.raises(NotificationFailed):  # no STARTTLS: the relay refuses to go on
+            MailNotifier(server="127.0.0.1", port=server.port).send(message)
+        [mail] = server.messages()
+    finally:
+        server.stop()
+    assert (mail["To"], mail["Subject"]) == ("alice@example.org", "[CIGRI] (medium): secure")
+    assert "over TLS" in mail.get_payload()
