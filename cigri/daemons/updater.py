@@ -128,27 +128,28 @@ class Updater(Daemon):
 
     def _apply(self, cluster: Cluster, oar: OarApi, page: Sequence[Job],
                answers: dict[int, OarJob]) -> None:
-        now = self.clock.now()
         failed: list[tuple[Job, OarJob]] = []
-        with self.engine.begin() as conn:
-            for job in page:
-                oar_job = answers.get(job.remote_id or -1)
-                if oar_job is None:
-                    log.debug("updater: OAR job %s of job %d not listed", job.remote_id, job.id)
-                    continue
-                update = plan_job_update(job, oar_job)
-                if update.kind is UpdateKind.FAILED:
-                    failed.append((job, oar_job))
-                elif update.kind is not UpdateKind.NONE and update.state is not None:
-                    values: dict[str, object] = {}
-                    if update.start_time is not None:
-                        values["start_time"] = update.start_time
-                    if update.stop_time is not None:
-                        values["stop_time"] = update.stop_time
-                    if update.kind is UpdateKind.TERMINATED:
-                        values["return_code"] = update.return_code
-                    job_store.mark_job(conn, job.id, expected=_POLLED, state=update.state,
-                                       now=now, **values)
+        changes: list[dict[str, object]] = []
+        for job in page:
+            oar_job = answers.get(job.remote_id or -1)
+            if oar_job is None:
+                log.debug("updater: OAR job %s of job %d not listed", job.remote_id, job.id)
+                continue
+            update = plan_job_update(job, oar_job)
+            if update.kind is UpdateKind.FAILED:
+                failed.append((job, oar_job))
+            elif update.kind is not UpdateKind.NONE and update.state is not None:
+                change: dict[str, object] = {"id": job.id, "state": update.state.value}
+                if update.start_time is not None:
+                    change["start_time"] = update.start_time
+                if update.stop_time is not None:
+                    change["stop_time"] = update.stop_time
+                if update.kind is UpdateKind.TERMINATED:
+                    change["return_code"] = update.return_code
+                changes.append(change)
+        if changes:
+            with self.engine.begin() as conn:
+                job_store.mark_jobs(conn, changes, expected=_POLLED, now=self.clock.now())
         for job, oar_job in failed:
             self.handle_failure(cluster, oar, job, oar_job)
 

@@ -22,6 +22,7 @@ from sqlalchemy import (
     exists,
     func,
     insert,
+    or_,
     select,
     update,
 )
@@ -225,6 +226,32 @@ def mark_job(conn: Connection, job_id: int, *, expected: Collection[JobState], s
         update(jobs).where(jobs.c.id == job_id, jobs.c.state.in_([s.value for s in expected]))
         .values(state=state.value, updated_at=now, **values))
     return result.rowcount == 1
+
+
+def mark_jobs(conn: Connection, changes: Sequence[Mapping[str, Any]], *,
+              expected: Collection[JobState], now: datetime) -> int:
+    """Many state changes in one round trip (executemany): each change has `id`, `state` and
+    optional `start_time`, `stop_time`, `return_code`; each is guarded by `expected` like
+    `mark_job`. Returns how many rows moved."""
+    if not changes:
+        return 0
+    expected_values = [s.value for s in expected]
+    moved = 0
+    # one statement per shape of change, so every row of an executemany binds the same columns
+    shapes: dict[tuple[str, ...], list[dict[str, Any]]] = {}
+    for change in changes:
+        keys = tuple(sorted(k for k in change if k not in {"id", "state"}))
+        row = {f"b_{k}": v for k, v in change.items()}
+        row["b_now"] = now
+        shapes.setdefault(keys, []).append(row)
+    for keys, rows in shapes.items():
+        values: dict[str, Any] = {"state": bindparam("b_state"), "updated_at": bindparam("b_now")}
+        values.update({key: bindparam(f"b_{key}") for key in keys})
+        # IN (...) expands and cannot be used with executemany: spell the guard with ORs
+        guard = or_(*[jobs.c.state == value for value in expected_values])
+        statement = update(jobs).where(jobs.c.id == bindparam("b_id"), guard).values(**values)
+        moved += int(conn.execute(statement, rows).rowcount)
+    return moved
 
 
 def update_job_times(conn: Connection, job_id: int, *, expected: Collection[JobState],
