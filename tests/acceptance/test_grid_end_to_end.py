@@ -72,11 +72,12 @@ def _script(work: Path, name: str, body: str) -> Path:
     return path
 
 
-def _submit(grid: Grid, work: Path, script: Path, lines: list[str], name: str) -> int:
+def _submit(grid: Grid, work: Path, script: Path, lines: list[str], name: str,
+            **extra: Any) -> int:
     (work / f"{name}.txt").write_text("".join(f"{line}\n" for line in lines))
     jdl = work / f"{name}.json"
     jdl.write_text(json.dumps({
-        "name": name, "param_file": f"{name}.txt",
+        "name": name, "param_file": f"{name}.txt", **extra,
         "clusters": {"emu": {"exec_file": str(script), "exec_directory": str(work),
                              "walltime": "00:05:00", "type": "best-effort"}}}))
     result = grid.run("gridsub", "-f", str(jdl))
@@ -154,7 +155,10 @@ def test_a_failing_task_is_listed_fixed_and_resubmitted_and_its_owner_notified(
     work = live["work"]
     assert grid.run("gridnotify", "-m", "alice@example.org", "-s", "medium").returncode == 0
     (work / "fail-t2").write_text("")
-    flaky = _script(work, "flaky.sh", f'[ -e "{work}/fail-$1" ] && exit 3\necho ok $1\n')
+    # t2 fails until fixed; t3 asks once for a resubmission with exit status 66 (b13).
+    flaky = _script(work, "flaky.sh", f'[ -e "{work}/fail-$1" ] && exit 3\n'
+                    f'[ "$1" = t3 ] && [ ! -e "{work}/again-t3" ] && touch "{work}/again-t3" '
+                    '&& exit 66\necho ok $1\n')
     campaign_id = _submit(grid, work, flaky, [f"t{i}" for i in range(4)], "flaky")
 
     def error_listed() -> str:
@@ -177,6 +181,9 @@ def test_a_failing_task_is_listed_fixed_and_resubmitted_and_its_owner_notified(
     watched = grid.run("gridstat", "--watch", "1", str(campaign_id), timeout=150)
     assert "State: terminated" in watched.stdout and "Progress: 4/4 (100%)" in watched.stdout
     assert grid.run("gridevents", "-c", str(campaign_id)).stdout == "No events!\n"
+    assert (work / "again-t3").exists()
+    history = json.loads(grid.run("gridevents", "-a", "-c", str(campaign_id), "--json").stdout)
+    assert [e["code"] for e in history["items"]].count("EXIT_ERROR") == 1  # t2's only
 
     def notified() -> list[str]:
         with grid.engine.begin() as conn:
@@ -185,3 +192,4 @@ def test_a_failing_task_is_listed_fixed_and_resubmitted_and_its_owner_notified(
 
     subjects = _wait(notified, "a notification for alice", live, timeout=30)
     assert any("EXIT_ERROR" in subject or "blacklisted" in subject for subject in subjects)
+
