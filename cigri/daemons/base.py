@@ -5,6 +5,10 @@ Owns the loop, the role lease (`daemon_leases`, through `cigri.storage.leases`),
 (`daemon_heartbeats`) and process start-up (`main`: settings, logging, engine, signal handlers).
 Does not own any work: subclasses write `run_once` as a short list of named steps.
 
+On PostgreSQL a daemon also LISTENs on `cigri_<role>`: a producer that calls
+`cigri.storage.heartbeats.notify_daemons(conn, role)` in its transaction starts that daemon's next
+pass early. A hint only; every daemon still polls on its interval.
+
 Settings: `DAEMON_MAX_CONSECUTIVE_FAILURES` (failed passes in a row before the process exits, so
 almighty or systemd restarts it) and `LEASE_SECONDS` (how long a killed instance blocks its role).
 """
@@ -18,8 +22,9 @@ import signal
 import socket
 import sys
 import threading
+import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -27,6 +32,7 @@ from types import FrameType
 from typing import ClassVar
 
 from sqlalchemy import Engine
+from sqlalchemy.engine import make_url
 
 from cigri import app
 from cigri.config import Settings
@@ -36,6 +42,8 @@ from cigri.storage.heartbeats import record_heartbeat
 from cigri.storage.leases import acquire_lease, release_lease
 
 log = logging.getLogger(__name__)
+
+WAIT_SLICE_SECONDS = 0.5  # how often a waiting daemon looks at its wake-up flag
 
 
 def instance_owner() -> str:
@@ -85,6 +93,7 @@ class Daemon(abc.ABC):
         self.passes = 0  # passes done while holding the lease
         self.failures = 0  # failed passes in a row
         self.has_lease = False
+        self._wake = threading.Event()
 
     @classmethod
     def default_interval(cls, settings: Settings) -> timedelta:
@@ -95,10 +104,21 @@ class Daemon(abc.ABC):
     def run_once(self) -> None:
         """One pass. Safe to repeat; may stop between transactions."""
 
+    def wake_channels(self) -> Sequence[str]:
+        """PostgreSQL channels whose notifications start the next pass early (a hint only: the
+        daemon still polls on its interval, so a lost notification costs only latency)."""
+        return (f"cigri_{self.role}",)
+
+    def wake(self) -> None:
+        """Start the next pass now instead of at the end of the interval."""
+        self._wake.set()
+
     def run(self, loops: int | None = None) -> None:
         """Loop until `stop` is set, or for `loops` iterations (tests). Raises after
         `max_consecutive_failures` failed passes in a row."""
         iterations = 0
+        if loops is None:
+            self._start_listener()
         try:
             while not self.stop.is_set():
                 started = self.clock.monotonic()
@@ -110,10 +130,48 @@ class Daemon(abc.ABC):
                 iterations += 1
                 if loops is not None and iterations >= loops:
                     return
-                self.stop.wait(max(0.0, self.interval.total_seconds() - elapsed))
+                self._sleep(max(0.0, self.interval.total_seconds() - elapsed))
         finally:
             if self.stop.is_set():
                 self._release()
+
+    def _sleep(self, seconds: float) -> None:
+        """Wait for the next pass: until `seconds` pass, `stop` is set or a wake-up comes."""
+        deadline = time.monotonic() + seconds
+        while not self.stop.is_set():
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return
+            if self._wake.wait(min(left, WAIT_SLICE_SECONDS)):
+                self._wake.clear()
+                return
+
+    def _start_listener(self) -> None:
+        channels = list(self.wake_channels())
+        if not channels or self.engine.dialect.name != "postgresql":
+            return
+        thread = threading.Thread(target=self._listen, args=(channels,), daemon=True,
+                                  name=f"{self.name}-listen")
+        thread.start()
+
+    def _listen(self, channels: list[str]) -> None:
+        """LISTEN on a dedicated autocommit connection; wait in 1-s slices so `stop` is seen."""
+        import psycopg
+
+        url = make_url(self.engine.url.render_as_string(hide_password=False))
+        dsn = url.set(drivername="postgresql").render_as_string(hide_password=False)
+        while not self.stop.is_set():
+            try:
+                with psycopg.connect(dsn, autocommit=True) as conn:
+                    for channel in channels:
+                        conn.execute(f'LISTEN "{channel}"')
+                    while not self.stop.is_set():
+                        for _notice in conn.notifies(timeout=1.0, stop_after=1):
+                            self._wake.set()
+            except Exception:
+                log.debug("%s: listener lost its connection; polling only for now", self.name,
+                          exc_info=True)
+                self.stop.wait(5.0)
 
     def _one_iteration(self) -> None:
         try:

@@ -36,6 +36,7 @@ from cigri.domain.scheduling import (
 from cigri.storage import events as event_store
 from cigri.storage import queue
 from cigri.storage.clusters import list_clusters
+from cigri.storage.heartbeats import notify_daemons
 
 log = logging.getLogger(__name__)
 
@@ -120,6 +121,8 @@ class MetaScheduler(Daemon):
         with self.engine.begin() as conn:
             inserted = queue.queue_tasks(conn, entries, now=self.clock.now(),
                                          after_queued=self.policy is Policy.FAIR_SHARE)
+            if inserted:
+                notify_daemons(conn, "runner")
         log.info("queued %d tasks on %d clusters", inserted,
                  len({e.cluster_id for e in entries}), extra={"action": "queue"})
 

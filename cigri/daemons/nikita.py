@@ -49,6 +49,7 @@ from cigri.domain.states import EventClass, EventState, JobState
 from cigri.storage import events as event_store
 from cigri.storage import kills, queue
 from cigri.storage.clusters import list_clusters
+from cigri.storage.heartbeats import notify_daemons
 
 log = logging.getLogger(__name__)
 
@@ -299,6 +300,7 @@ class Nikita(Daemon):
                 removed = queue.delete_queue_entries(conn, [s.queue_id for s in stale],
                                                      queued_before=threshold)
                 queue.decrease_affinity(conn, [(s.param_id, s.cluster_id) for s in stale])
+                notify_daemons(conn, "metascheduler")  # the tasks are free to go elsewhere
                 event_store.record_event(
                     conn, class_=EventClass.LOG, code=QUEUED_FOR_TOO_LONG,
                     state=EventState.CLOSED, now=now,

@@ -1,6 +1,7 @@
 """Daemon heartbeats: one row per daemon name (role, or `runner:<cluster>`), upserted each pass.
 
 Owns `daemon_heartbeats`. Written by `cigri.daemons.base.Daemon`; read by `cigri status` and the API.
+Also the wake-up hint daemons listen to (`notify_daemons`).
 """
 
 from __future__ import annotations
@@ -8,7 +9,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Connection, delete, insert, select, update
+from sqlalchemy import Connection, delete, func, insert, select, update
 
 from cigri.domain.heartbeats import Heartbeat
 from cigri.storage.tables import daemon_heartbeats
@@ -46,3 +47,10 @@ def find_heartbeat(conn: Connection, name: str) -> Heartbeat | None:
 
 def delete_heartbeat(conn: Connection, name: str) -> None:
     conn.execute(delete(daemon_heartbeats).where(daemon_heartbeats.c.name == name))
+
+
+def notify_daemons(conn: Connection, role: str, payload: str = "") -> None:
+    """Wake the daemons of `role` when this transaction commits (PostgreSQL NOTIFY on
+    `cigri_<role>`; nothing on SQLite, where daemons just poll)."""
+    if conn.dialect.name == "postgresql":
+        conn.execute(select(func.pg_notify(f"cigri_{role}", payload)))

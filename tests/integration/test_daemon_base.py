@@ -109,3 +109,31 @@ def test_lease_race_has_a_single_winner(pg_engine: Engine, clock: FakeClock) -> 
     for thread in threads:
         thread.join()
     assert sum(results.values()) == 1
+
+
+def test_a_notification_starts_the_next_pass_early(pg_engine: Engine) -> None:
+    import time
+
+    from cigri.domain.clock import SystemClock
+    from cigri.storage.heartbeats import notify_daemons
+
+    settings = build_settings({})
+    daemon = CountingDaemon(engine=pg_engine, settings=settings, clock=SystemClock(),
+                            stop=threading.Event(), interval=timedelta(seconds=60))
+    thread = threading.Thread(target=daemon.run)
+    thread.start()
+    try:
+        deadline = time.monotonic() + 20
+        while daemon.calls < 1 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert daemon.calls == 1
+        while daemon.calls < 2 and time.monotonic() < deadline:
+            # Repeated, since a notification sent before the listener is up is lost (a hint).
+            with pg_engine.begin() as conn:
+                notify_daemons(conn, "counter")
+            time.sleep(0.5)
+        assert daemon.calls >= 2  # long before the 60 s interval
+    finally:
+        daemon.stop.set()
+        thread.join(timeout=10)
+    assert not thread.is_alive()
