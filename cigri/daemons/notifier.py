@@ -97,6 +97,7 @@ class NotifierDaemon(Daemon):
         now = self.clock.now()
         admins = sorted(self.settings.admins)
         with self.engine.begin() as conn:
+            outbox.skip_unselectable_events(conn)
             events = outbox.list_events_to_notify(conn, limit=EVENT_BATCH)
             if not events:
                 return 0, 0

@@ -163,6 +163,16 @@ def list_events_to_notify(conn: Connection, *, limit: int = 1000) -> list[Notifi
     ) for row in conn.execute(query)]
 
 
+def skip_unselectable_events(conn: Connection) -> int:
+    """Mark notified the closed `cluster`/`campaign`/`job` events nobody will notify (v3 never
+    selected them), so the unnotified set the notifier scans stays small (the engine records
+    millions of closed `RESUBMIT` traces)."""
+    return int(conn.execute(update(events).where(
+        events.c.notified.is_(False), events.c.state == EventState.CLOSED.value,
+        events.c.class_.in_([EventClass.CLUSTER.value, EventClass.CAMPAIGN.value,
+                             EventClass.JOB.value])).values(notified=True)).rowcount)
+
+
 def list_open_reported(conn: Connection) -> set[tuple[int, str]]:
     """(campaign id, code) of aggregated failures and campaign blacklists already notified and
     still open (see `cigri.domain.notifications.plan_notifications`)."""

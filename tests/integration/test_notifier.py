@@ -177,3 +177,18 @@ def test_composing_twice_stores_each_message_once(pg_engine: Engine, clock: Fake
     assert notifier.compose_messages() == 0
     with pg_engine.begin() as conn:
         assert len(outbox.list_messages(conn)) == 1
+
+
+def test_closed_engine_traces_are_swept_without_messages(pg_engine: Engine, clock: FakeClock,
+                                                         receiver: HttpReceiver) -> None:
+    campaign = add_campaign(pg_engine, user="alice")
+    subscribe(pg_engine, user="alice", type_="webhook", identity=receiver.url)
+    with pg_engine.begin() as conn:
+        for _ in range(3):
+            event_store.record_event(conn, class_=EventClass.JOB, code="RESUBMIT",
+                                     campaign_id=campaign, state=EventState.CLOSED,
+                                     now=clock.now())
+    _notifier(pg_engine, clock).run(loops=1)
+    assert receiver.received == []
+    with pg_engine.begin() as conn:
+        assert conn.execute(select(events.c.id).where(events.c.notified.is_(False))).all() == []
