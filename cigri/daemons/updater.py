@@ -34,7 +34,7 @@ from cigri.domain.clock import Clock
 from cigri.domain.clusters import Cluster
 from cigri.domain.events import BLACKLIST
 from cigri.domain.jobs import Job, UpdateKind, plan_job_update
-from cigri.domain.oar import OarApi, OarError, OarJob
+from cigri.domain.oar import OarApi, OarError, OarJob, OarNotFound
 from cigri.domain.states import EventClass, EventState, JobState
 from cigri.storage import events as event_store
 from cigri.storage import jobs as job_store
@@ -47,6 +47,7 @@ OarFactory = Callable[[Cluster], OarApi]
 
 UNDER_STRESS: Final = "UNDER_STRESS"
 FINISHED_CAMPAIGN: Final = "FINISHED_CAMPAIGN"
+LOST_JOB: Final = "RUNNER_GET_JOB_UNKNOWN_ERROR"
 _POLLED: Final = (JobState.SUBMITTED, JobState.REMOTE_WAITING, JobState.RUNNING)
 # v3 read the stress factor once per almighty cycle (10 s); polling faster than that must not
 # multiply the requests spent on it.
@@ -133,8 +134,9 @@ class Updater(Daemon):
         for job in page:
             oar_job = answers.get(job.remote_id or -1)
             if oar_job is None:
-                log.debug("updater: OAR job %s of job %d not listed", job.remote_id, job.id)
-                continue
+                oar_job = self._unlisted(cluster, oar, job)
+                if oar_job is None:
+                    continue
             update = plan_job_update(job, oar_job)
             if update.kind is UpdateKind.FAILED:
                 failed.append((job, oar_job))
@@ -152,6 +154,34 @@ class Updater(Daemon):
                 job_store.mark_jobs(conn, changes, expected=_POLLED, now=self.clock.now())
         for job, oar_job in failed:
             self.handle_failure(cluster, oar, job, oar_job)
+
+    def _unlisted(self, cluster: Cluster, oar: OarApi, job: Job) -> OarJob | None:
+        """A job the bulk answer left out: ask for it alone; if OAR does not know it (or it has
+        no remote id), it is lost: job event RUNNER_GET_JOB_UNKNOWN_ERROR and campaign blacklist,
+        never an automatic resubmission (it may still be running somewhere)."""
+        if job.remote_id is not None:
+            with self.engine.begin() as conn:
+                login = get_launch_context(conn, campaign_id=job.campaign_id,
+                                           cluster_id=cluster.id).cluster_login
+            try:
+                return oar.get_job(job.remote_id, user=login)
+            except OarNotFound:
+                pass
+            except OarError as error:
+                log.info("updater: cannot read OAR job %s of job %d: %s", job.remote_id, job.id,
+                         error)
+                return None
+        now = self.clock.now()
+        with self.engine.begin() as conn:
+            if job_store.mark_job(conn, job.id, expected=_POLLED, state=JobState.EVENT, now=now):
+                event_id = self._job_event(
+                    conn, job, LOST_JOB,
+                    f"OAR does not know job {job.remote_id} on {cluster.name}; resubmit this "
+                    "job if you care", now)
+                event_store.record_event(conn, class_=EventClass.CAMPAIGN, code=BLACKLIST,
+                                         campaign_id=job.campaign_id, cluster_id=job.cluster_id,
+                                         parent=event_id, now=now, checked=True)
+        return None
 
     # --- failures --------------------------------------------------------------------------
 

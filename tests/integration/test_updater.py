@@ -271,3 +271,19 @@ def test_jobs_on_a_disabled_cluster_are_still_followed_to_their_end(grid: Grid) 
     grid.advance(5)
     grid.updater().run(loops=1)
     assert states(grid.engine, campaign) == {"terminated": 2}
+
+
+def test_a_job_oar_does_not_know_is_reported_lost_not_resubmitted(grid: Grid) -> None:
+    campaign = _submit(grid, ["1", "2"])
+    with grid.engine.begin() as conn:
+        lost = conn.execute(select(jobs.c.id).order_by(jobs.c.id)).scalars().first()
+        conn.execute(update(jobs).where(jobs.c.id == lost).values(remote_id=999_999))
+    grid.advance(5)
+    grid.updater().run(loops=1)
+    assert states(grid.engine, campaign) == {"event": 1, "terminated": 1}
+    (event,) = event_rows(grid.engine, "RUNNER_GET_JOB_UNKNOWN_ERROR")
+    assert event.job_id == lost and event.state == "open"
+    assert _bag(grid) == []
+    with grid.engine.begin() as conn:
+        assert event_store.is_campaign_blacklisted(conn, campaign_id=campaign,
+                                                   cluster_id=grid.clusters[0].id)
