@@ -48,7 +48,7 @@ from cigri.storage import outbox
 
 log = logging.getLogger(__name__)
 
-EVENT_BATCH: Final = 500
+EVENT_BATCH: Final = 2000
 SEND_BATCH: Final = 50
 SEND_LEASE: Final = timedelta(minutes=5)
 MAX_ATTEMPTS: Final = 12  # about 8 hours of back-off at the default base and cap
