@@ -54,6 +54,15 @@ _POLLED: Final = (JobState.SUBMITTED, JobState.REMOTE_WAITING, JobState.RUNNING)
 STRESS_REFRESH: Final = timedelta(seconds=10)
 
 
+def _is_ours(oar_job: OarJob, job: Job) -> bool:
+    """The OAR job carries the name cigri gave it (`cigri.<campaign id>[.<key>]`), if any."""
+    name = oar_job.name
+    if not name:
+        return True
+    prefix = f"cigri.{job.campaign_id}"
+    return name == prefix or name.startswith(prefix + ".")
+
+
 class Updater(Daemon):
     """One updater for the whole grid."""
 
@@ -133,6 +142,8 @@ class Updater(Daemon):
         changes: list[dict[str, object]] = []
         for job in page:
             oar_job = answers.get(job.remote_id or -1)
+            if oar_job is not None and not _is_ours(oar_job, job):
+                oar_job = None  # the id is someone else's now (an OAR reset reuses ids)
             if oar_job is None:
                 oar_job = self._unlisted(cluster, oar, job)
                 if oar_job is None:
@@ -164,7 +175,9 @@ class Updater(Daemon):
                 login = get_launch_context(conn, campaign_id=job.campaign_id,
                                            cluster_id=cluster.id).cluster_login
             try:
-                return oar.get_job(job.remote_id, user=login)
+                found = oar.get_job(job.remote_id, user=login)
+                if _is_ours(found, job):
+                    return found
             except OarNotFound:
                 pass
             except OarError as error:

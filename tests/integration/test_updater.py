@@ -287,3 +287,15 @@ def test_a_job_oar_does_not_know_is_reported_lost_not_resubmitted(grid: Grid) ->
     with grid.engine.begin() as conn:
         assert event_store.is_campaign_blacklisted(conn, campaign_id=campaign,
                                                    cluster_id=grid.clusters[0].id)
+
+
+def test_a_remote_id_now_used_by_someone_else_is_not_taken_for_our_job(grid: Grid) -> None:
+    campaign = _submit(grid, ["100"])
+    grid.control(0).normal_user(1, 500)  # another user's job, as after an OAR reset
+    other = next(job["id"] for job in grid.control(0).jobs() if job["name"] == "normal_user")
+    with grid.engine.begin() as conn:
+        conn.execute(update(jobs).values(remote_id=other))
+    grid.advance(1)
+    grid.updater().run(loops=1)
+    assert states(grid.engine, campaign) == {"event": 1}
+    assert len(event_rows(grid.engine, "RUNNER_GET_JOB_UNKNOWN_ERROR")) == 1
