@@ -184,12 +184,14 @@ class NotifierDaemon(Daemon):
 
 def build_channels(settings: Settings) -> dict[NotificationType, Notifier]:
     """The channels the settings enable: mail when an SMTP server is set, XMPP when an XMPP server
-    is set, webhooks always."""
+    is set, webhooks and the log always."""
+    from cigri.notify.journal import LogNotifier
     from cigri.notify.mail import MailNotifier
     from cigri.notify.webhook import WebhookNotifier
 
     channels: dict[NotificationType, Notifier] = {
-        NotificationType.WEBHOOK: WebhookNotifier(tag=settings.NOTIFICATIONS_SMTP_SUBJECT_TAG)}
+        NotificationType.WEBHOOK: WebhookNotifier(tag=settings.NOTIFICATIONS_SMTP_SUBJECT_TAG),
+        NotificationType.LOG: LogNotifier()}
     if settings.NOTIFICATIONS_SMTP_SERVER:
         channels[NotificationType.MAIL] = MailNotifier(
             server=settings.NOTIFICATIONS_SMTP_SERVER, port=settings.NOTIFICATIONS_SMTP_PORT,

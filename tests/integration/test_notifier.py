@@ -192,3 +192,22 @@ def test_closed_engine_traces_are_swept_without_messages(pg_engine: Engine, cloc
     assert receiver.received == []
     with pg_engine.begin() as conn:
         assert conn.execute(select(events.c.id).where(events.c.notified.is_(False))).all() == []
+
+
+def test_log_subscriptions_write_to_the_daemon_log(pg_engine: Engine, clock: FakeClock,
+                                                   caplog: pytest.LogCaptureFixture) -> None:
+    from cigri.daemons.notifier import build_channels
+
+    campaign = add_campaign(pg_engine, user="alice", name="logged")
+    subscribe(pg_engine, user="alice", type_="log", identity="alice")
+    with pg_engine.begin() as conn:
+        event_store.record_event(conn, class_=EventClass.NOTIFY, code="FINISHED_CAMPAIGN",
+                                 campaign_id=campaign, state=EventState.CLOSED, now=clock.now())
+    settings = build_settings({})
+    daemon = NotifierDaemon(engine=pg_engine, settings=settings, clock=clock,
+                            stop=threading.Event(), channels=build_channels(settings))
+    with caplog.at_level("INFO", logger="cigri.notify.journal"):
+        daemon.run(loops=1)
+    assert f"Campaign #{campaign} (logged) is finished" in caplog.text
+    with pg_engine.begin() as conn:
+        assert [row["state"] for row in outbox.list_messages(conn)] == ["sent"]

@@ -84,7 +84,8 @@ def test_notifier_sends_an_open_event_to_an_xmpp_subscriber(
         "NOTIFICATIONS_XMPP_IDENTITY": "cigri@localhost",
         "NOTIFICATIONS_XMPP_PASSWORD": "bot-secret", "NOTIFICATIONS_XMPP_VERIFY_TLS": False})
     channels = build_channels(settings)
-    assert set(channels) == {NotificationType.XMPP, NotificationType.WEBHOOK}  # no SMTP server
+    assert set(channels) == {NotificationType.XMPP, NotificationType.WEBHOOK,
+                             NotificationType.LOG}  # no SMTP server: no mail
     daemon = NotifierDaemon(engine=pg_engine, settings=settings, clock=clock,
                             stop=threading.Event(), channels=channels)
     daemon.run(loops=1)
