@@ -4,9 +4,12 @@ restarts one that died or hung, and stops them all on SIGTERM/SIGINT.
 Owns the child processes and the `log` events that trace them: `ALMIGHTY_STARTING`,
 `ALMIGHTY_TERMINATING`, `RUNNER_FAILED` (the runner process died), `DAEMON_RESTARTED` (another
 daemon died) and `CHILD_TIMEOUT` (a daemon stopped beating for `ALMIGHTY_CHILD_TIMEOUT` seconds
-and was killed). Does not own any scheduling work: unlike v3's almighty it does not run the
-meta-scheduler, updater and nikita in sequence; each is its own long-lived process, and what v3
-got from running them in order is kept by transactions, leases and state-guarded updates.
+and was killed). A child that keeps dying soon after its start is restarted with a doubling delay
+(up to 5 minutes) when it exits with an error status, so a crash loop does not flood the events
+table; a child killed by a signal is restarted at the base delay. Does not own any scheduling
+work: unlike v3's almighty it does not run the meta-scheduler, updater and nikita in sequence;
+each is its own long-lived process, and what v3 got from running them in order is kept by
+transactions, leases and state-guarded updates.
 
 Children: `metascheduler`, `runner` (one process, one loop per enabled cluster), `updater`,
 `nikita`, and `collector`/`notifier` when this build has them. Each child is
@@ -58,6 +61,16 @@ STOP_GRACE_SECONDS: Final = 15.0
 POLL_SECONDS: Final = 0.2
 HEARTBEAT_SECONDS: Final = 5.0
 _PR_SET_PDEATHSIG: Final = 1
+QUICK_DEATH_SECONDS: Final = 30.0
+MAX_RESTART_DELAY_SECONDS: Final = 300.0
+
+
+def restart_delay(base: float, quick_deaths: int) -> float:
+    """The delay before a restart: `base`, doubled for each death in a row that came soon after
+    a start (a crash loop, e.g. a broken configuration), capped at 5 minutes."""
+    if quick_deaths <= 1:
+        return base
+    return min(base * 2 ** (quick_deaths - 1), MAX_RESTART_DELAY_SECONDS)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -95,6 +108,7 @@ class _Child:
     started_at: float = 0.0
     restart_at: float | None = None  # monotonic time of a scheduled restart
     restarts: int = 0
+    quick_deaths: int = 0  # deaths in a row within QUICK_DEATH_SECONDS of a start
 
 
 @dataclass
@@ -175,10 +189,15 @@ class Almighty:
         pid = child.process.pid
         child.process = None
         child.restarts += 1
-        child.restart_at = now + (self.restart_delay or 0.0)
+        # A crash loop is an exit with an error soon after the start; a kill from outside
+        # (SIGKILL, the OOM killer: negative status) restarts at the base delay.
+        crashed_early = code is not None and code > 0 and now - child.started_at < QUICK_DEATH_SECONDS
+        child.quick_deaths = child.quick_deaths + 1 if crashed_early else 0
+        delay = restart_delay(self.restart_delay or 0.0, child.quick_deaths)
+        child.restart_at = now + delay
         code_name = RUNNER_FAILED if child.spec.name == "runner" else DAEMON_RESTARTED
         message = (f"{child.spec.name} (pid {pid}) exited with status {code}; restarting in "
-                   f"{self.restart_delay:g} s")
+                   f"{delay:g} s")
         log.warning("almighty: %s", message, extra={"daemon": child.spec.name,
                                                    "action": "restart"})
         self._event(code_name, message)

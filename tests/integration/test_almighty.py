@@ -127,3 +127,28 @@ def test_cigri_almighty_runs_every_daemon_and_stops_them_on_sigterm(
         if process.poll() is None:
             process.kill()
             process.wait()
+
+
+def test_a_crash_loop_backs_off() -> None:
+    from cigri.daemons.almighty import restart_delay
+
+    assert [restart_delay(5.0, n) for n in range(6)] == [5.0, 5.0, 10.0, 20.0, 40.0, 80.0]
+    assert restart_delay(5.0, 20) == 300.0
+
+
+def test_a_daemon_exiting_with_an_error_soon_after_start_is_restarted_ever_later(
+        pg_engine: Engine, clock: FakeClock) -> None:
+    crasher = ChildSpec(name="updater", argv=[sys.executable, "-c", "raise SystemExit(3)"])
+    supervisor = Almighty(engine=pg_engine, settings=build_settings({}), clock=clock,
+                          stop=threading.Event(), restart_delay=0.1, specs=[crasher])
+    thread = threading.Thread(target=supervisor.run)
+    thread.start()
+    try:
+        _wait_for(lambda: supervisor.children.get("updater") is not None
+                  and supervisor.children["updater"].quick_deaths >= 3)
+        child = supervisor.children["updater"]
+        assert child.restart_at is None or child.restart_at - time.monotonic() <= 0.4
+    finally:
+        supervisor.stop.set()
+        thread.join(timeout=30)
+    assert _codes(pg_engine).count("DAEMON_RESTARTED") >= 3
