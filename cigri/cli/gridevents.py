@@ -9,7 +9,14 @@ from typing import Any, Final
 import click
 
 from cigri import __version__
-from cigri.cli.client import ApiCallError, client_from_environment, dump_json, fail, run_tool
+from cigri.cli.client import (
+    ApiCallError,
+    ApiClient,
+    client_from_environment,
+    dump_json,
+    fail,
+    run_tool,
+)
 
 TOOL = "gridevents"
 SEPARATOR: Final = "-" * 78
@@ -39,6 +46,18 @@ def print_events(events: Iterable[dict[str, Any]]) -> None:
         if event.get("message"):
             click.echo(event["message"])
     click.echo(SEPARATOR)
+
+
+def fetch_all(api: ApiClient, path: str, **params: Any) -> list[dict[str, Any]]:
+    """Every item of a paged list, following the API's `next` links."""
+    found: list[dict[str, Any]] = []
+    page = api.get(path, **params)
+    while True:
+        found += page["items"]
+        following = next((k["href"] for k in page["links"] if k["rel"] == "next"), None)
+        if following is None:
+            return found
+        page = api.request("GET", following)
 
 
 @click.command(context_settings={"help_option_names": ["-h", "--help"]})
@@ -104,17 +123,8 @@ def gridevents(campaign_arg: int | None, campaign_id: int | None, global_: bool,
         elif verbose:
             click.echo(f"{answer['message']}.")
         return
-    if event_id is not None:
-        found = [api.get(path)]
-    else:
-        found = []
-        page = api.get(path, all=1 if show_all else None)
-        while True:
-            found += page["items"]
-            following = next((k["href"] for k in page["links"] if k["rel"] == "next"), None)
-            if following is None:
-                break
-            page = api.request("GET", following)
+    found = [api.get(path)] if event_id is not None else fetch_all(
+        api, path, all=1 if show_all else None)
     if as_json:
         dump_json({"items": found, "total": len(found)})
     else:

@@ -14,7 +14,7 @@ import click
 
 from cigri import __version__
 from cigri.cli.client import ApiCallError, ApiClient, client_from_environment, dump_json, fail, run_tool
-from cigri.cli.gridevents import print_events
+from cigri.cli.gridevents import fetch_all, print_events
 
 TOOL = "gridstat"
 STATE_LETTERS: Final = {"in_treatment": "R", "paused": "P", "terminated": "T", "cancelled": "C"}
@@ -238,11 +238,11 @@ def gridstat(campaign_arg: int | None, campaign_id: int | None, dump: bool, full
         return
     if events:
         _campaign(api, campaign_id)
-        found = api.get(f"/campaigns/{campaign_id}/events")
+        found = fetch_all(api, f"/campaigns/{campaign_id}/events")
         if dump or as_json:
-            dump_json(found)
+            dump_json({"items": found, "total": len(found)})
         else:
-            print_events(found["items"])
+            print_events(found)
         return
     while True:
         campaign = _campaign(api, campaign_id)
