@@ -137,3 +137,61 @@ def test_besteffort_campaign_on_real_oar_survives_preemption(pg_engine: Engine) 
     assert len(terminated) == TASKS and set(terminated.values()) == {1}
     assert any("BESTEFFORT_KILL" in message for message in resubmits)
     assert resubmitted and resubmitted <= set(terminated)  # the preempted ones ran again
+
+
+class _Killed(BaseException):
+    """The runner process died right after OAR accepted the submission."""
+
+
+@pytest.mark.real_oar
+@pytest.mark.timeout(120)
+def test_a_runner_killed_after_submitting_is_reconciled_against_real_oar(
+        pg_engine: Engine) -> None:
+    from sqlalchemy import insert
+
+    from cigri.daemons.runner import ClusterRunner
+    from cigri.domain.clock import FakeClock
+    from cigri.storage.tables import bag_of_tasks, jobs_to_launch, parameters
+
+    urls = _urls()
+    run = uuid.uuid4().hex[:6]
+    clock = FakeClock(SystemClock().now())
+    settings = build_settings({"STRESS_FACTOR": 1000, "RUNNER_DEFAULT_INITIAL_NUMBER_OF_JOBS": 5})
+    with pg_engine.begin() as conn:
+        cluster = add_cluster(conn, name="real-crash", api_url=urls[0], now=clock.now())
+        create_campaign(
+            conn, grid_user=USER, name=f"crash-{run}", jobs_type="normal", jdl={},
+            properties={cluster.id: {"exec_file": "sleep 1; true", "type": "best-effort",
+                                     "walltime": "00:05:00", "resources": "/resource_id=1",
+                                     "exec_directory": f"/home/{USER}"}},
+            params=(f"r{run}x{i}" for i in range(3)), now=clock.now())
+        tasks = conn.execute(select(bag_of_tasks.c.id)).scalars().all()
+        conn.execute(insert(jobs_to_launch), [
+            {"task_id": task, "cluster_id": cluster.id, "queuing_date": clock.now(),
+             "runner_options": '{"besteffort": true}'} for task in tasks])
+    stop = threading.Event()
+    clients = Clients()
+    dying = ClusterRunner(cluster=cluster, oar=clients(cluster), engine=pg_engine,
+                          settings=settings, clock=clock, stop=stop, owner="dying",
+                          interval=timedelta(0))
+    real_submit = dying.oar.submit
+
+    def submit_then_die(request: SubmitRequest, *, user: str) -> Any:
+        real_submit(request, user=user)
+        raise _Killed
+
+    dying.oar.submit = submit_then_die  # type: ignore[method-assign]
+    with pytest.raises(_Killed):
+        dying.run(loops=1)
+    clock.advance(timedelta(minutes=2))
+    fresh = ClusterRunner(cluster=cluster, oar=clients(cluster), engine=pg_engine,
+                          settings=settings, clock=clock, stop=stop, owner="fresh",
+                          interval=timedelta(0))
+    assert fresh.reconcile() == 1
+    with pg_engine.begin() as conn:
+        rows = list(conn.execute(select(jobs.c.state, jobs.c.remote_id, parameters.c.param)
+                                 .join(parameters, parameters.c.id == jobs.c.param_id)))
+    assert [row.state for row in rows] == ["submitted"] * 3
+    oar = OarClient(urls[0])
+    for row in rows:  # each job adopted the OAR job running its own parameter
+        assert (oar.get_job(row.remote_id, user=USER).command or "").endswith(row.param)
