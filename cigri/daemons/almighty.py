@@ -15,7 +15,9 @@ Children: `metascheduler`, `runner` (one process, one loop per enabled cluster),
 `nikita`, and `collector`/`notifier` when this build has them. Each child is
 `python -c "import cigri.daemons.<name> as m; m.main()"` with almighty's environment, so
 `CIGRI_CONF` and `CIGRI_*` overrides reach every daemon. On Linux a child gets SIGTERM if
-almighty dies (PR_SET_PDEATHSIG), so a killed almighty leaves no orphan.
+almighty dies (PR_SET_PDEATHSIG), so a killed almighty leaves no orphan. In this one-host mode
+almighty also runs the periodic maintenance (`cigri.daemons.maintenance`: purge, grid usage,
+vacuum) on an APScheduler background scheduler, the job cron or systemd timers do otherwise.
 
 Settings: `ALMIGHTY_RESTART_DELAY`, `ALMIGHTY_CHILD_TIMEOUT`.
 """
@@ -36,7 +38,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import Final
+from typing import Any, Final
 
 from sqlalchemy import Engine
 
@@ -286,12 +288,36 @@ class Almighty:
             child.process = None
 
 
+def start_maintenance(engine: Engine, settings: Settings, clock: Clock) -> Any:
+    """One-host mode runs the periodic maintenance (purge, grid usage, vacuum) itself, on an
+    APScheduler background scheduler (returned, started), when this build has
+    `cigri.daemons.maintenance`; None otherwise."""
+    if importlib.util.find_spec("cigri.daemons.maintenance") is None:
+        return None
+    from apscheduler.schedulers.background import BackgroundScheduler
+
+    from cigri.daemons.maintenance import schedule_maintenance
+    from cigri.daemons.nikita import default_oar_factory
+
+    scheduler = BackgroundScheduler(timezone="UTC")
+    schedule_maintenance(scheduler, engine, settings, clock,
+                         oar_factory=default_oar_factory(settings))
+    scheduler.start()
+    log.info("almighty: maintenance scheduled (%d jobs)", len(scheduler.get_jobs()))
+    return scheduler
+
+
 def main() -> None:
     """`cigri-almighty`: every daemon of this host under one supervisor."""
     with daemon_context("almighty") as context:
         almighty = Almighty(engine=context.engine, settings=context.settings,
                             clock=context.clock, stop=context.stop, specs=daemon_specs())
-        almighty.run()
+        scheduler = start_maintenance(context.engine, context.settings, context.clock)
+        try:
+            almighty.run()
+        finally:
+            if scheduler is not None:
+                scheduler.shutdown(wait=False)
 
 
 if __name__ == "__main__":

@@ -152,3 +152,15 @@ def test_a_daemon_exiting_with_an_error_soon_after_start_is_restarted_ever_later
         supervisor.stop.set()
         thread.join(timeout=30)
     assert _codes(pg_engine).count("DAEMON_RESTARTED") >= 3
+
+
+def test_one_host_mode_schedules_the_maintenance(engine: Engine, clock: FakeClock) -> None:
+    from cigri.daemons.almighty import start_maintenance
+
+    scheduler = start_maintenance(engine, build_settings({"GRID_USAGE_UPDATE_PERIOD": 60}), clock)
+    try:
+        assert scheduler is not None
+        jobs = {job.id for job in scheduler.get_jobs()}
+        assert {"cigri-grid-usage", "cigri-purge", "cigri-vacuum"} <= jobs
+    finally:
+        scheduler.shutdown(wait=False)
