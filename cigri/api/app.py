@@ -9,12 +9,14 @@ environ by `cigri.api.server`, never from a header), the owner of a valid bearer
 
 from __future__ import annotations
 
+import io
 import json
 import logging
 import pwd
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Final
+from urllib.parse import parse_qs
 
 from flask import Flask, Response, g, request
 from sqlalchemy import Engine
@@ -99,6 +101,28 @@ def resolve_identity(settings: Settings, engine: Engine, clock: Clock) -> Identi
     return Identity(user=user, is_admin=user in settings.admins, method=method)
 
 
+class MethodOverride:
+    """v3 accepted a POST whose form field `_method` says PUT or DELETE (HTML forms, old
+    scripts). Only small url-encoded bodies are looked at; the body is given back intact."""
+
+    MAX_BYTES: Final = 64 * 1024
+
+    def __init__(self, app: Any) -> None:
+        self.app = app
+
+    def __call__(self, environ: dict[str, Any], start_response: Any) -> Any:
+        if (environ.get("REQUEST_METHOD") == "POST"
+                and environ.get("CONTENT_TYPE", "").startswith("application/x-www-form-urlencoded")):
+            length = int(environ.get("CONTENT_LENGTH") or 0)
+            if 0 < length <= self.MAX_BYTES:
+                body = environ["wsgi.input"].read(length)
+                environ["wsgi.input"] = io.BytesIO(body)
+                method = parse_qs(body.decode("latin-1")).get("_method", [""])[0].upper()
+                if method in {"PUT", "DELETE"}:
+                    environ["REQUEST_METHOD"] = method
+        return self.app(environ, start_response)
+
+
 def create_app(settings: Settings, engine: Engine, *, clock: Clock | None = None,
                oar_factory: OarFactory | None = None) -> Flask:
     """The WSGI application of the REST API, over `engine`.
@@ -116,6 +140,7 @@ def create_app(settings: Settings, engine: Engine, *, clock: Clock | None = None
     app.url_map.converters["id"] = IdConverter
     app.url_map.strict_slashes = False
     app.register_blueprint(api)
+    app.wsgi_app = MethodOverride(app.wsgi_app)  # type: ignore[method-assign]
 
     @app.before_request
     def _identify() -> None:

@@ -481,3 +481,12 @@ def test_campaign_lists_page_by_keyset(api: Api) -> None:
         assert "state=in_treatment" in following[0]
         page = api.call("GET", following[0]).get_json()
     assert seen == ids
+
+
+def test_a_post_with_a_method_field_acts_as_put_or_delete_like_v3(api: Api) -> None:
+    campaign_id = api.submit(jdl())
+    renamed = api.call("POST", f"/campaigns/{campaign_id}", data={"_method": "PUT", "name": "x"})
+    assert (renamed.status_code, renamed.get_json()["name"]) == (202, "x")
+    held = api.call("POST", f"/campaigns/{campaign_id}?hold=1", data={"_method": "delete"})
+    assert (held.status_code, held.get_json()["message"]) == (202, f"Campaign {campaign_id} paused")
+    assert api.call("POST", f"/campaigns/{campaign_id}", data={"x": "1"}).status_code == 405
