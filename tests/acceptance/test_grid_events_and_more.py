@@ -184,3 +184,24 @@ def test_b10_admission_rule_for_non_best_effort_jobs(grid: Grid) -> None:
                              "launch non best-effort jobs on cluster dahu!\n")
     assert grid.run("gridsub", "-j", json.dumps(normal), user="bob").returncode == 0
     assert grid.run("gridsub", "-j", json.dumps(JDL)).returncode == 0  # best-effort: anyone
+
+
+def test_gridclusters_usage_figures_and_bars(grid: Grid) -> None:
+    from datetime import UTC, datetime
+
+    from cigri.storage.tables import grid_usage
+
+    with grid.engine.begin() as conn:
+        conn.execute(insert(grid_usage).values(
+            date=datetime.now(UTC), cluster_id=1, max_resources=8, used_resources=4,
+            used_by_cigri=2, unavailable_resources=2))
+    usage = grid.run("gridclusters", "-u").stdout.splitlines()
+    assert usage[:5] == ["1: dahu , dahu-fe (stress:0.0/0.8)", "    max_resources: 8",
+                         "    used_resources: 4", "    used_by_cigri: 2",
+                         "    unavailable_resources: 2"]
+    assert usage[6] == "    Data temporarily unavailable"  # luke has no sample
+    bars = grid.run("gridclusters", "-b").stdout.splitlines()
+    assert bars[1] == " (8 resources)"
+    assert "=unavailable" in bars[-1] and "=free" in bars[-1]
+    as_json = json.loads(grid.run("gridclusters", "--json").stdout)["items"]
+    assert as_json[0]["usage"]["max_resources"] == 8 and as_json[1]["usage"] is None
