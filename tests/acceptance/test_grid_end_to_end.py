@@ -54,7 +54,8 @@ def live(grid: Grid, tmp_path: Path) -> Iterator[dict[str, Any]]:
     work = grid.home / "work"
     work.mkdir()
     try:
-        yield {"cluster": cluster, "work": work, "log": tmp_path / "daemons.log"}
+        yield {"cluster": cluster, "work": work, "log": tmp_path / "daemons.log",
+               "emulator": emulator}
     finally:
         almighty.send_signal(signal.SIGTERM)
         try:
@@ -193,3 +194,34 @@ def test_a_failing_task_is_listed_fixed_and_resubmitted_and_its_owner_notified(
     subjects = _wait(notified, "a notification for alice", live, timeout=30)
     assert any("EXIT_ERROR" in subject or "blacklisted" in subject for subject in subjects)
 
+
+
+@pytest.mark.slow
+def test_max_jobs_test_mode_and_best_effort_preemption(grid: Grid, live: dict[str, Any]) -> None:
+    """b18: max_jobs bounds active plus queued jobs; b17: test mode runs one job at a time (that
+    its jobs are normal, not best-effort, is asked of the runner in /tmp/engine-requests.md);
+    b12: best-effort jobs killed by a normal user are resubmitted without any action."""
+    from cigri.cli.client import ApiClient, ClientConfig
+
+    work = live["work"]
+    nap = _script(work, "nap.sh", "sleep 1\necho $1\n")
+    bounded = _submit(grid, work, nap, [f"b{i}" for i in range(6)], "bounded", max_jobs=2)
+    testing = _submit(grid, work, nap, [f"x{i}" for i in range(3)], "testing", test_mode="true")
+    live["emulator"].cluster(0).normal_user(4, 2.0, start_in=1.0, period=6.0)
+    client = ApiClient(ClientConfig(url=grid.url, token=grid.token("alice")))
+    peak = {bounded: 0, testing: 0}
+    deadline = time.monotonic() + 150
+    while time.monotonic() < deadline:
+        states = {}
+        for campaign_id in peak:
+            detail = client.get(f"/campaigns/{campaign_id}")
+            load = sum(c["active_jobs"] + c["queued_jobs"] for c in detail["clusters"].values())
+            peak[campaign_id] = max(peak[campaign_id], load)
+            states[campaign_id] = detail["state"]
+        if set(states.values()) == {"terminated"}:
+            break
+        time.sleep(0.3)
+    assert set(states.values()) == {"terminated"}, states
+    assert peak[bounded] <= 2 and peak[testing] <= 1, peak
+    job = next(t for t in _tasks(grid, bounded) if t["state"] == "terminated")["job"]
+    assert "besteffort" in json.loads(grid.run("gridstat", "-j", job, "-C").stdout)["types"]
