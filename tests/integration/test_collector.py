@@ -28,7 +28,8 @@ from tests.integration.engine_helpers import (
     states,
 )
 
-SCRIPT = "sh -c 'echo result-$0 > out_$0.txt; printf shared-$0 > common.log'"
+# OAR's oarsub shell evaluates the command once at submission (the emulator too): escape $0.
+SCRIPT = r"sh -c 'echo result-\$0 > out_\$0.txt; printf shared-\$0 > common.log'"
 
 
 @pytest.fixture
