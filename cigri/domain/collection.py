@@ -82,11 +82,17 @@ def is_flat(pattern: str) -> bool:
 
 def local_relative_path(remote_path: str, job: FinishedJob, *, flat: bool) -> PurePosixPath:
     """Where a remote file goes inside the campaign's result directory (never outside it)."""
-    name = _SAFE.sub("_", PurePosixPath(remote_path).name) or f"job{job.id}"
+    name = _safe_name(PurePosixPath(remote_path).name, f"job{job.id}")
     if flat:
         return PurePosixPath(name)
-    folder = _SAFE.sub("_", job.task_name or f"job{job.id}")
-    return PurePosixPath(folder) / name
+    return PurePosixPath(_safe_name(job.task_name or "", f"job{job.id}")) / name
+
+
+def _safe_name(text: str, fallback: str) -> str:
+    """One path component: no separators, and never `.` or `..` (a user's file name must not
+    climb out of the result directory)."""
+    cleaned = _SAFE.sub("_", text)
+    return fallback if cleaned.strip(".") == "" else cleaned
 
 
 def result_directory(*, collector_directory: str, campaign_id: int,
