@@ -311,3 +311,20 @@ def test_candidates_follow_priority_then_affinity_then_id_without_sorting_the_ba
     ids = [t.id for t in tasks]
     assert [t.task_id for t in found] == [ids[19], *ids[10:15]]
     assert [t.affinity for t in found] == [-2, 0, 0, 0, 0, 0]
+
+
+def test_a_campaign_awaits_its_epilogue_until_one_terminated_on_each_cluster(
+        engine: Engine, clock: FakeClock) -> None:
+    from cigri.storage.queue import campaigns_awaiting_epilogue
+
+    c1, c2 = _clusters(engine, clock, 2)
+    with_epilogue = _campaign(engine, clock, [c1, c2], 1, epilogue="echo done")
+    plain = _campaign(engine, clock, [c1], 1)
+    with engine.begin() as conn:
+        assert campaigns_awaiting_epilogue(conn, [with_epilogue, plain]) == {with_epilogue}
+        conn.execute(insert(jobs), [{"campaign_id": with_epilogue, "cluster_id": c, "tag": "epilogue",
+                                     "state": JobState.TERMINATED.value} for c in (c1,)])
+        assert campaigns_awaiting_epilogue(conn, [with_epilogue]) == {with_epilogue}
+        conn.execute(insert(jobs).values(campaign_id=with_epilogue, cluster_id=c2,
+                                         tag="epilogue", state=JobState.TERMINATED.value))
+        assert campaigns_awaiting_epilogue(conn, [with_epilogue, plain]) == set()
