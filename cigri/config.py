@@ -105,6 +105,8 @@ class Settings:
         "Where gathered outputs go, one directory per campaign."))
     COLLECTOR_ALLOW_USER_DESTINATION: bool = field(default=False, metadata=_describe(
         "Let a campaign's output_destination (an absolute path) replace COLLECTOR_DIRECTORY/<id>."))
+    COLLECTOR_SSH_OPTIONS: str = field(default="-o BatchMode=yes", metadata=_describe(
+        "ssh -o options of scp/rsync gathering (clusters with ssh_host), e.g. -o Port=2222."))
     NOTIFIER_INTERVAL: float = field(default=10.0, metadata=_describe(
         "Seconds between two notifier passes."))
     DAEMON_MAX_CONSECUTIVE_FAILURES: int = field(default=10, metadata=_describe(
