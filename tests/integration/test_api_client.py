@@ -39,5 +39,5 @@ def test_environment_wins_and_the_socket_wins_over_the_url(tmp_path: Path) -> No
 
 def test_an_unreachable_socket_is_reported_with_its_path() -> None:
     client = ApiClient(ClientConfig(socket="/nonexistent.sock", token="t"))
-    with pytest.raises(ApiUnreachable, match="not reachable at /nonexistent.sock"):
+    with pytest.raises(ApiUnreachable, match=r"not reachable at /nonexistent\.sock"):
         client.get("/whoami")
