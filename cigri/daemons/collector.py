@@ -16,14 +16,18 @@ Resumable: the rows are the progress. A collector killed mid-way leaves `pending
 again; the rename makes a half-written file impossible) and, on start, files recorded as collected
 whose local copy is gone or has another size are fetched again.
 
-`scp`/`rsync` methods are fetched through `/media` too for now (no ssh transport yet).
-Settings: COLLECTOR_INTERVAL, COLLECTOR_DIRECTORY, COLLECTOR_ALLOW_USER_DESTINATION.
+Methods `scp` and `rsync` copy over ssh from the cluster's `ssh_host` as the owner's cluster login
+(options in COLLECTOR_SSH_OPTIONS); on a cluster without `ssh_host` they fall back to `/media`.
+Settings: COLLECTOR_INTERVAL, COLLECTOR_DIRECTORY, COLLECTOR_ALLOW_USER_DESTINATION,
+COLLECTOR_SSH_OPTIONS.
 """
 
 from __future__ import annotations
 
 import logging
 import os
+import shlex
+import subprocess
 import threading
 from collections import defaultdict
 from collections.abc import Callable
@@ -53,6 +57,7 @@ OarFactory = Callable[[Cluster], OarApi]
 JOB_BATCH: Final = 500
 FILE_BATCH: Final = 100
 MAX_ATTEMPTS: Final = 10
+SSH_TIMEOUT_SECONDS: Final = 600.0
 
 
 class Collector(Daemon):
@@ -138,7 +143,7 @@ class Collector(Daemon):
         collected = 0
         with self.engine.begin() as conn:
             clusters = {c.id: c for c in list_clusters(conn)}
-        logins: dict[tuple[int, int], str] = {}
+        logins: dict[tuple[int, int], tuple[str, str | None]] = {}
         down: set[int] = set()
         while not self.stop.is_set():
             with self.engine.begin() as conn:
@@ -147,15 +152,16 @@ class Collector(Daemon):
                 for item, cluster_id, _remote_id, _owner in batch:
                     key = (item.campaign_id, cluster_id)
                     if key not in logins:
-                        logins[key] = get_launch_context(
-                            conn, campaign_id=item.campaign_id,
-                            cluster_id=cluster_id).cluster_login
+                        context = get_launch_context(conn, campaign_id=item.campaign_id,
+                                                     cluster_id=cluster_id)
+                        logins[key] = (context.cluster_login,
+                                       rules.gathering_method(context.properties))
             progressed = 0
             for item, cluster_id, _remote_id, _owner in batch:
                 if self.stop.is_set() or cluster_id in down or cluster_id not in clusters:
                     continue
-                outcome = self._fetch_one(item, clusters[cluster_id], cluster_id,
-                                          logins[(item.campaign_id, cluster_id)])
+                login, method = logins[(item.campaign_id, cluster_id)]
+                outcome = self._fetch_one(item, clusters[cluster_id], cluster_id, login, method)
                 if outcome == "down":
                     down.add(cluster_id)
                 else:
@@ -166,8 +172,10 @@ class Collector(Daemon):
         return collected
 
     def _fetch_one(self, item: store.CollectedFile, cluster: Cluster, cluster_id: int,
-                   login: str) -> str:
+                   login: str, method: str | None) -> str:
         assert item.local_path is not None
+        if method in rules.SSH_METHODS and cluster.ssh_host:
+            return self._copy_over_ssh(item, cluster, cluster_id, login, method or "scp")
         try:
             data = self.oar(cluster).read_file(item.remote_path, user=login)
         except OarNotFound as error:
@@ -190,6 +198,45 @@ class Collector(Daemon):
         with self.engine.begin() as conn:
             store.mark_collected(conn, item.id, size=size, now=self.clock.now())
         return "collected"
+
+    def _copy_over_ssh(self, item: store.CollectedFile, cluster: Cluster, cluster_id: int,
+                       login: str, method: str) -> str:
+        """scp or rsync the file into `<local>.part`, then rename it into place."""
+        assert item.local_path is not None
+        local = Path(item.local_path)
+        local.parent.mkdir(parents=True, exist_ok=True)
+        partial = local.with_name(local.name + ".part")
+        remote_path = item.remote_path[2:] if item.remote_path.startswith("~/") else item.remote_path
+        source = f"{login}@{cluster.ssh_host}:{remote_path}"
+        options = shlex.split(self.settings.COLLECTOR_SSH_OPTIONS)
+        if method == "rsync":
+            argv = ["rsync", "-q", "-e", shlex.join(["ssh", *options]), source, str(partial)]
+        else:
+            argv = ["scp", "-q", *options, source, str(partial)]
+        try:
+            done = subprocess.run(argv, capture_output=True, text=True, check=False,
+                                  timeout=SSH_TIMEOUT_SECONDS)
+        except (OSError, subprocess.TimeoutExpired) as failure:
+            done = subprocess.CompletedProcess(argv, 255, "", str(failure))
+        if done.returncode == 0 and partial.is_file():
+            size = partial.stat().st_size
+            partial.replace(local)
+            with self.engine.begin() as conn:
+                store.mark_collected(conn, item.id, size=size, now=self.clock.now())
+            return "collected"
+        partial.unlink(missing_ok=True)
+        problem = done.stderr.strip() or f"{argv[0]} exited with {done.returncode}"
+        if "No such file" in problem:
+            self._give_up(item, cluster_id, rules.MISSING_OUTPUT_FILE, missing=True,
+                          message=f"Output file {item.remote_path} of job {item.job_id} not found "
+                                  f"on {cluster.ssh_host}: {problem}")
+            return "missing"
+        # 255: ssh could not connect or authenticate; anything else is retried the same way
+        log.info("collector: %s of %s failed: %s", argv[0], item.remote_path, problem)
+        with self.engine.begin() as conn:
+            store.mark_attempt_failed(conn, item.id, message=problem,
+                                      give_up=item.attempts + 1 >= MAX_ATTEMPTS)
+        return "down"
 
     @staticmethod
     def _write(path: Path, data: bytes) -> int:

@@ -247,3 +247,50 @@ def subscribe(engine: Engine, *, user: str, type_: str, identity: str, severity:
         return int(conn.execute(insert(user_notifications).values(
             grid_user=user, type=type_, identity=identity, severity=severity, format=format_,
         )).inserted_primary_key[0])
+
+
+SSHD_CONFIG = """
+Port {port}
+ListenAddress 127.0.0.1
+HostKey {dir}/hostkey
+PidFile {dir}/sshd.pid
+AuthorizedKeysFile {dir}/authorized_keys
+PasswordAuthentication no
+KbdInteractiveAuthentication no
+PermitRootLogin prohibit-password
+StrictModes no
+UsePAM no
+Subsystem sftp internal-sftp
+"""
+
+
+@dataclass
+class SshServer:
+    port: int
+    key: Path
+    process: subprocess.Popen[bytes]
+
+    @property
+    def options(self) -> str:
+        """COLLECTOR_SSH_OPTIONS to reach this server as any local user."""
+        return (f"-o Port={self.port} -o IdentityFile={self.key} -o BatchMode=yes "
+                "-o StrictHostKeyChecking=no -o UserKnownHostsFile=/dev/null -o LogLevel=ERROR")
+
+
+def start_sshd(directory: Path) -> SshServer:
+    """A private OpenSSH server (key authentication only) on an ephemeral port."""
+    sshd = shutil.which("sshd") or "/usr/sbin/sshd"
+    if not Path(sshd).exists() or shutil.which("ssh-keygen") is None:
+        pytest.fail("openssh-server and openssh-client are needed (see .ci/apt-packages)")
+    directory.mkdir(parents=True, exist_ok=True)
+    for name in ("hostkey", "client"):
+        subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f",
+                        str(directory / name)], check=True, capture_output=True)
+    shutil.copy(directory / "client.pub", directory / "authorized_keys")
+    port = free_port()
+    (directory / "sshd_config").write_text(SSHD_CONFIG.format(port=port, dir=directory))
+    Path("/run/sshd").mkdir(parents=True, exist_ok=True)  # privilege separation directory
+    process = subprocess.Popen([sshd, "-D", "-e", "-f", str(directory / "sshd_config")],
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    wait_for_port(port, process=process)
+    return SshServer(port=port, key=directory / "client", process=process)

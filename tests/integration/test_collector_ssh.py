@@ -1,0 +1,88 @@
+"""The collector's scp and rsync methods against a private OpenSSH server started by the test: the
+declared files are copied into the result directory, a missing file is recorded with an event, and
+an unreachable ssh server leaves the files pending for the next pass."""
+
+from __future__ import annotations
+
+import getpass
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from sqlalchemy import Engine, insert, select
+
+from cigri.daemons.collector import Collector
+from cigri.domain.clock import FakeClock
+from cigri.storage import collected as store
+from cigri.storage.campaigns import create_campaign
+from cigri.storage.clusters import add_cluster
+from cigri.storage.tables import jobs, parameters
+from tests.integration.engine_helpers import event_rows, make_settings
+from tests.integration.notify_helpers import SshServer, start_sshd
+
+
+@pytest.fixture(scope="module")
+def sshd(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SshServer]:
+    server = start_sshd(tmp_path_factory.mktemp("sshd"))
+    try:
+        yield server
+    finally:
+        server.process.terminate()
+        server.process.wait(timeout=10)
+
+
+def _campaign(engine: Engine, clock: FakeClock, remote: Path, method: str, *,
+              ssh_host: str = "127.0.0.1") -> int:
+    """A finished campaign whose two jobs wrote <remote>/<task>.out (task b's file is absent)."""
+    (remote / "a.out").write_text("alpha\n")
+    with engine.begin() as conn:
+        cluster = add_cluster(conn, name=f"ssh-{method}-{ssh_host}", api_url="http://127.0.0.1:9/",
+                              ssh_host=ssh_host, now=clock.now())
+        campaign = create_campaign(
+            conn, grid_user=getpass.getuser(), name="ssh", jobs_type="normal", jdl={},
+            properties={cluster.id: {"exec_file": "true", "output_gathering_method": method,
+                                     "output_file": f"{remote}/{{TASK}}.out"}},
+            params=["a", "b"], now=clock.now())
+        for param in conn.execute(select(parameters.c.id).where(
+                parameters.c.campaign_id == campaign)).scalars():
+            conn.execute(insert(jobs).values(campaign_id=campaign, param_id=param,
+                                             cluster_id=cluster.id, state="terminated",
+                                             remote_id=param))
+    return campaign
+
+
+@pytest.mark.parametrize("method", ["scp", "rsync"])
+def test_ssh_methods_copy_the_declared_files(pg_engine: Engine, clock: FakeClock, sshd: SshServer,
+                                             tmp_path: Path, method: str) -> None:
+    remote = tmp_path / "remote"
+    remote.mkdir()
+    campaign = _campaign(pg_engine, clock, remote, method)
+    settings = make_settings(COLLECTOR_DIRECTORY=str(tmp_path / "results"),
+                             COLLECTOR_SSH_OPTIONS=sshd.options)
+    Collector(engine=pg_engine, settings=settings, clock=clock, stop=threading.Event(),
+              oar_factory=lambda cluster: pytest.fail("no OAR call expected"),  # type: ignore[arg-type,return-value]
+              owner="test").run(loops=1)
+    assert (tmp_path / "results" / str(campaign) / "a.out").read_text() == "alpha\n"
+    with pg_engine.begin() as conn:
+        summary = store.collection_summary(conn, campaign)
+    assert (summary["collected"], summary["missing"], summary["bytes"]) == (1, 1, 6)
+    [missing] = event_rows(pg_engine, "MISSING_OUTPUT_FILE")
+    assert "b.out" in missing.message
+
+
+def test_unreachable_ssh_host_keeps_files_pending(pg_engine: Engine, clock: FakeClock,
+                                                  sshd: SshServer, tmp_path: Path) -> None:
+    remote = tmp_path / "remote"
+    remote.mkdir()
+    campaign = _campaign(pg_engine, clock, remote, "scp")
+    settings = make_settings(COLLECTOR_DIRECTORY=str(tmp_path / "results"),
+                             COLLECTOR_SSH_OPTIONS=sshd.options.replace(
+                                 f"Port={sshd.port}", "Port=1") + " -o ConnectTimeout=3")
+    Collector(engine=pg_engine, settings=settings, clock=clock, stop=threading.Event(),
+              oar_factory=lambda cluster: pytest.fail("no OAR call expected"),  # type: ignore[arg-type,return-value]
+              owner="test").run(loops=1)
+    with pg_engine.begin() as conn:
+        files = store.list_collected_files(conn, campaign)
+    assert {f.state for f in files} == {"pending"} and all(f.attempts <= 1 for f in files)
+    assert event_rows(pg_engine, "MISSING_OUTPUT_FILE") == []
