@@ -15,7 +15,7 @@ is still open and already reported does not send again on every new failing job.
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from typing import Any, Final, Protocol
@@ -263,7 +263,7 @@ def _generic_draft(event: NotifiedEvent) -> Draft:
 
 
 def _capped(events: Sequence[NotifiedEvent], cap: int, kind: str,
-            make: Any) -> list[Draft]:
+            make: Callable[[NotifiedEvent], Draft]) -> list[Draft]:
     """At most `cap` drafts; past it one "too many" draft replaces the rest (v3 sent cap-1)."""
     if len(events) <= cap:
         return [make(event) for event in events]
