@@ -81,7 +81,7 @@ def test_notifier_mails_a_finished_campaign_to_its_owner(pg_engine: Engine, smtp
 
     [mail] = smtp.messages()
     assert mail["To"] == "alice@example.org"
-    assert mail["Subject"] == f"[CIGRI] (low): Campaign #{campaign} (render) is finished"
+    assert mail["Subject"] == f"[CIGRI] (high): Campaign #{campaign} (render) is finished"
     assert f"Campaign {campaign} is finished" in mail.get_payload()
     with pg_engine.begin() as conn:
         assert conn.execute(select(events.c.notified).where(events.c.id == event_id)).scalar()
@@ -94,7 +94,9 @@ def test_severity_threshold_filters_subscriptions(pg_engine: Engine, smtp: SmtpS
     campaign = add_campaign(pg_engine, user="alice")
     subscribe(pg_engine, user="alice", type_="mail", identity="alice@example.org",
               severity="high")
-    _finish_event(pg_engine, clock, campaign)  # low severity
+    with pg_engine.begin() as conn:  # medium severity
+        record_event(conn, class_=EventClass.NOTIFY, code="WALLTIME_WARNING",
+                     campaign_id=campaign, state=EventState.CLOSED, now=clock.now())
     _daemon(pg_engine, _settings(smtp.port), clock).run(loops=1)
     assert smtp.messages() == []
 
@@ -184,7 +186,7 @@ def test_cigri_notifier_process_delivers_and_stops_on_sigterm(pg_url: str, pg_en
     finally:
         process.send_signal(signal.SIGTERM)
         _out, err = process.communicate(timeout=20)
-    assert mail["Subject"] == f"[CIGRI] (low): Campaign #{campaign} (proc) is finished"
+    assert mail["Subject"] == f"[CIGRI] (high): Campaign #{campaign} (proc) is finished"
     assert process.returncode == 0, err.decode()
 
 

@@ -52,7 +52,7 @@ def test_closed_job_events_are_not_notified_but_notify_and_log_events_are() -> N
         ev(3, "RUNNER_FAILED", EventClass.LOG, state=EventState.CLOSED)])
     assert [(d.template, d.recipient, d.severity) for d in plan.drafts] == [
         ("log_event", rules.ADMIN, Severity.HIGH),
-        ("campaign_finished", "alice", Severity.LOW)]
+        ("campaign_finished", "alice", Severity.HIGH)]
 
 
 def test_severity_rules() -> None:
