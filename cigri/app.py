@@ -1,17 +1,32 @@
-"""Composition root: loads settings, sets up logging, builds engines. The only place that wires
-concrete objects together; daemons, CLI and API get what they need from here."""
+"""Composition root: loads settings, sets up logging, builds engines and the OAR-client factory.
+The only place that wires concrete objects together; daemons, CLI and API get what they need from
+here."""
 
 from __future__ import annotations
 
 import json
 import logging
 import sys
+import threading
+import time
+from collections.abc import Callable, Iterator, Mapping
 from datetime import UTC, datetime
 
 from sqlalchemy import Engine
 
 from cigri.config import Settings, load_settings
+from cigri.domain.clusters import Cluster
+from cigri.domain.oar import OarApi
+from cigri.domain.states import AuthType
+from cigri.oar.client import client_for_cluster
 from cigri.storage.db import make_engine
+from cigri.storage.users import list_user_mappings
+
+log = logging.getLogger(__name__)
+
+OarFactory = Callable[[Cluster], OarApi]
+ADMIN_LOGIN = "oar"  # the grid login whose mapping is the cluster-admin identity (v3 §4.1)
+TOKEN_REFRESH_SECONDS = 60.0
 
 _LEVELS = {"WARN": "WARNING", "FATAL": "CRITICAL"}
 
@@ -62,3 +77,96 @@ def build_engine(settings: Settings) -> Engine:
 def load() -> Settings:
     """Load and validate settings (raises ConfigError with every problem listed)."""
     return load_settings()
+
+
+def _cluster_mappings(engine: Engine, cluster_id: int) -> dict[str, str]:
+    """grid login -> `users_mapping.cluster_login` on one cluster (one short transaction)."""
+    with engine.begin() as conn:
+        return {m.grid_login: m.cluster_login for m in list_user_mappings(conn)
+                if m.cluster_id == cluster_id and m.cluster_login}
+
+
+class ClusterTokens(Mapping[str, str]):
+    """The JWTs of one `jwt` cluster, as `users_mapping` holds them (grid login -> `Bearer
+    <token>`, the `oar` login's being the cluster-admin token), re-read every `refresh_seconds`
+    and, at most once a second, when a login is missing (a token registered since)."""
+
+    def __init__(self, engine: Engine, cluster_id: int, *,
+                 refresh_seconds: float = TOKEN_REFRESH_SECONDS,
+                 monotonic: Callable[[], float] = time.monotonic) -> None:
+        self._engine = engine
+        self._cluster_id = cluster_id
+        self._refresh_seconds = refresh_seconds
+        self._monotonic = monotonic
+        self._lock = threading.Lock()
+        self._tokens: dict[str, str] = {}
+        self._loaded_at: float | None = None
+
+    def _load(self, *, force_after: float) -> dict[str, str]:
+        with self._lock:
+            now = self._monotonic()
+            if self._loaded_at is None or now - self._loaded_at >= force_after:
+                self._tokens = {login: value
+                                for login, value in _cluster_mappings(self._engine,
+                                                                      self._cluster_id).items()
+                                if value.lower().startswith("bearer ")}
+                self._loaded_at = now
+            return self._tokens
+
+    def __getitem__(self, login: str) -> str:
+        tokens = self._load(force_after=self._refresh_seconds)
+        if login not in tokens:
+            tokens = self._load(force_after=1.0)
+        return tokens[login]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._load(force_after=self._refresh_seconds))
+
+    def __len__(self) -> int:
+        return len(self._load(force_after=self._refresh_seconds))
+
+
+def _client_key(cluster: Cluster) -> tuple[object, ...]:
+    """The fields a client is built from: a change (an admin edited the cluster) rebuilds it."""
+    return (cluster.api_url, cluster.batch, cluster.api_auth_type, cluster.api_auth_header,
+            cluster.api_username, cluster.api_password, cluster.api_chunk_size, cluster.api_limit,
+            cluster.api_timeout_seconds)
+
+
+def build_oar_factory(settings: Settings, engine: Engine | None = None, *,
+                      monotonic: Callable[[], float] = time.monotonic) -> OarFactory:
+    """The one way daemons get OAR clients: `factory(cluster)` is the cluster's `OarClient`
+    (`client_for_cluster` with the REST_* settings), built once and cached per cluster id (rebuilt
+    when the cluster's API fields change).
+
+    With `engine`, `users_mapping` gives the identities: on `jwt` clusters the tokens
+    (`ClusterTokens`; the `oar` login's token for bulk status and grid usage), elsewhere the
+    mapped login of `oar` as the admin identity (v3 §4.1). Without it, no tokens and `oar` as
+    the admin login. `monotonic` times the token refreshes (tests pass a fake one).
+    """
+    cache: dict[int, tuple[tuple[object, ...], OarApi]] = {}
+    lock = threading.Lock()
+
+    def build(cluster: Cluster) -> OarApi:
+        key = _client_key(cluster)
+        with lock:
+            known = cache.get(cluster.id)
+            if known is not None and known[0] == key:
+                return known[1]
+            tokens: Mapping[str, str] | None = None
+            admin = ADMIN_LOGIN
+            if engine is not None and AuthType(cluster.api_auth_type) is AuthType.JWT:
+                tokens = ClusterTokens(engine, cluster.id, monotonic=monotonic)
+            elif engine is not None:
+                admin = _cluster_mappings(engine, cluster.id).get(ADMIN_LOGIN) or ADMIN_LOGIN
+            client = client_for_cluster(
+                cluster, timeout_seconds=settings.REST_QUERIES_TIMEOUT,
+                cert_file=settings.REST_CLIENT_CERTIFICATE_FILE or None,
+                key_file=settings.REST_CLIENT_KEY_FILE or None,
+                ca_file=settings.REST_CLIENT_CA_FILE or None,
+                verify_ssl=settings.REST_CLIENT_VERIFY_SSL, tokens=tokens, admin_user=admin)
+            cache[cluster.id] = (key, client)
+            log.debug("OAR client for cluster %s (%s)", cluster.name, cluster.api_url)
+            return client
+
+    return build

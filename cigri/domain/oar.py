@@ -154,6 +154,10 @@ class OarApi(Protocol):
 
     def get_array_jobs(self, array_id: int) -> list[OarJob]: ...
 
+    def get_running_jobs(self) -> list[OarJob]:
+        """Every user's jobs holding resources (Launching, Running, Finishing) with their
+        `resource_ids`, all pages, as the cluster admin (grid usage)."""
+
     def find_jobs_by_name(self, name: str, *, user: str,
                           since: datetime | None = None) -> list[OarJob]:
         """Jobs of `user` named `name`, in any state (crash reconciliation); `since` (e.g. when
@@ -164,6 +168,10 @@ class OarApi(Protocol):
     def delete_array(self, array_id: int, *, user: str) -> None: ...
 
     def read_file(self, path: str, *, user: str, tail: int | None = None) -> bytes: ...
+
+    def stat_file(self, path: str, *, user: str) -> int | None:
+        """The size of the regular file `path` as OAR lists it, read as `user`; None if there
+        is none."""
 
     def get_resources(self) -> list[OarResource]: ...
 

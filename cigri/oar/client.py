@@ -18,6 +18,7 @@ from typing import Any
 
 from cigri.domain.oar import (
     OarJob,
+    OarNotFound,
     OarResource,
     OarState,
     OarUnavailable,
@@ -41,6 +42,9 @@ from cigri.oar.parsing import (
 log = logging.getLogger(__name__)
 
 ALL_OAR_STATES: tuple[str, ...] = tuple(s.value for s in OarState if s is not OarState.UNKNOWN)
+# states in which a job holds its resources (grid usage; v3 §3.3.4 counted Running only)
+BUSY_OAR_STATES: tuple[str, ...] = (OarState.LAUNCHING.value, OarState.RUNNING.value,
+                                    OarState.FINISHING.value)
 
 
 class OarClient:
@@ -117,6 +121,14 @@ class OarClient:
                 for item in self._collection(route, user=None, code="GET_JOBS")]
         return sorted(jobs, key=lambda job: job.id)
 
+    def get_running_jobs(self) -> list[OarJob]:
+        """Every user's jobs that hold resources (Launching, Running, Finishing), with their
+        `resource_ids`, ordered by id: one listing, followed page after page, as `admin_user`."""
+        route = self.flavour.jobs_in_states(BUSY_OAR_STATES)
+        jobs = [self._parsed(parse_job, item, "GET_JOBS")
+                for item in self._collection(route, user=self.admin_user, code="GET_JOBS")]
+        return sorted(jobs, key=lambda job: job.id)
+
     def find_jobs_by_name(self, name: str, *, user: str,
                           since: datetime | None = None) -> list[OarJob]:
         """`user`'s jobs named `name`, in any state (crash reconciliation of a submission key).
@@ -138,6 +150,25 @@ class OarClient:
         route = self.flavour.media(path, tail)
         return self.http.get(route.path, user=user, params=route.params, code="GET_MEDIA",
                              raw=True).content
+
+    def stat_file(self, path: str, *, user: str) -> int | None:
+        """The size in bytes of the regular file `path`, read as `user` from the `ls` of its
+        directory (`media/ls/<dir>/`); None when there is no regular file there (the directory
+        or the name is missing, or it is a directory or a symbolic link, whose target `ls`
+        does not describe). A refused listing (403) raises `OarRejected`."""
+        directory, _, name = path.rstrip("/").rpartition("/")
+        if not name or name in (".", "..", "~"):
+            return None
+        route = self.flavour.media_ls(directory or "/")
+        try:
+            for item in self._collection(route, user=user, code="GET_MEDIA"):
+                if isinstance(item, Mapping) and item.get("name") == name:
+                    if item.get("type") != "f":
+                        return None
+                    return self._parsed(as_int, item.get("size"), "GET_MEDIA")
+        except OarNotFound:
+            return None
+        return None
 
     def get_resources(self) -> list[OarResource]:
         route = self.flavour.resources()
@@ -245,7 +276,8 @@ def client_for_cluster(cluster: Any, *, timeout_seconds: float = 30.0,
 
     `timeout_seconds` (REST_QUERIES_TIMEOUT) applies unless the cluster sets its own; the client
     certificate (`cert_file` + `key_file`) is used for `cert` clusters; `tokens` maps cluster
-    logins to JWTs for `jwt` clusters (OAR 3 only).
+    logins to JWTs for `jwt` clusters (OAR 3 only); it is kept, not copied, so a mapping that
+    reloads itself (see `cigri.app.build_oar_factory`) sees tokens registered later.
     """
     fields = _fields(cluster)
     flavour = flavour_for(fields.get("batch") or ClusterAPI.OAR2_5)
@@ -264,7 +296,8 @@ def client_for_cluster(cluster: Any, *, timeout_seconds: float = 30.0,
         basic = (str(fields["api_username"]), str(fields.get("api_password") or ""))
     elif auth_type is AuthType.JWT and flavour.name is not ClusterAPI.OAR3:
         raise ValueError(f"cluster {fields.get('name')}: jwt auth is for oar3 clusters only")
-    auth = OarAuth(identity_header=str(header), tokens=dict(tokens or {}), cert=cert, basic=basic,
+    auth = OarAuth(identity_header=str(header), tokens=tokens if tokens is not None else {},
+                   cert=cert, basic=basic,
                    verify=verify, jwt=auth_type is AuthType.JWT)
     timeout = fields.get("api_timeout_seconds") or timeout_seconds
     return OarClient(str(fields["api_url"]), flavour=flavour.name, auth=auth,

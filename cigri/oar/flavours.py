@@ -52,6 +52,12 @@ class Flavour:
             params.append(("from", str(since_epoch)))
         return Route(path="jobs", params=tuple(params))
 
+    def jobs_in_states(self, states: Sequence[str]) -> Route:
+        """Every job in `states`, with its resources (grid usage)."""
+        if self.name is ClusterAPI.OAR3:
+            return Route(path="jobs", params=(("details", "1"), *(("states", s) for s in states)))
+        return Route(path="jobs/details", params=(("state", ",".join(states)),))
+
     def job(self, job_id: int) -> Route:
         return Route(path=f"jobs/{int(job_id)}")
 
@@ -71,6 +77,14 @@ class Flavour:
         if not path.startswith(("/", "~")):
             raise ValueError(f"media paths must be absolute: {path!r}")
         return Route(path="media/" + quote(path.lstrip("/"), safe="/~"), params=tail_params)
+
+    def media_ls(self, directory: str) -> Route:
+        """The `ls` of a directory (same route in both flavours; the trailing `/` lets OAR 2.5
+        expand `~/`)."""
+        if not directory.startswith(("/", "~")):
+            raise ValueError(f"media paths must be absolute: {directory!r}")
+        path = directory.strip("/")
+        return Route(path="media/ls/" + (quote(path, safe="/~") + "/" if path else ""))
 
     def resources(self) -> Route:
         if self.name is ClusterAPI.OAR3:

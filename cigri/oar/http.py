@@ -34,6 +34,7 @@ class OarAuth:
 
     - `identity_header`: the header naming the user on a trusted endpoint (OAR 2.5).
     - `tokens`: JWT per login (OAR 3); with tokens, the user goes in `Authorization: Bearer`.
+      A user given as `Bearer <token>` (the mapped login of a jwt cluster) is sent as is.
     - `cert`: TLS client certificate file, or (certificate, key) files.
     - `basic`: HTTP basic auth (login, password), sent on every request.
     - `verify`: check the server certificate (True), not (False), or against this CA bundle.
@@ -51,6 +52,9 @@ class OarAuth:
         if user is None:
             return {}
         if self.jwt:
+            if user.lower().startswith("bearer "):
+                # already the header value: a jwt cluster's `users_mapping.cluster_login` (v3)
+                return {"Authorization": user}
             token = self.tokens.get(user)
             if token is None:
                 raise OarRejected(f"no JWT token for user {user}", code="JWT_TOKEN_NOT_FOUND")
