@@ -286,9 +286,12 @@ def submit_campaign() -> ResponseReturnValue:
             raise JDLError("parameters were streamed but the JDL also gives params or nb_jobs")
         params = spec.parameter_lines(lines)
         with _engine().begin() as conn:
+            now = _now()
             campaign_id = create_campaign_from_spec(conn, grid_user=identity.user, spec=spec,
-                                                    params=params, now=_now())
+                                                    params=params, now=now)
             summary = queries.get_campaign_summary(conn, campaign_id)
+            actions.record_new_campaign(conn, campaign_id, name=summary.name,
+                                        tasks=summary.total_jobs, now=now)
     except JDLError as error:
         raise ApiError(400, "Error", f"Error submitting campaign: {error.message}") from error
     return json_response(_campaign_json(summary), 201,
@@ -720,7 +723,8 @@ def _utc() -> Any:
 
 _CHANNELS: Final = {"mail": NotificationType.MAIL.value, "jabber": NotificationType.XMPP.value,
                     "xmpp": NotificationType.XMPP.value,
-                    "webhook": NotificationType.WEBHOOK.value}
+                    "webhook": NotificationType.WEBHOOK.value,
+                    "log": NotificationType.LOG.value}
 
 
 def _subscriber(identity: Identity) -> str:

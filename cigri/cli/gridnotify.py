@@ -1,5 +1,6 @@
 """`gridnotify`: my notification subscriptions (v3 options and output, `cigri-v3-user.md` §2.5):
-list, subscribe a mail address, a Jabber id or a webhook URL with a minimum severity, unsubscribe."""
+list, subscribe a mail address, a Jabber id, a webhook URL or a log tag (the notifier's log or
+journald, for sites without mail or XMPP) with a minimum severity, unsubscribe."""
 
 from __future__ import annotations
 
@@ -19,13 +20,16 @@ SHOWN_TYPE: Final = {"xmpp": "jabber"}
 @click.option("-m", "--mail", help="E-mail address to subscribe (or unsubscribe with -u).")
 @click.option("-j", "--jabber", help="Jabber/XMPP id to subscribe (or unsubscribe with -u).")
 @click.option("-w", "--webhook", help="Webhook URL to subscribe (or unsubscribe with -u).")
+@click.option("--log", "log_", metavar="TAG",
+              help="Log tag to subscribe (messages go to the notifier's log; -u unsubscribes).")
 @click.option("-u", "--unsubscribe", is_flag=True, help="Unsubscribe the given identity.")
 @click.option("-s", "--severity", help="Minimum severity to receive: low, medium or high.")
 @click.option("-v", "--verbose", is_flag=True, help="Print the API message.")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 @click.version_option(__version__, prog_name=TOOL)
 def gridnotify(list_: bool, mail: str | None, jabber: str | None, webhook: str | None,
-               unsubscribe: bool, severity: str | None, verbose: bool, as_json: bool) -> None:
+               log_: str | None, unsubscribe: bool, severity: str | None, verbose: bool,
+               as_json: bool) -> None:
     """Manage my notification subscriptions."""
     api = client_from_environment()
     if list_:
@@ -39,10 +43,11 @@ def gridnotify(list_: bool, mail: str | None, jabber: str | None, webhook: str |
             kind = SHOWN_TYPE.get(item["type"], item["type"])
             click.echo(f" - {kind} on {item['identity']} with severity "
                        f"{item['severity'] or 'medium'}")
-        if not (mail or jabber or webhook):
+        if not (mail or jabber or webhook or log_):
             return
     kind, identity = next(((k, v) for k, v in (("mail", mail), ("jabber", jabber),
-                                               ("webhook", webhook)) if v), (None, None))
+                                               ("webhook", webhook), ("log", log_)) if v),
+                          (None, None))
     if kind is None or identity is None:
         click.echo(click.get_current_context().get_help())
         return

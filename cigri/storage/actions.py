@@ -13,20 +13,21 @@ campaign, then jobs). Killing on OAR is nikita's; creating campaigns is `campaig
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Connection, delete, exists, select, update
+from sqlalchemy import Connection, delete, exists, func, select, update
 
+from cigri.domain.colombo import FixPlan, plan_fix
 from cigri.domain.errors import CampaignNotFound, Conflict, JobNotFound, NotFound
+from cigri.domain.events import Event
+from cigri.domain.notifications import NEW_CAMPAIGN
 from cigri.domain.states import PRIORITY_RESUBMIT, CampaignState, EventClass, EventState, JobState
-from cigri.storage.events import close_event, record_event
+from cigri.storage.events import close_events, event_from_row, get_event, record_event
 from cigri.storage.tables import bag_of_tasks, campaigns, clusters, events, jobs, jobs_to_launch
 
 log = logging.getLogger(__name__)
-
-NEVER_CLOSED_BY_FIX = ("BLACKLIST", "USER_FRAG")
 
 
 def _lock_campaign(conn: Connection, campaign_id: int) -> CampaignState:
@@ -35,6 +36,15 @@ def _lock_campaign(conn: Connection, campaign_id: int) -> CampaignState:
     if row is None:
         raise CampaignNotFound(f"Campaign {campaign_id} not found")
     return CampaignState(row.state)
+
+
+def record_new_campaign(conn: Connection, campaign_id: int, *, name: str | None, tasks: int,
+                        now: datetime) -> int:
+    """The closed `notify` event NEW_CAMPAIGN the notifier turns into the new-campaign message;
+    recorded in the submission's transaction, so a campaign and its announcement go together."""
+    return record_event(conn, class_=EventClass.NOTIFY, code=NEW_CAMPAIGN,
+                        campaign_id=campaign_id, state=EventState.CLOSED, now=now,
+                        message=f"Campaign {campaign_id} ({name}) submitted with {tasks} tasks")
 
 
 def cancel_campaign(conn: Connection, campaign_id: int, *, now: datetime) -> None:
@@ -124,7 +134,9 @@ def cancel_job(conn: Connection, job_id: int, *, now: datetime) -> int:
 
 
 def resubmit_jobs(conn: Connection, job_ids: Iterable[int]) -> int:
-    """Put the tasks of these jobs back at the front of the bag, once each; returns how many."""
+    """Put the tasks of these jobs back at the front of the bag, once each; returns how many.
+    A parameter already waiting in the bag is not added again. Callers deciding *which* jobs to
+    resubmit go through `cigri.domain.colombo.plan_fix` first (see `fix_event`)."""
     count = 0
     params = conn.execute(
         select(jobs.c.campaign_id, jobs.c.param_id).where(
@@ -139,37 +151,66 @@ def resubmit_jobs(conn: Connection, job_ids: Iterable[int]) -> int:
     return count
 
 
+def _busy_params(conn: Connection, job_params: Mapping[int, int | None]) -> set[int]:
+    """Parameters of these failed jobs that must not be resubmitted: a task of theirs waits in
+    the bag, or they have a job newer than the newest of the failed jobs (Colombo, the runner or
+    an earlier fix already gave them another run)."""
+    newest_failed: dict[int, int] = {}
+    for job_id, param_id in job_params.items():
+        if param_id is not None:
+            newest_failed[param_id] = max(job_id, newest_failed.get(param_id, 0))
+    if not newest_failed:
+        return set()
+    wanted = sorted(newest_failed)
+    busy = set(conn.execute(select(bag_of_tasks.c.param_id).where(
+        bag_of_tasks.c.param_id.in_(wanted)).distinct()).scalars())
+    for param_id, newest in conn.execute(select(jobs.c.param_id, func.max(jobs.c.id)).where(
+            jobs.c.param_id.in_(wanted)).group_by(jobs.c.param_id)).all():
+        if newest > newest_failed[param_id]:
+            busy.add(param_id)
+    return busy
+
+
+def _apply_fix(conn: Connection, found: Sequence[Event], *, resubmit: bool, campaign_wide: bool,
+               now: datetime) -> FixPlan:
+    """Close and resubmit what `plan_fix` says for these events."""
+    job_params: dict[int, int | None] = {}
+    job_ids = sorted({e.job_id for e in found if e.job_id is not None})
+    if resubmit and job_ids:
+        job_params = {row.id: row.param_id for row in conn.execute(
+            select(jobs.c.id, jobs.c.param_id).where(jobs.c.id.in_(job_ids)))}
+    plan = plan_fix(found, resubmit=resubmit, campaign_wide=campaign_wide,
+                    job_params=job_params, busy_params=_busy_params(conn, job_params))
+    close_events(conn, plan.close_event_ids, now=now)
+    if plan.resubmit_job_ids:
+        resubmit_jobs(conn, plan.resubmit_job_ids)
+    return plan
+
+
 def fix_event(conn: Connection, event_id: int, *, resubmit: bool, now: datetime) -> None:
-    """Close one event; with `resubmit`, put its job's task back in the bag."""
-    row = conn.execute(select(events.c.job_id, events.c.state, events.c.campaign_id)
-                       .where(events.c.id == event_id)).one_or_none()
+    """Close one event; with `resubmit`, put its job's task back in the bag unless it already
+    waits there or already has a newer job (`plan_fix`: a task is never resubmitted twice)."""
+    row = conn.execute(select(events.c.campaign_id).where(events.c.id == event_id)).one_or_none()
     if row is None:
         raise NotFound(f"Event {event_id} not found")
     if row.campaign_id is not None:
         _lock_campaign(conn, row.campaign_id)
-    if row.state != EventState.OPEN.value:
+    event = get_event(conn, event_id)
+    if not event.is_open:
         raise Conflict(f"Event {event_id} is already closed")
-    close_event(conn, event_id, now=now)
-    if resubmit and row.job_id is not None:
-        resubmit_jobs(conn, [row.job_id])
+    _apply_fix(conn, [event], resubmit=resubmit, campaign_wide=False, now=now)
 
 
 def fix_campaign_events(conn: Connection, campaign_id: int, *, resubmit: bool,
                         now: datetime) -> int:
     """Close a campaign's open events but BLACKLIST (lifted by the updater once its cause is
-    closed) and USER_FRAG (a cancellation under way); returns how many were closed."""
+    closed) and USER_FRAG (a cancellation under way); with `resubmit`, each failed task once
+    (`plan_fix`). Returns how many events were closed."""
     _lock_campaign(conn, campaign_id)
-    open_rows = conn.execute(
-        select(events.c.id, events.c.job_id).where(
-            events.c.campaign_id == campaign_id, events.c.state == EventState.OPEN.value,
-            events.c.code.not_in(NEVER_CLOSED_BY_FIX))).all()
-    ids = [r.id for r in open_rows]
-    if ids:
-        conn.execute(update(events).where(events.c.id.in_(ids))
-                     .values(state=EventState.CLOSED.value, date_closed=now, date_update=now))
-    if resubmit:
-        resubmit_jobs(conn, [r.job_id for r in open_rows if r.job_id is not None])
-    return len(ids)
+    found = [event_from_row(r) for r in conn.execute(select(events).where(
+        events.c.campaign_id == campaign_id, events.c.state == EventState.OPEN.value))]
+    plan = _apply_fix(conn, found, resubmit=resubmit, campaign_wide=True, now=now)
+    return len(plan.close_event_ids)
 
 
 def create_admin_event(conn: Connection, *, class_: str, code: str, message: str | None,

@@ -62,7 +62,8 @@ def test_b33_gridevents_fix_and_resubmit(grid: Grid) -> None:
         priorities = sorted(conn.execute(select(bag_of_tasks.c.priority)).scalars())
     assert priorities == [10, 20]
     history = grid.run("gridevents", "-a", "-c", str(campaign_id), "--json")
-    assert {e["code"] for e in json.loads(history.stdout)["items"]} == {"EXIT_ERROR", "BLACKLIST"}
+    assert {e["code"] for e in json.loads(history.stdout)["items"]} == {
+        "NEW_CAMPAIGN", "EXIT_ERROR", "BLACKLIST"}
 
 
 def test_b34_gridevents_misuse(grid: Grid) -> None:
