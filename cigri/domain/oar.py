@@ -173,6 +173,10 @@ class OarApi(Protocol):
         """The size of the regular file `path` as OAR lists it, read as `user`; None if there
         is none."""
 
+    def delete_file(self, path: str, *, user: str) -> None:
+        """Remove the file `path` of the cluster as `user` (OAR's `DELETE media`); raises
+        `OarNotFound` when there is none, `OarRejected` when `user` may not remove it."""
+
     def get_resources(self) -> list[OarResource]: ...
 
     def get_stress_factor(self) -> float: ...

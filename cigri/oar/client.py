@@ -210,6 +210,12 @@ class OarClient:
         route = self.flavour.job(job_id)
         self.http.delete(route.path, user=user, params=route.params, code="DELETE_JOB")
 
+    def delete_file(self, path: str, *, user: str) -> None:
+        """Remove the file `path` of the cluster as `user` (`DELETE media/<path>`, OAR 3:
+        `DELETE media?path_filename=`); `OarNotFound` when it does not exist."""
+        route = self.flavour.media(path, None)
+        self.http.delete(route.path, user=user, params=route.params, code="DELETE_MEDIA")
+
     def delete_array(self, array_id: int, *, user: str) -> None:
         method, route = self.flavour.delete_array(array_id)
         if method == "DELETE":
