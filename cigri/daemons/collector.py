@@ -6,8 +6,11 @@ Owns, each pass:
    not planned yet get one `collected_files` row per declared file (`pending`, with its remote and
    local path; rules in `cigri.domain.collection`), in one transaction per campaign;
 2. **fetch**: each pending file is read through OAR's `/media` as the campaign owner's cluster login,
-   outside any transaction, written to `<local>.part`, checked by size and renamed into place; then
-   marked `collected` (with its size) in a new transaction. A file OAR does not have is `missing`
+   outside any transaction, and its size checked against the size OAR lists (`stat_file`, the
+   `ls` of its directory): a difference (a cut transfer) is read again next pass, up to
+   `MAX_ATTEMPTS`, then `failed` with `OUTPUT_COLLECTION_FAILED`. It is written to
+   `<local>.part`, checked by size on disk and renamed into place; then marked `collected` (with
+   its size) in a new transaction. A file OAR does not have is `missing`
    and raises a `MISSING_OUTPUT_FILE` event (one message per campaign, see the notifier); a refused
    read is `failed` with `OUTPUT_COLLECTION_FAILED`; an unreachable cluster is retried next pass
    (up to `MAX_ATTEMPTS`).
@@ -37,6 +40,7 @@ from typing import Final
 
 from sqlalchemy import Engine
 
+from cigri.app import build_oar_factory
 from cigri.config import Settings
 from cigri.daemons.base import Daemon, DaemonContext
 from cigri.daemons.base import main as daemon_main
@@ -164,7 +168,7 @@ class Collector(Daemon):
                 outcome = self._fetch_one(item, clusters[cluster_id], cluster_id, login, method)
                 if outcome == "down":
                     down.add(cluster_id)
-                else:
+                elif outcome != "retry":
                     progressed += 1
                 collected += outcome == "collected"
             if len(batch) < FILE_BATCH or not progressed:
@@ -194,10 +198,31 @@ class Collector(Daemon):
             with self.engine.begin() as conn:
                 store.mark_attempt_failed(conn, item.id, message=str(error), give_up=give_up)
             return "down"
+        expected = self._remote_size(cluster, item, login)
+        if expected is not None and expected != len(data):
+            message = (f"Output file {item.remote_path} of job {item.job_id}: {len(data)} bytes "
+                       f"read, {expected} listed by OAR on {cluster.name}")
+            if item.attempts + 1 >= MAX_ATTEMPTS:
+                self._give_up(item, cluster_id, rules.OUTPUT_COLLECTION_FAILED, missing=False,
+                              message=message)
+                return "failed"
+            log.info("collector: %s; read again next pass", message)
+            with self.engine.begin() as conn:
+                store.mark_attempt_failed(conn, item.id, message=message, give_up=False)
+            return "retry"
         size = self._write(Path(item.local_path), data)
         with self.engine.begin() as conn:
             store.mark_collected(conn, item.id, size=size, now=self.clock.now())
         return "collected"
+
+    def _remote_size(self, cluster: Cluster, item: store.CollectedFile, login: str) -> int | None:
+        """The size OAR lists for the file, or None when it cannot say (the directory cannot be
+        listed, the file is a link, or it went away after the read)."""
+        try:
+            return self.oar(cluster).stat_file(item.remote_path, user=login)
+        except OarRejected as error:
+            log.debug("collector: no size for %s: %s", item.remote_path, error)
+            return None
 
     def _copy_over_ssh(self, item: store.CollectedFile, cluster: Cluster, cluster_id: int,
                        login: str, method: str) -> str:
@@ -291,10 +316,9 @@ class Collector(Daemon):
 
 
 def build(context: DaemonContext) -> Collector:
-    from cigri.daemons.runner import default_oar_factory
-
     return Collector(engine=context.engine, settings=context.settings, clock=context.clock,
-                     stop=context.stop, oar_factory=default_oar_factory(context.settings))
+                     stop=context.stop,
+                     oar_factory=build_oar_factory(context.settings, context.engine))
 
 
 def main() -> None:

@@ -84,8 +84,9 @@ def sample_grid_usage(engine: Engine, oar_factory: OarFactory, *, now: datetime,
     """One `grid_usage` row per enabled, non-blacklisted cluster, unless the newest sample is
     younger than `period_seconds` (0 disables sampling). Returns how many rows were written.
 
-    Resources busy with other users' jobs are not visible through the calls cigri makes as a user,
-    so `used_resources` counts what cigri knows is busy (its own running jobs)."""
+    Per cluster, two OAR reads (resources, and every user's jobs holding resources) outside any
+    transaction: `used_resources` counts the units busy with any running job (v3 §3.3.4),
+    `used_by_cigri` those busy with the jobs cigri knows as running there."""
     if period_seconds <= 0 and not force:
         return 0
     with engine.begin() as conn:
@@ -94,20 +95,21 @@ def sample_grid_usage(engine: Engine, oar_factory: OarFactory, *, now: datetime,
             return 0
         blacklisted = list_blacklisted_clusters(conn)
         clusters = [c for c in list_clusters(conn, enabled_only=True) if c.id not in blacklisted]
-        running = {c.id: stats_store.list_running_remote_ids(conn, c.id) for c in clusters}
+        running = {c.id: set(stats_store.list_running_remote_ids(conn, c.id)) for c in clusters}
     samples: list[UsageSample] = []
     for cluster in clusters:
         try:
             oar = oar_factory(cluster)
             resources = oar.get_resources()
-            cigri_resources = {rid for job in (oar.get_jobs(running[cluster.id])
-                                               if running[cluster.id] else [])
-                               for rid in job.resource_ids}
+            busy_jobs = oar.get_running_jobs()
         except OarError as error:
             log.warning("maintenance: no usage from %s: %s", cluster.name, error)
             continue
-        samples.append(compute_usage(cluster.id, resources, busy_resource_ids=(),
-                                     cigri_resource_ids=cigri_resources,
+        busy = {rid for job in busy_jobs for rid in job.resource_ids}
+        by_cigri = {rid for job in busy_jobs if job.id in running[cluster.id]
+                    for rid in job.resource_ids}
+        samples.append(compute_usage(cluster.id, resources, busy_resource_ids=busy,
+                                     cigri_resource_ids=by_cigri,
                                      unit=cluster.resource_unit, now_epoch=now.timestamp()))
     with engine.begin() as conn:
         stats_store.record_grid_usage(conn, samples, now=now)

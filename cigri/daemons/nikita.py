@@ -22,6 +22,7 @@ from datetime import timedelta
 
 from sqlalchemy import Engine
 
+from cigri.app import build_oar_factory
 from cigri.config import Settings
 from cigri.daemons.base import Daemon, DaemonContext
 from cigri.daemons.base import main as run_daemon
@@ -311,23 +312,15 @@ class Nikita(Daemon):
 
 
 def default_oar_factory(settings: Settings) -> OarFactory:
-    """OAR clients built from the cluster rows and the REST_* settings."""
-    from cigri.oar.client import client_for_cluster
-
-    def build(cluster: Cluster) -> OarApi:
-        return client_for_cluster(
-            cluster, timeout_seconds=settings.REST_QUERIES_TIMEOUT,
-            cert_file=settings.REST_CLIENT_CERTIFICATE_FILE or None,
-            key_file=settings.REST_CLIENT_KEY_FILE or None,
-            ca_file=settings.REST_CLIENT_CA_FILE or None,
-            verify_ssl=settings.REST_CLIENT_VERIFY_SSL)
-
-    return build
+    """Kept for callers not switched yet (almighty's maintenance scheduler): use
+    `cigri.app.build_oar_factory(settings, engine)`, which also reads the JWT tokens."""
+    return build_oar_factory(settings)
 
 
 def build(context: DaemonContext) -> Nikita:
     return Nikita(engine=context.engine, settings=context.settings, clock=context.clock,
-                  stop=context.stop, oar_factory=default_oar_factory(context.settings))
+                  stop=context.stop,
+                  oar_factory=build_oar_factory(context.settings, context.engine))
 
 
 def main() -> None:

@@ -8,17 +8,21 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Iterator
+from datetime import timedelta
 from pathlib import Path
 
 import pytest
-from sqlalchemy import Engine
+from sqlalchemy import Engine, select
 
 from cigri.config import Settings
+from cigri.daemons import collector as collector_module
 from cigri.daemons.collector import Collector
 from cigri.domain.clock import FakeClock
 from cigri.emulator import ManualClock, run_in_thread
+from cigri.oar.client import OarClient
 from cigri.storage import collected as store
 from cigri.storage.clusters import add_cluster
+from cigri.storage.tables import collected_files
 from tests.integration.engine_helpers import (
     Grid,
     event_rows,
@@ -127,3 +131,52 @@ def test_campaigns_without_gathering_are_left_alone(grid: Grid, tmp_path: Path) 
     assert _collector(grid).plan_files() == 0
     with grid.engine.begin() as conn:
         assert store.list_collected_files(conn, campaign) == []
+
+
+class CuttingClient(OarClient):
+    """A real OAR client whose file reads lose their last byte, as a transfer cut short by a
+    proxy would (urllib3 only sees what the proxy sends); the size OAR lists stays right."""
+
+    cut = True
+
+    def read_file(self, path: str, *, user: str, tail: int | None = None) -> bytes:
+        data = super().read_file(path, user=user, tail=tail)
+        return data[:-1] if self.cut else data
+
+
+def test_a_read_shorter_than_the_listed_size_is_read_again_then_given_up(
+        grid: Grid, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    campaign = _run_campaign(grid, ["t1", "t2"], output_gathering_method="collector",
+                             output_file="out_{TASK}.txt")
+    client = CuttingClient(grid.clusters[0].api_url)
+    collector = Collector(engine=grid.engine, settings=grid.settings, clock=grid.clock,
+                          stop=threading.Event(), oar_factory=lambda cluster: client,
+                          owner="test-collector", interval=timedelta(0))
+    collector.run(loops=1)
+    results = tmp_path / "results" / str(campaign)
+    with grid.engine.begin() as conn:
+        files = store.list_collected_files(conn, campaign)
+    assert [(f.state, f.attempts) for f in files] == [("pending", 1)] * 2
+    with grid.engine.begin() as conn:
+        messages = conn.execute(select(collected_files.c.message).where(
+            collected_files.c.campaign_id == campaign)).scalars().all()
+    assert all("9 bytes read, 10 listed by OAR" in (m or "") for m in messages), messages
+    assert not list(results.rglob("out_*"))
+
+    client.cut = False  # the next pass reads the whole files
+    collector.run(loops=1)
+    assert (results / "out_t1.txt").read_text() == "result-t1\n"
+    with grid.engine.begin() as conn:
+        assert {f.state for f in store.list_collected_files(conn, campaign)} == {"collected"}
+
+    # a file that keeps coming short is given up after MAX_ATTEMPTS, with an event
+    other = _run_campaign(grid, ["u1"], output_gathering_method="collector",
+                          output_file="out_{TASK}.txt")
+    client.cut = True
+    monkeypatch.setattr(collector_module, "MAX_ATTEMPTS", 2)
+    collector.run(loops=2)
+    with grid.engine.begin() as conn:
+        [item] = store.list_collected_files(conn, other)
+    assert (item.state, item.attempts) == ("failed", 2)
+    failed = event_rows(grid.engine, "OUTPUT_COLLECTION_FAILED")
+    assert [(e.campaign_id, "listed by OAR" in e.message) for e in failed] == [(other, True)]
