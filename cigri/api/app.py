@@ -22,6 +22,7 @@ from flask import Flask, Response, g, request
 from sqlalchemy import Engine
 from werkzeug.exceptions import HTTPException
 
+from cigri.app import build_oar_factory
 from cigri.config import Settings
 from cigri.domain.clock import Clock, SystemClock
 from cigri.domain.errors import CigriError, Conflict, Forbidden, JDLError, NotFound
@@ -127,8 +128,9 @@ def create_app(settings: Settings, engine: Engine, *, clock: Clock | None = None
                oar_factory: OarFactory | None = None) -> Flask:
     """The WSGI application of the REST API, over `engine`.
 
-    `oar_factory(cluster)` gives the OAR client used to read job outputs and details (as the job's
-    owner); by default `cigri.oar.client.client_for_cluster` with the REST_* settings.
+    `oar_factory(cluster)` gives the OAR client used to read job outputs and details and to remove
+    output files (as the job's owner); by default `cigri.app.build_oar_factory` (one cached client
+    per cluster, REST_* settings, JWT tokens from `users_mapping`).
     """
     from cigri.api.routes import IdConverter, api
 
@@ -136,7 +138,7 @@ def create_app(settings: Settings, engine: Engine, *, clock: Clock | None = None
     app.config["CIGRI_SETTINGS"] = settings
     app.config["CIGRI_ENGINE"] = engine
     app.config["CIGRI_CLOCK"] = clock or SystemClock()
-    app.config["CIGRI_OAR_FACTORY"] = oar_factory or _default_oar_factory(settings)
+    app.config["CIGRI_OAR_FACTORY"] = oar_factory or build_oar_factory(settings, engine)
     app.url_map.converters["id"] = IdConverter
     app.url_map.strict_slashes = False
     app.register_blueprint(api)
@@ -187,17 +189,3 @@ _STATUS_OF: Final[dict[type[CigriError], tuple[int, str]]] = {
     Conflict: (400, "Error"),
     JDLError: (400, "Error"),
 }
-
-
-def _default_oar_factory(settings: Settings) -> OarFactory:
-    def factory(cluster: Any) -> OarApi:
-        from cigri.oar.client import client_for_cluster
-
-        return client_for_cluster(
-            cluster, timeout_seconds=settings.REST_QUERIES_TIMEOUT,
-            cert_file=settings.REST_CLIENT_CERTIFICATE_FILE or None,
-            key_file=settings.REST_CLIENT_KEY_FILE or None,
-            ca_file=settings.REST_CLIENT_CA_FILE or None,
-            verify_ssl=settings.REST_CLIENT_VERIFY_SSL)
-
-    return factory

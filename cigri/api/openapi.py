@@ -27,6 +27,9 @@ ROUTES: Final[list[tuple[str, str, str, int, str | None]]] = [
      "in_treatment); never revives a finished campaign", 202, "form"),
     ("/campaigns/{campaign_id}", "delete", "Cancel; or ?hold=1 pause, ?resume=1 resume, "
      "?purge=1 delete a finished campaign", 202, None),
+    ("/campaigns/{campaign_id}/outputs", "delete", "Remove the stdout/stderr files of a finished "
+     "campaign's jobs on their clusters, through OAR as the owner; answers the counts", 202,
+     None),
     ("/campaigns/{campaign_id}/stats", "get", "Duration, throughput, remaining time, rates", 200,
      None),
     ("/campaigns/{campaign_id}/jdl", "get", "The stored, expanded JDL", 200, None),
@@ -57,7 +60,7 @@ ROUTES: Final[list[tuple[str, str, str, int, str | None]]] = [
     ("/clusters/{cluster_id}", "get", "One cluster (no credentials)", 200, None),
     ("/gridusage", "get", "Grid usage snapshots (from exclusive, to inclusive, epoch)", 200, None),
     ("/notifications", "get", "My notification subscriptions", 200, None),
-    ("/notifications/{kind}", "post", "Subscribe (kind: mail, jabber, webhook)", 201,
+    ("/notifications/{kind}", "post", "Subscribe (kind: mail, jabber, webhook, log)", 201,
      "subscription"),
     ("/notifications/{kind}", "delete", "Unsubscribe ?identity=...", 202, None),
     ("/tokens", "get", "My OAR 3 JWT cluster tokens (masked)", 200, None),

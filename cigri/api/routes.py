@@ -27,7 +27,8 @@ from cigri.domain.admission import AdmissionRefused, check_admission
 from cigri.domain.clock import Clock
 from cigri.domain.errors import JDLError, NotFound
 from cigri.domain.jdl import JDLDefaults, parse_jdl
-from cigri.domain.states import AuthType, EventClass, NotificationType, Severity
+from cigri.domain.oar import OarError, OarNotFound
+from cigri.domain.states import AuthType, CampaignState, EventClass, NotificationType, Severity
 from cigri.storage import actions, queries, subscriptions, tokens
 from cigri.storage.clusters import get_cluster, list_clusters
 from cigri.storage.events import is_cluster_blacklisted
@@ -366,6 +367,46 @@ def delete_campaign(campaign_id: int) -> ResponseReturnValue:
             actions.cancel_campaign(conn, campaign_id, now=now)
             message = f"Campaign {campaign_id} cancelled"
     return _status(202, "Accepted", message)
+
+
+@api.delete("/campaigns/<id:campaign_id>/outputs")
+def delete_outputs(campaign_id: int) -> ResponseReturnValue:
+    """Remove the stdout/stderr files of a finished campaign's jobs on their clusters, through
+    OAR as the owner's cluster login. Nothing is held open while OAR is called."""
+    with _engine().begin() as conn:
+        owner, state = _own_campaign(conn, campaign_id)
+        if state not in {CampaignState.TERMINATED.value, CampaignState.CANCELLED.value}:
+            raise ApiError(400, "Error", f"Campaign {campaign_id} is {state}: only the output "
+                           "files of a finished campaign are removed")
+        found = queries.list_output_jobs(conn, campaign_id, grid_user=owner)
+        on_cluster = [(get_cluster(conn, f.cluster_id), f) for f in found]
+    removed = missing = 0
+    errors: list[str] = []
+    for cluster, outputs in on_cluster:
+        oar = current_app.config["CIGRI_OAR_FACTORY"](cluster)
+        try:
+            for details in oar.get_jobs(outputs.remote_ids):
+                for path in (details.stdout_file, details.stderr_file):
+                    if path and not path.startswith("/"):
+                        if not details.launching_directory:
+                            continue
+                        path = f"{details.launching_directory.rstrip('/')}/{path}"
+                    if not path:
+                        continue
+                    try:
+                        oar.delete_file(path, user=outputs.cluster_login)
+                        removed += 1
+                    except OarNotFound:
+                        missing += 1
+        except OarError as error:
+            errors.append(f"{cluster.name}: {error.message}")
+    message = f"{removed} output files of campaign {campaign_id} removed"
+    if missing:
+        message += f" ({missing} already gone)"
+    if errors:
+        message += "; failed on " + "; ".join(errors)
+    return json_response({"status": 202, "title": "Accepted", "message": message,
+                          "removed": removed, "missing": missing, "errors": errors}, 202)
 
 
 @api.get("/campaigns/<id:campaign_id>/stats")

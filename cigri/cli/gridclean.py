@@ -3,8 +3,9 @@ jobs, `cigri-v3-user.md` §2.8).
 
 For each campaign given (or, with `--all`, every finished campaign of the user), either purge it
 (`--purge`: remove its data from cigri, through `DELETE /campaigns/<id>?purge=1`), or remove its
-jobs' output files on the clusters (`--outputs`: `DELETE /campaigns/<id>/outputs`, if this server
-has that endpoint; otherwise said plainly). Without an action it lists, per cluster, the OAR jobs
+jobs' stdout/stderr files on the clusters (`--outputs`: `DELETE /campaigns/<id>/outputs`, which
+removes them through OAR as the owner and answers with counts; an older server without that
+endpoint is said plainly, exit 2). Without an action it lists, per cluster, the OAR jobs
 whose files a cleaning would touch (v3's output). Only finished (terminated or cancelled)
 campaigns are cleaned; `--dry-run` shows what would happen.
 """
@@ -112,10 +113,21 @@ def _clean(api: ApiClient, campaign_id: int, *, purge: bool, verbose: bool) -> b
                        "(no DELETE /campaigns/<id>/outputs).", 2)
         click.echo(f"Failed to {verb} campaign {campaign_id}: {error.message}.", err=True)
         return False
+    body = answer if isinstance(answer, dict) else {}
+    if not purge:
+        # 202 with counts; clusters that could not be reached are listed in `errors`
+        click.echo(f"Campaign {campaign_id}: {body.get('removed', 0)} output files removed"
+                   + (f", {body['missing']} already gone" if body.get("missing") else "") + ".")
+        for problem in body.get("errors") or []:
+            click.echo(f"Failed to clean outputs of campaign {campaign_id} on {problem}.",
+                       err=True)
+        if verbose:
+            click.echo(body.get("message", ""))
+        return not body.get("errors")
     if verbose:
-        click.echo(answer.get("message", "") if isinstance(answer, dict) else answer)
+        click.echo(body.get("message", "") if body else answer)
     else:
-        click.echo(f"Campaign {campaign_id} {'purged' if purge else 'outputs removed'}.")
+        click.echo(f"Campaign {campaign_id} purged.")
     return True
 
 

@@ -33,6 +33,7 @@ from cigri.storage.tables import (
     jobs,
     jobs_to_launch,
     parameters,
+    users_mapping,
 )
 
 MAX_PAGE: Final = 1000
@@ -422,3 +423,36 @@ def list_admission_rules(conn: Connection) -> list[AdmissionRule]:
     rows = conn.execute(select(admission_rules).where(admission_rules.c.enabled.is_(True))
                         .order_by(admission_rules.c.id))
     return [AdmissionRule(id=r.id, rule=r.rule, value=r.value) for r in rows]
+
+
+@dataclass(frozen=True, kw_only=True)
+class OutputJobs:
+    """The OAR jobs of a campaign on one cluster whose output files may be removed."""
+
+    cluster_id: int
+    cluster_login: str  # the owner's login there (the grid login on JWT clusters)
+    remote_ids: tuple[int, ...]
+
+
+def list_output_jobs(conn: Connection, campaign_id: int, *, grid_user: str) -> list[OutputJobs]:
+    """Per cluster, the OAR ids of the campaign's finished (terminated or event) jobs."""
+    rows = conn.execute(
+        select(jobs.c.cluster_id, jobs.c.remote_id).where(
+            jobs.c.campaign_id == campaign_id, jobs.c.remote_id.is_not(None),
+            jobs.c.cluster_id.is_not(None),
+            jobs.c.state.in_([JobState.TERMINATED.value, JobState.EVENT.value]))
+        .order_by(jobs.c.cluster_id, jobs.c.remote_id)).all()
+    by_cluster: dict[int, list[int]] = {}
+    for row in rows:
+        ids = by_cluster.setdefault(int(row.cluster_id), [])
+        if not ids or ids[-1] != int(row.remote_id):
+            ids.append(int(row.remote_id))
+    logins = {int(r.cluster_id): str(r.cluster_login) for r in conn.execute(
+        select(users_mapping.c.cluster_id, users_mapping.c.cluster_login).where(
+            users_mapping.c.grid_login == grid_user,
+            users_mapping.c.cluster_id.in_(sorted(by_cluster))))}
+    return [OutputJobs(cluster_id=cluster_id,
+                       cluster_login=(grid_user if logins.get(cluster_id, "").startswith("Bearer ")
+                                      or cluster_id not in logins else logins[cluster_id]),
+                       remote_ids=tuple(ids))
+            for cluster_id, ids in by_cluster.items()]

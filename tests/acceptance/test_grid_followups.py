@@ -1,6 +1,19 @@
-"""The grid tools' follow-ups as subprocesses: `gridnotify --log`."""
+"""The grid tools' follow-ups as subprocesses: `gridnotify --log`, `gridclean --outputs` against
+the OAR emulator (the jobs' files really go), `gridstat`'s statistics and collection counts."""
 
 from __future__ import annotations
+
+import json
+import re
+import time
+from pathlib import Path
+
+from sqlalchemy import select, update
+
+from cigri.domain.oar import SubmitRequest
+from cigri.emulator import run_in_thread
+from cigri.oar.client import OarClient
+from cigri.storage.tables import campaigns, clusters, parameters
 
 from .conftest import Grid
 
@@ -13,3 +26,58 @@ def test_gridnotify_subscribes_and_unsubscribes_a_log_tag(grid: Grid) -> None:
         " - log on cigri-alice with severity low\n")
     assert grid.run("gridnotify", "-u", "--log", "cigri-alice").returncode == 0
     assert grid.run("gridnotify", "-l").stdout == ""
+
+
+def _job_on_emulator(grid: Grid, url: str, user: str) -> int:
+    """A real (emulated) OAR job of `user` that wrote its stdout and stderr, and is finished."""
+    oar = OarClient(url)
+    job = oar.submit(SubmitRequest(command="echo out; echo err >&2", resources="/resource_id=1",
+                                   walltime="00:01:00", name="cigri.clean"), user=user).job_ids[0]
+    deadline = time.monotonic() + 30
+    while not oar.get_job(job, user=user).is_final:
+        assert time.monotonic() < deadline, "the emulated job did not finish"
+        time.sleep(0.1)
+    return job
+
+
+def test_gridclean_outputs_removes_the_jobs_files_on_the_cluster(grid: Grid,
+                                                                  tmp_path: Path) -> None:
+    emulator = run_in_thread(clusters=1, nodes=1, cores=2, mode="execute",
+                             workdir=str(tmp_path / "oar"))
+    try:
+        with grid.engine.begin() as conn:
+            conn.execute(update(clusters).where(clusters.c.name == "dahu")
+                         .values(api_url=emulator.urls[0]))
+        path = grid.home / "clean.json"
+        path.write_text(json.dumps({"name": "clean", "nb_jobs": 1,
+                                    "clusters": {"dahu": {"exec_file": "$HOME/run.sh"}}}))
+        submitted = grid.run("gridsub", "-f", str(path))
+        assert submitted.returncode == 0, submitted.stderr
+        campaign = int(re.search(r"CAMPAIGN_ID=(\d+)", submitted.stdout).group(1))  # type: ignore[union-attr]
+        with grid.engine.begin() as conn:
+            param = conn.execute(select(parameters.c.id).where(
+                parameters.c.campaign_id == campaign)).scalar_one()
+        remote = _job_on_emulator(grid, emulator.urls[0], "alice")
+        grid.add_job(campaign, param_id=param, cluster_id=1, state="terminated",
+                     remote_id=remote)
+        home = tmp_path / "oar" / "home" / "alice"
+        assert len(list(home.glob("OAR.*.std*"))) == 2
+
+        running = grid.run("gridclean", "--outputs", str(campaign))
+        assert running.returncode == 1
+        assert f"Campaign {campaign} is in_treatment" in running.stderr
+        with grid.engine.begin() as conn:
+            conn.execute(update(campaigns).where(campaigns.c.id == campaign)
+                         .values(state="terminated"))
+        dry = grid.run("gridclean", "--outputs", "-n", str(campaign))
+        assert dry.stdout == f"would remove the output files of campaign {campaign}\n"
+        assert len(list(home.glob("OAR.*.std*"))) == 2
+        result = grid.run("gridclean", "--outputs", str(campaign))
+        assert (result.returncode, result.stdout) == (
+            0, f"Campaign {campaign}: 2 output files removed.\n"), result.stderr
+        assert list(home.glob("OAR.*.std*")) == []
+        again = grid.run("gridclean", "--outputs", str(campaign))
+        assert (again.returncode, again.stdout) == (
+            0, f"Campaign {campaign}: 0 output files removed, 2 already gone.\n")
+    finally:
+        emulator.stop()
