@@ -100,7 +100,7 @@ def parse_job(raw: object) -> OarJob:
     events_raw = raw.get("events") or ()
     if not isinstance(events_raw, Sequence) or isinstance(events_raw, str):
         raise ValueError(f"job {job_id}: events is not a list")
-    owner = raw.get("owner", raw.get("user"))
+    owner = raw.get("owner") or raw.get("user")
     return OarJob(
         id=job_id,
         state=parse_state(raw.get("state")),

@@ -307,3 +307,71 @@ def test_client_for_cluster() -> None:
     cert = client_for_cluster({"api_url": "https://h/", "api_auth_type": "cert"},
                               cert_file="/c.pem", key_file="/k.pem", verify_ssl=False)
     assert cert.http.session.cert == ("/c.pem", "/k.pem") and cert.http.session.verify is False
+
+
+def test_running_jobs_routes_identity_and_pages_in_both_flavours(
+        server: tuple[str, Script]) -> None:
+    url, script = server
+    job = {"id": 5, "state": "Running", "owner": "bob", "resources": [{"id": 3}, {"id": 4}]}
+    script.replies = [
+        Reply(body={"items": [job], "total": 2, "offset": 0, "links": [
+            {"rel": "next", "href": "/oarapi/jobs/details?state=Launching,Running,Finishing"
+                                    "&limit=1&offset=1"}]}),
+        Reply(body={"items": [{**job, "id": 2, "state": "Launching", "resources": []}],
+                    "total": 2, "offset": 1, "links": []}),
+        _page([{**job, "user": "bob", "owner": None}], 1, 0),
+    ]
+    client, _ = _client(url, page_limit=1, admin_user="oar")
+    running = client.get_running_jobs()
+    assert [(j.id, j.state.value, j.resource_ids) for j in running] == [
+        (2, "Launching", ()), (5, "Running", (3, 4))]
+    first = script.seen[0]
+    assert first.path == "/oarapi/jobs/details"
+    assert first.query == [("state", "Launching,Running,Finishing"), ("limit", "1")]
+    assert first.headers["x-remote-ident"] == "oar"
+    oar3, _ = _client(url, flavour="oar3", auth=OarAuth(jwt=True, tokens={"oar": "Bearer adm"}))
+    assert [j.owner for j in oar3.get_running_jobs()] == ["bob"]
+    third = script.seen[2]
+    assert third.path == "/oarapi/jobs"
+    assert third.query[:4] == [("details", "1"), ("states", "Launching"), ("states", "Running"),
+                               ("states", "Finishing")]
+    assert third.headers["authorization"] == "Bearer adm"
+
+
+def _ls(*items: dict[str, Any]) -> Reply:
+    return Reply(body={"items": list(items), "total": len(items), "offset": 0,
+                       "links": [{"rel": "self", "href": "/oarapi/media/ls/~/"}]})
+
+
+def test_stat_file_reads_the_listing_of_the_directory(server: tuple[str, Script]) -> None:
+    url, script = server
+    listing = _ls({"name": "out.txt", "type": "f", "size": "21", "mtime": 1, "mode": 33188},
+                  {"name": "sub", "type": "d", "size": None, "mtime": 1, "mode": 16877},
+                  {"name": "ln", "type": "l out.txt", "size": "7", "mtime": 1, "mode": 41471})
+    not_found = Reply(404, {"code": 404, "title": "Not found", "message": "Path not found: /x"})
+    script.replies = [listing, listing, listing, listing, listing, not_found,
+                      Reply(403, {"code": 403, "title": "Forbidden", "message": "no"})]
+    client, _ = _client(url)
+    assert client.stat_file("/home/u/out.txt", user="u") == 21
+    assert client.stat_file("~/out.txt", user="u") == 21
+    assert client.stat_file("/home/u/sub", user="u") is None  # a directory
+    assert client.stat_file("/home/u/ln", user="u") is None  # a link: ls gives the link's size
+    assert client.stat_file("/home/u/other", user="u") is None  # not listed
+    assert client.stat_file("/x/y", user="u") is None  # no such directory
+    with pytest.raises(OarRejected) as refused:
+        client.stat_file("/root/secret", user="u")
+    assert refused.value.code == "FORBIDDEN"
+    paths = [s.path for s in script.seen]
+    assert paths == ["/oarapi/media/ls/home/u/", "/oarapi/media/ls/~/", *["/oarapi/media/ls/home/u/"] * 3,
+                     "/oarapi/media/ls/x/", "/oarapi/media/ls/root/"]
+    assert all(s.headers["x-remote-ident"] == "u" for s in script.seen)
+    with pytest.raises(ValueError):
+        client.stat_file("relative/path", user="u")
+
+
+def test_jwt_users_given_as_their_bearer_value_are_sent_as_is() -> None:
+    auth = OarAuth(jwt=True, tokens={"alice": "Bearer a"})
+    assert auth.headers_for("Bearer zz.yy") == {"Authorization": "Bearer zz.yy"}
+    assert auth.headers_for("alice") == {"Authorization": "Bearer a"}
+    with pytest.raises(OarRejected):
+        auth.headers_for("bob")
