@@ -35,6 +35,7 @@ from sqlalchemy import Connection, Engine
 
 from cigri.config import Settings
 from cigri.daemons.base import Daemon, DaemonContext, daemon_context
+from cigri.domain import colombo
 from cigri.domain.clock import Clock
 from cigri.domain.clusters import Cluster
 from cigri.domain.events import BLACKLIST
@@ -66,6 +67,11 @@ log = logging.getLogger(__name__)
 OarFactory = Callable[[Cluster], OarApi]
 
 STUCK_LAUNCHING_JOB: Final = "STUCK_LAUNCHING_JOB"
+# A parameter whose jobs OAR never received this many times is not put back in the bag again: its
+# last job stays in `event` with an open RUNNER_SUBMIT_STUCK (and the campaign is blacklisted on
+# the cluster), instead of looping for ever when OAR fails every submission without an answer.
+MAX_STUCK_LAUNCHES: Final = 3
+RUNNER_SUBMIT_STUCK: Final = "RUNNER_SUBMIT_STUCK"
 # Cluster event codes that open a whole-cluster blacklist lifted by the updater's probe (autofix).
 AUTOFIX_CODES: Final = frozenset({"TIMEOUT", "POST_TIMEOUT", "CONNECTION_REFUSED", "SOCKET_ERROR",
                                   "HOST_UNREACHABLE", "CONNECTION_RESET", "GET_STRESS_FACTOR",
@@ -107,6 +113,24 @@ def record_cluster_error(conn: Connection, *, cluster_id: int, error: OarError,
                                  state=EventState.CLOSED, now=now, checked=True)
 
 
+def open_campaign_blacklist(conn: Connection, *, failure_id: int, now: datetime) -> int | None:
+    """The campaign BLACKLIST a job failure calls for, unless one is already open for its
+    (campaign, cluster): one blacklist aggregates every failure of the pair
+    (`colombo.plan_campaign_blacklist`). Returns the new blacklist's id, or None."""
+    failure = event_store.get_event(conn, failure_id)
+    if failure.campaign_id is None or failure.cluster_id is None:
+        return None
+    current = event_store.find_open_event(conn, code=BLACKLIST, class_=EventClass.CAMPAIGN,
+                                          campaign_id=failure.campaign_id,
+                                          cluster_id=failure.cluster_id)
+    if not colombo.plan_campaign_blacklist(failure, has_open_blacklist=current is not None):
+        return None
+    return event_store.record_event(conn, class_=EventClass.CAMPAIGN, code=BLACKLIST,
+                                    campaign_id=failure.campaign_id,
+                                    cluster_id=failure.cluster_id, parent=failure_id, now=now,
+                                    checked=True)
+
+
 def build_request(context: LaunchContext, items: Sequence[LaunchItem], *, name: str,
                   settings: Settings) -> SubmitRequest:
     """The OAR submission of a set of jobs of one campaign (behaviour 12): an array job whose lines
@@ -122,7 +146,8 @@ def build_request(context: LaunchContext, items: Sequence[LaunchItem], *, name: 
                                   context.prop("walltime", settings.DEFAULT_JOB_WALLTIME)),
             name=name, types=job_types,
             properties=context.prop("properties") or None, project=context.prop("project") or None)
-    if items[0].besteffort and "besteffort" not in job_types:
+    # v3 §7.17: test mode submits normal jobs, whatever the campaign's type
+    if items[0].besteffort and not context.is_test_mode and "besteffort" not in job_types:
         job_types.append("besteffort")
     command = prefix + context.prop("exec_file")
     params = [item.param or "" for item in items]
@@ -345,9 +370,7 @@ class ClusterRunner(Daemon):
                     message=f"{error.message} {error.body or ''}".strip(), checked=True)
                 first = first or event_id
             if first is not None:
-                event_store.record_event(conn, class_=EventClass.CAMPAIGN, code=BLACKLIST,
-                                         campaign_id=campaign_id, cluster_id=self.cluster.id,
-                                         parent=first, now=now, checked=True)
+                open_campaign_blacklist(conn, failure_id=first, now=now)
             submission_store.mark_submission(conn, submission_id,
                                              expected=(submission_store.INTENT,),
                                              state=submission_store.FAILED, now=now,
@@ -400,13 +423,26 @@ class ClusterRunner(Daemon):
 
     def _return_to_bag(self, conn: Connection, submission_id: int, now: datetime) -> int:
         """Behaviour 23 (adapted): jobs OAR never got go to `event` with a STUCK_LAUNCHING_JOB
-        event and their tasks back to the bag with priority 20."""
+        event and their tasks back to the bag with priority 20; a parameter already stuck
+        MAX_STUCK_LAUNCHES times stops there with an open RUNNER_SUBMIT_STUCK instead."""
         returned = 0
         for job in job_store.list_jobs_of_submission(conn, submission_id):
             if job.state is not JobState.LAUNCHING:
                 continue
             if not job_store.mark_job(conn, job.id, expected=(JobState.LAUNCHING,),
                                       state=JobState.EVENT, now=now):
+                continue
+            stuck = (job_store.count_param_events(conn, param_id=job.param_id,
+                                                  codes=(STUCK_LAUNCHING_JOB,))
+                     if job.param_id is not None else 0)
+            if stuck >= MAX_STUCK_LAUNCHES - 1:
+                event_id = event_store.record_event(
+                    conn, class_=EventClass.JOB, code=RUNNER_SUBMIT_STUCK, job_id=job.id,
+                    campaign_id=job.campaign_id, cluster_id=job.cluster_id, now=now,
+                    checked=True,
+                    message=f"OAR never received this job's parameter {stuck + 1} times; "
+                            "not resubmitted again (fix the cause, then resubmit)")
+                open_campaign_blacklist(conn, failure_id=event_id, now=now)
                 continue
             job_store.resubmit(conn, job, priority=PRIORITY_RESUBMIT)
             event_store.record_event(

@@ -28,8 +28,13 @@ from sqlalchemy import Connection, Engine
 from cigri.config import Settings
 from cigri.daemons.base import Daemon, DaemonContext
 from cigri.daemons.base import main as daemon_main
-from cigri.daemons.runner import AUTOFIX_CODES, default_oar_factory, record_cluster_error
-from cigri.domain import failures
+from cigri.daemons.runner import (
+    AUTOFIX_CODES,
+    default_oar_factory,
+    open_campaign_blacklist,
+    record_cluster_error,
+)
+from cigri.domain import colombo, failures
 from cigri.domain.clock import Clock
 from cigri.domain.clusters import Cluster
 from cigri.domain.events import BLACKLIST
@@ -191,9 +196,7 @@ class Updater(Daemon):
                     conn, job, LOST_JOB,
                     f"OAR does not know job {job.remote_id} on {cluster.name}; resubmit this "
                     "job if you care", now)
-                event_store.record_event(conn, class_=EventClass.CAMPAIGN, code=BLACKLIST,
-                                         campaign_id=job.campaign_id, cluster_id=job.cluster_id,
-                                         parent=event_id, now=now, checked=True)
+                open_campaign_blacklist(conn, failure_id=event_id, now=now)
         return None
 
     # --- failures --------------------------------------------------------------------------
@@ -246,9 +249,7 @@ class Updater(Daemon):
                 return
             event_id = self._job_event(conn, job, outcome.event_code, message, now)
             if outcome.blacklists_campaign:
-                event_store.record_event(conn, class_=EventClass.CAMPAIGN, code=BLACKLIST,
-                                         campaign_id=job.campaign_id, cluster_id=job.cluster_id,
-                                         parent=event_id, now=now, checked=True)
+                open_campaign_blacklist(conn, failure_id=event_id, now=now)
         log.info("updater: job %d (OAR %s) failed: %s", job.id, oar_job.id, outcome.event_code,
                  extra={"campaign_id": job.campaign_id, "cluster": cluster.name,
                         "action": "failure"})
@@ -304,17 +305,21 @@ class Updater(Daemon):
         return fixed
 
     def lift_blacklists(self) -> int:
-        """Close every open BLACKLIST whose cause (parent event) is closed."""
+        """Close every open BLACKLIST whose cause (parent event) is closed and, for a campaign
+        blacklist, whose campaign has no other blacklisting job event open on that cluster
+        (`colombo.select_blacklists_to_lift`)."""
         now = self.clock.now()
-        lifted = 0
         with self.engine.begin() as conn:
-            for blacklist in event_store.list_open_events(conn, code=BLACKLIST):
-                if blacklist.parent is None:
-                    continue
-                parent = event_store.get_event(conn, blacklist.parent)
-                if not parent.is_open:
-                    lifted += event_store.close_event(conn, blacklist.id, now=now)
-        return lifted
+            blacklists = event_store.list_open_events(conn, code=BLACKLIST)
+            parents = {b.parent for b in blacklists if b.parent is not None}
+            open_parents = {p for p in parents if event_store.get_event(conn, p).is_open}
+            pairs = {(b.campaign_id, b.cluster_id) for b in blacklists
+                     if b.campaign_id is not None and b.cluster_id is not None}
+            open_causes = job_store.list_open_failure_pairs(
+                conn, pairs, ignored_codes=colombo.NON_BLACKLISTING_JOB_CODES)
+            to_lift = colombo.select_blacklists_to_lift(blacklists, open_event_ids=open_parents,
+                                                        open_causes=open_causes)
+            return event_store.close_events(conn, to_lift, now=now)
 
     def refresh_stress(self, clusters: Sequence[Cluster]) -> None:
         """Behaviour 27: store GLOBAL_STRESS; one UNDER_STRESS event while it is at or above

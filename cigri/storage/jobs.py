@@ -29,7 +29,8 @@ from sqlalchemy import (
 
 from cigri.domain.failures import BUDGETED_EVENT_CODES
 from cigri.domain.jobs import EPILOGUE, PROLOGUE, Job, LaunchItem, RunnerOptions
-from cigri.domain.states import CampaignState, EventState, JobState
+from cigri.domain.states import CampaignState, EventClass, EventState, JobState
+from cigri.storage.queue import campaigns_awaiting_epilogue
 from cigri.storage.tables import (
     bag_of_tasks,
     campaign_properties,
@@ -298,6 +299,28 @@ def count_budget_used(conn: Connection, *, param_id: int) -> int:
     ).scalar_one())
 
 
+def count_param_events(conn: Connection, *, param_id: int, codes: Collection[str]) -> int:
+    """Events with one of `codes` on the jobs of this parameter (e.g. its stuck launches)."""
+    return int(conn.execute(
+        select(func.count()).select_from(events.join(jobs, jobs.c.id == events.c.job_id))
+        .where(jobs.c.param_id == param_id, events.c.code.in_(sorted(codes)))
+    ).scalar_one())
+
+
+def list_open_failure_pairs(conn: Connection, pairs: Collection[tuple[int, int]], *,
+                            ignored_codes: Collection[str]) -> set[tuple[int, int]]:
+    """Which of these (campaign id, cluster id) pairs still have an open class-`job` event whose
+    code is not in `ignored_codes` (a cause that keeps their campaign blacklist)."""
+    if not pairs:
+        return set()
+    rows = conn.execute(
+        select(events.c.campaign_id, events.c.cluster_id).distinct().where(
+            events.c.state == EventState.OPEN.value, events.c.class_ == EventClass.JOB.value,
+            events.c.campaign_id.in_(sorted({campaign for campaign, _ in pairs})),
+            events.c.cluster_id.is_not(None), events.c.code.not_in(sorted(ignored_codes))))
+    return {(int(row.campaign_id), int(row.cluster_id)) for row in rows} & set(pairs)
+
+
 def max_resubmissions(conn: Connection, *, campaign_id: int, default: int) -> int:
     """The campaign's retry budget: JDL key `max_resubmissions`, else the configured default."""
     value = conn.execute(select(campaign_properties.c.value).where(
@@ -329,15 +352,29 @@ def _is_finished() -> Any:
 
 
 def list_finished_campaigns(conn: Connection, *, limit: int = 100) -> list[FinishedCampaign]:
-    """`in_treatment` campaigns that have nothing left to run."""
-    rows = conn.execute(select(campaigns.c.id, campaigns.c.grid_user).where(_is_finished())
-                        .order_by(campaigns.c.id).limit(limit))
-    return [FinishedCampaign(id=row.id, grid_user=row.grid_user) for row in rows]
+    """`in_treatment` campaigns that have nothing left to run, their epilogue included: a
+    campaign whose epilogue is defined but has not terminated on each of its clusters is not
+    finished (the meta-scheduler creates that epilogue once the tasks are done; v3 §7.16)."""
+    found: list[FinishedCampaign] = []
+    after = 0
+    while len(found) < limit:  # pages by id, so campaigns waiting for an epilogue starve no one
+        rows = list(conn.execute(select(campaigns.c.id, campaigns.c.grid_user)
+                                 .where(_is_finished(), campaigns.c.id > after)
+                                 .order_by(campaigns.c.id).limit(limit)))
+        if not rows:
+            break
+        after = int(rows[-1].id)
+        waiting = campaigns_awaiting_epilogue(conn, [int(row.id) for row in rows])
+        found.extend(FinishedCampaign(id=row.id, grid_user=row.grid_user) for row in rows
+                     if row.id not in waiting)
+    return found[:limit]
 
 
 def mark_campaign_terminated(conn: Connection, campaign_id: int, *, now: datetime) -> bool:
     """in_treatment → terminated with `completion_time`, re-checking in the same statement that
-    nothing came back meanwhile."""
+    nothing came back meanwhile (and that no epilogue is still due)."""
+    if campaigns_awaiting_epilogue(conn, [campaign_id]):
+        return False
     result = conn.execute(update(campaigns).where(campaigns.c.id == campaign_id, _is_finished())
                           .values(state=CampaignState.TERMINATED.value, completion_time=now))
     return result.rowcount == 1

@@ -82,6 +82,9 @@ def test_identical_failures_give_one_report_per_subscriber_and_a_campaign_blackl
                                                    cluster_id=cluster_id)
         assert not event_store.is_campaign_blacklisted(conn, campaign_id=healthy,
                                                        cluster_id=cluster_id)
+        blacklists = event_store.list_events(conn, code="BLACKLIST", campaign_id=failing,
+                                             cluster_id=cluster_id)
+    assert len(blacklists) == 1  # one aggregated blacklist for the pair, not one per failed job
     [group] = colombo.aggregate_failures(failures)
     assert (group.campaign_id, group.code, group.count) == (failing, "EXIT_ERROR", 6)
 

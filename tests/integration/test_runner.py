@@ -10,7 +10,7 @@ from datetime import timedelta
 import pytest
 from sqlalchemy import Engine, insert, select, update
 
-from cigri.daemons.runner import RunnerProcess
+from cigri.daemons.runner import MAX_STUCK_LAUNCHES, RUNNER_SUBMIT_STUCK, RunnerProcess
 from cigri.domain.clock import FakeClock
 from cigri.domain.states import JobState, TapState
 from cigri.storage import events as event_store
@@ -27,6 +27,7 @@ from tests.integration.engine_helpers import (
     new_campaign,
     queue_tasks,
     start_grid,
+    states,
 )
 
 
@@ -231,3 +232,52 @@ def test_test_mode_submits_one_normal_job(grid: Grid) -> None:
     grid.runner().run(loops=1)
     (row,) = job_rows(grid.engine, campaign)
     assert "besteffort" not in _oar_jobs(grid)[row.remote_id]["types"]
+
+
+def test_test_mode_submits_normal_jobs_even_when_queued_as_besteffort(grid: Grid) -> None:
+    # the meta-scheduler queues a best-effort campaign's test-mode task with besteffort: true
+    campaign = new_campaign(grid, [str(i) for i in range(5)], test_mode="true")
+    queue_tasks(grid, campaign, besteffort=True)
+    grid.runner().run(loops=1)
+    (row,) = job_rows(grid.engine, campaign)
+    assert "besteffort" not in _oar_jobs(grid)[row.remote_id]["types"]
+
+
+def _campaign_blacklists(grid: Grid, campaign: int) -> list:
+    return [row for row in event_rows(grid.engine, "BLACKLIST") if row.campaign_id == campaign]
+
+
+def test_a_submission_oar_refuses_with_a_500_goes_to_event_once(grid: Grid) -> None:
+    # OAR 2.5.9 answers 500 "Oarsub command exited with status 255" to a bad resource request
+    campaign = new_campaign(grid, ["1", "2", "3"], resources="/resource_id=one")
+    queue_tasks(grid, campaign)
+    runner = grid.runner()
+    for _pass in range(3):  # the meta-scheduler would not queue there again, but even if it did
+        runner.run(loops=1)
+        queue_tasks(grid, campaign)
+    assert states(grid.engine, campaign) == {"event": 3}
+    assert [row.state for row in event_rows(grid.engine, "RUNNER_SUBMIT_ERROR")] == ["open"] * 3
+    assert event_rows(grid.engine, "STUCK_LAUNCHING_JOB") == []
+    assert count(grid.engine, bag_of_tasks) == 0 and count(grid.engine, submissions) == 1
+    assert len(_campaign_blacklists(grid, campaign)) == 1
+
+
+def test_submissions_oar_never_answers_stop_after_max_stuck_launches(grid: Grid) -> None:
+    campaign = new_campaign(grid, ["1"])
+    runner = grid.runner()
+    for _attempt in range(MAX_STUCK_LAUNCHES + 2):
+        queue_tasks(grid, campaign)  # what the meta-scheduler does with the task in the bag
+        grid.control(0).fail_next(503)  # the POST gets no usable answer
+        runner.run(loops=1)
+        runner.reconcile()  # OAR has no job of that name: back to the bag, or stop
+    rows = job_rows(grid.engine, campaign)
+    assert [row.state for row in rows] == ["event"] * MAX_STUCK_LAUNCHES
+    stuck = event_rows(grid.engine, "STUCK_LAUNCHING_JOB")
+    assert len(stuck) == MAX_STUCK_LAUNCHES - 1
+    (final,) = event_rows(grid.engine, RUNNER_SUBMIT_STUCK)
+    assert final.state == "open" and final.job_id == rows[-1].id
+    assert count(grid.engine, bag_of_tasks) == 0
+    assert len(_campaign_blacklists(grid, campaign)) == 1
+    with grid.engine.begin() as conn:
+        assert event_store.is_campaign_blacklisted(conn, campaign_id=campaign,
+                                                   cluster_id=grid.clusters[0].id)

@@ -11,6 +11,7 @@ from datetime import timedelta
 import pytest
 from sqlalchemy import Engine, insert, select, update
 
+from cigri.daemons.metascheduler import MetaScheduler
 from cigri.domain.clock import FakeClock
 from cigri.storage import events as event_store
 from cigri.storage.tables import bag_of_tasks, campaigns, clusters, jobs, tasks_affinity
@@ -299,3 +300,58 @@ def test_a_remote_id_now_used_by_someone_else_is_not_taken_for_our_job(grid: Gri
     grid.updater().run(loops=1)
     assert states(grid.engine, campaign) == {"event": 1}
     assert len(event_rows(grid.engine, "RUNNER_GET_JOB_UNKNOWN_ERROR")) == 1
+
+
+def _campaign_state(grid: Grid, campaign: int) -> str:
+    with grid.engine.begin() as conn:
+        return str(conn.execute(select(campaigns.c.state)
+                                .where(campaigns.c.id == campaign)).scalar_one())
+
+
+def test_a_campaign_with_an_epilogue_finishes_only_once_its_epilogue_ran(grid: Grid) -> None:
+    campaign = _submit(grid, ["1", "2"], epilogue="echo bye")
+    grid.advance(5)
+    grid.updater().run(loops=1)  # the pass that sees the last task finish
+    assert states(grid.engine, campaign) == {"terminated": 2}
+    assert _campaign_state(grid, campaign) == "in_treatment"
+    assert event_rows(grid.engine, "FINISHED_CAMPAIGN") == []
+    MetaScheduler(engine=grid.engine, settings=grid.settings, clock=grid.clock, stop=grid.stop,
+                  interval=timedelta(0), owner="test-metascheduler").run(loops=1)
+    (epilogue,) = [row for row in job_rows(grid.engine, campaign) if row.tag == "epilogue"]
+    assert epilogue.state == "to_launch" and epilogue.param_id is None
+    grid.runner().run(loops=1)
+    grid.updater().run(loops=1)
+    assert _campaign_state(grid, campaign) == "in_treatment"  # the epilogue is running
+    grid.advance(15)
+    grid.updater().run(loops=1)
+    assert states(grid.engine, campaign) == {"terminated": 3}
+    assert _campaign_state(grid, campaign) == "terminated"
+    assert len(event_rows(grid.engine, "FINISHED_CAMPAIGN")) == 1
+
+
+def test_one_campaign_blacklist_per_cluster_lifted_once_no_failure_is_open(grid: Grid) -> None:
+    campaign = _submit(grid, ["1; exit 3", "2; exit 3", "3; exit 3", "30"])
+    grid.advance(5)
+    updater = grid.updater()
+    updater.run(loops=1)
+    errors = event_rows(grid.engine, "EXIT_ERROR")
+    assert len(errors) == 3
+    (blacklist,) = event_rows(grid.engine, "BLACKLIST")
+    assert (blacklist.class_, blacklist.campaign_id, blacklist.state) == (
+        "campaign", campaign, "open")
+
+    def blacklisted() -> bool:
+        with grid.engine.begin() as conn:
+            return event_store.is_campaign_blacklisted(conn, campaign_id=campaign,
+                                                       cluster_id=grid.clusters[0].id)
+
+    for error in errors[:-1]:  # the user fixes the failures one by one, the blacklist's own first
+        with grid.engine.begin() as conn:
+            event_store.close_event(conn, error.id, now=grid.clock.now())
+        updater.run(loops=1)
+        assert blacklisted()
+    with grid.engine.begin() as conn:
+        event_store.close_event(conn, errors[-1].id, now=grid.clock.now())
+    updater.run(loops=1)
+    assert not blacklisted()
+    assert len(event_rows(grid.engine, "BLACKLIST")) == 1
