@@ -33,6 +33,7 @@ from typing import Final
 
 from sqlalchemy import Connection, Engine
 
+from cigri.app import build_oar_factory
 from cigri.config import Settings
 from cigri.daemons.base import Daemon, DaemonContext, daemon_context
 from cigri.domain import colombo
@@ -516,23 +517,15 @@ class RunnerProcess:
 
 
 def default_oar_factory(settings: Settings) -> OarFactory:
-    """OAR clients built from the cluster rows and the REST_* settings."""
-    from cigri.oar.client import client_for_cluster
-
-    def build(cluster: Cluster) -> OarApi:
-        return client_for_cluster(
-            cluster, timeout_seconds=settings.REST_QUERIES_TIMEOUT,
-            cert_file=settings.REST_CLIENT_CERTIFICATE_FILE or None,
-            key_file=settings.REST_CLIENT_KEY_FILE or None,
-            ca_file=settings.REST_CLIENT_CA_FILE or None,
-            verify_ssl=settings.REST_CLIENT_VERIFY_SSL)
-
-    return build
+    """Deprecated: `cigri.app.build_oar_factory(settings, engine)` (which also reads the JWT
+    tokens and admin identities). Kept only for `cigri.cli.maintenance` until it switches."""
+    return build_oar_factory(settings)
 
 
 def build_process(context: DaemonContext) -> RunnerProcess:
     return RunnerProcess(engine=context.engine, settings=context.settings, clock=context.clock,
-                         stop=context.stop, oar_factory=default_oar_factory(context.settings))
+                         stop=context.stop,
+                         oar_factory=build_oar_factory(context.settings, context.engine))
 
 
 def main() -> None:

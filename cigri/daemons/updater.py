@@ -25,12 +25,12 @@ from typing import Final
 
 from sqlalchemy import Connection, Engine
 
+from cigri.app import build_oar_factory
 from cigri.config import Settings
 from cigri.daemons.base import Daemon, DaemonContext
 from cigri.daemons.base import main as daemon_main
 from cigri.daemons.runner import (
     AUTOFIX_CODES,
-    default_oar_factory,
     open_campaign_blacklist,
     record_cluster_error,
 )
@@ -370,7 +370,8 @@ class Updater(Daemon):
 
 def build(context: DaemonContext) -> Updater:
     return Updater(engine=context.engine, settings=context.settings, clock=context.clock,
-                   stop=context.stop, oar_factory=default_oar_factory(context.settings))
+                   stop=context.stop,
+                   oar_factory=build_oar_factory(context.settings, context.engine))
 
 
 def main() -> None:

@@ -11,10 +11,15 @@ from datetime import timedelta
 import pytest
 from sqlalchemy import Engine, insert, select, update
 
+from cigri.daemons import runner as runner_daemon
+from cigri.daemons import updater as updater_daemon
+from cigri.daemons.base import DaemonContext
 from cigri.daemons.metascheduler import MetaScheduler
 from cigri.domain.clock import FakeClock
+from cigri.oar.client import OarClient
 from cigri.storage import events as event_store
 from cigri.storage.tables import bag_of_tasks, campaigns, clusters, jobs, tasks_affinity
+from cigri.storage.users import set_user_mapping
 from tests.integration.engine_helpers import (
     Grid,
     event_rows,
@@ -355,3 +360,18 @@ def test_one_campaign_blacklist_per_cluster_lifted_once_no_failure_is_open(grid:
     updater.run(loops=1)
     assert not blacklisted()
     assert len(event_rows(grid.engine, "BLACKLIST")) == 1
+
+
+def test_runner_and_updater_processes_get_their_oar_clients_from_the_composition_root(
+        grid: Grid) -> None:
+    # cigri.app.build_oar_factory reads users_mapping: the mapped login of `oar` is the identity
+    # of bulk calls (the old runner.default_oar_factory always used "oar")
+    with grid.engine.begin() as conn:
+        set_user_mapping(conn, grid_login="oar", cluster_login="oaradmin",
+                         cluster_id=grid.clusters[0].id)
+    context = DaemonContext(settings=grid.settings, engine=grid.engine, clock=grid.clock,
+                            stop=grid.stop)
+    runner_client = runner_daemon.build_process(context).oar_factory(grid.clusters[0])
+    updater_client = updater_daemon.build(context).oar(grid.clusters[0])
+    assert isinstance(runner_client, OarClient) and isinstance(updater_client, OarClient)
+    assert runner_client.admin_user == updater_client.admin_user == "oaradmin"
