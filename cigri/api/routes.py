@@ -11,7 +11,8 @@ from __future__ import annotations
 
 import contextlib
 import json
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Final
 from urllib.parse import urlencode
@@ -29,9 +30,17 @@ from cigri.domain.errors import JDLError, NotFound
 from cigri.domain.jdl import JDLDefaults, parse_jdl
 from cigri.domain.oar import OarError, OarNotFound
 from cigri.domain.states import AuthType, CampaignState, EventClass, NotificationType, Severity
+from cigri.domain.stats import ClusterStats
 from cigri.storage import actions, queries, subscriptions, tokens
 from cigri.storage.clusters import get_cluster, list_clusters
+from cigri.storage.collected import collection_summary
 from cigri.storage.events import is_cluster_blacklisted
+from cigri.storage.stats import (
+    campaign_cluster_stats,
+    campaign_forecast,
+    last_grid_usage_date,
+    latest_grid_usage,
+)
 from cigri.storage.tables import clusters as clusters_table
 from cigri.storage.tables import grid_usage, users_mapping
 
@@ -411,15 +420,39 @@ def delete_outputs(campaign_id: int) -> ResponseReturnValue:
 
 @api.get("/campaigns/<id:campaign_id>/stats")
 def campaign_stats(campaign_id: int) -> ResponseReturnValue:
+    """v3's six statistics, then per-cluster figures, the forecast (progress, ETA) and, for a
+    campaign that gathers outputs, what was collected. Heavier than `GET /campaigns/<id>` (whole
+    campaign aggregates), so it is its own call."""
+    now, window = _now(), _settings().CAMPAIGN_THROUGHPUT_WINDOW
     with _engine().begin() as conn:
         _own_campaign(conn, campaign_id)
-        stats = queries.get_campaign_stats(conn, campaign_id, now=_now(),
-                                           window_seconds=_settings().CAMPAIGN_THROUGHPUT_WINDOW)
+        stats = queries.get_campaign_stats(conn, campaign_id, now=now, window_seconds=window)
+        per_cluster = campaign_cluster_stats(conn, campaign_id, now=now, window_seconds=window)
+        ahead = campaign_forecast(conn, campaign_id, now=now, window_seconds=window)
+        collection = (collection_summary(conn, campaign_id)
+                      if queries.campaign_gathers_outputs(conn, campaign_id) else None)
     return json_response({
         "average_jobs_duration": stats.average_jobs_duration,
         "stddev_jobs_duration": stats.stddev_jobs_duration,
         "jobs_throughput": stats.jobs_throughput, "remaining_time": stats.remaining_time,
-        "failures_rate": stats.failures_rate, "resubmit_rate": stats.resubmit_rate})
+        "failures_rate": stats.failures_rate, "resubmit_rate": stats.resubmit_rate,
+        "clusters": [_cluster_stats_json(c) for c in per_cluster if c.cluster_id is not None],
+        "campaign": next((_cluster_stats_json(c) for c in per_cluster if c.cluster_id is None),
+                         None),
+        "forecast": {"total_tasks": ahead.total_tasks, "finished_tasks": ahead.finished_tasks,
+                     "progress": ahead.progress, "jobs_per_hour": ahead.jobs_per_hour,
+                     "eta_seconds": ahead.eta_seconds},
+        "collection": collection})
+
+
+def _cluster_stats_json(stats: ClusterStats) -> dict[str, Any]:
+    return {"cluster_id": stats.cluster_id, "cluster_name": stats.cluster_name,
+            "terminated": stats.terminated, "active": stats.active, "failures": stats.failures,
+            "resubmissions": stats.resubmissions,
+            "average_duration": stats.durations.mean_seconds,
+            "stddev_duration": stats.durations.stddev_seconds,
+            "jobs_per_hour": stats.jobs_per_hour, "failure_rate": stats.failure_rate,
+            "resubmit_rate": stats.resubmit_rate}
 
 
 @api.get("/campaigns/<id:campaign_id>/jdl")
@@ -731,11 +764,17 @@ def gridusage() -> ResponseReturnValue:
     with _engine().begin() as conn:
         query = (select(grid_usage, clusters_table.c.name.label("cluster_name"))
                  .join(clusters_table, clusters_table.c.id == grid_usage.c.cluster_id))
+        rows: Sequence[Any]
         if start is None and end is None:
-            latest = conn.execute(select(grid_usage.c.date).order_by(grid_usage.c.date.desc())
-                                  .limit(1)).scalar_one_or_none()
-            rows = [] if latest is None else conn.execute(
-                query.where(grid_usage.c.date == latest)).all()
+            # Each cluster's newest sample (a cluster missing from the last pass keeps its
+            # previous one), dated by the newest pass.
+            latest = last_grid_usage_date(conn)
+            names = {c.id: c.name for c in list_clusters(conn)}
+            rows = [] if latest is None else [_UsageRow(
+                date=latest, cluster_id=u.cluster_id, cluster_name=names.get(u.cluster_id),
+                max_resources=u.max_resources, used_resources=u.used_resources,
+                used_by_cigri=u.used_by_cigri, unavailable_resources=u.unavailable_resources)
+                for u in latest_grid_usage(conn)]
         else:
             if start is not None:
                 query = query.where(grid_usage.c.date > datetime.fromtimestamp(start, tz=_utc()))
@@ -751,6 +790,17 @@ def gridusage() -> ResponseReturnValue:
     items = [{"date": _epoch(date), "clusters": value} for date, value in by_date.items()]
     return json_response({"items": items, "from": start, "to": end, "total": len(items),
                           "links": [_link("self", "/gridusage"), _link("parent", "/")]})
+
+
+@dataclass(frozen=True, kw_only=True)
+class _UsageRow:
+    date: datetime
+    cluster_id: int
+    cluster_name: str | None
+    max_resources: int
+    used_resources: int
+    used_by_cigri: int
+    unavailable_resources: int
 
 
 def _utc() -> Any:

@@ -1,6 +1,6 @@
 """`gridstat`: campaigns, tasks, jobs and outputs (v3 options and layouts, `cigri-v3-user.md`
-§2.2), plus finished campaigns (`--all`, `--state`), progress bars with an ETA, `--watch` and
-`--json`. Dates are ISO 8601 (UTC).
+§2.2), plus finished campaigns (`--all`, `--state`), progress bars with an ETA (the campaign's and
+one per cluster), what the collector gathered, `--watch` and `--json`. Dates are ISO 8601 (UTC).
 """
 
 from __future__ import annotations
@@ -88,20 +88,43 @@ def detail_text(campaign: dict[str, Any], stats: dict[str, Any]) -> str:
         " hours",
         f"    failures_rate: {_number(stats.get('failures_rate'), scale=100)} %",
         f"    resubmit_rate: {_number(stats.get('resubmit_rate'), scale=100)} %",
-        "  Clusters: ",
     ]
-    for cluster in campaign.get("clusters", {}).values():
+    collection = stats.get("collection")
+    if isinstance(collection, dict):
+        lines.append(f"    collected: {collection.get('collected', 0)} files "
+                     f"({collection.get('bytes', 0)} bytes; {collection.get('pending', 0)} "
+                     f"pending, {collection.get('missing', 0)} missing, "
+                     f"{collection.get('failed', 0)} failed)")
+    lines.append("  Clusters: ")
+    per_cluster = {str(c.get("cluster_id")): c for c in stats.get("clusters") or []}
+    for cluster_id, cluster in campaign.get("clusters", {}).items():
         lines += [f"    {cluster['cluster_name']}:",
                   f"      active_jobs: {cluster['active_jobs']}",
                   f"      queued_jobs: {cluster['queued_jobs']}",
                   f"      prologue_ok: {str(cluster['prologue_ok']).lower()}",
                   f"      epilogue_ok: {str(cluster['epilogue_ok']).lower()}"]
+        figures = per_cluster.get(str(cluster_id))
+        if figures is not None:
+            lines.append(cluster_progress(figures, total))
     return "\n".join(lines) + "\n"
+
+
+def cluster_progress(figures: dict[str, Any], total: int) -> str:
+    """One cluster's share of the campaign's tasks: terminated there out of all tasks, a bar,
+    its throughput and its failures."""
+    done = int(figures.get("terminated") or 0)
+    rate = _number(figures.get("jobs_per_hour"), tilde_below=0.01) or "~"
+    return (f"      progress: {done}/{total} {progress_bar(min(done, total), total)} "
+            f"{rate} jobs/h, {figures.get('failures', 0)} failures")
 
 
 def _remaining(campaign: dict[str, Any], stats: dict[str, Any]) -> float | None:
     if campaign["state"] in {"terminated", "cancelled"}:
         return 0.0
+    ahead = stats.get("forecast")
+    if isinstance(ahead, dict):  # tasks left at the campaign's recent throughput
+        value = ahead.get("eta_seconds")
+        return None if value is None else float(value)
     value = stats.get("remaining_time")
     return None if value is None else float(value)
 

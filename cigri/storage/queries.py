@@ -456,3 +456,12 @@ def list_output_jobs(conn: Connection, campaign_id: int, *, grid_user: str) -> l
                                       or cluster_id not in logins else logins[cluster_id]),
                        remote_ids=tuple(ids))
             for cluster_id, ids in by_cluster.items()]
+
+
+def campaign_gathers_outputs(conn: Connection, campaign_id: int) -> bool:
+    """Whether the campaign has an output gathering method on some cluster (the collector's)."""
+    return bool(conn.execute(select(exists().where(
+        campaign_properties.c.campaign_id == campaign_id,
+        campaign_properties.c.name == "output_gathering_method",
+        func.lower(campaign_properties.c.value).in_(["collector", "media", "scp", "rsync"]),
+    ))).scalar_one())

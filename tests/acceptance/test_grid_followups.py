@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import re
 import time
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from sqlalchemy import select, update
@@ -13,7 +14,8 @@ from sqlalchemy import select, update
 from cigri.domain.oar import SubmitRequest
 from cigri.emulator import run_in_thread
 from cigri.oar.client import OarClient
-from cigri.storage.tables import campaigns, clusters, parameters
+from cigri.storage import collected
+from cigri.storage.tables import campaigns, clusters, collected_files, parameters
 
 from .conftest import Grid
 
@@ -81,3 +83,37 @@ def test_gridclean_outputs_removes_the_jobs_files_on_the_cluster(grid: Grid,
             0, f"Campaign {campaign}: 0 output files removed, 2 already gone.\n")
     finally:
         emulator.stop()
+
+
+def test_gridstat_shows_per_cluster_progress_eta_and_collected_files(grid: Grid) -> None:
+    path = grid.home / "stat.json"
+    path.write_text(json.dumps({"name": "stat", "nb_jobs": 4, "clusters": {
+        "dahu": {"exec_file": "e", "output_gathering_method": "collector", "output_file": "o"},
+        "luke": {"exec_file": "e"}}}))
+    submitted = grid.run("gridsub", "-f", str(path))
+    assert submitted.returncode == 0, submitted.stderr
+    campaign = int(re.search(r"CAMPAIGN_ID=(\d+)", submitted.stdout).group(1))  # type: ignore[union-attr]
+    with grid.engine.begin() as conn:
+        params = sorted(conn.execute(select(parameters.c.id).where(
+            parameters.c.campaign_id == campaign)).scalars())
+    now = datetime.now(UTC)
+    done = [grid.add_job(campaign, param_id=p, cluster_id=1, state="terminated",
+                         start_time=now - timedelta(seconds=70), stop_time=now - timedelta(seconds=10))
+            for p in params[:2]]
+    grid.add_job(campaign, param_id=params[2], cluster_id=2, state="running")
+    with grid.engine.begin() as conn:
+        collected.record_pending_files(conn, [(campaign, done[0], "/r/o", "/l/o"),
+                                              (campaign, done[1], "/r/o", "/l/o2")])
+        first = min(conn.execute(select(collected_files.c.id)).scalars())
+        collected.mark_collected(conn, first, size=42, now=now)
+    lines = grid.run("gridstat", str(campaign)).stdout.splitlines()
+    assert re.fullmatch(r"  Progress: 2/4 \(50%\) \[#{15}\.{15}\] ETA \d+:\d\d:\d\d", lines[5])
+    assert lines[13] == "    collected: 1 files (42 bytes; 1 pending, 0 missing, 0 failed)"
+    dahu = lines.index("    dahu:")
+    assert re.fullmatch(r"      progress: 2/4 \[#{15}\.{15}\] [\d.]+ jobs/h, 0 failures",
+                        lines[dahu + 5])
+    luke = lines.index("    luke:")
+    assert lines[luke + 1] == "      active_jobs: 1"
+    assert lines[luke + 5] == "      progress: 0/4 [..............................] ~ jobs/h, 0 failures"
+    as_json = json.loads(grid.run("gridstat", str(campaign), "--json").stdout)
+    assert as_json["stats"]["forecast"]["finished_tasks"] == 2
