@@ -43,6 +43,7 @@ from cigri.domain.oar import OarApi, OarError, OarJob, OarNotFound
 from cigri.domain.states import EventClass, EventState, JobState
 from cigri.storage import events as event_store
 from cigri.storage import jobs as job_store
+from cigri.storage import queue
 from cigri.storage.clusters import list_clusters, set_cluster_stress_factor
 from cigri.storage.submissions import get_launch_context
 
@@ -221,7 +222,9 @@ class Updater(Daemon):
                                       now=now, stop_time=oar_job.stop_time,
                                       return_code=oar_job.exit_code):
                 return  # nikita or a user got there first
-            job_store.decrease_affinity(conn, param_id=job.param_id, cluster_id=job.cluster_id,
+            if job.param_id is not None and job.cluster_id is not None \
+                    and outcome.affinity_penalty > 0:
+                queue.decrease_affinity(conn, [(job.param_id, job.cluster_id)],
                                         by=outcome.affinity_penalty)
             if outcome.resubmit:
                 if outcome.counts_against_budget and job.param_id is not None:

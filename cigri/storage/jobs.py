@@ -1,9 +1,10 @@
 """Jobs: claim queued tasks into jobs, follow them through their states, resubmit, finish campaigns.
 
 Owns the runner's and the updater's writes to `jobs`, the resubmission inserts into `bag_of_tasks`,
-`queue_counts`, affinity decreases in `tasks_affinity`, and the `in_treatment` → `terminated`
-transition of campaigns. Every state change is guarded by the state it expects, so concurrent daemons
-never overwrite each other. Does not own the meta-scheduler's inserts into `jobs_to_launch`.
+`queue_counts`, and the `in_treatment` → `terminated` transition of campaigns (affinity decreases
+are `cigri.storage.queue.decrease_affinity`). Every state change is guarded by the state it
+expects, so concurrent daemons never overwrite each other. Does not own the meta-scheduler's
+inserts into `jobs_to_launch`.
 """
 
 from __future__ import annotations
@@ -40,7 +41,6 @@ from cigri.storage.tables import (
     jobs_to_launch,
     parameters,
     queue_counts,
-    tasks_affinity,
 )
 
 log = logging.getLogger(__name__)
@@ -275,19 +275,6 @@ def resubmit(conn: Connection, job: Job, *, priority: int) -> bool:
     conn.execute(insert(bag_of_tasks).values(campaign_id=job.campaign_id, param_id=job.param_id,
                                              priority=priority))
     return True
-
-
-def decrease_affinity(conn: Connection, *, param_id: int | None, cluster_id: int | None,
-                      by: int = 1) -> None:
-    """Lower a parameter's affinity for a cluster (absent row = 0), so it drifts elsewhere."""
-    if param_id is None or cluster_id is None or by <= 0:
-        return
-    changed = conn.execute(update(tasks_affinity).where(
-        tasks_affinity.c.param_id == param_id, tasks_affinity.c.cluster_id == cluster_id)
-        .values(priority=tasks_affinity.c.priority - by))
-    if changed.rowcount == 0:
-        conn.execute(insert(tasks_affinity).values(param_id=param_id, cluster_id=cluster_id,
-                                                   priority=-by))
 
 
 def count_budget_used(conn: Connection, *, param_id: int) -> int:

@@ -3,8 +3,9 @@ a submission (campaign context, taps).
 
 Owns `submissions` (one row per OAR submission: a random key carried in the OAR job name, the
 cluster, the campaign, the state `intent` → `submitted` | `uncertain` → `adopted` | `abandoned`, or
-`failed`) and the runner's use of `taps`. Does not own `jobs` (see `cigri.storage.jobs`), nor the
-meta-scheduler's creation of taps (it may create them too; both upsert).
+`failed`) and the runner's reads and writes of `taps` (state, rate, close date). Does not own
+`jobs` (see `cigri.storage.jobs`), nor the creation of taps (`cigri.storage.queue.ensure_taps`,
+used by the meta-scheduler and here).
 """
 
 from __future__ import annotations
@@ -15,11 +16,11 @@ from datetime import datetime
 from typing import Any, Final
 
 from sqlalchemy import Connection, and_, insert, or_, select, update
-from sqlalchemy.dialects import postgresql, sqlite
 
 from cigri.domain.jobs import LaunchContext
 from cigri.domain.states import TapState
 from cigri.domain.tap import Tap, TapSettings
+from cigri.storage.queue import ensure_taps
 from cigri.storage.tables import campaign_properties, campaigns, submissions, taps, users_mapping
 
 log = logging.getLogger(__name__)
@@ -134,15 +135,12 @@ def _tap_from_row(row: Any) -> Tap:
 
 def get_or_create_taps(conn: Connection, *, cluster_id: int, campaign_ids: list[int],
                        settings: TapSettings) -> dict[int, Tap]:
-    """The taps of these campaigns on the cluster, created open at the initial rate if missing."""
+    """The taps of these campaigns on the cluster, created open at the initial rate if missing
+    (by `cigri.storage.queue.ensure_taps`, the one place that creates taps)."""
     if not campaign_ids:
         return {}
-    dialect = postgresql if conn.dialect.name == "postgresql" else sqlite
-    conn.execute(
-        dialect.insert(taps).on_conflict_do_nothing(index_elements=["cluster_id", "campaign_id"]),
-        [{"cluster_id": cluster_id, "campaign_id": campaign, "state": TapState.OPEN.value,
-          "rate": settings.initial} for campaign in campaign_ids],
-    )
+    ensure_taps(conn, [(campaign, cluster_id) for campaign in campaign_ids],
+                initial_rate=settings.initial)
     rows = conn.execute(select(taps).where(taps.c.cluster_id == cluster_id,
                                            taps.c.campaign_id.in_(campaign_ids)))
     return {row.campaign_id: _tap_from_row(row) for row in rows}
