@@ -6,8 +6,8 @@ Owns, each pass:
    not planned yet get one `collected_files` row per declared file (`pending`, with its remote and
    local path; rules in `cigri.domain.collection`), in one transaction per campaign;
 2. **fetch**: each pending file is read through OAR's `/media` as the campaign owner's cluster login,
-   outside any transaction, and its size checked against the size OAR lists (`stat_file`, the
-   `ls` of its directory): a difference (a cut transfer) is read again next pass, up to
+   outside any transaction, and its size checked against the size OAR lists (`file_sizes`, one
+   `ls` per directory and pass): a difference (a cut transfer) is read again next pass, up to
    `MAX_ATTEMPTS`, then `failed` with `OUTPUT_COLLECTION_FAILED`. It is written to
    `<local>.part`, checked by size on disk and renamed into place; then marked `collected` (with
    its size) in a new transaction. A file OAR does not have is `missing`
@@ -48,7 +48,7 @@ from cigri.domain import collection as rules
 from cigri.domain.clock import Clock
 from cigri.domain.clusters import Cluster
 from cigri.domain.jobs import LaunchContext
-from cigri.domain.oar import OarApi, OarNotFound, OarRejected, OarUnavailable
+from cigri.domain.oar import OarApi, OarNotFound, OarRejected, OarUnavailable, split_media_path
 from cigri.domain.states import EventClass, EventState
 from cigri.storage import collected as store
 from cigri.storage.clusters import list_clusters
@@ -78,6 +78,8 @@ class Collector(Daemon):
         self.oar_factory = oar_factory
         self._clients: dict[int, tuple[str, OarApi]] = {}
         self._verified = False
+        # (cluster id, login, directory) -> sizes of its files, as OAR listed them this pass
+        self._listings: dict[tuple[int, str, str], dict[str, int]] = {}
 
     @classmethod
     def default_interval(cls, settings: Settings) -> timedelta:
@@ -145,6 +147,7 @@ class Collector(Daemon):
     def fetch_pending(self) -> int:
         """Fetch every pending file; return how many were collected."""
         collected = 0
+        self._listings.clear()  # directory listings are kept for one pass
         with self.engine.begin() as conn:
             clusters = {c.id: c for c in list_clusters(conn)}
         logins: dict[tuple[int, int], tuple[str, str | None]] = {}
@@ -198,7 +201,7 @@ class Collector(Daemon):
             with self.engine.begin() as conn:
                 store.mark_attempt_failed(conn, item.id, message=str(error), give_up=give_up)
             return "down"
-        expected = self._remote_size(cluster, item, login)
+        expected = self._remote_size(cluster, item, login, read=len(data))
         if expected is not None and expected != len(data):
             message = (f"Output file {item.remote_path} of job {item.job_id}: {len(data)} bytes "
                        f"read, {expected} listed by OAR on {cluster.name}")
@@ -215,14 +218,29 @@ class Collector(Daemon):
             store.mark_collected(conn, item.id, size=size, now=self.clock.now())
         return "collected"
 
-    def _remote_size(self, cluster: Cluster, item: store.CollectedFile, login: str) -> int | None:
+    def _remote_size(self, cluster: Cluster, item: store.CollectedFile, login: str, *,
+                     read: int) -> int | None:
         """The size OAR lists for the file, or None when it cannot say (the directory cannot be
-        listed, the file is a link, or it went away after the read)."""
+        listed, the file is a link, or it went away after the read).
+
+        One `ls` per directory and pass (`file_sizes`), not one per file: a campaign's outputs
+        often share a directory of thousands of files. A name the kept listing lacks, or lists
+        with another size than the `read` bytes, is listed again, in case the listing predates
+        the file."""
+        directory, name = split_media_path(item.remote_path)
+        if not name:
+            return None
+        key = (cluster.id, login, directory)
         try:
-            return self.oar(cluster).stat_file(item.remote_path, user=login)
+            sizes = self._listings.get(key)
+            if sizes is not None and sizes.get(name) == read:
+                return read
+            sizes = self.oar(cluster).file_sizes(directory, user=login)
         except OarRejected as error:
             log.debug("collector: no size for %s: %s", item.remote_path, error)
             return None
+        self._listings[key] = sizes
+        return sizes.get(name)
 
     def _copy_over_ssh(self, item: store.CollectedFile, cluster: Cluster, cluster_id: int,
                        login: str, method: str) -> str:

@@ -139,6 +139,14 @@ class OarNotFound(OarRejected):
     """OAR knows no such job or file."""
 
 
+def split_media_path(path: str) -> tuple[str, str]:
+    """(directory, name) of a file path on a cluster; the name is "" for `/`, `~`, `.`, `..`."""
+    directory, _, name = path.rstrip("/").rpartition("/")
+    if name in ("", ".", "..", "~"):
+        return path, ""
+    return directory or "/", name
+
+
 class OarApi(Protocol):
     """The calls cigri makes to one OAR cluster, as `user` (the mapped cluster login)."""
 
@@ -168,6 +176,10 @@ class OarApi(Protocol):
     def delete_array(self, array_id: int, *, user: str) -> None: ...
 
     def read_file(self, path: str, *, user: str, tail: int | None = None) -> bytes: ...
+
+    def file_sizes(self, directory: str, *, user: str) -> dict[str, int]:
+        """Name -> size of the regular files of `directory` (one listing), read as `user`;
+        empty if the directory does not exist."""
 
     def stat_file(self, path: str, *, user: str) -> int | None:
         """The size of the regular file `path` as OAR lists it, read as `user`; None if there

@@ -24,6 +24,7 @@ from cigri.domain.oar import (
     OarUnavailable,
     Submission,
     SubmitRequest,
+    split_media_path,
 )
 from cigri.domain.states import AuthType, ClusterAPI
 from cigri.oar.flavours import Flavour, Route, flavour_for
@@ -151,24 +152,31 @@ class OarClient:
         return self.http.get(route.path, user=user, params=route.params, code="GET_MEDIA",
                              raw=True).content
 
-    def stat_file(self, path: str, *, user: str) -> int | None:
-        """The size in bytes of the regular file `path`, read as `user` from the `ls` of its
-        directory (`media/ls/<dir>/`); None when there is no regular file there (the directory
-        or the name is missing, or it is a directory or a symbolic link, whose target `ls`
-        does not describe). A refused listing (403) raises `OarRejected`."""
-        directory, _, name = path.rstrip("/").rpartition("/")
-        if not name or name in (".", "..", "~"):
-            return None
+    def file_sizes(self, directory: str, *, user: str) -> dict[str, int]:
+        """Name -> size in bytes of the regular files of `directory`, read as `user` from its `ls`
+        (`media/ls/<dir>/`, all pages); empty when the directory does not exist. Directories
+        and symbolic links (whose target `ls` does not describe) are left out. A refused listing
+        (403) raises `OarRejected`."""
         route = self.flavour.media_ls(directory or "/")
+        sizes: dict[str, int] = {}
         try:
             for item in self._collection(route, user=user, code="GET_MEDIA"):
-                if isinstance(item, Mapping) and item.get("name") == name:
-                    if item.get("type") != "f":
-                        return None
-                    return self._parsed(as_int, item.get("size"), "GET_MEDIA")
+                if isinstance(item, Mapping) and item.get("type") == "f":
+                    size = self._parsed(as_int, item.get("size"), "GET_MEDIA")
+                    if size is not None:
+                        sizes[str(item.get("name"))] = size
         except OarNotFound:
+            return {}
+        return sizes
+
+    def stat_file(self, path: str, *, user: str) -> int | None:
+        """The size in bytes of the regular file `path`, read as `user` from the `ls` of its
+        directory (`file_sizes`); None when there is no regular file there (the directory or the
+        name is missing, or it is a directory or a symbolic link)."""
+        directory, name = split_media_path(path)
+        if not name:
             return None
-        return None
+        return self.file_sizes(directory, user=user).get(name)
 
     def get_resources(self) -> list[OarResource]:
         route = self.flavour.resources()

@@ -87,3 +87,14 @@ def test_stat_file_of_a_missing_file_or_directory_is_none(target: Target, oar: O
     assert oar.stat_file(home_path(target, f"ct-{RUN}-no-such-dir/x.txt"), user=USER) is None
     # a directory is not a file
     assert oar.stat_file(str(Path(target.home)), user=USER) is None
+
+
+def test_file_sizes_list_the_regular_files_of_a_directory(target: Target, oar: OarClient,
+                                                          jobs: Jobs) -> None:
+    sizes = oar.file_sizes(target.home, user=USER)
+    assert sizes[jobs.written_name] == len(CONTENT)
+    assert all(isinstance(size, int) and size >= 0 for size in sizes.values())
+    assert oar.file_sizes("~", user=USER)[jobs.written_name] == len(CONTENT)  # home by `~`
+    assert oar.file_sizes(home_path(target, f"ct-{RUN}-no-such-dir"), user=USER) == {}
+    parent = oar.file_sizes(str(Path(target.home).parent), user=USER)
+    assert Path(target.home).name not in parent  # directories are not files

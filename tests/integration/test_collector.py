@@ -138,10 +138,15 @@ class CuttingClient(OarClient):
     proxy would (urllib3 only sees what the proxy sends); the size OAR lists stays right."""
 
     cut = True
+    listings = 0
 
     def read_file(self, path: str, *, user: str, tail: int | None = None) -> bytes:
         data = super().read_file(path, user=user, tail=tail)
         return data[:-1] if self.cut else data
+
+    def file_sizes(self, directory: str, *, user: str) -> dict[str, int]:
+        self.listings += 1
+        return super().file_sizes(directory, user=user)
 
 
 def test_a_read_shorter_than_the_listed_size_is_read_again_then_given_up(
@@ -164,7 +169,9 @@ def test_a_read_shorter_than_the_listed_size_is_read_again_then_given_up(
     assert not list(results.rglob("out_*"))
 
     client.cut = False  # the next pass reads the whole files
+    client.listings = 0
     collector.run(loops=1)
+    assert client.listings == 1  # both files are in the job directory: one `ls` for the pass
     assert (results / "out_t1.txt").read_text() == "result-t1\n"
     with grid.engine.begin() as conn:
         assert {f.state for f in store.list_collected_files(conn, campaign)} == {"collected"}

@@ -18,7 +18,13 @@ from urllib.parse import parse_qsl, urlsplit
 import pytest
 
 from cigri.domain.clusters import Cluster
-from cigri.domain.oar import OarNotFound, OarRejected, OarUnavailable, SubmitRequest
+from cigri.domain.oar import (
+    OarNotFound,
+    OarRejected,
+    OarUnavailable,
+    SubmitRequest,
+    split_media_path,
+)
 from cigri.domain.states import AuthType, ClusterAPI
 from cigri.oar.client import OarClient, client_for_cluster
 from cigri.oar.http import OarAuth, RetryPolicy
@@ -375,3 +381,11 @@ def test_jwt_users_given_as_their_bearer_value_are_sent_as_is() -> None:
     assert auth.headers_for("alice") == {"Authorization": "Bearer a"}
     with pytest.raises(OarRejected):
         auth.headers_for("bob")
+
+
+def test_split_media_path() -> None:
+    assert split_media_path("/home/u/out.txt") == ("/home/u", "out.txt")
+    assert split_media_path("~/out.txt") == ("~", "out.txt")
+    assert split_media_path("/out.txt") == ("/", "out.txt")
+    assert split_media_path("/home/u/sub/") == ("/home/u", "sub")
+    assert [split_media_path(p)[1] for p in ("/", "~", "/a/..", "/a/.")] == [""] * 4
