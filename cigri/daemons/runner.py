@@ -117,10 +117,13 @@ def record_cluster_error(conn: Connection, *, cluster_id: int, error: OarError,
 def open_campaign_blacklist(conn: Connection, *, failure_id: int, now: datetime) -> int | None:
     """The campaign BLACKLIST a job failure calls for, unless one is already open for its
     (campaign, cluster): one blacklist aggregates every failure of the pair
-    (`colombo.plan_campaign_blacklist`). Returns the new blacklist's id, or None."""
+    (`colombo.plan_campaign_blacklist`). The pair is locked until the caller's transaction ends,
+    so a concurrent runner or updater sees this blacklist. Returns its id, or None."""
     failure = event_store.get_event(conn, failure_id)
     if failure.campaign_id is None or failure.cluster_id is None:
         return None
+    job_store.lock_campaign_cluster(conn, campaign_id=failure.campaign_id,
+                                    cluster_id=failure.cluster_id)
     current = event_store.find_open_event(conn, code=BLACKLIST, class_=EventClass.CAMPAIGN,
                                           campaign_id=failure.campaign_id,
                                           cluster_id=failure.cluster_id)

@@ -294,6 +294,15 @@ def count_param_events(conn: Connection, *, param_id: int, codes: Collection[str
     ).scalar_one())
 
 
+def lock_campaign_cluster(conn: Connection, *, campaign_id: int, cluster_id: int) -> None:
+    """Serialise decisions about one (campaign, cluster) pair until the transaction ends (a
+    PostgreSQL transaction-level advisory lock keyed by the two ids; SQLite serialises writers
+    anyway). The runner and the updater take it before deciding whether to open the pair's
+    campaign BLACKLIST, so two concurrent failures never open two."""
+    if conn.dialect.name == "postgresql":
+        conn.execute(select(func.pg_advisory_xact_lock(campaign_id, cluster_id)))
+
+
 def list_open_failure_pairs(conn: Connection, pairs: Collection[tuple[int, int]], *,
                             ignored_codes: Collection[str]) -> set[tuple[int, int]]:
     """Which of these (campaign id, cluster id) pairs still have an open class-`job` event whose

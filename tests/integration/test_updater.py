@@ -4,17 +4,19 @@ analysis and resubmission (Colombo), retry budget, cluster health, campaign comp
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Iterator
 from datetime import timedelta
 
 import pytest
-from sqlalchemy import Engine, insert, select, update
+from sqlalchemy import Connection, Engine, insert, select, text, update
 
 from cigri.daemons import runner as runner_daemon
 from cigri.daemons import updater as updater_daemon
 from cigri.daemons.base import DaemonContext
 from cigri.daemons.metascheduler import MetaScheduler
+from cigri.daemons.runner import open_campaign_blacklist
 from cigri.domain.clock import FakeClock
 from cigri.oar.client import OarClient
 from cigri.storage import events as event_store
@@ -375,3 +377,37 @@ def test_runner_and_updater_processes_get_their_oar_clients_from_the_composition
     updater_client = updater_daemon.build(context).oar(grid.clusters[0])
     assert isinstance(runner_client, OarClient) and isinstance(updater_client, OarClient)
     assert runner_client.admin_user == updater_client.admin_user == "oaradmin"
+
+
+def test_concurrent_failures_of_one_pair_open_a_single_blacklist(grid: Grid) -> None:
+    campaign = new_campaign(grid, ["1"])
+    cluster_id = grid.clusters[0].id
+
+    def failure(conn: Connection) -> int:
+        return event_store.record_event(conn, class_="job", code="EXIT_ERROR",
+                                        campaign_id=campaign, cluster_id=cluster_id,
+                                        now=grid.clock.now())
+
+    opened: list[int | None] = []
+    with grid.engine.connect() as first, grid.engine.connect() as second:
+        transaction = first.begin()
+        opened.append(open_campaign_blacklist(first, failure_id=failure(first),
+                                              now=grid.clock.now()))
+
+        def other() -> None:
+            with second.begin():
+                opened.append(open_campaign_blacklist(second, failure_id=failure(second),
+                                                      now=grid.clock.now()))
+
+        thread = threading.Thread(target=other)
+        thread.start()
+        deadline = time.monotonic() + 10
+        with grid.engine.connect() as probe:  # the second waits for the pair's lock
+            while not probe.execute(text("SELECT count(*) FROM pg_locks WHERE "
+                                         "locktype = 'advisory' AND NOT granted")).scalar_one():
+                assert time.monotonic() < deadline and thread.is_alive()
+                time.sleep(0.02)
+        transaction.commit()
+        thread.join(timeout=10)
+    assert opened[0] is not None and opened[1:] == [None]
+    assert len(event_rows(grid.engine, "BLACKLIST")) == 1
