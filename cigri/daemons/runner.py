@@ -437,7 +437,8 @@ class ClusterRunner(Daemon):
                                       state=JobState.EVENT, now=now):
                 continue
             stuck = (job_store.count_param_events(conn, param_id=job.param_id,
-                                                  codes=(STUCK_LAUNCHING_JOB,))
+                                                  codes=(STUCK_LAUNCHING_JOB,),
+                                                  since_codes=(RUNNER_SUBMIT_STUCK,))
                      if job.param_id is not None else 0)
             if stuck >= MAX_STUCK_LAUNCHES - 1:
                 event_id = event_store.record_event(

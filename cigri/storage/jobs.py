@@ -286,12 +286,20 @@ def count_budget_used(conn: Connection, *, param_id: int) -> int:
     ).scalar_one())
 
 
-def count_param_events(conn: Connection, *, param_id: int, codes: Collection[str]) -> int:
-    """Events with one of `codes` on the jobs of this parameter (e.g. its stuck launches)."""
-    return int(conn.execute(
-        select(func.count()).select_from(events.join(jobs, jobs.c.id == events.c.job_id))
-        .where(jobs.c.param_id == param_id, events.c.code.in_(sorted(codes)))
-    ).scalar_one())
+def count_param_events(conn: Connection, *, param_id: int, codes: Collection[str],
+                       since_codes: Collection[str] = ()) -> int:
+    """Events with one of `codes` on the jobs of this parameter (e.g. its stuck launches); with
+    `since_codes`, only on jobs newer than its last job that has an event with one of those (a
+    count that restarts after the user fixed and resubmitted it)."""
+    query = (select(func.count()).select_from(events.join(jobs, jobs.c.id == events.c.job_id))
+             .where(jobs.c.param_id == param_id, events.c.code.in_(sorted(codes))))
+    if since_codes:
+        last = (select(func.coalesce(func.max(jobs.c.id), 0))
+                .select_from(events.join(jobs, jobs.c.id == events.c.job_id))
+                .where(jobs.c.param_id == param_id, events.c.code.in_(sorted(since_codes)))
+                .scalar_subquery())
+        query = query.where(jobs.c.id > last)
+    return int(conn.execute(query).scalar_one())
 
 
 def lock_campaign_cluster(conn: Connection, *, campaign_id: int, cluster_id: int) -> None:

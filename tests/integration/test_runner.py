@@ -265,11 +265,12 @@ def test_a_submission_oar_refuses_with_a_500_goes_to_event_once(grid: Grid) -> N
 def test_submissions_oar_never_answers_stop_after_max_stuck_launches(grid: Grid) -> None:
     campaign = new_campaign(grid, ["1"])
     runner = grid.runner()
-    for _attempt in range(MAX_STUCK_LAUNCHES + 2):
-        queue_tasks(grid, campaign)  # what the meta-scheduler does with the task in the bag
+    for _attempt in range(MAX_STUCK_LAUNCHES):
+        assert queue_tasks(grid, campaign) == 1  # the meta-scheduler queues the bag's task
         grid.control(0).fail_next(503)  # the POST gets no usable answer
         runner.run(loops=1)
         runner.reconcile()  # OAR has no job of that name: back to the bag, or stop
+    assert queue_tasks(grid, campaign) == 0  # stopped: nothing left to loop on
     rows = job_rows(grid.engine, campaign)
     assert [row.state for row in rows] == ["event"] * MAX_STUCK_LAUNCHES
     stuck = event_rows(grid.engine, "STUCK_LAUNCHING_JOB")
@@ -281,3 +282,16 @@ def test_submissions_oar_never_answers_stop_after_max_stuck_launches(grid: Grid)
     with grid.engine.begin() as conn:
         assert event_store.is_campaign_blacklisted(conn, campaign_id=campaign,
                                                    cluster_id=grid.clusters[0].id)
+    # the user fixes it and resubmits the task: it gets its stuck launches afresh
+    with grid.engine.begin() as conn:
+        event_store.close_event(conn, final.id, now=grid.clock.now())
+        conn.execute(insert(bag_of_tasks).values(campaign_id=campaign, param_id=rows[-1].param_id,
+                                                 priority=10))
+    assert grid.updater().lift_blacklists() == 1
+    queue_tasks(grid, campaign)
+    grid.control(0).fail_next(503)
+    runner.run(loops=1)
+    runner.reconcile()
+    assert count(grid.engine, bag_of_tasks) == 1
+    assert len(event_rows(grid.engine, "STUCK_LAUNCHING_JOB")) == MAX_STUCK_LAUNCHES
+    assert len(event_rows(grid.engine, RUNNER_SUBMIT_STUCK)) == 1
