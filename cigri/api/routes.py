@@ -30,14 +30,13 @@ from cigri.domain.errors import JDLError, NotFound
 from cigri.domain.jdl import JDLDefaults, parse_jdl
 from cigri.domain.oar import OarError, OarNotFound
 from cigri.domain.states import AuthType, CampaignState, EventClass, NotificationType, Severity
-from cigri.domain.stats import ClusterStats
+from cigri.domain.stats import ClusterStats, forecast
 from cigri.storage import actions, queries, subscriptions, tokens
 from cigri.storage.clusters import get_cluster, list_clusters
 from cigri.storage.collected import collection_summary
 from cigri.storage.events import is_cluster_blacklisted
 from cigri.storage.stats import (
     campaign_cluster_stats,
-    campaign_forecast,
     last_grid_usage_date,
     latest_grid_usage,
 )
@@ -428,7 +427,13 @@ def campaign_stats(campaign_id: int) -> ResponseReturnValue:
         _own_campaign(conn, campaign_id)
         stats = queries.get_campaign_stats(conn, campaign_id, now=now, window_seconds=window)
         per_cluster = campaign_cluster_stats(conn, campaign_id, now=now, window_seconds=window)
-        ahead = campaign_forecast(conn, campaign_id, now=now, window_seconds=window)
+        # campaign_forecast's figures without its scans: the task counts are the summary's
+        # (maintained), the throughput the whole-campaign entry's (same window, same jobs).
+        summary = queries.get_campaign_summary(conn, campaign_id)
+        ahead = forecast(campaign_id, total_tasks=summary.total_jobs,
+                         finished_tasks=summary.finished_jobs,
+                         jobs_per_hour=next((c.jobs_per_hour for c in per_cluster
+                                             if c.cluster_id is None), 0.0))
         collection = (collection_summary(conn, campaign_id)
                       if queries.campaign_gathers_outputs(conn, campaign_id) else None)
     return json_response({
