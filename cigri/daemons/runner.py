@@ -69,10 +69,11 @@ OarFactory = Callable[[Cluster], OarApi]
 
 STUCK_LAUNCHING_JOB: Final = "STUCK_LAUNCHING_JOB"
 # A parameter whose jobs OAR never received this many times is not put back in the bag again: its
-# last job stays in `event` with an open RUNNER_SUBMIT_STUCK (and the campaign is blacklisted on
-# the cluster), instead of looping for ever when OAR fails every submission without an answer.
+# last job stays in `event` with an open RUNNER_SUBMIT_ERROR (v3's code for any other submission
+# failure, which the notifier aggregates per campaign) and the campaign is blacklisted on
+# the cluster, instead of looping for ever when OAR fails every submission without an answer.
 MAX_STUCK_LAUNCHES: Final = 3
-RUNNER_SUBMIT_STUCK: Final = "RUNNER_SUBMIT_STUCK"
+RUNNER_SUBMIT_ERROR: Final = "RUNNER_SUBMIT_ERROR"
 # Cluster event codes that open a whole-cluster blacklist lifted by the updater's probe (autofix).
 AUTOFIX_CODES: Final = frozenset({"TIMEOUT", "POST_TIMEOUT", "CONNECTION_REFUSED", "SOCKET_ERROR",
                                   "HOST_UNREACHABLE", "CONNECTION_RESET", "GET_STRESS_FACTOR",
@@ -355,7 +356,7 @@ class ClusterRunner(Daemon):
     def _record_rejection(self, submission_id: int, items: Sequence[LaunchItem],
                           error: OarRejected) -> None:
         """Behaviour 21: OAR refused; one RUNNER_SUBMIT_* event per job, campaign blacklisted."""
-        code = _SUBMIT_ERROR_CODES.get(error.status or 0, "RUNNER_SUBMIT_ERROR")
+        code = _SUBMIT_ERROR_CODES.get(error.status or 0, RUNNER_SUBMIT_ERROR)
         if error.code == "JWT_TOKEN_NOT_FOUND":
             code = "RUNNER_SUBMIT_TOKEN_NOT_FOUND"
         now = self.clock.now()
@@ -428,7 +429,8 @@ class ClusterRunner(Daemon):
     def _return_to_bag(self, conn: Connection, submission_id: int, now: datetime) -> int:
         """Behaviour 23 (adapted): jobs OAR never got go to `event` with a STUCK_LAUNCHING_JOB
         event and their tasks back to the bag with priority 20; a parameter already stuck
-        MAX_STUCK_LAUNCHES times stops there with an open RUNNER_SUBMIT_STUCK instead."""
+        MAX_STUCK_LAUNCHES times stops there with an open RUNNER_SUBMIT_ERROR instead (counted since
+        its last submission error, so a parameter the user fixed and resubmitted starts afresh)."""
         returned = 0
         for job in job_store.list_jobs_of_submission(conn, submission_id):
             if job.state is not JobState.LAUNCHING:
@@ -438,11 +440,11 @@ class ClusterRunner(Daemon):
                 continue
             stuck = (job_store.count_param_events(conn, param_id=job.param_id,
                                                   codes=(STUCK_LAUNCHING_JOB,),
-                                                  since_codes=(RUNNER_SUBMIT_STUCK,))
+                                                  since_codes=(RUNNER_SUBMIT_ERROR,))
                      if job.param_id is not None else 0)
             if stuck >= MAX_STUCK_LAUNCHES - 1:
                 event_id = event_store.record_event(
-                    conn, class_=EventClass.JOB, code=RUNNER_SUBMIT_STUCK, job_id=job.id,
+                    conn, class_=EventClass.JOB, code=RUNNER_SUBMIT_ERROR, job_id=job.id,
                     campaign_id=job.campaign_id, cluster_id=job.cluster_id, now=now,
                     checked=True,
                     message=f"OAR never received this job's parameter {stuck + 1} times; "

@@ -10,7 +10,7 @@ from datetime import timedelta
 import pytest
 from sqlalchemy import Engine, insert, select, update
 
-from cigri.daemons.runner import MAX_STUCK_LAUNCHES, RUNNER_SUBMIT_STUCK, RunnerProcess
+from cigri.daemons.runner import MAX_STUCK_LAUNCHES, RUNNER_SUBMIT_ERROR, RunnerProcess
 from cigri.domain.clock import FakeClock
 from cigri.domain.states import JobState, TapState
 from cigri.storage import events as event_store
@@ -275,7 +275,7 @@ def test_submissions_oar_never_answers_stop_after_max_stuck_launches(grid: Grid)
     assert [row.state for row in rows] == ["event"] * MAX_STUCK_LAUNCHES
     stuck = event_rows(grid.engine, "STUCK_LAUNCHING_JOB")
     assert len(stuck) == MAX_STUCK_LAUNCHES - 1
-    (final,) = event_rows(grid.engine, RUNNER_SUBMIT_STUCK)
+    (final,) = event_rows(grid.engine, RUNNER_SUBMIT_ERROR)
     assert final.state == "open" and final.job_id == rows[-1].id
     assert count(grid.engine, bag_of_tasks) == 0
     assert len(_campaign_blacklists(grid, campaign)) == 1
@@ -294,4 +294,4 @@ def test_submissions_oar_never_answers_stop_after_max_stuck_launches(grid: Grid)
     runner.reconcile()
     assert count(grid.engine, bag_of_tasks) == 1
     assert len(event_rows(grid.engine, "STUCK_LAUNCHING_JOB")) == MAX_STUCK_LAUNCHES
-    assert len(event_rows(grid.engine, RUNNER_SUBMIT_STUCK)) == 1
+    assert len(event_rows(grid.engine, RUNNER_SUBMIT_ERROR)) == 1
