@@ -86,8 +86,10 @@ _REJECTION_CODES: Mapping[int, str] = {
 }
 
 
-# oarsub exit statuses of a refused request: 1 (bad option), 255 (unparsable resource/walltime)
-_OARSUB_REFUSAL = re.compile(r"^Oarsub command exited with status (1|255)\b")
+# OAR 2.5.9 wraps every oarsub failure in a 500 "Oarsub command exited with status N": any
+# non-zero N means oarsub ran and refused (1 bad option, 254 admission rule, 248 unknown queue,
+# 255 unparsable resource...), so no job exists and the same request will be refused again.
+_OARSUB_REFUSAL = re.compile(r"^Oarsub command exited with status [1-9][0-9]*\b")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -231,8 +233,7 @@ class OarHttp:
         if answer.status == 404:
             return OarNotFound(message, status=404, body=body)
         if method == "POST" and answer.status == 500 and detail and _OARSUB_REFUSAL.search(detail):
-            # OAR 2.5.9 answers 500 when oarsub refuses a request (bad resource syntax, unknown
-            # option): the request is wrong, retrying it cannot help; no job was created
+            # the request is wrong (see _OARSUB_REFUSAL): retrying it cannot help
             return OarRejected(message, status=500, body=body, code="CLUSTER_API_SERVER_ERROR")
         if answer.status >= 500:
             return OarUnavailable(message, status=answer.status, body=body,

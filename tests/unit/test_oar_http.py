@@ -154,14 +154,20 @@ def test_post_is_never_retried(server: tuple[str, Script]) -> None:
     assert caught.value.code == "CLUSTER_API_SERVER_ERROR" and len(script.seen) == 1
 
 
-def test_oarsub_refusal_answered_500_is_a_rejection(server: tuple[str, Script]) -> None:
+@pytest.mark.parametrize(("status", "output"), [
+    pytest.param(255, "/!\\ Cannot recognize the resource description", id="bad-resource"),
+    pytest.param(254, "# ADMISSION RULE: root and oar users are not allowed", id="admission-rule"),
+    pytest.param(248, "/!\\ Queue nope does not exist", id="unknown-queue"),
+])
+def test_oarsub_refusal_answered_500_is_a_rejection(server: tuple[str, Script], status: int,
+                                                     output: str) -> None:
     url, script = server
-    message = "Oarsub command exited with status 255: /!\\ Cannot recognize the resource description"
+    message = f"Oarsub command exited with status {status}: {output}"
     script.replies = [Reply(500, {"code": 500, "title": "Oar server error", "message": message})]
     client, _ = _client(url)
     with pytest.raises(OarRejected) as caught:
         client.submit(SubmitRequest(command="true", resources="/core=x"), user="u")
-    assert caught.value.status == 500 and "Cannot recognize" in (caught.value.body or "")
+    assert caught.value.status == 500 and f"status {status}" in (caught.value.body or "")
 
 
 def test_non_json_and_truncated_answers_are_unavailable(server: tuple[str, Script]) -> None:
