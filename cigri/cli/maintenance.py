@@ -11,7 +11,6 @@ import click
 
 from cigri import app
 from cigri.daemons.maintenance import run_maintenance
-from cigri.daemons.runner import default_oar_factory
 from cigri.domain.clock import SystemClock
 
 
@@ -32,7 +31,7 @@ def maintenance(purge: bool, archive_directory: Path | None, sample_usage: bool,
     engine = app.build_engine(settings)
     try:
         report = run_maintenance(
-            engine, settings, SystemClock(), oar_factory=default_oar_factory(settings),
+            engine, settings, SystemClock(), oar_factory=app.build_oar_factory(settings, engine),
             purge=purge, archive_directory=archive_directory, sample_usage=sample_usage,
             vacuum=vacuum, dry_run=dry_run)
     finally:

@@ -296,12 +296,12 @@ def start_maintenance(engine: Engine, settings: Settings, clock: Clock) -> Any:
         return None
     from apscheduler.schedulers.background import BackgroundScheduler
 
+    from cigri.app import build_oar_factory
     from cigri.daemons.maintenance import schedule_maintenance
-    from cigri.daemons.nikita import default_oar_factory
 
     scheduler = BackgroundScheduler(timezone="UTC")
     schedule_maintenance(scheduler, engine, settings, clock,
-                         oar_factory=default_oar_factory(settings))
+                         oar_factory=build_oar_factory(settings, engine))
     scheduler.start()
     log.info("almighty: maintenance scheduled (%d jobs)", len(scheduler.get_jobs()))
     return scheduler

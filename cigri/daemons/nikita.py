@@ -311,12 +311,6 @@ class Nikita(Daemon):
                 return
 
 
-def default_oar_factory(settings: Settings) -> OarFactory:
-    """Kept for callers not switched yet (almighty's maintenance scheduler): use
-    `cigri.app.build_oar_factory(settings, engine)`, which also reads the JWT tokens."""
-    return build_oar_factory(settings)
-
-
 def build(context: DaemonContext) -> Nikita:
     return Nikita(engine=context.engine, settings=context.settings, clock=context.clock,
                   stop=context.stop,

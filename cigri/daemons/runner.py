@@ -522,12 +522,6 @@ class RunnerProcess:
             raise RuntimeError(f"runner loops failed: {', '.join(self.failed)}")
 
 
-def default_oar_factory(settings: Settings) -> OarFactory:
-    """Deprecated: `cigri.app.build_oar_factory(settings, engine)` (which also reads the JWT
-    tokens and admin identities). Kept only for `cigri.cli.maintenance` until it switches."""
-    return build_oar_factory(settings)
-
-
 def build_process(context: DaemonContext) -> RunnerProcess:
     return RunnerProcess(engine=context.engine, settings=context.settings, clock=context.clock,
                          stop=context.stop,
