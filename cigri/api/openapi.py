@@ -30,7 +30,8 @@ ROUTES: Final[list[tuple[str, str, str, int, str | None]]] = [
     ("/campaigns/{campaign_id}/outputs", "delete", "Remove the stdout/stderr files of a finished "
      "campaign's jobs on their clusters, through OAR as the owner; answers the counts", 202,
      None),
-    ("/campaigns/{campaign_id}/stats", "get", "Duration, throughput, remaining time, rates", 200,
+    ("/campaigns/{campaign_id}/stats", "get", "Duration, throughput, remaining time, rates; "
+     "per-cluster figures, the forecast (progress, ETA) and the collected files' counts", 200,
      None),
     ("/campaigns/{campaign_id}/jdl", "get", "The stored, expanded JDL", 200, None),
     ("/campaigns/{campaign_id}/jobs", "get", "Tasks with their latest job; limit, offset, after "
