@@ -210,8 +210,11 @@ def demo(tasks: int, nb_clusters: int, nodes: int, cores: int, task_seconds: flo
         try:
             campaign_id, names = _setup(engine, emulator.urls, root, tasks, task_seconds)
             if not no_preemption:
-                for control in emulator.controls:
-                    control.normal_user(cores * 2, 3.0, start_in=2.0, period=7.0)
+                # Short, frequent bursts on most of each cluster, staggered across clusters, so
+                # some best-effort jobs are killed and resubmitted even in a short demo.
+                for index, control in enumerate(emulator.controls):
+                    control.normal_user(max(1, nodes * cores * 3 // 4), 1.5,
+                                        start_in=4.0 + index, period=4.0)
             almighty = _start_almighty(_write_config(root, database_url), root)
             finished = _follow(engine, campaign_id, tasks, names, almighty, started,
                                timeout_seconds)
