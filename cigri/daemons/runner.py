@@ -18,12 +18,16 @@ enabled later are picked up without a restart, disabled ones are dropped.
 
 Settings: RUNNER_MIN_CYCLE_DURATION (pass interval), RUNNER_DEFAULT_INITIAL_NUMBER_OF_JOBS,
 RUNNER_TAP_INCREASE_FACTOR, RUNNER_TAP_INCREASE_MAX, RUNNER_TAP_GRACE_PERIOD, DEFAULT_JOB_RESOURCES,
-DEFAULT_JOB_WALLTIME, LEASE_SECONDS, REST_QUERIES_TIMEOUT. Temporal grouping is not implemented:
-grouped campaigns are submitted as array jobs.
+DEFAULT_JOB_WALLTIME, LEASE_SECONDS, REST_QUERIES_TIMEOUT, RUNNER_MAX_TEMPORAL_GROUPED_JOBS.
+
+Temporal grouping (`temporal_grouping: true` on the cluster): the tasks claimed in one pass (tap
+rate, capped by RUNNER_MAX_TEMPORAL_GROUPED_JOBS) become ONE OAR job running them in turn
+(`cigri.domain.batches`); the jobs are tagged `batch` and share its OAR id as `remote_id`.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import secrets
 import threading
@@ -36,7 +40,7 @@ from sqlalchemy import Connection, Engine
 from cigri.app import build_oar_factory
 from cigri.config import Settings
 from cigri.daemons.base import Daemon, DaemonContext, daemon_context
-from cigri.domain import colombo
+from cigri.domain import batches, colombo
 from cigri.domain.clock import Clock
 from cigri.domain.clusters import Cluster
 from cigri.domain.events import BLACKLIST
@@ -144,6 +148,8 @@ def build_request(context: LaunchContext, items: Sequence[LaunchItem], *, name: 
     prefix = f"export CIGRI_CAMPAIGN_ID={campaign_id};"
     job_types = [t.strip() for t in context.prop("cluster_job_type").split(",") if t.strip()]
     tag = items[0].tag
+    if tag == batches.BATCH_TAG:
+        return _batch_request(context, items, name=name, settings=settings, job_types=job_types)
     if tag in {PROLOGUE, EPILOGUE}:
         return SubmitRequest(
             command=prefix + context.prop(tag), resources="/resource_id=1",
@@ -165,6 +171,27 @@ def build_request(context: LaunchContext, items: Sequence[LaunchItem], *, name: 
         command=command, resources=context.prop("resources", settings.DEFAULT_JOB_RESOURCES),
         walltime=context.prop("walltime", settings.DEFAULT_JOB_WALLTIME), params=params,
         name=name, directory=directory, types=job_types,
+        properties=context.prop("properties") or None, project=context.prop("project") or None)
+
+
+def _directory(context: LaunchContext) -> str | None:
+    directory = context.prop("exec_directory") or None
+    return directory.replace("{CAMPAIGN_ID}", str(context.campaign_id)) if directory else None
+
+
+def _batch_request(context: LaunchContext, items: Sequence[LaunchItem], *, name: str,
+                   settings: Settings, job_types: list[str]) -> SubmitRequest:
+    """One OAR job (not an array) running the batch script; walltime scaled by the number of
+    tasks (v3 left it at the single-job walltime)."""
+    if items[0].besteffort and not context.is_test_mode and "besteffort" not in job_types:
+        job_types.append("besteffort")
+    walltime = context.prop("walltime", settings.DEFAULT_JOB_WALLTIME)
+    return SubmitRequest(
+        command=batches.batch_script(items, campaign_id=context.campaign_id,
+                                     exec_file=context.prop("exec_file")),
+        resources=context.prop("resources", settings.DEFAULT_JOB_RESOURCES),
+        walltime=batches.scale_walltime(walltime, len(items)), name=name,
+        directory=_directory(context), types=job_types,
         properties=context.prop("properties") or None, project=context.prop("project") or None)
 
 
@@ -281,6 +308,8 @@ class ClusterRunner(Daemon):
             if not tap.is_open or blacklisted:
                 continue
             rate = 1 if context.is_test_mode else tap.rate
+            if batches.is_grouped(context):
+                rate = min(rate, max(1, self.settings.RUNNER_MAX_TEMPORAL_GROUPED_JOBS))
             submitted = self._submit(campaign_id, self._queued(campaign_id, rate))
             if should_increase(tap, submitted=submitted, settings=self.taps):
                 with self.engine.begin() as conn:
@@ -319,6 +348,10 @@ class ClusterRunner(Daemon):
                 submission_store.set_nb_jobs(conn, submission_id, len(items))
                 context = submission_store.get_launch_context(conn, campaign_id=campaign_id,
                                                               cluster_id=self.cluster.id)
+                if batches.is_grouped(context) and not any(
+                        item.tag in {PROLOGUE, EPILOGUE} for item in items):
+                    job_store.set_tag(conn, [item.job_id for item in items], batches.BATCH_TAG)
+                    items = [dataclasses.replace(item, tag=batches.BATCH_TAG) for item in items]
         except _NothingTaken:
             return 0  # rolled back: the tasks went elsewhere meanwhile
         name = submission_store.oar_job_name(campaign_id=campaign_id, key=key)
@@ -338,10 +371,12 @@ class ClusterRunner(Daemon):
                 record_cluster_error(conn, cluster_id=self.cluster.id, error=error,
                                      now=self.clock.now())
             return 0
+        remote_ids = dict(enumerate(answer.job_ids, start=1))
+        if items[0].tag == batches.BATCH_TAG:  # one OAR job runs them all
+            remote_ids = {item.array_index: answer.job_ids[0] for item in items}
         with self.engine.begin() as conn:
             recorded = job_store.record_remote_ids(
-                conn, submission_id=submission_id,
-                remote_ids=dict(enumerate(answer.job_ids, start=1)), now=self.clock.now())
+                conn, submission_id=submission_id, remote_ids=remote_ids, now=self.clock.now())
             done = recorded == len(items)
             submission_store.mark_submission(
                 conn, submission_id, expected=(submission_store.INTENT,),
@@ -412,9 +447,12 @@ class ClusterRunner(Daemon):
         with self.engine.begin() as conn:
             adopted = 0
             if found:
+                remote_ids = remote_ids_by_index(found, submission.nb_jobs)
+                mine = job_store.list_jobs_of_submission(conn, submission.id)
+                if len(found) == 1 and any(job.tag == batches.BATCH_TAG for job in mine):
+                    remote_ids = {int(job.array_index or 0): found[0].id for job in mine}
                 adopted = job_store.record_remote_ids(
-                    conn, submission_id=submission.id,
-                    remote_ids=remote_ids_by_index(found, submission.nb_jobs), now=now)
+                    conn, submission_id=submission.id, remote_ids=remote_ids, now=now)
             returned = self._return_to_bag(conn, submission.id, now)
             state = submission_store.ADOPTED if found else submission_store.ABANDONED
             submission_store.mark_submission(

@@ -13,6 +13,13 @@ a short, state-guarded transaction, so a job moved meanwhile by nikita or a user
 
 Settings: UPDATER_INTERVAL, STDERR_TAIL, AUTOFIX_DELAY, STRESS_FACTOR, DEFAULT_MAX_RESUBMISSIONS,
 REST_QUERIES_TIMEOUT.
+
+Temporal-grouping batches (jobs tagged `batch` sharing one OAR job): while the OAR job is not
+final they follow it like ordinary jobs (no file read); once it is final, each sub-job's state file
+is read once (`cigri.domain.batches`): `RET=0` terminates it, another `RET` goes through the
+failure analysis as that exit status, and a sub-job with no `RET` (the batch was killed before it
+finished) takes the OAR job's own failure (a best-effort kill resubmits it for free). None is ever
+left in `batch_waiting` (v3 lost those).
 """
 
 from __future__ import annotations
@@ -34,7 +41,7 @@ from cigri.daemons.runner import (
     open_campaign_blacklist,
     record_cluster_error,
 )
-from cigri.domain import colombo, failures
+from cigri.domain import batches, colombo, failures
 from cigri.domain.clock import Clock
 from cigri.domain.clusters import Cluster
 from cigri.domain.events import BLACKLIST
@@ -145,6 +152,7 @@ class Updater(Daemon):
     def _apply(self, cluster: Cluster, oar: OarApi, page: Sequence[Job],
                answers: dict[int, OarJob]) -> None:
         failed: list[tuple[Job, OarJob]] = []
+        ended_batches: list[tuple[Job, OarJob]] = []
         changes: list[dict[str, object]] = []
         for job in page:
             oar_job = answers.get(job.remote_id or -1)
@@ -154,6 +162,9 @@ class Updater(Daemon):
                 oar_job = self._unlisted(cluster, oar, job)
                 if oar_job is None:
                     continue
+            if job.tag == batches.BATCH_TAG and oar_job.is_final:
+                ended_batches.append((job, oar_job))
+                continue
             update = plan_job_update(job, oar_job)
             if update.kind is UpdateKind.FAILED:
                 failed.append((job, oar_job))
@@ -171,6 +182,36 @@ class Updater(Daemon):
                 job_store.mark_jobs(conn, changes, expected=_POLLED, now=self.clock.now())
         for job, oar_job in failed:
             self.handle_failure(cluster, oar, job, oar_job)
+        for job, oar_job in ended_batches:
+            self.finish_sub_job(cluster, oar, job, oar_job)
+
+    def finish_sub_job(self, cluster: Cluster, oar: OarApi, job: Job, batch: OarJob) -> None:
+        """A sub-job of a batch whose OAR job is final: its state file decides (read as the
+        campaign owner); an unreadable file (OAR unavailable) is retried next pass."""
+        with self.engine.begin() as conn:
+            login = get_launch_context(conn, campaign_id=job.campaign_id,
+                                       cluster_id=cluster.id).cluster_login
+        name = batches.state_file(job.id)
+        path = f"{batch.launching_directory.rstrip('/')}/{name}" if batch.launching_directory \
+            else name
+        try:
+            state = batches.parse_state(oar.read_file(path, user=login).decode("utf-8", "replace"))
+        except OarNotFound:
+            state = batches.SubJobState()  # never started
+        except OarError as error:
+            log.info("updater: cannot read %s on %s yet: %s", path, cluster.name, error)
+            return
+        if not state.finished:
+            self.handle_failure(cluster, oar, job, batch)  # killed with the batch
+            return
+        record = batches.sub_job_record(batch, job_id=job.id, state=state)
+        if record.exit_code:
+            self.handle_failure(cluster, oar, job, record)
+            return
+        with self.engine.begin() as conn:
+            job_store.mark_job(conn, job.id, expected=_POLLED, state=JobState.TERMINATED,
+                               now=self.clock.now(), start_time=record.start_time,
+                               stop_time=record.stop_time, return_code=0)
 
     def _unlisted(self, cluster: Cluster, oar: OarApi, job: Job) -> OarJob | None:
         """A job the bulk answer left out: ask for it alone; if OAR does not know it (or it has

@@ -382,3 +382,11 @@ def mark_campaign_terminated(conn: Connection, campaign_id: int, *, now: datetim
     result = conn.execute(update(campaigns).where(campaigns.c.id == campaign_id, _is_finished())
                           .values(state=CampaignState.TERMINATED.value, completion_time=now))
     return result.rowcount == 1
+
+
+def set_tag(conn: Connection, job_ids: Sequence[int], tag: str) -> None:
+    """Tag jobs still `launching` (the runner tags the jobs of a temporal-grouping batch)."""
+    if job_ids:
+        conn.execute(update(jobs).where(jobs.c.id.in_(list(job_ids)),
+                                        jobs.c.state == JobState.LAUNCHING.value)
+                     .values(tag=tag))

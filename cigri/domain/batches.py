@@ -1,0 +1,127 @@
+"""Temporal grouping (v3 §3.1.9, user doc §1.8): the tasks of one runner pass packed into ONE OAR
+job that runs them one after another, and what the per-task state files it leaves mean.
+
+Owns the batch script, its escaping for OAR 2.5's API (which runs the command through a shell, so
+our own `$` must reach the job escaped), the batch walltime (single-job walltime × number of tasks;
+v3 left a TODO and used the single walltime), and the reading of a sub-job's state file
+`cigri_batch_state_<job id>` (`BEGIN_DATE=`, `RET=`, `END_DATE=`) into an OAR-like record, so the
+usual failure analysis applies. Fixed from v3: `RET` is scaled to a wait status (×256), so the
+special exit statuses 66/67 work for sub-jobs. Pure: no I/O.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Final
+
+from cigri.domain.jobs import LaunchContext, LaunchItem
+from cigri.domain.oar import OarJob, OarState
+
+BATCH_TAG: Final = "batch"
+
+
+def state_file(job_id: int) -> str:
+    return f"cigri_batch_state_{job_id}"
+
+
+def stdout_file(job_id: int) -> str:
+    return f"cigri_batch_stdout_{job_id}"
+
+
+def stderr_file(job_id: int) -> str:
+    return f"cigri_batch_stderr_{job_id}"
+
+
+def is_grouped(context: LaunchContext) -> bool:
+    """The campaign asked for temporal grouping on this cluster (`temporal_grouping: true`)."""
+    return context.prop("temporal_grouping").lower() == "true"
+
+
+def batch_script(items: Sequence[LaunchItem], *, campaign_id: int, exec_file: str) -> str:
+    """The command of a batch OAR job: for each cigri job, in order, `BEGIN_DATE` to its state
+    file, the task with its own stdout/stderr, then `RET` and `END_DATE`. One line; our own `$`
+    are backslash-escaped because OAR 2.5's API runs the command through a shell (the task's own
+    text is left as for ordinary jobs)."""
+    parts = ["set +e", f"export CIGRI_CAMPAIGN_ID={campaign_id}"]
+    for item in items:
+        state = state_file(item.job_id)
+        task = f"{exec_file} {item.param or ''}".rstrip()
+        parts.append(f"echo BEGIN_DATE=\\$(date +%s) > {state}")
+        parts.append(f"( {task} ) > {stdout_file(item.job_id)} 2> {stderr_file(item.job_id)}")
+        parts.append(f"echo RET=\\$? >> {state}")
+        parts.append(f"echo END_DATE=\\$(date +%s) >> {state}")
+    return "; ".join(parts)
+
+
+def _seconds(walltime: str) -> int:
+    fields = [int(part) for part in walltime.strip().split(":")]
+    seconds = 0
+    for value in fields[:3]:
+        seconds = seconds * 60 + value
+    if len(fields) == 1:
+        seconds *= 3600  # OAR reads a bare number as hours
+    elif len(fields) == 2:
+        seconds *= 60  # HH:MM
+    return seconds
+
+
+def scale_walltime(walltime: str, count: int) -> str:
+    """The walltime of a batch of `count` tasks: the single-job walltime × count, `HH:MM:SS`
+    (any number of hours). An unreadable walltime is returned as it is."""
+    try:
+        total = _seconds(walltime) * max(1, count)
+    except ValueError:
+        return walltime
+    return f"{total // 3600:02d}:{total // 60 % 60:02d}:{total % 60:02d}"
+
+
+@dataclass(frozen=True, kw_only=True)
+class SubJobState:
+    """What a sub-job's state file says; all None when there is no file (never started)."""
+
+    begin: datetime | None = None
+    ret: int | None = None  # the shell exit status of the task
+    end: datetime | None = None
+
+    @property
+    def finished(self) -> bool:
+        return self.ret is not None
+
+
+def _epoch(value: str) -> datetime | None:
+    try:
+        return datetime.fromtimestamp(int(value.strip()), tz=UTC)
+    except ValueError:
+        return None
+
+
+def parse_state(text: str) -> SubJobState:
+    """Read `BEGIN_DATE=`, `RET=`, `END_DATE=` lines; anything else is ignored."""
+    begin = end = None
+    ret: int | None = None
+    for line in text.splitlines():
+        key, _, value = line.partition("=")
+        if key == "BEGIN_DATE":
+            begin = _epoch(value)
+        elif key == "END_DATE":
+            end = _epoch(value)
+        elif key == "RET":
+            try:
+                ret = int(value.strip())
+            except ValueError:
+                ret = None
+    return SubJobState(begin=begin, ret=ret, end=end)
+
+
+def sub_job_record(batch: OarJob, *, job_id: int, state: SubJobState) -> OarJob:
+    """A finished sub-job as an OAR record (v3 mimicked one too): Terminated, its own times and
+    files, no OAR events, and `RET` as a wait status (×256, fixed from v3) so exit statuses 66/67
+    and the stderr tail work as for ordinary jobs."""
+    return dataclasses.replace(
+        batch, state=OarState.TERMINATED, events=(),
+        exit_code=None if state.ret is None else (state.ret & 0xFF) << 8,
+        start_time=state.begin, stop_time=state.end or batch.stop_time,
+        stdout_file=stdout_file(job_id), stderr_file=stderr_file(job_id))

@@ -1,0 +1,190 @@
+"""Temporal grouping end to end: the runner packs a pass's tasks into one OAR job running a batch
+script, the updater reads each sub-job's state file once the OAR job is final (real PostgreSQL,
+the OAR emulator over HTTP in execute mode, so the scripts really run)."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterator
+
+import pytest
+from sqlalchemy import Engine, select
+
+from cigri.domain.batches import (
+    batch_script,
+    parse_state,
+    scale_walltime,
+    state_file,
+    stdout_file,
+)
+from cigri.domain.clock import FakeClock
+from cigri.domain.jobs import LaunchItem
+from cigri.domain.oar import OarNotFound
+from cigri.emulator import ManualClock, run_in_thread
+from cigri.storage.clusters import add_cluster
+from cigri.storage.tables import bag_of_tasks
+from tests.integration.engine_helpers import (
+    USER,
+    Grid,
+    event_rows,
+    job_rows,
+    make_settings,
+    new_campaign,
+    queue_tasks,
+    start_grid,
+    states,
+)
+
+
+@pytest.fixture
+def exec_grid(pg_engine: Engine, clock: FakeClock, request: pytest.FixtureRequest) -> Iterator[Grid]:
+    """One emulated cluster that really runs the jobs (real time)."""
+    nodes, cores = getattr(request, "param", (2, 2))
+    emulator = run_in_thread(clusters=1, nodes=nodes, cores=cores, mode="execute")
+    try:
+        with pg_engine.begin() as conn:
+            cluster = add_cluster(conn, name="c1", api_url=emulator.urls[0], now=clock.now())
+        yield Grid(engine=pg_engine, clock=clock, emulator=emulator, emu_clock=ManualClock(),
+                   settings=make_settings(), clusters=[cluster])
+    finally:
+        emulator.stop()
+
+
+def _until(condition: Callable[[], bool], step: Callable[[], None], timeout: float = 30) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, "timed out"
+        step()
+        time.sleep(0.1)
+
+
+def _read(grid: Grid, job_id: int, name: str) -> str | None:
+    oar = grid.factory(grid.clusters[0])
+    (batch,) = [j for j in grid.control().jobs() if j["owner"] == USER
+                and any(row.remote_id == j["id"] for row in job_rows(grid.engine)
+                        if row.id == job_id)]
+    directory = oar.get_job(batch["id"], user=USER).launching_directory
+    try:
+        return oar.read_file(f"{directory}/{name}", user=USER).decode()
+    except OarNotFound:
+        return None
+
+
+def _bag(grid: Grid) -> list[int]:
+    with grid.engine.begin() as conn:
+        return list(conn.execute(select(bag_of_tasks.c.param_id)).scalars())
+
+
+def test_batch_script_escapes_our_dollars_and_scales_the_walltime() -> None:
+    items = [LaunchItem(job_id=7, campaign_id=3, param_id=1, param="a b", array_index=1)]
+    script = batch_script(items, campaign_id=3, exec_file="run")
+    assert "export CIGRI_CAMPAIGN_ID=3" in script
+    assert "echo BEGIN_DATE=\\$(date +%s) > cigri_batch_state_7" in script
+    assert "( run a b ) > cigri_batch_stdout_7 2> cigri_batch_stderr_7" in script
+    assert "echo RET=\\$? >> cigri_batch_state_7" in script
+    assert scale_walltime("01:30:00", 4) == "06:00:00"
+    assert scale_walltime("30:00:10", 2) == "60:00:20"
+    state = parse_state("BEGIN_DATE=100\nRET=3\nEND_DATE=160\n")
+    assert state.ret == 3 and state.begin and state.end and (state.end - state.begin).seconds == 60
+    assert not parse_state("BEGIN_DATE=100\n").finished
+
+
+def test_a_grouped_campaign_runs_as_fewer_oar_jobs_each_task_with_its_own_output(
+        exec_grid: Grid) -> None:
+    grid = exec_grid
+    params = [f"p{i}" for i in range(10)]
+    campaign = new_campaign(grid, params, exec_file="echo", temporal_grouping="true",
+                            walltime="00:10:00")
+    queue_tasks(grid, campaign)
+    runner, updater = grid.runner(), grid.updater()
+
+    def step() -> None:
+        runner.run(loops=1)
+        updater.run(loops=1)
+
+    _until(lambda: states(grid.engine, campaign) == {"terminated": 10}, step)
+    rows = job_rows(grid.engine, campaign)
+    oar_jobs = [j for j in grid.control().jobs() if j["owner"] == USER]
+    assert 1 < len(oar_jobs) < 10
+    assert len({row.remote_id for row in rows}) == len(oar_jobs)
+    assert all(j["array_id"] == j["id"] and j["param"] is None for j in oar_jobs)
+    assert {row.tag for row in rows} == {"batch"}
+    for row in rows:
+        with grid.engine.begin() as conn:
+            from cigri.storage.tables import parameters
+
+            param = conn.execute(select(parameters.c.param)
+                                 .where(parameters.c.id == row.param_id)).scalar_one()
+        assert _read(grid, row.id, stdout_file(row.id)) == f"{param}\n"
+        assert row.return_code == 0 and row.start_time is not None
+        assert row.start_time.year >= 2020  # BEGIN_DATE survived the API's shell
+        assert row.stop_time is not None and row.stop_time >= row.start_time
+
+
+def test_a_failing_task_inside_a_batch_gets_exit_error_the_others_terminate(
+        exec_grid: Grid) -> None:
+    grid = exec_grid
+    campaign = new_campaign(grid, ["true", "sh -c 'echo bad >&2; exit 3'", "bash -c 'exit 66'"],
+                            exec_file="env", temporal_grouping="true")
+    queue_tasks(grid, campaign)
+    runner, updater = grid.runner(), grid.updater()
+    runner.run(loops=1)
+    assert len({row.remote_id for row in job_rows(grid.engine, campaign)}) == 1
+    _until(lambda: "submitted" not in states(grid.engine, campaign)
+           and "running" not in states(grid.engine, campaign), lambda: updater.run(loops=1))
+    first, failing, special = job_rows(grid.engine, campaign)
+    assert first.state == "terminated"
+    assert failing.state == "event" and failing.return_code == 768
+    (error,) = event_rows(grid.engine, "EXIT_ERROR")
+    assert error.job_id == failing.id and error.state == "open"
+    assert error.message.rstrip().endswith("bad")  # the sub-job's own stderr tail
+    # exit status 66 inside a batch resubmits (v3 never scaled RET, so it never did)
+    assert special.state == "event"
+    (resubmit,) = event_rows(grid.engine, "RESUBMIT")
+    assert resubmit.job_id == special.id
+    assert _bag(grid) == [special.param_id]
+
+
+@pytest.mark.parametrize("exec_grid", [(1, 1)], indirect=True)
+def test_a_killed_best_effort_batch_resubmits_only_the_unfinished_sub_jobs(
+        exec_grid: Grid) -> None:
+    grid = exec_grid
+    campaign = new_campaign(grid, ["0", "0.0", "60", "60.0"], exec_file="sleep",
+                            temporal_grouping="true")
+    queue_tasks(grid, campaign)
+    runner = grid.runner(settings=make_settings(RUNNER_DEFAULT_INITIAL_NUMBER_OF_JOBS=4))
+    updater = grid.updater()
+    runner.run(loops=1)
+    rows = job_rows(grid.engine, campaign)
+    assert len(rows) == 4 and len({row.remote_id for row in rows}) == 1
+    third = rows[2]
+    _until(lambda: (_read(grid, third.id, state_file(third.id)) or "").startswith("BEGIN_DATE"),
+           lambda: updater.run(loops=1))
+    updater.run(loops=1)
+    assert states(grid.engine, campaign) == {"running": 4}  # no state file read before the end
+    grid.control().normal_user(cores=1, duration=1000)
+    _until(lambda: "running" not in states(grid.engine, campaign), lambda: updater.run(loops=1))
+    rows = job_rows(grid.engine, campaign)
+    assert [row.state for row in rows] == ["terminated", "terminated", "event", "event"]
+    resubmits = event_rows(grid.engine, "RESUBMIT")
+    assert sorted(event.job_id for event in resubmits) == [rows[2].id, rows[3].id]
+    assert all(event.state == "closed" and "BESTEFFORT_KILL" in event.message
+               for event in resubmits)
+    assert sorted(_bag(grid)) == sorted([rows[2].param_id, rows[3].param_id])
+    assert not [row for row in rows if row.state == "batch_waiting"]
+
+
+def test_an_ungrouped_campaign_still_submits_an_array(pg_engine: Engine,
+                                                      clock: FakeClock) -> None:
+    grid = start_grid(pg_engine, clock)
+    try:
+        campaign = new_campaign(grid, ["1", "2", "3"])
+        queue_tasks(grid, campaign)
+        grid.runner().run(loops=1)
+        rows = job_rows(grid.engine, campaign)
+        assert len({row.remote_id for row in rows}) == 3 and {row.tag for row in rows} == {None}
+        oar_jobs = grid.control().jobs()
+        assert len({j["array_id"] for j in oar_jobs}) == 1
+        assert sorted(j["param"] for j in oar_jobs) == ["1", "2", "3"]
+    finally:
+        grid.emulator.stop()
