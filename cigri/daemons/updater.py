@@ -19,11 +19,13 @@ final they follow it like ordinary jobs (no file read); once it is final, each s
 is read once (`cigri.domain.batches`): `RET=0` terminates it, another `RET` goes through the
 failure analysis as that exit status, and a sub-job with no `RET` (the batch was killed before it
 finished) takes the OAR job's own failure (a best-effort kill resubmits it for free). None is ever
-left in `batch_waiting` (v3 lost those).
+left in `batch_waiting` (v3 lost those). A running sub-job gets no start time until its state file
+is read (the batch's start plus the single-job walltime would look overdue to nikita).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import threading
 from collections.abc import Callable, Sequence
@@ -166,6 +168,12 @@ class Updater(Daemon):
                 ended_batches.append((job, oar_job))
                 continue
             update = plan_job_update(job, oar_job)
+            if job.tag == batches.BATCH_TAG and update.kind is UpdateKind.RUNNING:
+                # a sub-job's start is its BEGIN_DATE, read at the end; the batch's own start
+                # with the single-job walltime would make nikita kill a long batch as overdue
+                if job.state is JobState.RUNNING:
+                    continue
+                update = dataclasses.replace(update, start_time=None)
             if update.kind is UpdateKind.FAILED:
                 failed.append((job, oar_job))
             elif update.kind is not UpdateKind.NONE and update.state is not None:
@@ -206,6 +214,10 @@ class Updater(Daemon):
             return
         record = batches.sub_job_record(batch, job_id=job.id, state=state)
         if record.exit_code:
+            if record.start_time is not None:
+                with self.engine.begin() as conn:
+                    job_store.update_job_times(conn, job.id, expected=_POLLED,
+                                               start_time=record.start_time)
             self.handle_failure(cluster, oar, job, record)
             return
         with self.engine.begin() as conn:

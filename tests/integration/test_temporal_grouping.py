@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Iterator
+from datetime import timedelta
+from typing import Any
 
 import pytest
 from sqlalchemy import Engine, select
@@ -19,10 +21,10 @@ from cigri.domain.batches import (
 )
 from cigri.domain.clock import FakeClock
 from cigri.domain.jobs import LaunchItem
-from cigri.domain.oar import OarNotFound
+from cigri.domain.oar import OarApi, OarNotFound, Submission, SubmitRequest
 from cigri.emulator import ManualClock, run_in_thread
 from cigri.storage.clusters import add_cluster
-from cigri.storage.tables import bag_of_tasks
+from cigri.storage.tables import bag_of_tasks, submissions
 from tests.integration.engine_helpers import (
     USER,
     Grid,
@@ -109,6 +111,10 @@ def test_a_grouped_campaign_runs_as_fewer_oar_jobs_each_task_with_its_own_output
     assert len({row.remote_id for row in rows}) == len(oar_jobs)
     assert all(j["array_id"] == j["id"] and j["param"] is None for j in oar_jobs)
     assert {row.tag for row in rows} == {"batch"}
+    oar = grid.factory(grid.clusters[0])
+    for oar_job in oar_jobs:  # walltime = one task's walltime x the tasks of the batch
+        size = sum(1 for row in rows if row.remote_id == oar_job["id"])
+        assert oar.get_job(oar_job["id"], user=USER).walltime_seconds == 600 * size
     for row in rows:
         with grid.engine.begin() as conn:
             from cigri.storage.tables import parameters
@@ -135,6 +141,7 @@ def test_a_failing_task_inside_a_batch_gets_exit_error_the_others_terminate(
     first, failing, special = job_rows(grid.engine, campaign)
     assert first.state == "terminated"
     assert failing.state == "event" and failing.return_code == 768
+    assert failing.start_time is not None and failing.stop_time is not None
     (error,) = event_rows(grid.engine, "EXIT_ERROR")
     assert error.job_id == failing.id and error.state == "open"
     assert error.message.rstrip().endswith("bad")  # the sub-job's own stderr tail
@@ -162,6 +169,9 @@ def test_a_killed_best_effort_batch_resubmits_only_the_unfinished_sub_jobs(
            lambda: updater.run(loops=1))
     updater.run(loops=1)
     assert states(grid.engine, campaign) == {"running": 4}  # no state file read before the end
+    # no start time until the state file says: nikita's overdue check must not see a batch
+    # running longer than one task's walltime as overdue
+    assert all(row.start_time is None for row in job_rows(grid.engine, campaign))
     grid.control().normal_user(cores=1, duration=1000)
     _until(lambda: "running" not in states(grid.engine, campaign), lambda: updater.run(loops=1))
     rows = job_rows(grid.engine, campaign)
@@ -186,5 +196,45 @@ def test_an_ungrouped_campaign_still_submits_an_array(pg_engine: Engine,
         oar_jobs = grid.control().jobs()
         assert len({j["array_id"] for j in oar_jobs}) == 1
         assert sorted(j["param"] for j in oar_jobs) == ["1", "2", "3"]
+    finally:
+        grid.emulator.stop()
+
+
+class _Killed(BaseException):
+    """The runner process died here."""
+
+
+class _DiesAfterSubmit:
+    """The real client; the process dies right after OAR took the submission."""
+
+    def __init__(self, real: OarApi) -> None:
+        self.real = real
+
+    def submit(self, request: SubmitRequest, *, user: str) -> Submission:
+        self.real.submit(request, user=user)
+        raise _Killed
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.real, name)
+
+
+def test_a_batch_whose_runner_died_after_the_oar_call_is_adopted_whole(
+        pg_engine: Engine, clock: FakeClock) -> None:
+    grid = start_grid(pg_engine, clock)
+    try:
+        campaign = new_campaign(grid, ["a", "b", "c"], temporal_grouping="true")
+        queue_tasks(grid, campaign)
+        dead = grid.runner(owner="dead")
+        dead.oar = _DiesAfterSubmit(dead.oar)  # type: ignore[assignment]
+        with pytest.raises(_Killed):
+            dead.run(loops=1)
+        (oar_job,) = grid.control().jobs()
+        grid.clock.advance(timedelta(seconds=61))
+        assert grid.runner(owner="new").reconcile() == 1
+        rows = job_rows(grid.engine, campaign)
+        assert [(row.state, row.remote_id, row.tag) for row in rows] == \
+            [("submitted", oar_job["id"], "batch")] * 3
+        with grid.engine.begin() as conn:
+            assert conn.execute(select(submissions.c.state)).scalar_one() == "adopted"
     finally:
         grid.emulator.stop()
