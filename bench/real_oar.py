@@ -72,6 +72,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--jobs", type=int, default=100)
     parser.add_argument("--deadline", type=float, default=300.0)
+    parser.add_argument("--temporal-grouping", action="store_true",
+                        help="group the tasks into batch jobs (one per core), v3's temporal grouping")
+    parser.add_argument("--cores", type=int, default=8, help="cores per cluster (for grouping)")
     args = parser.parse_args()
     logging.basicConfig(level=logging.ERROR)
     urls = [u.strip() for u in os.environ.get("CIGRI_TEST_OAR_URLS", DEFAULT_URLS).split(",")
@@ -85,7 +88,8 @@ def main() -> None:
     try:
         upgrade(url)
         engine = make_engine(url)
-        result = _bench(engine, urls, run, args.jobs, args.deadline)
+        group = -(-args.jobs // (args.cores * len(urls))) if args.temporal_grouping else 0
+        result = _bench(engine, urls, run, args.jobs, args.deadline, group)
         engine.dispose()
     finally:
         with admin.connect() as conn:
@@ -95,7 +99,7 @@ def main() -> None:
 
 
 def _bench(engine: object, urls: list[str], run: str, nb_jobs: int,
-           deadline: float) -> dict[str, object]:
+           deadline: float, group: int) -> dict[str, object]:
     from sqlalchemy import Engine
 
     assert isinstance(engine, Engine)
@@ -103,7 +107,9 @@ def _bench(engine: object, urls: list[str], run: str, nb_jobs: int,
     settings = build_settings({
         "STRESS_FACTOR": 1000, "RUNNER_MIN_CYCLE_DURATION": 1, "UPDATER_INTERVAL": 2,
         "METASCHEDULER_INTERVAL": 1, "NIKITA_INTERVAL": 10,
-        "RUNNER_DEFAULT_INITIAL_NUMBER_OF_JOBS": initial, "GRID_USAGE_UPDATE_PERIOD": 0})
+        "RUNNER_DEFAULT_INITIAL_NUMBER_OF_JOBS": initial, "GRID_USAGE_UPDATE_PERIOD": 0,
+        # with grouping, each runner pass submits one batch job of `group` tasks
+        "RUNNER_MAX_TEMPORAL_GROUPED_JOBS": group or 50})
     clock = SystemClock()
     with engine.begin() as conn:
         ids = [add_cluster(conn, name=f"bench{i + 1}", api_url=u, now=clock.now()).id
@@ -126,6 +132,8 @@ def _bench(engine: object, urls: list[str], run: str, nb_jobs: int,
     with engine.begin() as conn:
         props = {"exec_file": "sleep 2; true", "type": "best-effort", "walltime": "00:05:00",
                  "resources": "/resource_id=1", "exec_directory": "/home/testuser"}
+        if group:
+            props["temporal_grouping"] = "true"
         campaign = create_campaign(conn, grid_user="testuser", name=f"bench-{run}",
                                    jobs_type="normal", jdl={},
                                    properties={cluster: props for cluster in ids},
@@ -161,7 +169,7 @@ def _bench(engine: object, urls: list[str], run: str, nb_jobs: int,
             "last_submission_s": round((last_submit - row[0]).total_seconds(), 1),
             "first_start_s": round((first_start - row[0]).total_seconds(), 1),
             "daemon_cpu_s": round(daemon_cpu, 2), "oar_requests": clients.requests,
-            "load_average": round(os.getloadavg()[0], 1)}
+            "batch_size": group, "load_average": round(os.getloadavg()[0], 1)}
 
 
 if __name__ == "__main__":

@@ -20,9 +20,10 @@ Settings: RUNNER_MIN_CYCLE_DURATION (pass interval), RUNNER_DEFAULT_INITIAL_NUMB
 RUNNER_TAP_INCREASE_FACTOR, RUNNER_TAP_INCREASE_MAX, RUNNER_TAP_GRACE_PERIOD, DEFAULT_JOB_RESOURCES,
 DEFAULT_JOB_WALLTIME, LEASE_SECONDS, REST_QUERIES_TIMEOUT, RUNNER_MAX_TEMPORAL_GROUPED_JOBS.
 
-Temporal grouping (`temporal_grouping: true` on the cluster): the tasks claimed in one pass (tap
-rate, capped by RUNNER_MAX_TEMPORAL_GROUPED_JOBS) become ONE OAR job running them in turn
-(`cigri.domain.batches`); the jobs are tagged `batch` and share its OAR id as `remote_id`.
+Temporal grouping (`temporal_grouping: true` on the cluster): the tasks claimed in one pass (the
+tap rate) are split into batches of at most RUNNER_MAX_TEMPORAL_GROUPED_JOBS; each batch is one OAR
+job running its tasks in turn (`cigri.domain.batches`); its jobs are tagged `batch` and share its
+OAR id as `remote_id`.
 """
 
 from __future__ import annotations
@@ -309,12 +310,25 @@ class ClusterRunner(Daemon):
                 continue
             rate = 1 if context.is_test_mode else tap.rate
             if batches.is_grouped(context):
-                rate = min(rate, max(1, self.settings.RUNNER_MAX_TEMPORAL_GROUPED_JOBS))
-            submitted = self._submit(campaign_id, self._queued(campaign_id, rate))
+                submitted = self._submit_batches(campaign_id, rate)
+            else:
+                submitted = self._submit(campaign_id, self._queued(campaign_id, rate))
             if should_increase(tap, submitted=submitted, settings=self.taps):
                 with self.engine.begin() as conn:
                     submission_store.save_tap(conn, increase_tap(tap, self.taps))
             return
+
+    def _submit_batches(self, campaign_id: int, rate: int) -> int:
+        """Temporal grouping: up to `rate` tasks this pass, as batch jobs of at most
+        RUNNER_MAX_TEMPORAL_GROUPED_JOBS tasks each (one OAR job per batch, each its own intent)."""
+        size = max(1, self.settings.RUNNER_MAX_TEMPORAL_GROUPED_JOBS)
+        submitted = 0
+        while submitted < rate and not self.stop.is_set():
+            taken = self._submit(campaign_id, self._queued(campaign_id, min(size, rate - submitted)))
+            if taken == 0:
+                break
+            submitted += taken
+        return submitted
 
     def _existing(self, job_ids: list[int]) -> Callable[[Connection, int], list[LaunchItem]]:
         def take(conn: Connection, submission_id: int) -> list[LaunchItem]:

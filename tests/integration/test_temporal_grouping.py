@@ -238,3 +238,18 @@ def test_a_batch_whose_runner_died_after_the_oar_call_is_adopted_whole(
             assert conn.execute(select(submissions.c.state)).scalar_one() == "adopted"
     finally:
         grid.emulator.stop()
+
+
+def test_one_pass_splits_the_tap_rate_into_batches_of_the_configured_size(
+        exec_grid: Grid) -> None:
+    grid = exec_grid
+    settings = make_settings(RUNNER_DEFAULT_INITIAL_NUMBER_OF_JOBS=6,
+                             RUNNER_MAX_TEMPORAL_GROUPED_JOBS=2)
+    campaign = new_campaign(grid, [f"q{i}" for i in range(7)], exec_file="echo",
+                            temporal_grouping="true")
+    queue_tasks(grid, campaign)
+    grid.runner(settings=settings).run(loops=1)
+    rows = [row for row in job_rows(grid.engine, campaign) if row.remote_id is not None]
+    sizes = sorted(sum(1 for row in rows if row.remote_id == remote)
+                   for remote in {row.remote_id for row in rows})
+    assert sizes == [2, 2, 2]  # the tap rate (6) in one pass, two tasks per OAR job
