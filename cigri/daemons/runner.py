@@ -188,7 +188,7 @@ def _batch_request(context: LaunchContext, items: Sequence[LaunchItem], *, name:
         job_types.append("besteffort")
     walltime = context.prop("walltime", settings.DEFAULT_JOB_WALLTIME)
     return SubmitRequest(
-        command=batches.batch_script(items, campaign_id=context.campaign_id,
+        command=batches.batch_script(items, campaign_id=context.campaign_id, name=name,
                                      exec_file=context.prop("exec_file")),
         resources=context.prop("resources", settings.DEFAULT_JOB_RESOURCES),
         walltime=batches.scale_walltime(walltime, len(items)), name=name,

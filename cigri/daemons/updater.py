@@ -92,6 +92,8 @@ class Updater(Daemon):
         self.oar_factory = oar_factory
         self._clients: dict[int, tuple[str, OarApi]] = {}
         self._stress_read_at: datetime | None = None
+        # (cluster id, OAR batch id) -> its sub-jobs' states, read once per pass
+        self._batch_states: dict[tuple[int, int], dict[int, batches.SubJobState]] = {}
 
     @classmethod
     def default_interval(cls, settings: Settings) -> timedelta:
@@ -106,6 +108,7 @@ class Updater(Daemon):
         return known[1]
 
     def run_once(self) -> None:
+        self._batch_states.clear()
         with self.engine.begin() as conn:
             everywhere = list_clusters(conn)
             blacklisted = event_store.list_blacklisted_clusters(conn)
@@ -199,16 +202,21 @@ class Updater(Daemon):
         with self.engine.begin() as conn:
             login = get_launch_context(conn, campaign_id=job.campaign_id,
                                        cluster_id=cluster.id).cluster_login
-        name = batches.state_file(job.id)
-        path = f"{batch.launching_directory.rstrip('/')}/{name}" if batch.launching_directory \
-            else name
-        try:
-            state = batches.parse_state(oar.read_file(path, user=login).decode("utf-8", "replace"))
-        except OarNotFound:
-            state = batches.SubJobState()  # never started
-        except OarError as error:
-            log.info("updater: cannot read %s on %s yet: %s", path, cluster.name, error)
-            return
+        states = self._batch_states.get((cluster.id, batch.id))
+        if states is None:
+            name = batches.state_file(batch.name or f"oar-{batch.id}")
+            path = f"{batch.launching_directory.rstrip('/')}/{name}" \
+                if batch.launching_directory else name
+            try:
+                states = batches.parse_states(
+                    oar.read_file(path, user=login).decode("utf-8", "replace"))
+            except OarNotFound:
+                states = {}  # no task of the batch started
+            except OarError as error:
+                log.info("updater: cannot read %s on %s yet: %s", path, cluster.name, error)
+                return
+            self._batch_states[(cluster.id, batch.id)] = states
+        state = states.get(job.id, batches.SubJobState())
         if not state.finished:
             self.handle_failure(cluster, oar, job, batch)  # killed with the batch
             return

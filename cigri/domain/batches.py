@@ -3,10 +3,11 @@ job that runs them one after another, and what the per-task state files it leave
 
 Owns the batch script, its escaping for OAR 2.5's API (which runs the command through a shell, so
 our own `$` must reach the job escaped), the batch walltime (single-job walltime × number of tasks;
-v3 left a TODO and used the single walltime), and the reading of a sub-job's state file
-`cigri_batch_state_<job id>` (`BEGIN_DATE=`, `RET=`, `END_DATE=`) into an OAR-like record, so the
-usual failure analysis applies. Fixed from v3: `RET` is scaled to a wait status (×256), so the
-special exit statuses 66/67 work for sub-jobs. Pure: no I/O.
+v3 left a TODO and used the single walltime), and the reading of the batch's state file
+`<OAR job name>.state` (lines `<job id> BEGIN_DATE=`, `<job id> RET=`, `<job id> END_DATE=`; one
+file per batch, so the updater reads a whole batch with one request, where v3 read one file per
+task) into OAR-like records, so the usual failure analysis applies. Fixed from v3: `RET` is scaled
+to a wait status (×256), so the special exit statuses 66/67 work for sub-jobs. Pure: no I/O.
 """
 
 from __future__ import annotations
@@ -23,8 +24,10 @@ from cigri.domain.oar import OarJob, OarState
 BATCH_TAG: Final = "batch"
 
 
-def state_file(job_id: int) -> str:
-    return f"cigri_batch_state_{job_id}"
+def state_file(batch_name: str) -> str:
+    """The state file of the batch OAR job named `batch_name` (its name carries the submission
+    key, so a runner adopting the batch after a crash finds the same file)."""
+    return f"{batch_name}.state"
 
 
 def stdout_file(job_id: int) -> str:
@@ -40,19 +43,21 @@ def is_grouped(context: LaunchContext) -> bool:
     return context.prop("temporal_grouping").lower() == "true"
 
 
-def batch_script(items: Sequence[LaunchItem], *, campaign_id: int, exec_file: str) -> str:
-    """The command of a batch OAR job: for each cigri job, in order, `BEGIN_DATE` to its state
-    file, the task with its own stdout/stderr, then `RET` and `END_DATE`. One line; our own `$`
-    are backslash-escaped because OAR 2.5's API runs the command through a shell (the task's own
-    text is left as for ordinary jobs)."""
+def batch_script(items: Sequence[LaunchItem], *, campaign_id: int, exec_file: str,
+                 name: str) -> str:
+    """The command of the batch OAR job called `name`: for each cigri job N, in order,
+    `N BEGIN_DATE` to the batch's state file, the task with its own stdout/stderr, then `N RET` and
+    `N END_DATE`. One line; our own `$` are backslash-escaped because OAR 2.5's API runs the
+    command through a shell (the task's own text is left as for ordinary jobs)."""
+    state = state_file(name)
     parts = ["set +e", f"export CIGRI_CAMPAIGN_ID={campaign_id}"]
     for item in items:
-        state = state_file(item.job_id)
+        job = item.job_id
         task = f"{exec_file} {item.param or ''}".rstrip()
-        parts.append(f"echo BEGIN_DATE=\\$(date +%s) > {state}")
-        parts.append(f"( {task} ) > {stdout_file(item.job_id)} 2> {stderr_file(item.job_id)}")
-        parts.append(f"echo RET=\\$? >> {state}")
-        parts.append(f"echo END_DATE=\\$(date +%s) >> {state}")
+        parts.append(f"echo {job} BEGIN_DATE=\\$(date +%s) >> {state}")
+        parts.append(f"( {task} ) > {stdout_file(job)} 2> {stderr_file(job)}")
+        parts.append(f"echo {job} RET=\\$? >> {state}")
+        parts.append(f"echo {job} END_DATE=\\$(date +%s) >> {state}")
     return "; ".join(parts)
 
 
@@ -98,22 +103,22 @@ def _epoch(value: str) -> datetime | None:
         return None
 
 
-def parse_state(text: str) -> SubJobState:
-    """Read `BEGIN_DATE=`, `RET=`, `END_DATE=` lines; anything else is ignored."""
-    begin = end = None
-    ret: int | None = None
+def parse_states(text: str) -> dict[int, SubJobState]:
+    """Read a batch state file: `<job id> BEGIN_DATE=`, `<job id> RET=`, `<job id> END_DATE=`
+    lines, by job id; anything else is ignored. A job with no line never started."""
+    fields: dict[int, dict[str, str]] = {}
     for line in text.splitlines():
-        key, _, value = line.partition("=")
-        if key == "BEGIN_DATE":
-            begin = _epoch(value)
-        elif key == "END_DATE":
-            end = _epoch(value)
-        elif key == "RET":
-            try:
-                ret = int(value.strip())
-            except ValueError:
-                ret = None
-    return SubJobState(begin=begin, ret=ret, end=end)
+        job_text, _, rest = line.strip().partition(" ")
+        key, _, value = rest.partition("=")
+        if job_text.isdigit() and key in {"BEGIN_DATE", "RET", "END_DATE"}:
+            fields.setdefault(int(job_text), {})[key] = value.strip()
+    states: dict[int, SubJobState] = {}
+    for job_id, values in fields.items():
+        ret = values.get("RET")
+        states[job_id] = SubJobState(
+            begin=_epoch(values.get("BEGIN_DATE", "")), end=_epoch(values.get("END_DATE", "")),
+            ret=int(ret) if ret is not None and ret.lstrip("-").isdigit() else None)
+    return states
 
 
 def sub_job_record(batch: OarJob, *, job_id: int, state: SubJobState) -> OarJob:

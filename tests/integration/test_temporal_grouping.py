@@ -14,7 +14,7 @@ from sqlalchemy import Engine, select
 
 from cigri.domain.batches import (
     batch_script,
-    parse_state,
+    parse_states,
     scale_walltime,
     state_file,
     stdout_file,
@@ -79,16 +79,17 @@ def _bag(grid: Grid) -> list[int]:
 
 def test_batch_script_escapes_our_dollars_and_scales_the_walltime() -> None:
     items = [LaunchItem(job_id=7, campaign_id=3, param_id=1, param="a b", array_index=1)]
-    script = batch_script(items, campaign_id=3, exec_file="run")
+    script = batch_script(items, campaign_id=3, exec_file="run", name="cigri.3.k")
     assert "export CIGRI_CAMPAIGN_ID=3" in script
-    assert "echo BEGIN_DATE=\\$(date +%s) > cigri_batch_state_7" in script
+    assert "echo 7 BEGIN_DATE=\\$(date +%s) >> cigri.3.k.state" in script
     assert "( run a b ) > cigri_batch_stdout_7 2> cigri_batch_stderr_7" in script
-    assert "echo RET=\\$? >> cigri_batch_state_7" in script
+    assert "echo 7 RET=\\$? >> cigri.3.k.state" in script
     assert scale_walltime("01:30:00", 4) == "06:00:00"
     assert scale_walltime("30:00:10", 2) == "60:00:20"
-    state = parse_state("BEGIN_DATE=100\nRET=3\nEND_DATE=160\n")
+    states = parse_states("7 BEGIN_DATE=100\n7 RET=3\n7 END_DATE=160\n8 BEGIN_DATE=170\n")
+    state = states[7]
     assert state.ret == 3 and state.begin and state.end and (state.end - state.begin).seconds == 60
-    assert not parse_state("BEGIN_DATE=100\n").finished
+    assert not states[8].finished and 9 not in states
 
 
 def test_a_grouped_campaign_runs_as_fewer_oar_jobs_each_task_with_its_own_output(
@@ -165,7 +166,10 @@ def test_a_killed_best_effort_batch_resubmits_only_the_unfinished_sub_jobs(
     rows = job_rows(grid.engine, campaign)
     assert len(rows) == 4 and len({row.remote_id for row in rows}) == 1
     third = rows[2]
-    _until(lambda: (_read(grid, third.id, state_file(third.id)) or "").startswith("BEGIN_DATE"),
+    assert third.remote_id is not None
+    batch_name = grid.factory(grid.clusters[0]).get_job(third.remote_id, user=USER).name
+    state_name = state_file(batch_name or "")
+    _until(lambda: f"{third.id} BEGIN_DATE" in (_read(grid, third.id, state_name) or ""),
            lambda: updater.run(loops=1))
     updater.run(loops=1)
     assert states(grid.engine, campaign) == {"running": 4}  # no state file read before the end
