@@ -10,8 +10,15 @@ import sys
 import click
 
 from cigri import __version__
+from cigri.cli.clusters import cluster
 from cigri.cli.db import db
+from cigri.cli.demo import demo
+from cigri.cli.jdl import jdl
+from cigri.cli.maintenance import maintenance
 from cigri.cli.settings import config
+from cigri.cli.status import status
+from cigri.cli.tokens import token
+from cigri.cli.users import user_mapping, user_priority
 from cigri.domain.errors import CigriError
 
 
@@ -25,36 +32,9 @@ def cli() -> None:
     """
 
 
-cli.add_command(db)
-cli.add_command(config)
-
-
-def _attach_optional_commands() -> None:
-    """Attach commands built in other modules (jdl, cluster, status, demo...) when present."""
-    import importlib
-
-    for module_name, attribute in [
-        ("cigri.cli.jdl", "jdl"),
-        ("cigri.cli.clusters", "cluster"),
-        ("cigri.cli.status", "status"),
-        ("cigri.cli.demo", "demo"),
-        ("cigri.cli.users", "user_priority"),
-        ("cigri.cli.users", "user_mapping"),
-        ("cigri.cli.tokens", "token"),
-        ("cigri.cli.maintenance", "maintenance"),
-    ]:
-        try:
-            module = importlib.import_module(module_name)
-        except ModuleNotFoundError as error:
-            if error.name != module_name:
-                raise
-            continue
-        command = getattr(module, attribute, None)
-        if isinstance(command, click.Command):
-            cli.add_command(command)
-
-
-_attach_optional_commands()
+for command in (db, config, jdl, cluster, user_priority, user_mapping, token, status, demo,
+                maintenance):
+    cli.add_command(command)
 
 
 def main() -> None:
