@@ -37,7 +37,9 @@ from sqlalchemy.engine import make_url
 from cigri import app
 from cigri.config import Settings
 from cigri.domain.clock import Clock, SystemClock
+from cigri.domain.clusters import Cluster
 from cigri.domain.errors import ConfigError
+from cigri.domain.oar import OarApi
 from cigri.storage.heartbeats import record_heartbeat
 from cigri.storage.leases import acquire_lease, release_lease
 
@@ -59,6 +61,22 @@ class DaemonContext:
     engine: Engine
     clock: Clock
     stop: threading.Event
+
+
+class ClusterClients:
+    """A daemon's OAR clients, one per cluster, built by `factory` and rebuilt when the
+    cluster's API URL changes. Call it with a cluster to get that cluster's client."""
+
+    def __init__(self, factory: Callable[[Cluster], OarApi]) -> None:
+        self.factory = factory
+        self._known: dict[int, tuple[str, OarApi]] = {}
+
+    def __call__(self, cluster: Cluster) -> OarApi:
+        known = self._known.get(cluster.id)
+        if known is None or known[0] != cluster.api_url:
+            known = (cluster.api_url, self.factory(cluster))
+            self._known[cluster.id] = known
+        return known[1]
 
 
 class Daemon(abc.ABC):

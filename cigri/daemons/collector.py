@@ -42,7 +42,7 @@ from sqlalchemy import Engine
 
 from cigri.app import build_oar_factory
 from cigri.config import Settings
-from cigri.daemons.base import Daemon, DaemonContext
+from cigri.daemons.base import ClusterClients, Daemon, DaemonContext
 from cigri.daemons.base import main as daemon_main
 from cigri.domain import collection as rules
 from cigri.domain.clock import Clock
@@ -76,7 +76,7 @@ class Collector(Daemon):
         super().__init__(engine=engine, settings=settings, clock=clock, stop=stop,
                          interval=interval, lease=lease, owner=owner)
         self.oar_factory = oar_factory
-        self._clients: dict[int, tuple[str, OarApi]] = {}
+        self.oar = ClusterClients(oar_factory)
         self._verified = False
         # (cluster id, login, directory) -> sizes of its files, as OAR listed them this pass
         self._listings: dict[tuple[int, str, str], dict[str, int]] = {}
@@ -91,13 +91,6 @@ class Collector(Daemon):
             self._verified = True
         self.plan_files()
         self.fetch_pending()
-
-    def oar(self, cluster: Cluster) -> OarApi:
-        known = self._clients.get(cluster.id)
-        if known is None or known[0] != cluster.api_url:
-            known = (cluster.api_url, self.oar_factory(cluster))
-            self._clients[cluster.id] = known
-        return known[1]
 
     # --- plan ------------------------------------------------------------------------------
 

@@ -36,7 +36,7 @@ from sqlalchemy import Connection, Engine
 
 from cigri.app import build_oar_factory
 from cigri.config import Settings
-from cigri.daemons.base import Daemon, DaemonContext
+from cigri.daemons.base import ClusterClients, Daemon, DaemonContext
 from cigri.daemons.base import main as daemon_main
 from cigri.daemons.runner import (
     AUTOFIX_CODES,
@@ -90,7 +90,7 @@ class Updater(Daemon):
         super().__init__(engine=engine, settings=settings, clock=clock, stop=stop,
                          interval=interval, lease=lease, owner=owner)
         self.oar_factory = oar_factory
-        self._clients: dict[int, tuple[str, OarApi]] = {}
+        self.oar = ClusterClients(oar_factory)
         self._stress_read_at: datetime | None = None
         # (cluster id, OAR batch id) -> its sub-jobs' states, read once per pass
         self._batch_states: dict[tuple[int, int], dict[int, batches.SubJobState]] = {}
@@ -98,14 +98,6 @@ class Updater(Daemon):
     @classmethod
     def default_interval(cls, settings: Settings) -> timedelta:
         return timedelta(seconds=settings.UPDATER_INTERVAL)
-
-    def oar(self, cluster: Cluster) -> OarApi:
-        """The cluster's client, rebuilt when its URL changes."""
-        known = self._clients.get(cluster.id)
-        if known is None or known[0] != cluster.api_url:
-            known = (cluster.api_url, self.oar_factory(cluster))
-            self._clients[cluster.id] = known
-        return known[1]
 
     def run_once(self) -> None:
         self._batch_states.clear()
