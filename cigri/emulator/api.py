@@ -97,6 +97,15 @@ def error(code: int, title: str, message: str) -> Response:
     return json_response(code, {"code": code, "title": title, "message": message})
 
 
+def send(response: Response, start_response: StartResponse) -> Iterable[bytes]:
+    """Hand `response` to the WSGI server."""
+    headers = [("Content-Type", response.content_type), *response.headers]
+    if response.status != 204:
+        headers.append(("Content-Length", str(len(response.body))))
+    start_response(f"{response.status} {REASONS.get(response.status, 'Status')}", headers)
+    return [response.body] if response.status != 204 else []
+
+
 def basic_credentials(value: str) -> tuple[str, str] | None:
     """(login, password) of a basic `Authorization` header, or None."""
     scheme, _, credentials = value.partition(" ")
@@ -167,20 +176,25 @@ class Request:
 
 
 class OarApp:
-    """WSGI application serving one cluster under `prefix` (e.g. `/oarapi`)."""
+    """WSGI application serving one cluster under `mount` + `prefix`: `/oarapi` on the cluster's
+    own port, `/c1/oarapi` when the clusters share one port (`mount="/c1"`). Every link it writes
+    carries the whole path, so a client following them stays on its cluster."""
 
     def __init__(
         self,
         cluster: Cluster,
         *,
         prefix: str = "/oarapi",
+        mount: str = "",
         faults: Faults | None = None,
         admin: Callable[[Request], Response] | None = None,
         passwords: dict[str, str] | None = None,
         api: str = "oar2.5",
     ) -> None:
         self.cluster = cluster
-        self.prefix = prefix.rstrip("/")
+        self.mount = mount.rstrip("/")
+        self.prefix = self.mount + prefix.rstrip("/")
+        self.admin_path = self.mount + "/_emulator/"
         self.faults = faults or Faults()
         self.admin = admin
         self.requests = 0
@@ -199,7 +213,7 @@ class OarApp:
     def __call__(self, environ: dict[str, Any], start_response: StartResponse) -> Iterable[bytes]:
         request = Request(environ, self.prefix)
         basic = basic_credentials(environ.get("HTTP_AUTHORIZATION", ""))
-        if request.raw_path.startswith("/_emulator/") and self.admin is not None:
+        if request.raw_path.startswith(self.admin_path) and self.admin is not None:
             response = self.admin(request)
         elif basic is not None and not self.password_ok(*basic):
             # Apache's basic auth (the harness's /oarapi-priv): a bad password never reaches OAR
@@ -234,11 +248,7 @@ class OarApp:
                     response = Response(fault[0], b"<html><body>Proxy error</body></html>\n", "text/html")
         if self.oar3 and response.status >= 400 and response.content_type == JSON_TYPE:
             response = self.oar3_error(response)
-        headers = [("Content-Type", response.content_type), *response.headers]
-        if response.status != 204:
-            headers.append(("Content-Length", str(len(response.body))))
-        start_response(f"{response.status} {REASONS.get(response.status, 'Status')}", headers)
-        return [response.body] if response.status != 204 else []
+        return send(response, start_response)
 
     def oar3_error(self, response: Response) -> Response:
         """OAR 3 (FastAPI) error bodies are `{"detail": ...}`."""

@@ -1,4 +1,5 @@
-"""`cigri-oar-emulator`: serve emulated OAR clusters on consecutive ports until SIGTERM."""
+"""`cigri-oar-emulator`: serve emulated OAR clusters on consecutive ports, or on one port with a
+path prefix each, until SIGTERM."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ import threading
 from typing import Any
 
 import click
+from click.core import ParameterSource
 
 from cigri.emulator.server import build
 from cigri.emulator.workload import Workload
@@ -26,6 +28,13 @@ log = logging.getLogger(__name__)
     default=7000,
     show_default=True,
     help="Port of cluster 1; cluster i uses port+i-1 (0: any free ports).",
+)
+@click.option(
+    "--single-port",
+    type=int,
+    default=None,
+    metavar="PORT",
+    help="Serve every cluster on PORT instead, cluster i at /c<i>/oarapi/ (0: any free port).",
 )
 @click.option("--time-scale", default=1.0, show_default=True, help="Emulated seconds per real second.")
 @click.option("--workdir", default=None, help="Where homes and job files live (default: a temp dir).")
@@ -74,6 +83,7 @@ def command(
     mode: str,
     host: str,
     port: int,
+    single_port: int | None,
     time_scale: float,
     workdir: str | None,
     state_file: str | None,
@@ -92,7 +102,11 @@ def command(
     oar_version: str,
     log_level: str,
 ) -> None:
-    """Serve CLUSTERS emulated OAR 2.5.9 REST APIs at http://HOST:PORT+i-1/oarapi/."""
+    """Serve CLUSTERS emulated OAR 2.5.9 REST APIs at http://HOST:PORT+i-1/oarapi/
+    (or http://HOST:SINGLE_PORT/c<i>/oarapi/)."""
+    context = click.get_current_context()
+    if single_port is not None and context.get_parameter_source("port") is not ParameterSource.DEFAULT:
+        raise click.UsageError("--port and --single-port exclude each other")
     logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     options: dict[str, Any] = {}
     emulator = build(
@@ -103,7 +117,8 @@ def command(
         time_scale=time_scale,
         workdir=workdir,
         host=host,
-        ports=[port + i for i in range(clusters)] if port else None,  # 0: ephemeral ports
+        ports=[port + i for i in range(clusters)] if port and single_port is None else None,
+        single_port=single_port,
         state_file=state_file,
         workload=Workload(duration=duration, failure_rate=failure_rate),
         error_rate=error_rate,

@@ -1,6 +1,8 @@
-"""Running the emulator: one threaded HTTP server per cluster (ephemeral or fixed ports), a ticker
-thread per cluster that moves emulated time forward, outage windows (the listening socket is closed,
-so clients get connection refused), the control object tests drive, and `run_in_thread`."""
+"""Running the emulator: one threaded HTTP server per cluster (ephemeral or fixed ports), or one
+server for every cluster with a path prefix each (`/c1/oarapi/`, `/c2/oarapi/`, ...); a ticker thread
+that moves emulated time forward; outage windows (on its own port a cluster closes its listening
+socket, so clients get connection refused; on a shared port its connections are dropped unanswered);
+the control object tests drive, and `run_in_thread`."""
 
 from __future__ import annotations
 
@@ -12,17 +14,20 @@ import socketserver
 import tempfile
 import threading
 import time
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 from wsgiref.simple_server import WSGIRequestHandler, WSGIServer
 
-from cigri.emulator.api import Faults, OarApp, Request, Response, error, json_response
+from cigri.emulator.api import Faults, OarApp, Request, Response, StartResponse, error, json_response, send
 from cigri.emulator.clock import EmuClock, ManualClock, ScaledClock
 from cigri.emulator.model import Cluster, ClusterConfig, Mode
 from cigri.emulator.state import load_state, save_state
 from cigri.emulator.workload import Workload
 
 log = logging.getLogger(__name__)
+
+WsgiApp = Callable[[dict[str, Any], StartResponse], Iterable[bytes]]
 
 
 class _Handler(WSGIRequestHandler):
@@ -39,6 +44,17 @@ class _Handler(WSGIRequestHandler):
     def log_message(self, format: str, *args: Any) -> None:
         log.debug("%s %s", self.address_string(), format % args)
 
+    def parse_request(self) -> bool:
+        if not super().parse_request():
+            return False
+        app = self.server.get_app() if isinstance(self.server, WSGIServer) else None
+        if isinstance(app, PrefixRouter) and app.refuses(self.path):
+            # a cluster in outage on a shared port: hang up without an answer (the port stays
+            # open for the other clusters, so "connection refused" cannot be had)
+            self.close_connection = True
+            return False
+        return True
+
 
 class _ThreadingServer(socketserver.ThreadingMixIn, WSGIServer):
     daemon_threads = True
@@ -51,9 +67,10 @@ class _ThreadingServer(socketserver.ThreadingMixIn, WSGIServer):
 
 
 class ClusterServer:
-    """The HTTP endpoint of one cluster; can go away (outage) and come back on the same port."""
+    """The HTTP endpoint of one cluster (or of the router of a shared port); can go away (outage)
+    and come back on the same port."""
 
-    def __init__(self, app: OarApp, host: str, port: int) -> None:
+    def __init__(self, app: WsgiApp, host: str, port: int) -> None:
         self.app = app
         self.host = host
         self.port = port
@@ -119,13 +136,90 @@ class ClusterServer:
         return self.up
 
 
+class MountedEndpoint:
+    """The endpoint of one cluster under `/<name>/` on a port shared by every cluster. An outage
+    drops this cluster's connections unanswered (clients see a connection error) while the
+    other clusters keep answering on the same port."""
+
+    def __init__(self, shared: ClusterServer, name: str) -> None:
+        self.shared = shared
+        self.name = name
+        self._outage_until = 0.0
+        self.closed = threading.Event()  # the emulator stopped: no coming back
+
+    @property
+    def host(self) -> str:
+        return self.shared.host
+
+    @property
+    def port(self) -> int:
+        return self.shared.port
+
+    def start(self) -> None:
+        self.shared.start()
+
+    def stop(self) -> None:
+        self.shared.stop()
+
+    def outage(self, seconds: float) -> None:
+        """Drop this cluster's connections for `seconds` real seconds."""
+        self._outage_until = max(self._outage_until, time.monotonic() + seconds)
+
+    @property
+    def in_outage(self) -> bool:
+        return time.monotonic() < self._outage_until
+
+    @property
+    def up(self) -> bool:
+        return self.shared.up and not self.in_outage
+
+    def wait_up(self, timeout: float) -> bool:
+        """Wait (real seconds) until the cluster answers again after an outage."""
+        deadline = time.monotonic() + timeout
+        while not self.up and time.monotonic() < deadline:
+            time.sleep(0.02)
+        return self.up
+
+
+class PrefixRouter:
+    """The WSGI application of a shared port: `/<name>/...` goes to cluster `<name>` (whose app
+    serves `/<name>/oarapi/` and `/<name>/_emulator/`), `/` lists the clusters, any other path
+    is a JSON 404."""
+
+    def __init__(self) -> None:
+        self.mounts: dict[str, tuple[OarApp, MountedEndpoint]] = {}
+
+    @staticmethod
+    def _name(path: str) -> str:
+        return path.split("?", 1)[0].lstrip("/").split("/", 1)[0]
+
+    def refuses(self, path: str) -> bool:
+        """True when `path` (a request target) belongs to a cluster that is in an outage."""
+        mount = self.mounts.get(self._name(path))
+        return mount is not None and mount[1].in_outage
+
+    def __call__(self, environ: dict[str, Any], start_response: StartResponse) -> Iterable[bytes]:
+        name = self._name(environ.get("PATH_INFO") or "/")
+        if name in self.mounts:
+            return self.mounts[name][0](environ, start_response)
+        if name == "":
+            clusters = [{"name": n, "href": f"{app.prefix}/"} for n, (app, _) in self.mounts.items()]
+            return send(json_response(200, {"clusters": clusters}), start_response)
+        names = ", ".join(self.mounts)
+        return send(error(404, "Not found", f"No cluster {name} on this port (clusters: {names})"),
+                    start_response)
+
+
+Endpoint = ClusterServer | MountedEndpoint
+
+
 @dataclass
 class ClusterControl:
     """What tests (and the admin endpoint) can do to one running cluster."""
 
     cluster: Cluster
     app: OarApp
-    server: ClusterServer
+    server: Endpoint
     url: str
 
     @property
@@ -252,7 +346,8 @@ class _Ticker(threading.Thread):
 
 @dataclass
 class Emulator:
-    """Several clusters, one port each, sharing one clock."""
+    """Several clusters, one port each or one shared port with a path prefix each, sharing one
+    clock."""
 
     controls: list[ClusterControl]
     clock: EmuClock
@@ -305,7 +400,7 @@ def admin_handler(control_of: dict[str, ClusterControl]) -> Any:
 
     def handle(request: Request) -> Response:
         control = control_of["self"]
-        action = request.raw_path[len("/_emulator/") :].strip("/")
+        action = request.raw_path.split("/_emulator/", 1)[1].strip("/")
         try:
             body = json.loads(request.body().decode() or "{}")
         except ValueError:
@@ -372,6 +467,7 @@ def build(
     workdir: str | None = None,
     host: str = "127.0.0.1",
     ports: list[int] | None = None,
+    single_port: int | None = None,
     clock: EmuClock | None = None,
     workload: Workload | None = None,
     users: dict[str, str] | list[str] | None = None,
@@ -389,7 +485,11 @@ def build(
     launch_delay: float = 0.0,
     api: str = "oar2.5",
 ) -> Emulator:
-    """Build (without starting) an emulator of `clusters` clusters of `nodes` x `cores`."""
+    """Build (without starting) an emulator of `clusters` clusters of `nodes` x `cores`, on
+    `ports` (one each; default: ephemeral ports), or all on `single_port` (0: any free port),
+    cluster `c<i>` at `/c<i>/oarapi/`."""
+    if ports and single_port is not None:
+        raise ValueError("give either ports (one per cluster) or single_port, not both")
     workdir = workdir or tempfile.mkdtemp(prefix="cigri-oar-emulator-")
     os.makedirs(workdir, exist_ok=True)
     if isinstance(users, list):  # logins only: homes under the workdir
@@ -397,6 +497,8 @@ def build(
         for home in users.values():
             os.makedirs(home, exist_ok=True)
     clock = clock or ScaledClock(time_scale)
+    router = PrefixRouter()
+    shared = ClusterServer(router, host, single_port) if single_port is not None else None
     controls = []
     for index in range(clusters):
         config = ClusterConfig(
@@ -422,13 +524,19 @@ def build(
         app = OarApp(
             cluster,
             prefix=prefix,
+            mount=f"/{config.name}" if shared is not None else "",
             faults=faults,
             admin=admin_handler(control_of),
             passwords=passwords,
             api=api,
         )
-        port = ports[index] if ports else 0
-        control = ClusterControl(cluster=cluster, app=app, server=ClusterServer(app, host, port), url="")
+        endpoint: Endpoint
+        if shared is not None:
+            endpoint = MountedEndpoint(shared, config.name)
+            router.mounts[config.name] = (app, endpoint)
+        else:
+            endpoint = ClusterServer(app, host, ports[index] if ports else 0)
+        control = ClusterControl(cluster=cluster, app=app, server=endpoint, url="")
         control_of["self"] = control
         controls.append(control)
     emulator = Emulator(controls=controls, clock=clock, state_file=state_file)
@@ -447,7 +555,9 @@ def run_in_thread(
     workdir: str | None = None,
     **options: Any,
 ) -> Emulator:
-    """Start an emulator in background threads on ephemeral ports; `stop()` it (or use `with`)."""
+    """Start an emulator in background threads on ephemeral ports (`single_port=0`: every cluster
+    on one ephemeral port, under `/c<i>/oarapi/`); `stop()` it (or use `with`). `options` are
+    those of `build`."""
     emulator = build(
         clusters=clusters,
         nodes=nodes,

@@ -1,4 +1,5 @@
-"""The OAR targets of the contract suite: the emulator (always) and every real OAR listed in
+"""The OAR targets of the contract suite: the emulator (always, once on its own port and once
+behind a path prefix on a port shared by two clusters) and every real OAR listed in
 `CIGRI_TEST_OAR_URLS` (marked `real_oar`, so tier 1 runs `-m "not real_oar"` and tier 2
 `-m real_oar`). Each test module gets one target at a time (module scope), so a module can
 submit its jobs once, together, and wait for them together.
@@ -62,7 +63,8 @@ class Target:
 
 
 def _target_params() -> list[Any]:
-    params: list[Any] = [pytest.param("emulator", id="emulator")]
+    params: list[Any] = [pytest.param("emulator", id="emulator"),
+                         pytest.param("emulator-prefix", id="emulator-prefix")]
     real = REAL_URLS or ["unset"]
     params.extend(pytest.param(url, id=f"real-{urlsplit(url).port or url}" if url != "unset"
                                else "real-unset", marks=pytest.mark.real_oar) for url in real)
@@ -85,13 +87,31 @@ def emulator(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
         handle.stop()
 
 
+@pytest.fixture(scope="session")
+def prefixed_emulator(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
+    """Two emulated clusters of 4 nodes x 2 cores on one shared port (`/c1/oarapi/`,
+    `/c2/oarapi/`); the suite runs on the second, so every link must carry `/c2`."""
+    from cigri.emulator import run_in_thread
+
+    workdir = tmp_path_factory.mktemp("emulator-prefix")
+    handle = run_in_thread(clusters=2, nodes=4, cores=2, mode="execute", workdir=str(workdir),
+                           single_port=0)
+    handle.contract_home = str(workdir / "home" / USER)
+    try:
+        yield handle
+    finally:
+        handle.stop()
+
+
 @pytest.fixture(scope="module", params=_target_params())
 def target(request: pytest.FixtureRequest) -> Target:
-    if request.param == "emulator":
-        handle = request.getfixturevalue("emulator")
+    if request.param in ("emulator", "emulator-prefix"):
+        prefixed = request.param == "emulator-prefix"
+        handle = request.getfixturevalue("prefixed_emulator" if prefixed else "emulator")
         home = Path(handle.contract_home)
         home.mkdir(parents=True, exist_ok=True)
-        return Target(label="emu", url=handle.urls[0], user=USER, home=str(home), real=False)
+        return Target(label="emup" if prefixed else "emu", url=handle.urls[-1], user=USER,
+                      home=str(home), real=False)
     if request.param == "unset":
         pytest.fail("CIGRI_TEST_OAR_URLS is not set: the real-OAR tier has no clusters to test")
     url = str(request.param)
