@@ -18,12 +18,14 @@ enabled later are picked up without a restart, disabled ones are dropped.
 
 Settings: RUNNER_MIN_CYCLE_DURATION (pass interval), RUNNER_DEFAULT_INITIAL_NUMBER_OF_JOBS,
 RUNNER_TAP_INCREASE_FACTOR, RUNNER_TAP_INCREASE_MAX, RUNNER_TAP_GRACE_PERIOD, DEFAULT_JOB_RESOURCES,
-DEFAULT_JOB_WALLTIME, LEASE_SECONDS, REST_QUERIES_TIMEOUT, RUNNER_MAX_TEMPORAL_GROUPED_JOBS.
+DEFAULT_JOB_WALLTIME, LEASE_SECONDS, REST_QUERIES_TIMEOUT, RUNNER_MAX_TEMPORAL_GROUPED_JOBS,
+RUNNER_TEMPORAL_GROUPING_DURATION, GRID_USAGE_UPDATE_PERIOD.
 
 Temporal grouping (`temporal_grouping: true` on the cluster): the tasks claimed in one pass (the
-tap rate) are split into batches of at most RUNNER_MAX_TEMPORAL_GROUPED_JOBS; each batch is one OAR
-job running its tasks in turn (`cigri.domain.batches`); its jobs are tagged `batch` and share its
-OAR id as `remote_id`.
+tap rate) are split into batches of about RUNNER_TEMPORAL_GROUPING_DURATION ÷ the campaign's recent
+task duration there (at most RUNNER_MAX_TEMPORAL_GROUPED_JOBS), smaller while the cluster has free
+resources to fill (its newest grid-usage sample); each batch is one OAR job running its tasks in
+turn (`cigri.domain.batches`); its jobs are tagged `batch` and share its OAR id as `remote_id`.
 """
 
 from __future__ import annotations
@@ -63,6 +65,7 @@ from cigri.domain.tap import (
     reset_tap,
     should_increase,
 )
+from cigri.storage import batches as batch_store
 from cigri.storage import events as event_store
 from cigri.storage import jobs as job_store
 from cigri.storage import submissions as submission_store
@@ -319,16 +322,39 @@ class ClusterRunner(Daemon):
             return
 
     def _submit_batches(self, campaign_id: int, rate: int) -> int:
-        """Temporal grouping: up to `rate` tasks this pass, as batch jobs of at most
-        RUNNER_MAX_TEMPORAL_GROUPED_JOBS tasks each (one OAR job per batch, each its own intent)."""
-        size = max(1, self.settings.RUNNER_MAX_TEMPORAL_GROUPED_JOBS)
+        """Temporal grouping: up to `rate` tasks this pass, as the batch jobs `_plan_batches`
+        sizes (one OAR job per batch, each its own intent)."""
         submitted = 0
-        while submitted < rate and not self.stop.is_set():
-            taken = self._submit(campaign_id, self._queued(campaign_id, min(size, rate - submitted)))
+        for size in self._plan_batches(campaign_id, rate):
+            if self.stop.is_set():
+                break
+            taken = self._submit(campaign_id, self._queued(campaign_id, size))
             if taken == 0:
                 break
             submitted += taken
         return submitted
+
+    def _plan_batches(self, campaign_id: int, rate: int) -> list[int]:
+        """Batch sizes from the campaign's recent task durations here, the target duration and
+        the cluster's free resources in its newest usage sample (`cigri.domain.batches`)."""
+        settings = self.settings
+        since = self.clock.now() - batches.usage_max_age(settings.GRID_USAGE_UPDATE_PERIOD)
+        with self.engine.begin() as conn:
+            spans = batch_store.list_recent_durations(conn, campaign_id=campaign_id,
+                                                      cluster_id=self.cluster.id)
+            usage = batch_store.find_usage(conn, cluster_id=self.cluster.id, since=since)
+            tasks = batch_store.count_queued_tasks(conn, campaign_id=campaign_id,
+                                                   cluster_id=self.cluster.id, limit=rate)
+        average = batches.average_seconds(spans)
+        size = batches.batch_size(
+            average=average, target_seconds=settings.RUNNER_TEMPORAL_GROUPING_DURATION,
+            max_size=settings.RUNNER_MAX_TEMPORAL_GROUPED_JOBS,
+            initial_size=settings.RUNNER_DEFAULT_INITIAL_NUMBER_OF_JOBS)
+        free = batches.free_resources(usage)
+        plan = batches.plan_batches(tasks, size=size, free=free)
+        log.debug("%s: campaign %d: %d task(s) in %d batch(es) (size %d, average %s s, %s free)",
+                  self.name, campaign_id, tasks, len(plan), size, average, free)
+        return plan
 
     def _existing(self, job_ids: list[int]) -> Callable[[Connection, int], list[LaunchItem]]:
         def take(conn: Connection, submission_id: int) -> list[LaunchItem]:

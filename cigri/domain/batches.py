@@ -7,19 +7,28 @@ v3 left a TODO and used the single walltime), and the reading of the batch's sta
 `<OAR job name>.state` (lines `<job id> BEGIN_DATE=`, `<job id> RET=`, `<job id> END_DATE=`; one
 file per batch, so the updater reads a whole batch with one request, where v3 read one file per
 task) into OAR-like records, so the usual failure analysis applies. Fixed from v3: `RET` is scaled
-to a wait status (×256), so the special exit statuses 66/67 work for sub-jobs. Pure: no I/O.
+to a wait status (×256), so the special exit statuses 66/67 work for sub-jobs.
+
+Also owns the sizing of a runner pass (v3 fixed 900 s and ignored RUNNER_TEMPORAL_GROUPING_DURATION):
+a batch holds about `RUNNER_TEMPORAL_GROUPING_DURATION ÷ average task duration` tasks (capped by
+RUNNER_MAX_TEMPORAL_GROUPED_JOBS, at least 1; the tap's initial rate while no duration is known),
+and a pass's tasks are spread over more, smaller batches while the cluster has more free resources
+than batches, so they fill the free cores instead of queuing behind each other in one long batch.
+Pure: no I/O.
 """
 
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Sequence
+import math
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Final
 
 from cigri.domain.jobs import LaunchContext, LaunchItem
 from cigri.domain.oar import OarJob, OarState
+from cigri.domain.stats import UsageSample
 
 BATCH_TAG: Final = "batch"
 
@@ -36,6 +45,12 @@ def stdout_file(job_id: int) -> str:
 
 def stderr_file(job_id: int) -> str:
     return f"cigri_batch_stderr_{job_id}"
+
+
+def is_sub_job(tag: str | None) -> bool:
+    """The job ran inside a batch: its stdout/stderr are `cigri_batch_std*_<job id>`, not the OAR
+    job's own files."""
+    return tag == BATCH_TAG
 
 
 def is_grouped(context: LaunchContext) -> bool:
@@ -130,3 +145,57 @@ def sub_job_record(batch: OarJob, *, job_id: int, state: SubJobState) -> OarJob:
         exit_code=None if state.ret is None else (state.ret & 0xFF) << 8,
         start_time=state.begin, stop_time=state.end or batch.stop_time,
         stdout_file=stdout_file(job_id), stderr_file=stderr_file(job_id))
+
+
+# --- sizing a runner pass ------------------------------------------------------------------------
+
+
+def average_seconds(spans: Iterable[tuple[datetime | None, datetime | None]]) -> float | None:
+    """The mean duration of (start, stop) pairs, ignoring incomplete or backwards ones; None when
+    there is none (no task of the campaign has finished on the cluster yet)."""
+    durations = [(stop - start).total_seconds() for start, stop in spans
+                 if start is not None and stop is not None and stop >= start]
+    return sum(durations) / len(durations) if durations else None
+
+
+def batch_size(*, average: float | None, target_seconds: float, max_size: int,
+               initial_size: int) -> int:
+    """How many tasks one batch holds: as many as fit in `target_seconds` at the `average` task
+    duration (rounded down, so a batch stays near its target), at least 1 and at most `max_size`;
+    `initial_size` (small: the tap's initial rate) while no duration is known, so the first
+    batches end soon and give one."""
+    ceiling = max(1, max_size)
+    if average is None:
+        return max(1, min(initial_size, ceiling))
+    if average <= 0:
+        return ceiling  # tasks shorter than the state file's one-second resolution
+    return max(1, min(ceiling, math.floor(target_seconds / average)))
+
+
+def usage_max_age(period_seconds: float) -> timedelta:
+    """How old a grid-usage sample may be and still tell the free resources: three sampling
+    periods, and never under five minutes."""
+    return timedelta(seconds=max(300.0, 3 * period_seconds))
+
+
+def free_resources(sample: UsageSample | None) -> int | None:
+    """Resources (the cluster's unit, cores by default) neither used nor unavailable in a grid
+    usage sample; None without a sample."""
+    if sample is None:
+        return None
+    return max(0, sample.max_resources - sample.used_resources - sample.unavailable_resources)
+
+
+def plan_batches(tasks: int, *, size: int, free: int | None) -> list[int]:
+    """The sizes of the batches that carry `tasks` tasks in one pass: no batch above `size`; and
+    while the cluster has more `free` resources than that makes batches, more and smaller ones (up
+    to one task each), one per free resource, so a pass fills the idle cores rather than queuing
+    its tasks in one long batch. Sizes differ by at most one, largest first. Unknown `free`
+    (no usage sample): batches of `size`."""
+    if tasks <= 0:
+        return []
+    count = math.ceil(tasks / max(1, size))
+    if free is not None and free > count:
+        count = min(tasks, free)
+    share, extra = divmod(tasks, count)
+    return [share + 1] * extra + [share] * (count - extra)
