@@ -5,7 +5,9 @@ Pure functions over a `Snapshot` read by `cigri.daemons.metascheduler`; they ret
 the daemon applies in short transactions. v3 rules (`cigri-v3-server.md` §3.2) with these changes:
 - a couple blacklisted for its campaign, or on a disabled cluster, gets nothing queued (v3 queued
   there anyway and let nikita expire the rows);
-- test couples really come first (v3's in-place list edit could leave one behind);
+- test couples really come first (v3's in-place list edit could leave one behind), and their
+  queue rows say `besteffort: false`: test mode runs normal jobs whatever the campaign's type
+  (v3 user ref §1.8);
 - policy `fair_share` (default): on each cluster, users of the same (test, users_priority) tier take
   turns task by task; within a user, v3 order (oldest campaign first). `fifo` is v3: strict
   users_priority, then campaign age.
@@ -210,7 +212,8 @@ def plan_couples(snapshot: Snapshot) -> list[CoupleLimit]:
             grid_user=couple.grid_user,
             user_priority=snapshot.users_priority.get((couple.grid_user, couple.cluster_id), 0),
             is_test=couple.is_test, limit=couple_limit(snapshot, couple),
-            is_besteffort=couple.is_besteffort, temporal_grouping=couple.temporal_grouping,
+            is_besteffort=couple.is_besteffort and not couple.is_test,
+            temporal_grouping=couple.temporal_grouping,
             dimensional_grouping=couple.dimensional_grouping))
     ordered = []
     for cluster_couples in kept.values():
