@@ -420,20 +420,19 @@ def delete_outputs(campaign_id: int) -> ResponseReturnValue:
 @api.get("/campaigns/<id:campaign_id>/stats")
 def campaign_stats(campaign_id: int) -> ResponseReturnValue:
     """v3's six statistics, then per-cluster figures, the forecast (progress, ETA) and, for a
-    campaign that gathers outputs, what was collected. Heavier than `GET /campaigns/<id>` (whole
-    campaign aggregates), so it is its own call."""
+    campaign that gathers outputs, what was collected. The figures come from per-cluster sums
+    that PostgreSQL maintains (a few rows whatever the campaign's size; SQLite computes them)."""
     now, window = _now(), _settings().CAMPAIGN_THROUGHPUT_WINDOW
     with _engine().begin() as conn:
         _own_campaign(conn, campaign_id)
-        stats = queries.get_campaign_stats(conn, campaign_id, now=now, window_seconds=window)
         per_cluster = campaign_cluster_stats(conn, campaign_id, now=now, window_seconds=window)
-        # campaign_forecast's figures without its scans: the task counts are the summary's
-        # (maintained), the throughput the whole-campaign entry's (same window, same jobs).
+        whole = per_cluster[-1]
         summary = queries.get_campaign_summary(conn, campaign_id)
+        # The six figures and the forecast from the same sums and the summary's maintained
+        # task counts, so they agree with the per-cluster figures.
+        stats = queries.campaign_stats_from(summary, whole)
         ahead = forecast(campaign_id, total_tasks=summary.total_jobs,
-                         finished_tasks=summary.finished_jobs,
-                         jobs_per_hour=next((c.jobs_per_hour for c in per_cluster
-                                             if c.cluster_id is None), 0.0))
+                         finished_tasks=summary.finished_jobs, jobs_per_hour=whole.jobs_per_hour)
         collection = (collection_summary(conn, campaign_id)
                       if queries.campaign_gathers_outputs(conn, campaign_id) else None)
     return json_response({

@@ -5,16 +5,15 @@ Owns only SELECTs shaped for the user surface. Every query is indexed and bounde
 finished count is one row of `campaign_job_counts` on PostgreSQL (kept by triggers) and an
 index-only count on `ix_jobs_campaign_state` on SQLite; the other counts go through indexes on
 small sets (active jobs, queued tasks); pages are keyset pages (`WHERE id > :after ORDER BY id
-LIMIT :limit`); statistics use a bounded sample of finished jobs. Writes live elsewhere
+LIMIT :limit`); statistics read the per-cluster sums of `cigri.storage.stats`. Writes live elsewhere
 (`campaigns`, `events`, `actions`).
 """
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import datetime
 from typing import Any, Final
 
 from sqlalchemy import Connection, and_, exists, func, literal, or_, select
@@ -22,6 +21,8 @@ from sqlalchemy import Connection, and_, exists, func, literal, or_, select
 from cigri.domain.admission import AdmissionRule
 from cigri.domain.errors import CampaignNotFound, JobNotFound, NotFound
 from cigri.domain.states import ACTIVE_JOB_STATES, CampaignState, EventClass, EventState, JobState
+from cigri.domain.stats import ClusterStats
+from cigri.storage.stats import campaign_cluster_stats
 from cigri.storage.tables import (
     admission_rules,
     bag_of_tasks,
@@ -37,7 +38,6 @@ from cigri.storage.tables import (
 )
 
 MAX_PAGE: Final = 1000
-STATS_SAMPLE: Final = 2_000
 # Events v3 hides from a campaign's history: bookkeeping, not something a user acts on.
 HIDDEN_HISTORY_CODES: Final = ("REMOTE_WAITING_FRAG", "FRAG_RESUBMIT_BY_NIKITA")
 UNFINISHED_STATES: Final = (CampaignState.IN_TREATMENT.value, CampaignState.PAUSED.value)
@@ -378,44 +378,23 @@ def get_event_row(conn: Connection, event_id: int) -> dict[str, Any]:
 
 def get_campaign_stats(conn: Connection, campaign_id: int, *, now: datetime,
                        window_seconds: int) -> CampaignStats:
-    """v3's statistics, from a sample of up to `STATS_SAMPLE` terminated jobs (index order).
+    """v3's six statistics, from the same whole-campaign sums as `/stats`'s per-cluster figures
+    (`cigri.storage.stats`: maintained by triggers on PostgreSQL, computed on SQLite)."""
+    per_cluster = campaign_cluster_stats(conn, campaign_id, now=now,
+                                         window_seconds=window_seconds)
+    return campaign_stats_from(get_campaign_summary(conn, campaign_id), per_cluster[-1])
 
-    The sample keeps the call bounded on million-job campaigns; throughput over the window is
-    extrapolated from the sample when the campaign has more terminated jobs than that.
-    """
-    summary = get_campaign_summary(conn, campaign_id)
-    # Terminated tasks (a maintained count on PostgreSQL) stand for v3's terminated jobs.
-    terminated = summary.finished_jobs
-    sample = conn.execute(
-        select(jobs.c.start_time, jobs.c.stop_time).where(
-            jobs.c.campaign_id == campaign_id, jobs.c.state == JobState.TERMINATED.value,
-            jobs.c.param_id.is_not(None)).limit(STATS_SAMPLE)).all()
-    durations = [(r.stop_time - r.start_time).total_seconds() for r in sample
-                 if r.start_time is not None and r.stop_time is not None]
-    average = stddev = None
-    if durations:
-        average = sum(durations) / len(durations)
-        stddev = math.sqrt(sum((d - average) ** 2 for d in durations) / len(durations))
-    since = now - timedelta(seconds=window_seconds)
-    recent = sum(1 for r in sample if r.start_time is not None and r.start_time >= since)
-    if sample and terminated > len(sample):
-        recent = round(recent * terminated / len(sample))
-    throughput = recent / window_seconds if window_seconds else 0.0
-    throughput = throughput or 1e-16
-    remaining = max(summary.total_jobs - summary.finished_jobs, 0) / throughput
-    failures = int(conn.execute(
-        select(func.count()).select_from(events).where(
-            events.c.campaign_id == campaign_id, events.c.class_ == EventClass.JOB.value,
-            events.c.code.not_in(["REMOTE_WAITING_FRAG", "RESUBMIT", "RESUBMIT_END"]))
-    ).scalar_one())
-    resubmits = int(conn.execute(
-        select(func.count()).select_from(events).where(
-            events.c.campaign_id == campaign_id, events.c.code == "RESUBMIT")).scalar_one())
+
+def campaign_stats_from(summary: CampaignSummary, whole: ClusterStats) -> CampaignStats:
+    """v3's six statistics from a campaign's summary and its whole-campaign `ClusterStats`
+    (for a caller that has both already). Throughput is in jobs per second, 1e-16 when nothing
+    finished in the window, as v3 returns it."""
+    throughput = whole.jobs_per_hour / 3600.0 or 1e-16
     return CampaignStats(
-        average_jobs_duration=average, stddev_jobs_duration=stddev, jobs_throughput=throughput,
-        remaining_time=remaining,
-        failures_rate=failures / (failures + terminated) if failures + terminated else 0.0,
-        resubmit_rate=resubmits / (resubmits + terminated) if resubmits + terminated else 0.0)
+        average_jobs_duration=whole.durations.mean_seconds,
+        stddev_jobs_duration=whole.durations.stddev_seconds, jobs_throughput=throughput,
+        remaining_time=max(summary.total_jobs - summary.finished_jobs, 0) / throughput,
+        failures_rate=whole.failure_rate, resubmit_rate=whole.resubmit_rate)
 
 
 def list_admission_rules(conn: Connection) -> list[AdmissionRule]:

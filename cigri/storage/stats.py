@@ -1,14 +1,23 @@
 """Statistics SQL: per campaign and cluster counts, durations and throughput for
 `cigri.domain.stats`, and the `grid_usage` samples (write, latest per cluster, age).
 
-Durations are summed in SQL (count, sum, sum of squares) so a million-job campaign costs one
-aggregate query per campaign, not a million rows in Python.
+On PostgreSQL the per-cluster sums (terminated tasks, count, sum and sum of squares of their
+durations, failure and resubmission events) and the terminated tasks per minute are maintained by
+triggers (`campaign_cluster_job_stats`, `campaign_cluster_throughput`, migration 0002), so a
+million-job campaign costs a few rows read. SQLite computes the same sums from `jobs` and `events`
+(`recompute_campaign_cluster_stats`, which also checks the maintained ones on PostgreSQL). Active
+jobs are counted through `ix_jobs_campaign_state` on both: they are few, and maintaining them would
+lock the sums row on every state change of the runner and the updater.
+
+Throughput counts the tasks that stopped since the start of the minute `window_seconds` before
+`now` (the per-minute buckets cannot split a minute).
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from datetime import datetime, timedelta
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from sqlalchemy import Connection, Float, and_, case, cast, func, insert, select
@@ -22,10 +31,122 @@ from cigri.domain.stats import (
     forecast,
     throughput_per_hour,
 )
-from cigri.storage.tables import bag_of_tasks, clusters, events, grid_usage, jobs, parameters
+from cigri.storage.tables import (
+    bag_of_tasks,
+    campaign_cluster_job_stats,
+    campaign_cluster_throughput,
+    clusters,
+    events,
+    grid_usage,
+    jobs,
+    parameters,
+)
 
-# Failures as v3 counts them (server §2.4), minus the internal resubmission records.
+# Failures as v3 counts them (server §2.4), minus the internal resubmission records. Migration
+# 0002's triggers hold the same list.
 _NOT_FAILURES = ("REMOTE_WAITING_FRAG", "RESUBMIT", "RESUBMIT_END", "OAR_AUTO_RESUBMIT")
+# `campaign_cluster_job_stats.cluster_id` of jobs and events without a cluster.
+_NO_CLUSTER = 0
+
+
+@dataclass(kw_only=True)
+class _Sums:
+    """One cluster's (or the whole campaign's) figures before they become a `ClusterStats`."""
+
+    jobs: int = 0
+    terminated: int = 0
+    timed: int = 0
+    total: float = 0.0
+    squares: float = 0.0
+    recent: int = 0
+    failures: int = 0
+    resubmissions: int = 0
+    active: int = 0
+
+    def add(self, other: _Sums) -> None:
+        for name in self.__dataclass_fields__:
+            setattr(self, name, getattr(self, name) + getattr(other, name))
+
+
+def window_start(now: datetime, window_seconds: int) -> datetime:
+    """The first instant the throughput counts: `window_seconds` before `now`, down to the
+    minute (UTC)."""
+    return (now - timedelta(seconds=window_seconds)).astimezone(UTC).replace(second=0,
+                                                                            microsecond=0)
+
+
+def campaign_cluster_stats(conn: Connection, campaign_id: int, *, now: datetime,
+                           window_seconds: int) -> list[ClusterStats]:
+    """One `ClusterStats` per cluster the campaign has jobs on, then one for the whole campaign
+    (`cluster_id` None). Throughput counts tasks that stopped since `window_start`.
+
+    Reads the trigger-maintained sums on PostgreSQL, computes them from the jobs on SQLite."""
+    since = window_start(now, window_seconds)
+    if conn.dialect.name == "postgresql":
+        sums = _maintained_sums(conn, campaign_id, since)
+    else:
+        sums = _computed_sums(conn, campaign_id, since)
+    return _assemble(conn, campaign_id, sums, window_seconds)
+
+
+def recompute_campaign_cluster_stats(conn: Connection, campaign_id: int, *, now: datetime,
+                                     window_seconds: int) -> list[ClusterStats]:
+    """`campaign_cluster_stats` from every job and event of the campaign, on either database
+    (SQLite's way; on PostgreSQL, a check of the maintained sums)."""
+    sums = _computed_sums(conn, campaign_id, window_start(now, window_seconds))
+    return _assemble(conn, campaign_id, sums, window_seconds)
+
+
+def _assemble(conn: Connection, campaign_id: int, sums: dict[int | None, _Sums],
+              window_seconds: int) -> list[ClusterStats]:
+    for cluster_id, active in _active_jobs(conn, campaign_id).items():
+        sums.setdefault(cluster_id, _Sums()).active += active
+    names = dict(conn.execute(select(clusters.c.id, clusters.c.name)).all())
+    found = []
+    whole = _Sums()
+    for cluster_id in sorted(sums, key=lambda key: key or 0):
+        cluster = sums[cluster_id]
+        whole.add(cluster)
+        # Sums rows outlive their last job (and failure events come without jobs): a cluster is
+        # listed while the campaign has jobs there, and the campaign line counts everything.
+        if cluster.jobs > 0:
+            found.append(_stats(campaign_id, cluster_id, names.get(cluster_id), cluster,
+                                window_seconds))
+    found.append(_stats(campaign_id, None, None, whole, window_seconds))
+    return found
+
+
+def _stats(campaign_id: int, cluster_id: int | None, name: str | None, sums: _Sums,
+           window_seconds: int) -> ClusterStats:
+    return ClusterStats(
+        campaign_id=campaign_id, cluster_id=cluster_id, cluster_name=name,
+        terminated=sums.terminated, active=sums.active, failures=sums.failures,
+        resubmissions=sums.resubmissions,
+        durations=duration_stats_from_sums(sums.timed, sums.total, sums.squares),
+        jobs_per_hour=throughput_per_hour(sums.recent, window_seconds))
+
+
+def _maintained_sums(conn: Connection, campaign_id: int, since: datetime
+                     ) -> dict[int | None, _Sums]:
+    table, minutes = campaign_cluster_job_stats, campaign_cluster_throughput
+    sums = {
+        _cluster_key(row.cluster_id): _Sums(
+            jobs=int(row.jobs), terminated=int(row.terminated), timed=int(row.timed),
+            total=float(row.total_seconds), squares=float(row.squares),
+            failures=int(row.failures), resubmissions=int(row.resubmissions))
+        for row in conn.execute(select(table).where(table.c.campaign_id == campaign_id))}
+    # A primary-key range: at most window/60 minutes per cluster.
+    recent = conn.execute(
+        select(minutes.c.cluster_id, func.sum(minutes.c.terminated))
+        .where(minutes.c.campaign_id == campaign_id, minutes.c.minute >= since)
+        .group_by(minutes.c.cluster_id))
+    for cluster_id, count in recent:
+        sums.setdefault(_cluster_key(cluster_id), _Sums()).recent = int(count or 0)
+    return sums
+
+
+def _cluster_key(cluster_id: int) -> int | None:
+    return None if cluster_id == _NO_CLUSTER else int(cluster_id)
 
 
 def _duration(conn: Connection) -> Any:
@@ -34,62 +155,44 @@ def _duration(conn: Connection) -> Any:
     return (func.julianday(jobs.c.stop_time) - func.julianday(jobs.c.start_time)) * 86400.0
 
 
-def campaign_cluster_stats(conn: Connection, campaign_id: int, *, now: datetime,
-                           window_seconds: int) -> list[ClusterStats]:
-    """One `ClusterStats` per cluster the campaign has jobs on, then one for the whole campaign
-    (`cluster_id` None). Throughput counts jobs that stopped within `window_seconds` before `now`."""
+def _computed_sums(conn: Connection, campaign_id: int, since: datetime
+                   ) -> dict[int | None, _Sums]:
     duration = cast(_duration(conn), Float)
     done = and_(jobs.c.state == JobState.TERMINATED.value, jobs.c.param_id.is_not(None))
     timed = and_(done, jobs.c.start_time.is_not(None), jobs.c.stop_time.is_not(None))
-    since = now - timedelta(seconds=window_seconds)
     rows = conn.execute(
-        select(jobs.c.cluster_id,
+        select(jobs.c.cluster_id, func.count().label("jobs"),
                func.sum(case((done, 1), else_=0)).label("terminated"),
-               func.sum(case((jobs.c.state.in_([s.value for s in ACTIVE_JOB_STATES]), 1),
-                             else_=0)).label("active"),
                func.sum(case((timed, 1), else_=0)).label("timed"),
-               func.sum(case((timed, duration), else_=None)).label("total"),
-               func.sum(case((timed, duration * duration), else_=None)).label("squares"),
+               func.sum(case((timed, duration), else_=0.0)).label("total"),
+               func.sum(case((timed, duration * duration), else_=0.0)).label("squares"),
                func.sum(case((and_(done, jobs.c.stop_time >= since), 1), else_=0))
                .label("recent"))
-        .where(jobs.c.campaign_id == campaign_id).group_by(jobs.c.cluster_id)
-    ).all()
+        .where(jobs.c.campaign_id == campaign_id).group_by(jobs.c.cluster_id))
+    sums = {row.cluster_id: _Sums(
+        jobs=int(row.jobs), terminated=int(row.terminated or 0), timed=int(row.timed or 0),
+        total=float(row.total or 0), squares=float(row.squares or 0), recent=int(row.recent or 0))
+        for row in rows}
     failure_rows = conn.execute(
         select(events.c.cluster_id,
                func.sum(case((events.c.code.not_in(_NOT_FAILURES), 1), else_=0)),
                func.sum(case((events.c.code == "RESUBMIT", 1), else_=0)))
         .where(events.c.campaign_id == campaign_id, events.c.class_ == EventClass.JOB.value)
-        .group_by(events.c.cluster_id)).all()
-    failures = {row[0]: (int(row[1] or 0), int(row[2] or 0)) for row in failure_rows}
-    names = dict(conn.execute(select(clusters.c.id, clusters.c.name)).all())
-    found = []
-    totals = {"terminated": 0, "active": 0, "timed": 0, "total": 0.0, "squares": 0.0, "recent": 0}
-    for row in sorted(rows, key=lambda r: r.cluster_id or 0):
-        failed, resubmitted = failures.get(row.cluster_id, (0, 0))
-        found.append(_stats(campaign_id, row.cluster_id, names.get(row.cluster_id), row,
-                            failed, resubmitted, window_seconds))
-        for key in totals:
-            totals[key] += getattr(row, key) or 0
-    all_failed = sum(f for f, _ in failures.values())
-    all_resubmitted = sum(r for _, r in failures.values())
-    found.append(ClusterStats(
-        campaign_id=campaign_id, cluster_id=None, cluster_name=None,
-        terminated=int(totals["terminated"]), active=int(totals["active"]),
-        failures=all_failed, resubmissions=all_resubmitted,
-        durations=duration_stats_from_sums(int(totals["timed"]), float(totals["total"]),
-                                           float(totals["squares"])),
-        jobs_per_hour=throughput_per_hour(int(totals["recent"]), window_seconds)))
-    return found
+        .group_by(events.c.cluster_id))
+    for cluster_id, failed, resubmitted in failure_rows:
+        cluster = sums.setdefault(cluster_id, _Sums())
+        cluster.failures, cluster.resubmissions = int(failed or 0), int(resubmitted or 0)
+    return sums
 
 
-def _stats(campaign_id: int, cluster_id: int | None, name: str | None, row: Any, failed: int,
-           resubmitted: int, window_seconds: int) -> ClusterStats:
-    return ClusterStats(
-        campaign_id=campaign_id, cluster_id=cluster_id, cluster_name=name,
-        terminated=int(row.terminated or 0), active=int(row.active or 0), failures=failed,
-        resubmissions=resubmitted,
-        durations=duration_stats_from_sums(int(row.timed or 0), row.total, row.squares),
-        jobs_per_hour=throughput_per_hour(int(row.recent or 0), window_seconds))
+def _active_jobs(conn: Connection, campaign_id: int) -> dict[int | None, int]:
+    """Active jobs per cluster, through `ix_jobs_campaign_state` (bounded by the taps)."""
+    rows = conn.execute(
+        select(jobs.c.cluster_id, func.count())
+        .where(jobs.c.campaign_id == campaign_id,
+               jobs.c.state.in_(sorted(s.value for s in ACTIVE_JOB_STATES)))
+        .group_by(jobs.c.cluster_id))
+    return {cluster_id: int(count) for cluster_id, count in rows}
 
 
 def campaign_forecast(conn: Connection, campaign_id: int, *, now: datetime,

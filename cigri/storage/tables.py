@@ -368,3 +368,30 @@ campaign_job_counts = Table(
     Column("campaign_id", Integer, _cascade("campaigns.id"), primary_key=True),
     Column("terminated_tasks", BigInteger, nullable=False, server_default="0"),
 )
+
+# Per (campaign, cluster) sums behind `/campaigns/<id>/stats`, kept by PostgreSQL statement
+# triggers on `jobs` and `events` (migration 0002) so the call reads a few rows instead of every
+# job of a million-job campaign; SQLite computes the same figures from `jobs` and `events`.
+# `cluster_id` 0 stands for jobs and events without a cluster (a primary key cannot be NULL).
+campaign_cluster_job_stats = Table(
+    "campaign_cluster_job_stats", metadata,
+    Column("campaign_id", Integer, _cascade("campaigns.id"), primary_key=True),
+    Column("cluster_id", Integer, primary_key=True),
+    Column("jobs", BigInteger, nullable=False, server_default="0"),
+    Column("terminated", BigInteger, nullable=False, server_default="0"),  # with a param_id
+    Column("timed", BigInteger, nullable=False, server_default="0"),  # terminated, start and stop
+    Column("total_seconds", Float, nullable=False, server_default="0"),  # of the timed ones
+    Column("squares", Float, nullable=False, server_default="0"),  # sum of squared durations
+    Column("failures", BigInteger, nullable=False, server_default="0"),  # job events, v3 sense
+    Column("resubmissions", BigInteger, nullable=False, server_default="0"),  # RESUBMIT events
+)
+
+# Terminated tasks per (campaign, cluster) and minute of their stop time (PostgreSQL triggers):
+# the throughput over a window sums at most window/60 rows per cluster.
+campaign_cluster_throughput = Table(
+    "campaign_cluster_throughput", metadata,
+    Column("campaign_id", Integer, _cascade("campaigns.id"), primary_key=True),
+    Column("cluster_id", Integer, primary_key=True),
+    Column("minute", UTCDateTime, primary_key=True),
+    Column("terminated", BigInteger, nullable=False, server_default="0"),
+)

@@ -1,0 +1,250 @@
+"""Maintain per campaign and cluster statistics sums so /stats reads a few rows, not every job
+
+Revision ID: 0002
+Revises: 0001
+Create Date: 2026-11-26 17:35:00.000000
+
+PostgreSQL keeps `campaign_cluster_job_stats` (job counts, duration sums, failure and
+resubmission event counts) and `campaign_cluster_throughput` (terminated tasks per minute of
+stop time) with statement-level AFTER triggers over the transition tables, like
+`campaign_job_counts` in the baseline, and fills them from the existing rows. SQLite gets the
+tables (one schema for both) but leaves them empty: it computes the figures from `jobs`.
+"""
+
+from __future__ import annotations
+
+import sqlalchemy as sa
+from alembic import op
+
+revision = '0002'
+down_revision = '0001'
+branch_labels = None
+depends_on = None
+
+
+def upgrade() -> None:
+    op.create_table('campaign_cluster_job_stats',
+    sa.Column('campaign_id', sa.Integer(), nullable=False),
+    sa.Column('cluster_id', sa.Integer(), nullable=False),
+    sa.Column('jobs', sa.BigInteger(), server_default='0', nullable=False),
+    sa.Column('terminated', sa.BigInteger(), server_default='0', nullable=False),
+    sa.Column('timed', sa.BigInteger(), server_default='0', nullable=False),
+    sa.Column('total_seconds', sa.Float(), server_default='0', nullable=False),
+    sa.Column('squares', sa.Float(), server_default='0', nullable=False),
+    sa.Column('failures', sa.BigInteger(), server_default='0', nullable=False),
+    sa.Column('resubmissions', sa.BigInteger(), server_default='0', nullable=False),
+    sa.ForeignKeyConstraint(['campaign_id'], ['campaigns.id'], name=op.f('fk_campaign_cluster_job_stats_campaign_id_campaigns'), ondelete='CASCADE'),
+    sa.PrimaryKeyConstraint('campaign_id', 'cluster_id', name=op.f('pk_campaign_cluster_job_stats'))
+    )
+    op.create_table('campaign_cluster_throughput',
+    sa.Column('campaign_id', sa.Integer(), nullable=False),
+    sa.Column('cluster_id', sa.Integer(), nullable=False),
+    sa.Column('minute', sa.DateTime(timezone=True), nullable=False),
+    sa.Column('terminated', sa.BigInteger(), server_default='0', nullable=False),
+    sa.ForeignKeyConstraint(['campaign_id'], ['campaigns.id'], name=op.f('fk_campaign_cluster_throughput_campaign_id_campaigns'), ondelete='CASCADE'),
+    sa.PrimaryKeyConstraint('campaign_id', 'cluster_id', 'minute', name=op.f('pk_campaign_cluster_throughput'))
+    )
+    if op.get_bind().dialect.name == 'postgresql':
+        # No job or event may change between the backfill and the triggers taking over.
+        op.execute("LOCK TABLE jobs, events IN SHARE MODE")
+        for statement in _TRIGGERS:
+            op.execute(statement)
+        for statement in _BACKFILL:
+            op.execute(statement)
+
+
+def downgrade() -> None:
+    if op.get_bind().dialect.name == 'postgresql':
+        for trigger, table in (('jobs_stats_insert', 'jobs'), ('jobs_stats_update', 'jobs'),
+                               ('jobs_stats_delete', 'jobs'), ('events_stats_insert', 'events'),
+                               ('events_stats_update', 'events'),
+                               ('events_stats_delete', 'events')):
+            op.execute(f"DROP TRIGGER IF EXISTS {trigger} ON {table}")
+        op.execute("DROP FUNCTION IF EXISTS cigri_sum_job_stats()")
+        op.execute("DROP FUNCTION IF EXISTS cigri_sum_event_stats()")
+        op.execute("DROP FUNCTION IF EXISTS cigri_sum_event_stats_row()")
+    op.drop_table('campaign_cluster_throughput')
+    op.drop_table('campaign_cluster_job_stats')
+
+
+# What one job row adds to its (campaign, cluster) sums; `sign` is 1 for a new row, -1 for an old
+# one, so an UPDATE adds the new rows and takes the old ones away. A terminated job counts when it
+# runs a task (prologue/epilogue jobs have a NULL param_id), as in `campaign_job_counts`.
+_JOB_TERMS = """
+    SELECT {sign} AS sign, campaign_id, coalesce(cluster_id, 0) AS cluster_id,
+           (state = 'terminated' AND param_id IS NOT NULL) AS terminated,
+           (state = 'terminated' AND param_id IS NOT NULL AND start_time IS NOT NULL
+            AND stop_time IS NOT NULL) AS timed,
+           extract(epoch FROM stop_time - start_time)::double precision AS seconds,
+           to_timestamp(floor(extract(epoch FROM stop_time) / 60) * 60) AS minute
+    FROM {rows}
+"""
+
+_JOB_SUMS = """
+    SELECT campaign_id, cluster_id, sum(sign) AS jobs,
+           sum(CASE WHEN terminated THEN sign ELSE 0 END) AS terminated,
+           sum(CASE WHEN timed THEN sign ELSE 0 END) AS timed,
+           sum(CASE WHEN timed THEN sign * seconds ELSE 0 END) AS total_seconds,
+           sum(CASE WHEN timed THEN sign * seconds * seconds ELSE 0 END) AS squares
+    FROM terms GROUP BY campaign_id, cluster_id
+    HAVING sum(sign) <> 0 OR sum(CASE WHEN terminated THEN sign ELSE 0 END) <> 0
+        OR sum(CASE WHEN timed THEN sign ELSE 0 END) <> 0
+        OR sum(CASE WHEN timed THEN sign * seconds ELSE 0 END) <> 0
+        OR sum(CASE WHEN timed THEN sign * seconds * seconds ELSE 0 END) <> 0
+"""
+
+_MINUTE_SUMS = """
+    SELECT campaign_id, cluster_id, minute, sum(sign) AS terminated
+    FROM terms WHERE terminated AND minute IS NOT NULL
+    GROUP BY campaign_id, cluster_id, minute HAVING sum(sign) <> 0
+"""
+
+# Rows are upserted in key order so two statements lock the sums rows they share in one order.
+_UPSERT_JOBS = """
+    INSERT INTO campaign_cluster_job_stats AS s
+        (campaign_id, cluster_id, jobs, terminated, timed, total_seconds, squares)
+    SELECT * FROM ({sums}) AS d ORDER BY campaign_id, cluster_id
+    ON CONFLICT (campaign_id, cluster_id) DO UPDATE SET
+        jobs = s.jobs + EXCLUDED.jobs, terminated = s.terminated + EXCLUDED.terminated,
+        timed = s.timed + EXCLUDED.timed,
+        total_seconds = s.total_seconds + EXCLUDED.total_seconds,
+        squares = s.squares + EXCLUDED.squares
+"""
+
+_UPSERT_MINUTES = """
+    INSERT INTO campaign_cluster_throughput AS t (campaign_id, cluster_id, minute, terminated)
+    SELECT * FROM ({sums}) AS d ORDER BY campaign_id, cluster_id, minute
+    ON CONFLICT (campaign_id, cluster_id, minute)
+    DO UPDATE SET terminated = t.terminated + EXCLUDED.terminated
+"""
+
+# Deleted rows only update: their campaign may be going away in a cascade, and inserting a sums
+# row for it would break the foreign key.
+_SUBTRACT_JOBS = """
+    UPDATE campaign_cluster_job_stats AS s SET
+        jobs = s.jobs + d.jobs, terminated = s.terminated + d.terminated,
+        timed = s.timed + d.timed, total_seconds = s.total_seconds + d.total_seconds,
+        squares = s.squares + d.squares
+    FROM ({sums}) AS d WHERE s.campaign_id = d.campaign_id AND s.cluster_id = d.cluster_id
+"""
+
+_SUBTRACT_MINUTES = """
+    UPDATE campaign_cluster_throughput AS t SET terminated = t.terminated + d.terminated
+    FROM ({sums}) AS d
+    WHERE t.campaign_id = d.campaign_id AND t.cluster_id = d.cluster_id AND t.minute = d.minute
+"""
+
+
+def _with_terms(terms: str, statement: str) -> str:
+    return f"WITH terms AS ({terms}) {statement};"
+
+
+_NEW_TERMS = _JOB_TERMS.format(sign=1, rows="new_rows")
+_OLD_TERMS = _JOB_TERMS.format(sign=-1, rows="old_rows")
+_BOTH_TERMS = f"{_NEW_TERMS} UNION ALL {_OLD_TERMS}"
+
+_JOB_FUNCTION = f"""
+    CREATE FUNCTION cigri_sum_job_stats() RETURNS trigger LANGUAGE plpgsql AS $$
+    BEGIN
+        IF TG_OP = 'INSERT' THEN
+            {_with_terms(_NEW_TERMS, _UPSERT_JOBS.format(sums=_JOB_SUMS))}
+            {_with_terms(_NEW_TERMS, _UPSERT_MINUTES.format(sums=_MINUTE_SUMS))}
+        ELSIF TG_OP = 'DELETE' THEN
+            {_with_terms(_OLD_TERMS, _SUBTRACT_JOBS.format(sums=_JOB_SUMS))}
+            {_with_terms(_OLD_TERMS, _SUBTRACT_MINUTES.format(sums=_MINUTE_SUMS))}
+        ELSE
+            {_with_terms(_BOTH_TERMS, _UPSERT_JOBS.format(sums=_JOB_SUMS))}
+            {_with_terms(_BOTH_TERMS, _UPSERT_MINUTES.format(sums=_MINUTE_SUMS))}
+        END IF;
+        RETURN NULL;
+    END $$
+"""
+
+# Failures as `cigri.storage.stats` counts them: job events other than the bookkeeping records.
+_EVENT_TERMS = """
+    SELECT {sign} AS sign, campaign_id, coalesce(cluster_id, 0) AS cluster_id,
+           code NOT IN ('REMOTE_WAITING_FRAG', 'RESUBMIT', 'RESUBMIT_END', 'OAR_AUTO_RESUBMIT')
+               AS failure,
+           code = 'RESUBMIT' AS resubmission
+    FROM {rows} WHERE "class" = 'job' AND campaign_id IS NOT NULL
+"""
+
+_EVENT_SUMS = """
+    SELECT campaign_id, cluster_id,
+           sum(CASE WHEN failure THEN sign ELSE 0 END) AS failures,
+           sum(CASE WHEN resubmission THEN sign ELSE 0 END) AS resubmissions
+    FROM terms GROUP BY campaign_id, cluster_id
+    HAVING sum(CASE WHEN failure THEN sign ELSE 0 END) <> 0
+        OR sum(CASE WHEN resubmission THEN sign ELSE 0 END) <> 0
+"""
+
+_UPSERT_EVENTS = """
+    INSERT INTO campaign_cluster_job_stats AS s (campaign_id, cluster_id, failures, resubmissions)
+    SELECT * FROM ({sums}) AS d ORDER BY campaign_id, cluster_id
+    ON CONFLICT (campaign_id, cluster_id) DO UPDATE SET
+        failures = s.failures + EXCLUDED.failures,
+        resubmissions = s.resubmissions + EXCLUDED.resubmissions
+"""
+
+_SUBTRACT_EVENTS = """
+    UPDATE campaign_cluster_job_stats AS s SET
+        failures = s.failures + d.failures, resubmissions = s.resubmissions + d.resubmissions
+    FROM ({sums}) AS d WHERE s.campaign_id = d.campaign_id AND s.cluster_id = d.cluster_id
+"""
+
+_EVENT_FUNCTION = f"""
+    CREATE FUNCTION cigri_sum_event_stats() RETURNS trigger LANGUAGE plpgsql AS $$
+    BEGIN
+        IF TG_OP = 'INSERT' THEN
+            {_with_terms(_EVENT_TERMS.format(sign=1, rows="new_rows"),
+                         _UPSERT_EVENTS.format(sums=_EVENT_SUMS))}
+        ELSE
+            {_with_terms(_EVENT_TERMS.format(sign=-1, rows="old_rows"),
+                         _SUBTRACT_EVENTS.format(sums=_EVENT_SUMS))}
+        END IF;
+        RETURN NULL;
+    END $$
+"""
+
+# cigri never changes an event's class, code, campaign or cluster; should an UPDATE set one of
+# them, this row trigger moves the event's counts. A column list keeps it off the frequent
+# updates (state, checked, notified), which a transition-table trigger could not skip.
+_EVENT_ROW_FUNCTION = f"""
+    CREATE FUNCTION cigri_sum_event_stats_row() RETURNS trigger LANGUAGE plpgsql AS $$
+    BEGIN
+        {_with_terms(
+            _EVENT_TERMS.format(sign=-1, rows="(SELECT OLD.*) AS old_row"),
+            _SUBTRACT_EVENTS.format(sums=_EVENT_SUMS))}
+        {_with_terms(
+            _EVENT_TERMS.format(sign=1, rows="(SELECT NEW.*) AS new_row"),
+            _UPSERT_EVENTS.format(sums=_EVENT_SUMS))}
+        RETURN NULL;
+    END $$
+"""
+
+_TRIGGERS = [
+    _JOB_FUNCTION,
+    "CREATE TRIGGER jobs_stats_insert AFTER INSERT ON jobs REFERENCING NEW TABLE AS new_rows "
+    "FOR EACH STATEMENT EXECUTE FUNCTION cigri_sum_job_stats()",
+    "CREATE TRIGGER jobs_stats_update AFTER UPDATE ON jobs "
+    "REFERENCING OLD TABLE AS old_rows NEW TABLE AS new_rows "
+    "FOR EACH STATEMENT EXECUTE FUNCTION cigri_sum_job_stats()",
+    "CREATE TRIGGER jobs_stats_delete AFTER DELETE ON jobs REFERENCING OLD TABLE AS old_rows "
+    "FOR EACH STATEMENT EXECUTE FUNCTION cigri_sum_job_stats()",
+    _EVENT_FUNCTION,
+    _EVENT_ROW_FUNCTION,
+    "CREATE TRIGGER events_stats_insert AFTER INSERT ON events REFERENCING NEW TABLE AS new_rows "
+    "FOR EACH STATEMENT EXECUTE FUNCTION cigri_sum_event_stats()",
+    "CREATE TRIGGER events_stats_delete AFTER DELETE ON events REFERENCING OLD TABLE AS old_rows "
+    "FOR EACH STATEMENT EXECUTE FUNCTION cigri_sum_event_stats()",
+    'CREATE TRIGGER events_stats_update AFTER UPDATE OF "class", code, campaign_id, cluster_id '
+    "ON events FOR EACH ROW EXECUTE FUNCTION cigri_sum_event_stats_row()",
+]
+
+_BACKFILL = [
+    _with_terms(_JOB_TERMS.format(sign=1, rows="jobs"), _UPSERT_JOBS.format(sums=_JOB_SUMS)),
+    _with_terms(_JOB_TERMS.format(sign=1, rows="jobs"),
+                _UPSERT_MINUTES.format(sums=_MINUTE_SUMS)),
+    _with_terms(_EVENT_TERMS.format(sign=1, rows="events"),
+                _UPSERT_EVENTS.format(sums=_EVENT_SUMS)),
+]
