@@ -4,12 +4,40 @@ without SQL."""
 from __future__ import annotations
 
 import json
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict
+from functools import partial
+from typing import Any
 
 import click
 
 from cigri.cli.clusters import resolve_cluster, transaction
 from cigri.storage import users as store
+
+
+def _set_on_cluster(cluster: str, save: Callable[..., None]) -> str:
+    """`save(conn, cluster_id=...)` for CLUSTER (name or id); returns the cluster's name."""
+    with transaction() as conn:
+        found = resolve_cluster(conn, cluster)
+        save(conn, cluster_id=found.id)
+    return found.name
+
+
+def _remove_on_cluster(what: str, user: str, cluster: str, remove: Callable[..., int]) -> None:
+    with transaction() as conn:
+        found = resolve_cluster(conn, cluster)
+        removed = remove(conn, cluster_id=found.id)
+    if not removed:
+        raise click.ClickException(f"{user} has no {what} on {found.name}")
+    click.echo(f"{what} of {user} on {found.name} removed")
+
+
+def _echo_rows(rows: Sequence[Mapping[str, Any]], *, as_json: bool, columns: Sequence[str]) -> None:
+    if as_json:
+        click.echo(json.dumps(list(rows), indent=2))
+        return
+    for row in rows:
+        click.echo(" ".join(str(row[column]) for column in columns))
 
 
 @click.group("user-priority")
@@ -23,22 +51,17 @@ def user_priority() -> None:
 @click.argument("priority", type=int)
 def set_priority(user: str, cluster: str, priority: int) -> None:
     """Give USER the PRIORITY on CLUSTER (name or id)."""
-    with transaction() as conn:
-        found = resolve_cluster(conn, cluster)
-        store.set_user_priority(conn, grid_user=user, cluster_id=found.id, priority=priority)
-    click.echo(f"{user} has priority {priority} on {found.name}")
+    name = _set_on_cluster(cluster, partial(store.set_user_priority, grid_user=user,
+                                            priority=priority))
+    click.echo(f"{user} has priority {priority} on {name}")
 
 
 @user_priority.command("remove")
 @click.argument("user")
 @click.argument("cluster")
 def remove_priority(user: str, cluster: str) -> None:
-    with transaction() as conn:
-        found = resolve_cluster(conn, cluster)
-        removed = store.remove_user_priority(conn, grid_user=user, cluster_id=found.id)
-    if not removed:
-        raise click.ClickException(f"{user} has no priority on {found.name}")
-    click.echo(f"priority of {user} on {found.name} removed")
+    _remove_on_cluster("priority", user, cluster,
+                       partial(store.remove_user_priority, grid_user=user))
 
 
 @user_priority.command("list")
@@ -47,11 +70,8 @@ def remove_priority(user: str, cluster: str) -> None:
 def list_priorities(user: str | None, as_json: bool) -> None:
     with transaction() as conn:
         found = store.list_user_priorities(conn, grid_user=user)
-    if as_json:
-        click.echo(json.dumps([asdict(p) for p in found], indent=2))
-        return
-    for p in found:
-        click.echo(f"{p.grid_user} {p.cluster_name} {p.priority}")
+    _echo_rows([asdict(p) for p in found], as_json=as_json,
+               columns=("grid_user", "cluster_name", "priority"))
 
 
 @click.group("user-mapping")
@@ -65,22 +85,16 @@ def user_mapping() -> None:
 @click.argument("login")
 def set_mapping(user: str, cluster: str, login: str) -> None:
     """Run USER's jobs on CLUSTER (name or id) as LOGIN."""
-    with transaction() as conn:
-        found = resolve_cluster(conn, cluster)
-        store.set_user_mapping(conn, grid_login=user, cluster_id=found.id, cluster_login=login)
-    click.echo(f"{user} runs as {login} on {found.name}")
+    name = _set_on_cluster(cluster, partial(store.set_user_mapping, grid_login=user,
+                                            cluster_login=login))
+    click.echo(f"{user} runs as {login} on {name}")
 
 
 @user_mapping.command("remove")
 @click.argument("user")
 @click.argument("cluster")
 def remove_mapping(user: str, cluster: str) -> None:
-    with transaction() as conn:
-        found = resolve_cluster(conn, cluster)
-        removed = store.remove_user_mapping(conn, grid_login=user, cluster_id=found.id)
-    if not removed:
-        raise click.ClickException(f"{user} has no mapping on {found.name}")
-    click.echo(f"mapping of {user} on {found.name} removed")
+    _remove_on_cluster("mapping", user, cluster, partial(store.remove_user_mapping, grid_login=user))
 
 
 @user_mapping.command("list")
@@ -89,13 +103,9 @@ def remove_mapping(user: str, cluster: str) -> None:
 def list_mappings(user: str | None, as_json: bool) -> None:
     with transaction() as conn:
         found = store.list_user_mappings(conn, grid_login=user)
-    if as_json:
-        # JWTs of OAR 3 clusters live here too; never print them.
-        click.echo(json.dumps([{**asdict(m), "cluster_login": _masked(m.cluster_login)}
-                               for m in found], indent=2))
-        return
-    for m in found:
-        click.echo(f"{m.grid_login} {m.cluster_name} {_masked(m.cluster_login)}")
+    # JWTs of OAR 3 clusters live here too; never print them.
+    _echo_rows([{**asdict(m), "cluster_login": _masked(m.cluster_login)} for m in found],
+               as_json=as_json, columns=("grid_login", "cluster_name", "cluster_login"))
 
 
 def _masked(login: str | None) -> str:

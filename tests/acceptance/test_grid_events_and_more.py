@@ -176,6 +176,31 @@ def test_admin_commands_manage_clusters_priorities_mappings_tokens(grid: Grid) -
     assert result.returncode == 0, result.stderr
 
 
+def test_user_priorities_and_mappings_are_removed_once_and_listed_as_json_without_jwts(
+        grid: Grid) -> None:
+    assert grid.admin("user-priority", "set", "bob", "2", "3").stdout == "bob has priority 3 on luke\n"
+    assert json.loads(grid.admin("user-priority", "list", "--json").stdout) == [
+        {"grid_user": "bob", "cluster_id": 2, "cluster_name": "luke", "priority": 3}]
+    assert grid.admin("user-priority", "remove", "bob", "luke").stdout == (
+        "priority of bob on luke removed\n")
+    again = grid.admin("user-priority", "remove", "bob", "luke")
+    assert (again.returncode, again.stderr) == (1, "Error: bob has no priority on luke\n")
+    assert grid.admin("user-priority", "list").stdout == ""
+
+    jwt = "Bearer eyJhbGciOiJIUzI1NiJ9.secret.abcdef"
+    assert grid.admin("user-mapping", "set", "bob", "dahu", jwt).returncode == 0
+    assert grid.admin("user-mapping", "list").stdout == "bob dahu Bearer ...abcdef\n"
+    assert json.loads(grid.admin("user-mapping", "list", "--json", "--user", "bob").stdout) == [
+        {"grid_login": "bob", "cluster_id": 1, "cluster_name": "dahu",
+         "cluster_login": "Bearer ...abcdef"}]
+    assert grid.admin("user-mapping", "remove", "bob", "dahu").stdout == (
+        "mapping of bob on dahu removed\n")
+    again = grid.admin("user-mapping", "remove", "bob", "dahu")
+    assert (again.returncode, again.stderr) == (1, "Error: bob has no mapping on dahu\n")
+    missing = grid.admin("user-mapping", "set", "bob", "nowhere", "b")
+    assert (missing.returncode, missing.stderr) == (1, "cigri: no cluster named 'nowhere'\n")
+
+
 def test_b10_admission_rule_for_non_best_effort_jobs(grid: Grid) -> None:
     assert grid.admin("cluster", "authorize", "dahu", "bob").returncode == 0
     normal = {"name": "n", "nb_jobs": 1, "clusters": {"dahu": {"exec_file": "e", "type": "normal"}}}
