@@ -1,8 +1,10 @@
 """`cigri demo`: the whole of cigri on this machine, in under two minutes, then gone.
 
 A throwaway directory holds a SQLite database and three emulated OAR clusters (execute mode: the
-jobs really run, here, as small shell scripts), each with a "normal user" who grabs cores now and
-then and so preempts cigri's best-effort jobs. Every daemon runs under `cigri-almighty` as a child
+jobs really run, here, as small shell scripts), each with a "normal user" who takes every core of
+the cluster as soon as cigri's first best-effort jobs run there (`_Preemptor`: triggered by the
+cluster's state, not a timer), so every run shows best-effort kills and their resubmission. Every
+daemon runs under `cigri-almighty` as a child
 process, configured through a generated `cigri.conf` with fast intervals. A sample campaign of a
 few hundred short tasks goes in through the campaign storage, progress is drawn per cluster, and a
 summary (tasks done, resubmissions, per-cluster counts, wall time) ends it. Ctrl-C cleans up too.
@@ -17,6 +19,7 @@ import signal
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -61,6 +64,45 @@ DEMO_SETTINGS = {
     "AUTOFIX_DELAY": 2,
     "LOG_LEVEL": "WARNING",
 }
+
+
+# The normal user of each cluster arrives once this many best-effort jobs run there, takes every
+# core for this many (emulated) seconds, and so kills them all.
+PREEMPT_WHEN_RUNNING = 2
+PREEMPT_SECONDS = 1.5
+
+
+class _Preemptor(threading.Thread):
+    """Sends each cluster's normal user in once cigri's best-effort jobs run there.
+
+    The check and the arrival happen under the emulated cluster's lock, so the jobs counted are
+    still running when the normal user asks for every core: each arrival kills at least
+    `PREEMPT_WHEN_RUNNING` jobs, whatever the timing of the daemons.
+    """
+
+    def __init__(self, controls: list[Any]) -> None:
+        super().__init__(daemon=True, name="cigri-demo-preemptor")
+        self.waiting = list(controls)
+        self.stopping = threading.Event()
+
+    def run(self) -> None:
+        while self.waiting and not self.stopping.wait(0.02):
+            self.waiting = [c for c in self.waiting if not _preempt(c.cluster)]
+
+    def stop(self) -> None:
+        self.stopping.set()
+        if self.ident is not None:  # started
+            self.join(timeout=5)
+
+
+def _preempt(cluster: Any) -> bool:
+    """The normal user takes the whole cluster if enough best-effort jobs run; True if it did."""
+    with cluster.lock:
+        cluster.pump()
+        if len(cluster.running_besteffort) < PREEMPT_WHEN_RUNNING:
+            return False
+        cluster.add_normal_user(cluster.total_cores, PREEMPT_SECONDS)
+    return True
 
 
 @dataclass
@@ -202,19 +244,16 @@ def demo(tasks: int, nb_clusters: int, nodes: int, cores: int, task_seconds: flo
         upgrade(database_url)
         click.echo(f"cigri demo in {root}: {nb_clusters} emulated clusters of {nodes} x {cores} "
                    f"cores, {tasks} tasks of {task_seconds:g}s, best-effort"
-                   + ("" if no_preemption else ", preempted now and then by a normal user"))
+                   + ("" if no_preemption else
+                      ", preempted by a normal user once they run on a cluster"))
         emulator = run_in_thread(clusters=nb_clusters, nodes=nodes, cores=cores, mode="execute",
                                  workdir=str(root / "oar"))
         engine = make_engine(database_url)
         almighty: subprocess.Popen[bytes] | None = None
+        preemptor = _Preemptor([] if no_preemption else emulator.controls)
         try:
             campaign_id, names = _setup(engine, emulator.urls, root, tasks, task_seconds)
-            if not no_preemption:
-                # Short, frequent bursts on most of each cluster, staggered across clusters, so
-                # some best-effort jobs are killed and resubmitted even in a short demo.
-                for index, control in enumerate(emulator.controls):
-                    control.normal_user(max(1, nodes * cores * 3 // 4), 1.5,
-                                        start_in=4.0 + index, period=4.0)
+            preemptor.start()
             almighty = _start_almighty(_write_config(root, database_url), root)
             finished = _follow(engine, campaign_id, tasks, names, almighty, started,
                                timeout_seconds)
@@ -222,6 +261,7 @@ def demo(tasks: int, nb_clusters: int, nodes: int, cores: int, task_seconds: flo
             click.echo("\ninterrupted: stopping the daemons and the clusters")
             finished = None
         finally:
+            preemptor.stop()
             if almighty is not None:
                 _stop(almighty)
             emulator.stop()

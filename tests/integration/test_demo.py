@@ -1,5 +1,6 @@
-"""`cigri demo`, as a user runs it: a subprocess that ends by itself with a summary and leaves
-no temporary directory behind."""
+"""`cigri demo`, as a user runs it: a subprocess that ends by itself with a summary, shows
+best-effort preemption (at least one job killed and resubmitted, every run) and leaves no
+temporary directory behind."""
 
 from __future__ import annotations
 
@@ -31,6 +32,9 @@ def test_demo_runs_a_campaign_to_the_end_and_prints_its_summary(tmp_path: Path) 
     assert re.search(r"tasks done\s+60/60", out)
     per_cluster = dict(re.findall(r"(c\d): (\d+)", out.split("per cluster", 1)[1].splitlines()[0]))
     assert set(per_cluster) == {"c1", "c2", "c3"} and sum(map(int, per_cluster.values())) >= 60
+    resubmitted = int(re.search(r"resubmissions: (\d+)", out).group(1))  # type: ignore[union-attr]
+    assert resubmitted >= 1, out
+    assert re.search(r"RESUBMIT: [1-9]", out), out
     wall = float(re.search(r"wall time\s+([\d.]+)s", out).group(1))  # type: ignore[union-attr]
     assert wall < 120
     assert list(tmp_path.glob("cigri-demo-*")) == []  # cleaned up
