@@ -75,8 +75,8 @@ _JOB_TERMS = """
            (state = 'terminated' AND param_id IS NOT NULL) AS terminated,
            (state = 'terminated' AND param_id IS NOT NULL AND start_time IS NOT NULL
             AND stop_time IS NOT NULL) AS timed,
-           extract(epoch FROM stop_time - start_time)::double precision AS seconds,
-           to_timestamp(floor(extract(epoch FROM stop_time) / 60) * 60) AS minute
+           date_part('epoch', stop_time - start_time) AS seconds,
+           to_timestamp(floor(date_part('epoch', stop_time) / 60) * 60) AS minute
     FROM {rows}
 """
 
@@ -143,18 +143,22 @@ _NEW_TERMS = _JOB_TERMS.format(sign=1, rows="new_rows")
 _OLD_TERMS = _JOB_TERMS.format(sign=-1, rows="old_rows")
 _BOTH_TERMS = f"{_NEW_TERMS} UNION ALL {_OLD_TERMS}"
 
+def _both_sums(terms: str, jobs_statement: str, minutes_statement: str) -> str:
+    # One statement: the transition rows are read once, and both tables updated from them.
+    return (f"WITH terms AS MATERIALIZED ({terms}), "
+            f"job_sums AS ({jobs_statement.format(sums=_JOB_SUMS)} RETURNING 1) "
+            f"{minutes_statement.format(sums=_MINUTE_SUMS)};")
+
+
 _JOB_FUNCTION = f"""
     CREATE FUNCTION cigri_sum_job_stats() RETURNS trigger LANGUAGE plpgsql AS $$
     BEGIN
         IF TG_OP = 'INSERT' THEN
-            {_with_terms(_NEW_TERMS, _UPSERT_JOBS.format(sums=_JOB_SUMS))}
-            {_with_terms(_NEW_TERMS, _UPSERT_MINUTES.format(sums=_MINUTE_SUMS))}
+            {_both_sums(_NEW_TERMS, _UPSERT_JOBS, _UPSERT_MINUTES)}
         ELSIF TG_OP = 'DELETE' THEN
-            {_with_terms(_OLD_TERMS, _SUBTRACT_JOBS.format(sums=_JOB_SUMS))}
-            {_with_terms(_OLD_TERMS, _SUBTRACT_MINUTES.format(sums=_MINUTE_SUMS))}
+            {_both_sums(_OLD_TERMS, _SUBTRACT_JOBS, _SUBTRACT_MINUTES)}
         ELSE
-            {_with_terms(_BOTH_TERMS, _UPSERT_JOBS.format(sums=_JOB_SUMS))}
-            {_with_terms(_BOTH_TERMS, _UPSERT_MINUTES.format(sums=_MINUTE_SUMS))}
+            {_both_sums(_BOTH_TERMS, _UPSERT_JOBS, _UPSERT_MINUTES)}
         END IF;
         RETURN NULL;
     END $$
