@@ -4,7 +4,8 @@ Owns: campaign cancellations (every remote job of the campaign deleted, each dis
 the campaign's `USER_FRAG` closed when nothing is left alive), single-job cancellations (class-`job`
 `USER_FRAG`), jobs `remote_waiting` longer than `REMOTE_WAITING_TIMEOUT` (`REMOTE_WAITING_FRAG`,
 deleted so that the updater resubmits them elsewhere), stale queue rows (`QUEUED_FOR_TOO_LONG`),
-running jobs past walltime + 30 min (`CIGRI_WALLTIME`, any walltime length), and the hourly cleanup
+running jobs past walltime + 30 min (`CIGRI_WALLTIME`, any walltime length; a temporal-grouping
+batch as a whole, against its scaled walltime), and the hourly cleanup
 of `tasks_affinity`. Does not own resubmission (the updater sees the killed job fail and decides).
 
 Every OAR delete happens outside a transaction: decide and mark (commit), delete, then record the

@@ -12,20 +12,19 @@ No transaction spans an OAR call: reads from OAR happen first, then each job's c
 a short, state-guarded transaction, so a job moved meanwhile by nikita or a user is left alone.
 
 Settings: UPDATER_INTERVAL, STDERR_TAIL, AUTOFIX_DELAY, STRESS_FACTOR, DEFAULT_MAX_RESUBMISSIONS,
-REST_QUERIES_TIMEOUT.
+REST_QUERIES_TIMEOUT, EPILOGUE_BLACKLIST_TIMEOUT.
 
 Temporal-grouping batches (jobs tagged `batch` sharing one OAR job): while the OAR job is not
 final they follow it like ordinary jobs (no file read); once it is final, each sub-job's state file
 is read once (`cigri.domain.batches`): `RET=0` terminates it, another `RET` goes through the
 failure analysis as that exit status, and a sub-job with no `RET` (the batch was killed before it
 finished) takes the OAR job's own failure (a best-effort kill resubmits it for free). None is ever
-left in `batch_waiting` (v3 lost those). A running sub-job gets no start time until its state file
-is read (the batch's start plus the single-job walltime would look overdue to nikita).
+left in `batch_waiting` (v3 lost those). A running sub-job carries its batch's OAR start time
+until its state file gives its own (nikita checks a batch as a whole, against its scaled walltime).
 """
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 import threading
 from collections.abc import Callable, Sequence
@@ -44,6 +43,7 @@ from cigri.daemons.runner import (
     record_cluster_error,
 )
 from cigri.domain import batches, colombo, failures
+from cigri.domain.campaigns import EPILOGUE_SKIPPED, epilogue_skip_message
 from cigri.domain.clock import Clock
 from cigri.domain.clusters import Cluster
 from cigri.domain.events import BLACKLIST
@@ -163,12 +163,6 @@ class Updater(Daemon):
                 ended_batches.append((job, oar_job))
                 continue
             update = plan_job_update(job, oar_job)
-            if job.tag == batches.BATCH_TAG and update.kind is UpdateKind.RUNNING:
-                # a sub-job's start is its BEGIN_DATE, read at the end; the batch's own start
-                # with the single-job walltime would make nikita kill a long batch as overdue
-                if job.state is JobState.RUNNING:
-                    continue
-                update = dataclasses.replace(update, start_time=None)
             if update.kind is UpdateKind.FAILED:
                 failed.append((job, oar_job))
             elif update.kind is not UpdateKind.NONE and update.state is not None:
@@ -406,14 +400,24 @@ class Updater(Daemon):
     # --- campaigns -------------------------------------------------------------------------
 
     def finish_campaigns(self) -> list[int]:
-        """Behaviour 26: campaigns with nothing left become `terminated` (FINISHED_CAMPAIGN)."""
+        """Behaviour 26: campaigns with nothing left become `terminated` (FINISHED_CAMPAIGN), with
+        an EPILOGUE_SKIPPED notification per cluster where their epilogue could not run."""
         finished: list[int] = []
+        wait = timedelta(seconds=self.settings.EPILOGUE_BLACKLIST_TIMEOUT)
         with self.engine.begin() as conn:
-            candidates = job_store.list_finished_campaigns(conn)
+            candidates = job_store.list_finished_campaigns(conn, now=self.clock.now(),
+                                                           epilogue_wait=wait)
         for campaign in candidates:
             now = self.clock.now()
             with self.engine.begin() as conn:
-                if job_store.mark_campaign_terminated(conn, campaign.id, now=now):
+                done = job_store.mark_campaign_terminated(conn, campaign.id, now=now,
+                                                          epilogue_wait=wait)
+                if done is not None:
+                    for site in done.skipped_epilogues:
+                        event_store.record_event(
+                            conn, class_=EventClass.NOTIFY, code=EPILOGUE_SKIPPED,
+                            campaign_id=campaign.id, cluster_id=site.cluster_id,
+                            state=EventState.CLOSED, now=now, message=epilogue_skip_message(site))
                     event_store.record_event(
                         conn, class_=EventClass.NOTIFY, code=FINISHED_CAMPAIGN,
                         campaign_id=campaign.id, state=EventState.CLOSED, now=now,

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Final
 
+from cigri.domain.batches import BATCH_TAG
 from cigri.domain.states import JobState
 
 WALLTIME_GRACE: Final = timedelta(minutes=30)  # v3: OAR gets 30 min beyond the walltime
@@ -35,6 +36,7 @@ class KillTarget:
     submission_time: datetime | None = None
     walltime: str | None = None  # the campaign's walltime on that cluster
     array_id: int | None = None  # the OAR array of its submission, if known
+    batch_size: int | None = None  # tasks of its temporal-grouping batch (tag `batch`)
 
 
 def parse_walltime(text: str | None) -> timedelta | None:
@@ -50,12 +52,16 @@ def parse_walltime(text: str | None) -> timedelta | None:
 
 
 def is_overdue(target: KillTarget, now: datetime, default_walltime: str) -> bool:
-    """A running job past its walltime plus 30 minutes: OAR should have killed it."""
+    """A running job past its walltime plus 30 minutes: OAR should have killed it. A sub-job of a
+    temporal-grouping batch is judged as its batch: its start is the OAR job's, its walltime the
+    batch's (one task's × the tasks of the batch, as the runner submitted it)."""
     if target.state is not JobState.RUNNING or target.start_time is None:
         return False
     walltime = parse_walltime(target.walltime) or parse_walltime(default_walltime)
     if walltime is None:
         return False
+    if target.tag == BATCH_TAG and target.batch_size:
+        walltime *= target.batch_size
     return now - target.start_time > walltime + WALLTIME_GRACE
 
 

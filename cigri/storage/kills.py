@@ -42,7 +42,8 @@ def _targets_query() -> Any:
     return (select(jobs.c.id, jobs.c.campaign_id, jobs.c.cluster_id, jobs.c.state,
                    jobs.c.remote_id, jobs.c.tag, jobs.c.param_id, jobs.c.start_time,
                    jobs.c.submission_time, login.label("login"), walltime.label("walltime"),
-                   submissions.c.remote_array_id.label("array_id"))
+                   submissions.c.remote_array_id.label("array_id"),
+                   submissions.c.nb_jobs.label("batch_size"))
             .join(campaigns, campaigns.c.id == jobs.c.campaign_id)
             .outerjoin(submissions, submissions.c.id == jobs.c.submission_id)
             .outerjoin(users_mapping, and_(users_mapping.c.grid_login == campaigns.c.grid_user,
@@ -55,7 +56,7 @@ def _target(row: Any) -> KillTarget:
                       remote_id=row.remote_id, login=str(row.login), tag=row.tag,
                       param_id=row.param_id, start_time=row.start_time,
                       submission_time=row.submission_time, walltime=row.walltime,
-                      array_id=row.array_id)
+                      array_id=row.array_id, batch_size=row.batch_size)
 
 
 def list_kill_targets(conn: Connection, *, campaign_id: int | None = None,
