@@ -202,3 +202,11 @@ def run_tool(tool: str, command: click.Command) -> None:
 
 def dump_json(data: Any, *, pretty: bool = True) -> None:
     click.echo(json.dumps(data, indent=2 if pretty else None, default=str))
+
+
+def echo_answer(answer: Any, *, as_json: bool, verbose: bool, pretty: bool = False) -> None:
+    """What a grid tool prints after a change: the API's answer with --json, its message with -v."""
+    if as_json:
+        dump_json(answer, pretty=pretty)
+    elif verbose:
+        click.echo(f"{answer['message']}.")

@@ -6,7 +6,7 @@ from __future__ import annotations
 import click
 
 from cigri import __version__
-from cigri.cli.client import ApiCallError, client_from_environment, dump_json, fail, run_tool
+from cigri.cli.client import ApiCallError, client_from_environment, echo_answer, fail, run_tool
 
 TOOL = "griddel"
 
@@ -31,7 +31,7 @@ def griddel(ids: tuple[int, ...], campaign_ids: str | None, pause: bool, resume:
             answer = api.request("DELETE", f"/jobs/{job_id}")
         except ApiCallError as error:
             fail(TOOL, f"Failed to cancel job {job_id}: {error.message}.")
-        _report(answer, verbose, as_json)
+        echo_answer(answer, as_json=as_json, verbose=verbose)
         return
     targets = list(ids)
     if campaign_ids:
@@ -59,16 +59,9 @@ def griddel(ids: tuple[int, ...], campaign_ids: str | None, pause: bool, resume:
             failures += 1
             click.echo(f"Failed to {verb} campaign {campaign_id}: {error.message}.", err=True)
             continue
-        _report(answer, verbose, as_json)
+        echo_answer(answer, as_json=as_json, verbose=verbose)
     if failures:
         raise SystemExit(1)
-
-
-def _report(answer: dict[str, object], verbose: bool, as_json: bool) -> None:
-    if as_json:
-        dump_json(answer, pretty=False)
-    elif verbose:
-        click.echo(f"{answer['message']}.")
 
 
 def main() -> None:

@@ -14,6 +14,7 @@ from cigri.cli.client import (
     ApiClient,
     client_from_environment,
     dump_json,
+    echo_answer,
     fail,
     run_tool,
 )
@@ -98,10 +99,7 @@ def gridevents(campaign_arg: int | None, campaign_id: int | None, global_: bool,
             answer = api.request("POST", "/events", json_body=body)
         except ApiCallError as error:
             fail(TOOL, f"Failed to add event: {error.message}.")
-        if as_json:
-            dump_json(answer)
-        else:
-            click.echo(f"{answer['message']}.")
+        echo_answer(answer, as_json=as_json, verbose=True, pretty=True)
         return
     if event_id is not None:
         path = f"/events/{event_id}"
@@ -118,10 +116,7 @@ def gridevents(campaign_arg: int | None, campaign_id: int | None, global_: bool,
             answer = api.request("DELETE", path, params={"resubmit": 1 if resubmit else None})
         except ApiCallError as error:
             fail(TOOL, f"Failed to fix event(s): {error.message}.")
-        if as_json:
-            dump_json(answer)
-        elif verbose:
-            click.echo(f"{answer['message']}.")
+        echo_answer(answer, as_json=as_json, verbose=verbose, pretty=True)
         return
     found = [api.get(path)] if event_id is not None else fetch_all(
         api, path, all=1 if show_all else None)

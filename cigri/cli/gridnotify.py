@@ -9,7 +9,15 @@ from typing import Final
 import click
 
 from cigri import __version__
-from cigri.cli.client import ApiCallError, client_from_environment, dump_json, fail, quoted, run_tool
+from cigri.cli.client import (
+    ApiCallError,
+    client_from_environment,
+    dump_json,
+    echo_answer,
+    fail,
+    quoted,
+    run_tool,
+)
 
 TOOL = "gridnotify"
 SHOWN_TYPE: Final = {"xmpp": "jabber"}
@@ -64,10 +72,7 @@ def gridnotify(list_: bool, mail: str | None, jabber: str | None, webhook: str |
                                  json_body={"identity": identity, "severity": severity})
         except ApiCallError as error:
             fail(TOOL, f"Failed to subscribe with {identity}: {error.message}.")
-    if as_json:
-        dump_json(answer, pretty=False)
-    elif verbose:
-        click.echo(f"{answer['message']}.")
+    echo_answer(answer, as_json=as_json, verbose=verbose)
 
 
 def main() -> None:

@@ -8,7 +8,7 @@ from __future__ import annotations
 import click
 
 from cigri import __version__
-from cigri.cli.client import ApiCallError, client_from_environment, dump_json, fail, run_tool
+from cigri.cli.client import ApiCallError, client_from_environment, dump_json, echo_answer, fail, run_tool
 
 TOOL = "gridtoken"
 
@@ -43,10 +43,7 @@ def gridtoken(ctx: click.Context, list_: bool, cluster_id: int | None, token: st
             answer = api.request("DELETE", f"/tokens/{cluster_id}")
         except ApiCallError as error:
             fail(TOOL, f"Failed to remove JWT token on cluster {cluster_id}: {error.message}.")
-        if as_json:
-            dump_json(answer, pretty=False)
-        elif verbose:
-            click.echo(f"{answer['message']}.")
+        echo_answer(answer, as_json=as_json, verbose=verbose)
         return
     if cluster_id is not None and token:
         try:
@@ -98,10 +95,7 @@ def list_tokens(obj: dict[str, bool]) -> None:
 def revoke(obj: dict[str, bool], token_id: int) -> None:
     """Revoke one of my API tokens."""
     answer = client_from_environment().request("DELETE", f"/api-tokens/{token_id}")
-    if obj["as_json"]:
-        dump_json(answer, pretty=False)
-    else:
-        click.echo(f"{answer['message']}.")
+    echo_answer(answer, as_json=obj["as_json"], verbose=True)
 
 
 def main() -> None:
