@@ -4,7 +4,7 @@ only `newcluster` and SQL). A cluster is named by its name or its id."""
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import asdict
 from typing import Any
@@ -148,14 +148,7 @@ def set_command(name_or_id: str, assignments: tuple[str, ...]) -> None:
 @click.argument("users", nargs=-1, required=True)
 def authorize(name: str, users: tuple[str, ...]) -> None:
     """Let USERS run non best-effort jobs on cluster NAME (from then on, only listed users may)."""
-    from cigri.storage.users import get_normal_authorized, set_normal_authorized
-
-    with transaction() as conn:
-        found = resolve_cluster(conn, name)
-        allowed = get_normal_authorized(conn)
-        allowed[found.name] = sorted(set(allowed.get(found.name, [])) | set(users))
-        set_normal_authorized(conn, allowed)
-    click.echo(f"non best-effort jobs on {found.name}: {', '.join(allowed[found.name])}")
+    _change_authorized(name, lambda allowed: allowed | set(users))
 
 
 @cluster.command("unauthorize")
@@ -163,11 +156,16 @@ def authorize(name: str, users: tuple[str, ...]) -> None:
 @click.argument("users", nargs=-1, required=True)
 def unauthorize(name: str, users: tuple[str, ...]) -> None:
     """Take USERS off the list of cluster NAME."""
+    _change_authorized(name, lambda allowed: allowed - set(users))
+
+
+def _change_authorized(name: str, change: Callable[[set[str]], set[str]]) -> None:
+    """Replace the users allowed non best-effort jobs on cluster NAME by `change(allowed)`."""
     from cigri.storage.users import get_normal_authorized, set_normal_authorized
 
     with transaction() as conn:
         found = resolve_cluster(conn, name)
         allowed = get_normal_authorized(conn)
-        allowed[found.name] = sorted(set(allowed.get(found.name, [])) - set(users))
+        allowed[found.name] = sorted(change(set(allowed.get(found.name, []))))
         set_normal_authorized(conn, allowed)
     click.echo(f"non best-effort jobs on {found.name}: {', '.join(allowed[found.name]) or 'nobody'}")
