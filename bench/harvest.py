@@ -23,42 +23,27 @@ from __future__ import annotations
 import argparse
 import logging
 import math
-import os
 import threading
 import time
 import uuid
 from datetime import timedelta
 
-from sqlalchemy import Engine, create_engine, func, select, text
-from sqlalchemy.engine import make_url
+from _grid import CountingClients, fresh_database
+from sqlalchemy import Engine, func, select
 
 from cigri.config import build_settings
 from cigri.daemons.metascheduler import MetaScheduler
 from cigri.daemons.runner import ClusterRunner
 from cigri.daemons.updater import Updater
 from cigri.domain.clock import FakeClock
-from cigri.domain.clusters import Cluster
-from cigri.domain.oar import OarApi
 from cigri.emulator import ManualClock, Workload, run_in_thread
-from cigri.oar.client import OarClient, client_for_cluster
 from cigri.storage.campaigns import create_campaign
 from cigri.storage.clusters import add_cluster
-from cigri.storage.db import make_engine
-from cigri.storage.migrate import upgrade
 from cigri.storage.tables import campaigns, jobs
 
 NODE_CORES = 8
 NORMAL_USER_CORES = 200
 JOB_SECONDS = 60
-
-
-def _server_url() -> str:
-    url = os.environ.get("CIGRI_TEST_DATABASE_URL")
-    if url:
-        return url
-    host = os.environ.get("PGHOST", "127.0.0.1")
-    user = os.environ.get("PGUSER", "postgres")
-    return f"postgresql+psycopg://{user}@{host}:{os.environ.get('PGPORT', '5432')}/postgres"
 
 
 def main() -> None:
@@ -69,20 +54,8 @@ def main() -> None:
     parser.add_argument("--step", type=float, default=10.0, help="emulated seconds per step")
     args = parser.parse_args()
     logging.basicConfig(level=logging.ERROR)
-    database = f"cigri_harvest_{uuid.uuid4().hex[:6]}"
-    admin = create_engine(_server_url(), isolation_level="AUTOCOMMIT")
-    with admin.connect() as conn:
-        conn.execute(text(f'CREATE DATABASE "{database}"'))
-    url = make_url(_server_url()).set(database=database).render_as_string(hide_password=False)
-    try:
-        upgrade(url)
-        engine = make_engine(url)
+    with fresh_database(f"cigri_harvest_{uuid.uuid4().hex[:6]}") as engine:
         result = _bench(engine, args.tasks, args.cores, args.clusters, args.step)
-        engine.dispose()
-    finally:
-        with admin.connect() as conn:
-            conn.execute(text(f'DROP DATABASE IF EXISTS "{database}" WITH (FORCE)'))
-        admin.dispose()
     print(" ".join(f"{key}={value}" for key, value in result.items()))
 
 
@@ -102,15 +75,8 @@ def _bench(engine: Engine, nb_tasks: int, cores: int, nb_clusters: int,
         "RUNNER_TAP_INCREASE_FACTOR": 2, "RUNNER_TAP_INCREASE_MAX": 1000,
         "RUNNER_TAP_GRACE_PERIOD": 60, "GRID_USAGE_UPDATE_PERIOD": 0,
         "REMOTE_WAITING_TIMEOUT": 100_000})
-    made: dict[str, list[OarClient]] = {"runner": [], "updater": []}
-
-    def factory(kind: str) -> object:
-        def build(cluster: Cluster) -> OarApi:
-            client = client_for_cluster(cluster, timeout_seconds=60.0)
-            made[kind].append(client)
-            return client
-        return build
-
+    runner_clients = CountingClients(timeout_seconds=60.0)
+    updater_clients = CountingClients(timeout_seconds=60.0)
     try:
         with engine.begin() as conn:
             clusters = [add_cluster(conn, name=f"h{i + 1}", api_url=u, api_chunk_size=500,
@@ -126,12 +92,11 @@ def _bench(engine: Engine, nb_tasks: int, cores: int, nb_clusters: int,
         zero = timedelta(0)
         scheduler = MetaScheduler(engine=engine, settings=settings, clock=clock, stop=stop,
                                   interval=zero, owner="bench")
-        runners = [ClusterRunner(cluster=c, oar=factory("runner")(c),  # type: ignore[operator]
-                                 engine=engine, settings=settings, clock=clock, stop=stop,
-                                 interval=zero, owner="bench") for c in clusters]
+        runners = [ClusterRunner(cluster=c, oar=runner_clients(c), engine=engine,
+                                 settings=settings, clock=clock, stop=stop, interval=zero,
+                                 owner="bench") for c in clusters]
         updater = Updater(engine=engine, settings=settings, clock=clock, stop=stop,
-                          oar_factory=factory("updater"), interval=zero,  # type: ignore[arg-type]
-                          owner="bench")
+                          oar_factory=updater_clients, interval=zero, owner="bench")
         cpu_start = time.thread_time()
         wall_start = time.monotonic()
         steps = 0
@@ -176,8 +141,8 @@ def _bench(engine: Engine, nb_tasks: int, cores: int, nb_clusters: int,
     makespan = steps * step
     # the useful work done, on every core the normal user left free
     ideal = (float(work or 0) + taken) / (cores * nb_clusters)
-    runner_requests = sum(c.request_count for c in made["runner"])
-    updater_requests = sum(c.request_count for c in made["updater"])
+    runner_requests = runner_clients.requests
+    updater_requests = updater_clients.requests
     passes = steps * nb_clusters
     return {
         "state": state, "tasks": nb_tasks, "cigri_jobs": nb_jobs,
