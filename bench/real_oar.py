@@ -34,8 +34,8 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import timedelta
 
-from sqlalchemy import Engine, create_engine, func, select, text
-from sqlalchemy.engine import make_url
+from _grid import CountingClients, fresh_database
+from sqlalchemy import Engine, func, select
 
 from cigri.config import Settings, build_settings
 from cigri.daemons.base import DaemonContext
@@ -44,42 +44,13 @@ from cigri.daemons.nikita import Nikita
 from cigri.daemons.runner import RunnerProcess
 from cigri.daemons.updater import Updater
 from cigri.domain.clock import SystemClock
-from cigri.domain.clusters import Cluster
-from cigri.domain.oar import OarApi
-from cigri.oar.client import OarClient, client_for_cluster
 from cigri.oar.http import RetryPolicy
 from cigri.storage.campaigns import create_campaign
 from cigri.storage.clusters import add_cluster
-from cigri.storage.db import make_engine
-from cigri.storage.migrate import upgrade
 from cigri.storage.tables import campaigns, jobs
 
 DEFAULT_URLS = ("http://127.0.0.1:6668/oarapi/,http://127.0.0.1:6678/oarapi/,"
                 "http://127.0.0.1:6688/oarapi/")
-
-
-def _server_url() -> str:
-    url = os.environ.get("CIGRI_TEST_DATABASE_URL")
-    if url:
-        return url
-    host = os.environ.get("PGHOST", "127.0.0.1")
-    user = os.environ.get("PGUSER", "postgres")
-    return f"postgresql+psycopg://{user}@{host}:{os.environ.get('PGPORT', '5432')}/postgres"
-
-
-class Clients:
-    def __init__(self) -> None:
-        self.made: list[OarClient] = []
-
-    def __call__(self, cluster: Cluster) -> OarApi:
-        client = client_for_cluster(cluster, timeout_seconds=30.0,
-                                    retry=RetryPolicy(attempts=4, backoff_seconds=0.3))
-        self.made.append(client)
-        return client
-
-    @property
-    def requests(self) -> int:
-        return sum(client.request_count for client in self.made)
 
 
 EMULATOR_SHAPE = ("3", "4", "2")  # clusters, nodes, cores: 8 cores per cluster, as the real ones
@@ -186,14 +157,7 @@ def main() -> None:
 
 def _run(args: argparse.Namespace, urls: list[str], directory: str) -> dict[str, object]:
     run = uuid.uuid4().hex[:6]
-    database = f"cigri_bench_{run}"
-    admin = create_engine(_server_url(), isolation_level="AUTOCOMMIT")
-    with admin.connect() as conn:
-        conn.execute(text(f'CREATE DATABASE "{database}"'))
-    url = make_url(_server_url()).set(database=database).render_as_string(hide_password=False)
-    try:
-        upgrade(url)
-        engine = make_engine(url)
+    with fresh_database(f"cigri_bench_{run}") as engine:
         cores = int(EMULATOR_SHAPE[1]) * int(EMULATOR_SHAPE[2]) if args.emulator else args.cores
         group = -(-args.jobs // (cores * len(urls))) if args.temporal_grouping else 0
         if args.idle:
@@ -201,11 +165,6 @@ def _run(args: argparse.Namespace, urls: list[str], directory: str) -> dict[str,
         else:
             result = _bench(engine, urls, run, args.jobs, args.deadline, group, directory)
         result["grid"] = "emulator" if args.emulator else "oar"
-        engine.dispose()
-    finally:
-        with admin.connect() as conn:
-            conn.execute(text(f'DROP DATABASE IF EXISTS "{database}" WITH (FORCE)'))
-        admin.dispose()
     return result
 
 
@@ -229,7 +188,8 @@ class _Daemons:
                                             now=self.clock.now()).id
                                 for i, u in enumerate(urls)]
         self.stop = threading.Event()
-        self.clients = Clients()
+        self.clients = CountingClients(timeout_seconds=30.0,
+                                       retry=RetryPolicy(attempts=4, backoff_seconds=0.3))
         context = DaemonContext(settings=settings, engine=engine, clock=self.clock,
                                 stop=self.stop)
         self.metascheduler = build_metascheduler(context)
