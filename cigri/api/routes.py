@@ -24,6 +24,7 @@ from werkzeug.routing import BaseConverter
 
 from cigri.api.app import ApiError, Identity, json_response
 from cigri.config import Settings
+from cigri.domain import batches
 from cigri.domain.admission import AdmissionRefused, check_admission
 from cigri.domain.clock import Clock
 from cigri.domain.errors import JDLError, NotFound
@@ -690,9 +691,12 @@ def _cluster_login(job: Mapping[str, Any]) -> str:
 def _output(job_id: int, which: str) -> ResponseReturnValue:
     job, oar = _job_on_cluster(job_id)
     user = _cluster_login(job)
-    # Ask OAR where the file is rather than guessing OAR.<name>.<id>.stdout: the job says.
+    # Ask OAR where the file is rather than guessing OAR.<name>.<id>.stdout: the job says. A
+    # sub-job of a temporal-grouping batch wrote its own file in the batch's directory instead.
     details = oar.get_job(int(job["remote_id"]), user=user)
     path = details.stdout_file if which == "stdout" else details.stderr_file
+    if batches.is_sub_job(job.get("tag")):
+        path = batches.stdout_file(job_id) if which == "stdout" else batches.stderr_file(job_id)
     if not path:
         raise ApiError(404, "Not found", f"Job {job_id} has no {which} file on its cluster")
     if not path.startswith("/") and details.launching_directory:

@@ -4,7 +4,9 @@ files of finished jobs home, into one result directory per campaign.
 Owns, each pass:
 1. **plan**: for every campaign whose JDL sets `output_gathering_method`, the terminated task jobs
    not planned yet get one `collected_files` row per declared file (`pending`, with its remote and
-   local path; rules in `cigri.domain.collection`), in one transaction per campaign;
+   local path; rules in `cigri.domain.collection`: a sub-job of a temporal-grouping batch yields
+   its own `cigri_batch_std*_<job id>` where OAR's output is declared), in one transaction per
+   campaign;
 2. **fetch**: each pending file is read through OAR's `/media` as the campaign owner's cluster login,
    outside any transaction, and its size checked against the size OAR lists (`file_sizes`, one
    `ls` per directory and pass): a difference (a cut transfer) is read again next pass, up to

@@ -15,7 +15,15 @@ from sqlalchemy import Connection, and_, exists, func, insert, select, update
 
 from cigri.domain.collection import FinishedJob
 from cigri.domain.states import JobState
-from cigri.storage.tables import campaign_properties, campaigns, collected_files, jobs, parameters
+from cigri.storage.submissions import oar_job_name
+from cigri.storage.tables import (
+    campaign_properties,
+    campaigns,
+    collected_files,
+    jobs,
+    parameters,
+    submissions,
+)
 
 PENDING = "pending"
 COLLECTED = "collected"
@@ -55,13 +63,17 @@ def list_uncollected_jobs(conn: Connection, campaign_id: int, *, limit: int) -> 
     has_rows = exists().where(collected_files.c.job_id == jobs.c.id)
     rows = conn.execute(
         select(jobs.c.id, jobs.c.campaign_id, jobs.c.cluster_id, jobs.c.remote_id,
-               jobs.c.param_id, parameters.c.name.label("task_name"))
-        .select_from(jobs.outerjoin(parameters, parameters.c.id == jobs.c.param_id))
+               jobs.c.param_id, parameters.c.name.label("task_name"), jobs.c.tag,
+               submissions.c.key)
+        .select_from(jobs.outerjoin(parameters, parameters.c.id == jobs.c.param_id)
+                     .outerjoin(submissions, submissions.c.id == jobs.c.submission_id))
         .where(jobs.c.campaign_id == campaign_id, jobs.c.state == JobState.TERMINATED.value,
                jobs.c.param_id.is_not(None), jobs.c.cluster_id.is_not(None), ~has_rows)
         .order_by(jobs.c.id).limit(limit))
     return [FinishedJob(id=r.id, campaign_id=r.campaign_id, cluster_id=r.cluster_id,
-                        remote_id=r.remote_id, param_id=r.param_id, task_name=r.task_name)
+                        remote_id=r.remote_id, param_id=r.param_id, task_name=r.task_name,
+                        tag=r.tag, oar_name=None if r.key is None else
+                        oar_job_name(campaign_id=r.campaign_id, key=r.key))
             for r in rows]
 
 
