@@ -12,36 +12,35 @@ from __future__ import annotations
 import logging
 import smtplib
 import ssl
+from dataclasses import dataclass, field
 from email.message import EmailMessage
 from email.utils import formatdate, make_msgid
 
 from cigri.domain.notifications import NotificationFailed, NotificationRejected, OutgoingMessage
+from cigri.notify.templates import headline
 
 log = logging.getLogger(__name__)
 
 
+@dataclass(frozen=True, kw_only=True)
 class MailNotifier:
     """Sends notification mails through one SMTP relay."""
 
-    def __init__(self, *, server: str, port: int = 25, sender: str = "cigri@localhost",
-                 starttls: bool = False, user: str = "", password: str = "",
-                 subject_tag: str = "[CIGRI]", timeout_seconds: float = 30.0,
-                 ssl_context: ssl.SSLContext | None = None) -> None:
-        self.server = server
-        self.port = port
-        self.sender = sender
-        self.starttls = starttls
-        self.user = user
-        self.password = password
-        self.subject_tag = subject_tag
-        self.timeout_seconds = timeout_seconds
-        self.ssl_context = ssl_context
+    server: str
+    port: int = 25
+    sender: str = "cigri@localhost"
+    starttls: bool = False
+    user: str = ""
+    password: str = field(default="", repr=False)
+    subject_tag: str = "[CIGRI]"
+    timeout_seconds: float = 30.0
+    ssl_context: ssl.SSLContext | None = None
 
     def compose(self, message: OutgoingMessage) -> EmailMessage:
         mail = EmailMessage()
         mail["From"] = self.sender
         mail["To"] = message.identity
-        mail["Subject"] = f"{self.subject_tag} ({message.severity.value}): {message.subject}"
+        mail["Subject"] = headline(message, self.subject_tag)
         mail["Date"] = formatdate(localtime=False)
         domain = self.sender.rpartition("@")[2] or "localhost"
         mail["Message-ID"] = make_msgid(idstring=message.dedup_key.replace(":", "."),

@@ -12,6 +12,8 @@ from typing import Any, Final
 
 import jinja2
 
+from cigri.domain.notifications import OutgoingMessage
+
 TEMPLATE_DIRECTORY: Final = Path(__file__).with_name("templates")
 
 _environment = jinja2.Environment(
@@ -29,6 +31,11 @@ def render(template: str, context: Mapping[str, Any]) -> tuple[str, str]:
     text = _environment.get_template(f"{template}.j2").render(**context)
     subject, _, body = text.strip().partition("\n")
     return subject.strip(), body.strip() or subject.strip()
+
+
+def headline(message: OutgoingMessage, tag: str) -> str:
+    """v3's first line of every channel: "<tag> (<severity>): <subject>"."""
+    return f"{tag} ({message.severity.value}): {message.subject}"
 
 
 def template_names() -> list[str]:

@@ -15,6 +15,7 @@ import requests
 
 from cigri.domain.notifications import NotificationFailed, NotificationRejected, OutgoingMessage
 from cigri.domain.states import Severity
+from cigri.notify.templates import headline
 
 log = logging.getLogger(__name__)
 
@@ -25,7 +26,7 @@ _DISCORD_LIMIT: Final = 2000
 
 def payload(message: OutgoingMessage, *, tag: str = "[CIGRI]") -> dict[str, Any]:
     """The JSON body for the message's format (unknown formats get the generic one)."""
-    title = f"{tag} ({message.severity.value}): {message.subject}"
+    title = headline(message, tag)
     kind = (message.format or "json").lower()
     if kind in {"slack", "mattermost"}:
         body: dict[str, Any] = {"text": f"*{title}*\n{message.body}"}

@@ -13,11 +13,13 @@ from __future__ import annotations
 import asyncio
 import logging
 import ssl
+from dataclasses import dataclass, field
 from typing import Any
 
 import slixmpp
 
 from cigri.domain.notifications import NotificationFailed, OutgoingMessage
+from cigri.notify.templates import headline
 
 log = logging.getLogger(__name__)
 
@@ -55,22 +57,20 @@ class _OneShot(slixmpp.ClientXMPP):
             self.outcome.set_exception(NotificationFailed("XMPP: disconnected before sending"))
 
 
+@dataclass(frozen=True, kw_only=True)
 class XmppNotifier:
     """Sends notification chats from one bot account."""
 
-    def __init__(self, *, server: str, port: int = 5222, identity: str, password: str,
-                 subject_tag: str = "[CIGRI]", timeout_seconds: float = 20.0,
-                 verify_tls: bool = True) -> None:
-        self.server = server
-        self.port = port
-        self.identity = identity
-        self.password = password
-        self.subject_tag = subject_tag
-        self.timeout_seconds = timeout_seconds
-        self.verify_tls = verify_tls
+    server: str
+    port: int = 5222
+    identity: str
+    password: str = field(repr=False)
+    subject_tag: str = "[CIGRI]"
+    timeout_seconds: float = 20.0
+    verify_tls: bool = True
 
     def text(self, message: OutgoingMessage) -> str:
-        return f"{self.subject_tag} ({message.severity.value}): {message.subject}\n{message.body}"
+        return f"{headline(message, self.subject_tag)}\n{message.body}"
 
     def send(self, message: OutgoingMessage) -> None:
         loop = asyncio.new_event_loop()
