@@ -9,6 +9,10 @@ On PostgreSQL a daemon also LISTENs on `cigri_<role>`: a producer that calls
 `cigri.storage.heartbeats.notify_daemons(conn, role)` in its transaction starts that daemon's next
 pass early. A hint only; every daemon still polls on its interval.
 
+Each pass costs the lease one transaction, shared with the heartbeat: the lease is renewed together
+with the heartbeat at the end of a pass, and taken at the start of one only when this instance does
+not hold it or holds it for less than half its length (a first pass, a failed or very slow pass).
+
 Settings: `DAEMON_MAX_CONSECUTIVE_FAILURES` (failed passes in a row before the process exits, so
 almighty or systemd restarts it) and `LEASE_SECONDS` (how long a killed instance blocks its role).
 """
@@ -111,6 +115,7 @@ class Daemon(abc.ABC):
         self.passes = 0  # passes done while holding the lease
         self.failures = 0  # failed passes in a row
         self.has_lease = False
+        self._lease_until: datetime | None = None  # when our lease runs out, by `clock`
         self._wake = threading.Event()
 
     @classmethod
@@ -206,24 +211,42 @@ class Daemon(abc.ABC):
             if self.failures >= self.max_consecutive_failures:
                 raise
 
+    def _holds_lease(self) -> bool:
+        """True while the lease this instance renewed lately has at least half its length left:
+        the pass can start without a lease transaction (no one else can take it before then)."""
+        return (self.has_lease and self._lease_until is not None
+                and self._lease_until - self.clock.now() >= self.lease / 2)
+
     def _take_lease(self) -> bool:
+        if self._holds_lease():
+            return True
+        now = self.clock.now()
         with self.engine.begin() as conn:
-            held = acquire_lease(conn, role=self.name, owner=self.owner, now=self.clock.now(),
+            held = acquire_lease(conn, role=self.name, owner=self.owner, now=now,
                                  duration=self.lease)
+        self._note_lease(held, now)
+        return held
+
+    def _note_lease(self, held: bool, now: datetime) -> None:
+        self._lease_until = now + self.lease if held else None
         if held != self.has_lease:
             if held:
                 log.info("%s: this instance (%s) is now active", self.name, self.owner)
             else:
                 log.info("%s: another instance is active; waiting", self.name)
         self.has_lease = held
-        return held
 
     def _beat(self) -> None:
+        """The heartbeat of a pass, and the lease renewed in the same transaction."""
+        now = self.clock.now()
         with self.engine.begin() as conn:
+            held = acquire_lease(conn, role=self.name, owner=self.owner, now=now,
+                                 duration=self.lease)
             record_heartbeat(conn, name=self.name, host=self.host, pid=self.pid,
-                             started_at=self.started_at, now=self.clock.now(),
+                             started_at=self.started_at, now=now,
                              interval_seconds=self.interval.total_seconds(),
                              passes=self.passes, failures=self.failures)
+        self._note_lease(held, now)
 
     def _release(self) -> None:
         if not self.has_lease:
@@ -232,6 +255,7 @@ class Daemon(abc.ABC):
             with self.engine.begin() as conn:
                 release_lease(conn, role=self.name, owner=self.owner)
             self.has_lease = False
+            self._lease_until = None
         except Exception:
             log.warning("%s: could not release its lease; it will expire", self.name,
                         exc_info=True)

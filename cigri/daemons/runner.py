@@ -47,7 +47,7 @@ from cigri.domain import batches, colombo
 from cigri.domain.clock import Clock
 from cigri.domain.clusters import Cluster
 from cigri.domain.events import BLACKLIST
-from cigri.domain.jobs import EPILOGUE, PROLOGUE, LaunchContext, LaunchItem
+from cigri.domain.jobs import EPILOGUE, PROLOGUE, Job, LaunchContext, LaunchItem
 from cigri.domain.oar import OarApi, OarError, OarJob, OarRejected, SubmitRequest
 from cigri.domain.states import (
     PRIORITY_RESUBMIT,
@@ -229,17 +229,31 @@ class ClusterRunner(Daemon):
         return timedelta(seconds=settings.RUNNER_MIN_CYCLE_DURATION)
 
     def run_once(self) -> None:
+        # One transaction reads what the pass needs (and moves the taps); a pass with nothing to
+        # do ends there. Only settling submissions changes the taps' inputs: then they move again.
+        now = self.clock.now()
+        pending: list[submission_store.SubmissionRecord] = []
+        taps: dict[int, Tap] = {}
+        to_launch: list[Job] = []
         with self.engine.begin() as conn:
             self.cluster = get_cluster(conn, self.cluster.id)
             blacklisted = event_store.is_cluster_blacklisted(conn, self.cluster.id)
             if blacklisted:
                 self._close_all_taps(conn)
+            elif self.cluster.enabled:
+                pending = submission_store.list_submissions_to_reconcile(
+                    conn, cluster_id=self.cluster.id, intent_before=now - self.lease)
+                if not pending:
+                    taps = self._move_taps_in(conn, now)
+                to_launch = job_store.list_to_launch_jobs(conn, cluster_id=self.cluster.id,
+                                                          limit=_PENDING_LIMIT)
         if blacklisted or not self.cluster.enabled:
             log.debug("%s: cluster blacklisted or disabled, no OAR call", self.name)
             return
-        self.reconcile()
-        taps = self._move_taps()
-        if not self._submit_pending():
+        if pending:
+            self.reconcile(pending)
+            taps = self._move_taps()
+        if not self._submit_pending(to_launch):
             self._submit_from_queue(taps)
 
     # --- taps ------------------------------------------------------------------------------
@@ -254,29 +268,35 @@ class ClusterRunner(Daemon):
             submission_store.save_tap(conn, reset_tap(tap, now, self.taps))
 
     def _move_taps(self) -> dict[int, Tap]:
-        now = self.clock.now()
         with self.engine.begin() as conn:
-            waiting = job_store.count_waiting_jobs(conn, cluster_id=self.cluster.id)
-            campaigns = job_store.list_queued_campaigns(conn, cluster_id=self.cluster.id)
-            wanted = sorted(set(campaigns) | set(waiting))
-            taps = submission_store.get_or_create_taps(
-                conn, cluster_id=self.cluster.id, campaign_ids=wanted, settings=self.taps)
-            for campaign_id, tap in list(taps.items()):
-                moved = plan_tap(tap, has_waiting_jobs=waiting.get(campaign_id, 0) > 0, now=now,
-                                 settings=self.taps)
-                if moved != tap:
-                    submission_store.save_tap(conn, moved)
-                    taps[campaign_id] = moved
+            return self._move_taps_in(conn, self.clock.now())
+
+    def _move_taps_in(self, conn: Connection, now: datetime) -> dict[int, Tap]:
+        """Close or reopen the taps of the campaigns queued or waiting here; returns the queued
+        campaigns' taps in queue order."""
+        waiting = job_store.count_waiting_jobs(conn, cluster_id=self.cluster.id)
+        campaigns = job_store.list_queued_campaigns(conn, cluster_id=self.cluster.id)
+        wanted = sorted(set(campaigns) | set(waiting))
+        taps = submission_store.get_or_create_taps(
+            conn, cluster_id=self.cluster.id, campaign_ids=wanted, settings=self.taps)
+        for campaign_id, tap in list(taps.items()):
+            moved = plan_tap(tap, has_waiting_jobs=waiting.get(campaign_id, 0) > 0, now=now,
+                             settings=self.taps)
+            if moved != tap:
+                submission_store.save_tap(conn, moved)
+                taps[campaign_id] = moved
         return {campaign: taps[campaign] for campaign in campaigns if campaign in taps}
 
     # --- submission ------------------------------------------------------------------------
 
-    def _submit_pending(self) -> bool:
+    def _submit_pending(self, pending: Sequence[Job] | None = None) -> bool:
         """Behaviour 10: existing `to_launch` jobs go first, one submission per campaign and tag;
-        True if there were any (then nothing is taken from the queue this pass)."""
-        with self.engine.begin() as conn:
-            pending = job_store.list_to_launch_jobs(conn, cluster_id=self.cluster.id,
-                                                    limit=_PENDING_LIMIT)
+        True if there were any (then nothing is taken from the queue this pass). `pending`: the
+        cluster's `to_launch` jobs when the caller has read them already."""
+        if pending is None:
+            with self.engine.begin() as conn:
+                pending = job_store.list_to_launch_jobs(conn, cluster_id=self.cluster.id,
+                                                        limit=_PENDING_LIMIT)
         groups: dict[tuple[int, str | None], list[int]] = {}
         for job in pending:
             key = (job.campaign_id, job.tag if job.is_prologue_or_epilogue else None)
@@ -458,12 +478,14 @@ class ClusterRunner(Daemon):
 
     # --- reconciliation --------------------------------------------------------------------
 
-    def reconcile(self) -> int:
-        """Settle submissions whose fate on OAR is unknown; returns how many were settled."""
-        now = self.clock.now()
-        with self.engine.begin() as conn:
-            pending = submission_store.list_submissions_to_reconcile(
-                conn, cluster_id=self.cluster.id, intent_before=now - self.lease)
+    def reconcile(self, pending: Sequence[submission_store.SubmissionRecord] | None = None) -> int:
+        """Settle submissions whose fate on OAR is unknown (`pending`, when the caller has read
+        them already); returns how many were settled."""
+        if pending is None:
+            now = self.clock.now()
+            with self.engine.begin() as conn:
+                pending = submission_store.list_submissions_to_reconcile(
+                    conn, cluster_id=self.cluster.id, intent_before=now - self.lease)
         settled = 0
         for submission in pending:
             with self.engine.begin() as conn:
