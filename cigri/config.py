@@ -63,6 +63,9 @@ class Settings:
     # Engine
     REMOTE_WAITING_TIMEOUT: int = field(default=900, metadata=_describe(
         "Seconds a job may wait on OAR, or a task in the queue, before nikita kills/dequeues it."))
+    EPILOGUE_BLACKLIST_TIMEOUT: int = field(default=900, metadata=_describe(
+        "Seconds a finished campaign waits for a blacklisted cluster to run its epilogue there "
+        "before it terminates without it (EPILOGUE_SKIPPED)."))
     AUTOFIX_DELAY: int = field(default=30, metadata=_describe(
         "Seconds before a transient cluster error is re-probed and, if fine, closed."))
     STRESS_FACTOR: float = field(default=0.8, metadata=_describe(

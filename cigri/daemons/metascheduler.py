@@ -1,7 +1,8 @@
 """The meta-scheduler (`cigri-metascheduler`): turns the bags of tasks of running campaigns into
 queue rows (`jobs_to_launch`), one cluster per task, and creates prologue and epilogue jobs.
 
-Owns `jobs_to_launch` inserts, the prologue/epilogue `jobs` rows and the creation of missing taps.
+Owns `jobs_to_launch` inserts, the prologue/epilogue `jobs` rows (epilogues only where the
+campaign ran, withdrawn where they can no longer run) and the creation of missing taps.
 Does not submit anything (the runner does) nor expire queue rows (nikita does). Each pass: read a
 snapshot, create due prologue/epilogue jobs, decide the couples and their limits, fetch candidate
 tasks, distribute them (`cigri.domain.scheduling`), insert the queue rows — each step its own
@@ -9,7 +10,8 @@ short transaction. Only `in_treatment` campaigns are scheduled; a task is never 
 (`jobs_to_launch.task_id` is UNIQUE). One active instance per grid (role lease).
 
 Settings: `METASCHEDULER_INTERVAL`, `METASCHEDULER_POLICY` (`fair_share` or `fifo`),
-`STRESS_FACTOR`, `RUNNER_DEFAULT_INITIAL_NUMBER_OF_JOBS` (rate of the taps it creates).
+`STRESS_FACTOR`, `RUNNER_DEFAULT_INITIAL_NUMBER_OF_JOBS` (rate of the taps it creates),
+`EPILOGUE_BLACKLIST_TIMEOUT` (how long an epilogue waits for a blacklisted cluster).
 """
 
 from __future__ import annotations
@@ -27,12 +29,16 @@ from cigri.domain.scheduling import (
     Policy,
     QueueEntry,
     Snapshot,
+    TaggedJobPlan,
     TaskCandidate,
     distribute,
+    list_epilogue_campaigns,
     plan_couples,
+    plan_epilogues,
     plan_tagged_jobs,
     stack_size,
 )
+from cigri.storage import epilogues as epilogue_store
 from cigri.storage import events as event_store
 from cigri.storage import queue
 from cigri.storage.clusters import list_clusters
@@ -94,7 +100,21 @@ class MetaScheduler(Daemon):
             )
 
     def _create_prologues_and_epilogues(self, snapshot: Snapshot) -> None:
-        for plan in plan_tagged_jobs(snapshot):
+        plans = plan_tagged_jobs(snapshot)
+        drained = list_epilogue_campaigns(snapshot)
+        if drained:
+            with self.engine.begin() as conn:
+                epilogues = plan_epilogues(
+                    epilogue_store.list_epilogue_sites(conn, drained), now=self.clock.now(),
+                    blacklist_wait=timedelta(seconds=self.settings.EPILOGUE_BLACKLIST_TIMEOUT))
+                if epilogue_store.withdraw_epilogue_jobs(conn, epilogues.withdraw):
+                    log.info("withdrew epilogue jobs that can no longer run: %s",
+                             epilogues.withdraw, extra={"action": EPILOGUE})
+            plans += epilogues.create
+        self._create_tagged_jobs(plans)
+
+    def _create_tagged_jobs(self, plans: list[TaggedJobPlan]) -> None:
+        for plan in plans:
             with self.engine.begin() as conn:
                 job_id = queue.create_tagged_job(conn, campaign_id=plan.campaign_id,
                                                  cluster_id=plan.cluster_id, tag=plan.tag,

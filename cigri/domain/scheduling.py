@@ -5,6 +5,9 @@ Pure functions over a `Snapshot` read by `cigri.daemons.metascheduler`; they ret
 the daemon applies in short transactions. v3 rules (`cigri-v3-server.md` §3.2) with these changes:
 - a couple blacklisted for its campaign, or on a disabled cluster, gets nothing queued (v3 queued
   there anyway and let nikita expire the rows);
+- the epilogue runs only on the clusters where the campaign ran, and not at all where it cannot
+  run any more (`cigri.domain.campaigns.next_epilogue_step`; v3 ran it on every cluster and let
+  a blacklisted or disabled one hold the campaign for ever);
 - test couples really come first (v3's in-place list edit could leave one behind), and their
   queue rows say `besteffort: false`: test mode runs normal jobs whatever the campaign's type
   (v3 user ref §1.8);
@@ -19,9 +22,11 @@ import math
 from collections import deque
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from datetime import datetime, timedelta
 from enum import StrEnum
 from typing import Final
 
+from cigri.domain.campaigns import EpilogueSite, EpilogueStep, next_epilogue_step
 from cigri.domain.clusters import Cluster
 from cigri.domain.states import ACTIVE_JOB_STATES, JobState
 
@@ -162,8 +167,8 @@ def is_campaign_drained(snapshot: Snapshot, campaign_id: int) -> bool:
 
 
 def plan_tagged_jobs(snapshot: Snapshot) -> list[TaggedJobPlan]:
-    """Prologue and epilogue jobs to create now (v3 §3.2.1, behaviour 8): one per couple while
-    needed, none while one is in flight or the couple is blacklisted."""
+    """Prologue jobs to create now (v3 §3.2.1, behaviour 8): one per couple while needed, none
+    while one is in flight or the couple is blacklisted. Epilogues: `plan_epilogues`."""
     plans = []
     for couple in snapshot.couples:
         key = (couple.campaign_id, couple.cluster_id)
@@ -175,12 +180,35 @@ def plan_tagged_jobs(snapshot: Snapshot) -> list[TaggedJobPlan]:
             if not states & ACTIVE_JOB_STATES:
                 plans.append(TaggedJobPlan(campaign_id=couple.campaign_id,
                                            cluster_id=couple.cluster_id, tag=PROLOGUE))
-        if couple.has_epilogue and is_campaign_drained(snapshot, couple.campaign_id):
-            states = snapshot.epilogue_states.get(key, frozenset())
-            if JobState.TERMINATED not in states and not states & ACTIVE_JOB_STATES:
-                plans.append(TaggedJobPlan(campaign_id=couple.campaign_id,
-                                           cluster_id=couple.cluster_id, tag=EPILOGUE))
     return plans
+
+
+def list_epilogue_campaigns(snapshot: Snapshot) -> list[int]:
+    """Campaigns whose tasks are all done and that define an epilogue on one of their clusters:
+    the meta-scheduler reads their epilogue sites."""
+    return sorted({c.campaign_id for c in snapshot.couples
+                   if c.has_epilogue and is_campaign_drained(snapshot, c.campaign_id)})
+
+
+@dataclass(frozen=True, kw_only=True)
+class EpiloguePlan:
+    create: list[TaggedJobPlan]
+    withdraw: list[Couple]  # epilogue jobs no runner took, on clusters where they cannot run
+
+
+def plan_epilogues(sites: Sequence[EpilogueSite], *, now: datetime,
+                   blacklist_wait: timedelta) -> EpiloguePlan:
+    """Epilogue jobs to create (v3 §3.2.1, on the clusters where the campaign ran) and to
+    withdraw (`cigri.domain.campaigns.next_epilogue_step`)."""
+    create, withdraw = [], []
+    for site in sites:
+        step = next_epilogue_step(site, now=now, blacklist_wait=blacklist_wait)
+        if step is EpilogueStep.RUN:
+            create.append(TaggedJobPlan(campaign_id=site.campaign_id, cluster_id=site.cluster_id,
+                                        tag=EPILOGUE))
+        elif step is EpilogueStep.SKIP and site.is_to_launch:
+            withdraw.append((site.campaign_id, site.cluster_id))
+    return EpiloguePlan(create=create, withdraw=withdraw)
 
 
 def couple_limit(snapshot: Snapshot, couple: CampaignCluster) -> int:

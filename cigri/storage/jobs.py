@@ -12,7 +12,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any, Final
 
 from sqlalchemy import (
@@ -28,10 +28,16 @@ from sqlalchemy import (
     update,
 )
 
+from cigri.domain.campaigns import (
+    SETTLED_EPILOGUE_STEPS,
+    EpilogueSite,
+    EpilogueStep,
+    next_epilogue_step,
+)
 from cigri.domain.failures import BUDGETED_EVENT_CODES
 from cigri.domain.jobs import EPILOGUE, PROLOGUE, Job, LaunchItem, RunnerOptions
 from cigri.domain.states import CampaignState, EventClass, EventState, JobState
-from cigri.storage.queue import campaigns_awaiting_epilogue
+from cigri.storage.epilogues import list_epilogue_sites
 from cigri.storage.tables import (
     bag_of_tasks,
     campaign_properties,
@@ -342,6 +348,12 @@ class FinishedCampaign:
     grid_user: str
 
 
+@dataclass(frozen=True, kw_only=True)
+class TerminatedCampaign:
+    id: int
+    skipped_epilogues: tuple[EpilogueSite, ...] = ()  # clusters where its epilogue cannot run
+
+
 def _is_finished() -> Any:
     """No task, no queued task, no active job, and no job in `event` with an open event
     (behaviour 26), as one SQL condition on `campaigns`, so it is checked in one snapshot."""
@@ -355,10 +367,19 @@ def _is_finished() -> Any:
                 ~exists().where(bag_of_tasks.c.campaign_id == campaigns.c.id), ~busy_job)
 
 
-def list_finished_campaigns(conn: Connection, *, limit: int = 100) -> list[FinishedCampaign]:
-    """`in_treatment` campaigns that have nothing left to run, their epilogue included: a
-    campaign whose epilogue is defined but has not terminated on each of its clusters is not
-    finished (the meta-scheduler creates that epilogue once the tasks are done; v3 §7.16)."""
+def _epilogue_steps(conn: Connection, campaign_ids: Sequence[int], *, now: datetime,
+                    epilogue_wait: timedelta) -> list[tuple[EpilogueSite, EpilogueStep]]:
+    return [(site, next_epilogue_step(site, now=now, blacklist_wait=epilogue_wait))
+            for site in list_epilogue_sites(conn, campaign_ids)]
+
+
+def list_finished_campaigns(conn: Connection, *, now: datetime, epilogue_wait: timedelta,
+                            limit: int = 100) -> list[FinishedCampaign]:
+    """`in_treatment` campaigns that have nothing left to run, their epilogue included: one whose
+    epilogue still has to run on a cluster where the campaign ran is not finished (the
+    meta-scheduler creates that epilogue once the tasks are done; v3 §7.16). An epilogue that
+    cannot run there (cluster disabled, or blacklisted for `epilogue_wait`) does not hold it
+    (`cigri.domain.campaigns.next_epilogue_step`)."""
     found: list[FinishedCampaign] = []
     after = 0
     while len(found) < limit:  # pages by id, so campaigns waiting for an epilogue starve no one
@@ -368,20 +389,28 @@ def list_finished_campaigns(conn: Connection, *, limit: int = 100) -> list[Finis
         if not rows:
             break
         after = int(rows[-1].id)
-        waiting = campaigns_awaiting_epilogue(conn, [int(row.id) for row in rows])
+        waiting = {site.campaign_id for site, step in _epilogue_steps(
+            conn, [int(row.id) for row in rows], now=now, epilogue_wait=epilogue_wait)
+            if step not in SETTLED_EPILOGUE_STEPS}
         found.extend(FinishedCampaign(id=row.id, grid_user=row.grid_user) for row in rows
                      if row.id not in waiting)
     return found[:limit]
 
 
-def mark_campaign_terminated(conn: Connection, campaign_id: int, *, now: datetime) -> bool:
+def mark_campaign_terminated(conn: Connection, campaign_id: int, *, now: datetime,
+                             epilogue_wait: timedelta) -> TerminatedCampaign | None:
     """in_treatment → terminated with `completion_time`, re-checking in the same statement that
-    nothing came back meanwhile (and that no epilogue is still due)."""
-    if campaigns_awaiting_epilogue(conn, [campaign_id]):
-        return False
+    nothing came back meanwhile (and that no epilogue is still due). None if it did not happen;
+    otherwise the epilogues it finished without, for the caller to tell the user."""
+    steps = _epilogue_steps(conn, [campaign_id], now=now, epilogue_wait=epilogue_wait)
+    if any(step not in SETTLED_EPILOGUE_STEPS for _site, step in steps):
+        return None
     result = conn.execute(update(campaigns).where(campaigns.c.id == campaign_id, _is_finished())
                           .values(state=CampaignState.TERMINATED.value, completion_time=now))
-    return result.rowcount == 1
+    if result.rowcount != 1:
+        return None
+    return TerminatedCampaign(id=campaign_id, skipped_epilogues=tuple(
+        site for site, step in steps if step is EpilogueStep.SKIP))
 
 
 def set_tag(conn: Connection, job_ids: Sequence[int], tag: str) -> None:

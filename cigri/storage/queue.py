@@ -416,22 +416,3 @@ def create_tagged_job(conn: Connection, *, campaign_id: int, cluster_id: int, ta
                             runner_options=json.dumps({"besteffort": False}), updated_at=now)
         .returning(jobs.c.id)).scalar_one()
     return int(job_id)
-
-
-def campaigns_awaiting_epilogue(conn: Connection, campaign_ids: Sequence[int]) -> set[int]:
-    """The campaigns that define an epilogue on one of their clusters where no epilogue job has
-    terminated yet. Campaign completion must skip them: in v3 the meta-scheduler always ran
-    before the updator in a cycle and so created the epilogue first; concurrent daemons need
-    this check instead (the epilogue job, once created, keeps the campaign active)."""
-    if not campaign_ids:
-        return set()
-    done = exists().where(jobs.c.campaign_id == campaign_properties.c.campaign_id,
-                          jobs.c.cluster_id == campaign_properties.c.cluster_id,
-                          jobs.c.tag == "epilogue", jobs.c.state == JobState.TERMINATED.value)
-    rows = conn.execute(
-        select(campaign_properties.c.campaign_id).distinct().where(
-            campaign_properties.c.campaign_id.in_(list(campaign_ids)),
-            campaign_properties.c.name == "epilogue",
-            func.trim(campaign_properties.c.value) != "",
-            campaign_properties.c.cluster_id.is_not(None), ~done))
-    return {int(row.campaign_id) for row in rows}

@@ -313,18 +313,29 @@ def test_candidates_follow_priority_then_affinity_then_id_without_sorting_the_ba
     assert [t.affinity for t in found] == [-2, 0, 0, 0, 0, 0]
 
 
-def test_a_campaign_awaits_its_epilogue_until_one_terminated_on_each_cluster(
+def test_a_campaign_awaits_its_epilogue_until_one_terminated_on_each_cluster_it_ran_on(
         engine: Engine, clock: FakeClock) -> None:
-    from cigri.storage.queue import campaigns_awaiting_epilogue
+    from cigri.domain.campaigns import is_epilogue_settled
+    from cigri.storage.epilogues import list_epilogue_sites
+
+    def awaiting(conn: Any, ids: list[int]) -> set[int]:
+        return {s.campaign_id for s in list_epilogue_sites(conn, ids)
+                if not is_epilogue_settled(s, now=clock.now(), blacklist_wait=timedelta(1))}
 
     c1, c2 = _clusters(engine, clock, 2)
-    with_epilogue = _campaign(engine, clock, [c1, c2], 1, epilogue="echo done")
+    with_epilogue = _campaign(engine, clock, [c1, c2], 2, epilogue="echo done")
     plain = _campaign(engine, clock, [c1], 1)
     with engine.begin() as conn:
-        assert campaigns_awaiting_epilogue(conn, [with_epilogue, plain]) == {with_epilogue}
+        assert awaiting(conn, [with_epilogue, plain]) == set()  # it ran nowhere yet
+        params = conn.execute(select(bag_of_tasks.c.param_id).where(
+            bag_of_tasks.c.campaign_id == with_epilogue)).scalars().all()
+        conn.execute(insert(jobs), [{"campaign_id": with_epilogue, "cluster_id": c,
+                                     "param_id": p, "state": JobState.TERMINATED.value}
+                                    for c, p in zip((c1, c2), params, strict=True)])
+        assert awaiting(conn, [with_epilogue, plain]) == {with_epilogue}
         conn.execute(insert(jobs), [{"campaign_id": with_epilogue, "cluster_id": c, "tag": "epilogue",
                                      "state": JobState.TERMINATED.value} for c in (c1,)])
-        assert campaigns_awaiting_epilogue(conn, [with_epilogue]) == {with_epilogue}
+        assert awaiting(conn, [with_epilogue]) == {with_epilogue}
         conn.execute(insert(jobs).values(campaign_id=with_epilogue, cluster_id=c2,
                                          tag="epilogue", state=JobState.TERMINATED.value))
-        assert campaigns_awaiting_epilogue(conn, [with_epilogue, plain]) == set()
+        assert awaiting(conn, [with_epilogue, plain]) == set()
