@@ -2,12 +2,13 @@
 `cigri.domain.stats`, and the `grid_usage` samples (write, latest per cluster, age).
 
 On PostgreSQL the per-cluster sums (terminated tasks, count, sum and sum of squares of their
-durations, failure and resubmission events) and the terminated tasks per minute are maintained by
-triggers (`campaign_cluster_job_stats`, `campaign_cluster_throughput`, migration 0002), so a
-million-job campaign costs a few rows read. SQLite computes the same sums from `jobs` and `events`
-(`recompute_campaign_cluster_stats`, which also checks the maintained ones on PostgreSQL). Active
-jobs are counted through `ix_jobs_campaign_state` on both: they are few, and maintaining them would
-lock the sums row on every state change of the runner and the updater.
+durations), the terminated tasks per minute and the failure and resubmission events are maintained
+by triggers (`campaign_cluster_job_stats`, `campaign_cluster_throughput`,
+`campaign_cluster_event_counts`, migration 0002), so a million-job campaign costs a few rows read.
+SQLite computes the same sums from `jobs` and `events` (`recompute_campaign_cluster_stats`, which
+also checks the maintained ones on PostgreSQL). Active jobs are counted through
+`ix_jobs_campaign_state` on both: they are few, and maintaining them would lock a sums row on every
+state change of the runner and the updater.
 
 Throughput counts the tasks that stopped since the start of the minute `window_seconds` before
 `now` (the per-minute buckets cannot split a minute).
@@ -33,6 +34,7 @@ from cigri.domain.stats import (
 )
 from cigri.storage.tables import (
     bag_of_tasks,
+    campaign_cluster_event_counts,
     campaign_cluster_job_stats,
     campaign_cluster_throughput,
     clusters,
@@ -53,7 +55,6 @@ _NO_CLUSTER = 0
 class _Sums:
     """One cluster's (or the whole campaign's) figures before they become a `ClusterStats`."""
 
-    jobs: int = 0
     terminated: int = 0
     timed: int = 0
     total: float = 0.0
@@ -107,9 +108,8 @@ def _assemble(conn: Connection, campaign_id: int, sums: dict[int | None, _Sums],
     for cluster_id in sorted(sums, key=lambda key: key or 0):
         cluster = sums[cluster_id]
         whole.add(cluster)
-        # Sums rows outlive their last job (and failure events come without jobs): a cluster is
-        # listed while the campaign has jobs there, and the campaign line counts everything.
-        if cluster.jobs > 0:
+        # Sums rows outlive what they counted: a cluster is listed while it has something to show.
+        if cluster.terminated or cluster.active or cluster.failures or cluster.resubmissions:
             found.append(_stats(campaign_id, cluster_id, names.get(cluster_id), cluster,
                                 window_seconds))
     found.append(_stats(campaign_id, None, None, whole, window_seconds))
@@ -128,12 +128,12 @@ def _stats(campaign_id: int, cluster_id: int | None, name: str | None, sums: _Su
 
 def _maintained_sums(conn: Connection, campaign_id: int, since: datetime
                      ) -> dict[int | None, _Sums]:
-    table, minutes = campaign_cluster_job_stats, campaign_cluster_throughput
+    table, minutes, counts = (campaign_cluster_job_stats, campaign_cluster_throughput,
+                              campaign_cluster_event_counts)
     sums = {
         _cluster_key(row.cluster_id): _Sums(
-            jobs=int(row.jobs), terminated=int(row.terminated), timed=int(row.timed),
-            total=float(row.total_seconds), squares=float(row.squares),
-            failures=int(row.failures), resubmissions=int(row.resubmissions))
+            terminated=int(row.terminated), timed=int(row.timed),
+            total=float(row.total_seconds), squares=float(row.squares))
         for row in conn.execute(select(table).where(table.c.campaign_id == campaign_id))}
     # A primary-key range: at most window/60 minutes per cluster.
     recent = conn.execute(
@@ -142,6 +142,13 @@ def _maintained_sums(conn: Connection, campaign_id: int, since: datetime
         .group_by(minutes.c.cluster_id))
     for cluster_id, count in recent:
         sums.setdefault(_cluster_key(cluster_id), _Sums()).recent = int(count or 0)
+    # One row per database session that recorded events of the campaign.
+    events_rows = conn.execute(
+        select(counts.c.cluster_id, func.sum(counts.c.failures), func.sum(counts.c.resubmissions))
+        .where(counts.c.campaign_id == campaign_id).group_by(counts.c.cluster_id))
+    for cluster_id, failed, resubmitted in events_rows:
+        cluster = sums.setdefault(_cluster_key(cluster_id), _Sums())
+        cluster.failures, cluster.resubmissions = int(failed or 0), int(resubmitted or 0)
     return sums
 
 
@@ -161,7 +168,7 @@ def _computed_sums(conn: Connection, campaign_id: int, since: datetime
     done = and_(jobs.c.state == JobState.TERMINATED.value, jobs.c.param_id.is_not(None))
     timed = and_(done, jobs.c.start_time.is_not(None), jobs.c.stop_time.is_not(None))
     rows = conn.execute(
-        select(jobs.c.cluster_id, func.count().label("jobs"),
+        select(jobs.c.cluster_id,
                func.sum(case((done, 1), else_=0)).label("terminated"),
                func.sum(case((timed, 1), else_=0)).label("timed"),
                func.sum(case((timed, duration), else_=0.0)).label("total"),
@@ -170,7 +177,7 @@ def _computed_sums(conn: Connection, campaign_id: int, since: datetime
                .label("recent"))
         .where(jobs.c.campaign_id == campaign_id).group_by(jobs.c.cluster_id))
     sums = {row.cluster_id: _Sums(
-        jobs=int(row.jobs), terminated=int(row.terminated or 0), timed=int(row.timed or 0),
+        terminated=int(row.terminated or 0), timed=int(row.timed or 0),
         total=float(row.total or 0), squares=float(row.squares or 0), recent=int(row.recent or 0))
         for row in rows}
     failure_rows = conn.execute(

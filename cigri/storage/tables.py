@@ -370,20 +370,19 @@ campaign_job_counts = Table(
 )
 
 # Per (campaign, cluster) sums behind `/campaigns/<id>/stats`, kept by PostgreSQL statement
-# triggers on `jobs` and `events` (migration 0002) so the call reads a few rows instead of every
-# job of a million-job campaign; SQLite computes the same figures from `jobs` and `events`.
+# triggers on `jobs` (migration 0002) so the call reads a few rows instead of every job of a
+# million-job campaign; SQLite computes the same figures from `jobs`. Only terminated tasks count,
+# so the statements that write here are those that move tasks into or out of `terminated`, which
+# already lock the campaign's `campaign_job_counts` row: no new waits for the daemons.
 # `cluster_id` 0 stands for jobs and events without a cluster (a primary key cannot be NULL).
 campaign_cluster_job_stats = Table(
     "campaign_cluster_job_stats", metadata,
     Column("campaign_id", Integer, _cascade("campaigns.id"), primary_key=True),
     Column("cluster_id", Integer, primary_key=True),
-    Column("jobs", BigInteger, nullable=False, server_default="0"),
     Column("terminated", BigInteger, nullable=False, server_default="0"),  # with a param_id
-    Column("timed", BigInteger, nullable=False, server_default="0"),  # terminated, start and stop
+    Column("timed", BigInteger, nullable=False, server_default="0"),  # with start and stop times
     Column("total_seconds", Float, nullable=False, server_default="0"),  # of the timed ones
     Column("squares", Float, nullable=False, server_default="0"),  # sum of squared durations
-    Column("failures", BigInteger, nullable=False, server_default="0"),  # job events, v3 sense
-    Column("resubmissions", BigInteger, nullable=False, server_default="0"),  # RESUBMIT events
 )
 
 # Terminated tasks per (campaign, cluster) and minute of their stop time (PostgreSQL triggers):
@@ -394,4 +393,17 @@ campaign_cluster_throughput = Table(
     Column("cluster_id", Integer, primary_key=True),
     Column("minute", UTCDateTime, primary_key=True),
     Column("terminated", BigInteger, nullable=False, server_default="0"),
+)
+
+# Failure and resubmission events per (campaign, cluster), kept by PostgreSQL triggers on `events`
+# in one row per database session that wrote them, so two transactions recording failures of the
+# same campaign never wait for each other (the updater's blacklist relies on an advisory lock
+# alone); the figure is the sum of the rows.
+campaign_cluster_event_counts = Table(
+    "campaign_cluster_event_counts", metadata,
+    Column("campaign_id", Integer, _cascade("campaigns.id"), primary_key=True),
+    Column("cluster_id", Integer, primary_key=True),
+    Column("backend_pid", Integer, primary_key=True),  # pg_backend_pid() of the writer
+    Column("failures", BigInteger, nullable=False, server_default="0"),  # job events, v3 sense
+    Column("resubmissions", BigInteger, nullable=False, server_default="0"),  # RESUBMIT events
 )

@@ -20,6 +20,7 @@ from cigri.storage.events import close_job_events, record_event
 from cigri.storage.maintenance import purge_campaigns
 from cigri.storage.migrate import alembic_config, upgrade
 from cigri.storage.tables import (
+    campaign_cluster_event_counts,
     campaign_cluster_job_stats,
     campaign_cluster_throughput,
     campaigns,
@@ -92,6 +93,7 @@ def _story(engine: Engine, check: Callable[[Connection, str], None]) -> None:
                         _job(x, px[8], None, "to_launch")]  # no cluster yet
                      + [_job(y, p, a, "terminated", start=ago(30 + i), stop=ago(5 + i))
                         for i, p in enumerate(py)])
+        record_event(conn, class_="job", code="EXIT_ERROR", campaign_id=y, cluster_id=a, now=NOW)
         check(conn, "insert")
 
         x_jobs = select(jobs.c.id).where(jobs.c.campaign_id == x, jobs.c.param_id.is_not(None))
@@ -197,8 +199,31 @@ def test_purge_leaves_no_sums_rows(pg_engine: Engine) -> None:
     _run(pg_engine)
     with pg_engine.begin() as conn:
         left = {table.name: sorted(set(conn.execute(select(table.c.campaign_id)).scalars()))
-                for table in (campaign_cluster_job_stats, campaign_cluster_throughput)}
-    assert left == {"campaign_cluster_job_stats": [1], "campaign_cluster_throughput": [1]}
+                for table in (campaign_cluster_job_stats, campaign_cluster_throughput,
+                              campaign_cluster_event_counts)}
+    assert left == {"campaign_cluster_job_stats": [1], "campaign_cluster_throughput": [1],
+                    "campaign_cluster_event_counts": [1]}
+
+
+def test_failures_recorded_at_once_do_not_wait_for_each_other(pg_engine: Engine) -> None:
+    """Each session counts events in its own row: a second transaction recording a failure of
+    the same campaign and cluster goes through while the first is still open."""
+    with pg_engine.begin() as conn:
+        cluster = conn.execute(insert(clusters).values(name="a", api_url="http://a/")
+                               ).inserted_primary_key[0]
+        campaign = conn.execute(insert(campaigns).values(
+            grid_user="alice", state="in_treatment", nb_jobs=1)).inserted_primary_key[0]
+    with pg_engine.connect() as first, pg_engine.connect() as second, first.begin():
+        record_event(first, class_="job", code="EXIT_ERROR", campaign_id=campaign,
+                     cluster_id=cluster, now=NOW)
+        with second.begin():
+            # Waiting for the first transaction's row would fail here instead of hanging.
+            second.execute(text("SET LOCAL lock_timeout = '5s'"))
+            record_event(second, class_="job", code="RESUBMIT", campaign_id=campaign,
+                         cluster_id=cluster, now=NOW)
+    with pg_engine.begin() as conn:
+        whole = stats.campaign_cluster_stats(conn, campaign, now=NOW, window_seconds=WINDOW)[-1]
+    assert (whole.failures, whole.resubmissions) == (1, 1)
 
 
 @pytest.fixture
@@ -241,10 +266,11 @@ def test_migration_fills_the_sums_from_existing_rows_and_downgrades(bare_pg_url:
             shown = stats.campaign_cluster_stats(conn, campaign, now=NOW, window_seconds=WINDOW)
             recomputed = stats.recompute_campaign_cluster_stats(conn, campaign, now=NOW,
                                                                 window_seconds=WINDOW)
-            rows = conn.execute(select(func.count()).select_from(campaign_cluster_job_stats)
-                                ).scalar_one()
+            rows = [conn.execute(select(func.count()).select_from(table)).scalar_one()
+                    for table in (campaign_cluster_job_stats, campaign_cluster_throughput,
+                                  campaign_cluster_event_counts)]
         assert _same(_figures(shown), _figures(recomputed))
-        assert (shown[-1].terminated, shown[-1].failures, rows) == (1, 1, 2)
+        assert (shown[-1].terminated, shown[-1].failures, rows) == (1, 1, [1, 1, 1])
 
         command.downgrade(alembic_config(bare_pg_url), "0001")
         with engine.begin() as conn:
