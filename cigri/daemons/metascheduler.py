@@ -2,7 +2,8 @@
 queue rows (`jobs_to_launch`), one cluster per task, and creates prologue and epilogue jobs.
 
 Owns `jobs_to_launch` inserts, the prologue/epilogue `jobs` rows (epilogues only where the
-campaign ran, withdrawn where they can no longer run) and the creation of missing taps.
+campaign ran, withdrawn where they can no longer run), the creation of missing taps, and the
+NO_USABLE_CLUSTER event of a campaign whose clusters are all disabled or removed.
 Does not submit anything (the runner does) nor expire queue rows (nikita does). Each pass: read a
 snapshot, create due prologue/epilogue jobs, decide the couples and their limits, fetch candidate
 tasks, distribute them (`cigri.domain.scheduling`), insert the queue rows — each step its own
@@ -22,6 +23,7 @@ from datetime import timedelta
 from cigri.config import Settings
 from cigri.daemons.base import Daemon, DaemonContext
 from cigri.daemons.base import main as run_daemon
+from cigri.domain.campaigns import NO_USABLE_CLUSTER, plan_stranded_events, stranded_message
 from cigri.domain.scheduling import (
     EPILOGUE,
     PROLOGUE,
@@ -38,6 +40,8 @@ from cigri.domain.scheduling import (
     plan_tagged_jobs,
     stack_size,
 )
+from cigri.domain.states import EventClass
+from cigri.storage import campaigns as campaign_store
 from cigri.storage import epilogues as epilogue_store
 from cigri.storage import events as event_store
 from cigri.storage import queue
@@ -61,6 +65,7 @@ class MetaScheduler(Daemon):
         return Policy(self.settings.METASCHEDULER_POLICY)
 
     def run_once(self) -> None:
+        self._report_stranded_campaigns()
         snapshot = self._read_snapshot()
         if not snapshot.couples:
             log.debug("no running campaign")
@@ -98,6 +103,28 @@ class MetaScheduler(Daemon):
                 stress_threshold=self.settings.STRESS_FACTOR,
                 initial_tap_rate=self.settings.RUNNER_DEFAULT_INITIAL_NUMBER_OF_JOBS,
             )
+
+    def _report_stranded_campaigns(self) -> None:
+        """One open NO_USABLE_CLUSTER event on a campaign with tasks left whose clusters are all
+        disabled or removed (the user sees it in gridevents and gridstat, the notifier tells
+        them), closed once one is back or the campaign ended (`plan_stranded_events`)."""
+        with self.engine.begin() as conn:
+            stranded = campaign_store.list_stranded_campaigns(conn)
+            open_events: dict[int, list[int]] = {}
+            for event in event_store.list_open_events(conn, code=NO_USABLE_CLUSTER):
+                if event.campaign_id is not None:
+                    open_events.setdefault(event.campaign_id, []).append(event.id)
+            to_open, to_close = plan_stranded_events(stranded, open_events)
+            now = self.clock.now()
+            for campaign_id in to_open:
+                event_store.record_event(
+                    conn, class_=EventClass.CAMPAIGN, code=NO_USABLE_CLUSTER,
+                    campaign_id=campaign_id, now=now, checked=True,
+                    message=stranded_message(campaign_id, stranded[campaign_id]))
+            event_store.close_events(conn, to_close, now=now)
+        for campaign_id in to_open:
+            log.warning("campaign %d has tasks left and no enabled cluster", campaign_id,
+                        extra={"campaign_id": campaign_id, "action": NO_USABLE_CLUSTER})
 
     def _create_prologues_and_epilogues(self, snapshot: Snapshot) -> None:
         plans = plan_tagged_jobs(snapshot)

@@ -1,8 +1,10 @@
-"""A campaign as the rest of cigri sees it (one `campaigns` row), and the rule deciding on which
-clusters a finished campaign's epilogue still has to run (`next_epilogue_step`)."""
+"""A campaign as the rest of cigri sees it (one `campaigns` row), the rule deciding on which
+clusters a finished campaign's epilogue still has to run (`next_epilogue_step`), and when a
+campaign left without any usable cluster is reported (`plan_stranded_events`)."""
 
 from __future__ import annotations
 
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from enum import StrEnum
@@ -98,3 +100,26 @@ def epilogue_skip_message(site: EpilogueSite) -> str:
         why = f"the campaign has been blacklisted there since {since}"
     return (f"The epilogue of campaign {site.campaign_id} did not run on {site.cluster_name}: "
             f"{why}. The campaign finished without it.")
+
+
+# --- campaigns left without a cluster ------------------------------------------------------------
+
+NO_USABLE_CLUSTER: Final = "NO_USABLE_CLUSTER"
+
+
+def plan_stranded_events(stranded: Collection[int], open_events: Mapping[int, Sequence[int]]
+                         ) -> tuple[list[int], list[int]]:
+    """Which campaigns get a NO_USABLE_CLUSTER event (stranded: tasks left, every cluster of
+    theirs disabled or removed) and which open ones to close (their campaign is no longer
+    stranded: a cluster came back, or it ended). One open event per campaign, never one a pass.
+    `open_events` maps a campaign to its open NO_USABLE_CLUSTER events."""
+    to_open = sorted(set(stranded) - set(open_events))
+    to_close = sorted(event_id for campaign_id, ids in open_events.items()
+                      if campaign_id not in stranded for event_id in ids)
+    return to_open, to_close
+
+
+def stranded_message(campaign_id: int, remaining_tasks: int) -> str:
+    return (f"Campaign {campaign_id} has {remaining_tasks} task(s) left but none of its clusters "
+            "is enabled any more (disabled or removed by an admin): nothing runs until one is "
+            "enabled again, or cancel the campaign.")

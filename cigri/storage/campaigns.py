@@ -19,7 +19,7 @@ from datetime import datetime
 from itertools import islice
 from typing import Any, Final
 
-from sqlalchemy import Connection, Row, func, insert, select, text, update
+from sqlalchemy import Connection, Row, exists, func, insert, select, text, update
 from sqlalchemy.exc import IntegrityError
 
 from cigri.domain.campaigns import Campaign
@@ -130,6 +130,23 @@ def campaign_from_row(row: Row[Any]) -> Campaign:
         name=row.name, submission_time=row.submission_time, completion_time=row.completion_time,
         nb_jobs=int(row.nb_jobs), jdl=row.jdl,
     )
+
+
+def list_stranded_campaigns(conn: Connection) -> dict[int, int]:
+    """`in_treatment` campaigns with tasks left in their bag but no enabled cluster among theirs
+    (every one disabled, or removed with its properties): campaign id → remaining tasks."""
+    usable = exists().where(campaign_properties.c.campaign_id == campaigns.c.id,
+                            campaign_properties.c.cluster_id == clusters.c.id,
+                            clusters.c.enabled.is_(True))
+    stranded = conn.execute(select(campaigns.c.id).where(
+        campaigns.c.state == CampaignState.IN_TREATMENT.value,
+        exists().where(bag_of_tasks.c.campaign_id == campaigns.c.id), ~usable)).scalars().all()
+    if not stranded:
+        return {}
+    rows = conn.execute(select(bag_of_tasks.c.campaign_id, func.count())
+                        .where(bag_of_tasks.c.campaign_id.in_(list(stranded)))
+                        .group_by(bag_of_tasks.c.campaign_id))
+    return {int(campaign_id): int(count) for campaign_id, count in rows}
 
 
 def cluster_ids_by_name(conn: Connection, names: Iterable[str]) -> dict[str, int]:
