@@ -72,6 +72,8 @@ class MetaScheduler(Daemon):
             return
         self._create_prologues_and_epilogues(snapshot)
         couples = [c for c in plan_couples(snapshot) if c.limit > 0]
+        if not couples:
+            return  # every couple is full, blacklisted or waiting for its prologue
         stacks = self._read_stacks(couples)
         entries = distribute(couples, stacks, policy=self.policy,
                              first_batch_id=self._first_batch_id())
@@ -80,6 +82,8 @@ class MetaScheduler(Daemon):
     def _read_snapshot(self) -> Snapshot:
         with self.engine.begin() as conn:
             couples = queue.list_running_couples(conn)
+            if not couples:
+                return Snapshot(couples=couples, clusters={})  # idle: nothing else to read
             campaign_ids = sorted({c.campaign_id for c in couples})
             return Snapshot(
                 couples=couples,

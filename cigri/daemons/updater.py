@@ -67,6 +67,8 @@ _POLLED: Final = (JobState.SUBMITTED, JobState.REMOTE_WAITING, JobState.RUNNING)
 # v3 read the stress factor once per almighty cycle (10 s); polling faster than that must not
 # multiply the requests spent on it.
 STRESS_REFRESH: Final = timedelta(seconds=10)
+# Open events that give autofix or blacklist lifting something to do.
+_WATCHED_CODES: Final = sorted(AUTOFIX_CODES | {BLACKLIST})
 
 
 def _is_ours(oar_job: OarJob, job: Job) -> bool:
@@ -104,12 +106,16 @@ class Updater(Daemon):
         with self.engine.begin() as conn:
             everywhere = list_clusters(conn)
             blacklisted = event_store.list_blacklisted_clusters(conn)
+            busy = job_store.clusters_with_jobs_to_poll(conn)
         for cluster in everywhere:  # a disabled cluster's jobs are still followed to their end
-            if cluster.id not in blacklisted:
+            if cluster.id not in blacklisted and cluster.id in busy:
                 self.poll_cluster(cluster)
         clusters = [cluster for cluster in everywhere if cluster.enabled]
-        self.autofix(clusters)
-        self.lift_blacklists()
+        with self.engine.begin() as conn:  # most passes have no cluster error nor blacklist
+            watched = event_store.list_open_events(conn, code=_WATCHED_CODES, limit=1)
+        if watched:
+            self.autofix(clusters)
+            self.lift_blacklists()
         now = self.clock.now()
         if self._stress_read_at is None or now - self._stress_read_at >= STRESS_REFRESH:
             self._stress_read_at = now

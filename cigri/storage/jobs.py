@@ -84,6 +84,14 @@ def list_jobs_to_poll(conn: Connection, *, cluster_id: int, after_id: int = 0,
     return [job_from_row(row) for row in rows]
 
 
+def clusters_with_jobs_to_poll(conn: Connection) -> set[int]:
+    """The clusters that have at least one job OAR runs or will run (the updater polls only
+    those: an idle cluster costs no page query)."""
+    rows = conn.execute(select(jobs.c.cluster_id).where(jobs.c.state.in_(POLLED_STATES),
+                                                        jobs.c.cluster_id.is_not(None)).distinct())
+    return {int(row.cluster_id) for row in rows}
+
+
 def list_jobs_of_submission(conn: Connection, submission_id: int) -> list[Job]:
     rows = conn.execute(select(jobs).where(jobs.c.submission_id == submission_id)
                         .order_by(jobs.c.array_index))
