@@ -18,6 +18,7 @@ from cigri.domain.events import BLACKLIST
 from cigri.domain.states import EventClass, EventState
 from cigri.storage import events as event_store
 from cigri.storage.clusters import set_cluster_enabled
+from cigri.storage.queries import list_campaign_events
 from cigri.storage.tables import campaigns, clusters
 from tests.integration.engine_helpers import (
     Grid,
@@ -157,6 +158,9 @@ def test_a_disabled_cluster_is_skipped_at_once_and_its_untaken_epilogue_withdraw
     assert _skips(grid) == [(campaign, c2, "notify", "closed")]
     (skip,) = event_rows(grid.engine, "EPILOGUE_SKIPPED")
     assert "the cluster is disabled" in skip.message
+    with grid.engine.begin() as conn:  # `gridevents --all <campaign>` shows it
+        shown = list_campaign_events(conn, campaign, include_closed=True)
+    assert [e["cluster_name"] for e in shown if e["code"] == "EPILOGUE_SKIPPED"] == ["c2"]
 
 
 def test_a_removed_cluster_holds_nothing(grid: Grid) -> None:
