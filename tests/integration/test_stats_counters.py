@@ -29,7 +29,6 @@ from cigri.storage.tables import (
     jobs,
     parameters,
 )
-from tests.conftest import _engine_for
 
 # Mid-minute, so the throughput window starts at 11:00:00 while `now - 1 h` is 11:00:30.
 NOW = datetime(2026, 1, 10, 12, 0, 30, tzinfo=UTC)
@@ -97,7 +96,7 @@ def _story(engine: Engine, check: Callable[[Connection, str], None]) -> None:
         check(conn, "insert")
 
         x_jobs = select(jobs.c.id).where(jobs.c.campaign_id == x, jobs.c.param_id.is_not(None))
-        for state in ("launching", "submitted"):
+        for state in ("launching", "submitted", "remote_waiting", "batch_waiting"):
             conn.execute(update(jobs).where(jobs.c.id.in_(x_jobs)).values(state=state))
         conn.execute(update(jobs).where(jobs.c.id.in_(x_jobs)).values(state="running",
                                                                        start_time=ago(100)))
@@ -165,7 +164,11 @@ def _run(engine: Engine) -> Snapshot:
 
 @pytest.fixture
 def sqlite_engine(sqlite_url: str) -> Iterator[Engine]:
-    yield from _engine_for(sqlite_url)
+    engine = make_engine(sqlite_url)
+    try:
+        yield engine
+    finally:
+        engine.dispose()
 
 
 def test_maintained_sums_match_a_recomputation_and_sqlite(pg_engine: Engine,
