@@ -53,7 +53,7 @@ class CountingFactory:
 
 @dataclass
 class Grid:
-    """Emulated clusters registered in the database."""
+    """Emulated clusters registered in the database; `with` stops the emulator at the end."""
 
     engine: Engine
     clock: FakeClock
@@ -63,6 +63,12 @@ class Grid:
     clusters: list[Cluster]
     factory: CountingFactory = field(default_factory=CountingFactory)
     stop: threading.Event = field(default_factory=threading.Event)
+
+    def __enter__(self) -> Grid:
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        self.emulator.stop()
 
     def advance(self, seconds: float) -> None:
         """Emulated time and cigri's FakeClock move together."""

@@ -191,7 +191,8 @@ class Received:
 
 @dataclass
 class HttpReceiver:
-    """A local HTTP server recording every POST; answers `status` (changeable)."""
+    """A local HTTP server recording every POST; answers `status` (changeable). `with` starts
+    and stops it."""
 
     status: int = 200
     received: list[Received] = field(default_factory=list)
@@ -226,6 +227,13 @@ class HttpReceiver:
         if self.server is not None:
             self.server.shutdown()
             self.server.server_close()
+
+    def __enter__(self) -> HttpReceiver:
+        self.start()
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        self.stop()
 
 
 def add_cluster(engine: Engine, name: str = "alpha") -> int:

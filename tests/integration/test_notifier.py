@@ -35,21 +35,14 @@ from tests.integration.notify_helpers import HttpReceiver, add_campaign, subscri
 
 @pytest.fixture
 def grid(pg_engine: Engine, clock: FakeClock) -> Iterator[Grid]:
-    grid = start_grid(pg_engine, clock, clusters=1, nodes=4, cores=2)
-    try:
+    with start_grid(pg_engine, clock, clusters=1, nodes=4, cores=2) as grid:
         yield grid
-    finally:
-        grid.emulator.stop()
 
 
 @pytest.fixture
 def receiver() -> Iterator[HttpReceiver]:
-    server = HttpReceiver()
-    server.start()
-    try:
+    with HttpReceiver() as server:
         yield server
-    finally:
-        server.stop()
 
 
 def _notifier(engine: Engine, clock: FakeClock, **settings: object) -> NotifierDaemon:

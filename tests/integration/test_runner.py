@@ -33,11 +33,8 @@ from tests.integration.engine_helpers import (
 
 @pytest.fixture
 def grid(pg_engine: Engine, clock: FakeClock) -> Iterator[Grid]:
-    grid = start_grid(pg_engine, clock, clusters=2)
-    try:
+    with start_grid(pg_engine, clock, clusters=2) as grid:
         yield grid
-    finally:
-        grid.emulator.stop()
 
 
 def _oar_jobs(grid: Grid, index: int = 0) -> dict[int, dict]:

@@ -23,11 +23,8 @@ from tests.integration.engine_helpers import (
 
 @pytest.fixture
 def grid(engine: Engine, clock: FakeClock) -> Iterator[Grid]:
-    grid = start_grid(engine, clock, clusters=1)
-    try:
+    with start_grid(engine, clock, clusters=1) as grid:
         yield grid
-    finally:
-        grid.emulator.stop()
 
 
 def test_tasks_run_to_terminated_and_the_campaign_finishes_on_both_databases(grid: Grid) -> None:

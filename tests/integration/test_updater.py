@@ -36,11 +36,8 @@ from tests.integration.engine_helpers import (
 
 @pytest.fixture
 def grid(pg_engine: Engine, clock: FakeClock) -> Iterator[Grid]:
-    grid = start_grid(pg_engine, clock, clusters=1, nodes=2, cores=2)
-    try:
+    with start_grid(pg_engine, clock, clusters=1, nodes=2, cores=2) as grid:
         yield grid
-    finally:
-        grid.emulator.stop()
 
 
 def _submit(grid: Grid, params: list[str], **props: str) -> int:
