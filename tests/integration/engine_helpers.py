@@ -4,6 +4,7 @@ clusters over HTTP, campaigns and queued tasks made directly in the database."""
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import timedelta
@@ -111,6 +112,21 @@ def start_grid(engine: Engine, clock: FakeClock, *, clusters: int = 1, nodes: in
                 settings=settings or make_settings(), clusters=registered)
 
 
+def start_exec_grid(engine: Engine, clock: FakeClock, *, workdir: str | None = None,
+                    nodes: int = 2, cores: int = 2, settings: Settings | None = None) -> Grid:
+    """One emulated cluster `exec1` in execute mode: its jobs really run, in real time."""
+    emulator = run_in_thread(clusters=1, nodes=nodes, cores=cores, mode="execute",
+                             workdir=workdir)
+    try:
+        with engine.begin() as conn:
+            cluster = add_cluster(conn, name="exec1", api_url=emulator.urls[0], now=clock.now())
+    except BaseException:
+        emulator.stop()
+        raise
+    return Grid(engine=engine, clock=clock, emulator=emulator, emu_clock=ManualClock(),
+                settings=settings or make_settings(), clusters=[cluster])
+
+
 def new_campaign(grid: Grid, params: Iterable[str], *, clusters: Sequence[int] = (0,),
                  exec_file: str = "sleep", **props: str) -> int:
     properties: dict[str, str] = {"exec_file": exec_file, "type": "best-effort",
@@ -141,6 +157,23 @@ def queue_tasks(grid: Grid, campaign_id: int, *, cluster: int = 0, besteffort: b
                  "runner_options": '{"besteffort": %s}' % ("true" if besteffort else "false")}
                 for task in tasks])
     return len(tasks)
+
+
+def run_to_termination(grid: Grid, params: Sequence[str], *, exec_file: str,
+                       timeout_seconds: float = 30.0, **props: str) -> int:
+    """A normal campaign on a grid in execute mode: all its jobs submitted in one runner pass, then
+    updater passes until every job is terminated (real time: the jobs really run)."""
+    campaign = new_campaign(grid, params, exec_file=exec_file, type="normal", **props)
+    queue_tasks(grid, campaign, besteffort=False)
+    grid.runner(settings=make_settings(RUNNER_DEFAULT_INITIAL_NUMBER_OF_JOBS=10)).run(loops=1)
+    updater = grid.updater()
+    done = {"terminated": len(params)}
+    deadline = time.monotonic() + timeout_seconds
+    while time.monotonic() < deadline and states(grid.engine, campaign) != done:
+        updater.run(loops=1)
+        time.sleep(0.2)
+    assert states(grid.engine, campaign) == done
+    return campaign
 
 
 def job_rows(engine: Engine, campaign_id: int | None = None) -> list[Any]:

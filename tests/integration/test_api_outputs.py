@@ -5,7 +5,6 @@ are refused."""
 
 from __future__ import annotations
 
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -15,38 +14,19 @@ from sqlalchemy import Engine, update
 from cigri.api import create_app
 from cigri.config import build_settings
 from cigri.domain.clock import FakeClock
-from cigri.emulator import ManualClock, run_in_thread
-from cigri.storage.clusters import add_cluster
 from cigri.storage.tables import campaigns
-from tests.integration.engine_helpers import USER, Grid, make_settings, new_campaign, queue_tasks, states
+from tests.integration.engine_helpers import USER, Grid, run_to_termination, start_exec_grid
 
 
 @pytest.fixture
 def grid(pg_engine: Engine, clock: FakeClock, tmp_path: Path) -> Iterator[Grid]:
-    emulator = run_in_thread(clusters=1, nodes=2, cores=2, mode="execute",
-                             workdir=str(tmp_path / "oar"))
-    try:
-        with pg_engine.begin() as conn:
-            cluster = add_cluster(conn, name="exec1", api_url=emulator.urls[0], now=clock.now())
-        yield Grid(engine=pg_engine, clock=clock, emulator=emulator, emu_clock=ManualClock(),
-                   settings=make_settings(), clusters=[cluster])
-    finally:
-        emulator.stop()
+    with start_exec_grid(pg_engine, clock, workdir=str(tmp_path / "oar")) as grid:
+        yield grid
 
 
 def _run_campaign(grid: Grid, params: list[str]) -> int:
-    campaign = new_campaign(grid, params, exec_file="sh -c 'echo out-\\$0; echo err-\\$0 >&2'",
-                            type="normal")
-    queue_tasks(grid, campaign, besteffort=False)
-    grid.runner(settings=make_settings(RUNNER_DEFAULT_INITIAL_NUMBER_OF_JOBS=10)).run(loops=1)
-    updater = grid.updater()
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline and states(grid.engine, campaign) != {
-            "terminated": len(params)}:
-        updater.run(loops=1)
-        time.sleep(0.2)
-    assert states(grid.engine, campaign) == {"terminated": len(params)}
-    return campaign
+    return run_to_termination(grid, params,
+                              exec_file="sh -c 'echo out-\\$0; echo err-\\$0 >&2'")
 
 
 def _outputs(tmp_path: Path) -> list[str]:

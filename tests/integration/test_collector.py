@@ -6,7 +6,6 @@ restarted after a crash or a lost local file resumes and fetches what is missing
 from __future__ import annotations
 
 import threading
-import time
 from collections.abc import Iterator
 from datetime import timedelta
 from pathlib import Path
@@ -18,18 +17,15 @@ from cigri.config import Settings
 from cigri.daemons import collector as collector_module
 from cigri.daemons.collector import Collector
 from cigri.domain.clock import FakeClock
-from cigri.emulator import ManualClock, run_in_thread
 from cigri.oar.client import OarClient
 from cigri.storage import collected as store
-from cigri.storage.clusters import add_cluster
 from cigri.storage.tables import collected_files
 from tests.integration.engine_helpers import (
     Grid,
     event_rows,
     make_settings,
-    new_campaign,
-    queue_tasks,
-    states,
+    run_to_termination,
+    start_exec_grid,
 )
 
 # OAR's oarsub shell evaluates the command once at submission (the emulator too): escape $0.
@@ -38,30 +34,13 @@ SCRIPT = r"sh -c 'echo result-\$0 > out_\$0.txt; printf shared-\$0 > common.log'
 
 @pytest.fixture
 def grid(pg_engine: Engine, clock: FakeClock, tmp_path: Path) -> Iterator[Grid]:
-    emulator = run_in_thread(clusters=1, nodes=2, cores=2, mode="execute",
-                             workdir=str(tmp_path / "oar"))
-    try:
-        with pg_engine.begin() as conn:
-            cluster = add_cluster(conn, name="exec1", api_url=emulator.urls[0], now=clock.now())
-        yield Grid(engine=pg_engine, clock=clock, emulator=emulator, emu_clock=ManualClock(),
-                   settings=make_settings(COLLECTOR_DIRECTORY=str(tmp_path / "results")),
-                   clusters=[cluster])
-    finally:
-        emulator.stop()
+    settings = make_settings(COLLECTOR_DIRECTORY=str(tmp_path / "results"))
+    with start_exec_grid(pg_engine, clock, workdir=str(tmp_path / "oar"), settings=settings) as grid:
+        yield grid
 
 
 def _run_campaign(grid: Grid, params: list[str], **props: str) -> int:
-    campaign = new_campaign(grid, params, exec_file=SCRIPT, type="normal", **props)
-    queue_tasks(grid, campaign, besteffort=False)
-    grid.runner(settings=make_settings(RUNNER_DEFAULT_INITIAL_NUMBER_OF_JOBS=10)).run(loops=1)
-    updater = grid.updater()
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline and states(grid.engine, campaign) != {
-            "terminated": len(params)}:
-        updater.run(loops=1)
-        time.sleep(0.2)
-    assert states(grid.engine, campaign) == {"terminated": len(params)}
-    return campaign
+    return run_to_termination(grid, params, exec_file=SCRIPT, **props)
 
 
 def _collector(grid: Grid, settings: Settings | None = None) -> Collector:
