@@ -9,10 +9,15 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Connection, delete, func, insert, select, update
+from sqlalchemy import Connection, bindparam, delete, func, insert, select, update
 
 from cigri.domain.heartbeats import Heartbeat
 from cigri.storage.tables import daemon_heartbeats
+
+_BEAT_COLUMNS = ("host", "pid", "started_at", "beat_at", "interval_seconds", "passes", "failures")
+# Written by every daemon after every pass: built once.
+_BEAT = (update(daemon_heartbeats).where(daemon_heartbeats.c.name == bindparam("beat_name"))
+         .values({column: bindparam(f"beat_{column}") for column in _BEAT_COLUMNS}))
 
 
 def heartbeat_from_row(row: Any) -> Heartbeat:
@@ -28,8 +33,8 @@ def record_heartbeat(conn: Connection, *, name: str, host: str, pid: int, starte
     """Upsert the heartbeat row of `name` (portable: UPDATE, then INSERT if there was none)."""
     values = {"host": host, "pid": pid, "started_at": started_at, "beat_at": now,
               "interval_seconds": interval_seconds, "passes": passes, "failures": failures}
-    result = conn.execute(
-        update(daemon_heartbeats).where(daemon_heartbeats.c.name == name).values(**values))
+    result = conn.execute(_BEAT, {"beat_name": name,
+                                  **{f"beat_{column}": values[column] for column in _BEAT_COLUMNS}})
     if result.rowcount == 0:
         conn.execute(insert(daemon_heartbeats).values(name=name, **values))
 

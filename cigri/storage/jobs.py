@@ -73,23 +73,41 @@ def get_job(conn: Connection, job_id: int) -> Job:
     return job_from_row(conn.execute(select(jobs).where(jobs.c.id == job_id)).one())
 
 
+# The statements that daemons run at every pass are built once (bound parameters): building and
+# cache-keying a statement costs about as much CPU as executing it.
+_JOBS_TO_POLL = (select(jobs).where(jobs.c.cluster_id == bindparam("cluster_id"),
+                                    jobs.c.state.in_(POLLED_STATES),
+                                    jobs.c.id > bindparam("after_id"))
+                 .order_by(jobs.c.id).limit(bindparam("limit")))
+_CLUSTERS_TO_POLL = select(jobs.c.cluster_id).where(
+    jobs.c.state.in_(POLLED_STATES), jobs.c.cluster_id.is_not(None)).distinct()
+_WAITING_JOBS = (select(jobs.c.campaign_id, func.count()).where(
+    jobs.c.cluster_id == bindparam("cluster_id"), jobs.c.state == JobState.REMOTE_WAITING.value)
+    .group_by(jobs.c.campaign_id))
+_QUEUE_HEAD = (select(bag_of_tasks.c.campaign_id, bag_of_tasks.c.priority,
+                      jobs_to_launch.c.order_num, jobs_to_launch.c.id)
+               .join(bag_of_tasks, bag_of_tasks.c.id == jobs_to_launch.c.task_id)
+               .where(jobs_to_launch.c.cluster_id == bindparam("cluster_id"))
+               .order_by(bag_of_tasks.c.priority.desc(), jobs_to_launch.c.order_num,
+                         jobs_to_launch.c.id)
+               .limit(bindparam("limit")))
+_TO_LAUNCH = (select(jobs).where(jobs.c.cluster_id == bindparam("cluster_id"),
+                                 jobs.c.state == JobState.TO_LAUNCH.value)
+              .order_by(jobs.c.id).limit(bindparam("limit")))
+
+
 def list_jobs_to_poll(conn: Connection, *, cluster_id: int, after_id: int = 0,
                       limit: int = 100) -> list[Job]:
     """One page (by id) of the jobs of a cluster that OAR runs or will run."""
-    rows = conn.execute(
-        select(jobs).where(jobs.c.cluster_id == cluster_id, jobs.c.state.in_(POLLED_STATES),
-                           jobs.c.id > after_id)
-        .order_by(jobs.c.id).limit(limit)
-    )
+    rows = conn.execute(_JOBS_TO_POLL, {"cluster_id": cluster_id, "after_id": after_id,
+                                        "limit": limit})
     return [job_from_row(row) for row in rows]
 
 
 def clusters_with_jobs_to_poll(conn: Connection) -> set[int]:
     """The clusters that have at least one job OAR runs or will run (the updater polls only
     those: an idle cluster costs no page query)."""
-    rows = conn.execute(select(jobs.c.cluster_id).where(jobs.c.state.in_(POLLED_STATES),
-                                                        jobs.c.cluster_id.is_not(None)).distinct())
-    return {int(row.cluster_id) for row in rows}
+    return {int(row.cluster_id) for row in conn.execute(_CLUSTERS_TO_POLL)}
 
 
 def list_jobs_of_submission(conn: Connection, submission_id: int) -> list[Job]:
@@ -100,25 +118,15 @@ def list_jobs_of_submission(conn: Connection, submission_id: int) -> list[Job]:
 
 def count_waiting_jobs(conn: Connection, *, cluster_id: int) -> dict[int, int]:
     """Jobs waiting on OAR per campaign on this cluster (what closes taps)."""
-    rows = conn.execute(
-        select(jobs.c.campaign_id, func.count()).where(
-            jobs.c.cluster_id == cluster_id, jobs.c.state == JobState.REMOTE_WAITING.value)
-        .group_by(jobs.c.campaign_id))
+    rows = conn.execute(_WAITING_JOBS, {"cluster_id": cluster_id})
     return {int(campaign): int(count) for campaign, count in rows}
 
 
 def list_queued_campaigns(conn: Connection, *, cluster_id: int, limit: int = 1000) -> list[int]:
     """Campaigns with queued tasks on the cluster, in v3 queue order (task priority desc, order_num,
     queue id) of their first row; bounded scan of the queue head."""
-    head = (select(bag_of_tasks.c.campaign_id, bag_of_tasks.c.priority,
-                   jobs_to_launch.c.order_num, jobs_to_launch.c.id)
-            .join(bag_of_tasks, bag_of_tasks.c.id == jobs_to_launch.c.task_id)
-            .where(jobs_to_launch.c.cluster_id == cluster_id)
-            .order_by(bag_of_tasks.c.priority.desc(), jobs_to_launch.c.order_num,
-                      jobs_to_launch.c.id)
-            .limit(limit))
     seen: list[int] = []
-    for row in conn.execute(head):
+    for row in conn.execute(_QUEUE_HEAD, {"cluster_id": cluster_id, "limit": limit}):
         if row.campaign_id not in seen:
             seen.append(int(row.campaign_id))
     return seen
@@ -126,9 +134,7 @@ def list_queued_campaigns(conn: Connection, *, cluster_id: int, limit: int = 100
 
 def list_to_launch_jobs(conn: Connection, *, cluster_id: int, limit: int = 100) -> list[Job]:
     """Jobs already created for this cluster and never submitted (prologue/epilogue, leftovers)."""
-    rows = conn.execute(select(jobs).where(jobs.c.cluster_id == cluster_id,
-                                           jobs.c.state == JobState.TO_LAUNCH.value)
-                        .order_by(jobs.c.id).limit(limit))
+    rows = conn.execute(_TO_LAUNCH, {"cluster_id": cluster_id, "limit": limit})
     return [job_from_row(row) for row in rows]
 
 

@@ -9,11 +9,18 @@ from __future__ import annotations
 
 from datetime import datetime, timedelta
 
-from sqlalchemy import Connection, delete, or_, select, update
+from sqlalchemy import Connection, bindparam, delete, or_, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 
 from cigri.domain.heartbeats import Lease
 from cigri.storage.tables import daemon_leases
+
+# Every daemon runs this at every pass: built once, so a pass does not rebuild and re-key it.
+_RENEW = (update(daemon_leases)
+          .where(daemon_leases.c.role == bindparam("lease_role"),
+                 or_(daemon_leases.c.owner == bindparam("lease_owner"),
+                     daemon_leases.c.expires_at <= bindparam("lease_now")))
+          .values(owner=bindparam("lease_owner"), expires_at=bindparam("lease_expires")))
 
 
 def acquire_lease(conn: Connection, *, role: str, owner: str, now: datetime,
@@ -25,12 +32,8 @@ def acquire_lease(conn: Connection, *, role: str, owner: str, now: datetime,
     winner commits, so it sees a live lease and matches no row.
     """
     expires_at = now + duration
-    renewed = conn.execute(
-        update(daemon_leases)
-        .where(daemon_leases.c.role == role,
-               or_(daemon_leases.c.owner == owner, daemon_leases.c.expires_at <= now))
-        .values(owner=owner, expires_at=expires_at)
-    )
+    renewed = conn.execute(_RENEW, {"lease_role": role, "lease_owner": owner, "lease_now": now,
+                                    "lease_expires": expires_at})
     if renewed.rowcount == 1:
         return True
     dialect = postgresql if conn.dialect.name == "postgresql" else sqlite

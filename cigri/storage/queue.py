@@ -52,19 +52,21 @@ def _is_true(value: str | None) -> bool:
     return value is not None and value.strip().lower() in {"true", "yes", "1"}
 
 
+_RUNNING = (select(campaigns.c.id, campaigns.c.grid_user, campaigns.c.submission_time)
+            .where(campaigns.c.state == CampaignState.IN_TREATMENT.value).subquery())
+# The meta-scheduler's first read at every pass: built once, not rebuilt and re-keyed each time.
+_RUNNING_COUPLES = (select(_RUNNING.c.id, _RUNNING.c.grid_user, _RUNNING.c.submission_time,
+                           campaign_properties.c.cluster_id, campaign_properties.c.name,
+                           campaign_properties.c.value)
+                    .join(campaign_properties, campaign_properties.c.campaign_id == _RUNNING.c.id)
+                    .where(campaign_properties.c.cluster_id.is_not(None))
+                    .order_by(_RUNNING.c.id, campaign_properties.c.cluster_id))
+
+
 def list_running_couples(conn: Connection) -> list[CampaignCluster]:
     """Every (campaign, cluster) couple of `in_treatment` campaigns, with the per-cluster
     properties that drive scheduling. A cluster belongs to a campaign iff it has a property row."""
-    running = (select(campaigns.c.id, campaigns.c.grid_user, campaigns.c.submission_time)
-               .where(campaigns.c.state == CampaignState.IN_TREATMENT.value).subquery())
-    rows = conn.execute(
-        select(running.c.id, running.c.grid_user, running.c.submission_time,
-               campaign_properties.c.cluster_id, campaign_properties.c.name,
-               campaign_properties.c.value)
-        .join(campaign_properties, campaign_properties.c.campaign_id == running.c.id)
-        .where(campaign_properties.c.cluster_id.is_not(None))
-        .order_by(running.c.id, campaign_properties.c.cluster_id)
-    )
+    rows = conn.execute(_RUNNING_COUPLES)
     grouped: dict[tuple[int, int], dict[str, Any]] = {}
     for row in rows:
         couple = grouped.setdefault((row.id, row.cluster_id), {

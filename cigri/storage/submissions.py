@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Final
 
-from sqlalchemy import Connection, and_, insert, or_, select, update
+from sqlalchemy import Connection, and_, bindparam, insert, or_, select, update
 
 from cigri.domain.jobs import LaunchContext
 from cigri.domain.states import TapState
@@ -85,17 +85,27 @@ def mark_submission(conn: Connection, submission_id: int, *, expected: tuple[str
     return result.rowcount == 1
 
 
+# Run by every runner at every pass: built once (bound parameters), not rebuilt and re-keyed.
+_TO_RECONCILE = (select(submissions).where(
+    submissions.c.cluster_id == bindparam("cluster_id"),
+    or_(submissions.c.state == UNCERTAIN,
+        and_(submissions.c.state == INTENT,
+             submissions.c.created_at < bindparam("intent_before"))))
+    .order_by(submissions.c.id).limit(bindparam("limit")))
+_TAPS = select(taps).where(taps.c.cluster_id == bindparam("cluster_id"),
+                           taps.c.campaign_id.in_(bindparam("campaign_ids", expanding=True)))
+_SAVE_TAP = (update(taps).where(taps.c.cluster_id == bindparam("tap_cluster_id"),
+                                taps.c.campaign_id == bindparam("tap_campaign_id"))
+             .values(state=bindparam("tap_state"), rate=bindparam("tap_rate"),
+                     close_date=bindparam("tap_close_date")))
+
+
 def list_submissions_to_reconcile(conn: Connection, *, cluster_id: int, intent_before: datetime,
                                   limit: int = 50) -> list[SubmissionRecord]:
     """Submissions whose fate on OAR is unknown: intents older than a lease (their runner died
     between commit and record) and `uncertain` ones (the call failed without an answer)."""
-    rows = conn.execute(
-        select(submissions).where(
-            submissions.c.cluster_id == cluster_id,
-            or_(submissions.c.state == UNCERTAIN,
-                and_(submissions.c.state == INTENT, submissions.c.created_at < intent_before)),
-        ).order_by(submissions.c.id).limit(limit)
-    )
+    rows = conn.execute(_TO_RECONCILE, {"cluster_id": cluster_id, "intent_before": intent_before,
+                                        "limit": limit})
     return [_from_row(row) for row in rows]
 
 
@@ -141,14 +151,13 @@ def get_or_create_taps(conn: Connection, *, cluster_id: int, campaign_ids: list[
         return {}
     ensure_taps(conn, [(campaign, cluster_id) for campaign in campaign_ids],
                 initial_rate=settings.initial)
-    rows = conn.execute(select(taps).where(taps.c.cluster_id == cluster_id,
-                                           taps.c.campaign_id.in_(campaign_ids)))
+    rows = conn.execute(_TAPS, {"cluster_id": cluster_id, "campaign_ids": list(campaign_ids)})
     return {row.campaign_id: _tap_from_row(row) for row in rows}
 
 
 def save_tap(conn: Connection, tap: Tap) -> None:
-    conn.execute(update(taps).where(taps.c.cluster_id == tap.cluster_id,
-                                    taps.c.campaign_id == tap.campaign_id)
-                 .values(state=tap.state.value, rate=tap.rate, close_date=tap.close_date))
+    conn.execute(_SAVE_TAP, {"tap_cluster_id": tap.cluster_id, "tap_campaign_id": tap.campaign_id,
+                             "tap_state": tap.state.value, "tap_rate": tap.rate,
+                             "tap_close_date": tap.close_date})
 
 
