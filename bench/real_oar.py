@@ -14,7 +14,7 @@ about 90 requests or fewer (Ruby v3: 110 s, 19 s CPU, ~90 requests). Ends with o
 
 `--idle SECONDS` starts the daemons on an empty grid instead (no campaign) and prints each
 daemon's CPU per pass: what an idle engine costs. `--profile DIR` writes one cProfile file per
-thread (`DIR/<thread>.prof`, read them with `python -m pstats`).
+thread (`DIR/<thread>.prof`, in thread CPU seconds; read them with `python -m pstats`).
 """
 
 from __future__ import annotations
@@ -96,7 +96,7 @@ def _profile_threads(directory: str) -> None:
     original = threading.Thread.run
 
     def run(self: threading.Thread) -> None:
-        profile = cProfile.Profile()
+        profile = cProfile.Profile(time.thread_time)  # CPU, not waits
         try:
             profile.runcall(original, self)
         finally:
