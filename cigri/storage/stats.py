@@ -78,8 +78,9 @@ def window_start(now: datetime, window_seconds: int) -> datetime:
 
 def campaign_cluster_stats(conn: Connection, campaign_id: int, *, now: datetime,
                            window_seconds: int) -> list[ClusterStats]:
-    """One `ClusterStats` per cluster the campaign has jobs on, then one for the whole campaign
-    (`cluster_id` None). Throughput counts tasks that stopped since `window_start`.
+    """One `ClusterStats` per cluster where the campaign has terminated tasks, active jobs,
+    failures or resubmissions, then one for the whole campaign (`cluster_id` None). Throughput
+    counts tasks that stopped since `window_start`.
 
     Reads the trigger-maintained sums on PostgreSQL, computes them from the jobs on SQLite."""
     since = window_start(now, window_seconds)
