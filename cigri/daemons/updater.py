@@ -96,6 +96,8 @@ class Updater(Daemon):
         self._stress_read_at: datetime | None = None
         # (cluster id, OAR batch id) -> its sub-jobs' states, read once per pass
         self._batch_states: dict[tuple[int, int], dict[int, batches.SubJobState]] = {}
+        # (campaign id, cluster id) -> the owner's login there, read once per pass
+        self._logins: dict[tuple[int, int], str] = {}
 
     @classmethod
     def default_interval(cls, settings: Settings) -> timedelta:
@@ -103,6 +105,7 @@ class Updater(Daemon):
 
     def run_once(self) -> None:
         self._batch_states.clear()
+        self._logins.clear()
         with self.engine.begin() as conn:
             everywhere = list_clusters(conn)
             blacklisted = event_store.list_blacklisted_clusters(conn)
@@ -185,17 +188,32 @@ class Updater(Daemon):
                 job_store.mark_jobs(conn, changes, expected=_POLLED, now=self.clock.now())
         for job, oar_job in failed:
             self.handle_failure(cluster, oar, job, oar_job)
+        terminated: list[dict[str, object]] = []
         for job, oar_job in ended_batches:
-            self.finish_sub_job(cluster, oar, job, oar_job)
+            self.finish_sub_job(cluster, oar, job, oar_job, terminated=terminated)
+        if terminated:  # the page's successful sub-jobs in one statement
+            with self.engine.begin() as conn:
+                job_store.mark_jobs(conn, terminated, expected=_POLLED, now=self.clock.now())
 
-    def finish_sub_job(self, cluster: Cluster, oar: OarApi, job: Job, batch: OarJob) -> None:
+    def _login(self, job: Job, cluster: Cluster) -> str:
+        """The login of the job's campaign owner on the cluster (read once per pass)."""
+        key = (job.campaign_id, cluster.id)
+        login = self._logins.get(key)
+        if login is None:
+            with self.engine.begin() as conn:
+                login = get_launch_context(conn, campaign_id=job.campaign_id,
+                                           cluster_id=cluster.id).cluster_login
+            self._logins[key] = login
+        return login
+
+    def finish_sub_job(self, cluster: Cluster, oar: OarApi, job: Job, batch: OarJob, *,
+                       terminated: list[dict[str, object]] | None = None) -> None:
         """A sub-job of a batch whose OAR job is final: its state file decides (read as the
-        campaign owner); an unreadable file (OAR unavailable) is retried next pass."""
-        with self.engine.begin() as conn:
-            login = get_launch_context(conn, campaign_id=job.campaign_id,
-                                       cluster_id=cluster.id).cluster_login
+        campaign owner); an unreadable file (OAR unavailable) is retried next pass. A sub-job
+        that succeeded is recorded at once, or added to `terminated` for the caller to record."""
         states = self._batch_states.get((cluster.id, batch.id))
         if states is None:
+            login = self._login(job, cluster)
             name = batches.state_file(batch.name or f"oar-{batch.id}")
             path = f"{batch.launching_directory.rstrip('/')}/{name}" \
                 if batch.launching_directory else name
@@ -220,21 +238,22 @@ class Updater(Daemon):
                                                start_time=record.start_time)
             self.handle_failure(cluster, oar, job, record)
             return
+        change: dict[str, object] = {"id": job.id, "state": JobState.TERMINATED.value,
+                                     "start_time": record.start_time,
+                                     "stop_time": record.stop_time, "return_code": 0}
+        if terminated is not None:
+            terminated.append(change)
+            return
         with self.engine.begin() as conn:
-            job_store.mark_job(conn, job.id, expected=_POLLED, state=JobState.TERMINATED,
-                               now=self.clock.now(), start_time=record.start_time,
-                               stop_time=record.stop_time, return_code=0)
+            job_store.mark_jobs(conn, [change], expected=_POLLED, now=self.clock.now())
 
     def _unlisted(self, cluster: Cluster, oar: OarApi, job: Job) -> OarJob | None:
         """A job the bulk answer left out: ask for it alone; if OAR does not know it (or it has
         no remote id), it is lost: job event RUNNER_GET_JOB_UNKNOWN_ERROR and campaign blacklist,
         never an automatic resubmission (it may still be running somewhere)."""
         if job.remote_id is not None:
-            with self.engine.begin() as conn:
-                login = get_launch_context(conn, campaign_id=job.campaign_id,
-                                           cluster_id=cluster.id).cluster_login
             try:
-                found = oar.get_job(job.remote_id, user=login)
+                found = oar.get_job(job.remote_id, user=self._login(job, cluster))
                 if _is_ours(found, job):
                     return found
             except OarNotFound:
@@ -320,11 +339,9 @@ class Updater(Daemon):
         path = failures.stderr_path(oar_job)
         if path is None:
             return ""
-        with self.engine.begin() as conn:
-            login = get_launch_context(conn, campaign_id=job.campaign_id,
-                                       cluster_id=cluster.id).cluster_login
         try:
-            tail = oar.read_file(path, user=login, tail=self.settings.STDERR_TAIL)
+            tail = oar.read_file(path, user=self._login(job, cluster),
+                                 tail=self.settings.STDERR_TAIL)
         except OarError as error:
             log.info("updater: cannot read %s on %s: %s", path, cluster.name, error)
             return ""
