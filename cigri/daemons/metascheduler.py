@@ -98,8 +98,6 @@ class MetaScheduler(Daemon):
                 users_priority=queue.list_users_priority(conn),
                 prologue_states={k: frozenset(v) for k, v in queue.list_tagged_job_states(
                     conn, campaign_ids, PROLOGUE).items()},
-                epilogue_states={k: frozenset(v) for k, v in queue.list_tagged_job_states(
-                    conn, campaign_ids, EPILOGUE).items()},
                 unscheduled_tasks={c: 1 for c in queue.campaigns_with_unscheduled_tasks(
                     conn, campaign_ids)},
                 queued_tasks=queue.count_queued_by_campaign(conn, campaign_ids),

@@ -72,7 +72,6 @@ class Snapshot:
     tap_rates: Mapping[Couple, int] = field(default_factory=dict)
     users_priority: Mapping[tuple[str, int], int] = field(default_factory=dict)
     prologue_states: Mapping[Couple, frozenset[JobState]] = field(default_factory=dict)
-    epilogue_states: Mapping[Couple, frozenset[JobState]] = field(default_factory=dict)
     unscheduled_tasks: Mapping[int, int] = field(default_factory=dict)  # > 0: some left
     queued_tasks: Mapping[int, int] = field(default_factory=dict)  # per campaign, any cluster
     unfinished_jobs: Mapping[int, int] = field(default_factory=dict)  # per campaign, task jobs
