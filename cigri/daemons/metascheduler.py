@@ -20,6 +20,8 @@ from __future__ import annotations
 import logging
 from datetime import timedelta
 
+from sqlalchemy import Connection
+
 from cigri.config import Settings
 from cigri.daemons.base import Daemon, DaemonContext
 from cigri.daemons.base import main as run_daemon
@@ -65,7 +67,6 @@ class MetaScheduler(Daemon):
         return Policy(self.settings.METASCHEDULER_POLICY)
 
     def run_once(self) -> None:
-        self._report_stranded_campaigns()
         snapshot = self._read_snapshot()
         if not snapshot.couples:
             log.debug("no running campaign")
@@ -81,6 +82,7 @@ class MetaScheduler(Daemon):
 
     def _read_snapshot(self) -> Snapshot:
         with self.engine.begin() as conn:
+            self._report_stranded_campaigns(conn)  # here: an idle pass stays one transaction
             couples = queue.list_running_couples(conn)
             if not couples:
                 return Snapshot(couples=couples, clusters={})  # idle: nothing else to read
@@ -106,24 +108,23 @@ class MetaScheduler(Daemon):
                 initial_tap_rate=self.settings.RUNNER_DEFAULT_INITIAL_NUMBER_OF_JOBS,
             )
 
-    def _report_stranded_campaigns(self) -> None:
+    def _report_stranded_campaigns(self, conn: Connection) -> None:
         """One open NO_USABLE_CLUSTER event on a campaign with tasks left whose clusters are all
         disabled or removed (the user sees it in gridevents and gridstat, the notifier tells
         them), closed once one is back or the campaign ended (`plan_stranded_events`)."""
-        with self.engine.begin() as conn:
-            stranded = campaign_store.list_stranded_campaigns(conn)
-            open_events: dict[int, list[int]] = {}
-            for event in event_store.list_open_events(conn, code=NO_USABLE_CLUSTER):
-                if event.campaign_id is not None:
-                    open_events.setdefault(event.campaign_id, []).append(event.id)
-            to_open, to_close = plan_stranded_events(stranded, open_events)
-            now = self.clock.now()
-            for campaign_id in to_open:
-                event_store.record_event(
-                    conn, class_=EventClass.CAMPAIGN, code=NO_USABLE_CLUSTER,
-                    campaign_id=campaign_id, now=now, checked=True,
-                    message=stranded_message(campaign_id, stranded[campaign_id]))
-            event_store.close_events(conn, to_close, now=now)
+        stranded = campaign_store.list_stranded_campaigns(conn)
+        open_events: dict[int, list[int]] = {}
+        for event in event_store.list_open_events(conn, code=NO_USABLE_CLUSTER):
+            if event.campaign_id is not None:
+                open_events.setdefault(event.campaign_id, []).append(event.id)
+        to_open, to_close = plan_stranded_events(stranded, open_events)
+        now = self.clock.now()
+        for campaign_id in to_open:
+            event_store.record_event(
+                conn, class_=EventClass.CAMPAIGN, code=NO_USABLE_CLUSTER,
+                campaign_id=campaign_id, now=now, checked=True,
+                message=stranded_message(campaign_id, stranded[campaign_id]))
+        event_store.close_events(conn, to_close, now=now)
         for campaign_id in to_open:
             log.warning("campaign %d has tasks left and no enabled cluster", campaign_id,
                         extra={"campaign_id": campaign_id, "action": NO_USABLE_CLUSTER})
