@@ -39,6 +39,7 @@ from cigri.domain.scheduling import (
     list_epilogue_campaigns,
     plan_couples,
     plan_epilogues,
+    plan_prologue_withdrawals,
     plan_tagged_jobs,
     stack_size,
 )
@@ -72,9 +73,11 @@ class MetaScheduler(Daemon):
             log.debug("no running campaign")
             return
         self._create_prologues_and_epilogues(snapshot)
-        couples = [c for c in plan_couples(snapshot) if c.limit > 0]
+        # a couple whose campaign has no unqueued task left has no candidate to read
+        couples = [c for c in plan_couples(snapshot)
+                   if c.limit > 0 and snapshot.unscheduled_tasks.get(c.campaign_id)]
         if not couples:
-            return  # every couple is full, blacklisted or waiting for its prologue
+            return  # every couple is full, drained, blacklisted or waiting for its prologue
         stacks = self._read_stacks(couples)
         entries = distribute(couples, stacks, policy=self.policy,
                              first_batch_id=self._first_batch_id())
@@ -131,13 +134,19 @@ class MetaScheduler(Daemon):
 
     def _create_prologues_and_epilogues(self, snapshot: Snapshot) -> None:
         plans = plan_tagged_jobs(snapshot)
+        useless = plan_prologue_withdrawals(snapshot)
+        if useless:
+            with self.engine.begin() as conn:
+                if epilogue_store.withdraw_untaken_jobs(conn, useless, tag=PROLOGUE):
+                    log.info("withdrew prologue jobs that can no longer serve: %s", useless,
+                             extra={"action": PROLOGUE})
         drained = list_epilogue_campaigns(snapshot)
         if drained:
             with self.engine.begin() as conn:
                 epilogues = plan_epilogues(
                     epilogue_store.list_epilogue_sites(conn, drained), now=self.clock.now(),
                     blacklist_wait=timedelta(seconds=self.settings.EPILOGUE_BLACKLIST_TIMEOUT))
-                if epilogue_store.withdraw_epilogue_jobs(conn, epilogues.withdraw):
+                if epilogue_store.withdraw_untaken_jobs(conn, epilogues.withdraw, tag=EPILOGUE):
                     log.info("withdrew epilogue jobs that can no longer run: %s",
                              epilogues.withdraw, extra={"action": EPILOGUE})
             plans += epilogues.create

@@ -17,7 +17,18 @@ from collections.abc import Iterable, Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Connection, and_, delete, exists, func, insert, or_, select, update
+from sqlalchemy import (
+    Connection,
+    and_,
+    bindparam,
+    delete,
+    exists,
+    func,
+    insert,
+    or_,
+    select,
+    update,
+)
 from sqlalchemy.dialects import postgresql, sqlite
 
 from cigri.domain.scheduling import CampaignCluster, QueueEntry, StaleEntry, TaskCandidate
@@ -122,10 +133,7 @@ def campaigns_with_unscheduled_tasks(conn: Connection, campaign_ids: Sequence[in
     """
     found = set()
     for campaign_id in campaign_ids:
-        queued = exists().where(jobs_to_launch.c.task_id == bag_of_tasks.c.id)
-        row = conn.execute(select(bag_of_tasks.c.id).where(
-            bag_of_tasks.c.campaign_id == campaign_id, ~queued).limit(1)).first()
-        if row is not None:
+        if conn.execute(_ANY_UNQUEUED, {"campaign_id": campaign_id}).first() is not None:
             found.add(campaign_id)
     return found
 
@@ -208,6 +216,24 @@ def _tap_rates(conn: Connection, campaign_ids: Sequence[int]) -> dict[tuple[int,
     return {(int(a), int(b)): int(r) for a, b, r in rows}
 
 
+# The meta-scheduler's per-couple reads, built once (bound parameters) instead of at every pass.
+_UNQUEUED = ~exists().where(jobs_to_launch.c.task_id == bag_of_tasks.c.id)
+_IN_CAMPAIGN = bag_of_tasks.c.campaign_id == bindparam("campaign_id")
+_ANY_UNQUEUED = select(bag_of_tasks.c.id).where(_IN_CAMPAIGN, _UNQUEUED).limit(1)
+_WITH_AFFINITY = (
+    select(bag_of_tasks.c.id, bag_of_tasks.c.param_id, bag_of_tasks.c.priority,
+           tasks_affinity.c.priority.label("affinity"))
+    .join(tasks_affinity, and_(tasks_affinity.c.param_id == bag_of_tasks.c.param_id,
+                               tasks_affinity.c.cluster_id == bindparam("cluster_id")))
+    .where(_IN_CAMPAIGN, _UNQUEUED).limit(AFFINITY_WINDOW))
+_TOP_LEVEL = select(func.max(bag_of_tasks.c.priority)).where(_IN_CAMPAIGN)
+_LEVEL_ROWS = (select(bag_of_tasks.c.id, bag_of_tasks.c.param_id, bag_of_tasks.c.priority)
+               .where(_IN_CAMPAIGN, bag_of_tasks.c.priority == bindparam("level"), _UNQUEUED)
+               .order_by(bag_of_tasks.c.id).limit(bindparam("limit")))
+_NEXT_LEVEL = select(func.max(bag_of_tasks.c.priority)).where(
+    _IN_CAMPAIGN, bag_of_tasks.c.priority < bindparam("level"))
+
+
 def list_unscheduled_tasks(conn: Connection, *, campaign_id: int, cluster_id: int,
                            limit: int) -> list[TaskCandidate]:
     """Up to `limit` unscheduled tasks of a campaign, in v3 order for that cluster: task priority
@@ -221,14 +247,8 @@ def list_unscheduled_tasks(conn: Connection, *, campaign_id: int, cluster_id: in
     """
     if limit <= 0:
         return []
-    queued = exists().where(jobs_to_launch.c.task_id == bag_of_tasks.c.id)
-    with_affinity = conn.execute(
-        select(bag_of_tasks.c.id, bag_of_tasks.c.param_id, bag_of_tasks.c.priority,
-               tasks_affinity.c.priority.label("affinity"))
-        .join(tasks_affinity, and_(tasks_affinity.c.param_id == bag_of_tasks.c.param_id,
-                                   tasks_affinity.c.cluster_id == cluster_id))
-        .where(bag_of_tasks.c.campaign_id == campaign_id, ~queued)
-        .limit(AFFINITY_WINDOW)).all()
+    with_affinity = conn.execute(_WITH_AFFINITY, {"campaign_id": campaign_id,
+                                                  "cluster_id": cluster_id}).all()
     affinity = {int(r.id): int(r.affinity) for r in with_affinity}
     window = _in_index_order(conn, campaign_id, limit + len(with_affinity))
     rows = {int(r.id): r for r in [*with_affinity, *window]}
@@ -246,17 +266,12 @@ def _in_index_order(conn: Connection, campaign_id: int, limit: int) -> list[Any]
     directions) and sorts the whole bag; per level, each query is an index range scan, and the
     levels themselves are found with max() lookups (there are few: 20, 10, 0).
     """
-    queued = exists().where(jobs_to_launch.c.task_id == bag_of_tasks.c.id)
-    in_campaign = bag_of_tasks.c.campaign_id == campaign_id
     rows: list[Any] = []
-    level = conn.execute(select(func.max(bag_of_tasks.c.priority)).where(in_campaign)).scalar()
+    level = conn.execute(_TOP_LEVEL, {"campaign_id": campaign_id}).scalar()
     while level is not None and len(rows) < limit:
-        rows += conn.execute(
-            select(bag_of_tasks.c.id, bag_of_tasks.c.param_id, bag_of_tasks.c.priority)
-            .where(in_campaign, bag_of_tasks.c.priority == level, ~queued)
-            .order_by(bag_of_tasks.c.id).limit(limit - len(rows))).all()
-        level = conn.execute(select(func.max(bag_of_tasks.c.priority)).where(
-            in_campaign, bag_of_tasks.c.priority < level)).scalar()
+        rows += conn.execute(_LEVEL_ROWS, {"campaign_id": campaign_id, "level": level,
+                                           "limit": limit - len(rows)}).all()
+        level = conn.execute(_NEXT_LEVEL, {"campaign_id": campaign_id, "level": level}).scalar()
     return rows
 
 
