@@ -7,7 +7,8 @@ the daemon applies in short transactions. v3 rules (`cigri-v3-server.md` §3.2) 
   there anyway and let nikita expire the rows);
 - the epilogue runs only on the clusters where the campaign ran, and not at all where it cannot
   run any more (`cigri.domain.campaigns.next_epilogue_step`; v3 ran it on every cluster and let
-  a blacklisted or disabled one hold the campaign for ever);
+  a blacklisted or disabled one hold the campaign for ever); a prologue job no runner took is
+  withdrawn once its cluster is disabled or the campaign's tasks are all done;
 - test couples really come first (v3's in-place list edit could leave one behind), and their
   queue rows say `besteffort: false`: test mode runs normal jobs whatever the campaign's type
   (v3 user ref §1.8);
@@ -180,6 +181,22 @@ def plan_tagged_jobs(snapshot: Snapshot) -> list[TaggedJobPlan]:
                 plans.append(TaggedJobPlan(campaign_id=couple.campaign_id,
                                            cluster_id=couple.cluster_id, tag=PROLOGUE))
     return plans
+
+
+def plan_prologue_withdrawals(snapshot: Snapshot) -> list[Couple]:
+    """Prologue jobs created but not taken by a runner that can no longer serve: on a cluster that
+    is disabled or gone (no runner will take them), or of a campaign whose tasks are all done
+    (nothing would run after them). Left `to_launch`, they would hold the campaign for ever."""
+    found = []
+    for couple in snapshot.couples:
+        key = (couple.campaign_id, couple.cluster_id)
+        if JobState.TO_LAUNCH not in snapshot.prologue_states.get(key, frozenset()):
+            continue
+        cluster = snapshot.clusters.get(couple.cluster_id)
+        if cluster is None or not cluster.enabled \
+                or is_campaign_drained(snapshot, couple.campaign_id):
+            found.append(key)
+    return found
 
 
 def list_epilogue_campaigns(snapshot: Snapshot) -> list[int]:

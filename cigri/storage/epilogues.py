@@ -3,8 +3,8 @@ still has to run there (`cigri.domain.campaigns.next_epilogue_step`).
 
 Read by the meta-scheduler (which epilogue jobs to create or withdraw) and by campaign completion
 (`cigri.storage.jobs`, which campaigns may terminate and which epilogues they skip). Owns the
-withdrawal of an epilogue job no runner took on a cluster where it can no longer run. Creating
-epilogue jobs is `cigri.storage.queue.create_tagged_job`.
+withdrawal of a prologue or epilogue job no runner took and none ever will (or that no longer
+serves). Creating them is `cigri.storage.queue.create_tagged_job`.
 """
 
 from __future__ import annotations
@@ -92,12 +92,14 @@ def _blacklists(conn: Connection, ids: list[int], cluster_ids: Collection[int]
             for row in rows]
 
 
-def withdraw_epilogue_jobs(conn: Connection, couples: Collection[tuple[int, int]]) -> int:
-    """Delete the epilogue jobs still `to_launch` (no runner took them) of these (campaign,
-    cluster) couples; a job a runner took meanwhile is left alone. Returns how many went."""
+def withdraw_untaken_jobs(conn: Connection, couples: Collection[tuple[int, int]], *,
+                          tag: str) -> int:
+    """Delete the prologue or epilogue (`tag`) jobs still `to_launch` (no runner took them) of
+    these (campaign, cluster) couples; a job a runner took meanwhile is left alone. Returns how
+    many went."""
     if not couples:
         return 0
     pairs: list[Any] = sorted(couples)
     return int(conn.execute(delete(jobs).where(
-        jobs.c.tag == EPILOGUE, jobs.c.state == JobState.TO_LAUNCH.value,
+        jobs.c.tag == tag, jobs.c.state == JobState.TO_LAUNCH.value,
         tuple_(jobs.c.campaign_id, jobs.c.cluster_id).in_(pairs))).rowcount)
