@@ -190,6 +190,16 @@ def fail(tool: str, message: str, code: int = 1) -> NoReturn:
     sys.exit(code)
 
 
+def request_or_fail(api: ApiClient, method: str, path: str, *, tool: str, failure: str,
+                    **options: Any) -> Any:
+    """`api.request(method, path, **options)`; a refusal prints "<failure>: <the API's message>."
+    (v3's wording) and exits 1."""
+    try:
+        return api.request(method, path, **options)
+    except ApiCallError as error:
+        fail(tool, f"{failure}: {error.message}.")
+
+
 def run_tool(tool: str, command: click.Command) -> None:
     """Run a grid tool: API errors and an unreachable API become one line and exit status 1."""
     try:

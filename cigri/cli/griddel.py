@@ -6,7 +6,14 @@ from __future__ import annotations
 import click
 
 from cigri import __version__
-from cigri.cli.client import ApiCallError, client_from_environment, echo_answer, fail, run_tool
+from cigri.cli.client import (
+    ApiCallError,
+    client_from_environment,
+    echo_answer,
+    fail,
+    request_or_fail,
+    run_tool,
+)
 
 TOOL = "griddel"
 
@@ -27,10 +34,8 @@ def griddel(ids: tuple[int, ...], campaign_ids: str | None, pause: bool, resume:
     """Cancel (default), pause, resume or purge campaigns; or cancel one job (-j)."""
     api = client_from_environment()
     if job_id is not None:
-        try:
-            answer = api.request("DELETE", f"/jobs/{job_id}")
-        except ApiCallError as error:
-            fail(TOOL, f"Failed to cancel job {job_id}: {error.message}.")
+        answer = request_or_fail(api, "DELETE", f"/jobs/{job_id}", tool=TOOL,
+                                 failure=f"Failed to cancel job {job_id}")
         echo_answer(answer, as_json=as_json, verbose=verbose)
         return
     targets = list(ids)

@@ -10,12 +10,12 @@ import click
 
 from cigri import __version__
 from cigri.cli.client import (
-    ApiCallError,
     ApiClient,
     client_from_environment,
     dump_json,
     echo_answer,
     fail,
+    request_or_fail,
     run_tool,
 )
 
@@ -95,10 +95,8 @@ def gridevents(campaign_arg: int | None, campaign_id: int | None, global_: bool,
         else:
             body = {"class": "job", "job_id": mark_job_event, "code": "MANUAL_EVENT",
                     "message": "The job has been marked in the event state by the administrator."}
-        try:
-            answer = api.request("POST", "/events", json_body=body)
-        except ApiCallError as error:
-            fail(TOOL, f"Failed to add event: {error.message}.")
+        answer = request_or_fail(api, "POST", "/events", json_body=body, tool=TOOL,
+                                 failure="Failed to add event")
         echo_answer(answer, as_json=as_json, verbose=True, pretty=True)
         return
     if event_id is not None:
@@ -112,10 +110,8 @@ def gridevents(campaign_arg: int | None, campaign_id: int | None, global_: bool,
         click.echo(click.get_current_context().get_help(), err=True)
         raise SystemExit(1)
     if fix:
-        try:
-            answer = api.request("DELETE", path, params={"resubmit": 1 if resubmit else None})
-        except ApiCallError as error:
-            fail(TOOL, f"Failed to fix event(s): {error.message}.")
+        answer = request_or_fail(api, "DELETE", path, params={"resubmit": 1 if resubmit else None},
+                                 tool=TOOL, failure="Failed to fix event(s)")
         echo_answer(answer, as_json=as_json, verbose=verbose, pretty=True)
         return
     found = [api.get(path)] if event_id is not None else fetch_all(

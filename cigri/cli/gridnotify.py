@@ -10,12 +10,12 @@ import click
 
 from cigri import __version__
 from cigri.cli.client import (
-    ApiCallError,
     client_from_environment,
     dump_json,
     echo_answer,
     fail,
     quoted,
+    request_or_fail,
     run_tool,
 )
 
@@ -60,18 +60,14 @@ def gridnotify(list_: bool, mail: str | None, jabber: str | None, webhook: str |
         click.echo(click.get_current_context().get_help())
         return
     if unsubscribe:
-        try:
-            answer = api.request("DELETE", f"/notifications/{kind}?identity={quoted(identity)}")
-        except ApiCallError as error:
-            fail(TOOL, f"Failed to unsubscribe {identity}: {error.message}.")
+        answer = request_or_fail(api, "DELETE", f"/notifications/{kind}?identity={quoted(identity)}",
+                                 tool=TOOL, failure=f"Failed to unsubscribe {identity}")
     else:
         if severity not in {"low", "medium", "high"}:
             fail(TOOL, "ERROR: Severity should be 'low', 'medium' or 'high'!", 2)
-        try:
-            answer = api.request("POST", f"/notifications/{kind}",
-                                 json_body={"identity": identity, "severity": severity})
-        except ApiCallError as error:
-            fail(TOOL, f"Failed to subscribe with {identity}: {error.message}.")
+        answer = request_or_fail(api, "POST", f"/notifications/{kind}",
+                                 json_body={"identity": identity, "severity": severity},
+                                 tool=TOOL, failure=f"Failed to subscribe with {identity}")
     echo_answer(answer, as_json=as_json, verbose=verbose)
 
 

@@ -8,7 +8,13 @@ from __future__ import annotations
 import click
 
 from cigri import __version__
-from cigri.cli.client import ApiCallError, client_from_environment, dump_json, echo_answer, fail, run_tool
+from cigri.cli.client import (
+    client_from_environment,
+    dump_json,
+    echo_answer,
+    request_or_fail,
+    run_tool,
+)
 
 TOOL = "gridtoken"
 
@@ -39,18 +45,14 @@ def gridtoken(ctx: click.Context, list_: bool, cluster_id: int | None, token: st
             click.echo(f" - Cluster #{item['cluster_id']} : {item['token']}")
         return
     if remove and cluster_id is not None:
-        try:
-            answer = api.request("DELETE", f"/tokens/{cluster_id}")
-        except ApiCallError as error:
-            fail(TOOL, f"Failed to remove JWT token on cluster {cluster_id}: {error.message}.")
+        answer = request_or_fail(api, "DELETE", f"/tokens/{cluster_id}", tool=TOOL,
+                                 failure=f"Failed to remove JWT token on cluster {cluster_id}")
         echo_answer(answer, as_json=as_json, verbose=verbose)
         return
     if cluster_id is not None and token:
-        try:
-            answer = api.request("POST", "/tokens",
-                                 json_body={"cluster_id": cluster_id, "token": token})
-        except ApiCallError as error:
-            fail(TOOL, f"Failed to register token on cluster {cluster_id}: {error.message}.")
+        answer = request_or_fail(api, "POST", "/tokens",
+                                 json_body={"cluster_id": cluster_id, "token": token}, tool=TOOL,
+                                 failure=f"Failed to register token on cluster {cluster_id}")
         if as_json:
             dump_json(answer, pretty=False)
         else:

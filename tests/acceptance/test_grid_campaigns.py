@@ -254,6 +254,9 @@ def test_griddel_cancels_one_job_and_purges(grid: Grid) -> None:
     job = grid.add_job(campaign_id, param_id=_tasks(grid, campaign_id)[0][0], remote_id=7)
     result = grid.run("griddel", "-v", "-j", str(job))
     assert (result.returncode, result.stdout) == (0, f"Job {job} cancel event created.\n")
+    unknown = grid.run("griddel", "-j", "999999")
+    assert unknown.returncode == 1
+    assert unknown.stderr.startswith("Failed to cancel job 999999: ")
     result = grid.run("griddel", "--purge", str(campaign_id))
     assert result.returncode == 1 and "Can't purge a in_treatment campaign" in result.stderr
     missing = grid.run("griddel")

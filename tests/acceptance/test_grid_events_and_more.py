@@ -106,6 +106,8 @@ def test_b36_gridnotify_subscribe_list_unsubscribe(grid: Grid) -> None:
     assert [i["identity"] for i in left] == ["a@jabber.org"]
     again = grid.run("gridnotify", "-u", "-m", "a+b@example.org")
     assert again.returncode == 1
+    assert again.stderr.startswith("Failed to unsubscribe a+b@example.org: ")
+    assert again.stderr.endswith(".\n") and again.stderr.count("\n") == 1
 
 
 def test_b38_gridclusters(grid: Grid) -> None:
@@ -132,6 +134,9 @@ def test_b39_gridtoken_cluster_jwts(grid: Grid) -> None:
     assert listed == "You have the following tokens:\n - Cluster #3 : ...123456\n"
     assert grid.run("gridtoken", "-r", "-i", "3").returncode == 0
     assert grid.run("gridtoken", "-l").stdout == "You have the following tokens:\n"
+    again = grid.run("gridtoken", "-r", "-i", "3")
+    assert again.returncode == 1
+    assert again.stderr.startswith("Failed to remove JWT token on cluster 3: ")
 
 
 def test_gridtoken_api_tokens_over_the_socket_then_by_token(grid: Grid) -> None:
