@@ -100,20 +100,21 @@ def list_command(as_json: bool) -> None:
 @click.argument("name_or_id")
 def enable(name_or_id: str) -> None:
     """Let runners and the meta-scheduler use the cluster again."""
-    with transaction() as conn:
-        found = resolve_cluster(conn, name_or_id)
-        store.set_cluster_enabled(conn, found.id, True)
-    click.echo(f"cluster {found.name} enabled")
+    _set_enabled(name_or_id, True)
 
 
 @cluster.command("disable")
 @click.argument("name_or_id")
 def disable(name_or_id: str) -> None:
     """Stop sending work to the cluster (its running jobs are still followed)."""
+    _set_enabled(name_or_id, False)
+
+
+def _set_enabled(name_or_id: str, enabled: bool) -> None:
     with transaction() as conn:
         found = resolve_cluster(conn, name_or_id)
-        store.set_cluster_enabled(conn, found.id, False)
-    click.echo(f"cluster {found.name} disabled")
+        store.set_cluster_enabled(conn, found.id, enabled)
+    click.echo(f"cluster {found.name} {'enabled' if enabled else 'disabled'}")
 
 
 _SETTABLE = {"name": str, "api_url": str, "api_auth_type": str, "api_auth_header": str,
