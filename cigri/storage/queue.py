@@ -103,26 +103,47 @@ def list_running_couples(conn: Connection) -> list[CampaignCluster]:
     return result
 
 
+# The meta-scheduler's snapshot reads, built once (bound parameters) instead of at every pass.
+_ACTIVE_JOBS = (select(jobs.c.campaign_id, jobs.c.cluster_id, func.count())
+                .where(jobs.c.state.in_([s.value for s in ACTIVE_JOB_STATES]),
+                       jobs.c.cluster_id.is_not(None), jobs.c.param_id.is_not(None))
+                .group_by(jobs.c.campaign_id, jobs.c.cluster_id))
+_QUEUED = (select(bag_of_tasks.c.campaign_id, jobs_to_launch.c.cluster_id, func.count())
+           .join(bag_of_tasks, bag_of_tasks.c.id == jobs_to_launch.c.task_id)
+           .group_by(bag_of_tasks.c.campaign_id, jobs_to_launch.c.cluster_id))
+_QUEUED_BY_CAMPAIGN = (select(bag_of_tasks.c.campaign_id, func.count())
+                       .join(jobs_to_launch, jobs_to_launch.c.task_id == bag_of_tasks.c.id)
+                       .where(bag_of_tasks.c.campaign_id.in_(
+                           bindparam("campaign_ids", expanding=True)))
+                       .group_by(bag_of_tasks.c.campaign_id))
+# v3 "active": a job in `event` still counts while an open event is attached to it.
+_UNFINISHED_TASK_JOBS = (
+    select(jobs.c.campaign_id, func.count())
+    .where(jobs.c.campaign_id.in_(bindparam("campaign_ids", expanding=True)),
+           jobs.c.param_id.is_not(None),
+           or_(jobs.c.state.in_([s.value for s in ACTIVE_JOB_STATES]),
+               and_(jobs.c.state == JobState.EVENT.value,
+                    exists().where(events.c.job_id == jobs.c.id,
+                                   events.c.state == EventState.OPEN.value))))
+    .group_by(jobs.c.campaign_id))
+_TAGGED_JOB_STATES = (select(jobs.c.campaign_id, jobs.c.cluster_id, jobs.c.state).distinct()
+                      .where(jobs.c.campaign_id.in_(bindparam("campaign_ids", expanding=True)),
+                             jobs.c.tag == bindparam("tag"), jobs.c.cluster_id.is_not(None)))
+_USERS_PRIORITY = select(users_priority.c.grid_user, users_priority.c.cluster_id,
+                         users_priority.c.priority)
+_TAP_RATES = select(taps.c.campaign_id, taps.c.cluster_id, taps.c.rate).where(
+    taps.c.campaign_id.in_(bindparam("campaign_ids", expanding=True)))
+
+
 def count_active_jobs(conn: Connection) -> dict[tuple[int, int], int]:
     """(campaign, cluster) → jobs there in an active state (to_launch … running), without the
     prologue/epilogue jobs, which are not tasks."""
-    rows = conn.execute(
-        select(jobs.c.campaign_id, jobs.c.cluster_id, func.count())
-        .where(jobs.c.state.in_([s.value for s in ACTIVE_JOB_STATES]),
-               jobs.c.cluster_id.is_not(None), jobs.c.param_id.is_not(None))
-        .group_by(jobs.c.campaign_id, jobs.c.cluster_id)
-    )
-    return {(int(a), int(b)): int(n) for a, b, n in rows}
+    return {(int(a), int(b)): int(n) for a, b, n in conn.execute(_ACTIVE_JOBS)}
 
 
 def count_queued(conn: Connection) -> dict[tuple[int, int], int]:
     """(campaign, cluster) → queue rows of the campaign's tasks for that cluster."""
-    rows = conn.execute(
-        select(bag_of_tasks.c.campaign_id, jobs_to_launch.c.cluster_id, func.count())
-        .join(bag_of_tasks, bag_of_tasks.c.id == jobs_to_launch.c.task_id)
-        .group_by(bag_of_tasks.c.campaign_id, jobs_to_launch.c.cluster_id)
-    )
-    return {(int(a), int(b)): int(n) for a, b, n in rows}
+    return {(int(a), int(b)): int(n) for a, b, n in conn.execute(_QUEUED)}
 
 
 def campaigns_with_unscheduled_tasks(conn: Connection, campaign_ids: Sequence[int]) -> set[int]:
@@ -142,12 +163,7 @@ def count_queued_by_campaign(conn: Connection, campaign_ids: Sequence[int]) -> d
     """campaign → queue rows of its tasks, on any cluster."""
     if not campaign_ids:
         return {}
-    rows = conn.execute(
-        select(bag_of_tasks.c.campaign_id, func.count())
-        .join(jobs_to_launch, jobs_to_launch.c.task_id == bag_of_tasks.c.id)
-        .where(bag_of_tasks.c.campaign_id.in_(list(campaign_ids)))
-        .group_by(bag_of_tasks.c.campaign_id)
-    )
+    rows = conn.execute(_QUEUED_BY_CAMPAIGN, {"campaign_ids": list(campaign_ids)})
     return {int(a): int(n) for a, n in rows}
 
 
@@ -155,16 +171,7 @@ def count_unfinished_task_jobs(conn: Connection, campaign_ids: Sequence[int]) ->
     """campaign → task jobs (not prologue/epilogue) still active, on any cluster."""
     if not campaign_ids:
         return {}
-    # v3 "active": a job in `event` still counts while an open event is attached to it.
-    open_event = exists().where(events.c.job_id == jobs.c.id,
-                                events.c.state == EventState.OPEN.value)
-    rows = conn.execute(
-        select(jobs.c.campaign_id, func.count())
-        .where(jobs.c.campaign_id.in_(list(campaign_ids)), jobs.c.param_id.is_not(None),
-               or_(jobs.c.state.in_([s.value for s in ACTIVE_JOB_STATES]),
-                   and_(jobs.c.state == JobState.EVENT.value, open_event)))
-        .group_by(jobs.c.campaign_id)
-    )
+    rows = conn.execute(_UNFINISHED_TASK_JOBS, {"campaign_ids": list(campaign_ids)})
     return {int(a): int(n) for a, n in rows}
 
 
@@ -173,11 +180,7 @@ def list_tagged_job_states(conn: Connection, campaign_ids: Sequence[int],
     """(campaign, cluster) → the states of its prologue (or epilogue) jobs."""
     if not campaign_ids:
         return {}
-    rows = conn.execute(
-        select(jobs.c.campaign_id, jobs.c.cluster_id, jobs.c.state).distinct()
-        .where(jobs.c.campaign_id.in_(list(campaign_ids)), jobs.c.tag == tag,
-               jobs.c.cluster_id.is_not(None))
-    )
+    rows = conn.execute(_TAGGED_JOB_STATES, {"campaign_ids": list(campaign_ids), "tag": tag})
     found: dict[tuple[int, int], set[JobState]] = {}
     for campaign_id, cluster_id, state in rows:
         found.setdefault((int(campaign_id), int(cluster_id)), set()).add(JobState(state))
@@ -186,9 +189,7 @@ def list_tagged_job_states(conn: Connection, campaign_ids: Sequence[int],
 
 def list_users_priority(conn: Connection) -> dict[tuple[str, int], int]:
     """(grid user, cluster) → priority; a missing row means 0."""
-    rows = conn.execute(select(users_priority.c.grid_user, users_priority.c.cluster_id,
-                               users_priority.c.priority))
-    return {(str(u), int(c)): int(p) for u, c, p in rows}
+    return {(str(u), int(c)): int(p) for u, c, p in conn.execute(_USERS_PRIORITY)}
 
 
 def ensure_taps(conn: Connection, couples: Iterable[tuple[int, int]], *,
@@ -211,8 +212,7 @@ def ensure_taps(conn: Connection, couples: Iterable[tuple[int, int]], *,
 
 
 def _tap_rates(conn: Connection, campaign_ids: Sequence[int]) -> dict[tuple[int, int], int]:
-    rows = conn.execute(select(taps.c.campaign_id, taps.c.cluster_id, taps.c.rate)
-                        .where(taps.c.campaign_id.in_(campaign_ids)))
+    rows = conn.execute(_TAP_RATES, {"campaign_ids": list(campaign_ids)})
     return {(int(a), int(b)): int(r) for a, b, r in rows}
 
 
