@@ -186,9 +186,9 @@ class Nikita(Daemon):
         """Settle every open class-`job` USER_FRAG: delete its remote job, then close it."""
         with self.engine.begin() as conn:
             pending = kills.list_pending_kills(conn, limit=BATCH)
+            if not pending:
+                return
             blacklisted = event_store.list_blacklisted_clusters(conn)
-        if not pending:
-            return
         if self._settle_single_cancels(pending):
             with self.engine.begin() as conn:
                 pending = kills.list_pending_kills(conn, limit=BATCH)
@@ -245,13 +245,15 @@ class Nikita(Daemon):
     def _kill_overdue(self) -> None:
         now = self.clock.now()
         with self.engine.begin() as conn:
-            candidates = kills.list_running_unkilled_jobs(
+            candidates = [t for t in kills.list_running_unkilled_jobs(
                 conn, started_before=now - WALLTIME_GRACE, limit=BATCH)
+                if is_overdue(t, now, self.settings.DEFAULT_JOB_WALLTIME)]
+            if not candidates:
+                return  # the blacklists only matter for jobs to kill
             blacklisted = event_store.list_blacklisted_clusters(conn)
             banned = event_store.list_blacklisted_couples(conn)
         overdue = [t for t in candidates
-                   if is_overdue(t, now, self.settings.DEFAULT_JOB_WALLTIME)
-                   and t.cluster_id not in blacklisted
+                   if t.cluster_id not in blacklisted
                    and (t.campaign_id, t.cluster_id) not in banned]
         for kill in plan_remote_kills(overdue):
             if self.stop.is_set() or not self._delete(kill, code=CIGRI_WALLTIME):
@@ -274,6 +276,8 @@ class Nikita(Daemon):
             waiting = [t for t in kills.list_long_waiting_jobs(
                 conn, submitted_before=now - self.waiting_timeout, limit=BATCH)
                 if has_waited_too_long(t, now, self.waiting_timeout)]
+            if not waiting:
+                return
             blacklisted = event_store.list_blacklisted_clusters(conn)
         waiting = [t for t in waiting if t.cluster_id not in blacklisted]
         for kill in plan_remote_kills(waiting):
