@@ -177,18 +177,18 @@ def run_to_termination(grid: Grid, params: Sequence[str], *, exec_file: str,
 
 
 def job_rows(engine: Engine, campaign_id: int | None = None) -> list[Any]:
-    with engine.begin() as conn:
-        query = select(jobs).order_by(jobs.c.id)
-        if campaign_id is not None:
-            query = query.where(jobs.c.campaign_id == campaign_id)
-        return list(conn.execute(query))
+    return _rows(engine, jobs, campaign_id=campaign_id)
 
 
 def event_rows(engine: Engine, code: str | None = None) -> list[Any]:
+    return _rows(engine, events, code=code)
+
+
+def _rows(engine: Engine, table: Any, **equal: object) -> list[Any]:
+    """The rows of `table` in id order, filtered on the columns whose value is not None."""
+    query = select(table).order_by(table.c.id).where(
+        *(table.c[column] == value for column, value in equal.items() if value is not None))
     with engine.begin() as conn:
-        query = select(events).order_by(events.c.id)
-        if code is not None:
-            query = query.where(events.c.code == code)
         return list(conn.execute(query))
 
 
