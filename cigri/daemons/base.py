@@ -170,31 +170,8 @@ class Daemon(abc.ABC):
                 return
 
     def _start_listener(self) -> None:
-        channels = list(self.wake_channels())
-        if not channels or self.engine.dialect.name != "postgresql":
-            return
-        thread = threading.Thread(target=self._listen, args=(channels,), daemon=True,
-                                  name=f"{self.name}-listen")
-        thread.start()
-
-    def _listen(self, channels: list[str]) -> None:
-        """LISTEN on a dedicated autocommit connection; wait in 1-s slices so `stop` is seen."""
-        import psycopg
-
-        url = make_url(self.engine.url.render_as_string(hide_password=False))
-        dsn = url.set(drivername="postgresql").render_as_string(hide_password=False)
-        while not self.stop.is_set():
-            try:
-                with psycopg.connect(dsn, autocommit=True) as conn:
-                    for channel in channels:
-                        conn.execute(f'LISTEN "{channel}"')
-                    while not self.stop.is_set():
-                        for _notice in conn.notifies(timeout=1.0, stop_after=1):
-                            self._wake.set()
-            except Exception:
-                log.debug("%s: listener lost its connection; polling only for now", self.name,
-                          exc_info=True)
-                self.stop.wait(5.0)
+        start_listener(self.engine, list(self.wake_channels()), stop=self.stop,
+                       on_notify=self.wake, name=self.name)
 
     def _one_iteration(self) -> None:
         try:
@@ -259,6 +236,40 @@ class Daemon(abc.ABC):
         except Exception:
             log.warning("%s: could not release its lease; it will expire", self.name,
                         exc_info=True)
+
+
+def start_listener(engine: Engine, channels: Sequence[str], *, stop: threading.Event,
+                   on_notify: Callable[[], None], name: str) -> threading.Thread | None:
+    """On PostgreSQL, a thread that LISTENs on `channels` and calls `on_notify` for each
+    notification until `stop` is set (None on SQLite or without channels). One thread and one
+    connection serve every daemon of a process that shares the channels (the runner's clusters)."""
+    if not channels or engine.dialect.name != "postgresql":
+        return None
+    thread = threading.Thread(target=_listen, args=(engine, list(channels), stop, on_notify, name),
+                              daemon=True, name=f"{name}-listen")
+    thread.start()
+    return thread
+
+
+def _listen(engine: Engine, channels: list[str], stop: threading.Event,
+            on_notify: Callable[[], None], name: str) -> None:
+    """LISTEN on a dedicated autocommit connection; wait in 1-s slices so `stop` is seen."""
+    import psycopg
+
+    url = make_url(engine.url.render_as_string(hide_password=False))
+    dsn = url.set(drivername="postgresql").render_as_string(hide_password=False)
+    while not stop.is_set():
+        try:
+            with psycopg.connect(dsn, autocommit=True) as conn:
+                for channel in channels:
+                    conn.execute(f'LISTEN "{channel}"')
+                while not stop.is_set():
+                    for _notice in conn.notifies(timeout=1.0, stop_after=1):
+                        on_notify()
+        except Exception:
+            log.debug("%s: listener lost its connection; polling only for now", name,
+                      exc_info=True)
+            stop.wait(5.0)
 
 
 def install_signal_handlers(stop: threading.Event) -> None:

@@ -42,7 +42,7 @@ from sqlalchemy import Connection, Engine
 
 from cigri.app import build_oar_factory
 from cigri.config import Settings
-from cigri.daemons.base import Daemon, DaemonContext, daemon_context
+from cigri.daemons.base import Daemon, DaemonContext, daemon_context, start_listener
 from cigri.domain import batches, colombo
 from cigri.domain.clock import Clock
 from cigri.domain.clusters import Cluster
@@ -216,13 +216,18 @@ class ClusterRunner(Daemon):
 
     def __init__(self, *, cluster: Cluster, oar: OarApi, engine: Engine, settings: Settings,
                  clock: Clock, stop: threading.Event, interval: timedelta | None = None,
-                 lease: timedelta | None = None, owner: str | None = None) -> None:
+                 lease: timedelta | None = None, owner: str | None = None,
+                 listen: bool = True) -> None:
         super().__init__(engine=engine, settings=settings, clock=clock, stop=stop,
                          interval=interval, name=f"runner:{cluster.name}", lease=lease,
                          owner=owner)
         self.cluster = cluster
         self.oar = oar
         self.taps = tap_settings(settings)
+        self.listen = listen  # False: the RunnerProcess listens for all its clusters
+
+    def wake_channels(self) -> Sequence[str]:
+        return super().wake_channels() if self.listen else ()
 
     @classmethod
     def default_interval(cls, settings: Settings) -> timedelta:
@@ -576,6 +581,7 @@ class RunnerProcess:
         self.interval = interval
         self.discovery_interval = discovery_interval
         self.runners: dict[int, tuple[ClusterRunner, threading.Thread, threading.Event]] = {}
+        self._awake: tuple[ClusterRunner, ...] = ()  # what a notification wakes (swapped whole)
         self.failed: list[str] = []
 
     def discover(self) -> None:
@@ -593,12 +599,18 @@ class RunnerProcess:
             own_stop = threading.Event()
             runner = ClusterRunner(cluster=cluster, oar=self.oar_factory(cluster),
                                    engine=self.engine, settings=self.settings, clock=self.clock,
-                                   stop=own_stop, interval=self.interval)
+                                   stop=own_stop, interval=self.interval, listen=False)
             thread = threading.Thread(target=self._run_one, args=(runner,), daemon=True,
                                       name=runner.name)
             self.runners[cluster_id] = (runner, thread, own_stop)
             thread.start()
             log.info("%s: loop started", runner.name)
+        self._awake = tuple(runner for runner, _thread, _stop in self.runners.values())
+
+    def wake_all(self) -> None:
+        """A `cigri_runner` notification: every cluster loop starts its next pass now."""
+        for runner in self._awake:
+            runner.wake()
 
     def _run_one(self, runner: ClusterRunner) -> None:
         try:
@@ -609,6 +621,9 @@ class RunnerProcess:
             self.stop.set()
 
     def run(self) -> None:
+        # one LISTEN connection for the whole process, not one per cluster
+        start_listener(self.engine, [f"cigri_{ClusterRunner.role}"], stop=self.stop,
+                       on_notify=self.wake_all, name="runner")
         try:
             while not self.stop.is_set():
                 self.discover()
