@@ -246,12 +246,17 @@ class ClusterRunner(Daemon):
             if blacklisted:
                 self._close_all_taps(conn)
             elif self.cluster.enabled:
-                pending = submission_store.list_submissions_to_reconcile(
-                    conn, cluster_id=self.cluster.id, intent_before=now - self.lease)
-                if not pending:
+                # one probe says which reads can find anything: an idle pass skips them all
+                work = submission_store.find_runner_work(conn, cluster_id=self.cluster.id,
+                                                         intent_before=now - self.lease)
+                if work.to_reconcile:
+                    pending = submission_store.list_submissions_to_reconcile(
+                        conn, cluster_id=self.cluster.id, intent_before=now - self.lease)
+                if not pending and (work.queued or work.waiting):
                     taps = self._move_taps_in(conn, now)
-                to_launch = job_store.list_to_launch_jobs(conn, cluster_id=self.cluster.id,
-                                                          limit=_PENDING_LIMIT)
+                if work.to_launch:
+                    to_launch = job_store.list_to_launch_jobs(conn, cluster_id=self.cluster.id,
+                                                              limit=_PENDING_LIMIT)
         if blacklisted or not self.cluster.enabled:
             log.debug("%s: cluster blacklisted or disabled, no OAR call", self.name)
             return

@@ -15,13 +15,21 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Final
 
-from sqlalchemy import Connection, and_, bindparam, insert, or_, select, update
+from sqlalchemy import Connection, and_, bindparam, exists, insert, or_, select, update
 
 from cigri.domain.jobs import LaunchContext
-from cigri.domain.states import TapState
+from cigri.domain.states import JobState, TapState
 from cigri.domain.tap import Tap, TapSettings
 from cigri.storage.queue import ensure_taps
-from cigri.storage.tables import campaign_properties, campaigns, submissions, taps, users_mapping
+from cigri.storage.tables import (
+    campaign_properties,
+    campaigns,
+    jobs,
+    jobs_to_launch,
+    submissions,
+    taps,
+    users_mapping,
+)
 
 log = logging.getLogger(__name__)
 
@@ -86,18 +94,47 @@ def mark_submission(conn: Connection, submission_id: int, *, expected: tuple[str
 
 
 # Run by every runner at every pass: built once (bound parameters), not rebuilt and re-keyed.
-_TO_RECONCILE = (select(submissions).where(
+_RECONCILABLE = and_(
     submissions.c.cluster_id == bindparam("cluster_id"),
     or_(submissions.c.state == UNCERTAIN,
         and_(submissions.c.state == INTENT,
              submissions.c.created_at < bindparam("intent_before"))))
-    .order_by(submissions.c.id).limit(bindparam("limit")))
+_TO_RECONCILE = (select(submissions).where(_RECONCILABLE)
+                 .order_by(submissions.c.id).limit(bindparam("limit")))
 _TAPS = select(taps).where(taps.c.cluster_id == bindparam("cluster_id"),
                            taps.c.campaign_id.in_(bindparam("campaign_ids", expanding=True)))
 _SAVE_TAP = (update(taps).where(taps.c.cluster_id == bindparam("tap_cluster_id"),
                                 taps.c.campaign_id == bindparam("tap_campaign_id"))
              .values(state=bindparam("tap_state"), rate=bindparam("tap_rate"),
                      close_date=bindparam("tap_close_date")))
+
+
+# What a runner pass may have to do on a cluster, in one round trip (four index probes).
+_RUNNER_WORK = select(
+    exists().where(_RECONCILABLE).label("to_reconcile"),
+    exists().where(jobs_to_launch.c.cluster_id == bindparam("cluster_id")).label("queued"),
+    exists().where(jobs.c.cluster_id == bindparam("cluster_id"),
+                   jobs.c.state == JobState.REMOTE_WAITING.value).label("waiting"),
+    exists().where(jobs.c.cluster_id == bindparam("cluster_id"),
+                   jobs.c.state == JobState.TO_LAUNCH.value).label("to_launch"))
+
+
+@dataclass(frozen=True, kw_only=True)
+class RunnerWork:
+    """What a runner pass may have to do on a cluster; all False: nothing at all."""
+
+    to_reconcile: bool  # a submission of `list_submissions_to_reconcile`
+    queued: bool  # a queue row for the cluster
+    waiting: bool  # a job remote_waiting there (it closes its campaign's tap)
+    to_launch: bool  # a job created for the cluster and never submitted
+
+
+def find_runner_work(conn: Connection, *, cluster_id: int, intent_before: datetime) -> RunnerWork:
+    """Which of the runner's reads can find anything this pass (so an idle pass skips them)."""
+    row = conn.execute(_RUNNER_WORK, {"cluster_id": cluster_id,
+                                      "intent_before": intent_before}).one()
+    return RunnerWork(to_reconcile=bool(row.to_reconcile), queued=bool(row.queued),
+                      waiting=bool(row.waiting), to_launch=bool(row.to_launch))
 
 
 def list_submissions_to_reconcile(conn: Connection, *, cluster_id: int, intent_before: datetime,
