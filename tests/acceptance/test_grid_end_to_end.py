@@ -203,7 +203,7 @@ def test_a_failing_task_is_listed_fixed_and_resubmitted_and_its_owner_notified(
 @pytest.mark.slow
 def test_max_jobs_test_mode_and_best_effort_preemption(grid: Grid, live: dict[str, Any]) -> None:
     """b18: max_jobs bounds active plus queued jobs; b17: test mode runs one job at a time (that
-    its jobs are normal, not best-effort, is asked of the runner in /tmp/engine-requests.md);
+    its jobs are normal, not best-effort, is tests/integration/test_engine_gaps_test_mode.py's);
     b12: best-effort jobs killed by a normal user are resubmitted without any action."""
     from cigri.cli.client import ApiClient, ClientConfig
 
@@ -211,11 +211,18 @@ def test_max_jobs_test_mode_and_best_effort_preemption(grid: Grid, live: dict[st
     nap = _script(work, "nap.sh", "sleep 1\necho $1\n")
     bounded = _submit(grid, work, nap, [f"b{i}" for i in range(6)], "bounded", max_jobs=2)
     testing = _submit(grid, work, nap, [f"x{i}" for i in range(3)], "testing", test_mode="true")
-    live["emulator"].cluster(0).normal_user(4, 2.0, start_in=1.0, period=6.0)
+    cluster = live["emulator"].cluster(0).cluster
     client = ApiClient(ClientConfig(url=grid.url, token=grid.token("alice")))
     peak = {bounded: 0, testing: 0}
+    preempted = False
     deadline = time.monotonic() + 150
     while time.monotonic() < deadline:
+        if not preempted:  # b12: a normal user takes every core once a best-effort job runs
+            with cluster.lock:
+                cluster.pump()
+                if cluster.running_besteffort:
+                    cluster.add_normal_user(cluster.total_cores, 2.0)
+                    preempted = True
         states = {}
         for campaign_id in peak:
             detail = client.get(f"/campaigns/{campaign_id}")
@@ -227,5 +234,8 @@ def test_max_jobs_test_mode_and_best_effort_preemption(grid: Grid, live: dict[st
         time.sleep(0.3)
     assert set(states.values()) == {"terminated"}, states
     assert peak[bounded] <= 2 and peak[testing] <= 1, peak
+    assert preempted
+    history = json.loads(grid.run("gridevents", "-a", "-c", str(bounded), "--json").stdout)
+    assert "RESUBMIT" in [e["code"] for e in history["items"]], history  # b12, with no action
     job = next(t for t in _tasks(grid, bounded) if t["state"] == "terminated")["job"]
     assert "besteffort" in json.loads(grid.run("gridstat", "-j", job, "-C").stdout)["types"]
