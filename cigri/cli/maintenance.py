@@ -1,6 +1,7 @@
 """`cigri maintenance`: the periodic housekeeping, for cron or a systemd timer (see
 `etc/cron.d/cigri`, `systemd/cigri-maintenance.timer`): purge or archive finished campaigns older
-than PURGE_AFTER_DAYS, sample grid usage, drop old outbox messages, optionally vacuum."""
+than PURGE_AFTER_DAYS, sample grid usage, drop old outbox messages, fold the per-session event
+counts, optionally vacuum."""
 
 from __future__ import annotations
 
@@ -46,6 +47,8 @@ def maintenance(purge: bool, archive_directory: Path | None, sample_usage: bool,
             click.echo(f"archived {path}")
         if report.usage_samples:
             click.echo(f"grid usage: {report.usage_samples} clusters sampled")
+        if report.event_counts_folded:
+            click.echo(f"statistics: {report.event_counts_folded} event count rows folded")
         if report.vacuumed:
             click.echo("database vacuumed")
     for error in report.errors:

@@ -1,6 +1,7 @@
 """Periodic maintenance (`cigri maintenance`, cron, systemd timer, or almighty's APScheduler in
 one-host mode): purge or archive finished campaigns older than `PURGE_AFTER_DAYS`, sample grid
-usage (`grid_usage`, v3 updator §3.3.4), drop old outbox messages and usage samples, vacuum.
+usage (`grid_usage`, v3 updator §3.3.4), drop old outbox messages and usage samples, fold the
+per-session failure and resubmission counts (`campaign_cluster_event_counts`), vacuum.
 
 Each step is its own short transaction; OAR is read before the usage transaction opens. A step that
 fails is logged and the others still run. Settings: PURGE_AFTER_DAYS, GRID_USAGE_UPDATE_PERIOD.
@@ -42,13 +43,15 @@ class MaintenanceReport:
     archived: list[str] = field(default_factory=list)
     usage_samples: int = 0
     outbox_deleted: int = 0
+    event_counts_folded: int = 0
     vacuumed: bool = False
     errors: list[str] = field(default_factory=list)
 
     def as_dict(self) -> dict[str, Any]:
         return {"purged": self.purged, "archived": self.archived,
                 "usage_samples": self.usage_samples, "outbox_deleted": self.outbox_deleted,
-                "vacuumed": self.vacuumed, "errors": self.errors}
+                "event_counts_folded": self.event_counts_folded, "vacuumed": self.vacuumed,
+                "errors": self.errors}
 
 
 def purge_old_campaigns(engine: Engine, *, now: datetime, days: int,
@@ -142,6 +145,12 @@ def run_maintenance(engine: Engine, settings: Settings, clock: Clock, *,
         with engine.begin() as conn:
             report.outbox_deleted = outbox.purge_sent_messages(conn, before=now - OUTBOX_RETENTION)
             stats_store.purge_grid_usage(conn, before=now - USAGE_RETENTION)
+        try:
+            with engine.begin() as conn:
+                report.event_counts_folded = stats_store.compact_event_counts(conn)
+        except Exception as error:
+            log.exception("maintenance: folding the event counts failed")
+            report.errors.append(f"event counts: {error}")
     if vacuum and not dry_run:
         try:
             store.vacuum(engine)

@@ -12,6 +12,9 @@ state change of the runner and the updater.
 
 Throughput counts the tasks that stopped since the start of the minute `window_seconds` before
 `now` (the per-minute buckets cannot split a minute).
+
+`campaign_cluster_event_counts` grows one row per (campaign, cluster, database session);
+`compact_event_counts` (run by `cigri maintenance`) folds them into one row per pair.
 """
 
 from __future__ import annotations
@@ -21,7 +24,19 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Connection, Float, and_, case, cast, func, insert, select
+from sqlalchemy import (
+    Connection,
+    Float,
+    and_,
+    case,
+    cast,
+    delete,
+    func,
+    insert,
+    literal,
+    select,
+)
+from sqlalchemy.dialects.postgresql import insert as pg_insert
 
 from cigri.domain.states import ACTIVE_JOB_STATES, EventClass, JobState
 from cigri.domain.stats import (
@@ -37,6 +52,7 @@ from cigri.storage.tables import (
     campaign_cluster_event_counts,
     campaign_cluster_job_stats,
     campaign_cluster_throughput,
+    campaigns,
     clusters,
     events,
     grid_usage,
@@ -49,6 +65,8 @@ from cigri.storage.tables import (
 _NOT_FAILURES = ("REMOTE_WAITING_FRAG", "RESUBMIT", "RESUBMIT_END", "OAR_AUTO_RESUBMIT")
 # `campaign_cluster_job_stats.cluster_id` of jobs and events without a cluster.
 _NO_CLUSTER = 0
+# `campaign_cluster_event_counts.backend_pid` of the folded rows (no session has pid 0).
+_FOLDED = 0
 
 
 @dataclass(kw_only=True)
@@ -151,6 +169,50 @@ def _maintained_sums(conn: Connection, campaign_id: int, since: datetime
         cluster = sums.setdefault(_cluster_key(cluster_id), _Sums())
         cluster.failures, cluster.resubmissions = int(failed or 0), int(resubmitted or 0)
     return sums
+
+
+def compact_event_counts(conn: Connection) -> int:
+    """Fold every session's `campaign_cluster_event_counts` rows into its (campaign, cluster)'s
+    one folded row (`backend_pid` 0), in one statement; returns how many rows were folded. The
+    sums, hence every figure, stay the same. A no-op on SQLite, which keeps no such rows.
+
+    Never waits for a writer: rows a running transaction holds (it is adding to them) and
+    campaigns being deleted are skipped, to be folded next time. Waiting instead could deadlock
+    with a transaction that adds to two of its session's rows, or with a purge whose cascade waits for
+    our rows while our insert's foreign key check waits for its campaign. A writer that meets a
+    row this statement deleted waits for the commit, then inserts its row afresh."""
+    if conn.dialect.name != "postgresql":
+        return 0
+    counts = campaign_cluster_event_counts
+    key = (counts.c.campaign_id, counts.c.cluster_id, counts.c.backend_pid)
+    # The KEY SHARE lock keeps the campaigns from being deleted until we commit, so the folded
+    # rows' foreign key check cannot wait; it does not hold up updates of the campaigns.
+    live = (select(campaigns.c.id)
+            .where(campaigns.c.id.in_(select(counts.c.campaign_id)
+                                      .where(counts.c.backend_pid != _FOLDED)))
+            .with_for_update(read=True, key_share=True, skip_locked=True)
+            .cte("live").prefix_with("MATERIALIZED"))
+    locked = (select(*key)
+              .where(counts.c.backend_pid != _FOLDED, counts.c.campaign_id.in_(select(live.c.id)))
+              .with_for_update(skip_locked=True).cte("locked").prefix_with("MATERIALIZED"))
+    moved = (delete(counts)
+             .where(*(column == locked.c[column.name] for column in key))
+             .returning(counts.c.campaign_id, counts.c.cluster_id, counts.c.failures,
+                        counts.c.resubmissions).cte("moved"))
+    # Key order, as the triggers write, so two compactions lock the folded rows in one order.
+    sums = (select(moved.c.campaign_id, moved.c.cluster_id, literal(_FOLDED),
+                   func.sum(moved.c.failures), func.sum(moved.c.resubmissions))
+            .group_by(moved.c.campaign_id, moved.c.cluster_id)
+            .order_by(moved.c.campaign_id, moved.c.cluster_id))
+    fold = pg_insert(counts).from_select(
+        ["campaign_id", "cluster_id", "backend_pid", "failures", "resubmissions"], sums)
+    fold = fold.on_conflict_do_update(
+        index_elements=list(key),
+        set_={"failures": counts.c.failures + fold.excluded.failures,
+              "resubmissions": counts.c.resubmissions + fold.excluded.resubmissions})
+    folded = fold.returning(counts.c.campaign_id).cte("folded")
+    # A data-modifying CTE runs to completion whether or not the query reads it.
+    return int(conn.execute(select(func.count()).select_from(moved).add_cte(folded)).scalar_one())
 
 
 def _cluster_key(cluster_id: int) -> int | None:
