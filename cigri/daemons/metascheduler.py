@@ -1,8 +1,9 @@
 """The meta-scheduler (`cigri-metascheduler`): turns the bags of tasks of running campaigns into
 queue rows (`jobs_to_launch`), one cluster per task, and creates prologue and epilogue jobs.
 
-Owns `jobs_to_launch` inserts, the prologue/epilogue `jobs` rows (epilogues only where the
-campaign ran, withdrawn where they can no longer run), the creation of missing taps, and the
+Owns `jobs_to_launch` inserts (and the withdrawal of untaken rows from a couple that takes no
+work any more), the prologue/epilogue `jobs` rows (epilogues only where the campaign ran,
+withdrawn where they can no longer run), the creation of missing taps, and the
 NO_USABLE_CLUSTER event of a campaign whose clusters are all disabled or removed.
 Does not submit anything (the runner does) nor expire queue rows (nikita does). Each pass: read a
 snapshot, create due prologue/epilogue jobs, decide the couples and their limits, fetch candidate
@@ -40,6 +41,7 @@ from cigri.domain.scheduling import (
     plan_couples,
     plan_epilogues,
     plan_prologue_withdrawals,
+    plan_queue_withdrawals,
     plan_tagged_jobs,
     stack_size,
 )
@@ -72,6 +74,8 @@ class MetaScheduler(Daemon):
         if not snapshot.couples:
             log.debug("no running campaign")
             return
+        if self._withdraw_blocked_queue(snapshot):
+            snapshot = self._read_snapshot()  # the withdrawn tasks are candidates again
         self._create_prologues_and_epilogues(snapshot)
         # a couple whose campaign has no unqueued task left has no candidate to read
         couples = [c for c in plan_couples(snapshot)
@@ -131,6 +135,19 @@ class MetaScheduler(Daemon):
         for campaign_id in to_open:
             log.warning("campaign %d has tasks left and no enabled cluster", campaign_id,
                         extra={"campaign_id": campaign_id, "action": NO_USABLE_CLUSTER})
+
+    def _withdraw_blocked_queue(self, snapshot: Snapshot) -> int:
+        """Tasks queued on a cluster that stopped taking the campaign's work (disabled,
+        blacklisted, campaign blacklisted there) and that no runner took go back to the bag."""
+        couples = plan_queue_withdrawals(snapshot)
+        if not couples:
+            return 0
+        with self.engine.begin() as conn:
+            withdrawn = queue.withdraw_queued_tasks(conn, couples)
+        if withdrawn:
+            log.info("withdrew %d queued tasks from couples that take no work: %s", withdrawn,
+                     couples, extra={"action": "withdraw_queue"})
+        return withdrawn
 
     def _create_prologues_and_epilogues(self, snapshot: Snapshot) -> None:
         plans = plan_tagged_jobs(snapshot)

@@ -8,7 +8,8 @@ the daemon applies in short transactions. v3 rules (`cigri-v3-server.md` §3.2) 
 - the epilogue runs only on the clusters where the campaign ran, and not at all where it cannot
   run any more (`cigri.domain.campaigns.next_epilogue_step`; v3 ran it on every cluster and let
   a blacklisted or disabled one hold the campaign for ever); a prologue job no runner took is
-  withdrawn once its cluster is disabled or the campaign's tasks are all done;
+  withdrawn once its cluster is disabled or the campaign's tasks are all done, and tasks queued
+  on a couple that gets nothing queued any more go back to the bag for another cluster;
 - test couples really come first (v3's in-place list edit could leave one behind), and their
   queue rows say `besteffort: false`: test mode runs normal jobs whatever the campaign's type
   (v3 user ref §1.8);
@@ -197,6 +198,16 @@ def plan_prologue_withdrawals(snapshot: Snapshot) -> list[Couple]:
                 or is_campaign_drained(snapshot, couple.campaign_id):
             found.append(key)
     return found
+
+
+def plan_queue_withdrawals(snapshot: Snapshot) -> list[Couple]:
+    """Couples with tasks queued on a cluster that no longer takes the campaign's work: disabled
+    or gone, blacklisted, or the campaign blacklisted there (the couples that get nothing queued).
+    No runner took those tasks (a runner deletes the queue row in the transaction that records
+    its submission intent); back in the bag, they go to another cluster at once instead of
+    waiting for nikita to expire their rows (`REMOTE_WAITING_TIMEOUT`)."""
+    return [key for key in ((c.campaign_id, c.cluster_id) for c in snapshot.couples)
+            if snapshot.queued_jobs.get(key, 0) > 0 and _is_blocked(snapshot, key)]
 
 
 def list_epilogue_campaigns(snapshot: Snapshot) -> list[int]:

@@ -1,6 +1,6 @@
 """The scheduling queue: what the meta-scheduler reads to decide and writes once it has decided.
 
-Owns `jobs_to_launch` inserts and expiries, the creation of `taps` rows (their state and rate
+Owns `jobs_to_launch` inserts, withdrawals and expiries, the creation of `taps` rows (their state and rate
 belong to the runner), `tasks_affinity` and the counts the meta-scheduler needs (active, queued
 and remaining work per campaign and cluster). Taking queued tasks into jobs is the runner's
 (`cigri.storage.jobs`); emptying a cancelled campaign's bag is the API's (`cigri.storage.actions`).
@@ -352,6 +352,27 @@ def delete_queue_entries(conn: Connection, queue_ids: Sequence[int], *,
     if queued_before is not None:
         query = query.where(jobs_to_launch.c.queuing_date < queued_before)
     return int(conn.execute(query).rowcount)
+
+
+def withdraw_queued_tasks(conn: Connection, couples: Sequence[tuple[int, int]]) -> int:
+    """Delete the queue rows of these (campaign, cluster) couples, so their tasks are unscheduled
+    again (the meta-scheduler queues them elsewhere); returns how many.
+
+    A queue row exists only while no runner took its task: the runner deletes it in the
+    transaction that records its submission intent. The rows a runner is taking right now are
+    locked, and SKIP LOCKED leaves them to it, so a task is either withdrawn or submitted, never
+    both (SQLite serialises writers instead).
+    """
+    withdrawn = 0
+    for campaign_id, cluster_id in couples:
+        candidates = (select(jobs_to_launch.c.id)
+                      .where(jobs_to_launch.c.cluster_id == cluster_id,
+                             jobs_to_launch.c.task_id.in_(select(bag_of_tasks.c.id).where(
+                                 bag_of_tasks.c.campaign_id == campaign_id)))
+                      .with_for_update(skip_locked=True).cte("candidates"))
+        withdrawn += int(conn.execute(delete(jobs_to_launch).where(
+            jobs_to_launch.c.id.in_(select(candidates.c.id)))).rowcount)
+    return withdrawn
 
 
 def delete_campaign_queue(conn: Connection, campaign_id: int) -> int:
