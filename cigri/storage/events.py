@@ -12,7 +12,7 @@ from collections.abc import Iterable, Sequence
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Connection, and_, func, insert, or_, select, update
+from sqlalchemy import Connection, and_, bindparam, func, insert, or_, select, update
 
 from cigri.domain.events import BLACKLIST, Event
 from cigri.domain.states import EventClass, EventState
@@ -185,13 +185,16 @@ def _open_blacklists() -> Any:
     return and_(events.c.code == BLACKLIST, events.c.state == EventState.OPEN.value)
 
 
+# Every runner pass asks this of its cluster: built once with a bound parameter (see jobs.py).
+_CLUSTER_BLACKLIST = (select(events.c.id)
+                      .where(_open_blacklists(), events.c.cluster_id == bindparam("cluster_id"),
+                             events.c.campaign_id.is_(None))
+                      .limit(1))
+
+
 def is_cluster_blacklisted(conn: Connection, cluster_id: int) -> bool:
     """True when an open whole-cluster BLACKLIST (no campaign) exists on the cluster."""
-    found = conn.execute(
-        select(events.c.id).where(_open_blacklists(), events.c.cluster_id == cluster_id,
-                                  events.c.campaign_id.is_(None)).limit(1)
-    ).first()
-    return found is not None
+    return conn.execute(_CLUSTER_BLACKLIST, {"cluster_id": cluster_id}).first() is not None
 
 
 def is_campaign_blacklisted(conn: Connection, *, campaign_id: int, cluster_id: int) -> bool:
