@@ -381,7 +381,8 @@ def delete_campaign(campaign_id: int) -> ResponseReturnValue:
 @api.delete("/campaigns/<id:campaign_id>/outputs")
 def delete_outputs(campaign_id: int) -> ResponseReturnValue:
     """Remove the stdout/stderr files of a finished campaign's jobs on their clusters, through
-    OAR as the owner's cluster login. Nothing is held open while OAR is called."""
+    OAR as the owner's cluster login; for a temporal-grouping batch also its sub-jobs' own
+    stdout/stderr and its state file. Nothing is held open while OAR is called."""
     with _engine().begin() as conn:
         owner, state = _own_campaign(conn, campaign_id)
         if state not in {CampaignState.TERMINATED.value, CampaignState.CANCELLED.value}:
@@ -395,7 +396,10 @@ def delete_outputs(campaign_id: int) -> ResponseReturnValue:
         oar = current_app.config["CIGRI_OAR_FACTORY"](cluster)
         try:
             for details in oar.get_jobs(outputs.remote_ids):
-                for path in (details.stdout_file, details.stderr_file):
+                paths = [details.stdout_file, details.stderr_file]
+                if details.id in outputs.batch_jobs:
+                    paths += batches.batch_files(details, outputs.batch_jobs[details.id])
+                for path in paths:
                     if path and not path.startswith("/"):
                         if not details.launching_directory:
                             continue

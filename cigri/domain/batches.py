@@ -47,6 +47,14 @@ def stderr_file(job_id: int) -> str:
     return f"cigri_batch_stderr_{job_id}"
 
 
+def batch_files(batch: OarJob, job_ids: Iterable[int]) -> list[str]:
+    """The files a batch OAR job leaves besides OAR's own stdout/stderr, relative to its launching
+    directory: each sub-job's stdout and stderr, then the batch's state file (named after the OAR
+    job, as the updater reads it)."""
+    names = [name for job_id in job_ids for name in (stdout_file(job_id), stderr_file(job_id))]
+    return [*names, state_file(batch.name or f"oar-{batch.id}")]
+
+
 def is_sub_job(tag: str | None) -> bool:
     """The job ran inside a batch: its stdout/stderr are `cigri_batch_std*_<job id>`, not the OAR
     job's own files."""
