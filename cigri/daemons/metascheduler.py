@@ -137,8 +137,8 @@ class MetaScheduler(Daemon):
                         extra={"campaign_id": campaign_id, "action": NO_USABLE_CLUSTER})
 
     def _withdraw_blocked_queue(self, snapshot: Snapshot) -> int:
-        """Tasks queued on a cluster that stopped taking the campaign's work (disabled,
-        blacklisted, campaign blacklisted there) and that no runner took go back to the bag."""
+        """Tasks queued on a cluster that stopped taking the campaign's work (disabled, or the
+        campaign blacklisted there) and that no runner took go back to the bag."""
         couples = plan_queue_withdrawals(snapshot)
         if not couples:
             return 0

@@ -9,7 +9,8 @@ the daemon applies in short transactions. v3 rules (`cigri-v3-server.md` §3.2) 
   run any more (`cigri.domain.campaigns.next_epilogue_step`; v3 ran it on every cluster and let
   a blacklisted or disabled one hold the campaign for ever); a prologue job no runner took is
   withdrawn once its cluster is disabled or the campaign's tasks are all done, and tasks queued
-  on a couple that gets nothing queued any more go back to the bag for another cluster;
+  on a disabled cluster, or one where the campaign is blacklisted, go back to the bag for
+  another cluster;
 - test couples really come first (v3's in-place list edit could leave one behind), and their
   queue rows say `besteffort: false`: test mode runs normal jobs whatever the campaign's type
   (v3 user ref §1.8);
@@ -202,12 +203,20 @@ def plan_prologue_withdrawals(snapshot: Snapshot) -> list[Couple]:
 
 def plan_queue_withdrawals(snapshot: Snapshot) -> list[Couple]:
     """Couples with tasks queued on a cluster that no longer takes the campaign's work: disabled
-    or gone, blacklisted, or the campaign blacklisted there (the couples that get nothing queued).
-    No runner took those tasks (a runner deletes the queue row in the transaction that records
-    its submission intent); back in the bag, they go to another cluster at once instead of
-    waiting for nikita to expire their rows (`REMOTE_WAITING_TIMEOUT`)."""
-    return [key for key in ((c.campaign_id, c.cluster_id) for c in snapshot.couples)
-            if snapshot.queued_jobs.get(key, 0) > 0 and _is_blocked(snapshot, key)]
+    or gone, or the campaign blacklisted there. No runner took those tasks (a runner deletes the
+    queue row in the transaction that records its submission intent); back in the bag, they go to
+    another cluster at once instead of waiting for nikita to expire their rows
+    (`REMOTE_WAITING_TIMEOUT`). A cluster-wide blacklist keeps its rows: it is most often a
+    passing outage that autofix lifts, and the runner resets the taps of the campaigns queued
+    there so they restart slowly."""
+    found = []
+    for couple in snapshot.couples:
+        key = (couple.campaign_id, couple.cluster_id)
+        cluster = snapshot.clusters.get(couple.cluster_id)
+        if snapshot.queued_jobs.get(key, 0) > 0 and (
+                cluster is None or not cluster.enabled or key in snapshot.blacklisted_couples):
+            found.append(key)
+    return found
 
 
 def list_epilogue_campaigns(snapshot: Snapshot) -> list[int]:
