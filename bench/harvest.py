@@ -21,6 +21,7 @@ with one key=value line.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import logging
 import math
 import threading
@@ -32,6 +33,7 @@ from _grid import CountingClients, fresh_database
 from sqlalchemy import Engine, func, select
 
 from cigri.config import build_settings
+from cigri.daemons.base import DaemonContext
 from cigri.daemons.metascheduler import MetaScheduler
 from cigri.daemons.runner import ClusterRunner
 from cigri.daemons.updater import Updater
@@ -92,11 +94,12 @@ def _bench(engine: Engine, nb_tasks: int, cores: int, nb_clusters: int,
         zero = timedelta(0)
         scheduler = MetaScheduler(engine=engine, settings=settings, clock=clock, stop=stop,
                                   interval=zero, owner="bench")
-        runners = [ClusterRunner(cluster=c, oar=runner_clients(c), engine=engine,
-                                 settings=settings, clock=clock, stop=stop, interval=zero,
-                                 owner="bench") for c in clusters]
-        updater = Updater(engine=engine, settings=settings, clock=clock, stop=stop,
-                          oar_factory=updater_clients, interval=zero, owner="bench")
+        context = DaemonContext(settings=settings, engine=engine, clock=clock, stop=stop,
+                                oar_factory=runner_clients)
+        runners = [ClusterRunner(context, cluster=c, interval=zero, owner="bench")
+                   for c in clusters]
+        updater = Updater(dataclasses.replace(context, oar_factory=updater_clients),
+                          interval=zero, owner="bench")
         cpu_start = time.thread_time()
         wall_start = time.monotonic()
         steps = 0

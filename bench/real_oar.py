@@ -191,15 +191,11 @@ class _Daemons:
         self.clients = CountingClients(timeout_seconds=30.0,
                                        retry=RetryPolicy(attempts=4, backoff_seconds=0.3))
         context = DaemonContext(settings=settings, engine=engine, clock=self.clock,
-                                stop=self.stop)
+                                stop=self.stop, oar_factory=self.clients)
         self.metascheduler = build_metascheduler(context)
-        self.runner = RunnerProcess(engine=engine, settings=settings, clock=self.clock,
-                                    stop=self.stop, oar_factory=self.clients,
-                                    discovery_interval=timedelta(seconds=1))
-        self.updater = Updater(engine=engine, settings=settings, clock=self.clock,
-                               stop=self.stop, oar_factory=self.clients)
-        self.nikita = Nikita(engine=engine, settings=settings, clock=self.clock, stop=self.stop,
-                             oar_factory=self.clients)
+        self.runner = RunnerProcess(context, discovery_interval=timedelta(seconds=1))
+        self.updater = Updater(context)
+        self.nikita = Nikita(context)
         loops: list[tuple[str, Callable[[], None]]] = [
             ("metascheduler", self.metascheduler.run), ("runner", self.runner.run),
             ("updater", self.updater.run), ("nikita", self.nikita.run)]

@@ -43,7 +43,7 @@ from typing import Any, Final
 from sqlalchemy import Engine
 
 from cigri.config import Settings
-from cigri.daemons.base import daemon_context
+from cigri.daemons.base import DaemonContext, daemon_context
 from cigri.domain.clock import Clock
 from cigri.domain.events import (
     ALMIGHTY_STARTING,
@@ -288,7 +288,7 @@ class Almighty:
             child.process = None
 
 
-def start_maintenance(engine: Engine, settings: Settings, clock: Clock) -> Any:
+def start_maintenance(context: DaemonContext) -> Any:
     """One-host mode runs the periodic maintenance (purge, grid usage, vacuum) itself, on an
     APScheduler background scheduler (returned, started), when this build has
     `cigri.daemons.maintenance`; None otherwise."""
@@ -296,12 +296,11 @@ def start_maintenance(engine: Engine, settings: Settings, clock: Clock) -> Any:
         return None
     from apscheduler.schedulers.background import BackgroundScheduler
 
-    from cigri.app import build_oar_factory
     from cigri.daemons.maintenance import schedule_maintenance
 
     scheduler = BackgroundScheduler(timezone="UTC")
-    schedule_maintenance(scheduler, engine, settings, clock,
-                         oar_factory=build_oar_factory(settings, engine))
+    schedule_maintenance(scheduler, context.engine, context.settings, context.clock,
+                         oar_factory=context.oar_factory)
     scheduler.start()
     log.info("almighty: maintenance scheduled (%d jobs)", len(scheduler.get_jobs()))
     return scheduler
@@ -312,7 +311,7 @@ def main() -> None:
     with daemon_context("almighty") as context:
         almighty = Almighty(engine=context.engine, settings=context.settings,
                             clock=context.clock, stop=context.stop, specs=daemon_specs())
-        scheduler = start_maintenance(context.engine, context.settings, context.clock)
+        scheduler = start_maintenance(context)
         try:
             almighty.run()
         finally:

@@ -2,7 +2,8 @@
 stop event is set, one active instance per role, a heartbeat per pass, exit after repeated failures.
 
 Owns the loop, the role lease (`daemon_leases`, through `cigri.storage.leases`), the heartbeat
-(`daemon_heartbeats`) and process start-up (`main`: settings, logging, engine, signal handlers).
+(`daemon_heartbeats`) and process start-up (`main`: settings, logging, engine, OAR-client
+factory, signal handlers).
 Does not own any work: subclasses write `run_once` as a short list of named steps.
 
 On PostgreSQL a daemon also LISTENs on `cigri_<role>`: a producer that calls
@@ -59,19 +60,30 @@ def instance_owner() -> str:
 
 @dataclass(frozen=True, kw_only=True)
 class DaemonContext:
-    """What `main` builds once per process and hands to the daemon factory."""
+    """What the daemons of a process share and are built from: `main` builds it once per
+    process (`for_process`); tests build it with their clock, stop event and OAR clients."""
 
     settings: Settings
     engine: Engine
     clock: Clock
     stop: threading.Event
+    oar_factory: app.OarFactory  # cluster -> its OAR client
+
+    @classmethod
+    def for_process(cls, settings: Settings, engine: Engine, *, clock: Clock | None = None,
+                    stop: threading.Event | None = None) -> DaemonContext:
+        """A process's context: the system clock, a new stop event and the composition root's
+        OAR clients (`cigri.app.build_oar_factory`, identities from `users_mapping`)."""
+        return cls(settings=settings, engine=engine, clock=clock or SystemClock(),
+                   stop=stop if stop is not None else threading.Event(),
+                   oar_factory=app.build_oar_factory(settings, engine))
 
 
 class ClusterClients:
     """A daemon's OAR clients, one per cluster, built by `factory` and rebuilt when the
     cluster's API URL changes. Call it with a cluster to get that cluster's client."""
 
-    def __init__(self, factory: Callable[[Cluster], OarApi]) -> None:
+    def __init__(self, factory: app.OarFactory) -> None:
         self.factory = factory
         self._known: dict[int, tuple[str, OarApi]] = {}
 
@@ -238,6 +250,17 @@ class Daemon(abc.ABC):
                         exc_info=True)
 
 
+class OarDaemon(Daemon):
+    """A grid-wide daemon that calls the clusters' OAR APIs (the updater, nikita, the collector),
+    built from the process's `DaemonContext`; `self.oar(cluster)` is that cluster's client."""
+
+    def __init__(self, context: DaemonContext, *, interval: timedelta | None = None,
+                 lease: timedelta | None = None, owner: str | None = None) -> None:
+        super().__init__(engine=context.engine, settings=context.settings, clock=context.clock,
+                         stop=context.stop, interval=interval, lease=lease, owner=owner)
+        self.oar = ClusterClients(context.oar_factory)
+
+
 def start_listener(engine: Engine, channels: Sequence[str], *, stop: threading.Event,
                    on_notify: Callable[[], None], name: str) -> threading.Thread | None:
     """On PostgreSQL, a thread that LISTENs on `channels` and calls `on_notify` for each
@@ -286,18 +309,19 @@ def install_signal_handlers(stop: threading.Event) -> None:
 
 @contextmanager
 def daemon_context(name: str) -> Iterator[DaemonContext]:
-    """Load settings, set up logging, build the engine and install signal handlers; dispose of
-    the engine at the end. For daemon mains that need more than one `Daemon` (the runner)."""
+    """Load settings, set up logging, build the engine and the OAR-client factory, install
+    signal handlers; dispose of the engine at the end. For daemon mains that need more than one
+    `Daemon` (the runner)."""
     try:
         settings = app.load()
     except ConfigError as error:
         sys.exit(f"{name}: {error.message}")
     app.setup_logging(settings, name=name)
     engine = app.build_engine(settings)
-    stop = threading.Event()
-    install_signal_handlers(stop)
+    context = DaemonContext.for_process(settings, engine)
+    install_signal_handlers(context.stop)
     try:
-        yield DaemonContext(settings=settings, engine=engine, clock=SystemClock(), stop=stop)
+        yield context
     finally:
         engine.dispose()
 

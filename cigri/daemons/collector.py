@@ -33,24 +33,18 @@ import logging
 import os
 import shlex
 import subprocess
-import threading
 from collections import defaultdict
-from collections.abc import Callable
 from datetime import timedelta
 from pathlib import Path
 from typing import Final
 
-from sqlalchemy import Engine
-
-from cigri.app import build_oar_factory
 from cigri.config import Settings
-from cigri.daemons.base import ClusterClients, Daemon, DaemonContext
+from cigri.daemons.base import DaemonContext, OarDaemon
 from cigri.daemons.base import main as daemon_main
 from cigri.domain import collection as rules
-from cigri.domain.clock import Clock
 from cigri.domain.clusters import Cluster
 from cigri.domain.jobs import LaunchContext
-from cigri.domain.oar import OarApi, OarNotFound, OarRejected, OarUnavailable, split_media_path
+from cigri.domain.oar import OarNotFound, OarRejected, OarUnavailable, split_media_path
 from cigri.domain.states import EventClass, EventState
 from cigri.storage import collected as store
 from cigri.storage.clusters import list_clusters
@@ -59,26 +53,20 @@ from cigri.storage.submissions import get_launch_context
 
 log = logging.getLogger(__name__)
 
-OarFactory = Callable[[Cluster], OarApi]
 JOB_BATCH: Final = 500
 FILE_BATCH: Final = 100
 MAX_ATTEMPTS: Final = 10
 SSH_TIMEOUT_SECONDS: Final = 600.0
 
 
-class Collector(Daemon):
+class Collector(OarDaemon):
     """One collector for the whole grid."""
 
     role = "collector"
 
-    def __init__(self, *, engine: Engine, settings: Settings, clock: Clock,
-                 stop: threading.Event, oar_factory: OarFactory,
-                 interval: timedelta | None = None, lease: timedelta | None = None,
-                 owner: str | None = None) -> None:
-        super().__init__(engine=engine, settings=settings, clock=clock, stop=stop,
-                         interval=interval, lease=lease, owner=owner)
-        self.oar_factory = oar_factory
-        self.oar = ClusterClients(oar_factory)
+    def __init__(self, context: DaemonContext, *, interval: timedelta | None = None,
+                 lease: timedelta | None = None, owner: str | None = None) -> None:
+        super().__init__(context, interval=interval, lease=lease, owner=owner)
         self._verified = False
         # (cluster id, login, directory) -> sizes of its files, as OAR listed them this pass
         self._listings: dict[tuple[int, str, str], dict[str, int]] = {}
@@ -328,12 +316,6 @@ class Collector(Daemon):
         return len(reset)
 
 
-def build(context: DaemonContext) -> Collector:
-    return Collector(engine=context.engine, settings=context.settings, clock=context.clock,
-                     stop=context.stop,
-                     oar_factory=build_oar_factory(context.settings, context.engine))
-
-
 def main() -> None:
     """`cigri-collector`."""
-    daemon_main(build, name="collector")
+    daemon_main(Collector, name="collector")

@@ -17,17 +17,12 @@ Settings: `NIKITA_INTERVAL`, `REMOTE_WAITING_TIMEOUT`, `DEFAULT_JOB_WALLTIME`.
 from __future__ import annotations
 
 import logging
-import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from datetime import timedelta
 
-from sqlalchemy import Engine
-
-from cigri.app import build_oar_factory
 from cigri.config import Settings
-from cigri.daemons.base import Daemon, DaemonContext
+from cigri.daemons.base import DaemonContext, OarDaemon
 from cigri.daemons.base import main as run_daemon
-from cigri.domain.clock import Clock
 from cigri.domain.clusters import Cluster
 from cigri.domain.events import (
     CIGRI_WALLTIME,
@@ -46,7 +41,7 @@ from cigri.domain.kills import (
     is_overdue,
     plan_remote_kills,
 )
-from cigri.domain.oar import OarApi, OarError, OarRejected
+from cigri.domain.oar import OarError, OarRejected
 from cigri.domain.states import EventClass, EventState, JobState
 from cigri.storage import events as event_store
 from cigri.storage import kills, queue
@@ -55,22 +50,19 @@ from cigri.storage.heartbeats import notify_daemons
 
 log = logging.getLogger(__name__)
 
-OarFactory = Callable[[Cluster], OarApi]
 AFFINITY_CLEANUP_PERIOD = timedelta(hours=1)
 BATCH = 1000
 
 
-class Nikita(Daemon):
+class Nikita(OarDaemon):
     """Kills, expires and cleans up; see the module docstring."""
 
     role = "nikita"
 
-    def __init__(self, *, engine: Engine, settings: Settings, clock: Clock,
-                 stop: threading.Event, oar_factory: OarFactory, **kwargs: object) -> None:
-        super().__init__(engine=engine, settings=settings, clock=clock, stop=stop,
-                         **kwargs)  # type: ignore[arg-type]
-        self.oar_factory = oar_factory
-        self._clients: dict[int, tuple[Cluster, OarApi]] = {}
+    def __init__(self, context: DaemonContext, *, interval: timedelta | None = None,
+                 lease: timedelta | None = None, owner: str | None = None) -> None:
+        super().__init__(context, interval=interval, lease=lease, owner=owner)
+        self._clusters: dict[int, Cluster] = {}  # read when a kill names a cluster not seen yet
 
     @classmethod
     def default_interval(cls, settings: Settings) -> timedelta:
@@ -91,21 +83,19 @@ class Nikita(Daemon):
 
     # --- OAR -----------------------------------------------------------------------------
 
-    def _oar(self, cluster_id: int) -> tuple[Cluster, OarApi] | None:
-        if cluster_id not in self._clients:
+    def _cluster(self, cluster_id: int) -> Cluster | None:
+        if cluster_id not in self._clusters:
             with self.engine.begin() as conn:
-                known = {c.id: c for c in list_clusters(conn)}
-            for known_id, cluster in known.items():
-                if known_id not in self._clients:
-                    self._clients[known_id] = (cluster, self.oar_factory(cluster))
-        return self._clients.get(cluster_id)
+                for cluster in list_clusters(conn):
+                    self._clusters.setdefault(cluster.id, cluster)
+        return self._clusters.get(cluster_id)
 
     def _delete(self, kill: RemoteKill, *, code: str) -> bool:
         """Delete one remote job; True once OAR confirmed (or it was already dead)."""
-        found = self._oar(kill.cluster_id)
-        if found is None:
+        cluster = self._cluster(kill.cluster_id)
+        if cluster is None:
             return True  # the cluster is gone: nothing left to kill there
-        cluster, oar = found
+        oar = self.oar(cluster)
         try:
             if kill.is_array:
                 try:
@@ -316,14 +306,8 @@ class Nikita(Daemon):
                 return
 
 
-def build(context: DaemonContext) -> Nikita:
-    return Nikita(engine=context.engine, settings=context.settings, clock=context.clock,
-                  stop=context.stop,
-                  oar_factory=build_oar_factory(context.settings, context.engine))
-
-
 def main() -> None:
-    run_daemon(build, name="nikita")
+    run_daemon(Nikita, name="nikita")
 
 
 if __name__ == "__main__":

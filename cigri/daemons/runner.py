@@ -38,17 +38,15 @@ from collections.abc import Callable, Sequence
 from datetime import datetime, timedelta
 from typing import Final
 
-from sqlalchemy import Connection, Engine
+from sqlalchemy import Connection
 
-from cigri.app import build_oar_factory
 from cigri.config import Settings
 from cigri.daemons.base import Daemon, DaemonContext, daemon_context, start_listener
 from cigri.domain import batches, colombo
-from cigri.domain.clock import Clock
 from cigri.domain.clusters import Cluster
 from cigri.domain.events import BLACKLIST
 from cigri.domain.jobs import EPILOGUE, PROLOGUE, Job, LaunchContext, LaunchItem
-from cigri.domain.oar import OarApi, OarError, OarJob, OarRejected, SubmitRequest
+from cigri.domain.oar import OarError, OarJob, OarRejected, SubmitRequest
 from cigri.domain.states import (
     PRIORITY_RESUBMIT,
     CampaignState,
@@ -72,8 +70,6 @@ from cigri.storage import submissions as submission_store
 from cigri.storage.clusters import get_cluster, list_clusters
 
 log = logging.getLogger(__name__)
-
-OarFactory = Callable[[Cluster], OarApi]
 
 STUCK_LAUNCHING_JOB: Final = "STUCK_LAUNCHING_JOB"
 # A parameter whose jobs OAR never received this many times is not put back in the bag again: its
@@ -214,16 +210,15 @@ class ClusterRunner(Daemon):
 
     role = "runner"
 
-    def __init__(self, *, cluster: Cluster, oar: OarApi, engine: Engine, settings: Settings,
-                 clock: Clock, stop: threading.Event, interval: timedelta | None = None,
-                 lease: timedelta | None = None, owner: str | None = None,
-                 listen: bool = True) -> None:
-        super().__init__(engine=engine, settings=settings, clock=clock, stop=stop,
-                         interval=interval, name=f"runner:{cluster.name}", lease=lease,
-                         owner=owner)
+    def __init__(self, context: DaemonContext, *, cluster: Cluster,
+                 interval: timedelta | None = None, lease: timedelta | None = None,
+                 owner: str | None = None, listen: bool = True) -> None:
+        super().__init__(engine=context.engine, settings=context.settings, clock=context.clock,
+                         stop=context.stop, interval=interval, name=f"runner:{cluster.name}",
+                         lease=lease, owner=owner)
         self.cluster = cluster
-        self.oar = oar
-        self.taps = tap_settings(settings)
+        self.oar = context.oar_factory(cluster)
+        self.taps = tap_settings(context.settings)
         self.listen = listen  # False: the RunnerProcess listens for all its clusters
 
     def wake_channels(self) -> Sequence[str]:
@@ -575,14 +570,11 @@ class RunnerProcess:
     """One runner thread per enabled cluster; picks up new and re-enabled clusters, drops disabled
     ones. `run` returns when `stop` is set, and raises if a cluster thread died."""
 
-    def __init__(self, *, engine: Engine, settings: Settings, clock: Clock, stop: threading.Event,
-                 oar_factory: OarFactory, interval: timedelta | None = None,
+    def __init__(self, context: DaemonContext, *, interval: timedelta | None = None,
                  discovery_interval: timedelta = timedelta(seconds=5)) -> None:
-        self.engine = engine
-        self.settings = settings
-        self.clock = clock
-        self.stop = stop
-        self.oar_factory = oar_factory
+        self.context = context
+        self.engine = context.engine
+        self.stop = context.stop
         self.interval = interval
         self.discovery_interval = discovery_interval
         self.runners: dict[int, tuple[ClusterRunner, threading.Thread, threading.Event]] = {}
@@ -602,9 +594,8 @@ class RunnerProcess:
             if known is not None and known[1].is_alive():
                 continue
             own_stop = threading.Event()
-            runner = ClusterRunner(cluster=cluster, oar=self.oar_factory(cluster),
-                                   engine=self.engine, settings=self.settings, clock=self.clock,
-                                   stop=own_stop, interval=self.interval, listen=False)
+            runner = ClusterRunner(dataclasses.replace(self.context, stop=own_stop),
+                                   cluster=cluster, interval=self.interval, listen=False)
             thread = threading.Thread(target=self._run_one, args=(runner,), daemon=True,
                                       name=runner.name)
             self.runners[cluster_id] = (runner, thread, own_stop)
@@ -642,19 +633,13 @@ class RunnerProcess:
             raise RuntimeError(f"runner loops failed: {', '.join(self.failed)}")
 
 
-def build_process(context: DaemonContext) -> RunnerProcess:
-    return RunnerProcess(engine=context.engine, settings=context.settings, clock=context.clock,
-                         stop=context.stop,
-                         oar_factory=build_oar_factory(context.settings, context.engine))
-
-
 def main() -> None:
     """`cigri-runner`: every enabled cluster's loop in one process."""
     import sys
 
     with daemon_context("runner") as context:
         try:
-            build_process(context).run()
+            RunnerProcess(context).run()
         except RuntimeError as error:
             log.critical("%s", error)
             sys.exit(1)

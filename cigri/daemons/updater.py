@@ -26,16 +26,14 @@ until its state file gives its own (nikita checks a batch as a whole, against it
 from __future__ import annotations
 
 import logging
-import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from datetime import datetime, timedelta
 from typing import Final
 
-from sqlalchemy import Connection, Engine
+from sqlalchemy import Connection
 
-from cigri.app import build_oar_factory
 from cigri.config import Settings
-from cigri.daemons.base import ClusterClients, Daemon, DaemonContext
+from cigri.daemons.base import DaemonContext, OarDaemon
 from cigri.daemons.base import main as daemon_main
 from cigri.daemons.runner import (
     AUTOFIX_CODES,
@@ -44,7 +42,6 @@ from cigri.daemons.runner import (
 )
 from cigri.domain import batches, colombo, failures
 from cigri.domain.campaigns import EPILOGUE_SKIPPED, epilogue_skip_message
-from cigri.domain.clock import Clock
 from cigri.domain.clusters import Cluster
 from cigri.domain.events import BLACKLIST
 from cigri.domain.jobs import Job, UpdateKind, plan_job_update
@@ -57,8 +54,6 @@ from cigri.storage.clusters import list_clusters, set_cluster_stress_factor
 from cigri.storage.submissions import get_launch_context
 
 log = logging.getLogger(__name__)
-
-OarFactory = Callable[[Cluster], OarApi]
 
 UNDER_STRESS: Final = "UNDER_STRESS"
 FINISHED_CAMPAIGN: Final = "FINISHED_CAMPAIGN"
@@ -80,19 +75,14 @@ def _is_ours(oar_job: OarJob, job: Job) -> bool:
     return name == prefix or name.startswith(prefix + ".")
 
 
-class Updater(Daemon):
+class Updater(OarDaemon):
     """One updater for the whole grid."""
 
     role = "updater"
 
-    def __init__(self, *, engine: Engine, settings: Settings, clock: Clock,
-                 stop: threading.Event, oar_factory: OarFactory,
-                 interval: timedelta | None = None, lease: timedelta | None = None,
-                 owner: str | None = None) -> None:
-        super().__init__(engine=engine, settings=settings, clock=clock, stop=stop,
-                         interval=interval, lease=lease, owner=owner)
-        self.oar_factory = oar_factory
-        self.oar = ClusterClients(oar_factory)
+    def __init__(self, context: DaemonContext, *, interval: timedelta | None = None,
+                 lease: timedelta | None = None, owner: str | None = None) -> None:
+        super().__init__(context, interval=interval, lease=lease, owner=owner)
         self._stress_read_at: datetime | None = None
         # (cluster id, OAR batch id) -> its sub-jobs' states, read once per pass
         self._batch_states: dict[tuple[int, int], dict[int, batches.SubJobState]] = {}
@@ -451,12 +441,6 @@ class Updater(Daemon):
         return finished
 
 
-def build(context: DaemonContext) -> Updater:
-    return Updater(engine=context.engine, settings=context.settings, clock=context.clock,
-                   stop=context.stop,
-                   oar_factory=build_oar_factory(context.settings, context.engine))
-
-
 def main() -> None:
     """`cigri-updater`."""
-    daemon_main(build, name="updater")
+    daemon_main(Updater, name="updater")

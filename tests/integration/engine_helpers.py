@@ -3,6 +3,7 @@ clusters over HTTP, campaigns and queued tasks made directly in the database."""
 
 from __future__ import annotations
 
+import dataclasses
 import threading
 import time
 from collections.abc import Iterable, Mapping, Sequence
@@ -13,6 +14,7 @@ from typing import Any
 from sqlalchemy import Engine, func, insert, select
 
 from cigri.config import Settings, build_settings
+from cigri.daemons.base import DaemonContext
 from cigri.daemons.runner import ClusterRunner
 from cigri.daemons.updater import Updater
 from cigri.domain.clock import FakeClock
@@ -81,20 +83,24 @@ class Grid:
     def control(self, index: int = 0) -> Any:
         return self.emulator.controls[index]
 
-    def runner(self, index: int = 0, **kwargs: Any) -> ClusterRunner:
-        cluster = self.clusters[index]
-        kwargs.setdefault("interval", timedelta(0))
-        kwargs.setdefault("settings", self.settings)
-        kwargs.setdefault("owner", f"test-runner-{index}")  # one instance across the test
-        return ClusterRunner(cluster=cluster, oar=self.factory(cluster), engine=self.engine,
-                             clock=self.clock, stop=self.stop, **kwargs)
+    def context(self, **changes: Any) -> DaemonContext:
+        """What the daemons under test are built from: the grid's settings, engine, clock, stop
+        event and OAR clients, with `changes` (e.g. `settings=`, `stop=`)."""
+        context = DaemonContext(settings=self.settings, engine=self.engine, clock=self.clock,
+                                stop=self.stop, oar_factory=self.factory)
+        return dataclasses.replace(context, **changes)
 
-    def updater(self, **kwargs: Any) -> Updater:
+    def runner(self, index: int = 0, *, settings: Settings | None = None,
+               **kwargs: Any) -> ClusterRunner:
         kwargs.setdefault("interval", timedelta(0))
-        kwargs.setdefault("settings", self.settings)
+        kwargs.setdefault("owner", f"test-runner-{index}")  # one instance across the test
+        return ClusterRunner(self.context(settings=settings or self.settings),
+                             cluster=self.clusters[index], **kwargs)
+
+    def updater(self, *, settings: Settings | None = None, **kwargs: Any) -> Updater:
+        kwargs.setdefault("interval", timedelta(0))
         kwargs.setdefault("owner", "test-updater")
-        return Updater(engine=self.engine, clock=self.clock,
-                       stop=self.stop, oar_factory=self.factory, **kwargs)
+        return Updater(self.context(settings=settings or self.settings), **kwargs)
 
 
 def start_grid(engine: Engine, clock: FakeClock, *, clusters: int = 1, nodes: int = 4,

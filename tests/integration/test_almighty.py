@@ -156,8 +156,10 @@ def test_a_daemon_exiting_with_an_error_soon_after_start_is_restarted_ever_later
 
 def test_one_host_mode_schedules_the_maintenance(engine: Engine, clock: FakeClock) -> None:
     from cigri.daemons.almighty import start_maintenance
+    from cigri.daemons.base import DaemonContext
 
-    scheduler = start_maintenance(engine, build_settings({"GRID_USAGE_UPDATE_PERIOD": 60}), clock)
+    settings = build_settings({"GRID_USAGE_UPDATE_PERIOD": 60})
+    scheduler = start_maintenance(DaemonContext.for_process(settings, engine, clock=clock))
     try:
         assert scheduler is not None
         jobs = {job.id for job in scheduler.get_jobs()}

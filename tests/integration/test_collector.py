@@ -44,8 +44,8 @@ def _run_campaign(grid: Grid, params: list[str], **props: str) -> int:
 
 
 def _collector(grid: Grid, settings: Settings | None = None) -> Collector:
-    return Collector(engine=grid.engine, settings=settings or grid.settings, clock=grid.clock,
-                     stop=threading.Event(), oar_factory=grid.factory, owner="test-collector")
+    return Collector(grid.context(settings=settings or grid.settings, stop=threading.Event()),
+                     owner="test-collector")
 
 
 def test_every_declared_output_file_lands_in_the_result_directory(grid: Grid,
@@ -133,8 +133,7 @@ def test_a_read_shorter_than_the_listed_size_is_read_again_then_given_up(
     campaign = _run_campaign(grid, ["t1", "t2"], output_gathering_method="collector",
                              output_file="out_{TASK}.txt")
     client = CuttingClient(grid.clusters[0].api_url)
-    collector = Collector(engine=grid.engine, settings=grid.settings, clock=grid.clock,
-                          stop=threading.Event(), oar_factory=lambda cluster: client,
+    collector = Collector(grid.context(stop=threading.Event(), oar_factory=lambda _: client),
                           owner="test-collector", interval=timedelta(0))
     collector.run(loops=1)
     results = tmp_path / "results" / str(campaign)

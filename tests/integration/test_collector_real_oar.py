@@ -58,8 +58,7 @@ def test_collector_fetches_every_declared_file_from_a_real_cluster(pg_engine: En
         time.sleep(1.0)
     assert states(pg_engine, campaign) == {"terminated": 3}
 
-    Collector(engine=pg_engine, settings=settings, clock=clock, stop=threading.Event(),
-              oar_factory=grid.factory, owner="test-collector").run(loops=1)
+    Collector(grid.context(stop=threading.Event()), owner="test-collector").run(loops=1)
 
     # the OAR API runs the command through a shell first, hence the escaped \$0 above
     results = tmp_path / "results" / str(campaign)

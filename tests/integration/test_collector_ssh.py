@@ -12,8 +12,12 @@ from pathlib import Path
 import pytest
 from sqlalchemy import Engine, insert, select
 
+from cigri.config import Settings
+from cigri.daemons.base import DaemonContext
 from cigri.daemons.collector import Collector
 from cigri.domain.clock import FakeClock
+from cigri.domain.clusters import Cluster
+from cigri.domain.oar import OarApi
 from cigri.storage import collected as store
 from cigri.storage.campaigns import create_campaign
 from cigri.storage.clusters import add_cluster
@@ -52,6 +56,16 @@ def _campaign(engine: Engine, clock: FakeClock, remote: Path, method: str, *,
     return campaign
 
 
+def _no_oar(cluster: Cluster) -> OarApi:
+    pytest.fail("no OAR call expected")
+
+
+def _collector(engine: Engine, settings: Settings, clock: FakeClock) -> Collector:
+    """The ssh methods copy without OAR: a collector whose OAR clients fail the test."""
+    return Collector(DaemonContext(settings=settings, engine=engine, clock=clock,
+                                   stop=threading.Event(), oar_factory=_no_oar), owner="test")
+
+
 @pytest.mark.parametrize("method", ["scp", "rsync"])
 def test_ssh_methods_copy_the_declared_files(pg_engine: Engine, clock: FakeClock, sshd: SshServer,
                                              tmp_path: Path, method: str) -> None:
@@ -60,9 +74,7 @@ def test_ssh_methods_copy_the_declared_files(pg_engine: Engine, clock: FakeClock
     campaign = _campaign(pg_engine, clock, remote, method)
     settings = make_settings(COLLECTOR_DIRECTORY=str(tmp_path / "results"),
                              COLLECTOR_SSH_OPTIONS=sshd.options)
-    Collector(engine=pg_engine, settings=settings, clock=clock, stop=threading.Event(),
-              oar_factory=lambda cluster: pytest.fail("no OAR call expected"),  # type: ignore[arg-type,return-value]
-              owner="test").run(loops=1)
+    _collector(pg_engine, settings, clock).run(loops=1)
     assert (tmp_path / "results" / str(campaign) / "a.out").read_text() == "alpha\n"
     with pg_engine.begin() as conn:
         summary = store.collection_summary(conn, campaign)
@@ -79,9 +91,7 @@ def test_unreachable_ssh_host_keeps_files_pending(pg_engine: Engine, clock: Fake
     settings = make_settings(COLLECTOR_DIRECTORY=str(tmp_path / "results"),
                              COLLECTOR_SSH_OPTIONS=sshd.options.replace(
                                  f"Port={sshd.port}", "Port=1") + " -o ConnectTimeout=3")
-    Collector(engine=pg_engine, settings=settings, clock=clock, stop=threading.Event(),
-              oar_factory=lambda cluster: pytest.fail("no OAR call expected"),  # type: ignore[arg-type,return-value]
-              owner="test").run(loops=1)
+    _collector(pg_engine, settings, clock).run(loops=1)
     with pg_engine.begin() as conn:
         files = store.list_collected_files(conn, campaign)
     assert {f.state for f in files} == {"pending"} and all(f.attempts <= 1 for f in files)

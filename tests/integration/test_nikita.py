@@ -13,6 +13,7 @@ import pytest
 from sqlalchemy import Engine, func, insert, select, update
 
 from cigri.config import build_settings
+from cigri.daemons.base import DaemonContext
 from cigri.daemons.nikita import Nikita
 from cigri.domain.clock import FakeClock
 from cigri.domain.clusters import Cluster
@@ -49,8 +50,9 @@ class Grid:
     def nikita(self, **settings: Any) -> Nikita:
         values: dict[str, Any] = {"REMOTE_WAITING_TIMEOUT": 900}
         values.update(settings)
-        return Nikita(engine=self.engine, settings=build_settings(values), clock=self.clock,
-                      stop=threading.Event(), interval=timedelta(0), oar_factory=self.oar)
+        context = DaemonContext(settings=build_settings(values), engine=self.engine,
+                                clock=self.clock, stop=threading.Event(), oar_factory=self.oar)
+        return Nikita(context, interval=timedelta(0))
 
     def submit(self, index: int, count: int, *, besteffort: bool = False) -> list[int]:
         """OAR jobs of `count` array elements, submitted as cigri's runner would."""

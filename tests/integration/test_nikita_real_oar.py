@@ -14,6 +14,7 @@ import pytest
 from sqlalchemy import Engine, insert, select
 
 from cigri.config import build_settings
+from cigri.daemons.base import DaemonContext
 from cigri.daemons.nikita import Nikita
 from cigri.domain.clock import SystemClock
 from cigri.domain.clusters import Cluster
@@ -90,8 +91,9 @@ def test_nikita_deletes_arrays_and_single_jobs_on_real_oar(pg_engine: Engine) ->
             conn.execute(bag_of_tasks.delete())
             cancel_campaign(conn, cancelled, now=clock.now())
             cancel_job(conn, job_ids[kept][0], now=clock.now())
-        nikita = Nikita(engine=pg_engine, settings=build_settings({}), clock=clock,
-                        stop=threading.Event(), interval=timedelta(0), oar_factory=factory)
+        nikita = Nikita(DaemonContext(settings=build_settings({}), engine=pg_engine, clock=clock,
+                                      stop=threading.Event(), oar_factory=factory),
+                        interval=timedelta(0))
         nikita.run(loops=1)
         # One array delete for the cancelled campaign, one job delete for the single cancel.
         assert sum(c.request_count for c in clients[1:]) == 2  # type: ignore[attr-defined]

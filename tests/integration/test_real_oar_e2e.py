@@ -60,15 +60,13 @@ class Clients:
 def _start_engine(engine: Engine, settings: Any, stop: threading.Event,
                   clients: Clients) -> list[threading.Thread]:
     clock = SystemClock()
-    context = DaemonContext(settings=settings, engine=engine, clock=clock, stop=stop)
+    context = DaemonContext(settings=settings, engine=engine, clock=clock, stop=stop,
+                            oar_factory=clients)
     loops = [
         build_metascheduler(context).run,
-        RunnerProcess(engine=engine, settings=settings, clock=clock, stop=stop,
-                      oar_factory=clients, discovery_interval=timedelta(seconds=1)).run,
-        Updater(engine=engine, settings=settings, clock=clock, stop=stop,
-                oar_factory=clients).run,
-        Nikita(engine=engine, settings=settings, clock=clock, stop=stop,
-               oar_factory=clients).run,
+        RunnerProcess(context, discovery_interval=timedelta(seconds=1)).run,
+        Updater(context).run,
+        Nikita(context).run,
     ]
     threads = [threading.Thread(target=loop, daemon=True) for loop in loops]
     for thread in threads:
@@ -169,11 +167,9 @@ def test_a_runner_killed_after_submitting_is_reconciled_against_real_oar(
         conn.execute(insert(jobs_to_launch), [
             {"task_id": task, "cluster_id": cluster.id, "queuing_date": clock.now(),
              "runner_options": '{"besteffort": true}'} for task in tasks])
-    stop = threading.Event()
-    clients = Clients()
-    dying = ClusterRunner(cluster=cluster, oar=clients(cluster), engine=pg_engine,
-                          settings=settings, clock=clock, stop=stop, owner="dying",
-                          interval=timedelta(0))
+    context = DaemonContext(settings=settings, engine=pg_engine, clock=clock,
+                            stop=threading.Event(), oar_factory=Clients())
+    dying = ClusterRunner(context, cluster=cluster, owner="dying", interval=timedelta(0))
     real_submit = dying.oar.submit
 
     def submit_then_die(request: SubmitRequest, *, user: str) -> Any:
@@ -184,9 +180,7 @@ def test_a_runner_killed_after_submitting_is_reconciled_against_real_oar(
     with pytest.raises(_Killed):
         dying.run(loops=1)
     clock.advance(timedelta(minutes=2))
-    fresh = ClusterRunner(cluster=cluster, oar=clients(cluster), engine=pg_engine,
-                          settings=settings, clock=clock, stop=stop, owner="fresh",
-                          interval=timedelta(0))
+    fresh = ClusterRunner(context, cluster=cluster, owner="fresh", interval=timedelta(0))
     assert fresh.reconcile() == 1
     with pg_engine.begin() as conn:
         rows = list(conn.execute(select(jobs.c.state, jobs.c.remote_id, parameters.c.param)

@@ -204,8 +204,7 @@ def test_clusters_enabled_later_are_picked_up_without_a_restart(grid: Grid,
     with pg_engine.begin() as conn:
         set_cluster_enabled(conn, grid.clusters[1].id, False)
     stop = threading.Event()
-    process = RunnerProcess(engine=pg_engine, settings=grid.settings, clock=grid.clock, stop=stop,
-                            oar_factory=grid.factory, interval=timedelta(seconds=0.05))
+    process = RunnerProcess(grid.context(stop=stop), interval=timedelta(seconds=0.05))
     try:
         process.discover()
         assert sorted(r.name for r, _t, _s in process.runners.values()) == ["runner:c1"]

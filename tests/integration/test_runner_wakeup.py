@@ -23,9 +23,7 @@ def test_one_notification_wakes_every_cluster_loop_through_one_listener(
         pg_engine: Engine, clock: FakeClock) -> None:
     with start_grid(pg_engine, clock, clusters=2) as grid:
         stop = threading.Event()
-        process = RunnerProcess(engine=pg_engine, settings=grid.settings, clock=grid.clock,
-                                stop=stop, oar_factory=grid.factory,
-                                interval=timedelta(seconds=600),
+        process = RunnerProcess(grid.context(stop=stop), interval=timedelta(seconds=600),
                                 discovery_interval=timedelta(seconds=600))
         before = set(_listeners())
         thread = threading.Thread(target=process.run)

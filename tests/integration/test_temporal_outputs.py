@@ -91,9 +91,8 @@ def test_a_sub_jobs_stdout_and_stderr_through_the_api_are_its_own(grid: Grid) ->
 def test_the_collector_fetches_each_sub_jobs_own_output(grid: Grid, tmp_path: Path) -> None:
     campaign = _run_grouped(grid, ["p1", "p2", "p3"], output_gathering_method="collector",
                             output_file="OAR.%jobid%.stdout {STDERR} {TASK}.none")
-    collector = Collector(engine=grid.engine, settings=grid.settings, clock=grid.clock,
-                          stop=threading.Event(), oar_factory=grid.factory,
-                          owner="test-collector", interval=timedelta(0))
+    collector = Collector(grid.context(stop=threading.Event()), owner="test-collector",
+                          interval=timedelta(0))
     collector.run(loops=1)
     results = tmp_path / "results" / str(campaign)
     for job_id, param in _params(grid, campaign).items():

@@ -39,8 +39,7 @@ def grid(engine: Engine) -> Iterator[Grid]:
 
 
 def _nikita(grid: Grid) -> Nikita:
-    return Nikita(engine=grid.engine, settings=grid.settings, clock=grid.clock,
-                  stop=threading.Event(), interval=timedelta(0), oar_factory=grid.factory)
+    return Nikita(grid.context(stop=threading.Event()), interval=timedelta(0))
 
 
 def test_a_running_batch_is_killed_only_past_its_scaled_walltime(grid: Grid) -> None:

@@ -368,10 +368,10 @@ def test_runner_and_updater_processes_get_their_oar_clients_from_the_composition
     with grid.engine.begin() as conn:
         set_user_mapping(conn, grid_login="oar", cluster_login="oaradmin",
                          cluster_id=grid.clusters[0].id)
-    context = DaemonContext(settings=grid.settings, engine=grid.engine, clock=grid.clock,
-                            stop=grid.stop)
-    runner_client = runner_daemon.build_process(context).oar_factory(grid.clusters[0])
-    updater_client = updater_daemon.build(context).oar(grid.clusters[0])
+    context = DaemonContext.for_process(grid.settings, grid.engine, clock=grid.clock,
+                                        stop=grid.stop)
+    runner_client = runner_daemon.ClusterRunner(context, cluster=grid.clusters[0]).oar
+    updater_client = updater_daemon.Updater(context).oar(grid.clusters[0])
     assert isinstance(runner_client, OarClient) and isinstance(updater_client, OarClient)
     assert runner_client.admin_user == updater_client.admin_user == "oaradmin"
 

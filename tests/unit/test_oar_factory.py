@@ -117,18 +117,14 @@ def test_header_clusters_act_as_the_mapped_login_of_oar(engine: Engine) -> None:
 
 
 def test_nikita_and_the_collector_build_their_clients_with_the_tokens(engine: Engine) -> None:
-    import threading
-
     from cigri.daemons import collector, nikita
     from cigri.daemons.base import DaemonContext
-    from cigri.domain.clock import SystemClock
 
     cluster = _jwt_cluster(engine, "http://127.0.0.1:9/oarapi/")
     with engine.begin() as conn:
         set_user_mapping(conn, grid_login="oar", cluster_id=cluster.id, cluster_login=bearer("oar"))
-    context = DaemonContext(settings=build_settings({"REST_QUERIES_TIMEOUT": 3}), engine=engine,
-                            clock=SystemClock(), stop=threading.Event())
-    for daemon in (nikita.build(context), collector.build(context)):
-        client = daemon.oar_factory(cluster)
+    context = DaemonContext.for_process(build_settings({"REST_QUERIES_TIMEOUT": 3}), engine)
+    for daemon in (nikita.Nikita(context), collector.Collector(context)):
+        client = daemon.oar(cluster)
         assert isinstance(client, OarClient) and client.http.timeout_seconds == 3
         assert client.http.auth.headers_for("oar") == {"Authorization": bearer("oar")}
