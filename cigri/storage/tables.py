@@ -28,6 +28,7 @@ from sqlalchemy import (
     Table,
     Text,
     UniqueConstraint,
+    text,
 )
 from sqlalchemy.types import TypeDecorator
 
@@ -200,6 +201,10 @@ jobs = Table(
     Index("ix_jobs_param_id", "param_id"),
     Index("ix_jobs_remote", "cluster_id", "remote_id"),
     Index("ix_jobs_submission_id", "submission_id"),
+    # Prologue and epilogue jobs only (migration 0003): the epilogue check finds a campaign's
+    # among its million task jobs, and task job writes never touch it.
+    Index("ix_jobs_campaign_cluster_tag", "campaign_id", "cluster_id", "tag", "state",
+          postgresql_where=text("param_id IS NULL"), sqlite_where=text("param_id IS NULL")),
 )
 
 events = Table(
