@@ -148,6 +148,9 @@ def run_maintenance(engine: Engine, settings: Settings, clock: Clock, *,
         try:
             with engine.begin() as conn:
                 report.event_counts_folded = stats_store.compact_event_counts(conn)
+            if report.event_counts_folded:
+                log.info("maintenance: folded %d event count rows", report.event_counts_folded,
+                         extra={"action": "fold_event_counts"})
         except Exception as error:
             log.exception("maintenance: folding the event counts failed")
             report.errors.append(f"event counts: {error}")
