@@ -9,7 +9,7 @@ serves). Creating them is `cigri.storage.queue.create_tagged_job`.
 
 from __future__ import annotations
 
-from collections.abc import Collection, Iterable, Mapping
+from collections.abc import Collection, Iterable
 from datetime import datetime
 from typing import Any
 
@@ -46,71 +46,57 @@ def list_epilogue_sites(conn: Connection, campaign_ids: Iterable[int]) -> list[E
         .order_by(campaign_properties.c.campaign_id, campaign_properties.c.cluster_id)).all()
     if not defined:
         return []
-    tagged = _tagged_job_states(conn, ids)
-    worked = _worked_sites(conn, {(int(row.campaign_id), int(row.cluster_id)) for row in defined},
-                           tagged)
+    states = _epilogue_states(conn, ids)
     blacklists = _blacklists(conn, ids, {int(row.cluster_id) for row in defined})
     sites = []
     for row in defined:
         key = (int(row.campaign_id), int(row.cluster_id))
-        found = tagged.get((*key, EPILOGUE), set())
+        found = states.get(key, set())
         holding = [(since, lasting) for campaign, cluster, since, lasting in blacklists
                    if cluster == key[1] and campaign in (None, key[0])]
         lasting_since = [since for since, lasting in holding if lasting and since is not None]
         sites.append(EpilogueSite(
             campaign_id=key[0], cluster_id=key[1], cluster_name=str(row.name),
-            has_worked=key in worked, has_terminated=JobState.TERMINATED in found,
+            has_worked=_has_worked(conn, *key), has_terminated=JobState.TERMINATED in found,
             is_in_flight=bool(found & _IN_FLIGHT), is_to_launch=JobState.TO_LAUNCH in found,
             is_enabled=bool(row.enabled), is_blacklisted=bool(holding),
             blocked_since=min(lasting_since) if lasting_since else None))
     return sites
 
 
-def _tagged_job_states(conn: Connection, ids: list[int]
-                       ) -> dict[tuple[int, int, str], set[JobState]]:
-    """The states of the prologue and epilogue jobs per (campaign, cluster, tag), read through
+def _epilogue_states(conn: Connection, ids: list[int]) -> dict[tuple[int, int], set[JobState]]:
+    """The states of the epilogue jobs per (campaign, cluster), read through
     `ix_jobs_campaign_cluster_tag` (partial on `param_id IS NULL`, which the query repeats)."""
     rows = conn.execute(
-        select(jobs.c.campaign_id, jobs.c.cluster_id, jobs.c.tag, jobs.c.state).distinct()
-        .where(jobs.c.campaign_id.in_(ids), jobs.c.cluster_id.is_not(None),
-               jobs.c.tag.in_((PROLOGUE, EPILOGUE)), jobs.c.param_id.is_(None)))
-    found: dict[tuple[int, int, str], set[JobState]] = {}
-    for campaign_id, cluster_id, tag, state in rows:
-        found.setdefault((int(campaign_id), int(cluster_id), str(tag)), set()).add(JobState(state))
+        select(jobs.c.campaign_id, jobs.c.cluster_id, jobs.c.state).distinct()
+        .where(jobs.c.campaign_id.in_(ids), jobs.c.tag == EPILOGUE,
+               jobs.c.cluster_id.is_not(None), jobs.c.param_id.is_(None)))
+    found: dict[tuple[int, int], set[JobState]] = {}
+    for campaign_id, cluster_id, state in rows:
+        found.setdefault((int(campaign_id), int(cluster_id)), set()).add(JobState(state))
     return found
 
 
-def _worked_sites(conn: Connection, sites: set[tuple[int, int]],
-                  tagged: Mapping[tuple[int, int, str], set[JobState]]) -> set[tuple[int, int]]:
-    """The (campaign, cluster) sites where a task job of the campaign went, or a prologue
-    terminated.
+def _has_worked(conn: Connection, campaign_id: int, cluster_id: int) -> bool:
+    """Whether a task job of the campaign went to the cluster, or a prologue terminated there.
 
     A cluster where the campaign never ran has no task job to stop an EXISTS early: over a
-    million-job campaign that probe read every job (about 230 ms at each pass while the campaign
-    waits for its epilogue). On PostgreSQL the trigger-maintained sums say where tasks terminated;
-    what they cannot say (a task job that went there and never terminated) is probed among the
-    campaign's other states only, through `ix_jobs_campaign_state`: the failed and active jobs,
-    few in a finished campaign. SQLite, without the sums, probes every state."""
-    worked = {site for site in sites if JobState.TERMINATED in tagged.get((*site, PROLOGUE), ())}
-    states = None
+    million-job campaign that probe read every job (a few hundred ms at each pass while the
+    campaign waits for its epilogue). On PostgreSQL the trigger-maintained sums say whether tasks
+    terminated there; what they cannot say (a task job that went there and never terminated) is
+    probed among the campaign's other states only, the failed and active jobs, few in a finished
+    campaign. SQLite, without the sums, probes every state. One statement per site: the sums and
+    the jobs are read in one snapshot, so a job terminating meanwhile is seen by one of them."""
+    here = (jobs.c.campaign_id == campaign_id, jobs.c.cluster_id == cluster_id)
+    prologue = exists().where(*here, jobs.c.param_id.is_(None), jobs.c.tag == PROLOGUE,
+                              jobs.c.state == JobState.TERMINATED.value)
+    tasks: Any = exists().where(*here, jobs.c.param_id.is_not(None))
     if conn.dialect.name == "postgresql":
         sums = campaign_cluster_job_stats
-        pairs: list[Any] = sorted(sites - worked)
-        if pairs:
-            terminated_there = conn.execute(
-                select(sums.c.campaign_id, sums.c.cluster_id)
-                .where(tuple_(sums.c.campaign_id, sums.c.cluster_id).in_(pairs),
-                       sums.c.terminated > 0))
-            worked |= {(int(campaign), int(cluster)) for campaign, cluster in terminated_there}
-        states = _UNTERMINATED
-    for campaign_id, cluster_id in sorted(sites - worked):
-        probe = exists().where(jobs.c.campaign_id == campaign_id, jobs.c.cluster_id == cluster_id,
-                               jobs.c.param_id.is_not(None))
-        if states is not None:
-            probe = probe.where(jobs.c.state.in_(states))
-        if conn.execute(select(probe)).scalar():
-            worked.add((campaign_id, cluster_id))
-    return worked
+        terminated = exists().where(sums.c.campaign_id == campaign_id,
+                                    sums.c.cluster_id == cluster_id, sums.c.terminated > 0)
+        tasks = or_(terminated, tasks.where(jobs.c.state.in_(_UNTERMINATED)))
+    return bool(conn.execute(select(or_(prologue, tasks))).scalar())
 
 
 def _blacklists(conn: Connection, ids: list[int], cluster_ids: Collection[int]
