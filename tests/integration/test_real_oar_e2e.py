@@ -131,10 +131,27 @@ def test_besteffort_campaign_on_real_oar_survives_preemption(pg_engine: Engine) 
     print(f"\nreal OAR e2e: {state} in {time.monotonic() - started:.0f}s, jobs={len(rows)}, "
           f"resubmitted={len(resubmits)}, OAR requests={sum(c.request_count for c in clients.made)}")
     assert preemptors
-    assert state == "terminated"
+    assert state == "terminated", _diagnosis(pg_engine, campaign)
     assert len(terminated) == TASKS and set(terminated.values()) == {1}
     assert any("BESTEFFORT_KILL" in message for message in resubmits)
     assert resubmitted and resubmitted <= set(terminated)  # the preempted ones ran again
+
+
+def _diagnosis(engine: Engine, campaign: int) -> str:
+    """What an unfinished campaign still holds: job states, queued and unqueued tasks, events."""
+    from cigri.storage.tables import bag_of_tasks, jobs_to_launch
+
+    with engine.begin() as conn:
+        states = Counter(conn.execute(select(jobs.c.state).where(
+            jobs.c.campaign_id == campaign)).scalars())
+        bag = conn.execute(select(func.count()).select_from(bag_of_tasks).where(
+            bag_of_tasks.c.campaign_id == campaign)).scalar_one()
+        queued = conn.execute(select(func.count()).select_from(jobs_to_launch).join(
+            bag_of_tasks, bag_of_tasks.c.id == jobs_to_launch.c.task_id).where(
+            bag_of_tasks.c.campaign_id == campaign)).scalar_one()
+        opened = Counter(conn.execute(select(events.c.code).where(
+            events.c.campaign_id == campaign, events.c.state == "open")).scalars())
+    return f"jobs {dict(states)}, tasks in bag {bag}, queued {queued}, open events {dict(opened)}"
 
 
 class _Killed(BaseException):
