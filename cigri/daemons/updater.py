@@ -300,6 +300,13 @@ class Updater(OarDaemon):
                                         f"{message}; {used} budgeted failures already, the "
                                         f"campaign allows {budget}: not resubmitted", now)
                         return
+                if outcome.cause == failures.LAUNCH_ERROR:  # the budget counts these
+                    event_store.record_event(
+                        conn, class_=EventClass.NOTIFY, code=failures.LAUNCH_ERROR,
+                        job_id=job.id, campaign_id=job.campaign_id, cluster_id=job.cluster_id,
+                        state=EventState.CLOSED, now=now,
+                        message=f"OAR job {oar_job.id} was switched into Error before it ran; "
+                                "resubmitted")
                 if oar_job.event_types & {failures.WALLTIME}:
                     event_store.record_event(
                         conn, class_=EventClass.NOTIFY, code=failures.WALLTIME_WARNING,

@@ -28,6 +28,7 @@ FRAG_JOB_REQUEST: Final = "FRAG_JOB_REQUEST"
 EXTERMINATE_JOB: Final = "EXTERMINATE_JOB"
 WORKING_DIRECTORY: Final = "WORKING_DIRECTORY"
 RESUBMIT_JOB_AUTOMATICALLY: Final = "RESUBMIT_JOB_AUTOMATICALLY"
+SWITCH_INTO_ERROR_STATE: Final = "SWITCH_INTO_ERROR_STATE"
 
 # cigri event codes produced here.
 RESUBMIT: Final = "RESUBMIT"
@@ -40,9 +41,13 @@ UNKNOWN_ERROR: Final = "UNKNOWN_ERROR"
 OAR_AUTO_RESUBMIT: Final = "OAR_AUTO_RESUBMIT"
 TOO_MANY_RESUBMIT: Final = "TOO_MANY_RESUBMIT"
 WALLTIME_WARNING: Final = "WALLTIME_WARNING"
+LAUNCH_ERROR: Final = "LAUNCH_ERROR"
 
 # Event codes that count against the retry budget of a parameter (one per budgeted failure).
-BUDGETED_EVENT_CODES: Final = frozenset({WALLTIME_WARNING, EXIT_ERROR})
+BUDGETED_EVENT_CODES: Final = frozenset({WALLTIME_WARNING, EXIT_ERROR, LAUNCH_ERROR})
+
+# OAR events that say nothing about why a job failed (the scheduler's bookkeeping).
+_NOISE_PREFIXES: Final = ("SCHEDULER_PRIORITY_UPDATED",)
 
 # Outcomes whose cause keeps polling going on a campaign blacklisted on the cluster (v3 §3.1.2).
 EXIT_ERROR_CODES: Final = frozenset({EXIT_ERROR, WORKING_DIRECTORY_ERROR})
@@ -106,6 +111,11 @@ def analyze_failure(oar_job: OarJob, *, tag: str | None = None) -> FailureOutcom
                               counts_against_budget=code == EXIT_ERROR, blacklists_campaign=True,
                               needs_stderr=True,
                               message=f"The job exited with exit status {oar_job.exit_code};")
+    if _is_launch_failure(oar_job, types):
+        return FailureOutcome(event_code=RESUBMIT, cause=LAUNCH_ERROR, resubmit=True,
+                              counts_against_budget=True,
+                              message=f"Resubmit cause: {LAUNCH_ERROR} (OAR switched the job into "
+                                      "Error before it ran, with no other reason)")
     if WORKING_DIRECTORY in types:
         return FailureOutcome(event_code=WORKING_DIRECTORY_ERROR, cause=WORKING_DIRECTORY,
                               blacklists_campaign=True,
@@ -121,6 +131,16 @@ def analyze_failure(oar_job: OarJob, *, tag: str | None = None) -> FailureOutcom
     raw = "; ".join(f"{event.type}: {event.description}" for event in oar_job.events)
     return FailureOutcome(event_code=UNKNOWN_ERROR, cause="unknown", blacklists_campaign=True,
                           message=f"Unknown error; OAR events: {raw or 'none'}")
+
+
+def _is_launch_failure(oar_job: OarJob, types: list[str]) -> bool:
+    """OAR gave up launching the job (bipbip's SWITCH_INTO_ERROR_STATE and nothing else, no exit
+    code): seen on real OAR 2.5.9 when a best-effort job is being launched as a normal job takes
+    its cores. Not the task's fault, but budgeted so a cluster that never launches cannot loop."""
+    if oar_job.exit_code is not None:
+        return False
+    telling = [t for t in types if not t.startswith(_NOISE_PREFIXES)]
+    return bool(telling) and set(telling) == {SWITCH_INTO_ERROR_STATE}
 
 
 def is_within_budget(outcome: FailureOutcome, *, budget_used: int, max_resubmissions: int) -> bool:

@@ -44,7 +44,7 @@ HIGH_LOG_CODES: Final = frozenset({
 })
 MEDIUM_CODES: Final = frozenset({
     "TIMEOUT", "CONNECTION_REFUSED", "SOCKET_ERROR", "HOST_UNREACHABLE", "CONNECTION_RESET",
-    "SSL_ERROR", "UNDER_STRESS", "WALLTIME_WARNING", "CIGRI_WALLTIME",
+    "SSL_ERROR", "UNDER_STRESS", "WALLTIME_WARNING", "CIGRI_WALLTIME", "LAUNCH_ERROR",
 })
 # v3 sends FINISHED_CAMPAIGN at high (generic rule): subscribers at "high" still hear of it.
 LOW_CODES: Final = frozenset({"NEW_CAMPAIGN"})

@@ -297,6 +297,7 @@ class Cluster:
         )
         self.dirty = False  # state changed since the state file was written
         self.normal_users: list[tuple[int, float, float | None]] = []  # (cores, duration, period)
+        self.launch_failures = 0  # next jobs that OAR switches into Error as they start
         os.makedirs(self.files_dir, exist_ok=True)
 
     # ---- basics ----------------------------------------------------------------------------
@@ -740,6 +741,11 @@ class Cluster:
     def _run(self, job: Job, when: float) -> None:
         job.state = "Running"
         job.start_time = int(when)
+        if self.launch_failures > 0:  # real OAR 2.5.9: bipbip gives up, no other event
+            self.launch_failures -= 1
+            job.kill_reason = "launch"
+            self._finish(job, exit_code=None, at=int(when))
+            return
         self._push(when + (job.walltime or job.wanted_walltime), "walltime", job.id, job.token)
         if job.sim_duration is not None:
             job.pending_exit = 0

@@ -265,6 +265,13 @@ class ClusterControl:
         """A normal user takes `cores` cores for `duration` emulated seconds (kills best-effort jobs)."""
         self.cluster.add_normal_user(cores, duration, start_in=start_in, period=period)
 
+    def fail_next_launches(self, count: int = 1) -> None:
+        """The next `count` jobs to start go to Error at launch with only SWITCH_INTO_ERROR_STATE,
+        as a real OAR 2.5.9 does when bipbip gives up (seen when a normal job takes the cores of a
+        best-effort job being launched)."""
+        with self.cluster.lock:
+            self.cluster.launch_failures += count
+
     def set_node_state(self, node: str, state: str) -> None:
         """Alive, Absent, Suspected or Dead: a node that is not Alive gets no new job."""
         self.cluster.set_node_state(node, state)

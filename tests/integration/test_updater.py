@@ -168,6 +168,39 @@ def test_walltime_kills_are_resubmitted_until_the_budget_then_too_many_resubmit(
         assert conn.execute(select(tasks_affinity.c.priority)).scalar_one() == -4
 
 
+def test_a_job_oar_fails_to_launch_is_resubmitted_until_the_budget(grid: Grid) -> None:
+    """Real OAR 2.5.9 sometimes switches a job into Error at launch with no other event (seen when
+    a normal job takes the cores of a best-effort job being launched): v3 called that an
+    UNKNOWN_ERROR and blacklisted the campaign, which then waited for a user. It is resubmitted,
+    budgeted, so a cluster that never launches anything ends in TOO_MANY_RESUBMIT, not a loop."""
+    grid.control(0).fail_next_launches(1)
+    campaign = _submit(grid, ["1"], max_resubmissions="1")
+    grid.advance(1)
+    grid.updater().run(loops=1)
+    (launch,) = event_rows(grid.engine, "LAUNCH_ERROR")
+    (resubmit,) = event_rows(grid.engine, "RESUBMIT")
+    assert "LAUNCH_ERROR" in resubmit.message and launch.state == "closed"
+    assert event_rows(grid.engine, "UNKNOWN_ERROR") == [] and event_rows(grid.engine, "BLACKLIST") == []
+    queue_tasks(grid, campaign)
+    grid.runner().run(loops=1)
+    grid.advance(5)
+    grid.updater().run(loops=1)
+    assert [row.state for row in job_rows(grid.engine, campaign)] == ["event", "terminated"]
+    with grid.engine.begin() as conn:
+        assert conn.execute(select(campaigns.c.state)).scalar_one() == "terminated"
+
+    grid.control(0).fail_next_launches(2)
+    again = _submit(grid, ["2"], max_resubmissions="1")
+    for _attempt in range(2):
+        grid.advance(1)
+        grid.updater().run(loops=1)
+        queue_tasks(grid, again)
+        grid.runner().run(loops=1)
+    assert [row.state for row in job_rows(grid.engine, again)] == ["event", "event"]
+    (too_many,) = event_rows(grid.engine, "TOO_MANY_RESUBMIT")
+    assert too_many.state == "open" and "1 budgeted failures already" in too_many.message
+
+
 def test_prologue_jobs_are_never_resubmitted(grid: Grid) -> None:
     campaign = new_campaign(grid, ["1"], prologue="sleep 100")
     with grid.engine.begin() as conn:

@@ -67,6 +67,24 @@ def test_working_directory_and_unknown_errors() -> None:
     assert analyze_failure(_job()).event_code == "UNKNOWN_ERROR"  # no events list at all
 
 
+def test_a_job_oar_could_not_launch_is_resubmitted_against_the_budget() -> None:
+    # the events of such a job on a real OAR 2.5.9 (a best-effort job launched as a normal job came)
+    seen = _job("SCHEDULER_PRIORITY_UPDATED_START", "SWITCH_INTO_ERROR_STATE",
+                "SCHEDULER_PRIORITY_UPDATED_STOP")
+    outcome = analyze_failure(seen)
+    assert (outcome.event_code, outcome.cause, outcome.resubmit) == ("RESUBMIT", "LAUNCH_ERROR", True)
+    assert outcome.counts_against_budget and not outcome.blacklists_campaign
+    assert not is_within_budget(outcome, budget_used=3, max_resubmissions=3)
+    assert failures.LAUNCH_ERROR in failures.BUDGETED_EVENT_CODES
+    # anything more telling keeps its own meaning
+    assert analyze_failure(_job("SWITCH_INTO_ERROR_STATE", exit_code=256)).event_code == "EXIT_ERROR"
+    assert analyze_failure(_job("SWITCH_INTO_ERROR_STATE", "WORKING_DIRECTORY")).event_code == \
+        "WORKING_DIRECTORY_ERROR"
+    assert analyze_failure(_job("SWITCH_INTO_ERROR_STATE", "OUTPUT_FILES")).event_code == \
+        "UNKNOWN_ERROR"
+    assert analyze_failure(_job("SCHEDULER_PRIORITY_UPDATED_START")).event_code == "UNKNOWN_ERROR"
+
+
 def test_oar_automatic_resubmission_keeps_the_job_followed() -> None:
     job = OarJob(id=7, state=OarState.ERROR, events=(OarEvent(
         type="RESUBMIT_JOB_AUTOMATICALLY", description="job resubmitted (new id = 1234)"),))
