@@ -130,10 +130,14 @@ class ClusterServer:
 
     def wait_up(self, timeout: float) -> bool:
         """Wait (real seconds) until the endpoint accepts connections again after an outage."""
-        deadline = time.monotonic() + timeout
-        while not self.up and time.monotonic() < deadline:
-            time.sleep(0.02)
-        return self.up
+        return _wait_up(self, timeout)
+
+
+def _wait_up(endpoint: ClusterServer | MountedEndpoint, timeout: float) -> bool:
+    deadline = time.monotonic() + timeout
+    while not endpoint.up and time.monotonic() < deadline:
+        time.sleep(0.02)
+    return endpoint.up
 
 
 class MountedEndpoint:
@@ -175,10 +179,7 @@ class MountedEndpoint:
 
     def wait_up(self, timeout: float) -> bool:
         """Wait (real seconds) until the cluster answers again after an outage."""
-        deadline = time.monotonic() + timeout
-        while not self.up and time.monotonic() < deadline:
-            time.sleep(0.02)
-        return self.up
+        return _wait_up(self, timeout)
 
 
 class PrefixRouter:
