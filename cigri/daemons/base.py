@@ -47,7 +47,7 @@ from typing import ClassVar
 
 from sqlalchemy import Engine
 from sqlalchemy.engine import make_url
-from sqlalchemy.exc import DBAPIError
+from sqlalchemy.exc import InterfaceError, OperationalError
 
 from cigri import app
 from cigri.config import Settings
@@ -89,6 +89,19 @@ def holder_is_gone(owner: str, host: str | None = None) -> bool:
             return handle.read().rsplit(")", 1)[1].split()[0] == "Z"
     except (OSError, IndexError):
         return False
+
+
+def is_database_outage(error: BaseException) -> bool:
+    """A database error that says the database is unreachable or went away (restart, blip,
+    terminated connection), as opposed to a bug in a statement."""
+    return isinstance(error, (OperationalError, InterfaceError))
+
+
+def first_line(error: BaseException) -> str:
+    """The driver's message of `error`, first line only (for one-line logs)."""
+    origin = getattr(error, "orig", None) or error
+    lines = str(origin).strip().splitlines()
+    return lines[0] if lines else type(origin).__name__
 
 
 class LeaseLost(Exception):
@@ -221,11 +234,11 @@ class Daemon(abc.ABC):
                         extra={"daemon": self.name, "action": "lease_lost"})
         except Exception as error:
             self.failures += 1
-            if isinstance(error, DBAPIError):
+            if is_database_outage(error):
                 # one line, not a traceback: the database went away (restart, blip); the pool
                 # pre-pings and replaces dead connections at the next pass
                 log.error("%s pass failed (%d in a row): database error: %s", self.name,
-                          self.failures, str(error.orig or error).strip().splitlines()[0],
+                          self.failures, first_line(error),
                           extra={"daemon": self.name, "action": "pass_failed"})
             else:
                 log.exception("%s pass failed (%d in a row)", self.name, self.failures,

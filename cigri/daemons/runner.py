@@ -42,10 +42,16 @@ from datetime import datetime, timedelta
 from typing import Final
 
 from sqlalchemy import Connection
-from sqlalchemy.exc import DBAPIError
 
 from cigri.config import Settings
-from cigri.daemons.base import Daemon, DaemonContext, daemon_context, start_listener
+from cigri.daemons.base import (
+    Daemon,
+    DaemonContext,
+    daemon_context,
+    first_line,
+    is_database_outage,
+    start_listener,
+)
 from cigri.domain import batches, colombo
 from cigri.domain.clusters import Cluster
 from cigri.domain.events import BLACKLIST
@@ -625,10 +631,9 @@ class RunnerProcess:
             self.discovery_failures = 0
         except Exception as error:
             self.discovery_failures += 1
-            if isinstance(error, DBAPIError):
+            if is_database_outage(error):
                 log.error("runner: cluster discovery failed (%d in a row): database error: %s",
-                          self.discovery_failures,
-                          str(error.orig or error).strip().splitlines()[0])
+                          self.discovery_failures, first_line(error))
             else:
                 log.exception("runner: cluster discovery failed (%d in a row)",
                               self.discovery_failures)
