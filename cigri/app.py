@@ -126,47 +126,65 @@ class ClusterTokens(Mapping[str, str]):
         return len(self._load(force_after=self._refresh_seconds))
 
 
-def _client_key(cluster: Cluster) -> tuple[object, ...]:
+def client_key(cluster: Cluster) -> tuple[object, ...]:
     """The fields a client is built from: a change (an admin edited the cluster) rebuilds it."""
     return (cluster.api_url, cluster.batch, cluster.api_auth_type, cluster.api_auth_header,
             cluster.api_username, cluster.api_password, cluster.api_chunk_size, cluster.api_limit,
             cluster.api_timeout_seconds)
 
 
+class OarClients:
+    """The one cache of OAR clients: `clients(cluster)` is the client `build` made for that
+    cluster, kept per cluster id and rebuilt as soon as any field it is built from
+    (`client_key`) differs in the row given, e.g. after `cigri cluster set NAME api_url=...`.
+    Daemons call it with the cluster row they read in the current pass, so an edit takes effect
+    at their next pass, without a restart. Thread-safe (the runner's cluster loops share it)."""
+
+    def __init__(self, build: Callable[[Cluster], OarApi]) -> None:
+        self._build = build
+        self._cache: dict[int, tuple[tuple[object, ...], OarApi]] = {}
+        self._lock = threading.Lock()
+
+    def __call__(self, cluster: Cluster) -> OarApi:
+        key = client_key(cluster)
+        with self._lock:
+            known = self._cache.get(cluster.id)
+            if known is not None and known[0] == key:
+                return known[1]
+            client = self._build(cluster)
+            self._cache[cluster.id] = (key, client)
+            if known is not None:
+                log.info("cluster %s changed: new OAR client for %s", cluster.name,
+                         cluster.api_url)
+            return client
+
+
 def build_oar_factory(settings: Settings, engine: Engine | None = None, *,
                       monotonic: Callable[[], float] = time.monotonic) -> OarFactory:
     """The one way daemons get OAR clients: `factory(cluster)` is the cluster's `OarClient`
-    (`client_for_cluster` with the REST_* settings), built once and cached per cluster id (rebuilt
-    when the cluster's API fields change).
+    (`client_for_cluster` with the REST_* settings), cached per cluster id in one `OarClients`
+    (rebuilt when any of the cluster's API fields change).
 
     With `engine`, `users_mapping` gives the identities: on `jwt` clusters the tokens
     (`ClusterTokens`; the `oar` login's token for bulk status and grid usage), elsewhere the
     mapped login of `oar` as the admin identity (v3 §4.1). Without it, no tokens and `oar` as
     the admin login. `monotonic` times the token refreshes (tests pass a fake one).
     """
-    cache: dict[int, tuple[tuple[object, ...], OarApi]] = {}
-    lock = threading.Lock()
 
     def build(cluster: Cluster) -> OarApi:
-        key = _client_key(cluster)
-        with lock:
-            known = cache.get(cluster.id)
-            if known is not None and known[0] == key:
-                return known[1]
-            tokens: Mapping[str, str] | None = None
-            admin = ADMIN_LOGIN
-            if engine is not None and AuthType(cluster.api_auth_type) is AuthType.JWT:
-                tokens = ClusterTokens(engine, cluster.id, monotonic=monotonic)
-            elif engine is not None:
-                admin = _cluster_mappings(engine, cluster.id).get(ADMIN_LOGIN) or ADMIN_LOGIN
-            client = client_for_cluster(
-                cluster, timeout_seconds=settings.REST_QUERIES_TIMEOUT,
-                cert_file=settings.REST_CLIENT_CERTIFICATE_FILE or None,
-                key_file=settings.REST_CLIENT_KEY_FILE or None,
-                ca_file=settings.REST_CLIENT_CA_FILE or None,
-                verify_ssl=settings.REST_CLIENT_VERIFY_SSL, tokens=tokens, admin_user=admin)
-            cache[cluster.id] = (key, client)
-            log.debug("OAR client for cluster %s (%s)", cluster.name, cluster.api_url)
-            return client
+        tokens: Mapping[str, str] | None = None
+        admin = ADMIN_LOGIN
+        if engine is not None and AuthType(cluster.api_auth_type) is AuthType.JWT:
+            tokens = ClusterTokens(engine, cluster.id, monotonic=monotonic)
+        elif engine is not None:
+            admin = _cluster_mappings(engine, cluster.id).get(ADMIN_LOGIN) or ADMIN_LOGIN
+        client = client_for_cluster(
+            cluster, timeout_seconds=settings.REST_QUERIES_TIMEOUT,
+            cert_file=settings.REST_CLIENT_CERTIFICATE_FILE or None,
+            key_file=settings.REST_CLIENT_KEY_FILE or None,
+            ca_file=settings.REST_CLIENT_CA_FILE or None,
+            verify_ssl=settings.REST_CLIENT_VERIFY_SSL, tokens=tokens, admin_user=admin)
+        log.debug("OAR client for cluster %s (%s)", cluster.name, cluster.api_url)
+        return client
 
-    return build
+    return OarClients(build)

@@ -119,7 +119,9 @@ class Settings:
     ALMIGHTY_CHILD_TIMEOUT: float = field(default=300.0, metadata=_describe(
         "Seconds without a heartbeat after which almighty kills and restarts a hung daemon."))
     LEASE_SECONDS: float = field(default=60.0, metadata=_describe(
-        "Length of a daemon's lease on its role; another instance takes over after it."))
+        "Length of a daemon's lease on its role (renewed during long passes); another "
+        "instance takes over after it, or at once when the holder's process on the same host "
+        "is gone."))
     GRID_USAGE_UPDATE_PERIOD: int = field(default=60, metadata=_describe(
         "Seconds between grid-usage samples; 0 disables them."))
     CAMPAIGN_THROUGHPUT_WINDOW: int = field(default=3600, metadata=_describe(

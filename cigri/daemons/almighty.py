@@ -19,6 +19,15 @@ almighty dies (PR_SET_PDEATHSIG), so a killed almighty leaves no orphan. In this
 almighty also runs the periodic maintenance (`cigri.daemons.maintenance`: purge, grid usage,
 vacuum) on an APScheduler background scheduler, the job cron or systemd timers do otherwise.
 
+Time: almighty and its daemons use one clock, the injected `Clock` (`SystemClock` in
+production): restart delays, crash-loop detection, the heartbeat cadence and the hung-child check
+all read it, as the daemons' passes, heartbeats and leases do. Only waiting for a child to exit
+on stop is real time.
+
+A runner killed with SIGKILL is restarted after `ALMIGHTY_RESTART_DELAY`, and the new instance
+takes the dead one's cluster leases at its first pass (the holder is on this host and its
+process is gone, see `cigri.daemons.base`), so submissions resume within seconds.
+
 Settings: `ALMIGHTY_RESTART_DELAY`, `ALMIGHTY_CHILD_TIMEOUT`.
 """
 
@@ -108,7 +117,7 @@ class _Child:
     spec: ChildSpec
     process: subprocess.Popen[bytes] | None = None
     started_at: float = 0.0
-    restart_at: float | None = None  # monotonic time of a scheduled restart
+    restart_at: float | None = None  # when a scheduled restart is due, by the clock's monotonic
     restarts: int = 0
     quick_deaths: int = 0  # deaths in a row within QUICK_DEATH_SECONDS of a start
 
@@ -164,7 +173,7 @@ class Almighty:
     # --- steps -----------------------------------------------------------------------------
 
     def _supervise(self) -> None:
-        now = time.monotonic()
+        now = self.clock.monotonic()
         for child in self.children.values():
             if child.process is not None and child.process.poll() is not None:
                 self._on_death(child, now)
@@ -180,7 +189,7 @@ class Almighty:
         child.process = subprocess.Popen(
             list(child.spec.argv), env=os.environ.copy(),
             preexec_fn=_die_with_parent if sys.platform.startswith("linux") else None)
-        child.started_at = time.monotonic()
+        child.started_at = self.clock.monotonic()
         child.restart_at = None
         log.info("almighty: started %s (pid %d)", child.spec.name, child.process.pid,
                  extra={"daemon": child.spec.name, "action": "start"})

@@ -13,6 +13,15 @@ pass early. A hint only; every daemon still polls on its interval.
 Each pass costs the lease one transaction, shared with the heartbeat: the lease is renewed together
 with the heartbeat at the end of a pass, and taken at the start of one only when this instance does
 not hold it or holds it for less than half its length (a first pass, a failed or very slow pass).
+A long pass calls `keep_lease()` between units of work (a poll page, a submission, a kill, a file):
+free while more than half the lease is left, else one renewal; a pass whose lease was taken
+meanwhile gets `LeaseLost` there, writes nothing more and steps down (not a failed pass). A holder
+that is gone (same host, its process not running: killed with SIGKILL) is taken over at once by
+the next pass of another instance, instead of after its lease runs out.
+
+A database error anywhere in a pass (the server restarted, a connection terminated, the
+database refusing connections for a while) makes that pass a failed pass like any other: the
+engine's `pool_pre_ping` replaces dead connections, and the next pass starts afresh.
 
 Settings: `DAEMON_MAX_CONSECUTIVE_FAILURES` (failed passes in a row before the process exits, so
 almighty or systemd restarts it) and `LEASE_SECONDS` (how long a killed instance blocks its role).
@@ -38,13 +47,12 @@ from typing import ClassVar
 
 from sqlalchemy import Engine
 from sqlalchemy.engine import make_url
+from sqlalchemy.exc import InterfaceError, OperationalError
 
 from cigri import app
 from cigri.config import Settings
 from cigri.domain.clock import Clock, SystemClock
-from cigri.domain.clusters import Cluster
 from cigri.domain.errors import ConfigError
-from cigri.domain.oar import OarApi
 from cigri.storage.heartbeats import record_heartbeat
 from cigri.storage.leases import acquire_lease, release_lease
 
@@ -54,8 +62,51 @@ WAIT_SLICE_SECONDS = 0.5  # how often a waiting daemon looks at its wake-up flag
 
 
 def instance_owner() -> str:
-    """A name for this daemon instance that no other instance (here or on another host) shares."""
+    """A name for this daemon instance that no other instance (here or on another host) shares:
+    `host:pid:random`."""
     return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+
+
+def holder_is_gone(owner: str, host: str | None = None) -> bool:
+    """True when the lease holder `owner` (`host:pid:random`) ran on this host and its process is
+    not running any more (no such process, or a zombie waiting for its parent to reap it). A
+    holder on another host, or whose name says nothing, is never judged gone: its lease expires.
+    A PID reused by another process makes the holder look alive: the lease then just expires."""
+    parts = owner.rsplit(":", 2)
+    if len(parts) != 3 or not parts[1].isdigit():
+        return False
+    held_on, pid = parts[0], int(parts[1])
+    if held_on != (host or socket.gethostname()) or pid <= 0:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    except PermissionError:
+        return False  # someone else's live process
+    try:
+        with open(f"/proc/{pid}/stat") as handle:
+            return handle.read().rsplit(")", 1)[1].split()[0] == "Z"
+    except (OSError, IndexError):
+        return False
+
+
+def is_database_outage(error: BaseException) -> bool:
+    """A database error that says the database is unreachable or went away (restart, blip,
+    terminated connection), as opposed to a bug in a statement."""
+    return isinstance(error, (OperationalError, InterfaceError))
+
+
+def first_line(error: BaseException) -> str:
+    """The driver's message of `error`, first line only (for one-line logs)."""
+    origin = getattr(error, "orig", None) or error
+    lines = str(origin).strip().splitlines()
+    return lines[0] if lines else type(origin).__name__
+
+
+class LeaseLost(Exception):
+    """Raised by `Daemon.keep_lease` in a pass whose lease another instance took: the pass stops
+    writing there and this instance steps down."""
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -77,22 +128,6 @@ class DaemonContext:
         return cls(settings=settings, engine=engine, clock=clock or SystemClock(),
                    stop=stop if stop is not None else threading.Event(),
                    oar_factory=app.build_oar_factory(settings, engine))
-
-
-class ClusterClients:
-    """A daemon's OAR clients, one per cluster, built by `factory` and rebuilt when the
-    cluster's API URL changes. Call it with a cluster to get that cluster's client."""
-
-    def __init__(self, factory: app.OarFactory) -> None:
-        self.factory = factory
-        self._known: dict[int, tuple[str, OarApi]] = {}
-
-    def __call__(self, cluster: Cluster) -> OarApi:
-        known = self._known.get(cluster.id)
-        if known is None or known[0] != cluster.api_url:
-            known = (cluster.api_url, self.factory(cluster))
-            self._known[cluster.id] = known
-        return known[1]
 
 
 class Daemon(abc.ABC):
@@ -193,12 +228,38 @@ class Daemon(abc.ABC):
             self.failures = 0
             self.passes += 1
             self._beat()
-        except Exception:
+        except LeaseLost:
+            log.warning("%s: another instance took the lease during this pass; this instance "
+                        "stopped writing and steps down", self.name,
+                        extra={"daemon": self.name, "action": "lease_lost"})
+        except Exception as error:
             self.failures += 1
-            log.exception("%s pass failed (%d in a row)", self.name, self.failures,
+            if is_database_outage(error):
+                # one line, not a traceback: the database went away (restart, blip); the pool
+                # pre-pings and replaces dead connections at the next pass
+                log.error("%s pass failed (%d in a row): database error: %s", self.name,
+                          self.failures, first_line(error),
                           extra={"daemon": self.name, "action": "pass_failed"})
+            else:
+                log.exception("%s pass failed (%d in a row)", self.name, self.failures,
+                              extra={"daemon": self.name, "action": "pass_failed"})
             if self.failures >= self.max_consecutive_failures:
                 raise
+
+    def keep_lease(self) -> None:
+        """Call between units of work of a pass (a poll page, a submission, a kill, a file):
+        renews the lease once less than half of it is left (no database access before that), so
+        a pass longer than the lease keeps it; raises `LeaseLost` if another instance holds it
+        now, so the pass writes nothing more."""
+        if self._holds_lease():
+            return
+        now = self.clock.now()
+        with self.engine.begin() as conn:
+            held = acquire_lease(conn, role=self.name, owner=self.owner, now=now,
+                                 duration=self.lease)
+        self._note_lease(held, now)
+        if not held:
+            raise LeaseLost(self.name)
 
     def _holds_lease(self) -> bool:
         """True while the lease this instance renewed lately has at least half its length left:
@@ -212,9 +273,15 @@ class Daemon(abc.ABC):
         now = self.clock.now()
         with self.engine.begin() as conn:
             held = acquire_lease(conn, role=self.name, owner=self.owner, now=now,
-                                 duration=self.lease)
+                                 duration=self.lease, holder_gone=self._holder_gone)
         self._note_lease(held, now)
         return held
+
+    def _holder_gone(self, holder: str) -> bool:
+        gone = holder != self.owner and holder_is_gone(holder, self.host)
+        if gone:
+            log.info("%s: the holder of the lease (%s) is gone; taking over", self.name, holder)
+        return gone
 
     def _note_lease(self, held: bool, now: datetime) -> None:
         self._lease_until = now + self.lease if held else None
@@ -231,10 +298,11 @@ class Daemon(abc.ABC):
         with self.engine.begin() as conn:
             held = acquire_lease(conn, role=self.name, owner=self.owner, now=now,
                                  duration=self.lease)
-            record_heartbeat(conn, name=self.name, host=self.host, pid=self.pid,
-                             started_at=self.started_at, now=now,
-                             interval_seconds=self.interval.total_seconds(),
-                             passes=self.passes, failures=self.failures)
+            if held:  # a lost lease: the new holder's beats are the role's
+                record_heartbeat(conn, name=self.name, host=self.host, pid=self.pid,
+                                 started_at=self.started_at, now=now,
+                                 interval_seconds=self.interval.total_seconds(),
+                                 passes=self.passes, failures=self.failures)
         self._note_lease(held, now)
 
     def _release(self) -> None:
@@ -252,13 +320,15 @@ class Daemon(abc.ABC):
 
 class OarDaemon(Daemon):
     """A grid-wide daemon that calls the clusters' OAR APIs (the updater, nikita, the collector),
-    built from the process's `DaemonContext`; `self.oar(cluster)` is that cluster's client."""
+    built from the process's `DaemonContext`; `self.oar(cluster)` is that cluster's client, from
+    the process's one client cache (`cigri.app.OarClients`). Call it with the cluster row read in
+    the current pass: an edited cluster (URL, auth, chunk size, timeout) gets a new client."""
 
     def __init__(self, context: DaemonContext, *, interval: timedelta | None = None,
                  lease: timedelta | None = None, owner: str | None = None) -> None:
         super().__init__(engine=context.engine, settings=context.settings, clock=context.clock,
                          stop=context.stop, interval=interval, lease=lease, owner=owner)
-        self.oar = ClusterClients(context.oar_factory)
+        self.oar: app.OarFactory = context.oar_factory
 
 
 def start_listener(engine: Engine, channels: Sequence[str], *, stop: threading.Event,

@@ -150,6 +150,7 @@ class Collector(OarDaemon):
             for item, cluster_id, _remote_id, _owner in batch:
                 if self.stop.is_set() or cluster_id in down or cluster_id not in clusters:
                     continue
+                self.keep_lease()  # between files: keeps the lease, or stops if it was lost
                 login, method = logins[(item.campaign_id, cluster_id)]
                 outcome = self._fetch_one(item, clusters[cluster_id], cluster_id, login, method)
                 if outcome == "down":

@@ -62,7 +62,8 @@ class Nikita(OarDaemon):
     def __init__(self, context: DaemonContext, *, interval: timedelta | None = None,
                  lease: timedelta | None = None, owner: str | None = None) -> None:
         super().__init__(context, interval=interval, lease=lease, owner=owner)
-        self._clusters: dict[int, Cluster] = {}  # read when a kill names a cluster not seen yet
+        # read (once per pass) when a kill names a cluster not seen yet in this pass
+        self._clusters: dict[int, Cluster] = {}
 
     @classmethod
     def default_interval(cls, settings: Settings) -> timedelta:
@@ -73,6 +74,7 @@ class Nikita(OarDaemon):
         return timedelta(seconds=self.settings.REMOTE_WAITING_TIMEOUT)
 
     def run_once(self) -> None:
+        self._clusters.clear()  # the rows are re-read once per pass: an edited cluster applies
         self._clean_affinity()
         cancelled = self._cancel_campaigns()
         self._kill_pending()
@@ -92,6 +94,7 @@ class Nikita(OarDaemon):
 
     def _delete(self, kill: RemoteKill, *, code: str) -> bool:
         """Delete one remote job; True once OAR confirmed (or it was already dead)."""
+        self.keep_lease()  # between kills: a long pass keeps its lease, or stops if it lost it
         cluster = self._cluster(kill.cluster_id)
         if cluster is None:
             return True  # the cluster is gone: nothing left to kill there

@@ -14,7 +14,10 @@ otherwise the tasks go back to the bag. Each job's `remote_id` is the OAR job of
 
 One process runs a `ClusterRunner` thread per enabled cluster, each holding the lease
 `runner:<cluster>`, so only one instance per cluster is active across hosts; clusters added or
-enabled later are picked up without a restart, disabled ones are dropped.
+enabled later are picked up without a restart, disabled ones are dropped. Each pass re-reads its
+cluster row and gets its OAR client for that row from the process's one client cache, so an edited
+cluster (`cigri cluster set`: URL, auth, chunk size, timeout) is used from the next pass on. A
+failed cluster discovery (the database away for a moment) is retried like a failed pass.
 
 Settings: RUNNER_MIN_CYCLE_DURATION (pass interval), RUNNER_DEFAULT_INITIAL_NUMBER_OF_JOBS,
 RUNNER_TAP_INCREASE_FACTOR, RUNNER_TAP_INCREASE_MAX, RUNNER_TAP_GRACE_PERIOD, DEFAULT_JOB_RESOURCES,
@@ -41,12 +44,19 @@ from typing import Final
 from sqlalchemy import Connection
 
 from cigri.config import Settings
-from cigri.daemons.base import Daemon, DaemonContext, daemon_context, start_listener
+from cigri.daemons.base import (
+    Daemon,
+    DaemonContext,
+    daemon_context,
+    first_line,
+    is_database_outage,
+    start_listener,
+)
 from cigri.domain import batches, colombo
 from cigri.domain.clusters import Cluster
 from cigri.domain.events import BLACKLIST
 from cigri.domain.jobs import EPILOGUE, PROLOGUE, Job, LaunchContext, LaunchItem
-from cigri.domain.oar import OarError, OarJob, OarRejected, SubmitRequest
+from cigri.domain.oar import OarApi, OarError, OarJob, OarRejected, SubmitRequest
 from cigri.domain.states import (
     PRIORITY_RESUBMIT,
     CampaignState,
@@ -216,10 +226,15 @@ class ClusterRunner(Daemon):
         super().__init__(engine=context.engine, settings=context.settings, clock=context.clock,
                          stop=context.stop, interval=interval, name=f"runner:{cluster.name}",
                          lease=lease, owner=owner)
-        self.cluster = cluster
-        self.oar = context.oar_factory(cluster)
+        self.cluster = cluster  # re-read at every pass
+        self.oar_factory = context.oar_factory
         self.taps = tap_settings(context.settings)
         self.listen = listen  # False: the RunnerProcess listens for all its clusters
+
+    @property
+    def oar(self) -> OarApi:
+        """The OAR client for the cluster row read this pass (rebuilt when it was edited)."""
+        return self.oar_factory(self.cluster)
 
     def wake_channels(self) -> Sequence[str]:
         return super().wake_channels() if self.listen else ()
@@ -309,6 +324,7 @@ class ClusterRunner(Daemon):
                 continue  # prologue/epilogue jobs are submitted alone
             groups.setdefault(key, []).append(job.id)
         for (campaign_id, _tag), job_ids in groups.items():
+            self.keep_lease()
             with self.engine.begin() as conn:
                 if event_store.is_campaign_blacklisted(conn, campaign_id=campaign_id,
                                                        cluster_id=self.cluster.id):
@@ -353,6 +369,7 @@ class ClusterRunner(Daemon):
         for size in self._plan_batches(campaign_id, rate):
             if self.stop.is_set():
                 break
+            self.keep_lease()
             taken = self._submit(campaign_id, self._queued(campaign_id, size))
             if taken == 0:
                 break
@@ -493,6 +510,7 @@ class ClusterRunner(Daemon):
                     conn, cluster_id=self.cluster.id, intent_before=now - self.lease)
         settled = 0
         for submission in pending:
+            self.keep_lease()
             with self.engine.begin() as conn:
                 context = submission_store.get_launch_context(
                     conn, campaign_id=submission.campaign_id, cluster_id=self.cluster.id)
@@ -580,6 +598,7 @@ class RunnerProcess:
         self.runners: dict[int, tuple[ClusterRunner, threading.Thread, threading.Event]] = {}
         self._awake: tuple[ClusterRunner, ...] = ()  # what a notification wakes (swapped whole)
         self.failed: list[str] = []
+        self.discovery_failures = 0  # failed discoveries in a row
 
     def discover(self) -> None:
         with self.engine.begin() as conn:
@@ -603,6 +622,25 @@ class RunnerProcess:
             log.info("%s: loop started", runner.name)
         self._awake = tuple(runner for runner, _thread, _stop in self.runners.values())
 
+    def _discover_once(self) -> None:
+        """A discovery that fails (the database away for a moment) is a failed pass: logged,
+        retried at the next discovery; DAEMON_MAX_CONSECUTIVE_FAILURES in a row stop the process
+        (exit status 1), as a cluster loop's failures do. The running loops go on meanwhile."""
+        try:
+            self.discover()
+            self.discovery_failures = 0
+        except Exception as error:
+            self.discovery_failures += 1
+            if is_database_outage(error):
+                log.error("runner: cluster discovery failed (%d in a row): database error: %s",
+                          self.discovery_failures, first_line(error))
+            else:
+                log.exception("runner: cluster discovery failed (%d in a row)",
+                              self.discovery_failures)
+            if self.discovery_failures >= self.context.settings.DAEMON_MAX_CONSECUTIVE_FAILURES:
+                self.failed.append("cluster discovery")
+                self.stop.set()
+
     def wake_all(self) -> None:
         """A `cigri_runner` notification: every cluster loop starts its next pass now."""
         for runner in self._awake:
@@ -622,7 +660,7 @@ class RunnerProcess:
                        on_notify=self.wake_all, name="runner")
         try:
             while not self.stop.is_set():
-                self.discover()
+                self._discover_once()
                 self.stop.wait(self.discovery_interval.total_seconds())
         finally:
             for _runner, _thread, own_stop in self.runners.values():

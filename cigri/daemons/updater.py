@@ -124,6 +124,7 @@ class Updater(OarDaemon):
         seen = 0
         oar = self.oar(cluster)
         while not self.stop.is_set():
+            self.keep_lease()  # a long poll keeps its lease, or stops here if it lost it
             with self.engine.begin() as conn:
                 page = job_store.list_jobs_to_poll(conn, cluster_id=cluster.id, after_id=after,
                                                    limit=chunk)
@@ -177,6 +178,7 @@ class Updater(OarDaemon):
             with self.engine.begin() as conn:
                 job_store.mark_jobs(conn, changes, expected=_POLLED, now=self.clock.now())
         for job, oar_job in failed:
+            self.keep_lease()
             self.handle_failure(cluster, oar, job, oar_job)
         terminated: list[dict[str, object]] = []
         for job, oar_job in ended_batches:

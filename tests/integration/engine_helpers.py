@@ -13,6 +13,7 @@ from typing import Any
 
 from sqlalchemy import Engine, func, insert, select
 
+from cigri.app import OarClients
 from cigri.config import Settings, build_settings
 from cigri.daemons.base import DaemonContext
 from cigri.daemons.runner import ClusterRunner
@@ -66,6 +67,10 @@ class Grid:
     clusters: list[Cluster]
     factory: CountingFactory = field(default_factory=CountingFactory)
     stop: threading.Event = field(default_factory=threading.Event)
+    clients: OarClients = field(init=False)  # the one client cache, as `cigri.app` builds
+
+    def __post_init__(self) -> None:
+        self.clients = OarClients(self.factory)
 
     def __enter__(self) -> Grid:
         return self
@@ -87,7 +92,7 @@ class Grid:
         """What the daemons under test are built from: the grid's settings, engine, clock, stop
         event and OAR clients, with `changes` (e.g. `settings=`, `stop=`)."""
         context = DaemonContext(settings=self.settings, engine=self.engine, clock=self.clock,
-                                stop=self.stop, oar_factory=self.factory)
+                                stop=self.stop, oar_factory=self.clients)
         return dataclasses.replace(context, **changes)
 
     def runner(self, index: int = 0, *, settings: Settings | None = None,

@@ -26,12 +26,17 @@ from cigri.storage.tables import events
 SLEEPER = [sys.executable, "-c", "import time; time.sleep(120)"]
 
 
-def _wait_for(condition: Callable[[], object], timeout: float = 20.0) -> None:
+def _wait_for(condition: Callable[[], object], timeout: float = 20.0,
+              clock: FakeClock | None = None) -> None:
+    """Wait (real time) for `condition`; with `clock`, almighty's clock moves 0.1 s per look
+    (almighty times restarts by the injected clock, as the daemons do)."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if condition():
             return
         time.sleep(0.05)
+        if clock is not None:
+            clock.advance(0.1)
     raise AssertionError("condition not met before the deadline")
 
 
@@ -70,13 +75,14 @@ def almighty(pg_engine: Engine, clock: FakeClock) -> Iterator[Almighty]:
 
 
 def test_a_dead_daemon_is_restarted_and_leaves_an_event(almighty: Almighty,
-                                                        pg_engine: Engine) -> None:
+                                                        pg_engine: Engine,
+                                                        clock: FakeClock) -> None:
     runner, nikita = almighty.pid_of("runner"), almighty.pid_of("nikita")
     assert runner and nikita
     os.kill(runner, signal.SIGKILL)
-    _wait_for(lambda: almighty.pid_of("runner") not in (None, runner))
+    _wait_for(lambda: almighty.pid_of("runner") not in (None, runner), clock=clock)
     os.kill(nikita, signal.SIGKILL)
-    _wait_for(lambda: almighty.pid_of("nikita") not in (None, nikita))
+    _wait_for(lambda: almighty.pid_of("nikita") not in (None, nikita), clock=clock)
     codes = _codes(pg_engine)
     assert codes[0] == "ALMIGHTY_STARTING"
     assert "RUNNER_FAILED" in codes and "DAEMON_RESTARTED" in codes
@@ -92,7 +98,7 @@ def test_a_hung_daemon_is_killed_with_a_child_timeout_event(almighty: Almighty,
                          started_at=clock.now(), now=clock.now(), interval_seconds=10,
                          passes=1, failures=0)
     clock.advance(timedelta(seconds=301))
-    _wait_for(lambda: almighty.pid_of("nikita") not in (None, hung))
+    _wait_for(lambda: almighty.pid_of("nikita") not in (None, hung), clock=clock)
     assert "CHILD_TIMEOUT" in _codes(pg_engine)
 
 
@@ -145,9 +151,9 @@ def test_a_daemon_exiting_with_an_error_soon_after_start_is_restarted_ever_later
     thread.start()
     try:
         _wait_for(lambda: supervisor.children.get("updater") is not None
-                  and supervisor.children["updater"].quick_deaths >= 3)
+                  and supervisor.children["updater"].quick_deaths >= 3, clock=clock)
         child = supervisor.children["updater"]
-        assert child.restart_at is None or child.restart_at - time.monotonic() <= 0.4
+        assert child.restart_at is None or child.restart_at - clock.monotonic() <= 0.4
     finally:
         supervisor.stop.set()
         thread.join(timeout=30)

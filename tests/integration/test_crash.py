@@ -65,7 +65,7 @@ def _die(grid: Grid, when: str) -> int:
     campaign = new_campaign(grid, ["a 1", "b 2", "c 3"], exec_file="run sleep")
     queue_tasks(grid, campaign)
     runner = grid.runner(owner="dead")
-    runner.oar = DyingOar(runner.oar, when=when)  # type: ignore[assignment]
+    runner.oar_factory = lambda cluster: DyingOar(grid.clients(cluster), when=when)  # type: ignore[assignment,return-value]
     with pytest.raises(Killed):
         runner.run(loops=1)
     assert states(grid.engine, campaign) == {"launching": 3}

@@ -228,7 +228,7 @@ def test_a_batch_whose_runner_died_after_the_oar_call_is_adopted_whole(
         campaign = new_campaign(grid, ["a", "b", "c"], temporal_grouping="true")
         queue_tasks(grid, campaign)
         dead = grid.runner(owner="dead")
-        dead.oar = _DiesAfterSubmit(dead.oar)  # type: ignore[assignment]
+        dead.oar_factory = lambda cluster: _DiesAfterSubmit(grid.clients(cluster))  # type: ignore[assignment,return-value]
         with pytest.raises(_Killed):
             dead.run(loops=1)
         (oar_job,) = grid.control().jobs()
