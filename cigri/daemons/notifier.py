@@ -11,11 +11,16 @@ Owns two steps per pass:
    attempt; commit), send each outside any transaction, then mark it sent in a new transaction.
    A failed send is retried with exponential back-off (`NotificationFailed`) or given up
    (`NotificationRejected`, or `NOTIFIER_MAX_ATTEMPTS` reached). A channel that is down loses
-   nothing: its messages wait in the outbox.
+   nothing: its messages wait in the outbox. Per route (`outbox.Route`: the SMTP relay, the XMPP
+   server, one webhook URL): a route that failed is not tried again in the pass; a route whose
+   messages all wait out a back-off is probed once per pass with one of them (a failed probe is
+   not a counted attempt); the first success on a route makes all its waiting messages due at
+   once, so they go out at the first pass after the relay answers again.
 
 Crash window: a notifier killed after a successful send and before "mark sent" sends that message
-again once its lease expires (at-least-once). Mail Message-IDs and the webhook `X-Cigri-Message`
-header carry the dedup key so the receiver can drop that duplicate; nothing else is ever duplicated.
+again once its lease expires (at-least-once). Every send of a message carries the same key
+(`cigri.notify.templates.message_key`: the mail Message-ID, the webhook `Idempotency-Key`) so the
+receiver can drop that duplicate; nothing else is ever duplicated.
 
 Settings: NOTIFIER_INTERVAL, NOTIFICATIONS_RATE_CAP, NOTIFICATIONS_SMTP_*, NOTIFICATIONS_XMPP_*, ADMINS.
 """
