@@ -31,6 +31,7 @@ GATHERING_METHODS: Final = frozenset({"collector", "media", "scp", "rsync"})
 SSH_METHODS: Final = frozenset({"scp", "rsync"})
 MISSING_OUTPUT_FILE: Final = "MISSING_OUTPUT_FILE"
 OUTPUT_COLLECTION_FAILED: Final = "OUTPUT_COLLECTION_FAILED"
+OUTPUT_DESTINATION_REFUSED: Final = "OUTPUT_DESTINATION_REFUSED"
 _MACRO: Final = re.compile(
     r"\{(TASK|PARAM_ID|JOB_ID|OAR_JOB_ID|CAMPAIGN_ID|STDOUT|STDERR)\}|%jobid%")
 # OAR's own name for a job's output (`OAR.<name>.<id>.stdout`, `OAR.<id>.stderr`), as declared
@@ -137,10 +138,23 @@ def _safe_name(text: str, fallback: str) -> str:
     return fallback if cleaned.strip(".") == "" else cleaned
 
 
+def user_destination(destination: str | None, *, campaign_id: int,
+                     allow_destination: bool) -> str | None:
+    """The JDL destination asked for, `{CAMPAIGN_ID}` expanded, when the admin allows user
+    destinations and it is absolute; else None (the default directory). Not normalised: the
+    collector resolves it on disk (symlinks before `..`) and checks where it really lands."""
+    if allow_destination and destination and destination.startswith("/"):
+        return destination.replace("{CAMPAIGN_ID}", str(campaign_id))
+    return None
+
+
 def result_directory(*, collector_directory: str, campaign_id: int,
                      destination: str | None, allow_destination: bool) -> str:
-    """The campaign's result directory: the JDL destination when allowed and absolute, else
-    `<COLLECTOR_DIRECTORY>/<campaign id>`."""
-    if allow_destination and destination and destination.startswith("/"):
-        return posixpath.normpath(destination.replace("{CAMPAIGN_ID}", str(campaign_id)))
+    """The campaign's result directory as asked for: the JDL destination when allowed and
+    absolute, else `<COLLECTOR_DIRECTORY>/<campaign id>` (the collector still checks a
+    destination before using it)."""
+    asked = user_destination(destination, campaign_id=campaign_id,
+                             allow_destination=allow_destination)
+    if asked is not None:
+        return posixpath.normpath(asked)
     return posixpath.join(collector_directory, str(campaign_id))

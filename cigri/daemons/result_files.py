@@ -1,0 +1,197 @@
+"""The collector's local side: where a campaign's results may go, who owns them, and how they are
+written so that only the campaign's owner can read them and no campaign writes over another's.
+
+Owns:
+- **ownership**: a campaign's result directory is mode 0700 and its files 0600. When the collector
+  runs as root and the campaign owner has a Unix account of the same name, the directory is the
+  account's and every file in it is written by a child process running with the account's uid and
+  gid (`write_as`): the kernel checks the owner's rights, and a symlink the owner plants there
+  cannot make root write anywhere else. Otherwise the results belong to the collector's own user
+  (cigri), with no access for anyone else.
+- **user destinations** (COLLECTOR_ALLOW_USER_DESTINATION): `check_destination` accepts an
+  `output_destination` only when the collector can write with the owner's rights (it runs as root,
+  the owner has an account), the path resolved (symlinks and `..`) lies in a directory the owner
+  owns and outside COLLECTOR_DIRECTORY, and neither it nor a parent holds another campaign's
+  results. A campaign marks the top of its results with `.cigri-campaign` (its id).
+"""
+
+from __future__ import annotations
+
+import os
+import pwd
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import IO, Final
+
+MARKER: Final = ".cigri-campaign"
+WRITE_TIMEOUT_SECONDS: Final = 600.0
+
+# Run by `write_as` with the owner's uid/gid; argv: path, campaign id, top directory, size.
+_WRITER: Final = r"""
+import os, sys
+path, campaign, top, size = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4])
+os.umask(0o077)
+def claimed_by(directory):
+    try:
+        with open(os.path.join(directory, ".cigri-campaign"), "rb") as handle:
+            return handle.read(64).decode(errors="replace").strip()
+    except (FileNotFoundError, NotADirectoryError):
+        return None
+os.makedirs(top, mode=0o700, exist_ok=True)
+owner = claimed_by(top)
+if owner is None:
+    try:
+        fd = os.open(os.path.join(top, ".cigri-campaign"),
+                     os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
+        os.write(fd, campaign.encode())
+        os.close(fd)
+    except FileExistsError:
+        pass
+elif owner != campaign:
+    sys.exit(f"{top} holds the results of campaign {owner}")
+parent = os.path.dirname(path)
+os.makedirs(parent, mode=0o700, exist_ok=True)
+if claimed_by(parent) not in (None, campaign):
+    sys.exit(f"{parent} holds the results of campaign {claimed_by(parent)}")
+partial = path + ".part"
+fd = os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o600)
+with os.fdopen(fd, "wb") as out:
+    while chunk := sys.stdin.buffer.read(1 << 20):
+        out.write(chunk)
+    out.flush()
+    os.fsync(out.fileno())
+if os.stat(partial).st_size != size:
+    os.unlink(partial)
+    sys.exit(f"short write of {path}")
+os.replace(partial, path)
+"""
+
+
+@dataclass(frozen=True)
+class Account:
+    """The Unix account a campaign's results belong to."""
+
+    name: str
+    uid: int
+    gid: int
+
+
+class Refused(Exception):
+    """A result file or directory the collector must not write (the message says why)."""
+
+
+def is_root() -> bool:
+    return os.geteuid() == 0
+
+
+def account_of(grid_user: str) -> Account | None:
+    """The owner's Unix account when the collector can act as it (it runs as root), else None.
+    root itself is never a campaign owner's account."""
+    if not is_root():
+        return None
+    try:
+        entry = pwd.getpwnam(grid_user)
+    except KeyError:
+        return None
+    return None if entry.pw_uid == 0 else Account(grid_user, entry.pw_uid, entry.pw_gid)
+
+
+def default_directory(collector_directory: str, campaign_id: int) -> Path:
+    return Path(collector_directory) / str(campaign_id)
+
+
+def check_destination(destination: str, *, campaign_id: int, grid_user: str,
+                      collector_directory: str) -> Path:
+    """The resolved user destination, or `Refused` saying why."""
+    raw = destination.replace("{CAMPAIGN_ID}", str(campaign_id))
+    if not is_root():
+        raise Refused(f"output_destination {raw} refused: the collector does not run as root, "
+                      f"so it cannot write with {grid_user}'s rights")
+    account = account_of(grid_user)
+    if account is None:
+        raise Refused(f"output_destination {raw} refused: {grid_user} has no Unix account on the "
+                      "collector's host")
+    resolved = Path(os.path.realpath(raw))
+    place = resolved
+    while not place.exists():
+        place = place.parent
+    status = place.stat()
+    if not place.is_dir() or status.st_uid != account.uid:
+        raise Refused(f"output_destination {raw} refused: it resolves to {resolved}, not inside "
+                      f"a directory {grid_user} owns")
+    results = Path(os.path.realpath(collector_directory))
+    if resolved == results or results in resolved.parents:
+        raise Refused(f"output_destination {raw} refused: {resolved} is inside the collector's "
+                      "own results directory")
+    for directory in (resolved, *resolved.parents):
+        owner = _marker(directory)
+        if owner is not None and owner != str(campaign_id):
+            raise Refused(f"output_destination {raw} refused: {directory} holds the results of "
+                          f"campaign {owner}")
+    return resolved
+
+
+def _marker(directory: Path) -> str | None:
+    try:
+        return (directory / MARKER).read_bytes()[:64].decode(errors="replace").strip()
+    except OSError:
+        return None
+
+
+def prepare_default(directory: Path, account: Account | None) -> None:
+    """Create `<COLLECTOR_DIRECTORY>/<id>` 0700 (COLLECTOR_DIRECTORY 0711 when created here),
+    owned by the account when there is one; an existing one is made private too."""
+    if not directory.parent.exists():
+        directory.parent.mkdir(parents=True, mode=0o711, exist_ok=True)
+        os.chmod(directory.parent, 0o711)
+    if directory.is_symlink():
+        raise Refused(f"{directory} is a symbolic link")
+    directory.mkdir(mode=0o700, exist_ok=True)
+    os.chmod(directory, 0o700, follow_symlinks=False)
+    if account is not None:
+        os.chown(directory, account.uid, account.gid, follow_symlinks=False)
+
+
+def write_as(account: Account, path: Path, *, campaign_id: int, top: Path, size: int,
+             source: bytes | IO[bytes]) -> None:
+    """Write `source` (bytes, or an open file) to `path` with the account's rights: `.part`
+    then rename, size checked, directories 0700, files 0600. `Refused` when the child says no."""
+    argv = [sys.executable, "-I", "-S", "-c", _WRITER, str(path), str(campaign_id), str(top),
+            str(size)]
+    try:
+        if isinstance(source, bytes):
+            done = subprocess.run(argv, input=source, capture_output=True, check=False, cwd="/",
+                                  user=account.uid, group=account.gid, extra_groups=[],
+                                  timeout=WRITE_TIMEOUT_SECONDS)
+        else:
+            done = subprocess.run(argv, stdin=source, capture_output=True, check=False, cwd="/",
+                                  user=account.uid, group=account.gid, extra_groups=[],
+                                  timeout=WRITE_TIMEOUT_SECONDS)
+    except (OSError, subprocess.TimeoutExpired) as error:
+        raise Refused(f"could not write {path} as {account.name}: {error}") from error
+    if done.returncode != 0:
+        lines = done.stderr.decode(errors="replace").strip().splitlines()
+        raise Refused(f"could not write {path} as {account.name}: "
+                      f"{lines[-1] if lines else f'exit {done.returncode}'}")
+
+
+def write_own(path: Path, data: bytes) -> int:
+    """Write as the collector's own user (a directory only it can enter): `.part` then rename,
+    no symlink followed, directories 0700, file 0600; the size on disk is checked."""
+    for directory in reversed([path.parent, *path.parent.parents]):
+        if not directory.exists():
+            directory.mkdir(mode=0o700)
+    partial = path.with_name(path.name + ".part")
+    fd = os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o600)
+    with os.fdopen(fd, "wb") as handle:
+        handle.write(data)
+        handle.flush()
+        os.fsync(handle.fileno())
+    if partial.stat().st_size != len(data):
+        partial.unlink()
+        raise OSError(f"short write of {path}")
+    os.chmod(partial, 0o600)
+    partial.replace(path)
+    return len(data)
