@@ -4,7 +4,7 @@ written so that only the campaign's owner can read them and no campaign writes o
 Owns:
 - **ownership**: a campaign's result directory is mode 0700 and its files 0600. When the collector
   runs as root and the campaign owner has a Unix account of the same name, the directory is the
-  account's and every file in it is written by a child process running with the account's uid and
+  account's and every file in it is written by a forked child running with the account's uid and
   gid (`write_as`): the kernel checks the owner's rights, and a symlink the owner plants there
   cannot make root write anywhere else. Otherwise the results belong to the collector's own user
   (cigri), with no access for anyone else.
@@ -19,55 +19,11 @@ from __future__ import annotations
 
 import os
 import pwd
-import subprocess
-import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Final
 
 MARKER: Final = ".cigri-campaign"
-WRITE_TIMEOUT_SECONDS: Final = 600.0
-
-# Run by `write_as` with the owner's uid/gid; argv: path, campaign id, top directory, size.
-_WRITER: Final = r"""
-import os, sys
-path, campaign, top, size = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4])
-os.umask(0o077)
-def claimed_by(directory):
-    try:
-        with open(os.path.join(directory, ".cigri-campaign"), "rb") as handle:
-            return handle.read(64).decode(errors="replace").strip()
-    except (FileNotFoundError, NotADirectoryError):
-        return None
-os.makedirs(top, mode=0o700, exist_ok=True)
-owner = claimed_by(top)
-if owner is None:
-    try:
-        fd = os.open(os.path.join(top, ".cigri-campaign"),
-                     os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
-        os.write(fd, campaign.encode())
-        os.close(fd)
-    except FileExistsError:
-        pass
-elif owner != campaign:
-    sys.exit(f"{top} holds the results of campaign {owner}")
-parent = os.path.dirname(path)
-os.makedirs(parent, mode=0o700, exist_ok=True)
-if claimed_by(parent) not in (None, campaign):
-    sys.exit(f"{parent} holds the results of campaign {claimed_by(parent)}")
-partial = path + ".part"
-fd = os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o600)
-with os.fdopen(fd, "wb") as out:
-    while chunk := sys.stdin.buffer.read(1 << 20):
-        out.write(chunk)
-    out.flush()
-    os.fsync(out.fileno())
-if os.stat(partial).st_size != size:
-    os.unlink(partial)
-    sys.exit(f"short write of {path}")
-os.replace(partial, path)
-"""
-
 
 @dataclass(frozen=True)
 class Account:
@@ -156,25 +112,79 @@ def prepare_default(directory: Path, account: Account | None) -> None:
 
 def write_as(account: Account, path: Path, *, campaign_id: int, top: Path, size: int,
              source: bytes | IO[bytes]) -> None:
-    """Write `source` (bytes, or an open file) to `path` with the account's rights: `.part`
-    then rename, size checked, directories 0700, files 0600. `Refused` when the child says no."""
-    argv = [sys.executable, "-I", "-S", "-c", _WRITER, str(path), str(campaign_id), str(top),
-            str(size)]
-    try:
-        if isinstance(source, bytes):
-            done = subprocess.run(argv, input=source, capture_output=True, check=False, cwd="/",
-                                  user=account.uid, group=account.gid, extra_groups=[],
-                                  timeout=WRITE_TIMEOUT_SECONDS)
-        else:
-            done = subprocess.run(argv, stdin=source, capture_output=True, check=False, cwd="/",
-                                  user=account.uid, group=account.gid, extra_groups=[],
-                                  timeout=WRITE_TIMEOUT_SECONDS)
-    except (OSError, subprocess.TimeoutExpired) as error:
-        raise Refused(f"could not write {path} as {account.name}: {error}") from error
-    if done.returncode != 0:
-        lines = done.stderr.decode(errors="replace").strip().splitlines()
+    """Write `source` (bytes, or a file opened by the caller) to `path` with the account's
+    rights: a forked child drops to the account's uid and gid (no supplementary group) and
+    writes `.part`, then renames; directories 0700, files 0600, size checked. `Refused` when
+    the child could not (no right, another campaign's results there)."""
+    read_end, write_end = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: no logging, no database, only this write
+        code = 0
+        try:
+            os.close(read_end)
+            os.setgroups([])
+            os.setgid(account.gid)
+            os.setuid(account.uid)
+            os.umask(0o077)
+            _write_claimed(path, campaign_id=str(campaign_id), top=top, size=size,
+                           source=source)
+        except BaseException as error:  # reported to the parent, which raises Refused
+            os.write(write_end, str(error).encode(errors="replace")[:2000])
+            code = 1
+        finally:
+            os._exit(code)
+    os.close(write_end)
+    with os.fdopen(read_end, "rb") as pipe:
+        problem = pipe.read().decode(errors="replace").strip()
+    _, status = os.waitpid(pid, 0)
+    if os.waitstatus_to_exitcode(status) != 0:
         raise Refused(f"could not write {path} as {account.name}: "
-                      f"{lines[-1] if lines else f'exit {done.returncode}'}")
+                      f"{problem or f'wait status {status}'}")
+
+
+def _claimed_by(directory: Path) -> str | None:
+    try:
+        with (directory / MARKER).open("rb") as handle:
+            return handle.read(64).decode(errors="replace").strip()
+    except (FileNotFoundError, NotADirectoryError):
+        return None
+
+
+def _write_claimed(path: Path, *, campaign_id: str, top: Path, size: int,
+                   source: bytes | IO[bytes]) -> None:
+    """In the child, as the owner: claim `top` for the campaign (`.cigri-campaign`), refuse a
+    directory another campaign claimed, write `.part` without following a symlink, rename."""
+    top.mkdir(mode=0o700, parents=True, exist_ok=True)
+    owner = _claimed_by(top)
+    if owner is None:
+        try:
+            fd = os.open(top / MARKER, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW,
+                         0o600)
+        except FileExistsError:
+            pass
+        else:
+            os.write(fd, campaign_id.encode())
+            os.close(fd)
+    elif owner != campaign_id:
+        raise Refused(f"{top} holds the results of campaign {owner}")
+    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    owner = _claimed_by(path.parent)
+    if owner not in (None, campaign_id):
+        raise Refused(f"{path.parent} holds the results of campaign {owner}")
+    partial = path.with_name(path.name + ".part")
+    fd = os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o600)
+    with os.fdopen(fd, "wb") as out:
+        if isinstance(source, bytes):
+            out.write(source)
+        else:
+            while chunk := source.read(1 << 20):
+                out.write(chunk)
+        out.flush()
+        os.fsync(out.fileno())
+    if partial.stat().st_size != size:
+        partial.unlink()
+        raise Refused(f"short write of {path}")
+    partial.replace(path)
 
 
 def write_own(path: Path, data: bytes) -> int:

@@ -41,12 +41,13 @@ class CollectedFile:
     size: int | None
     state: str
     attempts: int
+    message: str | None = None  # why it is missing or failed
 
 
 def _file_from_row(row: Any) -> CollectedFile:
     return CollectedFile(id=row.id, campaign_id=row.campaign_id, job_id=row.job_id,
                          remote_path=row.remote_path, local_path=row.local_path, size=row.size,
-                         state=row.state, attempts=row.attempts)
+                         state=row.state, attempts=row.attempts, message=row.message)
 
 
 def list_gathering_campaigns(conn: Connection) -> list[int]:
