@@ -14,12 +14,8 @@ from __future__ import annotations
 
 import os
 import pwd
-import secrets
-import shutil
-import subprocess
-import tempfile
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -36,19 +32,11 @@ from tests.integration.engine_helpers import (
     run_to_termination,
     start_exec_grid,
 )
+from tests.integration.unix_helpers import MakeUser, readable_by, root, unix_user
+
+__all__ = ["root", "unix_user"]  # fixtures
 
 SCRIPT = r"sh -c 'echo {tag}-\$0 > out_\$0.txt'"
-
-
-@pytest.fixture
-def root() -> Iterator[Path]:
-    """A directory other accounts can traverse (pytest's own is 0700), like /var/lib/cigri."""
-    directory = Path(tempfile.mkdtemp(prefix="cigri-privacy-"))
-    directory.chmod(0o711)
-    try:
-        yield directory
-    finally:
-        shutil.rmtree(directory, ignore_errors=True)
 
 
 @pytest.fixture
@@ -57,27 +45,6 @@ def grid(pg_engine: Engine, clock: FakeClock, tmp_path: Path, root: Path) -> Ite
     with start_exec_grid(pg_engine, clock, workdir=str(tmp_path / "oar"),
                          settings=settings) as grid:
         yield grid
-
-
-@pytest.fixture
-def unix_user() -> Iterator[Callable[[], pwd.struct_passwd]]:
-    """Make throwaway Unix accounts (no home, no login shell); removed after the test."""
-    if os.geteuid() != 0:
-        pytest.fail("these tests create Unix accounts: run them as root (CI does)")
-    made: list[str] = []
-
-    def make() -> pwd.struct_passwd:
-        name = f"cgt{secrets.token_hex(4)}"
-        subprocess.run(["useradd", "-M", "-U", "-s", "/usr/sbin/nologin", name], check=True,
-                       capture_output=True)
-        made.append(name)
-        return pwd.getpwnam(name)
-
-    try:
-        yield make
-    finally:
-        for name in made:
-            subprocess.run(["userdel", name], check=False, capture_output=True)
 
 
 def _campaign(grid: Grid, owner: str, tag: str, **props: str) -> int:
@@ -107,12 +74,6 @@ def _mode(path: Path) -> int:
     return path.stat().st_mode & 0o777
 
 
-def _readable_by(account: pwd.struct_passwd, path: Path) -> bool:
-    done = subprocess.run(["cat", str(path)], user=account.pw_uid, group=account.pw_gid,
-                          extra_groups=[], capture_output=True, check=False, cwd="/")
-    return done.returncode == 0
-
-
 def _states(grid: Grid, campaign: int) -> list[str]:
     with grid.engine.begin() as conn:
         rows = conn.execute(select(collected_files.c.state, collected_files.c.message)
@@ -123,7 +84,7 @@ def _states(grid: Grid, campaign: int) -> list[str]:
 
 
 def test_results_belong_to_their_owner_and_nobody_else_reads_them(
-        grid: Grid, root: Path, unix_user: Callable[[], pwd.struct_passwd]) -> None:
+        grid: Grid, root: Path, unix_user: MakeUser) -> None:
     alice, mallory = unix_user(), unix_user()
     campaign = _campaign(grid, alice.pw_name, "alice")
     _collect(grid)
@@ -136,13 +97,13 @@ def test_results_belong_to_their_owner_and_nobody_else_reads_them(
     for name in ("out_p1.txt", "out_p2.txt"):
         status = (results / name).stat()
         assert (status.st_mode & 0o777, status.st_uid) == (0o600, alice.pw_uid)
-    assert _readable_by(alice, results / "out_p1.txt")
-    assert not _readable_by(mallory, results / "out_p1.txt")
+    assert readable_by(alice, results / "out_p1.txt")
+    assert not readable_by(mallory, results / "out_p1.txt")
     assert _states(grid, campaign) == ["collected", "collected"]
 
 
 def test_results_of_an_owner_without_unix_account_belong_to_cigri_only(
-        grid: Grid, root: Path, unix_user: Callable[[], pwd.struct_passwd]) -> None:
+        grid: Grid, root: Path, unix_user: MakeUser) -> None:
     mallory = unix_user()
     campaign = _campaign(grid, USER, "nobody")  # `testuser` has no Unix account
     _collect(grid)
@@ -152,7 +113,7 @@ def test_results_of_an_owner_without_unix_account_belong_to_cigri_only(
     assert (_mode(results), results.stat().st_uid) == (0o700, os.geteuid())
     assert (_mode(results / "out_p2.txt"), (results / "out_p2.txt").stat().st_uid) == \
         (0o600, os.geteuid())
-    assert not _readable_by(mallory, results / "out_p2.txt")
+    assert not readable_by(mallory, results / "out_p2.txt")
 
 
 def _place_of(account: pwd.struct_passwd, root: Path) -> Path:
@@ -163,7 +124,7 @@ def _place_of(account: pwd.struct_passwd, root: Path) -> Path:
 
 
 def test_a_destination_climbing_out_with_dotdot_is_refused_with_an_event(
-        grid: Grid, root: Path, unix_user: Callable[[], pwd.struct_passwd]) -> None:
+        grid: Grid, root: Path, unix_user: MakeUser) -> None:
     alice = unix_user()
     place = _place_of(alice, root)
     campaign = _campaign(grid, alice.pw_name, "alice",
@@ -181,7 +142,7 @@ def test_a_destination_climbing_out_with_dotdot_is_refused_with_an_event(
 
 
 def test_a_destination_through_a_symlink_to_elsewhere_is_refused_and_a_good_one_is_written(
-        grid: Grid, root: Path, unix_user: Callable[[], pwd.struct_passwd]) -> None:
+        grid: Grid, root: Path, unix_user: MakeUser) -> None:
     alice = unix_user()
     place = _place_of(alice, root)
     victim = root / "victim"
@@ -205,7 +166,7 @@ def test_a_destination_through_a_symlink_to_elsewhere_is_refused_and_a_good_one_
 
 
 def test_no_campaign_writes_over_another_campaigns_results(
-        grid: Grid, root: Path, unix_user: Callable[[], pwd.struct_passwd]) -> None:
+        grid: Grid, root: Path, unix_user: MakeUser) -> None:
     alice, bob = unix_user(), unix_user()
     bobs = _campaign(grid, bob.pw_name, "bob")
     _collect(grid, COLLECTOR_ALLOW_USER_DESTINATION=True)
