@@ -21,6 +21,12 @@ Resumable: the rows are the progress. A collector killed mid-way leaves `pending
 again; the rename makes a half-written file impossible) and, on start, files recorded as collected
 whose local copy is gone or has another size are fetched again.
 
+Results are private to the campaign's owner, and a user destination is checked before use
+(`cigri.daemons.result_files`): 0600 files in a 0700 directory, written with the owner's rights
+when the collector runs as root and the owner has a Unix account; a destination that does not
+resolve inside a place the owner owns, or holds another campaign's results, is refused
+(`OUTPUT_DESTINATION_REFUSED`, files `failed`).
+
 Methods `scp` and `rsync` copy over ssh from the cluster's `ssh_host` as the owner's cluster login
 (options in COLLECTOR_SSH_OPTIONS); on a cluster without `ssh_host` they fall back to `/media`.
 Settings: COLLECTOR_INTERVAL, COLLECTOR_DIRECTORY, COLLECTOR_ALLOW_USER_DESTINATION,

@@ -4,11 +4,12 @@ for it, which remote files a finished job must yield, and where each goes locall
 JDL keys (per cluster): `output_gathering_method` (`collector`, `media`, `scp` or `rsync`; `None`
 disables), `output_file` (one or more paths, separated by commas or spaces; relative paths are
 relative to `exec_directory`, else the owner's home), `output_destination` (absolute path, used only
-when the admin allows it). Macros in `output_file`: `{TASK}` (the task name: first word of the
-parameter line), `{PARAM_ID}`, `{JOB_ID}` (cigri job id), `{OAR_JOB_ID}` and `%jobid%` (the OAR job
-id), `{CAMPAIGN_ID}`, `{HOME}` and `~` (the owner's home on the cluster), `{STDOUT}` and `{STDERR}`
-(the job's own stdout/stderr file: OAR's `OAR.<name>.<OAR id>.stdout`, or for a sub-job of a
-temporal-grouping batch its `cigri_batch_stdout_<job id>`).
+when the admin allows it and the collector finds it inside a place the owner owns). Macros in
+`output_file`: `{TASK}` (the task name: first word of the parameter line), `{PARAM_ID}`, `{JOB_ID}`
+(cigri job id), `{OAR_JOB_ID}` and `%jobid%` (the OAR job id), `{CAMPAIGN_ID}`, `{HOME}` and `~`
+(the owner's home on the cluster), `{STDOUT}` and `{STDERR}` (the job's own stdout/stderr file:
+OAR's `OAR.<name>.<OAR id>.stdout`, or for a sub-job of a temporal-grouping batch its
+`cigri_batch_stdout_<job id>`).
 
 A sub-job shares its OAR job (and id) with the rest of its batch, and its task's output went to its
 own `cigri_batch_std*_<job id>`, not to the batch's OAR files: a declared file named as OAR names a
