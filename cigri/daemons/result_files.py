@@ -97,10 +97,13 @@ def _marker(directory: Path) -> str | None:
 
 
 def prepare_default(directory: Path, account: Account | None) -> None:
-    """Create `<COLLECTOR_DIRECTORY>/<id>` 0700 (COLLECTOR_DIRECTORY 0711 when created here),
-    owned by the account when there is one; an existing one is made private too."""
+    """Create `<COLLECTOR_DIRECTORY>/<id>` 0700, owned by the account when there is one; an
+    existing one is made private too. COLLECTOR_DIRECTORY is 0711 when created here, and made
+    0711 when results belong to accounts (they must reach their directory, and list no other)."""
     if not directory.parent.exists():
         directory.parent.mkdir(parents=True, mode=0o711, exist_ok=True)
+        os.chmod(directory.parent, 0o711)
+    elif account is not None and directory.parent.stat().st_mode & 0o777 != 0o711:
         os.chmod(directory.parent, 0o711)
     if directory.is_symlink():
         raise Refused(f"{directory} is a symbolic link")
