@@ -105,9 +105,10 @@ class Settings:
     COLLECTOR_INTERVAL: float = field(default=30.0, metadata=_describe(
         "Seconds between two collector passes."))
     COLLECTOR_DIRECTORY: str = field(default="/var/lib/cigri/results", metadata=_describe(
-        "Where gathered outputs go, one directory per campaign."))
+        "Where gathered outputs go, one private directory per campaign (0700, its owner's)."))
     COLLECTOR_ALLOW_USER_DESTINATION: bool = field(default=False, metadata=_describe(
-        "Let a campaign's output_destination (an absolute path) replace COLLECTOR_DIRECTORY/<id>."))
+        "Let a campaign's output_destination (an absolute path in a directory its owner owns; "
+        "the collector must run as root) replace COLLECTOR_DIRECTORY/<id>."))
     COLLECTOR_SSH_OPTIONS: str = field(default="-o BatchMode=yes", metadata=_describe(
         "ssh -o options of scp/rsync gathering (clusters with ssh_host), e.g. -o Port=2222."))
     NOTIFIER_INTERVAL: float = field(default=10.0, metadata=_describe(

@@ -21,6 +21,12 @@ Resumable: the rows are the progress. A collector killed mid-way leaves `pending
 again; the rename makes a half-written file impossible) and, on start, files recorded as collected
 whose local copy is gone or has another size are fetched again.
 
+Results are private to the campaign's owner, and a user destination is checked before use
+(`cigri.daemons.result_files`): 0600 files in a 0700 directory, written with the owner's rights
+when the collector runs as root and the owner has a Unix account; a destination that does not
+resolve inside a place the owner owns, or holds another campaign's results, is refused
+(`OUTPUT_DESTINATION_REFUSED`, files `failed`).
+
 Methods `scp` and `rsync` copy over ssh from the cluster's `ssh_host` as the owner's cluster login
 (options in COLLECTOR_SSH_OPTIONS); on a cluster without `ssh_host` they fall back to `/media`.
 Settings: COLLECTOR_INTERVAL, COLLECTOR_DIRECTORY, COLLECTOR_ALLOW_USER_DESTINATION,
@@ -33,12 +39,17 @@ import logging
 import os
 import shlex
 import subprocess
+import tempfile
 from collections import defaultdict
+from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
 from typing import Final
 
+from sqlalchemy import Connection
+
 from cigri.config import Settings
+from cigri.daemons import result_files as files
 from cigri.daemons.base import DaemonContext, OarDaemon
 from cigri.daemons.base import main as daemon_main
 from cigri.domain import collection as rules
@@ -59,6 +70,17 @@ MAX_ATTEMPTS: Final = 10
 SSH_TIMEOUT_SECONDS: Final = 600.0
 
 
+@dataclass(frozen=True)
+class Place:
+    """Where a campaign's results go on a cluster: its top directory and the account writing
+    there (None: the collector's own user), or why they may not be written at all."""
+
+    top: Path | None
+    account: files.Account | None
+    refused: str | None = None
+    is_default: bool = False  # `<COLLECTOR_DIRECTORY>/<id>`, which the collector creates
+
+
 class Collector(OarDaemon):
     """One collector for the whole grid."""
 
@@ -70,6 +92,10 @@ class Collector(OarDaemon):
         self._verified = False
         # (cluster id, login, directory) -> sizes of its files, as OAR listed them this pass
         self._listings: dict[tuple[int, str, str], dict[str, int]] = {}
+        # (campaign id, output_destination) -> its place, decided once per pass
+        self._places: dict[tuple[int, str | None], Place] = {}
+        self._prepared: set[Path] = set()  # default directories made private this pass
+        self._refusals_reported: set[int] = set()  # campaigns told their destination is refused
 
     @classmethod
     def default_interval(cls, settings: Settings) -> timedelta:
@@ -82,6 +108,30 @@ class Collector(OarDaemon):
         self.plan_files()
         self.fetch_pending()
 
+    def _place(self, campaign_id: int, owner: str, properties: dict[str, str]) -> Place:
+        """The campaign's result directory (see `cigri.daemons.result_files`), checked once per
+        pass: a user destination that does not resolve inside a place the owner owns, or that
+        holds another campaign's results, is refused."""
+        destination = properties.get("output_destination")
+        key = (campaign_id, destination)
+        if key not in self._places:
+            asked = rules.user_destination(
+                destination, campaign_id=campaign_id,
+                allow_destination=self.settings.COLLECTOR_ALLOW_USER_DESTINATION)
+            account = files.account_of(owner)
+            if asked is None:
+                place = Place(files.default_directory(self.settings.COLLECTOR_DIRECTORY,
+                                                      campaign_id), account, is_default=True)
+            else:
+                try:
+                    place = Place(files.check_destination(
+                        asked, campaign_id=campaign_id, grid_user=owner,
+                        collector_directory=self.settings.COLLECTOR_DIRECTORY), account)
+                except files.Refused as refusal:
+                    place = Place(None, None, str(refusal))
+            self._places[key] = place
+        return self._places[key]
+
     # --- plan ------------------------------------------------------------------------------
 
     def plan_files(self) -> int:
@@ -89,11 +139,16 @@ class Collector(OarDaemon):
         with self.engine.begin() as conn:
             campaign_ids = store.list_gathering_campaigns(conn)
         planned = 0
+        self._places.clear()
         for campaign_id in campaign_ids:
             with self.engine.begin() as conn:
                 jobs = store.list_uncollected_jobs(conn, campaign_id, limit=JOB_BATCH)
+                if not jobs:
+                    continue
+                owner = store.campaign_owner(conn, campaign_id)
                 contexts: dict[int, LaunchContext] = {}
                 rows: list[tuple[int, int, str, str]] = []
+                refused: dict[str, list[tuple[int, int, str, str]]] = defaultdict(list)
                 for job in jobs:
                     if job.cluster_id not in contexts:
                         contexts[job.cluster_id] = get_launch_context(
@@ -101,26 +156,45 @@ class Collector(OarDaemon):
                     properties = contexts[job.cluster_id].properties
                     if rules.gathering_method(properties) is None:
                         continue
-                    rows += self._rows_for(job, properties)
+                    place = self._place(campaign_id, owner, properties)
+                    if place.top is None:
+                        refused[place.refused or ""] += self._rows_for(job, properties, None)
+                    else:
+                        rows += self._rows_for(job, properties, place.top)
                 store.record_pending_files(conn, rows)
+                for message, refused_rows in refused.items():
+                    store.record_pending_files(conn, refused_rows, refused=message)
+                    self._report_refusal(conn, campaign_id, message)
             planned += len(rows)
         if planned:
             log.info("collector: %d files to collect", planned, extra={"action": "plan"})
         return planned
 
-    def _rows_for(self, job: rules.FinishedJob, properties: dict[str, str]
-                  ) -> list[tuple[int, int, str, str]]:
-        directory = rules.result_directory(
+    def _report_refusal(self, conn: Connection, campaign_id: int, message: str) -> None:
+        """One OUTPUT_DESTINATION_REFUSED event per campaign and collector process (its files
+        are recorded `failed` with the same message)."""
+        if campaign_id in self._refusals_reported:
+            return
+        self._refusals_reported.add(campaign_id)
+        record_event(conn, class_=EventClass.NOTIFY, code=rules.OUTPUT_DESTINATION_REFUSED,
+                     campaign_id=campaign_id, message=message, state=EventState.CLOSED,
+                     now=self.clock.now(), checked=True)
+        log.warning("collector: campaign %d: %s", campaign_id, message,
+                    extra={"campaign_id": campaign_id, "action": "destination_refused"})
+
+    def _rows_for(self, job: rules.FinishedJob, properties: dict[str, str],
+                  top: Path | None) -> list[tuple[int, int, str, str]]:
+        directory = top if top is not None else Path(rules.result_directory(
             collector_directory=self.settings.COLLECTOR_DIRECTORY, campaign_id=job.campaign_id,
             destination=properties.get("output_destination"),
-            allow_destination=self.settings.COLLECTOR_ALLOW_USER_DESTINATION)
+            allow_destination=self.settings.COLLECTOR_ALLOW_USER_DESTINATION))
         rows = []
         seen: set[str] = set()
         for remote in rules.remote_paths(properties, job):
             if remote.path in seen:
                 continue
             seen.add(remote.path)
-            local = Path(directory) / rules.local_relative_path(remote.path, job,
+            local = directory / rules.local_relative_path(remote.path, job,
                                                                  flat=remote.is_flat)
             rows.append((job.campaign_id, job.id, remote.path, str(local)))
         return rows
@@ -133,26 +207,37 @@ class Collector(OarDaemon):
         self._listings.clear()  # directory listings are kept for one pass
         with self.engine.begin() as conn:
             clusters = {c.id: c for c in list_clusters(conn)}
-        logins: dict[tuple[int, int], tuple[str, str | None]] = {}
+        logins: dict[tuple[int, int], tuple[str, str | None, Place]] = {}
         down: set[int] = set()
+        self._places.clear()
+        self._prepared.clear()
         while not self.stop.is_set():
             with self.engine.begin() as conn:
                 batch = store.list_pending_files(conn, limit=FILE_BATCH,
                                                  max_attempts=MAX_ATTEMPTS)
-                for item, cluster_id, _remote_id, _owner in batch:
+                for item, cluster_id, _remote_id, owner in batch:
                     key = (item.campaign_id, cluster_id)
                     if key not in logins:
                         context = get_launch_context(conn, campaign_id=item.campaign_id,
                                                      cluster_id=cluster_id)
                         logins[key] = (context.cluster_login,
-                                       rules.gathering_method(context.properties))
+                                       rules.gathering_method(context.properties),
+                                       self._place(item.campaign_id, owner, context.properties))
             progressed = 0
             for item, cluster_id, _remote_id, _owner in batch:
                 if self.stop.is_set() or cluster_id in down or cluster_id not in clusters:
                     continue
                 self.keep_lease()  # between files: keeps the lease, or stops if it was lost
-                login, method = logins[(item.campaign_id, cluster_id)]
-                outcome = self._fetch_one(item, clusters[cluster_id], cluster_id, login, method)
+                login, method, place = logins[(item.campaign_id, cluster_id)]
+                refusal = self._refusal(item, place)
+                if refusal is not None:
+                    self._give_up(item, cluster_id, rules.OUTPUT_COLLECTION_FAILED,
+                                  missing=False, message=refusal)
+                    progressed += 1
+                    continue
+                assert place.top is not None
+                outcome = self._fetch_one(item, clusters[cluster_id], cluster_id, login, method,
+                                          place)
                 if outcome == "down":
                     down.add(cluster_id)
                 elif outcome != "retry":
@@ -162,11 +247,22 @@ class Collector(OarDaemon):
                 break
         return collected
 
+    def _refusal(self, item: store.CollectedFile, place: Place) -> str | None:
+        """Why the file may not be written where it was planned (checked again before writing:
+        the destination may have changed since), or None."""
+        if place.top is None:
+            return f"Output file {item.remote_path} of job {item.job_id}: {place.refused}"
+        local = Path(item.local_path or "")
+        if place.top not in local.parents:
+            return (f"Output file {item.remote_path} of job {item.job_id}: {local} is not "
+                    f"inside the campaign's result directory {place.top}")
+        return None
+
     def _fetch_one(self, item: store.CollectedFile, cluster: Cluster, cluster_id: int,
-                   login: str, method: str | None) -> str:
+                   login: str, method: str | None, place: Place) -> str:
         assert item.local_path is not None
         if method in rules.SSH_METHODS and cluster.ssh_host:
-            return self._copy_over_ssh(item, cluster, cluster_id, login, method or "scp")
+            return self._copy_over_ssh(item, cluster, cluster_id, login, method or "scp", place)
         try:
             data = self.oar(cluster).read_file(item.remote_path, user=login)
         except OarNotFound as error:
@@ -197,7 +293,13 @@ class Collector(OarDaemon):
             with self.engine.begin() as conn:
                 store.mark_attempt_failed(conn, item.id, message=message, give_up=False)
             return "retry"
-        size = self._write(Path(item.local_path), data)
+        try:
+            size = self._write(Path(item.local_path), data, item=item, place=place)
+        except files.Refused as refusal:
+            self._give_up(item, cluster_id, rules.OUTPUT_COLLECTION_FAILED, missing=False,
+                          message=f"Output file {item.remote_path} of job {item.job_id}: "
+                                  f"{refusal}")
+            return "failed"
         with self.engine.begin() as conn:
             store.mark_collected(conn, item.id, size=size, now=self.clock.now())
         return "collected"
@@ -227,12 +329,23 @@ class Collector(OarDaemon):
         return sizes.get(name)
 
     def _copy_over_ssh(self, item: store.CollectedFile, cluster: Cluster, cluster_id: int,
-                       login: str, method: str) -> str:
-        """scp or rsync the file into `<local>.part`, then rename it into place."""
-        assert item.local_path is not None
+                       login: str, method: str, place: Place) -> str:
+        """scp or rsync the file into `<local>.part` (into a private staging file when the
+        results are written as their owner), then move it into place."""
+        assert item.local_path is not None and place.top is not None
         local = Path(item.local_path)
-        local.parent.mkdir(parents=True, exist_ok=True)
-        partial = local.with_name(local.name + ".part")
+        if place.account is None:
+            self._prepare(place)
+            for directory in reversed([local.parent, *local.parent.parents]):
+                if not directory.exists():
+                    directory.mkdir(mode=0o700)
+            partial = local.with_name(local.name + ".part")
+        else:
+            staging = Path(self.settings.COLLECTOR_DIRECTORY) / ".staging"
+            staging.mkdir(mode=0o700, parents=True, exist_ok=True)
+            handle, name = tempfile.mkstemp(dir=staging, suffix=".part")
+            os.close(handle)
+            partial = Path(name)
         remote_path = item.remote_path[2:] if item.remote_path.startswith("~/") else item.remote_path
         source = f"{login}@{cluster.ssh_host}:{remote_path}"
         options = shlex.split(self.settings.COLLECTOR_SSH_OPTIONS)
@@ -247,7 +360,22 @@ class Collector(OarDaemon):
             done = subprocess.CompletedProcess(argv, 255, "", str(failure))
         if done.returncode == 0 and partial.is_file():
             size = partial.stat().st_size
-            partial.replace(local)
+            try:
+                if place.account is None:
+                    os.chmod(partial, 0o600)
+                    partial.replace(local)
+                else:
+                    self._prepare(place)
+                    with partial.open("rb") as staged:
+                        files.write_as(place.account, local, campaign_id=item.campaign_id,
+                                       top=place.top, size=size, source=staged)
+            except files.Refused as refusal:
+                self._give_up(item, cluster_id, rules.OUTPUT_COLLECTION_FAILED, missing=False,
+                              message=f"Output file {item.remote_path} of job {item.job_id}: "
+                                      f"{refusal}")
+                return "failed"
+            finally:
+                partial.unlink(missing_ok=True)
             with self.engine.begin() as conn:
                 store.mark_collected(conn, item.id, size=size, now=self.clock.now())
             return "collected"
@@ -265,21 +393,28 @@ class Collector(OarDaemon):
                                       give_up=item.attempts + 1 >= MAX_ATTEMPTS)
         return "down"
 
-    @staticmethod
-    def _write(path: Path, data: bytes) -> int:
-        """Write atomically (a crash never leaves a half file under the final name) and check
-        the size on disk against what OAR sent."""
-        path.parent.mkdir(parents=True, exist_ok=True)
-        partial = path.with_name(path.name + ".part")
-        with partial.open("wb") as handle:
-            handle.write(data)
-            handle.flush()
-            os.fsync(handle.fileno())
-        if partial.stat().st_size != len(data):
-            partial.unlink()
-            raise OSError(f"short write of {path}")
-        partial.replace(path)
+    def _write(self, path: Path, data: bytes, *, item: store.CollectedFile, place: Place) -> int:
+        """Write atomically (a crash never leaves a half file under the final name), privately
+        (0600 in 0700 directories), as the owner when the results are theirs, and check the size
+        on disk against what OAR sent."""
+        assert place.top is not None
+        self._prepare(place)
+        if place.account is None:
+            return files.write_own(path, data)
+        files.write_as(place.account, path, campaign_id=item.campaign_id, top=place.top,
+                       size=len(data), source=data)
         return len(data)
+
+    def _prepare(self, place: Place) -> None:
+        """The default directory `<COLLECTOR_DIRECTORY>/<id>`: created private, owned by the
+        owner's account when there is one (once per pass). A user destination is created by the
+        owner's own writes."""
+        assert place.top is not None
+        if place.top in self._prepared:
+            return
+        if place.is_default:
+            files.prepare_default(place.top, place.account)
+        self._prepared.add(place.top)
 
     def _give_up(self, item: store.CollectedFile, cluster_id: int, code: str, *, missing: bool,
                  message: str) -> None:

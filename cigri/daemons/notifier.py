@@ -11,11 +11,16 @@ Owns two steps per pass:
    attempt; commit), send each outside any transaction, then mark it sent in a new transaction.
    A failed send is retried with exponential back-off (`NotificationFailed`) or given up
    (`NotificationRejected`, or `NOTIFIER_MAX_ATTEMPTS` reached). A channel that is down loses
-   nothing: its messages wait in the outbox.
+   nothing: its messages wait in the outbox. Per route (`outbox.Route`: the SMTP relay, the XMPP
+   server, one webhook URL): a route that failed is not tried again in the pass; a route whose
+   messages all wait out a back-off is probed once per pass with one of them (a failed probe is
+   not a counted attempt); the first success on a route makes all its waiting messages due at
+   once, so they go out at the first pass after the relay answers again.
 
 Crash window: a notifier killed after a successful send and before "mark sent" sends that message
-again once its lease expires (at-least-once). Mail Message-IDs and the webhook `X-Cigri-Message`
-header carry the dedup key so the receiver can drop that duplicate; nothing else is ever duplicated.
+again once its lease expires (at-least-once). Every send of a message carries the same key
+(`cigri.notify.templates.message_key`: the mail Message-ID, the webhook `Idempotency-Key`) so the
+receiver can drop that duplicate; nothing else is ever duplicated.
 
 Settings: NOTIFIER_INTERVAL, NOTIFICATIONS_RATE_CAP, NOTIFICATIONS_SMTP_*, NOTIFICATIONS_XMPP_*, ADMINS.
 """
@@ -134,30 +139,65 @@ class NotifierDaemon(Daemon):
     # --- send ------------------------------------------------------------------------------
 
     def send_due_messages(self) -> int:
-        """Send every due outbox message of an enabled channel; return how many were sent."""
+        """Send every due outbox message of an enabled channel, then probe each route whose
+        messages all wait out a back-off; return how many were sent."""
+        up: set[outbox.Route] = set()
+        down: set[outbox.Route] = set()
+        sent = self._send_due(up, down)
+        with self.engine.begin() as conn:
+            held = outbox.list_held_routes(conn, now=self.clock.now(), types=self.channels)
+        for route in held:
+            if self.stop.is_set():
+                break
+            if route in up or route in down:
+                continue
+            sent += self._probe(route, up, down)
+            if route in up:
+                sent += self._send_due(up, down)
+        return sent
+
+    def _send_due(self, up: set[outbox.Route], down: set[outbox.Route]) -> int:
+        """Claim and send due messages, batch by batch; a route that fails is skipped for the
+        rest of the pass (one failed connection per route and pass, not one per message)."""
         sent = 0
         while not self.stop.is_set():
             with self.engine.begin() as conn:
                 batch = outbox.claim_due_messages(
                     conn, now=self.clock.now(), lease=self.send_lease, limit=SEND_BATCH,
-                    types=self.channels)
+                    types=self.channels, skip=down)
+            routes_up = len(up)
             for message in batch:
                 if self.stop.is_set():
                     return sent  # unsent claims expire with their lease
-                sent += self._send_one(message)
-            if len(batch) < SEND_BATCH:
+                if outbox.route_of(message) in down:
+                    self._unclaim(message)
+                    continue
+                sent += self._send_one(message, up, down)
+            # a route that answered in this batch made its waiting messages due: send them too
+            if len(batch) < SEND_BATCH and len(up) == routes_up:
                 break
         return sent
 
-    def _send_one(self, message: OutgoingMessage) -> int:
+    def _unclaim(self, message: OutgoingMessage) -> None:
+        """A claimed message whose route went down earlier in the batch: not tried, so its
+        attempt is not counted; due again next pass."""
+        assert message.id is not None
+        with self.engine.begin() as conn:
+            outbox.unclaim(conn, message.id, now=self.clock.now())
+
+    def _send_one(self, message: OutgoingMessage, up: set[outbox.Route],
+                  down: set[outbox.Route]) -> int:
         assert message.id is not None
         channel = self.channels[message.type]
+        route = outbox.route_of(message)
         try:
             channel.send(message)
         except NotificationRejected as error:
             self._give_up(message, str(error))
+            self._route_up(route, up)
             return 0
         except NotificationFailed as error:
+            down.add(route)
             if message.attempts >= self.max_attempts:
                 self._give_up(message, str(error))
                 return 0
@@ -172,6 +212,47 @@ class NotifierDaemon(Daemon):
             return 0
         with self.engine.begin() as conn:
             outbox.mark_sent(conn, message.id, now=self.clock.now())
+        self._route_up(route, up)
+        return 1
+
+    def _route_up(self, route: outbox.Route, up: set[outbox.Route]) -> None:
+        """The route answered: the messages waiting on it are due now (once per pass)."""
+        if route in up:
+            return
+        up.add(route)
+        with self.engine.begin() as conn:
+            released = outbox.reset_backoff(conn, route, now=self.clock.now())
+        if released:
+            log.info("notifier: %s answers again; %d waiting messages are due now",
+                     route[1] or route[0].value, released, extra={"action": "route_up"})
+
+    def _probe(self, route: outbox.Route, up: set[outbox.Route],
+               down: set[outbox.Route]) -> int:
+        """Try a held route with its first waiting message, without counting an attempt: the
+        route's back-off ends the pass after it answers again, not at the end of a long delay."""
+        now = self.clock.now()
+        with self.engine.begin() as conn:
+            claimed = outbox.claim_probe(conn, route, now=now, lease=self.send_lease)
+        if claimed is None:
+            return 0
+        message, waiting_until = claimed
+        assert message.id is not None
+        try:
+            self.channels[message.type].send(message)
+        except NotificationRejected as error:
+            self._give_up(message, str(error))
+            self._route_up(route, up)
+            return 0
+        except NotificationFailed as error:
+            down.add(route)
+            log.debug("notifier: %s still down: %s", route[1] or route[0].value, error)
+            with self.engine.begin() as conn:
+                outbox.release_probe(conn, message.id, next_attempt_at=waiting_until,
+                                     error=str(error))
+            return 0
+        with self.engine.begin() as conn:
+            outbox.mark_sent(conn, message.id, now=self.clock.now())
+        self._route_up(route, up)
         return 1
 
     def _give_up(self, message: OutgoingMessage, error: str) -> None:

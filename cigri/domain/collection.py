@@ -4,11 +4,12 @@ for it, which remote files a finished job must yield, and where each goes locall
 JDL keys (per cluster): `output_gathering_method` (`collector`, `media`, `scp` or `rsync`; `None`
 disables), `output_file` (one or more paths, separated by commas or spaces; relative paths are
 relative to `exec_directory`, else the owner's home), `output_destination` (absolute path, used only
-when the admin allows it). Macros in `output_file`: `{TASK}` (the task name: first word of the
-parameter line), `{PARAM_ID}`, `{JOB_ID}` (cigri job id), `{OAR_JOB_ID}` and `%jobid%` (the OAR job
-id), `{CAMPAIGN_ID}`, `{HOME}` and `~` (the owner's home on the cluster), `{STDOUT}` and `{STDERR}`
-(the job's own stdout/stderr file: OAR's `OAR.<name>.<OAR id>.stdout`, or for a sub-job of a
-temporal-grouping batch its `cigri_batch_stdout_<job id>`).
+when the admin allows it and the collector finds it inside a place the owner owns). Macros in
+`output_file`: `{TASK}` (the task name: first word of the parameter line), `{PARAM_ID}`, `{JOB_ID}`
+(cigri job id), `{OAR_JOB_ID}` and `%jobid%` (the OAR job id), `{CAMPAIGN_ID}`, `{HOME}` and `~`
+(the owner's home on the cluster), `{STDOUT}` and `{STDERR}` (the job's own stdout/stderr file:
+OAR's `OAR.<name>.<OAR id>.stdout`, or for a sub-job of a temporal-grouping batch its
+`cigri_batch_stdout_<job id>`).
 
 A sub-job shares its OAR job (and id) with the rest of its batch, and its task's output went to its
 own `cigri_batch_std*_<job id>`, not to the batch's OAR files: a declared file named as OAR names a
@@ -31,6 +32,7 @@ GATHERING_METHODS: Final = frozenset({"collector", "media", "scp", "rsync"})
 SSH_METHODS: Final = frozenset({"scp", "rsync"})
 MISSING_OUTPUT_FILE: Final = "MISSING_OUTPUT_FILE"
 OUTPUT_COLLECTION_FAILED: Final = "OUTPUT_COLLECTION_FAILED"
+OUTPUT_DESTINATION_REFUSED: Final = "OUTPUT_DESTINATION_REFUSED"
 _MACRO: Final = re.compile(
     r"\{(TASK|PARAM_ID|JOB_ID|OAR_JOB_ID|CAMPAIGN_ID|STDOUT|STDERR)\}|%jobid%")
 # OAR's own name for a job's output (`OAR.<name>.<id>.stdout`, `OAR.<id>.stderr`), as declared
@@ -137,10 +139,23 @@ def _safe_name(text: str, fallback: str) -> str:
     return fallback if cleaned.strip(".") == "" else cleaned
 
 
+def user_destination(destination: str | None, *, campaign_id: int,
+                     allow_destination: bool) -> str | None:
+    """The JDL destination asked for, `{CAMPAIGN_ID}` expanded, when the admin allows user
+    destinations and it is absolute; else None (the default directory). Not normalised: the
+    collector resolves it on disk (symlinks before `..`) and checks where it really lands."""
+    if allow_destination and destination and destination.startswith("/"):
+        return destination.replace("{CAMPAIGN_ID}", str(campaign_id))
+    return None
+
+
 def result_directory(*, collector_directory: str, campaign_id: int,
                      destination: str | None, allow_destination: bool) -> str:
-    """The campaign's result directory: the JDL destination when allowed and absolute, else
-    `<COLLECTOR_DIRECTORY>/<campaign id>`."""
-    if allow_destination and destination and destination.startswith("/"):
-        return posixpath.normpath(destination.replace("{CAMPAIGN_ID}", str(campaign_id)))
+    """The campaign's result directory as asked for: the JDL destination when allowed and
+    absolute, else `<COLLECTOR_DIRECTORY>/<campaign id>` (the collector still checks a
+    destination before using it)."""
+    asked = user_destination(destination, campaign_id=campaign_id,
+                             allow_destination=allow_destination)
+    if asked is not None:
+        return posixpath.normpath(asked)
     return posixpath.join(collector_directory, str(campaign_id))

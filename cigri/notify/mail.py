@@ -1,8 +1,9 @@
 """Mail channel: one SMTP session per message with `smtplib` (STARTTLS and login optional).
 
 Owns the mail format: From `NOTIFICATIONS_SMTP_FROM`, Subject "<tag> (<severity>): <subject>" (v3),
-a Message-ID derived from the outbox `dedup_key`, so a message sent twice after a notifier crash can
-be recognised by the receiving side. Connection errors, timeouts, 4xx SMTP answers and
+a Message-ID derived from the outbox row (`message_key`: its id and `dedup_key`, no time, no random
+part), the same at every send, so a message sent twice after a notifier crash can be recognised
+and dropped by the receiving side. Connection errors, timeouts, 4xx SMTP answers and
 authentication or sender failures (our configuration) are transient; a refused recipient or another
 5xx answer is permanent.
 """
@@ -14,10 +15,10 @@ import smtplib
 import ssl
 from dataclasses import dataclass, field
 from email.message import EmailMessage
-from email.utils import formatdate, make_msgid
+from email.utils import formatdate
 
 from cigri.domain.notifications import NotificationFailed, NotificationRejected, OutgoingMessage
-from cigri.notify.templates import headline
+from cigri.notify.templates import headline, message_key
 
 log = logging.getLogger(__name__)
 
@@ -43,8 +44,7 @@ class MailNotifier:
         mail["Subject"] = headline(message, self.subject_tag)
         mail["Date"] = formatdate(localtime=False)
         domain = self.sender.rpartition("@")[2] or "localhost"
-        mail["Message-ID"] = make_msgid(idstring=message.dedup_key.replace(":", "."),
-                                        domain=domain)
+        mail["Message-ID"] = f"<{message_key(message)}@{domain}>"
         mail["X-Cigri-Message"] = message.dedup_key
         mail.set_content(message.body or message.subject)
         return mail

@@ -1,11 +1,14 @@
 """Rendering of notification messages from the Jinja2 templates in `templates/*.j2`.
 
 A template renders to text whose first line is the subject and whose rest (after one blank line) is
-the body. Owns no decision about who gets what (`cigri.domain.notifications`).
+the body. Also the stable key of a message (`message_key`). Owns no decision about who gets what
+(`cigri.domain.notifications`).
 """
 
 from __future__ import annotations
 
+import hashlib
+import re
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Final
@@ -40,3 +43,16 @@ def headline(message: OutgoingMessage, tag: str) -> str:
 
 def template_names() -> list[str]:
     return sorted(path.stem for path in TEMPLATE_DIRECTORY.glob("*.j2"))
+
+
+_UNSAFE_IN_KEY: Final = re.compile(r"[^A-Za-z0-9._-]")
+
+
+def message_key(message: OutgoingMessage) -> str:
+    """The stable identity of an outbox message, the same at every send of it (the mail
+    Message-ID's left part, the webhook `Idempotency-Key`): its row id, its dedup key (made
+    header-safe, shortened) and a digest of the whole dedup key. A receiver drops a second copy
+    sent after a notifier crash between the relay's acceptance and "mark sent"."""
+    readable = _UNSAFE_IN_KEY.sub(".", message.dedup_key)[:80]
+    digest = hashlib.sha256(message.dedup_key.encode()).hexdigest()[:12]
+    return f"cigri.{message.id or 0}.{readable}.{digest}"

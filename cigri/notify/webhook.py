@@ -3,7 +3,9 @@ subscription (`user_notifications.format`): generic `json`, `slack`, `mattermost
 `teams` (Microsoft Teams MessageCard).
 
 Connection errors, timeouts, 429 and 5xx are transient; other 4xx are permanent. Every request
-carries `X-Cigri-Message: <dedup_key>` so a receiver can drop the rare duplicate after a crash.
+carries `Idempotency-Key: <message_key>` (the outbox row's stable key, the mail Message-ID's left
+part) and `X-Cigri-Message: <dedup_key>`, the same at every send of a message, so a receiver can
+drop the rare duplicate sent again after a notifier crash.
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ import requests
 
 from cigri.domain.notifications import NotificationFailed, NotificationRejected, OutgoingMessage
 from cigri.domain.states import Severity
-from cigri.notify.templates import headline
+from cigri.notify.templates import headline, message_key
 
 log = logging.getLogger(__name__)
 
@@ -57,7 +59,9 @@ class WebhookNotifier:
         try:
             answer = self.session.post(
                 message.identity, json=payload(message, tag=self.tag),
-                headers={"X-Cigri-Message": message.dedup_key}, timeout=self.timeout_seconds)
+                headers={"X-Cigri-Message": message.dedup_key,
+                         "Idempotency-Key": message_key(message)},
+                timeout=self.timeout_seconds)
         except requests.RequestException as error:
             raise NotificationFailed(f"webhook {message.identity}: {error}") from error
         if answer.status_code == 429 or answer.status_code >= 500:

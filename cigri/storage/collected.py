@@ -41,12 +41,13 @@ class CollectedFile:
     size: int | None
     state: str
     attempts: int
+    message: str | None = None  # why it is missing or failed
 
 
 def _file_from_row(row: Any) -> CollectedFile:
     return CollectedFile(id=row.id, campaign_id=row.campaign_id, job_id=row.job_id,
                          remote_path=row.remote_path, local_path=row.local_path, size=row.size,
-                         state=row.state, attempts=row.attempts)
+                         state=row.state, attempts=row.attempts, message=row.message)
 
 
 def list_gathering_campaigns(conn: Connection) -> list[int]:
@@ -77,12 +78,22 @@ def list_uncollected_jobs(conn: Connection, campaign_id: int, *, limit: int) -> 
             for r in rows]
 
 
-def record_pending_files(conn: Connection, rows: Sequence[tuple[int, int, str, str]]) -> None:
-    """(campaign id, job id, remote path, local path) rows to fetch."""
+def record_pending_files(conn: Connection, rows: Sequence[tuple[int, int, str, str]], *,
+                         refused: str | None = None) -> None:
+    """(campaign id, job id, remote path, local path) rows to fetch; with `refused`, rows that
+    will not be fetched (`failed` with that message: the destination is not allowed)."""
     if rows:
         conn.execute(insert(collected_files), [
             {"campaign_id": c, "job_id": j, "remote_path": r, "local_path": local,
-             "state": PENDING, "attempts": 0} for c, j, r, local in rows])
+             "state": PENDING if refused is None else FAILED,
+             "message": None if refused is None else refused[:2000], "attempts": 0}
+            for c, j, r, local in rows])
+
+
+def campaign_owner(conn: Connection, campaign_id: int) -> str:
+    """The grid user owning the campaign (its results are theirs)."""
+    return str(conn.execute(select(campaigns.c.grid_user)
+                            .where(campaigns.c.id == campaign_id)).scalar_one())
 
 
 def list_pending_files(conn: Connection, *, limit: int, max_attempts: int

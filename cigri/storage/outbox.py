@@ -8,6 +8,11 @@ marked notified through `cigri.storage.events.mark_notified`, subscriptions belo
 Delivery is at-least-once: a message is claimed (its `next_attempt_at` pushed one lease ahead and
 its attempt counted) in one transaction, sent outside any transaction, and marked sent in the next.
 A notifier killed between the send and the mark sends that one message again after the lease.
+
+Routes: the messages that share a way out (one SMTP relay for every mail, one XMPP server, one URL
+per webhook) are a route (`Route`). A route that answers again ends the back-off of every message
+waiting on it (`reset_backoff`), and a route whose messages all wait is probed once per pass with
+one of them (`list_held_routes`, `claim_probe`, `release_probe`).
 """
 
 from __future__ import annotations
@@ -17,7 +22,7 @@ from collections.abc import Iterable, Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Connection, and_, delete, func, or_, select, update
+from sqlalchemy import ColumnElement, Connection, and_, delete, func, not_, or_, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
@@ -35,6 +40,22 @@ from cigri.storage.tables import campaigns, clusters, events, notification_messa
 PENDING = "pending"
 SENT = "sent"
 FAILED = "failed"
+
+# (type, identity): the identity is the URL for a webhook, "" for the channels with one server
+Route = tuple[NotificationType, str]
+
+
+def route_of(message: OutgoingMessage) -> Route:
+    """The way out of a message: its webhook URL, else its channel's one server."""
+    return (message.type, message.identity if message.type == NotificationType.WEBHOOK else "")
+
+
+def _on_route(route: Route) -> ColumnElement[bool]:
+    kind, identity = route
+    condition = notification_messages.c.type == kind.value
+    if kind == NotificationType.WEBHOOK:
+        condition = and_(condition, notification_messages.c.identity == identity)
+    return condition
 
 
 def enqueue_messages(conn: Connection, messages: Sequence[OutgoingMessage], *,
@@ -69,10 +90,11 @@ def _message_from_row(row: Any) -> OutgoingMessage:
 
 def claim_due_messages(conn: Connection, *, now: datetime, lease: timedelta,
                        limit: int, types: Iterable[NotificationType] | None = None,
+                       skip: Iterable[Route] = (),
                        ) -> list[OutgoingMessage]:
-    """Claim up to `limit` pending messages that are due: push their next attempt one lease ahead
-    (so a concurrent notifier skips them, and a crashed one's claim expires) and count the
-    attempt."""
+    """Claim up to `limit` pending messages that are due, except those on a `skip` route (down
+    this pass): push their next attempt one lease ahead (so a concurrent notifier skips them, and
+    a crashed one's claim expires) and count the attempt."""
     due = and_(notification_messages.c.state == PENDING,
                or_(notification_messages.c.next_attempt_at.is_(None),
                    notification_messages.c.next_attempt_at <= now))
@@ -80,6 +102,8 @@ def claim_due_messages(conn: Connection, *, now: datetime, lease: timedelta,
     if types is not None:
         candidates = candidates.where(
             notification_messages.c.type.in_([t.value for t in types]))
+    for route in skip:
+        candidates = candidates.where(not_(_on_route(route)))
     candidates = candidates.order_by(notification_messages.c.id).limit(limit)
     if conn.dialect.name == "postgresql":
         candidates = candidates.with_for_update(skip_locked=True)
@@ -105,6 +129,67 @@ def mark_retry(conn: Connection, message_id: int, *, next_attempt_at: datetime,
                  .where(notification_messages.c.id == message_id,
                         notification_messages.c.state == PENDING)
                  .values(next_attempt_at=next_attempt_at, last_error=error[:2000]))
+
+
+def unclaim(conn: Connection, message_id: int, *, now: datetime) -> None:
+    """Undo a claim that was not tried: due now, its attempt not counted."""
+    conn.execute(update(notification_messages)
+                 .where(notification_messages.c.id == message_id,
+                        notification_messages.c.state == PENDING)
+                 .values(next_attempt_at=now, attempts=notification_messages.c.attempts - 1))
+
+
+def reset_backoff(conn: Connection, route: Route, *, now: datetime) -> int:
+    """The route answered: every pending message on it waiting out a back-off is due now.
+    Returns how many."""
+    return int(conn.execute(update(notification_messages).where(
+        _on_route(route), notification_messages.c.state == PENDING,
+        notification_messages.c.last_error.is_not(None),
+        notification_messages.c.next_attempt_at > now).values(next_attempt_at=now)).rowcount)
+
+
+def list_held_routes(conn: Connection, *, now: datetime,
+                     types: Iterable[NotificationType]) -> list[Route]:
+    """Routes with pending messages waiting out a back-off after a failure."""
+    rows = conn.execute(
+        select(notification_messages.c.type, notification_messages.c.identity).where(
+            notification_messages.c.state == PENDING,
+            notification_messages.c.last_error.is_not(None),
+            notification_messages.c.next_attempt_at > now,
+            notification_messages.c.type.in_([t.value for t in types])).distinct())
+    routes = {route_of(OutgoingMessage(
+        dedup_key="", grid_user="", type=NotificationType(row.type), identity=row.identity,
+        format=None, severity=Severity.LOW, subject="", body="")) for row in rows}
+    return sorted(routes, key=lambda route: (route[0].value, route[1]))
+
+
+def claim_probe(conn: Connection, route: Route, *, now: datetime, lease: timedelta
+                ) -> tuple[OutgoingMessage, datetime] | None:
+    """Claim the pending message of a held route that is due first, to try the route with it,
+    without counting an attempt (a probe failing every pass while the route is down must not
+    use up the message's attempts). Returns it with its back-off time (to restore on failure)."""
+    query = (select(notification_messages.c.id, notification_messages.c.next_attempt_at)
+             .where(_on_route(route), notification_messages.c.state == PENDING,
+                    notification_messages.c.last_error.is_not(None),
+                    notification_messages.c.next_attempt_at > now)
+             .order_by(notification_messages.c.next_attempt_at, notification_messages.c.id)
+             .limit(1))
+    if conn.dialect.name == "postgresql":
+        query = query.with_for_update(skip_locked=True)
+    found = conn.execute(query).first()
+    if found is None:
+        return None
+    row = conn.execute(update(notification_messages)
+                       .where(notification_messages.c.id == found.id)
+                       .values(next_attempt_at=now + lease)
+                       .returning(*notification_messages.c)).one()
+    return _message_from_row(row), found.next_attempt_at
+
+
+def release_probe(conn: Connection, message_id: int, *, next_attempt_at: datetime,
+                  error: str) -> None:
+    """A probe failed: the message keeps the back-off it had."""
+    mark_retry(conn, message_id, next_attempt_at=next_attempt_at, error=error)
 
 
 def mark_failed(conn: Connection, message_id: int, *, error: str) -> None:

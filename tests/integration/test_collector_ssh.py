@@ -10,7 +10,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from sqlalchemy import Engine, insert, select
+from sqlalchemy import Engine, insert, select, update
 
 from cigri.config import Settings
 from cigri.daemons.base import DaemonContext
@@ -21,9 +21,12 @@ from cigri.domain.oar import OarApi
 from cigri.storage import collected as store
 from cigri.storage.campaigns import create_campaign
 from cigri.storage.clusters import add_cluster
-from cigri.storage.tables import jobs, parameters
+from cigri.storage.tables import campaigns, jobs, parameters, users_mapping
 from tests.integration.engine_helpers import event_rows, make_settings
 from tests.integration.notify_helpers import SshServer, start_sshd
+from tests.integration.unix_helpers import MakeUser, root, unix_user
+
+__all__ = ["root", "unix_user"]  # fixtures
 
 
 @pytest.fixture(scope="module")
@@ -96,3 +99,32 @@ def test_unreachable_ssh_host_keeps_files_pending(pg_engine: Engine, clock: Fake
         files = store.list_collected_files(conn, campaign)
     assert {f.state for f in files} == {"pending"} and all(f.attempts <= 1 for f in files)
     assert event_rows(pg_engine, "MISSING_OUTPUT_FILE") == []
+
+
+def test_ssh_copies_land_private_and_owned_by_the_campaign_owner(
+        pg_engine: Engine, clock: FakeClock, sshd: SshServer, tmp_path: Path, root: Path,
+        unix_user: MakeUser) -> None:
+    """scp runs as cigri (its ssh key) into a private staging file; the result is written by
+    the owner's account, 0600 in a 0700 directory, and the staging file is gone."""
+    owner = unix_user()
+    remote = tmp_path / "remote"
+    remote.mkdir()
+    campaign = _campaign(pg_engine, clock, remote, "scp")
+    with pg_engine.begin() as conn:
+        cluster_id = conn.execute(select(jobs.c.cluster_id).where(
+            jobs.c.campaign_id == campaign).limit(1)).scalar_one()
+        conn.execute(update(campaigns).where(campaigns.c.id == campaign)
+                     .values(grid_user=owner.pw_name))
+        conn.execute(insert(users_mapping).values(grid_login=owner.pw_name,
+                                                  cluster_login=getpass.getuser(),
+                                                  cluster_id=cluster_id))
+    settings = make_settings(COLLECTOR_DIRECTORY=str(root / "results"),
+                             COLLECTOR_SSH_OPTIONS=sshd.options)
+    _collector(pg_engine, settings, clock).run(loops=1)
+
+    results = root / "results" / str(campaign)
+    copied = results / "a.out"
+    assert copied.read_text() == "alpha\n"
+    assert (copied.stat().st_mode & 0o777, copied.stat().st_uid) == (0o600, owner.pw_uid)
+    assert (results.stat().st_mode & 0o777, results.stat().st_uid) == (0o700, owner.pw_uid)
+    assert list((root / "results" / ".staging").iterdir()) == []

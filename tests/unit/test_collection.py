@@ -51,3 +51,12 @@ def test_destination_only_when_allowed_and_absolute() -> None:
                                   **kwargs) == "/var/lib/cigri/results/3"
     assert rules.result_directory(destination="relative/dir", allow_destination=True,
                                   **kwargs) == "/var/lib/cigri/results/3"
+
+
+def test_user_destination_is_left_for_the_collector_to_resolve() -> None:
+    """`..` is not collapsed on the string (with a symlink before it, the kernel would land
+    elsewhere): the collector resolves the path on disk and checks where it really goes."""
+    assert rules.user_destination("/home/a/link/../x/{CAMPAIGN_ID}", campaign_id=4,
+                                  allow_destination=True) == "/home/a/link/../x/4"
+    assert rules.user_destination("/home/a", campaign_id=4, allow_destination=False) is None
+    assert rules.user_destination("a/b", campaign_id=4, allow_destination=True) is None
