@@ -27,8 +27,10 @@ from cigri.config import Settings
 from cigri.domain import batches
 from cigri.domain.admission import AdmissionRefused, check_admission
 from cigri.domain.clock import Clock
+from cigri.domain.clusters import Cluster
 from cigri.domain.errors import JDLError, NotFound
 from cigri.domain.jdl import JDLDefaults, parse_jdl
+from cigri.domain.night import NightWindow
 from cigri.domain.oar import OarError, OarNotFound
 from cigri.domain.states import AuthType, CampaignState, EventClass, NotificationType, Severity
 from cigri.domain.stats import ClusterStats, forecast
@@ -765,7 +767,22 @@ def cluster_detail(cluster_id: int) -> ResponseReturnValue:
         "stress_factor": f"{cluster.stress_factor}/{threshold}",
         "enabled": cluster.enabled, "blacklisted": blacklisted,
         "under_stress": cluster.is_stressed(threshold),
+        **_night_json(cluster),
         "links": [_link("self", f"/clusters/{cluster.id}"), _link("parent", "/clusters")]})
+
+
+def _night_json(cluster: Cluster) -> dict[str, Any]:
+    """The cluster's night window (its own or the grid-wide default), whether it is night there
+    now and when that changes (nightly and semi-best-effort campaigns follow it)."""
+    settings = _settings()
+    window = NightWindow.for_cluster(cluster, default_window=settings.NIGHT_WINDOW,
+                                     default_zone=settings.NIGHT_TIME_ZONE)
+    now = _now()
+    change = window.next_change(now)
+    return {"night_window": window.text, "time_zone": window.zone,
+            "night_window_is_default": cluster.night_window is None,
+            "is_night": window.is_night(now),
+            "night_changes_at": change.isoformat() if change else None}
 
 
 @api.get("/gridusage")

@@ -46,6 +46,7 @@ from cigri.domain import batches, colombo
 from cigri.domain.clusters import Cluster
 from cigri.domain.events import BLACKLIST
 from cigri.domain.jobs import EPILOGUE, PROLOGUE, Job, LaunchContext, LaunchItem
+from cigri.domain.night import JobMode, NightWindow, job_mode
 from cigri.domain.oar import OarError, OarJob, OarRejected, SubmitRequest
 from cigri.domain.states import (
     PRIORITY_RESUBMIT,
@@ -141,15 +142,20 @@ def open_campaign_blacklist(conn: Connection, *, failure_id: int, now: datetime)
 
 
 def build_request(context: LaunchContext, items: Sequence[LaunchItem], *, name: str,
-                  settings: Settings) -> SubmitRequest:
+                  settings: Settings, besteffort: bool | None = None) -> SubmitRequest:
     """The OAR submission of a set of jobs of one campaign (behaviour 12): an array job whose lines
-    are the parameters, or a plain job for one parameter; prologue/epilogue as normal single jobs."""
+    are the parameters, or a plain job for one parameter; prologue/epilogue as normal single jobs.
+    `besteffort`: the runner's choice for this submission (`job_mode`: campaign type, test mode,
+    night window); None: the queue row's flag, never in test mode."""
+    if besteffort is None:
+        besteffort = items[0].besteffort and not context.is_test_mode
     campaign_id = context.campaign_id
     prefix = f"export CIGRI_CAMPAIGN_ID={campaign_id};"
     job_types = [t.strip() for t in context.prop("cluster_job_type").split(",") if t.strip()]
     tag = items[0].tag
     if tag == batches.BATCH_TAG:
-        return _batch_request(context, items, name=name, settings=settings, job_types=job_types)
+        return _batch_request(context, items, name=name, settings=settings, job_types=job_types,
+                              besteffort=besteffort)
     if tag in {PROLOGUE, EPILOGUE}:
         return SubmitRequest(
             command=prefix + context.prop(tag), resources="/resource_id=1",
@@ -158,7 +164,7 @@ def build_request(context: LaunchContext, items: Sequence[LaunchItem], *, name: 
             name=name, types=job_types,
             properties=context.prop("properties") or None, project=context.prop("project") or None)
     # v3 §7.17: test mode submits normal jobs, whatever the campaign's type
-    if items[0].besteffort and not context.is_test_mode and "besteffort" not in job_types:
+    if besteffort and "besteffort" not in job_types:
         job_types.append("besteffort")
     command = prefix + context.prop("exec_file")
     params = [item.param or "" for item in items]
@@ -180,10 +186,10 @@ def _directory(context: LaunchContext) -> str | None:
 
 
 def _batch_request(context: LaunchContext, items: Sequence[LaunchItem], *, name: str,
-                   settings: Settings, job_types: list[str]) -> SubmitRequest:
+                   settings: Settings, job_types: list[str], besteffort: bool) -> SubmitRequest:
     """One OAR job (not an array) running the batch script; walltime scaled by the number of
     tasks (v3 left it at the single-job walltime)."""
-    if items[0].besteffort and not context.is_test_mode and "besteffort" not in job_types:
+    if besteffort and "besteffort" not in job_types:
         job_types.append("besteffort")
     walltime = context.prop("walltime", settings.DEFAULT_JOB_WALLTIME)
     return SubmitRequest(
@@ -261,6 +267,14 @@ class ClusterRunner(Daemon):
         if not self._submit_pending(to_launch):
             self._submit_from_queue(taps)
 
+    def mode(self, context: LaunchContext) -> JobMode:
+        """What the campaign submits here now (`cigri.domain.night.job_mode`): its type, test mode
+        and the cluster's night window (its own or NIGHT_WINDOW) at the clock's time."""
+        window = NightWindow.for_cluster(self.cluster, default_window=self.settings.NIGHT_WINDOW,
+                                         default_zone=self.settings.NIGHT_TIME_ZONE)
+        return job_mode(context.prop("type", "best-effort"), is_test=context.is_test_mode,
+                        is_night=window.is_night(self.clock.now()))
+
     # --- taps ------------------------------------------------------------------------------
 
     def _close_all_taps(self, conn: Connection) -> None:
@@ -313,10 +327,12 @@ class ClusterRunner(Daemon):
                 if event_store.is_campaign_blacklisted(conn, campaign_id=campaign_id,
                                                        cluster_id=self.cluster.id):
                     continue
-                state = submission_store.get_launch_context(
-                    conn, campaign_id=campaign_id, cluster_id=self.cluster.id).campaign_state
-            if state != CampaignState.IN_TREATMENT:
+                context = submission_store.get_launch_context(
+                    conn, campaign_id=campaign_id, cluster_id=self.cluster.id)
+            if context.campaign_state != CampaignState.IN_TREATMENT:
                 continue  # fixed from v3: a paused campaign's prologue waits for the resume
+            if self.mode(context) is JobMode.WAIT:
+                continue  # a nightly campaign's jobs (prologue too) wait for the night
             self._submit(campaign_id, self._existing(job_ids))
         return bool(pending)
 
@@ -336,6 +352,8 @@ class ClusterRunner(Daemon):
                 return
             if not tap.is_open or blacklisted:
                 continue
+            if self.mode(context) is JobMode.WAIT:
+                continue  # a nightly campaign by day: its queued tasks wait for the night
             rate = 1 if context.is_test_mode else tap.rate
             if batches.is_grouped(context):
                 submitted = self._submit_batches(campaign_id, rate)
@@ -420,7 +438,8 @@ class ClusterRunner(Daemon):
         except _NothingTaken:
             return 0  # rolled back: the tasks went elsewhere meanwhile
         name = submission_store.oar_job_name(campaign_id=campaign_id, key=key)
-        request = build_request(context, items, name=name, settings=self.settings)
+        request = build_request(context, items, name=name, settings=self.settings,
+                                besteffort=self.mode(context) is JobMode.BESTEFFORT)
         try:
             answer = self.oar.submit(request, user=context.cluster_login)
         except OarRejected as error:
