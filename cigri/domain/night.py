@@ -51,9 +51,9 @@ class JobMode(StrEnum):
 
 def _clock_time(text: str, spec: str) -> time:
     hours, minutes = (int(part) for part in text.split(":"))
-    if hours > 24 or minutes > 59 or (hours == 24 and minutes):
-        raise NightWindowError(f"night window {spec!r}: {text} is not a time of day")
-    return time(0, minutes) if hours == 24 else time(hours, minutes)
+    if hours > 23 or minutes > 59:
+        raise NightWindowError(f"night window {spec!r}: {text} is not a time of day (00:00-23:59)")
+    return time(hours, minutes)
 
 
 def zone_of(name: str) -> ZoneInfo:
@@ -166,25 +166,28 @@ def may_submit_normal_jobs(campaign_type: str, *, is_test: bool) -> bool:
     return not is_test and (campaign_type or "").strip().lower() in NORMAL_JOB_TYPES
 
 
-_WORDS: Final = {JobMode.BESTEFFORT: "best-effort jobs", JobMode.NORMAL: "normal jobs",
-                 JobMode.WAIT: "waiting for the night (nothing submitted)"}
+_NOW: Final = {JobMode.BESTEFFORT: "best-effort jobs now", JobMode.NORMAL: "normal jobs now",
+               JobMode.WAIT: "waiting for the night (nothing submitted by day)"}
+_NEXT: Final = {JobMode.BESTEFFORT: "best-effort jobs from {at}",
+                JobMode.NORMAL: "normal jobs from {at}",
+                JobMode.WAIT: "nothing new from {at} (jobs started keep running)"}
 
 
 def describe_plan(campaign_type: str, *, is_test: bool, window: NightWindow,
                   now: datetime) -> str:
     """What the campaign does now and next on a cluster, e.g. `best-effort jobs now; normal jobs
     from Thu 20:00 Europe/Paris`."""
-    mode = job_mode(campaign_type, is_test=is_test, is_night=window.is_night(now))
     if is_test:
         return "test mode: normal jobs, one at a time"
     kind = (campaign_type or "").strip().lower()
+    night = window.is_night(now)
+    mode = job_mode(kind, is_test=False, is_night=night)
     if kind not in {NIGHTLY, SEMI_BEST_EFFORT}:
-        return f"{_WORDS[mode]}, day and night"
+        return "normal jobs, day and night" if mode is JobMode.NORMAL \
+            else "best-effort jobs, day and night"
     change = window.next_change(now)
     if change is None:
-        return f"{_WORDS[mode]} now (night window {window.describe()})"
-    later = job_mode(kind, is_test=False, is_night=not window.is_night(now))
-    then = "nothing submitted (normal jobs already started run to their end)" \
-        if later is JobMode.WAIT else _WORDS[later]
-    at = change.astimezone(zone_of(window.zone))
-    return f"{_WORDS[mode]} now; {then} from {at:%a %H:%M} {window.zone}"
+        return f"{_NOW[mode]} (night window {window.describe()})"
+    later = job_mode(kind, is_test=False, is_night=not night)
+    at = f"{change.astimezone(zone_of(window.zone)):%a %H:%M} {window.zone}"
+    return f"{_NOW[mode]}; {_NEXT[later].format(at=at)}"
