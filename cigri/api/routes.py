@@ -30,7 +30,7 @@ from cigri.domain.clock import Clock
 from cigri.domain.clusters import Cluster
 from cigri.domain.errors import JDLError, NotFound
 from cigri.domain.jdl import JDLDefaults, parse_jdl
-from cigri.domain.night import NightWindow
+from cigri.domain.night import NightWindow, describe_plan
 from cigri.domain.oar import OarError, OarNotFound
 from cigri.domain.states import AuthType, CampaignState, EventClass, NotificationType, Severity
 from cigri.domain.stats import ClusterStats, forecast
@@ -43,6 +43,7 @@ from cigri.storage.stats import (
     last_grid_usage_date,
     latest_grid_usage,
 )
+from cigri.storage.submissions import get_launch_context
 from cigri.storage.tables import clusters as clusters_table
 from cigri.storage.tables import grid_usage, users_mapping
 
@@ -329,13 +330,29 @@ def get_campaign(campaign_id: int) -> ResponseReturnValue:
     identity = _who()
     with _engine().begin() as conn:
         detail = queries.get_campaign_detail(conn, campaign_id)
+        plans = {c.cluster_id: _cluster_plan(conn, campaign_id, c.cluster_id)
+                 for c in detail.clusters}
     _check_owner(identity, campaign_id, detail.summary.grid_user)
     body = _campaign_json(detail.summary)
     body["clusters"] = {
         str(c.cluster_id): {"cluster_name": c.cluster_name, "active_jobs": c.active_jobs,
                             "queued_jobs": c.queued_jobs, "prologue_ok": c.prologue_ok,
-                            "epilogue_ok": c.epilogue_ok} for c in detail.clusters}
+                            "epilogue_ok": c.epilogue_ok, **plans[c.cluster_id]}
+        for c in detail.clusters}
     return json_response(body, headers={"Allow": "DELETE,GET,POST,PUT"})
+
+
+def _cluster_plan(conn: Connection, campaign_id: int, cluster_id: int) -> dict[str, Any]:
+    """The campaign's type on the cluster and what it runs there now and next (`nightly` and
+    `semi-best-effort` follow the cluster's night window)."""
+    context = get_launch_context(conn, campaign_id=campaign_id, cluster_id=cluster_id)
+    settings = _settings()
+    window = NightWindow.for_cluster(get_cluster(conn, cluster_id),
+                                     default_window=settings.NIGHT_WINDOW,
+                                     default_zone=settings.NIGHT_TIME_ZONE)
+    kind = context.prop("type", "best-effort")
+    return {"type": kind, "test_mode": context.is_test_mode,
+            "plan": describe_plan(kind, is_test=context.is_test_mode, window=window, now=_now())}
 
 
 @api.put("/campaigns/<id:campaign_id>")

@@ -168,3 +168,23 @@ def test_test_mode_is_not_subject_to_admission_rules(grid: Grid, kind: str) -> N
     _pass(grid)
     _pass(grid)
     assert _oar_types(grid, campaign) == [[]]  # one normal job, by day too
+
+
+def test_the_api_says_what_a_campaign_runs_now_and_next_and_the_cluster_window(
+        grid: Grid) -> None:
+    """What gridstat -c and gridclusters -i print, from the clock the API was given."""
+    client = _api(grid)
+    campaign = _submit(client, "alice", type="semi-best-effort").get_json()["id"]
+    headers = {"X-Cigri-User": "alice"}
+    cluster = client.get(f"/campaigns/{campaign}", headers=headers).get_json()["clusters"]["1"]
+    assert (cluster["type"], cluster["plan"]) == (
+        "semi-best-effort", "best-effort jobs now; normal jobs from Thu 20:00 Europe/Paris")
+    detail = client.get("/clusters/1", headers=headers).get_json()
+    assert {key: detail[key] for key in ("night_window", "time_zone", "is_night",
+                                         "night_changes_at")} == {
+        "night_window": "20:00-07:00 weekends", "time_zone": "Europe/Paris", "is_night": False,
+        "night_changes_at": PARIS_EVENING.isoformat()}
+    _until(grid, PARIS_EVENING)
+    cluster = client.get(f"/campaigns/{campaign}", headers=headers).get_json()["clusters"]["1"]
+    assert cluster["plan"] == "normal jobs now; best-effort jobs from Fri 07:00 Europe/Paris"
+    assert client.get("/clusters/1", headers=headers).get_json()["is_night"] is True
