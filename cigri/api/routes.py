@@ -29,7 +29,7 @@ from cigri.domain.admission import AdmissionRefused, check_admission
 from cigri.domain.clock import Clock
 from cigri.domain.clusters import Cluster
 from cigri.domain.errors import JDLError, NotFound
-from cigri.domain.jdl import JDLDefaults, parse_jdl
+from cigri.domain.jdl import TIMED_TYPES, CampaignSpec, JDLDefaults, parse_jdl
 from cigri.domain.night import NightWindow, describe_plan
 from cigri.domain.oar import OarError, OarNotFound
 from cigri.domain.states import AuthType, CampaignState, EventClass, NotificationType, Severity
@@ -304,11 +304,30 @@ def submit_campaign() -> ResponseReturnValue:
                                                     params=params, now=now)
             summary = queries.get_campaign_summary(conn, campaign_id)
             actions.record_new_campaign(conn, campaign_id, name=summary.name,
-                                        tasks=summary.total_jobs, now=now)
+                                        tasks=summary.total_jobs, now=now,
+                                        plan=_timed_plan(conn, spec, now))
     except JDLError as error:
         raise ApiError(400, "Error", f"Error submitting campaign: {error.message}") from error
     return json_response(_campaign_json(summary), 201,
                          headers={"Location": f"/campaigns/{campaign_id}"})
+
+
+def _timed_plan(conn: Connection, spec: CampaignSpec, now: datetime) -> str | None:
+    """For the new-campaign notification: what the campaign's `nightly` or `semi-best-effort`
+    clusters run now and next (None when it has none)."""
+    timed = [c for c in spec.clusters if c.type in TIMED_TYPES]
+    if not timed:
+        return None
+    settings = _settings()
+    by_name = {c.name: c for c in list_clusters(conn)}
+    parts = []
+    for cluster in timed:
+        window = NightWindow.for_cluster(by_name[cluster.name],
+                                         default_window=settings.NIGHT_WINDOW,
+                                         default_zone=settings.NIGHT_TIME_ZONE)
+        plan = describe_plan(cluster.type, is_test=cluster.is_test_mode, window=window, now=now)
+        parts.append(f"on {cluster.name} ({cluster.type}): {plan}")
+    return "; ".join(parts)
 
 
 def _with_streamed_params(first_line: str) -> Any:

@@ -20,7 +20,7 @@ from cigri.daemons.nikita import Nikita
 from cigri.domain.clock import FakeClock
 from cigri.emulator import Workload
 from cigri.storage.clusters import get_cluster, set_cluster_fields
-from cigri.storage.tables import bag_of_tasks, jobs_to_launch
+from cigri.storage.tables import bag_of_tasks, events, jobs_to_launch
 from cigri.storage.users import set_normal_authorized
 from tests.integration.engine_helpers import Grid, job_rows, new_campaign, start_grid
 
@@ -188,3 +188,13 @@ def test_the_api_says_what_a_campaign_runs_now_and_next_and_the_cluster_window(
     cluster = client.get(f"/campaigns/{campaign}", headers=headers).get_json()["clusters"]["1"]
     assert cluster["plan"] == "normal jobs now; best-effort jobs from Fri 07:00 Europe/Paris"
     assert client.get("/clusters/1", headers=headers).get_json()["is_night"] is True
+
+
+def test_the_new_campaign_notification_says_what_a_timed_campaign_runs(grid: Grid) -> None:
+    campaign = _submit(_api(grid), "alice", type="nightly").get_json()["id"]
+    with grid.engine.begin() as conn:
+        message = conn.execute(select(events.c.message).where(
+            events.c.campaign_id == campaign, events.c.code == "NEW_CAMPAIGN")).scalar_one()
+    assert message == (f"Campaign {campaign} (n) submitted with 3 tasks; on c1 (nightly): "
+                       "waiting for the night (nothing submitted by day); normal jobs from "
+                       "Thu 20:00 Europe/Paris")
