@@ -21,6 +21,10 @@ RUNNER_TAP_INCREASE_FACTOR, RUNNER_TAP_INCREASE_MAX, RUNNER_TAP_GRACE_PERIOD, DE
 DEFAULT_JOB_WALLTIME, LEASE_SECONDS, REST_QUERIES_TIMEOUT, RUNNER_MAX_TEMPORAL_GROUPED_JOBS,
 RUNNER_TEMPORAL_GROUPING_DURATION, GRID_USAGE_UPDATE_PERIOD.
 
+The OAR job type of a submission is decided here, when it is made (`ClusterRunner.mode`): the
+campaign's type, test mode and the cluster's night window at the clock's time (`nightly` waits by
+day, `semi-best-effort` is best-effort by day), whatever the queue row said when it was queued.
+
 Temporal grouping (`temporal_grouping: true` on the cluster): the tasks claimed in one pass (the
 tap rate) are split into batches of about RUNNER_TEMPORAL_GROUPING_DURATION ÷ the campaign's recent
 task duration there (at most RUNNER_MAX_TEMPORAL_GROUPED_JOBS), smaller while the cluster has free
