@@ -47,6 +47,7 @@ from sqlalchemy import Connection
 from cigri.config import Settings
 from cigri.daemons.base import Daemon, DaemonContext, daemon_context, start_listener
 from cigri.domain import batches, colombo
+from cigri.domain.admission import may_run_normal_jobs
 from cigri.domain.clusters import Cluster
 from cigri.domain.events import BLACKLIST
 from cigri.domain.jobs import EPILOGUE, PROLOGUE, Job, LaunchContext, LaunchItem
@@ -73,6 +74,7 @@ from cigri.storage import events as event_store
 from cigri.storage import jobs as job_store
 from cigri.storage import submissions as submission_store
 from cigri.storage.clusters import get_cluster, list_clusters
+from cigri.storage.queries import list_admission_rules
 
 log = logging.getLogger(__name__)
 
@@ -271,13 +273,28 @@ class ClusterRunner(Daemon):
         if not self._submit_pending(to_launch):
             self._submit_from_queue(taps)
 
-    def mode(self, context: LaunchContext) -> JobMode:
-        """What the campaign submits here now (`cigri.domain.night.job_mode`): its type, test mode
-        and the cluster's night window (its own or NIGHT_WINDOW) at the clock's time."""
+    def window_mode(self, context: LaunchContext) -> JobMode:
+        """The campaign's type, test mode and the cluster's night window (its own or
+        NIGHT_WINDOW) at the clock's time (`cigri.domain.night.job_mode`)."""
         window = NightWindow.for_cluster(self.cluster, default_window=self.settings.NIGHT_WINDOW,
                                          default_zone=self.settings.NIGHT_TIME_ZONE)
         return job_mode(context.prop("type", "best-effort"), is_test=context.is_test_mode,
                         is_night=window.is_night(self.clock.now()))
+
+    def mode(self, context: LaunchContext) -> JobMode:
+        """What the campaign submits here now (`window_mode`). A normal job is submitted only if
+        `normal_authorized` lets the owner run one here now (the campaign may predate the list,
+        or the owner may have been removed from it): otherwise the job goes best-effort."""
+        mode = self.window_mode(context)
+        if mode is not JobMode.NORMAL or context.is_test_mode:
+            return mode
+        with self.engine.begin() as conn:
+            rules = list_admission_rules(conn)
+        if may_run_normal_jobs(context.grid_user, self.cluster.name, rules):
+            return mode
+        log.warning("%s: campaign %d: %s may not run normal jobs here (admission rule); "
+                    "submitting best-effort", self.name, context.campaign_id, context.grid_user)
+        return JobMode.BESTEFFORT
 
     # --- taps ------------------------------------------------------------------------------
 
@@ -335,7 +352,7 @@ class ClusterRunner(Daemon):
                     conn, campaign_id=campaign_id, cluster_id=self.cluster.id)
             if context.campaign_state != CampaignState.IN_TREATMENT:
                 continue  # fixed from v3: a paused campaign's prologue waits for the resume
-            if self.mode(context) is JobMode.WAIT:
+            if self.window_mode(context) is JobMode.WAIT:
                 continue  # a nightly campaign's jobs (prologue too) wait for the night
             self._submit(campaign_id, self._existing(job_ids))
         return bool(pending)
@@ -356,7 +373,7 @@ class ClusterRunner(Daemon):
                 return
             if not tap.is_open or blacklisted:
                 continue
-            if self.mode(context) is JobMode.WAIT:
+            if self.window_mode(context) is JobMode.WAIT:
                 continue  # a nightly campaign by day: its queued tasks wait for the night
             rate = 1 if context.is_test_mode else tap.rate
             if batches.is_grouped(context):

@@ -48,3 +48,21 @@ def check_admission(spec: CampaignSpec, *, grid_user: str, rules: Sequence[Admis
                 raise AdmissionRefused(
                     f"rule {rule.id} failed: You are not authorized to launch non best-effort "
                     f"jobs on cluster {cluster.name}!")
+
+
+def may_run_normal_jobs(grid_user: str, cluster_name: str, rules: Sequence[AdmissionRule]) -> bool:
+    """Whether `normal_authorized` lets the user run normal jobs on the cluster now. The runner
+    asks it before each normal submission, so a campaign accepted before a list was set or
+    after the user was removed from it runs best-effort instead (rules that do not read are
+    left to the submission check)."""
+    for rule in rules:
+        if rule.rule != "normal_authorized":
+            continue
+        try:
+            allowed = json.loads(rule.value or "{}")
+        except json.JSONDecodeError:
+            continue
+        users = allowed.get(cluster_name) if isinstance(allowed, dict) else None
+        if users is not None and grid_user not in users:
+            return False
+    return True

@@ -198,3 +198,17 @@ def test_the_new_campaign_notification_says_what_a_timed_campaign_runs(grid: Gri
     assert message == (f"Campaign {campaign} (n) submitted with 3 tasks; on c1 (nightly): "
                        "waiting for the night (nothing submitted by day); normal jobs from "
                        "Thu 20:00 Europe/Paris")
+
+
+@pytest.mark.parametrize("kind", ["nightly", "semi-best-effort", "normal"])
+def test_a_campaign_accepted_before_the_list_runs_best_effort_once_it_is_set(
+        grid: Grid, kind: str) -> None:
+    """The runner asks the admission rule before each normal submission: a campaign accepted
+    before the cluster got a list (or whose owner left it) never gets a normal job."""
+    campaign = new_campaign(grid, ["a 1", "b 2"], type=kind)  # owner: testuser
+    with grid.engine.begin() as conn:
+        set_normal_authorized(conn, {"c1": ["bob"]})
+    _until(grid, PARIS_EVENING)
+    _pass(grid)
+    received = _oar_types(grid, campaign)
+    assert received and all(types == ["besteffort"] for types in received)
