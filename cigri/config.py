@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any, Final, get_type_hints
 
 from cigri.domain.errors import ConfigError
+from cigri.domain.night import DEFAULT_TIME_ZONE, DEFAULT_WINDOW, NightWindow, NightWindowError
 
 DEFAULT_CONF_PATH: Final = Path("/etc/cigri/cigri.conf")
 ENV_PREFIX: Final = "CIGRI_"
@@ -94,6 +95,13 @@ class Settings:
         "Target duration in seconds of one temporal-grouping batch job."))
     RUNNER_MAX_TEMPORAL_GROUPED_JOBS: int = field(default=50, metadata=_describe(
         "Maximum tasks in one temporal-grouping batch job."))
+    NIGHT_WINDOW: str = field(default="20:00-07:00 weekends", metadata=_describe(
+        "Grid-wide night of clusters without their own night_window: HH:MM-HH:MM, optionally "
+        "followed by 'weekends' (all of Saturday and Sunday). nightly and semi-best-effort "
+        "campaigns submit normal jobs only then."))
+    NIGHT_TIME_ZONE: str = field(default="UTC", metadata=_describe(
+        "Grid-wide time zone (IANA name, e.g. Europe/Paris) of clusters without their own "
+        "time_zone."))
     METASCHEDULER_INTERVAL: float = field(default=5.0, metadata=_describe(
         "Seconds between two meta-scheduler passes."))
     METASCHEDULER_POLICY: str = field(default="fair_share", metadata=_describe(
@@ -233,6 +241,11 @@ def _check_ranges(values: Mapping[str, Any]) -> list[str]:
         problems.append(
             f"METASCHEDULER_POLICY: expected fair_share or fifo, got {values['METASCHEDULER_POLICY']!r}"
         )
+    try:
+        NightWindow.parse(values.get("NIGHT_WINDOW", DEFAULT_WINDOW),
+                          values.get("NIGHT_TIME_ZONE", DEFAULT_TIME_ZONE))
+    except NightWindowError as error:
+        problems.append(f"NIGHT_WINDOW/NIGHT_TIME_ZONE: {error.message}")
     factor = values.get("RUNNER_TAP_INCREASE_FACTOR")
     if factor is not None and factor < 1:
         problems.append(f"RUNNER_TAP_INCREASE_FACTOR: must be >= 1, got {factor!r}")

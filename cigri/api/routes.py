@@ -27,8 +27,10 @@ from cigri.config import Settings
 from cigri.domain import batches
 from cigri.domain.admission import AdmissionRefused, check_admission
 from cigri.domain.clock import Clock
+from cigri.domain.clusters import Cluster
 from cigri.domain.errors import JDLError, NotFound
-from cigri.domain.jdl import JDLDefaults, parse_jdl
+from cigri.domain.jdl import TIMED_TYPES, CampaignSpec, JDLDefaults, parse_jdl
+from cigri.domain.night import NightWindow, describe_plan
 from cigri.domain.oar import OarError, OarNotFound
 from cigri.domain.states import AuthType, CampaignState, EventClass, NotificationType, Severity
 from cigri.domain.stats import ClusterStats, forecast
@@ -41,6 +43,7 @@ from cigri.storage.stats import (
     last_grid_usage_date,
     latest_grid_usage,
 )
+from cigri.storage.submissions import get_launch_context
 from cigri.storage.tables import clusters as clusters_table
 from cigri.storage.tables import grid_usage, users_mapping
 
@@ -301,11 +304,30 @@ def submit_campaign() -> ResponseReturnValue:
                                                     params=params, now=now)
             summary = queries.get_campaign_summary(conn, campaign_id)
             actions.record_new_campaign(conn, campaign_id, name=summary.name,
-                                        tasks=summary.total_jobs, now=now)
+                                        tasks=summary.total_jobs, now=now,
+                                        plan=_timed_plan(conn, spec, now))
     except JDLError as error:
         raise ApiError(400, "Error", f"Error submitting campaign: {error.message}") from error
     return json_response(_campaign_json(summary), 201,
                          headers={"Location": f"/campaigns/{campaign_id}"})
+
+
+def _timed_plan(conn: Connection, spec: CampaignSpec, now: datetime) -> str | None:
+    """For the new-campaign notification: what the campaign's `nightly` or `semi-best-effort`
+    clusters run now and next (None when it has none)."""
+    timed = [c for c in spec.clusters if c.type in TIMED_TYPES]
+    if not timed:
+        return None
+    settings = _settings()
+    by_name = {c.name: c for c in list_clusters(conn)}
+    parts = []
+    for cluster in timed:
+        window = NightWindow.for_cluster(by_name[cluster.name],
+                                         default_window=settings.NIGHT_WINDOW,
+                                         default_zone=settings.NIGHT_TIME_ZONE)
+        plan = describe_plan(cluster.type, is_test=cluster.is_test_mode, window=window, now=now)
+        parts.append(f"on {cluster.name} ({cluster.type}): {plan}")
+    return "; ".join(parts)
 
 
 def _with_streamed_params(first_line: str) -> Any:
@@ -327,13 +349,29 @@ def get_campaign(campaign_id: int) -> ResponseReturnValue:
     identity = _who()
     with _engine().begin() as conn:
         detail = queries.get_campaign_detail(conn, campaign_id)
+        plans = {c.cluster_id: _cluster_plan(conn, campaign_id, c.cluster_id)
+                 for c in detail.clusters}
     _check_owner(identity, campaign_id, detail.summary.grid_user)
     body = _campaign_json(detail.summary)
     body["clusters"] = {
         str(c.cluster_id): {"cluster_name": c.cluster_name, "active_jobs": c.active_jobs,
                             "queued_jobs": c.queued_jobs, "prologue_ok": c.prologue_ok,
-                            "epilogue_ok": c.epilogue_ok} for c in detail.clusters}
+                            "epilogue_ok": c.epilogue_ok, **plans[c.cluster_id]}
+        for c in detail.clusters}
     return json_response(body, headers={"Allow": "DELETE,GET,POST,PUT"})
+
+
+def _cluster_plan(conn: Connection, campaign_id: int, cluster_id: int) -> dict[str, Any]:
+    """The campaign's type on the cluster and what it runs there now and next (`nightly` and
+    `semi-best-effort` follow the cluster's night window)."""
+    context = get_launch_context(conn, campaign_id=campaign_id, cluster_id=cluster_id)
+    settings = _settings()
+    window = NightWindow.for_cluster(get_cluster(conn, cluster_id),
+                                     default_window=settings.NIGHT_WINDOW,
+                                     default_zone=settings.NIGHT_TIME_ZONE)
+    kind = context.prop("type", "best-effort")
+    return {"type": kind, "test_mode": context.is_test_mode,
+            "plan": describe_plan(kind, is_test=context.is_test_mode, window=window, now=_now())}
 
 
 @api.put("/campaigns/<id:campaign_id>")
@@ -765,7 +803,22 @@ def cluster_detail(cluster_id: int) -> ResponseReturnValue:
         "stress_factor": f"{cluster.stress_factor}/{threshold}",
         "enabled": cluster.enabled, "blacklisted": blacklisted,
         "under_stress": cluster.is_stressed(threshold),
+        **_night_json(cluster),
         "links": [_link("self", f"/clusters/{cluster.id}"), _link("parent", "/clusters")]})
+
+
+def _night_json(cluster: Cluster) -> dict[str, Any]:
+    """The cluster's night window (its own or the grid-wide default), whether it is night there
+    now and when that changes (nightly and semi-best-effort campaigns follow it)."""
+    settings = _settings()
+    window = NightWindow.for_cluster(cluster, default_window=settings.NIGHT_WINDOW,
+                                     default_zone=settings.NIGHT_TIME_ZONE)
+    now = _now()
+    change = window.next_change(now)
+    return {"night_window": window.text, "time_zone": window.zone,
+            "night_window_is_default": cluster.night_window is None,
+            "is_night": window.is_night(now),
+            "night_changes_at": change.isoformat() if change else None}
 
 
 @api.get("/gridusage")

@@ -14,6 +14,7 @@ from sqlalchemy import Connection
 
 from cigri.app import build_engine, load
 from cigri.domain.clusters import Cluster
+from cigri.domain.night import NightWindow, NightWindowError, zone_of
 from cigri.domain.states import AuthType, ClusterAPI
 from cigri.storage import clusters as store
 
@@ -120,14 +121,27 @@ def _set_enabled(name_or_id: str, enabled: bool) -> None:
 _SETTABLE = {"name": str, "api_url": str, "api_auth_type": str, "api_auth_header": str,
              "api_username": str, "api_password": str, "api_chunk_size": int, "api_limit": int,
              "api_timeout_seconds": float, "ssh_host": str, "batch": str, "resource_unit": str,
-             "power": int, "properties": str}
+             "power": int, "properties": str, "night_window": str, "time_zone": str}
+
+
+def _check_night(values: dict[str, Any]) -> None:
+    """A night window or time zone must read (`cigri.domain.night`); empty means the default."""
+    try:
+        if values.get("time_zone"):
+            zone_of(values["time_zone"])
+        if values.get("night_window"):
+            NightWindow.parse(values["night_window"])
+    except NightWindowError as error:
+        raise click.BadParameter(error.message) from error
 
 
 @cluster.command("set")
 @click.argument("name_or_id")
 @click.argument("assignments", nargs=-1, required=True, metavar="FIELD=VALUE...")
 def set_command(name_or_id: str, assignments: tuple[str, ...]) -> None:
-    """Change fields of a cluster, e.g. `cigri cluster set dahu api_url=http://... power=10`."""
+    """Change fields of a cluster, e.g. `cigri cluster set dahu api_url=http://... power=10` or
+    `cigri cluster set dahu night_window="20:00-07:00 weekends" time_zone=Europe/Paris` (an empty
+    value goes back to the grid-wide NIGHT_WINDOW / NIGHT_TIME_ZONE)."""
     values: dict[str, Any] = {}
     for assignment in assignments:
         key, sep, raw = assignment.partition("=")
@@ -138,6 +152,7 @@ def set_command(name_or_id: str, assignments: tuple[str, ...]) -> None:
             values[key] = None if raw == "" else _SETTABLE[key](raw)
         except ValueError as error:
             raise click.BadParameter(f"{key}: {error}") from error
+    _check_night(values)
     with transaction() as conn:
         found = resolve_cluster(conn, name_or_id)
         store.set_cluster_fields(conn, found.id, **values)

@@ -21,7 +21,16 @@ def _status_line(cluster: dict[str, Any]) -> str:
     flags = "".join([", BLACKLISTED" if cluster.get("blacklisted") else "",
                      ", UNDER_STRESS" if cluster.get("under_stress") else ""])
     return (f"{cluster['id']}: {cluster['name']} , {cluster.get('ssh_host') or ''} "
-            f"(stress:{cluster.get('stress_factor')}{flags})")
+            f"(stress:{cluster.get('stress_factor')}{flags}){_night(cluster)}")
+
+
+def _night(cluster: dict[str, Any]) -> str:
+    """` night 20:00-07:00 weekends UTC (day now)`: the window nightly and semi-best-effort
+    campaigns follow there (nothing when the server does not say)."""
+    if not cluster.get("night_window"):
+        return ""
+    now = "night" if cluster.get("is_night") else "day"
+    return f" night {cluster['night_window']} {cluster.get('time_zone') or ''} ({now} now)"
 
 
 def _bar(usage: dict[str, Any]) -> str:

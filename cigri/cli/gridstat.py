@@ -103,6 +103,8 @@ def detail_text(campaign: dict[str, Any], stats: dict[str, Any]) -> str:
                   f"      queued_jobs: {cluster['queued_jobs']}",
                   f"      prologue_ok: {str(cluster['prologue_ok']).lower()}",
                   f"      epilogue_ok: {str(cluster['epilogue_ok']).lower()}"]
+        if cluster.get("plan"):  # e.g. "best-effort jobs now; normal jobs from Thu 20:00 UTC"
+            lines.append(f"      runs: {cluster['plan']} [{cluster.get('type')}]")
         figures = per_cluster.get(str(cluster_id))
         if figures is not None:
             lines.append(cluster_progress(figures, total))

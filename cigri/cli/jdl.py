@@ -2,7 +2,9 @@
 
 The client reads the `param_file` (the server never opens a path a user names), so this command
 is also what a submitting tool does before sending parameters. Cluster names are checked against
-`--clusters`, else the configured database's clusters, else not at all (said on stderr).
+`--clusters`, else the configured database's clusters, else not at all (said on stderr). It also
+says, per cluster, what the campaign would do now and next (`nightly` and `semi-best-effort`
+follow the cluster's night window).
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ import json
 import os
 import sys
 from collections.abc import Collection, Iterator
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, TextIO
 
@@ -28,6 +31,7 @@ from cigri.domain.jdl import (
     parse_param_lines,
     resolve_param_file_path,
 )
+from cigri.domain.night import DEFAULT_TIME_ZONE, DEFAULT_WINDOW, NightWindow, describe_plan
 
 _PARAMETER_KEYS = {"params", "nb_jobs", "param_file"}
 
@@ -52,7 +56,7 @@ def check(file: str, params_path: str | None, cluster_list: str | None) -> None:
         if file == "-" and params_path == "-":
             raise JDLError("only one of FILE and --params can be '-' (stdin)")
         source = _read_text(file)
-        defaults, known = _context(cluster_list)
+        defaults, known, windows = _context(cluster_list)
         document = _with_param_file(source, params_path)
         spec = parse_jdl(document, defaults=defaults, known_clusters=known)
         for warning in spec.warnings:
@@ -65,6 +69,11 @@ def check(file: str, params_path: str | None, cluster_list: str | None) -> None:
             click.echo(f"error: {message}", err=True)
         sys.exit(1)
     _print_expanded(spec, _parameter_records(spec, params_source), count)
+    now = datetime.now(UTC)
+    for cluster in spec.clusters:
+        window = windows.get(cluster.name, windows[""])
+        plan = describe_plan(cluster.type, is_test=cluster.is_test_mode, window=window, now=now)
+        click.echo(f"on {cluster.name} ({cluster.type}): {plan}", err=True)
     click.echo(f"valid JDL: {len(spec.clusters)} cluster(s), {count} task(s)", err=True)
 
 
@@ -147,10 +156,12 @@ def _lines_then_close(handle: TextIO) -> Iterator[str]:
         yield from handle
 
 
-def _context(cluster_list: str | None) -> tuple[JDLDefaults, Collection[str] | None]:
-    """Defaults from the configuration, and the known cluster names (None: not checked)."""
+def _context(cluster_list: str | None) -> tuple[JDLDefaults, Collection[str] | None,
+                                                dict[str, NightWindow]]:
+    """Defaults from the configuration, the known cluster names (None: not checked) and the
+    night windows of the clusters, by name (`""`: the grid-wide default)."""
     from cigri.app import build_engine, load
-    from cigri.storage.campaigns import list_cluster_names
+    from cigri.storage.clusters import list_clusters
 
     try:
         settings = load()
@@ -161,24 +172,32 @@ def _context(cluster_list: str | None) -> tuple[JDLDefaults, Collection[str] | N
     defaults = JDLDefaults() if settings is None else JDLDefaults(
         resources=settings.DEFAULT_JOB_RESOURCES, walltime=settings.DEFAULT_JOB_WALLTIME,
         max_resubmissions=settings.DEFAULT_MAX_RESUBMISSIONS)
+    default_window, default_zone = ((DEFAULT_WINDOW, DEFAULT_TIME_ZONE) if settings is None
+                                    else (settings.NIGHT_WINDOW, settings.NIGHT_TIME_ZONE))
+    windows = {"": NightWindow.parse(default_window, default_zone)}
     if cluster_list is not None:
-        return defaults, {name.strip() for name in cluster_list.split(",") if name.strip()}
+        return (defaults, {name.strip() for name in cluster_list.split(",") if name.strip()},
+                windows)
     if settings is None:
         click.echo("warning: cluster names not checked: no configuration", err=True)
-        return defaults, None
+        return defaults, None, windows
     url = make_url(settings.database_url)
     if url.get_backend_name() == "sqlite" and not Path(url.database or "").expanduser().exists():
         # Connecting would create an empty database file as a side effect.
         click.echo(f"warning: cluster names not checked: no database at {url.database}", err=True)
-        return defaults, None
+        return defaults, None, windows
     engine = build_engine(settings)
     try:
         with engine.connect() as conn:
-            return defaults, set(list_cluster_names(conn))
+            found = list_clusters(conn)
+        windows.update({c.name: NightWindow.for_cluster(c, default_window=default_window,
+                                                        default_zone=default_zone)
+                        for c in found})
+        return defaults, {c.name for c in found}, windows
     except SQLAlchemyError as error:
         reason = str(error.orig if hasattr(error, "orig") else error).splitlines()[0]
         click.echo(f"warning: cluster names not checked: database unreachable ({reason})",
                    err=True)
-        return defaults, None
+        return defaults, None, windows
     finally:
         engine.dispose()

@@ -19,7 +19,8 @@ Settings: `METASCHEDULER_INTERVAL`, `METASCHEDULER_POLICY` (`fair_share` or `fif
 from __future__ import annotations
 
 import logging
-from datetime import timedelta
+from collections.abc import Iterable
+from datetime import datetime, timedelta
 
 from sqlalchemy import Connection
 
@@ -27,6 +28,8 @@ from cigri.config import Settings
 from cigri.daemons.base import Daemon, DaemonContext
 from cigri.daemons.base import main as run_daemon
 from cigri.domain.campaigns import NO_USABLE_CLUSTER, plan_stranded_events, stranded_message
+from cigri.domain.clusters import Cluster
+from cigri.domain.night import NightWindow
 from cigri.domain.scheduling import (
     EPILOGUE,
     PROLOGUE,
@@ -54,6 +57,14 @@ from cigri.storage.clusters import list_clusters
 from cigri.storage.heartbeats import notify_daemons
 
 log = logging.getLogger(__name__)
+
+
+def night_clusters(clusters: Iterable[Cluster], settings: Settings,
+                   now: datetime) -> frozenset[int]:
+    """The clusters inside their night window at `now` (their own or NIGHT_WINDOW)."""
+    return frozenset(c.id for c in clusters if NightWindow.for_cluster(
+        c, default_window=settings.NIGHT_WINDOW, default_zone=settings.NIGHT_TIME_ZONE,
+    ).is_night(now))
 
 
 class MetaScheduler(Daemon):
@@ -94,9 +105,12 @@ class MetaScheduler(Daemon):
             if not couples:
                 return Snapshot(couples=couples, clusters={})  # idle: nothing else to read
             campaign_ids = sorted({c.campaign_id for c in couples})
+            clusters = {c.id: c for c in list_clusters(conn)}
             return Snapshot(
                 couples=couples,
-                clusters={c.id: c for c in list_clusters(conn)},
+                clusters=clusters,
+                night_clusters=night_clusters(clusters.values(), self.settings,
+                                              self.clock.now()),
                 blacklisted_clusters=frozenset(event_store.list_blacklisted_clusters(conn)),
                 blacklisted_couples=frozenset(event_store.list_blacklisted_couples(conn)),
                 active_jobs=queue.count_active_jobs(conn),

@@ -24,6 +24,10 @@ RUNNER_TAP_INCREASE_FACTOR, RUNNER_TAP_INCREASE_MAX, RUNNER_TAP_GRACE_PERIOD, DE
 DEFAULT_JOB_WALLTIME, LEASE_SECONDS, REST_QUERIES_TIMEOUT, RUNNER_MAX_TEMPORAL_GROUPED_JOBS,
 RUNNER_TEMPORAL_GROUPING_DURATION, GRID_USAGE_UPDATE_PERIOD.
 
+The OAR job type of a submission is decided here, when it is made (`ClusterRunner.mode`): the
+campaign's type, test mode and the cluster's night window at the clock's time (`nightly` waits by
+day, `semi-best-effort` is best-effort by day), whatever the queue row said when it was queued.
+
 Temporal grouping (`temporal_grouping: true` on the cluster): the tasks claimed in one pass (the
 tap rate) are split into batches of about RUNNER_TEMPORAL_GROUPING_DURATION ÷ the campaign's recent
 task duration there (at most RUNNER_MAX_TEMPORAL_GROUPED_JOBS), smaller while the cluster has free
@@ -53,9 +57,11 @@ from cigri.daemons.base import (
     start_listener,
 )
 from cigri.domain import batches, colombo
+from cigri.domain.admission import may_run_normal_jobs
 from cigri.domain.clusters import Cluster
 from cigri.domain.events import BLACKLIST
 from cigri.domain.jobs import EPILOGUE, PROLOGUE, Job, LaunchContext, LaunchItem
+from cigri.domain.night import JobMode, NightWindow, job_mode
 from cigri.domain.oar import OarApi, OarError, OarJob, OarRejected, SubmitRequest
 from cigri.domain.states import (
     PRIORITY_RESUBMIT,
@@ -78,6 +84,7 @@ from cigri.storage import events as event_store
 from cigri.storage import jobs as job_store
 from cigri.storage import submissions as submission_store
 from cigri.storage.clusters import get_cluster, list_clusters
+from cigri.storage.queries import list_admission_rules
 
 log = logging.getLogger(__name__)
 
@@ -151,15 +158,20 @@ def open_campaign_blacklist(conn: Connection, *, failure_id: int, now: datetime)
 
 
 def build_request(context: LaunchContext, items: Sequence[LaunchItem], *, name: str,
-                  settings: Settings) -> SubmitRequest:
+                  settings: Settings, besteffort: bool | None = None) -> SubmitRequest:
     """The OAR submission of a set of jobs of one campaign (behaviour 12): an array job whose lines
-    are the parameters, or a plain job for one parameter; prologue/epilogue as normal single jobs."""
+    are the parameters, or a plain job for one parameter; prologue/epilogue as normal single jobs.
+    `besteffort`: the runner's choice for this submission (`job_mode`: campaign type, test mode,
+    night window); None: the queue row's flag, never in test mode."""
+    if besteffort is None:
+        besteffort = items[0].besteffort and not context.is_test_mode
     campaign_id = context.campaign_id
     prefix = f"export CIGRI_CAMPAIGN_ID={campaign_id};"
     job_types = [t.strip() for t in context.prop("cluster_job_type").split(",") if t.strip()]
     tag = items[0].tag
     if tag == batches.BATCH_TAG:
-        return _batch_request(context, items, name=name, settings=settings, job_types=job_types)
+        return _batch_request(context, items, name=name, settings=settings, job_types=job_types,
+                              besteffort=besteffort)
     if tag in {PROLOGUE, EPILOGUE}:
         return SubmitRequest(
             command=prefix + context.prop(tag), resources="/resource_id=1",
@@ -168,7 +180,7 @@ def build_request(context: LaunchContext, items: Sequence[LaunchItem], *, name: 
             name=name, types=job_types,
             properties=context.prop("properties") or None, project=context.prop("project") or None)
     # v3 §7.17: test mode submits normal jobs, whatever the campaign's type
-    if items[0].besteffort and not context.is_test_mode and "besteffort" not in job_types:
+    if besteffort and "besteffort" not in job_types:
         job_types.append("besteffort")
     command = prefix + context.prop("exec_file")
     params = [item.param or "" for item in items]
@@ -190,10 +202,10 @@ def _directory(context: LaunchContext) -> str | None:
 
 
 def _batch_request(context: LaunchContext, items: Sequence[LaunchItem], *, name: str,
-                   settings: Settings, job_types: list[str]) -> SubmitRequest:
+                   settings: Settings, job_types: list[str], besteffort: bool) -> SubmitRequest:
     """One OAR job (not an array) running the batch script; walltime scaled by the number of
     tasks (v3 left it at the single-job walltime)."""
-    if items[0].besteffort and not context.is_test_mode and "besteffort" not in job_types:
+    if besteffort and "besteffort" not in job_types:
         job_types.append("besteffort")
     walltime = context.prop("walltime", settings.DEFAULT_JOB_WALLTIME)
     return SubmitRequest(
@@ -276,6 +288,29 @@ class ClusterRunner(Daemon):
         if not self._submit_pending(to_launch):
             self._submit_from_queue(taps)
 
+    def window_mode(self, context: LaunchContext) -> JobMode:
+        """The campaign's type, test mode and the cluster's night window (its own or
+        NIGHT_WINDOW) at the clock's time (`cigri.domain.night.job_mode`)."""
+        window = NightWindow.for_cluster(self.cluster, default_window=self.settings.NIGHT_WINDOW,
+                                         default_zone=self.settings.NIGHT_TIME_ZONE)
+        return job_mode(context.prop("type", "best-effort"), is_test=context.is_test_mode,
+                        is_night=window.is_night(self.clock.now()))
+
+    def mode(self, context: LaunchContext) -> JobMode:
+        """What the campaign submits here now (`window_mode`). A normal job is submitted only if
+        `normal_authorized` lets the owner run one here now (the campaign may predate the list,
+        or the owner may have been removed from it): otherwise the job goes best-effort."""
+        mode = self.window_mode(context)
+        if mode is not JobMode.NORMAL or context.is_test_mode:
+            return mode
+        with self.engine.begin() as conn:
+            rules = list_admission_rules(conn)
+        if may_run_normal_jobs(context.grid_user, self.cluster.name, rules):
+            return mode
+        log.warning("%s: campaign %d: %s may not run normal jobs here (admission rule); "
+                    "submitting best-effort", self.name, context.campaign_id, context.grid_user)
+        return JobMode.BESTEFFORT
+
     # --- taps ------------------------------------------------------------------------------
 
     def _close_all_taps(self, conn: Connection) -> None:
@@ -329,10 +364,12 @@ class ClusterRunner(Daemon):
                 if event_store.is_campaign_blacklisted(conn, campaign_id=campaign_id,
                                                        cluster_id=self.cluster.id):
                     continue
-                state = submission_store.get_launch_context(
-                    conn, campaign_id=campaign_id, cluster_id=self.cluster.id).campaign_state
-            if state != CampaignState.IN_TREATMENT:
+                context = submission_store.get_launch_context(
+                    conn, campaign_id=campaign_id, cluster_id=self.cluster.id)
+            if context.campaign_state != CampaignState.IN_TREATMENT:
                 continue  # fixed from v3: a paused campaign's prologue waits for the resume
+            if self.window_mode(context) is JobMode.WAIT:
+                continue  # a nightly campaign's jobs (prologue too) wait for the night
             self._submit(campaign_id, self._existing(job_ids))
         return bool(pending)
 
@@ -352,6 +389,8 @@ class ClusterRunner(Daemon):
                 return
             if not tap.is_open or blacklisted:
                 continue
+            if self.window_mode(context) is JobMode.WAIT:
+                continue  # a nightly campaign by day: its queued tasks wait for the night
             rate = 1 if context.is_test_mode else tap.rate
             if batches.is_grouped(context):
                 submitted = self._submit_batches(campaign_id, rate)
@@ -437,7 +476,8 @@ class ClusterRunner(Daemon):
         except _NothingTaken:
             return 0  # rolled back: the tasks went elsewhere meanwhile
         name = submission_store.oar_job_name(campaign_id=campaign_id, key=key)
-        request = build_request(context, items, name=name, settings=self.settings)
+        request = build_request(context, items, name=name, settings=self.settings,
+                                besteffort=self.mode(context) is JobMode.BESTEFFORT)
         try:
             answer = self.oar.submit(request, user=context.cluster_login)
         except OarRejected as error:

@@ -26,6 +26,8 @@ class Cluster:
     properties: str | None = None
     stress_factor: float = 0.0
     enabled: bool = True
+    night_window: str | None = None  # e.g. "20:00-07:00 weekends"; None: NIGHT_WINDOW
+    time_zone: str | None = None  # IANA name; None: NIGHT_TIME_ZONE
 
     def is_stressed(self, threshold: float) -> bool:
         """v3: a cluster at or above STRESS_FACTOR gets no new work queued (0 disables)."""

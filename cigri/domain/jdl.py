@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from typing import Any, Final
 
 from cigri.domain.errors import DuplicateTaskNames, JDLError
+from cigri.domain.night import NIGHTLY, SEMI_BEST_EFFORT, may_submit_normal_jobs
 
 GLOBAL_KEYS: Final = frozenset(
     {"name", "clusters", "param_file", "nb_jobs", "params", "jobs_type", "max_resubmissions"})
@@ -47,8 +48,8 @@ CAMPAIGN_PROPERTY_KEYS: Final = ("max_resubmissions",)
 JOBS_TYPES: Final = frozenset({"normal", "desktop_computing"})
 BEST_EFFORT_TYPES: Final = frozenset({"best-effort", "besteffort"})
 NORMAL_TYPE: Final = "normal"
-# Documented by v3 but never implemented: accepted, run best-effort, and warned about.
-UNIMPLEMENTED_TYPES: Final = frozenset({"semi-best-effort", "nightly"})
+# Types whose jobs follow the cluster's night window (`cigri.domain.night`).
+TIMED_TYPES: Final = frozenset({SEMI_BEST_EFFORT, NIGHTLY})
 
 MAX_NAME_LENGTH: Final = 255  # campaigns.name and parameters.name are VARCHAR(255)
 _WALLTIME_RE: Final = re.compile(r"^\d+(:\d+){0,2}$")
@@ -108,8 +109,15 @@ class ClusterSpec:
 
     @property
     def is_best_effort(self) -> bool:
-        """v3: test mode and `normal` submit normal jobs; every other type runs best-effort."""
-        return not self.is_test_mode and self.type != NORMAL_TYPE
+        """Every job best-effort: not test mode (normal jobs), and neither `normal` nor a timed
+        type (`nightly`, `semi-best-effort`: normal jobs at night)."""
+        return not self.is_test_mode and self.type in BEST_EFFORT_TYPES
+
+    @property
+    def needs_normal_authorisation(self) -> bool:
+        """It can submit normal jobs outside test mode: the admission rule of `normal` applies
+        (test mode is exempt, v3)."""
+        return may_submit_normal_jobs(self.type, is_test=self.is_test_mode)
 
     def as_jdl(self) -> dict[str, Any]:
         """The cluster's entry in the expanded JDL (booleans as "true"/"false", lines as lists)."""
@@ -312,7 +320,7 @@ def parse_jdl(
 
     globals_ = {key: value for key, value in top.items() if key in CLUSTER_KEYS}
     clusters = _clusters(top, globals_, defaults, known_clusters, errors)
-    warnings = tuple(warning for cluster in clusters for warning in _type_warnings(cluster))
+    warnings: tuple[str, ...] = ()  # every documented type is implemented
 
     if errors:
         raise JDLError(errors)
@@ -517,9 +525,9 @@ def _validated_settings(raw: Mapping[str, Any], prefix: str, errors: list[str]) 
             elif key in {"exec_file", "resources"} and not value.strip():
                 errors.append(f"{where}: must not be empty")
             elif key == "type" and value not in (
-                    BEST_EFFORT_TYPES | UNIMPLEMENTED_TYPES | {NORMAL_TYPE}):
+                    BEST_EFFORT_TYPES | TIMED_TYPES | {NORMAL_TYPE}):
                 errors.append(f"{where}: must be one of "
-                              f"{_listing(BEST_EFFORT_TYPES | UNIMPLEMENTED_TYPES | {NORMAL_TYPE})}"
+                              f"{_listing(BEST_EFFORT_TYPES | TIMED_TYPES | {NORMAL_TYPE})}"
                               f", not {_show(value)}")
             else:
                 settings[key] = value
@@ -595,13 +603,6 @@ def _expand_script_line(line: str) -> str:
     return (_expand_home(line, "\\$HOME")
             .replace("{CAMPAIGN_ID}", "\\$CIGRI_CAMPAIGN_ID")
             .replace("{OAR_JOB_ID}", "\\$OAR_JOB_ID"))
-
-
-def _type_warnings(cluster: ClusterSpec) -> list[str]:
-    if cluster.type in UNIMPLEMENTED_TYPES:
-        return [f"clusters.{cluster.name}.type: '{cluster.type}' is not implemented; the jobs run "
-                "best-effort"]
-    return []
 
 
 def _boolean(value: Any) -> bool | None:

@@ -14,6 +14,9 @@ the daemon applies in short transactions. v3 rules (`cigri-v3-server.md` §3.2) 
 - test couples really come first (v3's in-place list edit could leave one behind), and their
   queue rows say `besteffort: false`: test mode runs normal jobs whatever the campaign's type
   (v3 user ref §1.8);
+- `semi-best-effort` couples queue best-effort work by day and normal work at night, `nightly`
+  couples get nothing queued by day (`Snapshot.night_clusters`, `cigri.domain.night`); the
+  runner checks the window again when it submits;
 - policy `fair_share` (default): on each cluster, users of the same (test, users_priority) tier take
   turns task by task; within a user, v3 order (oldest campaign first). `fifo` is v3: strict
   users_priority, then campaign age.
@@ -31,6 +34,7 @@ from typing import Final
 
 from cigri.domain.campaigns import EpilogueSite, EpilogueStep, next_epilogue_step
 from cigri.domain.clusters import Cluster
+from cigri.domain.night import JobMode, job_mode
 from cigri.domain.states import ACTIVE_JOB_STATES, JobState
 
 TAP_QUEUE_FACTOR: Final = 10  # v3: at most 10 x the tap rate queued per couple
@@ -53,7 +57,7 @@ class CampaignCluster:
     campaign_id: int
     cluster_id: int
     grid_user: str
-    is_besteffort: bool = True
+    campaign_type: str = "best-effort"  # the JDL `type` on this cluster
     is_test: bool = False
     max_jobs: int | None = None
     has_prologue: bool = False
@@ -80,6 +84,7 @@ class Snapshot:
     unfinished_jobs: Mapping[int, int] = field(default_factory=dict)  # per campaign, task jobs
     stress_threshold: float = 0.8
     initial_tap_rate: int = 2
+    night_clusters: frozenset[int] = frozenset()  # clusters inside their night window now
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -260,6 +265,13 @@ def couple_limit(snapshot: Snapshot, couple: CampaignCluster) -> int:
     return int(max(0, min(limit, tap_limit)))
 
 
+def couple_mode(snapshot: Snapshot, couple: CampaignCluster) -> JobMode:
+    """What the couple submits now: its campaign type, test mode and whether it is night on the
+    cluster (`cigri.domain.night.job_mode`)."""
+    return job_mode(couple.campaign_type, is_test=couple.is_test,
+                    is_night=couple.cluster_id in snapshot.night_clusters)
+
+
 def plan_couples(snapshot: Snapshot) -> list[CoupleLimit]:
     """The couples that may get work this pass, with their limits, grouped by cluster (clusters in
     the order campaigns first name them) and in v3 order within a cluster (behaviours 6 and 7)."""
@@ -271,12 +283,15 @@ def plan_couples(snapshot: Snapshot) -> list[CoupleLimit]:
         cluster = snapshot.clusters[couple.cluster_id]
         if cluster.is_stressed(snapshot.stress_threshold):
             continue
+        mode = couple_mode(snapshot, couple)
+        if mode is JobMode.WAIT:
+            continue  # a nightly campaign by day: its tasks wait in the bag
         kept.setdefault(couple.cluster_id, []).append(CoupleLimit(
             campaign_id=couple.campaign_id, cluster_id=couple.cluster_id,
             grid_user=couple.grid_user,
             user_priority=snapshot.users_priority.get((couple.grid_user, couple.cluster_id), 0),
             is_test=couple.is_test, limit=couple_limit(snapshot, couple),
-            is_besteffort=couple.is_besteffort and not couple.is_test,
+            is_besteffort=mode is JobMode.BESTEFFORT,
             temporal_grouping=couple.temporal_grouping,
             dimensional_grouping=couple.dimensional_grouping))
     ordered = []

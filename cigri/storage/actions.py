@@ -39,12 +39,14 @@ def _lock_campaign(conn: Connection, campaign_id: int) -> CampaignState:
 
 
 def record_new_campaign(conn: Connection, campaign_id: int, *, name: str | None, tasks: int,
-                        now: datetime) -> int:
+                        now: datetime, plan: str | None = None) -> int:
     """The closed `notify` event NEW_CAMPAIGN the notifier turns into the new-campaign message;
-    recorded in the submission's transaction, so a campaign and its announcement go together."""
+    recorded in the submission's transaction, so a campaign and its announcement go together.
+    `plan`: what a `nightly`/`semi-best-effort` campaign runs now and next, appended."""
+    message = f"Campaign {campaign_id} ({name}) submitted with {tasks} tasks"
     return record_event(conn, class_=EventClass.NOTIFY, code=NEW_CAMPAIGN,
                         campaign_id=campaign_id, state=EventState.CLOSED, now=now,
-                        message=f"Campaign {campaign_id} ({name}) submitted with {tasks} tasks")
+                        message=f"{message}; {plan}" if plan else message)
 
 
 def cancel_campaign(conn: Connection, campaign_id: int, *, now: datetime) -> None:

@@ -30,7 +30,7 @@ def cluster_from_row(row: Any) -> Cluster:
         api_limit=row.api_limit, api_timeout_seconds=row.api_timeout_seconds,
         ssh_host=row.ssh_host, batch=ClusterAPI(row.batch), resource_unit=row.resource_unit,
         power=row.power, properties=row.properties, stress_factor=float(row.stress_factor or 0),
-        enabled=bool(row.enabled),
+        enabled=bool(row.enabled), night_window=row.night_window, time_zone=row.time_zone,
     )
 
 

@@ -90,8 +90,7 @@ def list_running_couples(conn: Connection) -> list[CampaignCluster]:
         max_jobs = props.get("max_jobs")
         result.append(CampaignCluster(
             campaign_id=campaign_id, cluster_id=cluster_id, grid_user=data["grid_user"],
-            is_besteffort=props.get("type", "best-effort").strip().lower()
-            in {"best-effort", "besteffort"},
+            campaign_type=props.get("type", "best-effort").strip().lower(),
             is_test=_is_true(props.get("test_mode")),
             max_jobs=int(max_jobs) if max_jobs and max_jobs.strip().lstrip("-").isdigit()
             else None,

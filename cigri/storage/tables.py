@@ -93,6 +93,8 @@ clusters = Table(
     Column("stress_factor", Float, nullable=False, server_default="0"),
     Column("enabled", Boolean, nullable=False, server_default="1"),
     Column("created_at", UTCDateTime),
+    Column("night_window", String(64)),  # NULL: NIGHT_WINDOW
+    Column("time_zone", String(64)),  # NULL: NIGHT_TIME_ZONE
 )
 
 users_mapping = Table(

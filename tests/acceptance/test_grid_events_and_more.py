@@ -112,8 +112,16 @@ def test_b36_gridnotify_subscribe_list_unsubscribe(grid: Grid) -> None:
 
 def test_b38_gridclusters(grid: Grid) -> None:
     assert grid.run("gridclusters").stdout == "1: dahu\n2: luke\n"
+    # a window that does not depend on the wall clock (never night); a bad one is refused
+    assert grid.admin("cluster", "set", "dahu", "night_window=00:00-00:00",
+                      "time_zone=Europe/Paris").returncode == 0
+    assert grid.admin("cluster", "set", "luke", "night_window=00:00-00:00").returncode == 0
+    bad = grid.admin("cluster", "set", "luke", "time_zone=Mars/Olympus")
+    assert bad.returncode != 0 and "unknown time zone 'Mars/Olympus'" in bad.stderr
+    assert "Traceback" not in bad.stderr
     assert grid.run("gridclusters", "-i").stdout.splitlines() == [
-        "1: dahu , dahu-fe (stress:0.0/0.8)", "2: luke , luke-fe (stress:0.0/0.8)"]
+        "1: dahu , dahu-fe (stress:0.0/0.8) night 00:00-00:00 Europe/Paris (day now)",
+        "2: luke , luke-fe (stress:0.0/0.8) night 00:00-00:00 UTC (day now)"]
     usage = grid.run("gridclusters", "-u").stdout.splitlines()
     assert usage[1] == "    Data temporarily unavailable"
     detail = grid.run("gridclusters", "-I").stdout
@@ -215,6 +223,13 @@ def test_b10_admission_rule_for_non_best_effort_jobs(grid: Grid) -> None:
                              "launch non best-effort jobs on cluster dahu!\n")
     assert grid.run("gridsub", "-j", json.dumps(normal), user="bob").returncode == 0
     assert grid.run("gridsub", "-j", json.dumps(JDL)).returncode == 0  # best-effort: anyone
+    for kind in ("nightly", "semi-best-effort"):  # normal jobs at night: the same rule
+        timed = {**normal, "clusters": {"dahu": {"exec_file": "e", "type": kind}}}
+        refused = grid.run("gridsub", "-j", json.dumps(timed))
+        assert (refused.returncode, refused.stderr) == (1, result.stderr)
+    tried = {**normal, "clusters": {"dahu": {"exec_file": "e", "type": "normal",
+                                             "test_mode": "true"}}}
+    assert grid.run("gridsub", "-j", json.dumps(tried)).returncode == 0  # test mode: exempt
 
 
 def test_gridclusters_usage_figures_and_bars(grid: Grid) -> None:
@@ -227,7 +242,8 @@ def test_gridclusters_usage_figures_and_bars(grid: Grid) -> None:
             date=datetime.now(UTC), cluster_id=1, max_resources=8, used_resources=4,
             used_by_cigri=2, unavailable_resources=2))
     usage = grid.run("gridclusters", "-u").stdout.splitlines()
-    assert usage[:5] == ["1: dahu , dahu-fe (stress:0.0/0.8)", "    max_resources: 8",
+    assert usage[0].startswith("1: dahu , dahu-fe (stress:0.0/0.8) night 20:00-07:00 weekends UTC")
+    assert usage[1:5] == ["    max_resources: 8",
                          "    used_resources: 4", "    used_by_cigri: 2",
                          "    unavailable_resources: 2"]
     assert usage[6] == "    Data temporarily unavailable"  # luke has no sample

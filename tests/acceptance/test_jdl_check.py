@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import socket
 import subprocess
 import sys
@@ -146,3 +147,33 @@ def test_jdl_and_parameters_cannot_both_come_from_stdin(conf: Path) -> None:
                                 env={"CIGRI_CONF": str(conf)})
     assert result.exit_code == 1
     assert "only one of FILE and --params can be '-'" in result.stderr
+
+
+def test_check_says_what_each_cluster_will_run_now_and_next(
+        tmp_path: Path, sqlite_url: str) -> None:
+    """Timed types follow the cluster's own night window (from the database); the wall clock
+    decides which of the two sentences appears, so both are allowed."""
+    engine = make_engine(sqlite_url)
+    with engine.begin() as conn:
+        conn.execute(insert(clusters).values(name="dahu", api_url="http://dahu/oarapi/",
+                                             night_window="19:00-06:30",
+                                             time_zone="Europe/Paris"))
+        conn.execute(insert(clusters).values(name="luke", api_url="http://luke/oarapi/"))
+    engine.dispose()
+    conf = tmp_path / "db.conf"
+    conf.write_text(f'DATABASE_URL = "{sqlite_url}"\n')
+    jdl = tmp_path / "c.json"
+    jdl.write_text(json.dumps({"name": "c", "exec_file": "e", "nb_jobs": 1, "clusters": {
+        "dahu": {"type": "semi-best-effort"}, "luke": {"type": "nightly"}}}))
+    result = _check(conf, str(jdl))
+    assert result.returncode == 0, result.stderr
+    lines = result.stderr.splitlines()
+    dahu = next(line for line in lines if line.startswith("on dahu"))
+    assert re.fullmatch(
+        r"on dahu \(semi-best-effort\): (best-effort jobs now; normal jobs from \w{3} 19:00|"
+        r"normal jobs now; best-effort jobs from \w{3} 06:30) Europe/Paris", dahu), dahu
+    luke = next(line for line in lines if line.startswith("on luke"))  # default window, UTC
+    assert re.fullmatch(
+        r"on luke \(nightly\): (waiting for the night \(nothing submitted by day\); normal jobs "
+        r"from \w{3} 20:00 UTC|normal jobs now; nothing new from \w{3} 07:00 UTC "
+        r"\(jobs started keep running\))", luke), luke

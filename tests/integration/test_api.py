@@ -200,7 +200,9 @@ def test_campaign_detail_has_per_cluster_counts(api: Api) -> None:
     api.add_job(campaign_id, param_id=task, cluster_id=1, state="running")
     body = api.call("GET", f"/campaigns/{campaign_id}").get_json()
     assert body["clusters"] == {"1": {"cluster_name": "dahu", "active_jobs": 1, "queued_jobs": 0,
-                                      "prologue_ok": False, "epilogue_ok": True}}
+                                      "prologue_ok": False, "epilogue_ok": True,
+                                      "type": "best-effort", "test_mode": False,
+                                      "plan": "best-effort jobs, day and night"}}
     api.add_job(campaign_id, param_id=None, cluster_id=1, state="terminated", tag="prologue")
     body = api.call("GET", f"/campaigns/{campaign_id}").get_json()
     assert body["clusters"]["1"]["prologue_ok"] is True

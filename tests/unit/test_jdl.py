@@ -301,17 +301,23 @@ def test_builtin_defaults_fill_every_cluster() -> None:
     }
 
 
-@pytest.mark.parametrize(("value", "is_best_effort", "warned"), [
-    pytest.param("best-effort", True, False, id="best-effort"),
-    pytest.param("besteffort", True, False, id="besteffort"),
-    pytest.param("normal", False, False, id="normal"),
-    pytest.param("semi-best-effort", True, True, id="semi-best-effort-runs-best-effort"),
-    pytest.param("nightly", True, True, id="nightly-runs-best-effort"),
+@pytest.mark.parametrize(("value", "is_best_effort"), [
+    pytest.param("best-effort", True, id="best-effort"),
+    pytest.param("besteffort", True, id="besteffort"),
+    pytest.param("normal", False, id="normal"),
+    pytest.param("semi-best-effort", False, id="semi-best-effort-normal-at-night"),
+    pytest.param("nightly", False, id="nightly-normal-at-night"),
 ])
-def test_type(value: str, is_best_effort: bool, warned: bool) -> None:
+def test_type(value: str, is_best_effort: bool) -> None:
     spec = _parse(_jdl(type=value))
     assert spec.clusters[0].is_best_effort is is_best_effort
-    assert bool(spec.warnings) is warned
+    assert spec.clusters[0].needs_normal_authorisation is not is_best_effort
+    assert spec.warnings == ()
+
+
+def test_test_mode_needs_no_normal_authorisation() -> None:
+    cluster = _parse(_jdl(type="normal", test_mode="true")).clusters[0]
+    assert not cluster.is_best_effort and not cluster.needs_normal_authorisation
 
 
 @pytest.mark.parametrize(("value", "expected"), [
