@@ -12,49 +12,34 @@ everything running as root (`run_as="self"`).
 
 from __future__ import annotations
 
-import json
 import os
 import pwd
 import shutil
 import subprocess
-import sys
 from dataclasses import dataclass
 from typing import Any
 
-# Run as the target user by `python -I -c`: nothing imported from cigri (the user may not read
-# its install), and one exit status per answer: 0 done, 2 not found, 3 not allowed.
-_CHILD = r"""
-import json, os, shutil, stat, sys
-op, path = sys.argv[1], sys.argv[2]
-try:
-    if op == "read":
-        if not os.path.isfile(path):
-            sys.exit(2)
-        with open(path, "rb") as f:
-            sys.stdout.buffer.write(f.read())
-    elif op == "list":
-        if not os.path.isdir(path):
-            sys.exit(2)
-        items = []
-        for name in sorted(os.listdir(path)):
-            full = os.path.join(path, name)
-            info = os.lstat(full)
-            link = os.readlink(full) if stat.S_ISLNK(info.st_mode) else None
-            items.append([name, os.path.isdir(full), link, info.st_size, int(info.st_mtime),
-                          info.st_mode])
-        sys.stdout.write(json.dumps(items))
-    elif op == "delete":
-        if not os.path.lexists(path):
-            sys.exit(2)
-        if not os.access(os.path.dirname(path.rstrip("/")) or "/", os.W_OK):
-            sys.exit(3)
-        if os.path.isdir(path) and not os.path.islink(path):
-            shutil.rmtree(path)
-        else:
-            os.remove(path)
-except PermissionError:
-    sys.exit(3)
-"""
+# Run by `sh -c` as the target user (nothing of cigri or of this Python needs to be readable by
+# them): exit status 0 done, 2 not found, 3 not allowed. `find -printf` lists a directory as NUL
+# separated fields: name, type following links, own type, link target, size, mtime, mode bits.
+_CHILD = {
+    "read": '[ -f "$1" ] || exit 2; [ -r "$1" ] || exit 3; exec cat -- "$1"',
+    "list": '[ -d "$1" ] || exit 2; [ -r "$1" ] && [ -x "$1" ] || exit 3; '
+            'exec find "$1" -mindepth 1 -maxdepth 1 -printf "%f\\0%Y\\0%y\\0%l\\0%s\\0%T@\\0%m\\0"',
+    "delete": '[ -e "$1" ] || [ -L "$1" ] || exit 2; [ -w "$(dirname -- "$1")" ] || exit 3; '
+              'rm -rf -- "$1" 2>/dev/null || exit 3',
+}
+_TYPE_BITS = {"d": 0o040000, "l": 0o120000}
+
+
+def _parse_listing(data: bytes) -> list[list[Any]]:
+    fields = data.decode("utf-8", errors="surrogateescape").split("\0")[:-1]
+    rows = []
+    for i in range(0, len(fields) - 6, 7):
+        name, followed, own, link, size, mtime, mode = fields[i : i + 7]
+        rows.append([name, followed == "d", link if own == "l" else None, int(size),
+                     int(float(mtime)), _TYPE_BITS.get(own, 0o100000) | int(mode, 8)])
+    return sorted(rows)
 
 
 class MediaError(Exception):
@@ -103,7 +88,7 @@ def running_as_root() -> bool:
 
 def _as_user(user: UnixUser, op: str, path: str) -> bytes:
     try:
-        done = subprocess.run([sys.executable, "-I", "-c", _CHILD, op, path],
+        done = subprocess.run(["sh", "-c", _CHILD[op], "sh", path],
                               capture_output=True, timeout=60, check=False, cwd="/",
                               env=user.environment(), **user.popen_options())
     except (OSError, subprocess.SubprocessError) as failure:
@@ -135,7 +120,7 @@ def read_file(path: str, user: UnixUser | None) -> bytes:
 def list_dir(path: str, user: UnixUser | None) -> list[dict[str, Any]]:
     """OAR's `/media/ls` items of directory `path`, listed with `user`'s rights."""
     if user is not None:
-        rows = json.loads(_as_user(user, "list", path) or b"[]")
+        rows = _parse_listing(_as_user(user, "list", path))
     else:
         if not os.path.isdir(path):
             raise MediaError(404, "Not found", f"Path not found: {path}")
