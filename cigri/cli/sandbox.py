@@ -213,16 +213,20 @@ def _api_answers(path: Path) -> bool:
             return False
 
 
+def _refuse_root(root_jobs: bool) -> None:
+    if os.geteuid() == 0 and not root_jobs:
+        raise click.ClickException(
+            "running as root, the sandbox's jobs would run as root: run it as an ordinary user, "
+            "or pass --allow-root-jobs")
+
+
 def _serve(paths: Paths, *, port: int | None, root_jobs: bool) -> None:
     """Start everything, print how to use it, run until SIGINT/SIGTERM, stop everything."""
     if _running(paths) is not None:
         raise click.ClickException(
             f"a sandbox already runs in {paths.root}; stop it with: cigri sandbox stop --dir "
             f"{paths.root}")
-    if os.geteuid() == 0 and not root_jobs:
-        raise click.ClickException(
-            "running as root, the sandbox's jobs would run as root: run it as an ordinary user, "
-            "or pass --allow-root-jobs")
+    _refuse_root(root_jobs)
     grid_user = _grid_login()
     cluster_login = SUBSTITUTE_LOGIN if grid_user in REFUSED_LOGINS else grid_user
     _prepare(paths)
@@ -302,6 +306,7 @@ def _serve(paths: Paths, *, port: int | None, root_jobs: bool) -> None:
 
 def _detach(paths: Paths, *, port: int | None, root_jobs: bool) -> None:
     """Start `cigri sandbox` in the background and return once it is up."""
+    _refuse_root(root_jobs)
     if _running(paths) is not None:
         raise click.ClickException(
             f"a sandbox already runs in {paths.root}; stop it with: cigri sandbox stop --dir "

@@ -891,6 +891,11 @@ class Cluster:
     def _spawn(self, job: Job) -> None:
         directory = job.launching_directory
         at = job.start_time
+        if self.config.run_as == "login" and self.home_of(job.owner) is None:
+            # its Unix user is gone (or the job came from a state file): never run it as root
+            job.kill_reason = "launch"
+            self._finish(job, exit_code=None, at=at)
+            return
         if not os.path.isdir(directory):
             job.kill_reason = "working_directory"
             self._finish(job, exit_code=None, at=at)

@@ -217,3 +217,22 @@ def test_the_command_started_as_root_refuses_unknown_logins(tmp_path: Path) -> N
     finally:
         process.terminate()
         process.wait(timeout=30)
+
+
+@pytestmark_root
+def test_started_as_root_a_job_whose_user_is_gone_never_runs(
+        root_grid: Emulator, unix_user: pwd.struct_passwd) -> None:
+    url = root_grid.urls[0]
+    login = unix_user.pw_name
+    home = Path(unix_user.pw_dir)
+    blocker = submit(url, login, resource="/nodes=4", command="sleep 60").json()["id"]
+    waiting = submit(url, login, resource="/nodes=4", command="id -u > late.txt").json()["id"]
+    assert wait_final(url, waiting, login, timeout=0.5)["state"] == "Waiting"
+    subprocess.run(["userdel", "--force", login], check=True, capture_output=True)
+    assert requests.delete(f"{url}jobs/{blocker}", headers=headers("oar"), timeout=5).status_code == 202
+    job = root_grid.cluster(0).cluster.jobs[waiting]
+    deadline = time.monotonic() + 20
+    while job.state not in ("Terminated", "Error") and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert job.state == "Error"
+    assert not (home / "late.txt").exists()
