@@ -162,3 +162,33 @@ def test_a_sandbox_runs_ones_own_campaign_and_leaves_nothing_behind(tmp_path: Pa
         assert re.search(rf"^{campaign_id}\s+my-first\s", listed.stdout, re.MULTILINE), listed.stdout
     finally:
         run(tool("cigri"), "sandbox", "stop", "--dir", str(directory), env=env, timeout=120)
+
+
+@pytest.mark.timeout(180)
+def test_a_sandbox_in_the_foreground_stops_everything_on_ctrl_c(tmp_path: Path) -> None:
+    import signal
+
+    directory = tmp_path / "fg"
+    process = subprocess.Popen(
+        [tool("cigri"), "sandbox", "--dir", str(directory), *(["--allow-root-jobs"] if ROOT else [])],
+        env=clean_env(tmp_path), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        assert process.stdout is not None
+        seen = ""
+        for line in process.stdout:
+            seen += line
+            if line.startswith("stop it with Ctrl-C"):
+                break
+        assert "export CIGRI_CLIENT_CONF=" in seen, seen
+        family = descendants(process.pid)
+        assert len(family) >= 3, seen  # the sandbox, the API, almighty (and its daemons)
+        process.send_signal(signal.SIGINT)
+        rest, _ = process.communicate(timeout=90)
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+    assert process.returncode == 0, seen + rest
+    assert "Traceback" not in rest and "sandbox stopped" in rest
+    assert not [pid for pid in family if alive(pid)]
+    assert not (directory / "sandbox.json").exists()
