@@ -125,7 +125,7 @@ def main() -> None:
         [
             sys.executable,
             "-c",
-            "from cigri.emulator.cli import main; main()",
+            "from cigri.emulator.cli import main; main()", "--allow-root-jobs",
             "--mode",
             "simulate",
             "--clusters",

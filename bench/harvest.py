@@ -64,7 +64,7 @@ def main() -> None:
 def _bench(engine: Engine, nb_tasks: int, cores: int, nb_clusters: int,
            step: float) -> dict[str, object]:
     emu_clock = ManualClock()
-    emulator = run_in_thread(clusters=nb_clusters, nodes=math.ceil(cores / NODE_CORES),
+    emulator = run_in_thread(allow_root_jobs=True, clusters=nb_clusters, nodes=math.ceil(cores / NODE_CORES),
                              cores=NODE_CORES, mode="simulate", clock=emu_clock,
                              workload=Workload(duration=f"uniform:{JOB_SECONDS - 15}:"
                                                         f"{JOB_SECONDS + 15}"))

@@ -13,7 +13,6 @@ summary (tasks done, resubmissions, per-cluster counts, wall time) ends it. Ctrl
 from __future__ import annotations
 
 import contextlib
-import os
 import shutil
 import signal
 import subprocess
@@ -30,8 +29,8 @@ from typing import Any
 import click
 from sqlalchemy import Engine, func, select
 
+from cigri.cli import localgrid
 from cigri.storage.campaigns import create_campaign
-from cigri.storage.clusters import add_cluster
 from cigri.storage.db import make_engine
 from cigri.storage.migrate import upgrade
 from cigri.storage.tables import campaigns, clusters, events, jobs, parameters
@@ -44,27 +43,6 @@ echo "task $1 done on $(hostname) in $PWD"
 
 # The grid user of the sample campaign (OAR refuses root and oar as job owners).
 DEMO_USER = "demo"
-
-# Fast loops: the demo must feel live and end in well under two minutes.
-DEMO_SETTINGS = {
-    "RUNNER_MIN_CYCLE_DURATION": 1.0,
-    "METASCHEDULER_INTERVAL": 0.5,
-    "UPDATER_INTERVAL": 0.5,
-    "NIKITA_INTERVAL": 2.0,
-    "COLLECTOR_INTERVAL": 2.0,
-    "NOTIFIER_INTERVAL": 2.0,
-    "RUNNER_DEFAULT_INITIAL_NUMBER_OF_JOBS": 8,
-    "RUNNER_TAP_INCREASE_FACTOR": 2.0,
-    "RUNNER_TAP_INCREASE_MAX": 64,
-    "RUNNER_TAP_GRACE_PERIOD": 5,
-    "LEASE_SECONDS": 5.0,
-    "ALMIGHTY_RESTART_DELAY": 1.0,
-    "STRESS_FACTOR": 1000.0,
-    "GRID_USAGE_UPDATE_PERIOD": 0,
-    "AUTOFIX_DELAY": 2,
-    "LOG_LEVEL": "WARNING",
-}
-
 
 # The normal user of each cluster arrives once this many best-effort jobs run there, takes every
 # core for this many (emulated) seconds, and so kills them all.
@@ -191,33 +169,9 @@ def _workspace(keep: bool) -> Iterator[Path]:
 
 
 def _write_config(root: Path, database_url: str) -> Path:
-    lines = [f'DATABASE_URL = "{database_url}"', f'LOG_FILE = "{root / "daemons.log"}"',
-             f'COLLECTOR_DIRECTORY = "{root / "results"}"']
-    for key, value in DEMO_SETTINGS.items():
-        lines.append(f"{key} = {value!r}" if not isinstance(value, str) else f'{key} = "{value}"')
-    path = root / "cigri.conf"
-    path.write_text("\n".join(lines) + "\n")
-    return path
-
-
-def _start_almighty(conf: Path, root: Path) -> subprocess.Popen[bytes]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("CIGRI_")}
-    env["CIGRI_CONF"] = str(conf)
-    with (root / "almighty.out").open("ab") as out:
-        return subprocess.Popen(
-            [sys.executable, "-c", "import cigri.daemons.almighty as m; m.main()"],
-            env=env, stdout=out, stderr=subprocess.STDOUT)
-
-
-def _stop(process: subprocess.Popen[bytes]) -> None:
-    if process.poll() is not None:
-        return
-    process.send_signal(signal.SIGTERM)
-    try:
-        process.wait(timeout=30)
-    except subprocess.TimeoutExpired:
-        process.kill()
-        process.wait()
+    return localgrid.write_config(root / "cigri.conf", {
+        "DATABASE_URL": database_url, "LOG_FILE": str(root / "daemons.log"),
+        "COLLECTOR_DIRECTORY": str(root / "results"), **localgrid.FAST_SETTINGS})
 
 
 @click.command("demo")
@@ -235,8 +189,6 @@ def _stop(process: subprocess.Popen[bytes]) -> None:
 def demo(tasks: int, nb_clusters: int, nodes: int, cores: int, task_seconds: float,
          timeout_seconds: float, no_preemption: bool, keep: bool) -> None:
     """Run a sample campaign on emulated clusters with every daemon, and summarise it."""
-    from cigri.emulator import run_in_thread  # the emulator is only needed here
-
     started = time.monotonic()
     signal.signal(signal.SIGTERM, _interrupt)  # `kill` cleans up like Ctrl-C
     with _workspace(keep) as root:
@@ -246,15 +198,19 @@ def demo(tasks: int, nb_clusters: int, nodes: int, cores: int, task_seconds: flo
                    f"cores, {tasks} tasks of {task_seconds:g}s, best-effort"
                    + ("" if no_preemption else
                       ", preempted by a normal user once they run on a cluster"))
-        emulator = run_in_thread(clusters=nb_clusters, nodes=nodes, cores=cores, mode="execute",
-                                 workdir=str(root / "oar"))
+        # the jobs are the demo's own script, and only cigri knows the clusters' secret: started
+        # as root, they may run as root
+        secret = localgrid.new_secret()
+        emulator = localgrid.start_clusters(root / "oar", clusters=nb_clusters, nodes=nodes,
+                                            cores=cores, secret=secret, root_jobs=True)
         engine = make_engine(database_url)
         almighty: subprocess.Popen[bytes] | None = None
         preemptor = _Preemptor([] if no_preemption else emulator.controls)
         try:
-            campaign_id, names = _setup(engine, emulator.urls, root, tasks, task_seconds)
+            campaign_id, names = _setup(engine, emulator.urls, secret, root, tasks, task_seconds)
             preemptor.start()
-            almighty = _start_almighty(_write_config(root, database_url), root)
+            almighty = localgrid.start_almighty(_write_config(root, database_url),
+                                                root / "almighty.out")
             finished = _follow(engine, campaign_id, tasks, names, almighty, started,
                                timeout_seconds)
         except KeyboardInterrupt:
@@ -263,7 +219,7 @@ def demo(tasks: int, nb_clusters: int, nodes: int, cores: int, task_seconds: flo
         finally:
             preemptor.stop()
             if almighty is not None:
-                _stop(almighty)
+                localgrid.stop_process(almighty)
             emulator.stop()
         if finished is None:
             engine.dispose()
@@ -279,7 +235,7 @@ def _interrupt(_signum: int, _frame: object) -> None:
     raise KeyboardInterrupt
 
 
-def _setup(engine: Engine, urls: list[str], root: Path, tasks: int,
+def _setup(engine: Engine, urls: list[str], secret: str, root: Path, tasks: int,
            task_seconds: float) -> tuple[int, dict[int, str]]:
     work = root / "work"
     work.mkdir()
@@ -288,8 +244,7 @@ def _setup(engine: Engine, urls: list[str], root: Path, tasks: int,
     script.chmod(0o755)
     now = datetime.now(UTC)
     with engine.begin() as conn:
-        names = {add_cluster(conn, name=f"c{i + 1}", api_url=url, now=now).id: f"c{i + 1}"
-                 for i, url in enumerate(urls)}
+        names = localgrid.register_clusters(conn, urls, secret=secret, now=now)
         props = {"exec_file": str(script), "exec_directory": str(work), "type": "best-effort",
                  "resources": "/resource_id=1", "walltime": "00:05:00"}
         campaign_id = create_campaign(

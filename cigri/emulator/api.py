@@ -5,9 +5,9 @@ negotiation, identity, the JSON shapes and pagination of the real OAR 2.5.9, plu
 from __future__ import annotations
 
 import base64
+import hmac
 import json
 import logging
-import os
 import random
 import re
 import threading
@@ -18,7 +18,9 @@ from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import parse_qsl, quote, urlencode
 
+from cigri.emulator import userfs
 from cigri.emulator.model import ApiError, Cluster, Job, login_of
+from cigri.emulator.userfs import UnixUser
 
 log = logging.getLogger(__name__)
 
@@ -190,6 +192,7 @@ class OarApp:
         admin: Callable[[Request], Response] | None = None,
         passwords: dict[str, str] | None = None,
         api: str = "oar2.5",
+        secret: str | None = None,
     ) -> None:
         self.cluster = cluster
         self.mount = mount.rstrip("/")
@@ -199,11 +202,14 @@ class OarApp:
         self.admin = admin
         self.requests = 0
         self.passwords = passwords  # login -> password for basic auth; None: the password is the login
+        self.secret = secret  # when set, every request needs basic auth with this password
         if api not in ("oar2.5", "oar3"):
             raise ValueError(f"unknown API flavour {api!r}")
         self.oar3 = api == "oar3"  # answer in OAR 3 (FastAPI) shapes
 
     def password_ok(self, login: str, password: str) -> bool:
+        if self.secret is not None:
+            return hmac.compare_digest(password.encode(), self.secret.encode())
         if self.passwords is None:
             return bool(login) and password == login
         return self.passwords.get(login) == password
@@ -213,7 +219,14 @@ class OarApp:
     def __call__(self, environ: dict[str, Any], start_response: StartResponse) -> Iterable[bytes]:
         request = Request(environ, self.prefix)
         basic = basic_credentials(environ.get("HTTP_AUTHORIZATION", ""))
-        if request.raw_path.startswith(self.admin_path) and self.admin is not None:
+        if self.secret is not None and (basic is None or not self.password_ok(*basic)):
+            response = Response(
+                401,
+                APACHE_401,
+                "text/html; charset=iso-8859-1",
+                [("WWW-Authenticate", 'Basic realm="OAR API Authentication"')],
+            )
+        elif request.raw_path.startswith(self.admin_path) and self.admin is not None:
             response = self.admin(request)
         elif basic is not None and not self.password_ok(*basic):
             # Apache's basic auth (the harness's /oarapi-priv): a bad password never reaches OAR
@@ -789,20 +802,30 @@ class OarApp:
 
     # ---- media -------------------------------------------------------------------------------
 
-    def media_path(self, request: Request, rest: str, action: str) -> str:
+    def media_path(self, request: Request, rest: str, action: str) -> tuple[str, UnixUser | None]:
+        """The file a `/media` path names (`~` is the login's home) and who reads it: the Unix
+        user of the login when the emulator runs jobs as their logins, else the emulator."""
         login = self.need_login(request, action)
-        home = self.cluster.home_of(login) or "/nonexistent"
+        home = self.cluster.home_of(login)
+        user = self.cluster.unix_user_of(login)
+        if self.cluster.config.run_as == "login" and (home is None or user is None):
+            raise ApiError(
+                401,
+                "Permission denied",
+                "Oardodo error: 52: [OARDODO] ERROR: Cannot get information regarding the target user "
+                "(Success)\n\n",
+            )
         path = rest if rest.startswith("/") else "/" + rest
-        return path.replace("/~/", home.rstrip("/") + "/", 1) if path.startswith("/~/") else path
+        if path.startswith("/~/"):
+            path = path.replace("/~/", (home or "/nonexistent").rstrip("/") + "/", 1)
+        return path, user
 
     def media_get(self, request: Request, rest: str) -> Response:
-        path = self.media_path(request, rest, "getting files")
-        if not os.path.isfile(path):
-            return error(404, "Not found", f"File not found: {path}")
-        if not os.access(path, os.R_OK):
-            return error(403, "Forbidden", f"File could not be read: {path}")
-        with open(path, "rb") as f:
-            data = f.read()
+        path, user = self.media_path(request, rest, "getting files")
+        try:
+            data = userfs.read_file(path, user)
+        except userfs.MediaError as failure:
+            return error(failure.status, failure.title, failure.message)
         tail = request.args.get("tail", "")
         if tail.isdigit() and int(tail) > 0:
             lines = data.splitlines(keepends=True)
@@ -810,23 +833,11 @@ class OarApp:
         return Response(200, data, "application/octet-stream; charset=ISO-8859-1")
 
     def media_ls(self, request: Request, rest: str) -> Response:
-        path = self.media_path(request, rest, "getting files")
-        if not os.path.isdir(path):
-            return error(404, "Not found", f"Path not found: {path}")
-        items = []
-        for name in sorted(os.listdir(path)):
-            full = os.path.join(path, name)
-            info = os.lstat(full)
-            kind = "d" if os.path.isdir(full) else ("l " + os.readlink(full) if os.path.islink(full) else "f")
-            items.append(
-                {
-                    "name": name,
-                    "type": kind,
-                    "size": None if kind == "d" else str(info.st_size),
-                    "mtime": int(info.st_mtime),
-                    "mode": info.st_mode,
-                }
-            )
+        path, user = self.media_path(request, rest, "getting files")
+        try:
+            items = userfs.list_dir(path, user)
+        except userfs.MediaError as failure:
+            return error(failure.status, failure.title, failure.message)
         return (
             self.envelope(request, items, self.cluster.now())
             if items
@@ -834,15 +845,9 @@ class OarApp:
         )
 
     def media_delete(self, request: Request, rest: str) -> Response:
-        path = self.media_path(request, rest, "deleting files")
-        if not os.path.lexists(path):
-            return error(404, "Not found", f"File not found: {path}")
-        if not os.access(os.path.dirname(path.rstrip("/")) or "/", os.W_OK):
-            return error(403, "Forbidden", f"File or directory is not writeable: {path}")
-        if os.path.isdir(path) and not os.path.islink(path):
-            import shutil
-
-            shutil.rmtree(path)
-        else:
-            os.remove(path)
+        path, user = self.media_path(request, rest, "deleting files")
+        try:
+            userfs.delete(path, user)
+        except userfs.MediaError as failure:
+            return error(failure.status, failure.title, failure.message)
         return Response(204, b"")

@@ -73,6 +73,12 @@ log = logging.getLogger(__name__)
     show_default=True,
     help="Answer in OAR 2.5 shapes, or in OAR 3 (FastAPI) shapes.",
 )
+@click.option(
+    "--allow-root-jobs",
+    is_flag=True,
+    help="Started as root: run every login's jobs and /media requests as root (by default each "
+    "runs as the Unix user named by the login, and unknown logins are refused).",
+)
 @click.option("--users", default=None, help="Comma-separated logins that exist (default: any login).")
 @click.option("--oar-version", type=click.Choice(["2.5.9", "2.5.10"]), default="2.5.9", show_default=True)
 @click.option("--log-level", default="INFO", show_default=True)
@@ -98,6 +104,7 @@ def command(
     simulate_outputs: bool,
     launch_delay: float,
     api: str,
+    allow_root_jobs: bool,
     users: str | None,
     oar_version: str,
     log_level: str,
@@ -129,6 +136,7 @@ def command(
         simulate_outputs=simulate_outputs,
         launch_delay=launch_delay,
         api=api,
+        allow_root_jobs=allow_root_jobs,
         users=[u.strip() for u in users.split(",") if u.strip()] if users else None,
         **options,
     )

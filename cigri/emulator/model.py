@@ -29,6 +29,7 @@ from cigri.emulator.resources import (
     group_shape,
     parse_resource,
 )
+from cigri.emulator.userfs import UnixUser, unix_user
 from cigri.emulator.workload import Workload
 
 log = logging.getLogger(__name__)
@@ -200,6 +201,9 @@ class ClusterConfig:
     kill_grace: float = 2.0  # real seconds between SIGTERM and SIGKILL (execute mode)
     simulate_outputs: bool = False  # simulate mode: write small stdout/stderr files at job end
     launch_delay: float = 0.0  # emulated seconds a scheduled job spends in Launching
+    # who jobs and /media act as: "self" the emulator's own Unix user, "login" the Unix user named
+    # by the login (the default when started as root; see userfs and docs/emulator.md)
+    run_as: Literal["self", "login"] = "self"
 
 
 def expand_shell(text: str, env: dict[str, str]) -> str:
@@ -314,11 +318,21 @@ class Cluster:
         return int(self.clock.time())
 
     def home_of(self, login: str) -> str | None:
+        """The login's home (its jobs' `$HOME`, `~` in `/media`); None for an unknown login."""
+        if self.config.run_as == "login":
+            user = unix_user(login)
+            if user is None or user.uid == 0:  # no such user, or root by another name
+                return None
+            return user.home if self.config.users is None else self.config.users.get(login)
         if self.config.users is not None:
             return self.config.users.get(login)
         home = os.path.join(os.path.abspath(self.config.workdir), "home", login)
         os.makedirs(home, exist_ok=True)
         return home
+
+    def unix_user_of(self, login: str) -> UnixUser | None:
+        """The Unix user a login's jobs and files act as; None: the emulator's own user."""
+        return unix_user(login) if self.config.run_as == "login" else None
 
     def node_of(self, rid: int) -> int:
         return (rid - 1) // self.config.cores
@@ -877,6 +891,11 @@ class Cluster:
     def _spawn(self, job: Job) -> None:
         directory = job.launching_directory
         at = job.start_time
+        if self.config.run_as == "login" and self.home_of(job.owner) is None:
+            # its Unix user is gone (or the job came from a state file): never run it as root
+            job.kill_reason = "launch"
+            self._finish(job, exit_code=None, at=at)
+            return
         if not os.path.isdir(directory):
             job.kill_reason = "working_directory"
             self._finish(job, exit_code=None, at=at)
@@ -895,9 +914,16 @@ class Cluster:
             for rid in job.resources:
                 node = self.node_names[self.node_of(rid)]
                 f.write(f"id = '{rid}', network_address = '{node}', host = '{node}', core = '{rid}'\n")
-        env = dict(os.environ)
+        user = self.unix_user_of(job.owner)
+        # the job's $HOME is its owner's home, the one `$HOME`/`~` expanded to at submission and
+        # the one `/media/~/` reads: one home per login, whoever runs the emulator
+        home = self.home_of(job.owner) or os.environ.get("HOME", "/")
+        env = dict(os.environ) if user is None else user.environment()
         env.update(
             {
+                "HOME": home,
+                "USER": job.owner,
+                "LOGNAME": job.owner,
                 "OAR_JOB_ID": str(job.id),
                 "OAR_JOBID": str(job.id),
                 "OAR_ARRAY_ID": str(job.array_id),
@@ -919,6 +945,9 @@ class Cluster:
                 "OAR_CLUSTER": self.config.name,
             }
         )
+        if user is not None:
+            self._spawn_as(job, user, env)
+            return
         try:
             stdout = open(self._abs(job, job.stdout_file), "ab")  # noqa: SIM115 - handed to Popen
             stderr = open(self._abs(job, job.stderr_file), "ab")  # noqa: SIM115
@@ -937,6 +966,28 @@ class Cluster:
                 stderr=stderr,
                 start_new_session=True,
             )
+        self._watch(job, process)
+
+    def _spawn_as(self, job: Job, user: UnixUser, env: dict[str, str]) -> None:
+        """Run the job as `user`: the working directory is entered and the output files opened by
+        the job's own shell, with the user's rights (never by the emulator as root)."""
+        for path in (env["OAR_NODEFILE"], env["OAR_RESOURCE_PROPERTIES_FILE"]):
+            os.chown(path, user.uid, user.gid)
+        wrapper = 'cd -- "$1" && exec >>"$2" 2>>"$3" && exec bash -c "$4"'
+        process = subprocess.Popen(
+            ["bash", "-c", wrapper, "bash", job.launching_directory,
+             self._abs(job, job.stdout_file), self._abs(job, job.stderr_file), job.command],
+            cwd="/",
+            env=env,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            start_new_session=True,
+            **user.popen_options(),
+        )
+        self._watch(job, process)
+
+    def _watch(self, job: Job, process: subprocess.Popen[bytes]) -> None:
         self.processes[job.id] = process
         token = job.token
         threading.Thread(

@@ -23,6 +23,7 @@ from cigri.emulator.api import Faults, OarApp, Request, Response, StartResponse,
 from cigri.emulator.clock import EmuClock, ManualClock, ScaledClock
 from cigri.emulator.model import Cluster, ClusterConfig, Mode
 from cigri.emulator.state import load_state, save_state
+from cigri.emulator.userfs import running_as_root
 from cigri.emulator.workload import Workload
 
 log = logging.getLogger(__name__)
@@ -492,10 +493,17 @@ def build(
     passwords: dict[str, str] | None = None,
     launch_delay: float = 0.0,
     api: str = "oar2.5",
+    allow_root_jobs: bool = False,
+    secret: str | None = None,
 ) -> Emulator:
     """Build (without starting) an emulator of `clusters` clusters of `nodes` x `cores`, on
     `ports` (one each; default: ephemeral ports), or all on `single_port` (0: any free port),
-    cluster `c<i>` at `/c<i>/oarapi/`."""
+    cluster `c<i>` at `/c<i>/oarapi/`.
+
+    Started as root, each login's jobs and `/media` requests run as the Unix user of that name
+    (a login with none is refused), unless `allow_root_jobs` keeps them all running as root.
+    With `secret`, every request must carry HTTP basic auth with that password (any user name):
+    only who knows it reaches the clusters, not every local user who can open a port."""
     if ports and single_port is not None:
         raise ValueError("give either ports (one per cluster) or single_port, not both")
     workdir = workdir or tempfile.mkdtemp(prefix="cigri-oar-emulator-")
@@ -523,6 +531,7 @@ def build(
             kill_grace=kill_grace,
             simulate_outputs=simulate_outputs,
             launch_delay=launch_delay,
+            run_as="login" if running_as_root() and not allow_root_jobs else "self",
         )
         cluster = Cluster(config, clock)
         faults = Faults(
@@ -537,6 +546,7 @@ def build(
             admin=admin_handler(control_of),
             passwords=passwords,
             api=api,
+            secret=secret,
         )
         endpoint: Endpoint
         if shared is not None:

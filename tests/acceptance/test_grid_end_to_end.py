@@ -36,7 +36,7 @@ FAST = {
 def live(grid: Grid, tmp_path: Path) -> Iterator[dict[str, Any]]:
     from cigri.emulator import run_in_thread
 
-    emulator = run_in_thread(clusters=1, nodes=2, cores=2, mode="execute",
+    emulator = run_in_thread(allow_root_jobs=True, clusters=1, nodes=2, cores=2, mode="execute",
                              workdir=str(tmp_path / "oar"))
     with grid.engine.begin() as conn:
         cluster = add_cluster(conn, name="emu", api_url=emulator.urls[0], ssh_host="emu-fe")

@@ -44,7 +44,7 @@ def _job_on_emulator(grid: Grid, url: str, user: str) -> int:
 
 def test_gridclean_outputs_removes_the_jobs_files_on_the_cluster(grid: Grid,
                                                                   tmp_path: Path) -> None:
-    emulator = run_in_thread(clusters=1, nodes=1, cores=2, mode="execute",
+    emulator = run_in_thread(allow_root_jobs=True, clusters=1, nodes=1, cores=2, mode="execute",
                              workdir=str(tmp_path / "oar"))
     try:
         with grid.engine.begin() as conn:

@@ -79,7 +79,8 @@ def emulator(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
     except ImportError as exc:
         pytest.fail(f"the OAR emulator is not available (cigri.emulator.run_in_thread): {exc}")
     workdir = tmp_path_factory.mktemp("emulator")
-    handle = run_in_thread(clusters=1, nodes=4, cores=2, mode="execute", workdir=str(workdir))
+    handle = run_in_thread(allow_root_jobs=True,
+                           clusters=1, nodes=4, cores=2, mode="execute", workdir=str(workdir))
     handle.contract_home = str(workdir / "home" / USER)  # where the emulator homes the user
     try:
         yield handle
@@ -94,7 +95,8 @@ def prefixed_emulator(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]
     from cigri.emulator import run_in_thread
 
     workdir = tmp_path_factory.mktemp("emulator-prefix")
-    handle = run_in_thread(clusters=2, nodes=4, cores=2, mode="execute", workdir=str(workdir),
+    handle = run_in_thread(allow_root_jobs=True,
+                           clusters=2, nodes=4, cores=2, mode="execute", workdir=str(workdir),
                            single_port=0)
     handle.contract_home = str(workdir / "home" / USER)
     try:

@@ -264,7 +264,7 @@ def shape_differences(ours: Any, real: Any, where: str = "$") -> list[str]:
 
 @pytest.fixture(scope="module")
 def replayed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Replay]:
-    with run_in_thread(
+    with run_in_thread(allow_root_jobs=True,
         clusters=1, nodes=4, cores=2, workdir=str(tmp_path_factory.mktemp("replay"))
     ) as emulator:
         replay = Replay(emulator)

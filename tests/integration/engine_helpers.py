@@ -112,7 +112,8 @@ def start_grid(engine: Engine, clock: FakeClock, *, clusters: int = 1, nodes: in
                cores: int = 2, settings: Settings | None = None, **emulator_options: Any) -> Grid:
     emu_clock = ManualClock()
     emulator_options.setdefault("workload", Workload(duration="fixed:10"))
-    emulator = run_in_thread(clusters=clusters, nodes=nodes, cores=cores, mode="simulate",
+    emulator = run_in_thread(allow_root_jobs=True,
+                             clusters=clusters, nodes=nodes, cores=cores, mode="simulate",
                              clock=emu_clock, **emulator_options)
     registered = []
     with engine.begin() as conn:
@@ -126,7 +127,7 @@ def start_grid(engine: Engine, clock: FakeClock, *, clusters: int = 1, nodes: in
 def start_exec_grid(engine: Engine, clock: FakeClock, *, workdir: str | None = None,
                     nodes: int = 2, cores: int = 2, settings: Settings | None = None) -> Grid:
     """One emulated cluster `exec1` in execute mode: its jobs really run, in real time."""
-    emulator = run_in_thread(clusters=1, nodes=nodes, cores=cores, mode="execute",
+    emulator = run_in_thread(allow_root_jobs=True, clusters=1, nodes=nodes, cores=cores, mode="execute",
                              workdir=workdir)
     try:
         with engine.begin() as conn:

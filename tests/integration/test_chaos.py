@@ -49,7 +49,8 @@ def _start(module: str, env: dict[str, str], log: Path) -> subprocess.Popen[byte
 @pytest.mark.slow
 @pytest.mark.timeout(400)
 def test_sigkill_chaos_loses_nothing_and_duplicates_nothing(pg_url: str, tmp_path: Path) -> None:
-    emulator = run_in_thread(clusters=3, nodes=5, cores=8, mode="simulate", time_scale=20.0,
+    emulator = run_in_thread(allow_root_jobs=True,
+                             clusters=3, nodes=5, cores=8, mode="simulate", time_scale=20.0,
                              workload=Workload(duration="uniform:4:12"), workdir=str(tmp_path))
     engine = make_engine(pg_url)
     clock = SystemClock()

@@ -16,7 +16,8 @@ HEADERS = {"Accept": "application/json", "X-Remote-Ident": "testuser"}
 
 @pytest.fixture
 def emulator(tmp_path: Any) -> Iterator[Emulator]:
-    with run_in_thread(clusters=1, nodes=2, cores=2, workdir=str(tmp_path), kill_grace=0.3) as handle:
+    with run_in_thread(allow_root_jobs=True,
+                       clusters=1, nodes=2, cores=2, workdir=str(tmp_path), kill_grace=0.3) as handle:
         yield handle
 
 

@@ -15,7 +15,7 @@ def test_cli_serves_clusters_and_stops_on_sigterm(tmp_path: Path) -> None:
         [
             sys.executable,
             "-c",
-            "from cigri.emulator.cli import main; main()",
+            "from cigri.emulator.cli import main; main()", "--allow-root-jobs",
             "--clusters",
             "2",
             "--nodes",

@@ -27,7 +27,8 @@ def token(user: str) -> str:
 
 @pytest.fixture
 def emu(tmp_path: Path) -> Iterator[Emulator]:
-    with run_in_thread(mode="simulate", clock=ManualClock(T0), workdir=str(tmp_path), api="oar3") as emulator:
+    with run_in_thread(allow_root_jobs=True,
+                       mode="simulate", clock=ManualClock(T0), workdir=str(tmp_path), api="oar3") as emulator:
         yield emulator
 
 

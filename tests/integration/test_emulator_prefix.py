@@ -33,7 +33,8 @@ T = TypeVar("T")
 
 @pytest.fixture
 def grid(tmp_path: Path) -> Iterator[Emulator]:
-    with run_in_thread(clusters=3, nodes=2, cores=2, workdir=str(tmp_path), kill_grace=0.3,
+    with run_in_thread(allow_root_jobs=True,
+                       clusters=3, nodes=2, cores=2, workdir=str(tmp_path), kill_grace=0.3,
                        single_port=0) as emulator:
         (tmp_path / "home" / USER).mkdir(parents=True, exist_ok=True)
         yield emulator
@@ -192,7 +193,7 @@ def test_an_outage_window_ends_and_the_cluster_answers_again(grid: Emulator) -> 
 def test_oar3_shapes_under_the_prefix(tmp_path: Path) -> None:
     claims = base64.urlsafe_b64encode(json.dumps({"user": "alice"}).encode()).decode().rstrip("=")
     token = f"eyJhbGciOiJIUzI1NiJ9.{claims}.signature"
-    with run_in_thread(clusters=2, mode="simulate", clock=ManualClock(1_800_000_000),
+    with run_in_thread(allow_root_jobs=True, clusters=2, mode="simulate", clock=ManualClock(1_800_000_000),
                        workdir=str(tmp_path), api="oar3", single_port=0) as emu:
         oar = OarClient(emu.urls[1], flavour="oar3", page_limit=2,
                         auth=OarAuth(jwt=True, tokens={"alice": token, "oar": token}),
@@ -232,7 +233,7 @@ def test_oar3_request_shapes_answered_in_oar25_shapes_under_the_prefix(grid: Emu
 
 def test_the_command_serves_clusters_on_one_port_and_prints_their_urls(tmp_path: Path) -> None:
     process = subprocess.Popen(
-        [sys.executable, "-c", "from cigri.emulator.cli import main; main()",
+        [sys.executable, "-c", "from cigri.emulator.cli import main; main()", "--allow-root-jobs",
          "--clusters", "2", "--nodes", "2", "--cores", "2", "--mode", "simulate",
          "--single-port", "0", "--workdir", str(tmp_path), "--users", USER],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
@@ -258,7 +259,7 @@ def test_the_command_serves_clusters_on_one_port_and_prints_their_urls(tmp_path:
 
 def test_the_command_refuses_both_port_options() -> None:
     done = subprocess.run(
-        [sys.executable, "-c", "from cigri.emulator.cli import main; main()",
+        [sys.executable, "-c", "from cigri.emulator.cli import main; main()", "--allow-root-jobs",
          "--port", "7000", "--single-port", "7000"],
         capture_output=True, text=True, timeout=60)
     assert done.returncode == 2

@@ -24,7 +24,8 @@ T0 = 1_800_000_000
 def start(tmp_path: Path, at: float = T0, **options: Any) -> Emulator:
     options.setdefault("nodes", 2)
     options.setdefault("cores", 2)
-    return run_in_thread(mode="simulate", clock=ManualClock(at), workdir=str(tmp_path), **options)
+    return run_in_thread(allow_root_jobs=True,
+                         mode="simulate", clock=ManualClock(at), workdir=str(tmp_path), **options)
 
 
 @pytest.fixture

@@ -77,7 +77,8 @@ class Grid:
 @pytest.fixture
 def grid(engine: Engine, clock: FakeClock) -> Iterator[Grid]:
     emu_clock = ManualClock()
-    emulator = run_in_thread(clusters=2, nodes=2, cores=2, mode="simulate", clock=emu_clock,
+    emulator = run_in_thread(allow_root_jobs=True,
+                             clusters=2, nodes=2, cores=2, mode="simulate", clock=emu_clock,
                              workload=Workload(duration="fixed:100000"))
     try:
         with engine.begin() as conn:

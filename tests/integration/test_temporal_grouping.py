@@ -42,7 +42,7 @@ from tests.integration.engine_helpers import (
 def exec_grid(pg_engine: Engine, clock: FakeClock, request: pytest.FixtureRequest) -> Iterator[Grid]:
     """One emulated cluster that really runs the jobs (real time)."""
     nodes, cores = getattr(request, "param", (2, 2))
-    emulator = run_in_thread(clusters=1, nodes=nodes, cores=cores, mode="execute")
+    emulator = run_in_thread(allow_root_jobs=True, clusters=1, nodes=nodes, cores=cores, mode="execute")
     try:
         with pg_engine.begin() as conn:
             cluster = add_cluster(conn, name="c1", api_url=emulator.urls[0], now=clock.now())

@@ -37,7 +37,7 @@ SCRIPT = r"sh -c 'echo out-\$0; echo err-\$0 >&2'"
 
 @pytest.fixture
 def grid(engine: Engine, clock: FakeClock, tmp_path: Path) -> Iterator[Grid]:
-    emulator = run_in_thread(clusters=1, nodes=1, cores=2, mode="execute",
+    emulator = run_in_thread(allow_root_jobs=True, clusters=1, nodes=1, cores=2, mode="execute",
                              workdir=str(tmp_path / "oar"))
     try:
         with engine.begin() as conn:

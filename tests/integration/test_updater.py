@@ -279,7 +279,7 @@ def test_exit_error_message_carries_the_stderr_tail(pg_engine: Engine, clock: Fa
         emulator_grid.emulator.stop()
         from cigri.emulator import run_in_thread
 
-        emulator_grid.emulator = run_in_thread(clusters=1, mode="execute")
+        emulator_grid.emulator = run_in_thread(allow_root_jobs=True, clusters=1, mode="execute")
         with pg_engine.begin() as conn:
             conn.execute(update(clusters).values(api_url=emulator_grid.emulator.urls[0]))
         emulator_grid.clusters[0] = type(emulator_grid.clusters[0])(

@@ -43,7 +43,7 @@ class Ticks:
 
 @pytest.fixture
 def emu(tmp_path: Path) -> Iterator[Emulator]:
-    with run_in_thread(mode="simulate", clock=ManualClock(T0), workdir=str(tmp_path),
+    with run_in_thread(allow_root_jobs=True, mode="simulate", clock=ManualClock(T0), workdir=str(tmp_path),
                        api="oar3", nodes=2, cores=2) as emulator:
         yield emulator
 
