@@ -225,7 +225,7 @@ def test_a_runner_killed_with_sigkill_submits_again_within_seconds(
     from cigri.storage.campaigns import create_campaign
     from cigri.storage.clusters import add_cluster
 
-    emulator = run_in_thread(clusters=1, nodes=50, cores=8, mode="simulate",
+    emulator = run_in_thread(allow_root_jobs=True, clusters=1, nodes=50, cores=8, mode="simulate",
                              workdir=str(tmp_path), workload=Workload(duration="fixed:3600"))
     with pg_engine.begin() as conn:
         cluster = add_cluster(conn, name="c1", api_url=emulator.urls[0], now=clock.now())
