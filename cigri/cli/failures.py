@@ -39,8 +39,9 @@ def _first_line(text: str) -> str:
 
 def _database_problem(error: SQLAlchemyError) -> str:
     """A database failure in the user's words, with the fix when there is an obvious one."""
-    original = error.orig if isinstance(error, DBAPIError) else error
+    original = getattr(error, "orig", None) or error
     text = " ".join(line.strip() for line in str(original).splitlines() if line.strip())
+    text = re.sub(r"\s*\[SQL: .*", "", text)  # never the statement nor its parameters (secrets)
     server = _SERVER.search(text)
     where = ""
     if server:
