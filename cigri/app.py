@@ -68,6 +68,10 @@ def setup_logging(settings: Settings, *, name: str = "cigri") -> None:
     root.handlers[:] = [handler]
     level = settings.LOG_LEVEL.upper()
     root.setLevel(_LEVELS.get(level, level))
+    # APScheduler logs every scheduled run (and each job added) at INFO: noise beside cigri's one
+    # INFO line per real action. Its warnings (a missed run) still show; LOG_LEVEL=DEBUG shows all.
+    logging.getLogger("apscheduler").setLevel(
+        logging.NOTSET if root.level <= logging.DEBUG else max(root.level, logging.WARNING))
 
 
 def build_engine(settings: Settings) -> Engine:

@@ -355,6 +355,7 @@ def get_campaign(campaign_id: int) -> ResponseReturnValue:
     body = _campaign_json(detail.summary)
     body["clusters"] = {
         str(c.cluster_id): {"cluster_name": c.cluster_name, "active_jobs": c.active_jobs,
+                            "running_jobs": c.running_jobs, "waiting_jobs": c.waiting_jobs,
                             "queued_jobs": c.queued_jobs, "prologue_ok": c.prologue_ok,
                             "epilogue_ok": c.epilogue_ok, **plans[c.cluster_id]}
         for c in detail.clusters}

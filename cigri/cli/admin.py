@@ -5,14 +5,13 @@ Sub-commands live in their own modules and are attached here; each is a few line
 
 from __future__ import annotations
 
-import sys
-
 import click
 
 from cigri import __version__
 from cigri.cli.clusters import cluster
 from cigri.cli.db import db
 from cigri.cli.demo import demo
+from cigri.cli.failures import run_click
 from cigri.cli.jdl import jdl
 from cigri.cli.maintenance import maintenance
 from cigri.cli.sandbox import sandbox
@@ -20,7 +19,6 @@ from cigri.cli.settings import config
 from cigri.cli.status import status
 from cigri.cli.tokens import token
 from cigri.cli.users import user_mapping, user_priority
-from cigri.domain.errors import CigriError
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
@@ -39,8 +37,5 @@ for command in (db, config, jdl, cluster, user_priority, user_mapping, token, st
 
 
 def main() -> None:
-    try:
-        cli(standalone_mode=True)
-    except CigriError as error:
-        click.echo(f"cigri: {error.message}", err=True)
-        sys.exit(1)
+    """`cigri`, inside the error boundary: every failure is one line (`cigri.cli.failures`)."""
+    run_click("cigri", cli)

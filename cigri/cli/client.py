@@ -6,6 +6,8 @@ configuration, never the server's. Sources, later ones winning: the client file
 `KEY = "value"` lines), then `CIGRI_API_URL`, `CIGRI_API_SOCKET`, `CIGRI_API_TOKEN`. The Unix
 socket, when set, wins over the URL: there the kernel names the user and no token is needed.
 Bodies may be iterables of bytes, sent chunked, so a parameter file is streamed, never loaded.
+A token file holds the token alone on one line (whitespace around it is stripped); a missing,
+empty or malformed one is refused with one line naming the file (`ClientConfigError`).
 """
 
 from __future__ import annotations
@@ -51,6 +53,34 @@ class ApiUnreachable(Exception):
     """The API could not be reached."""
 
 
+class ClientConfigError(Exception):
+    """The client configuration (its file, the token file) is unusable."""
+
+
+def read_token_file(path: Path) -> str:
+    """The token in `path`: one line, surrounding whitespace stripped; anything else (a missing
+    or unreadable file, an empty one, two lines, spaces or control characters inside) is refused
+    with one line naming the file."""
+    try:
+        text = path.read_text(errors="replace")
+    except FileNotFoundError:
+        raise ClientConfigError(f"token file {path} does not exist (create one with "
+                                f"`gridtoken create > {path}`)") from None
+    except OSError as error:
+        raise ClientConfigError(f"cannot read token file {path}: {error.strerror}") from None
+    token = text.strip()
+    if not token:
+        raise ClientConfigError(f"token file {path} is empty (create a token with "
+                                f"`gridtoken create > {path}`)")
+    if any(ch.isspace() or not ch.isprintable() for ch in token):
+        lines = len(token.splitlines())
+        what = f"{lines} lines" if lines > 1 else "spaces or control characters"
+        raise ClientConfigError(f"token file {path} is malformed: a token is one word on one "
+                                f"line, it has {what} (write only the token, e.g. "
+                                f"`gridtoken create > {path}`)")
+    return token
+
+
 def _read_conf(path: Path) -> dict[str, str]:
     values: dict[str, str] = {}
     for raw in path.read_text().splitlines():
@@ -75,15 +105,21 @@ def load_client_config(environ: Mapping[str, str] | None = None) -> ClientConfig
                f"{values.get('API_BASE', '')}")
     token = values.get("API_TOKEN")
     token_file = env.get("CIGRI_API_TOKEN_FILE") or values.get("API_TOKEN_FILE")
-    if token_file:
-        token_path = Path(os.path.expanduser(token_file))
-        if token_path.is_file():
-            token = token_path.read_text().strip()
+    sock = env.get("CIGRI_API_SOCKET") or values.get("API_SOCKET") or None
+    if token_file and not env.get("CIGRI_API_TOKEN") and not sock:  # the socket needs none
+        token = read_token_file(Path(os.path.expanduser(token_file)))
+    token = (env.get("CIGRI_API_TOKEN") or token or "").strip() or None
+    if token and any(ch.isspace() or not ch.isprintable() for ch in token):
+        source = "CIGRI_API_TOKEN" if env.get("CIGRI_API_TOKEN") else f"API_TOKEN in {path}"
+        raise ClientConfigError(f"{source} is malformed: a token is one word on one line")
+    try:
+        timeout = float(values.get("API_TIMEOUT", "60"))
+    except ValueError:
+        raise ClientConfigError(f"{path}: API_TIMEOUT must be a number of seconds, got "
+                                f"{values['API_TIMEOUT']!r}") from None
     return ClientConfig(
         url=env.get("CIGRI_API_URL") or url or DEFAULT_URL,
-        socket=env.get("CIGRI_API_SOCKET") or values.get("API_SOCKET") or None,
-        token=env.get("CIGRI_API_TOKEN") or token,
-        timeout_seconds=float(values.get("API_TIMEOUT", "60")))
+        socket=sock, token=token, timeout_seconds=timeout)
 
 
 class _UnixConnection(http.client.HTTPConnection):
@@ -153,7 +189,11 @@ class ApiClient:
             raw = response.read()
         except OSError as error:
             where = self.config.socket or self.config.url
-            raise ApiUnreachable(f"API server not reachable at {where}: {error}") from error
+            reason = error.strerror or str(error) or type(error).__name__
+            raise ApiUnreachable(
+                f"API server not reachable at {where} ({reason}); is cigri-api running? Set "
+                "CIGRI_API_URL or CIGRI_API_SOCKET, or API_URL in the client file "
+                "(CIGRI_CLIENT_CONF, default /etc/cigri/api-clients.conf)") from error
         except http.client.HTTPException as error:
             raise ApiUnreachable(f"API server answered badly: {error!r}") from error
         finally:
@@ -201,13 +241,19 @@ def request_or_fail(api: ApiClient, method: str, path: str, *, tool: str, failur
 
 
 def run_tool(tool: str, command: click.Command) -> None:
-    """Run a grid tool: API errors and an unreachable API become one line and exit status 1."""
-    try:
-        command.main(prog_name=tool, standalone_mode=True)
-    except ApiUnreachable as error:
-        fail(tool, f"{tool}: {error}")
-    except ApiCallError as error:
-        fail(tool, f"{tool}: {error.message}")
+    """Run a grid tool inside the error boundary: API errors, an unreachable API, a bad token
+    file and any other failure become one line and a non-zero exit status."""
+    from cigri.cli.failures import guard
+
+    def run() -> Any:
+        try:
+            return command.main(prog_name=tool, standalone_mode=False)
+        except (ApiUnreachable, ClientConfigError) as error:
+            fail(tool, f"{tool}: {error}")
+        except ApiCallError as error:
+            fail(tool, f"{tool}: {error.message}")
+
+    guard(tool, run)
 
 
 def dump_json(data: Any, *, pretty: bool = True) -> None:

@@ -21,8 +21,13 @@ from cigri.storage import clusters as store
 
 @contextmanager
 def transaction() -> Iterator[Connection]:
-    """One transaction on the configured database (the admin commands' unit of work)."""
-    engine = build_engine(load())
+    """One transaction on the configured database (the admin commands' unit of work), once its
+    schema is known to be this version's (else one line saying to run `cigri db upgrade`)."""
+    from cigri.cli.failures import check_database
+
+    settings = load()
+    check_database(settings.database_url)
+    engine = build_engine(settings)
     try:
         with engine.begin() as conn:
             yield conn

@@ -41,6 +41,11 @@ sleep {sleep}
 echo "task $1 done on $(hostname) in $PWD"
 """
 
+# Jobs not running yet: being launched, or submitted and waiting in OAR's queue. Shown apart from
+# the running ones, which never outnumber the cluster's cores.
+WAITING_STATES = frozenset({"to_launch", "launching", "submitted", "remote_waiting",
+                            "batch_waiting"})
+
 # The grid user of the sample campaign (OAR refuses root and oar as job owners).
 DEMO_USER = "demo"
 
@@ -87,7 +92,8 @@ def _preempt(cluster: Any) -> bool:
 class Progress:
     total: int
     done_by_cluster: dict[str, int] = field(default_factory=dict)
-    running_by_cluster: dict[str, int] = field(default_factory=dict)
+    running_by_cluster: dict[str, int] = field(default_factory=dict)  # running on the cluster
+    waiting_by_cluster: dict[str, int] = field(default_factory=dict)  # launching, queued in OAR
     resubmissions: int = 0
     preemptions: int = 0
     state: str = "in_treatment"
@@ -108,9 +114,12 @@ def _read_progress(engine: Engine, campaign_id: int, total: int,
             name = names.get(cluster_id, "?")
             if state == "terminated":
                 progress.done_by_cluster[name] = progress.done_by_cluster.get(name, 0) + count
-            elif state in {"running", "submitted", "remote_waiting", "launching"}:
+            elif state == "running":
                 progress.running_by_cluster[name] = (
                     progress.running_by_cluster.get(name, 0) + count)
+            elif state in WAITING_STATES:
+                progress.waiting_by_cluster[name] = (
+                    progress.waiting_by_cluster.get(name, 0) + count)
         progress.resubmissions = int(conn.execute(select(func.count()).select_from(jobs).where(
             jobs.c.campaign_id == campaign_id, jobs.c.attempt > 1)).scalar_one())
         progress.preemptions = int(conn.execute(select(func.count()).select_from(events).where(
@@ -132,7 +141,8 @@ def _render(progress: Progress, names: list[str], elapsed: float) -> list[str]:
     for name in names:
         done = progress.done_by_cluster.get(name, 0)
         lines.append(f"  {name:<4} [{_bar(min(done, share), share)}] {done:>5} done"
-                     f"  {progress.running_by_cluster.get(name, 0):>3} running")
+                     f"  {progress.running_by_cluster.get(name, 0):>3} running"
+                     f"  {progress.waiting_by_cluster.get(name, 0):>3} waiting")
     return lines
 
 

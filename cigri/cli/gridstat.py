@@ -102,7 +102,11 @@ def detail_text(campaign: dict[str, Any], stats: dict[str, Any]) -> str:
                   f"      active_jobs: {cluster['active_jobs']}",
                   f"      queued_jobs: {cluster['queued_jobs']}",
                   f"      prologue_ok: {str(cluster['prologue_ok']).lower()}",
-                  f"      epilogue_ok: {str(cluster['epilogue_ok']).lower()}"]
+                  f"      epilogue_ok: {str(cluster['epilogue_ok']).lower()}",
+                  # v3's active_jobs, split: running on the cluster, and waiting (launching,
+                  # queued in OAR) -- active_jobs alone read as "running" on a busy cluster
+                  f"      running_jobs: {cluster.get('running_jobs', '-')}",
+                  f"      waiting_jobs: {cluster.get('waiting_jobs', '-')}"]
         if cluster.get("plan"):  # e.g. "best-effort jobs now; normal jobs from Thu 20:00 UTC"
             lines.append(f"      runs: {cluster['plan']} [{cluster.get('type')}]")
         figures = per_cluster.get(str(cluster_id))

@@ -28,8 +28,8 @@ def _read_jdl(text: str, origin: str) -> dict[str, Any]:
     try:
         document = json.loads(text)
     except json.JSONDecodeError as error:
-        fail(TOOL, f"gridsub: {origin}: JDL is not valid JSON: {error.msg} at line {error.lineno} "
-                   f"column {error.colno}")
+        fail(TOOL, f"gridsub: {origin}: invalid JSON at line {error.lineno}, column "
+                   f"{error.colno}: {error.msg}")
     if not isinstance(document, dict):
         fail(TOOL, f"gridsub: {origin}: a JDL is a JSON object")
     return document

@@ -66,15 +66,20 @@ def gridtoken(ctx: click.Context, list_: bool, cluster_id: int | None, token: st
 @click.option("--expires-days", type=click.IntRange(1, 3650), help="Expire after this many days.")
 @click.pass_obj
 def create(obj: dict[str, bool], name: str | None, expires_days: int | None) -> None:
-    """Create an API token; it is printed once, keep it (e.g. in ~/.config/cigri/token)."""
+    """Create an API token and print it, alone, on stdout (once: keep it), so that
+    `gridtoken create > ~/.config/cigri/token` makes a token file; its id and how to use it go
+    to stderr."""
     answer = client_from_environment().request(
         "POST", "/api-tokens", json_body={"name": name, "expires_in_days": expires_days})
     if obj["as_json"]:
         dump_json(answer)
-    else:
-        click.echo(f"Token {answer['id']} created"
-                   + (f", expires {answer['expires_at']}" if answer["expires_at"] else "") + ":")
-        click.echo(answer["token"])
+        return
+    click.echo(answer["token"])
+    click.echo(f"gridtoken: token {answer['id']} created"
+               + (f", expires {answer['expires_at']}" if answer["expires_at"] else "")
+               + "; it is shown only once. Keep it in a file only you can read (e.g. "
+               "`gridtoken create > ~/.config/cigri/token; chmod 600 ~/.config/cigri/token`) "
+               "and name that file in API_TOKEN_FILE or CIGRI_API_TOKEN_FILE.", err=True)
 
 
 @gridtoken.command("list")

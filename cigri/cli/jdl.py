@@ -63,12 +63,13 @@ def check(file: str, params_path: str | None, cluster_list: str | None) -> None:
             click.echo(f"warning: {warning}", err=True)
         # A file is streamed twice (check, then print); stdin can be read only once, so it is kept.
         params_source = sys.stdin.readlines() if params_path == "-" else params_path
-        count = _validate_parameters(spec, params_source)
+        base = _param_file_base(file, params_source)
+        count = _validate_parameters(spec, params_source, base)
     except JDLError as error:
         for message in error.errors:
             click.echo(f"error: {message}", err=True)
         sys.exit(1)
-    _print_expanded(spec, _parameter_records(spec, params_source), count)
+    _print_expanded(spec, _parameter_records(spec, params_source, base), count)
     now = datetime.now(UTC)
     for cluster in spec.clusters:
         window = windows.get(cluster.name, windows[""])
@@ -77,22 +78,31 @@ def check(file: str, params_path: str | None, cluster_list: str | None) -> None:
     click.echo(f"valid JDL: {len(spec.clusters)} cluster(s), {count} task(s)", err=True)
 
 
-def _parameter_records(
-        spec: CampaignSpec, params_source: str | list[str] | None) -> Iterator[ParamRecord]:
+def _param_file_base(file: str, params_source: str | list[str] | None) -> Path | None:
+    """Where a relative `param_file` of the JDL is: the JDL file's directory (the current one
+    for a JDL on stdin), as for gridsub. A --params path is the user's, relative to here."""
+    if params_source is not None:
+        return None
+    return Path.cwd() if file == "-" else Path(file).resolve().parent
+
+
+def _parameter_records(spec: CampaignSpec, params_source: str | list[str] | None,
+                       base: Path | None = None) -> Iterator[ParamRecord]:
     lines: Iterator[str] | None = None
     if spec.needs_param_file:
         lines = _param_file_lines(
-            params_source if params_source is not None else spec.param_file or "")
+            params_source if params_source is not None else spec.param_file or "", base)
     return parse_param_lines(spec.parameter_lines(lines))
 
 
-def _validate_parameters(spec: CampaignSpec, params_source: str | list[str] | None) -> int:
+def _validate_parameters(spec: CampaignSpec, params_source: str | list[str] | None,
+                         base: Path | None = None) -> int:
     """First pass over the parameters: count them and find duplicate task names. Only the names
     are kept, so a large parameter file is checked without holding its lines."""
     first_line: dict[str, int] = {}
     repeated: dict[str, list[int]] = {}
     count = 0
-    for record in _parameter_records(spec, params_source):
+    for record in _parameter_records(spec, params_source, base):
         count += 1
         first = first_line.setdefault(record.name, record.line_no)
         if first != record.line_no:
@@ -139,10 +149,12 @@ def _with_param_file(source: str, params_path: str | None) -> str | dict[str, An
     return source
 
 
-def _param_file_lines(path: str | list[str]) -> Iterator[str]:
+def _param_file_lines(path: str | list[str], base: Path | None = None) -> Iterator[str]:
     if isinstance(path, list):  # stdin, read once: the lines are read twice (check, then print)
         return iter(path)
     resolved = resolve_param_file_path(path, home=str(Path.home()), environ=os.environ)
+    if base is not None and not os.path.isabs(resolved):
+        resolved = str(base / resolved)
     try:
         handle: TextIO = open(resolved, encoding="utf-8")  # noqa: SIM115 - closed by the generator
     except OSError as error:

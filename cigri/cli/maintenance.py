@@ -11,6 +11,7 @@ from pathlib import Path
 import click
 
 from cigri import app
+from cigri.cli.failures import check_database
 from cigri.daemons.maintenance import run_maintenance
 from cigri.domain.clock import SystemClock
 
@@ -29,6 +30,7 @@ def maintenance(purge: bool, archive_directory: Path | None, sample_usage: bool,
                 dry_run: bool, as_json: bool) -> None:
     """Purge or archive old campaigns, sample grid usage, vacuum (run it from cron)."""
     settings = app.load()
+    check_database(settings.database_url)  # else every step fails quietly and reports nothing
     engine = app.build_engine(settings)
     try:
         report = run_maintenance(

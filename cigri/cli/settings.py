@@ -5,6 +5,7 @@ from __future__ import annotations
 import click
 
 from cigri.app import load
+from cigri.cli.failures import check_database, redacted
 from cigri.config import describe_settings
 
 
@@ -15,9 +16,12 @@ def config() -> None:
 
 @config.command("check")
 def check() -> None:
-    """Load and validate the configuration; print every problem (exit 1) or OK."""
+    """Load and validate the configuration, connect to the database and check that its schema
+    is at this version's revision; print OK, or the problem (exit 1)."""
     settings = load()
-    click.echo(f"configuration OK (database: {settings.database_url.split('@')[-1]})")
+    revision = check_database(settings.database_url)
+    click.echo(f"configuration OK; database {redacted(settings.database_url)} reachable, "
+               f"schema at revision {revision} (current)")
 
 
 @config.command("keys")

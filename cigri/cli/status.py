@@ -3,7 +3,9 @@
 Shows, for each daemon name (`metascheduler`, `runner:<cluster>`, `updater`, `nikita`,
 `almighty`, ...), its host, pid, passes, failed passes in a row, the age of its last beat and
 whether it is late (no beat for more than 3 intervals). Exits 1 when a daemon is late or none
-has ever reported, so monitoring can call it as is. A daemon that stopped keeps its row (and so
+has ever reported (saying so, and naming the database, so a look at the wrong database is
+plain), so monitoring can call it as is. A database without cigri's current schema is one line
+saying to run `cigri db upgrade`. A daemon that stopped keeps its row (and so
 shows as late) until `--forget NAME` drops it.
 """
 
@@ -17,6 +19,7 @@ from datetime import UTC, datetime
 import click
 
 from cigri.app import build_engine, load
+from cigri.cli.failures import check_database, redacted
 from cigri.domain.heartbeats import Heartbeat
 from cigri.storage.heartbeats import delete_heartbeat, list_heartbeats
 
@@ -46,7 +49,9 @@ def status_rows(beats: Sequence[Heartbeat], now: datetime) -> list[dict[str, obj
               help="Drop the heartbeat of a retired daemon (e.g. runner:<removed cluster>).")
 def status(as_json: bool, forget: tuple[str, ...]) -> None:
     """Show each daemon's last heartbeat; exit 1 if one is late (no beat for 3 intervals)."""
-    engine = build_engine(load())
+    settings = load()
+    check_database(settings.database_url)  # unreachable, or no/old schema: one line, exit 1
+    engine = build_engine(settings)
     try:
         with engine.begin() as conn:
             for name in forget:
@@ -57,9 +62,12 @@ def status(as_json: bool, forget: tuple[str, ...]) -> None:
     rows = status_rows(beats, datetime.now(UTC))
     late = [row["name"] for row in rows if row["late"]]
     if as_json:
-        click.echo(json.dumps({"daemons": rows, "late": late}, indent=2))
+        click.echo(json.dumps({"database": redacted(settings.database_url), "daemons": rows,
+                               "late": late}, indent=2))
     elif not rows:
-        click.echo("no daemon has reported a heartbeat yet")
+        click.echo(f"nothing has run yet on {redacted(settings.database_url)}: no daemon has "
+                   "ever reported a heartbeat there (start cigri-almighty, or the daemons, with "
+                   "this configuration)")
     else:
         click.echo(f"{'DAEMON':<24} {'HOST':<20} {'PID':>7} {'PASSES':>8} {'FAILS':>5} "
                    f"{'LAST BEAT':>10}  STATE")

@@ -87,7 +87,7 @@ def set_mapping(user: str, cluster: str, login: str) -> None:
     """Run USER's jobs on CLUSTER (name or id) as LOGIN."""
     name = _set_on_cluster(cluster, partial(store.set_user_mapping, grid_login=user,
                                             cluster_login=login))
-    click.echo(f"{user} runs as {login} on {name}")
+    click.echo(f"{user} runs as {_masked(login)} on {name}")  # a JWT is never echoed
 
 
 @user_mapping.command("remove")

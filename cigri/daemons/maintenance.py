@@ -116,6 +116,9 @@ def sample_grid_usage(engine: Engine, oar_factory: OarFactory, *, now: datetime,
                                      unit=cluster.resource_unit, now_epoch=now.timestamp()))
     with engine.begin() as conn:
         stats_store.record_grid_usage(conn, samples, now=now)
+    if samples:
+        log.info("maintenance: grid usage sampled on %d clusters", len(samples),
+                 extra={"action": "sample_grid_usage"})
     return len(samples)
 
 
@@ -158,6 +161,7 @@ def run_maintenance(engine: Engine, settings: Settings, clock: Clock, *,
         try:
             store.vacuum(engine)
             report.vacuumed = True
+            log.info("maintenance: database vacuumed", extra={"action": "vacuum"})
         except Exception as error:
             log.exception("maintenance: vacuum failed")
             report.errors.append(f"vacuum: {error}")

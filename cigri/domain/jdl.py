@@ -335,7 +335,7 @@ def _decode(source: str | bytes | Mapping[str, Any], errors: list[str]) -> Mappi
     try:
         document = json.loads(source, object_pairs_hook=_no_duplicate_keys)
     except json.JSONDecodeError as error:
-        errors.append(f"JDL badly defined: {error.msg} at line {error.lineno} column {error.colno}")
+        errors.append(f"invalid JSON at line {error.lineno}, column {error.colno}: {error.msg}")
         return None
     except _DuplicateKey as error:
         errors.append(f"JDL badly defined: key '{error.args[0]}' appears twice in one object")

@@ -37,3 +37,14 @@ def current_revision(engine: Engine) -> str | None:
 
 def head_revision() -> str | None:
     return ScriptDirectory.from_config(alembic_config("sqlite://")).get_current_head()
+
+
+def is_known_revision(revision: str) -> bool:
+    """True when `revision` is one of this build's migrations (else the database is newer)."""
+    from alembic.util import CommandError
+
+    try:
+        return ScriptDirectory.from_config(alembic_config("sqlite://")).get_revision(
+            revision) is not None
+    except CommandError:
+        return False

@@ -62,9 +62,11 @@ class CampaignSummary:
 class CampaignCluster:
     cluster_id: int
     cluster_name: str
-    active_jobs: int
+    active_jobs: int  # running + waiting
     queued_jobs: int
     prologue_ok: bool
+    running_jobs: int = 0  # running on the cluster
+    waiting_jobs: int = 0  # being launched, or submitted and waiting in the cluster's queue
     epilogue_ok: bool
 
 
@@ -201,12 +203,17 @@ def get_campaign_detail(conn: Connection, campaign_id: int) -> CampaignDetail:
               .where(jobs.c.campaign_id == campaign_id, jobs.c.cluster_id == cid,
                      jobs.c.state.in_([s.value for s in ACTIVE_JOB_STATES]))
               .scalar_subquery())
+    running = (select(func.count()).select_from(jobs)
+               .where(jobs.c.campaign_id == campaign_id, jobs.c.cluster_id == cid,
+                      jobs.c.state == JobState.RUNNING.value)
+               .scalar_subquery())
     queued = (select(func.count()).select_from(jobs_to_launch)
               .join(bag_of_tasks, bag_of_tasks.c.id == jobs_to_launch.c.task_id)
               .where(bag_of_tasks.c.campaign_id == campaign_id, jobs_to_launch.c.cluster_id == cid)
               .scalar_subquery())
     rows = conn.execute(
-        select(cid, clusters.c.name, active.label("active"), queued.label("queued"),
+        select(cid, clusters.c.name, active.label("active"), running.label("running"),
+               queued.label("queued"),
                _has_script(campaign_id, cid, "prologue").label("has_prologue"),
                _script_done(campaign_id, cid, "prologue").label("prologue_done"),
                _has_script(campaign_id, cid, "epilogue").label("has_epilogue"),
@@ -214,7 +221,8 @@ def get_campaign_detail(conn: Connection, campaign_id: int) -> CampaignDetail:
         .join(clusters, clusters.c.id == cid).order_by(cid)).all()
     result = [
         CampaignCluster(cluster_id=r.cluster_id, cluster_name=r.name, active_jobs=int(r.active),
-                        queued_jobs=int(r.queued),
+                        queued_jobs=int(r.queued), running_jobs=int(r.running),
+                        waiting_jobs=int(r.active) - int(r.running),
                         prologue_ok=not r.has_prologue or bool(r.prologue_done),
                         epilogue_ok=not r.has_epilogue or bool(r.epilogue_done))
         for r in rows

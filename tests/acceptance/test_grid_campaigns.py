@@ -175,9 +175,10 @@ def test_b22_gridstat_detail_with_progress_bar_and_eta(grid: Grid) -> None:
     assert [line.split(":")[0].strip() for line in lines[7:13]] == [
         "average_jobs_duration", "stddev_jobs_duration", "jobs_throughput", "remaining_time",
         "failures_rate", "resubmit_rate"]
-    assert lines[13:20] == ["  Clusters: ", "    dahu:", "      active_jobs: 1",
+    assert lines[13:22] == ["  Clusters: ", "    dahu:", "      active_jobs: 1",
                             "      queued_jobs: 0", "      prologue_ok: true",
-                            "      epilogue_ok: true",
+                            "      epilogue_ok: true", "      running_jobs: 1",
+                            "      waiting_jobs: 0",
                             "      runs: best-effort jobs, day and night [best-effort]"]
 
 

@@ -200,9 +200,16 @@ def test_campaign_detail_has_per_cluster_counts(api: Api) -> None:
     api.add_job(campaign_id, param_id=task, cluster_id=1, state="running")
     body = api.call("GET", f"/campaigns/{campaign_id}").get_json()
     assert body["clusters"] == {"1": {"cluster_name": "dahu", "active_jobs": 1, "queued_jobs": 0,
+                                      "running_jobs": 1, "waiting_jobs": 0,
                                       "prologue_ok": False, "epilogue_ok": True,
                                       "type": "best-effort", "test_mode": False,
                                       "plan": "best-effort jobs, day and night"}}
+    api.add_job(campaign_id, param_id=_task_ids(api, campaign_id)[1], cluster_id=1,
+                state="remote_waiting")
+    api.add_job(campaign_id, param_id=_task_ids(api, campaign_id)[2], cluster_id=1,
+                state="launching")
+    counts = api.call("GET", f"/campaigns/{campaign_id}").get_json()["clusters"]["1"]
+    assert (counts["active_jobs"], counts["running_jobs"], counts["waiting_jobs"]) == (3, 1, 2)
     api.add_job(campaign_id, param_id=None, cluster_id=1, state="terminated", tag="prologue")
     body = api.call("GET", f"/campaigns/{campaign_id}").get_json()
     assert body["clusters"]["1"]["prologue_ok"] is True

@@ -172,7 +172,9 @@ def test_no_known_cluster_at_all() -> None:
 @pytest.mark.parametrize(("source", "expected"), [
     pytest.param("[1, 2]", "JDL badly defined: the JDL must be a JSON object, not an array",
                  id="not-an-object"),
-    pytest.param("", "JDL badly defined: Expecting value at line 1 column 1", id="empty"),
+    pytest.param("", "invalid JSON at line 1, column 1: Expecting value", id="empty"),
+    pytest.param('{"name": "n",\n "clusters": {}\n "nb_jobs": 1}',
+                 "invalid JSON at line 3, column 2: Expecting ',' delimiter", id="syntax-error"),
     pytest.param(b"\xff\xfe{", "JDL badly defined:", id="not-utf8"),
 ])
 def test_unparsable_jdl(source: str, expected: str) -> None:
