@@ -42,11 +42,19 @@ from cigri.daemons.runner import (
 )
 from cigri.domain import batches, colombo, failures
 from cigri.domain.campaigns import EPILOGUE_SKIPPED, epilogue_skip_message
+from cigri.domain.cluster_tokens import (
+    ADMIN_TOKEN_MISSING,
+    ADMIN_TOKEN_REJECTED,
+    MISSING_CODES,
+    REFUSED_CODES,
+    admin_token_message,
+)
 from cigri.domain.clusters import Cluster
 from cigri.domain.events import BLACKLIST
 from cigri.domain.jobs import Job, UpdateKind, plan_job_update
 from cigri.domain.oar import OarApi, OarError, OarJob, OarNotFound
-from cigri.domain.states import EventClass, EventState, JobState
+from cigri.domain.states import AuthType, EventClass, EventState, JobState
+from cigri.storage import cluster_tokens as token_store
 from cigri.storage import events as event_store
 from cigri.storage import jobs as job_store
 from cigri.storage import queue
@@ -98,6 +106,8 @@ class Updater(OarDaemon):
         self._logins.clear()
         with self.engine.begin() as conn:
             everywhere = list_clusters(conn)
+        self.check_tokens(everywhere)
+        with self.engine.begin() as conn:
             blacklisted = event_store.list_blacklisted_clusters(conn)
             busy = job_store.clusters_with_jobs_to_poll(conn)
         for cluster in everywhere:  # a disabled cluster's jobs are still followed to their end
@@ -136,8 +146,9 @@ class Updater(OarDaemon):
             except OarError as error:
                 log.warning("updater: polling %s failed: %s", cluster.name, error)
                 with self.engine.begin() as conn:
-                    record_cluster_error(conn, cluster_id=cluster.id, error=error,
-                                         now=self.clock.now())
+                    if not self._admin_token_problem(conn, cluster, error):
+                        record_cluster_error(conn, cluster_id=cluster.id, error=error,
+                                             now=self.clock.now())
                 return seen
             self._apply(cluster, oar, page, answers)
             seen += len(page)
@@ -344,6 +355,59 @@ class Updater(OarDaemon):
             return ""
         text = tail.decode("utf-8", "replace").rstrip("\n")
         return f"\nLast {self.settings.STDERR_TAIL} lines of {path}:\n{text}"
+
+    # --- OAR 3 tokens ------------------------------------------------------------------------
+
+    def check_tokens(self, clusters: Sequence[Cluster]) -> None:
+        """JWT clusters: a missing cluster-admin token opens ADMIN_TOKEN_MISSING (and blacklists
+        the cluster) before any job needs it; an open ADMIN_TOKEN_* event is closed, with its
+        blacklist, as soon as a bulk call with the admin token works again (the token was set or
+        replaced: no restart). Campaigns refused for a missing user token resume once the user
+        has one."""
+        jwt = [c for c in clusters if AuthType(c.api_auth_type) is AuthType.JWT]
+        now = self.clock.now()
+        with self.engine.begin() as conn:
+            token_store.resume_user_token_events(conn, now=now)
+            if not jwt:
+                return
+            with_token = token_store.clusters_with_admin_token(conn)
+            current = token_store.open_admin_token_events(conn)
+            for cluster in jwt:
+                if cluster.enabled and cluster.id not in with_token and cluster.id not in current:
+                    self._record_admin_token(conn, cluster, ADMIN_TOKEN_MISSING)
+        for cluster in jwt:
+            if cluster.id not in current or cluster.id not in with_token:
+                continue
+            try:
+                self.oar(cluster).get_running_jobs()
+            except OarError as error:
+                with self.engine.begin() as conn:
+                    self._admin_token_problem(conn, cluster, error)
+                continue
+            with self.engine.begin() as conn:
+                token_store.close_admin_token_events(conn, cluster_id=cluster.id,
+                                                     now=self.clock.now())
+            log.info("updater: the admin token of %s works again", cluster.name,
+                     extra={"cluster": cluster.name, "action": "admin_token"})
+
+    def _admin_token_problem(self, conn: Connection, cluster: Cluster, error: OarError) -> bool:
+        """Record a bulk call refused for the admin token of a jwt cluster (True), else False."""
+        if AuthType(cluster.api_auth_type) is not AuthType.JWT:
+            return False
+        if error.code in MISSING_CODES:
+            self._record_admin_token(conn, cluster, ADMIN_TOKEN_MISSING)
+            return True
+        if error.code in REFUSED_CODES:
+            self._record_admin_token(conn, cluster, ADMIN_TOKEN_REJECTED,
+                                     f"HTTP {error.status}: {error.message}")
+            return True
+        return False
+
+    def _record_admin_token(self, conn: Connection, cluster: Cluster, code: str,
+                            detail: str = "") -> None:
+        token_store.record_admin_token_problem(
+            conn, cluster_id=cluster.id, code=code, now=self.clock.now(),
+            message=admin_token_message(code, cluster.name, cluster.id, detail))
 
     # --- cluster health --------------------------------------------------------------------
 
