@@ -36,7 +36,7 @@ from cigri.storage import actions, queries, subscriptions, tokens
 from cigri.storage import cluster_tokens as token_store
 from cigri.storage.clusters import get_cluster, list_clusters
 from cigri.storage.collected import collection_summary
-from cigri.storage.events import is_cluster_blacklisted
+from cigri.storage.events import is_cluster_blacklisted, list_open_events
 from cigri.storage.stats import (
     campaign_cluster_stats,
     last_grid_usage_date,
@@ -754,6 +754,10 @@ def cluster_detail(cluster_id: int) -> ResponseReturnValue:
     with _engine().begin() as conn:
         cluster = get_cluster(conn, cluster_id)
         blacklisted = is_cluster_blacklisted(conn, cluster_id)
+        # open cluster-wide events other than the blacklist itself: why it is blacklisted
+        causes = sorted({e.code for e in list_open_events(conn, class_=EventClass.CLUSTER,
+                                                          cluster_id=cluster_id)
+                         if e.campaign_id is None and e.code != "BLACKLIST"})
     header = cluster.api_auth_header or (
         "Authorization" if cluster.api_auth_type is AuthType.JWT else "X_REMOTE_IDENT")
     return json_response({
@@ -764,7 +768,7 @@ def cluster_detail(cluster_id: int) -> ResponseReturnValue:
         "resource_unit": cluster.resource_unit, "power": cluster.power,
         "properties": cluster.properties,
         "stress_factor": f"{cluster.stress_factor}/{threshold}",
-        "enabled": cluster.enabled, "blacklisted": blacklisted,
+        "enabled": cluster.enabled, "blacklisted": blacklisted, "events": causes,
         "under_stress": cluster.is_stressed(threshold),
         "links": [_link("self", f"/clusters/{cluster.id}"), _link("parent", "/clusters")]})
 
