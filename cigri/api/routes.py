@@ -661,7 +661,8 @@ def _own_job(conn: Connection, job_id: int) -> dict[str, Any]:
 @api.get("/jobs/<id:job_id>")
 def get_job(job_id: int) -> ResponseReturnValue:
     with _engine().begin() as conn:
-        job = _own_job(conn, job_id)
+        _own_job(conn, job_id)
+        job = queries.get_job_detail(conn, job_id)
     body = _job_row_json(job)
     body["links"] = [_link("self", f"/jobs/{job_id}"),
                      _link("parent", f"/campaigns/{job['campaign_id']}")]
