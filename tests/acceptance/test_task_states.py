@@ -69,3 +69,12 @@ def test_a_task_back_in_the_bag_is_waiting_for_resubmission_everywhere(grid: Gri
         "gridstat", "-f", "-c", str(campaign_id)).stdout.splitlines()
     old = json.loads(grid.run("gridstat", "-j", str(first), "--json").stdout)
     assert (old["state"], old["resubmitted_as"]) == ("event", second)
+
+
+def test_gridstat_j_prints_structured_fields_as_json(grid: Grid) -> None:
+    campaign_id, (task, _, _) = _campaign(grid)
+    job = grid.add_job(campaign_id, param_id=task, state="running", remote_id=21,
+                       runner_options='{"besteffort": false, "types": ["idempotent"]}')
+    shown = grid.run("gridstat", "-j", str(job)).stdout.splitlines()
+    assert 'runner_options: {"besteffort": false, "types": ["idempotent"]}' in shown
+    assert "state: running" in shown and "remote_id: 21" in shown
