@@ -39,8 +39,9 @@ def normalize_token(raw: str) -> str:
     """The token to store, from what an admin or a user typed or piped: surrounding blanks and a
     leading `Bearer ` are dropped; empty, multi-line or space-holding values are refused."""
     token = raw.strip()
-    if token.lower().startswith(BEARER.lower()):
-        token = token[len(BEARER):].strip()
+    head, _, rest = token.partition(" ")
+    if head.lower() == BEARER.strip().lower():
+        token = rest.strip()
     if not token:
         raise BadToken("the token is empty")
     if any(ch.isspace() or ord(ch) < 32 for ch in token):
