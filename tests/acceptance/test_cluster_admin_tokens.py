@@ -103,6 +103,7 @@ def test_cigri_cluster_token_reads_the_secret_and_never_prints_it(grid: Grid,
     assert shown.stdout.splitlines()[0] == "cluster oar3c: admin token ...t-1234 (user oar)"
     assert "ADMIN_TOKEN_REJECTED" in shown.stdout
     assert "ADMIN_TOKEN_REJECTED" in grid.run("gridclusters", "-i").stdout
+    assert "refuses the cluster-admin token" in grid.run("gridevents", "-g").stdout
     empty = _cigri(grid, "cluster", "token", "oar3c", "--set", "-", stdin="\n")
     assert (empty.returncode, empty.stderr.strip()) == (1, "Error: token not set: the token is empty")
     assert _cigri(grid, "cluster", "token", "oar3c", "--remove").returncode == 0
