@@ -123,9 +123,8 @@ class Updater(OarDaemon):
         clusters = [cluster for cluster in everywhere if cluster.enabled]
         with self.engine.begin() as conn:  # most passes have no cluster error nor blacklist
             watched = event_store.list_open_events(conn, code=_WATCHED_CODES, limit=1)
-        if watched:  # a missing user token always comes with an open campaign blacklist
-            with self.engine.begin() as conn:
-                token_store.resume_user_token_events(conn, now=self.clock.now())
+        if watched:  # a token problem always comes with an open blacklist
+            self.settle_tokens(everywhere)
             self.autofix(clusters)
             self.lift_blacklists()
         now = self.clock.now()
@@ -400,6 +399,18 @@ class Updater(OarDaemon):
             log.info("updater: the admin token of %s works again", cluster.name,
                      extra={"cluster": cluster.name, "action": "admin_token"})
         return fixed
+
+    def settle_tokens(self, clusters: Sequence[Cluster]) -> None:
+        """Resume the campaigns stopped for a missing user token that the user has now; close the
+        ADMIN_TOKEN_* events of clusters that no longer authenticate with JWT (an admin changed
+        `api_auth_type`: no token is needed there any more)."""
+        jwt = {c.id for c in clusters if AuthType(c.api_auth_type) is AuthType.JWT}
+        now = self.clock.now()
+        with self.engine.begin() as conn:
+            token_store.resume_user_token_events(conn, now=now)
+            for cluster_id in token_store.open_admin_token_events(conn):
+                if cluster_id not in jwt:
+                    token_store.close_admin_token_events(conn, cluster_id=cluster_id, now=now)
 
     def _admin_token_problem(self, conn: Connection, cluster: Cluster, error: OarError) -> bool:
         """Record a bulk call refused for the admin token of a jwt cluster (True), else False."""

@@ -213,3 +213,17 @@ def test_a_user_without_token_gets_an_event_naming_gridtoken_and_resumes_once_se
     assert {e.state for e in event_rows(grid.engine, "RUNNER_SUBMIT_TOKEN_NOT_FOUND")} == {
         "closed"}
     assert _campaign_state(grid, campaign) == "terminated"
+
+
+def test_a_cluster_that_stops_using_jwt_is_no_longer_blacklisted_for_its_admin_token(
+        grid: Grid) -> None:
+    engine = Engine3(grid)
+    engine.updater.run(loops=1)
+    cluster = grid.clusters[0]
+    assert [e.state for e in event_rows(grid.engine, "ADMIN_TOKEN_MISSING")] == ["open"]
+    with grid.engine.begin() as conn:
+        set_cluster_fields(conn, cluster.id, api_auth_type="header")
+    engine.updater.run(loops=1)
+    assert [e.state for e in event_rows(grid.engine, "ADMIN_TOKEN_MISSING")] == ["closed"]
+    with grid.engine.begin() as conn:
+        assert not event_store.is_cluster_blacklisted(conn, cluster.id)
