@@ -64,9 +64,12 @@ ROUTES: Final[list[tuple[str, str, str, int, str | None]]] = [
     ("/notifications/{kind}", "post", "Subscribe (kind: mail, jabber, webhook, log)", 201,
      "subscription"),
     ("/notifications/{kind}", "delete", "Unsubscribe ?identity=...", 202, None),
-    ("/tokens", "get", "My OAR 3 JWT cluster tokens (masked)", 200, None),
-    ("/tokens", "post", "Register an OAR 3 JWT for a jwt cluster", 201, "cluster_token"),
-    ("/tokens/{cluster_id}", "delete", "Remove my JWT for a cluster", 202, None),
+    ("/tokens", "get", "My OAR 3 JWT cluster tokens (masked); for an admin the clusters' "
+     "admin tokens (?mine=1: the admin's own; ?admin=1: admins only)", 200, None),
+    ("/tokens", "post", "Register (or replace) an OAR 3 JWT for a jwt cluster; an admin's is the "
+     "cluster-admin token (?mine=1: the admin's own)", 201, "cluster_token"),
+    ("/tokens/{cluster_id}", "delete", "Remove my JWT (an admin: the cluster-admin token) for a "
+     "cluster", 202, None),
     ("/api-tokens", "get", "My API bearer tokens (never the secret)", 200, None),
     ("/api-tokens", "post", "Create an API bearer token; the secret is shown once", 201,
      "api_token"),

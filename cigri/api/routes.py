@@ -24,7 +24,7 @@ from werkzeug.routing import BaseConverter
 
 from cigri.api.app import ApiError, Identity, json_response
 from cigri.config import Settings
-from cigri.domain import batches
+from cigri.domain import batches, cluster_tokens
 from cigri.domain.admission import AdmissionRefused, check_admission
 from cigri.domain.clock import Clock
 from cigri.domain.clusters import Cluster
@@ -35,9 +35,10 @@ from cigri.domain.oar import OarError, OarNotFound
 from cigri.domain.states import AuthType, CampaignState, EventClass, NotificationType, Severity
 from cigri.domain.stats import ClusterStats, forecast
 from cigri.storage import actions, queries, subscriptions, tokens
+from cigri.storage import cluster_tokens as token_store
 from cigri.storage.clusters import get_cluster, list_clusters
 from cigri.storage.collected import collection_summary
-from cigri.storage.events import is_cluster_blacklisted
+from cigri.storage.events import is_cluster_blacklisted, list_open_events
 from cigri.storage.stats import (
     campaign_cluster_stats,
     last_grid_usage_date,
@@ -699,7 +700,8 @@ def _own_job(conn: Connection, job_id: int) -> dict[str, Any]:
 @api.get("/jobs/<id:job_id>")
 def get_job(job_id: int) -> ResponseReturnValue:
     with _engine().begin() as conn:
-        job = _own_job(conn, job_id)
+        _own_job(conn, job_id)
+        job = queries.get_job_detail(conn, job_id)
     body = _job_row_json(job)
     body["links"] = [_link("self", f"/jobs/{job_id}"),
                      _link("parent", f"/campaigns/{job['campaign_id']}")]
@@ -792,6 +794,10 @@ def cluster_detail(cluster_id: int) -> ResponseReturnValue:
     with _engine().begin() as conn:
         cluster = get_cluster(conn, cluster_id)
         blacklisted = is_cluster_blacklisted(conn, cluster_id)
+        # open cluster-wide events other than the blacklist itself: why it is blacklisted
+        causes = sorted({e.code for e in list_open_events(conn, class_=EventClass.CLUSTER,
+                                                          cluster_id=cluster_id)
+                         if e.campaign_id is None and e.code != "BLACKLIST"})
     header = cluster.api_auth_header or (
         "Authorization" if cluster.api_auth_type is AuthType.JWT else "X_REMOTE_IDENT")
     return json_response({
@@ -802,7 +808,7 @@ def cluster_detail(cluster_id: int) -> ResponseReturnValue:
         "resource_unit": cluster.resource_unit, "power": cluster.power,
         "properties": cluster.properties,
         "stress_factor": f"{cluster.stress_factor}/{threshold}",
-        "enabled": cluster.enabled, "blacklisted": blacklisted,
+        "enabled": cluster.enabled, "blacklisted": blacklisted, "events": causes,
         "under_stress": cluster.is_stressed(threshold),
         **_night_json(cluster),
         "links": [_link("self", f"/clusters/{cluster.id}"), _link("parent", "/clusters")]})
@@ -944,21 +950,32 @@ def unsubscribe(kind: str) -> ResponseReturnValue:
 
 
 def _token_login(identity: Identity) -> str:
-    return "oar" if identity.is_admin and request.args.get("admin") else identity.user
+    """Whose cluster tokens a call is about. As in v3 (root's tokens are the `oar` login's), an
+    admin's tokens are the clusters' admin tokens, unless `mine=1` asks for the admin's own;
+    `admin=1` says so explicitly and is refused to non-admins (never stored as their own)."""
+    if _flag("admin") and not identity.is_admin:
+        raise ApiError(403, "Forbidden", f"User '{identity.user}' is not a cigri admin: only an "
+                       "admin sets a cluster-admin token")
+    if identity.is_admin and (_flag("admin") or not _flag("mine")):
+        return cluster_tokens.ADMIN_LOGIN
+    return identity.user
 
 
 @api.get("/tokens")
 def list_cluster_tokens() -> ResponseReturnValue:
     identity = _who()
+    login = _token_login(identity)
     with _engine().begin() as conn:
         rows = conn.execute(select(users_mapping.c.cluster_id, users_mapping.c.cluster_login)
-                            .where(users_mapping.c.grid_login == _token_login(identity),
-                                   users_mapping.c.cluster_login.like("Bearer %"))
+                            .where(users_mapping.c.grid_login == login,
+                                   users_mapping.c.cluster_login.ilike("bearer %"))
                             .order_by(users_mapping.c.cluster_id)).all()
     # v3 printed tokens in clear; only the end of each is shown now.
-    items = [{"cluster_id": r.cluster_id, "token": "..." + str(r.cluster_login)[-6:]}
-             for r in rows]
-    return json_response({"items": items, "links": [_link("self", "/tokens/")]})
+    admin = login == cluster_tokens.ADMIN_LOGIN
+    items = [{"cluster_id": r.cluster_id, "token": cluster_tokens.mask(r.cluster_login),
+              "admin": admin, **cluster_tokens.claims(r.cluster_login)} for r in rows]
+    return json_response({"items": items, "admin": admin,
+                          "links": [_link("self", "/tokens/")]})
 
 
 def _jwt_cluster(conn: Connection, cluster_id: Any) -> None:
@@ -975,26 +992,32 @@ def _jwt_cluster(conn: Connection, cluster_id: Any) -> None:
 @api.post("/tokens")
 def add_cluster_token() -> ResponseReturnValue:
     identity = _who()
-    from cigri.storage.users import set_user_mapping
-
+    login = _token_login(identity)
     body = _json_body()
     if not isinstance(body, dict) or not isinstance(body.get("token"), str):
         raise ApiError(400, "Bad request", "expected {\"cluster_id\": int, \"token\": str}")
+    try:
+        token = cluster_tokens.normalize_token(body["token"])
+    except cluster_tokens.BadToken as error:
+        raise ApiError(400, "Bad request", error.message) from error
     with _engine().begin() as conn:
         _jwt_cluster(conn, body.get("cluster_id"))
-        set_user_mapping(conn, grid_login=_token_login(identity), cluster_id=body["cluster_id"],
-                         cluster_login=f"Bearer {body['token']}")
-    return _status(201, "Created", "New token registered")
+        token_store.set_token(conn, grid_login=login, cluster_id=body["cluster_id"], token=token)
+    admin = login == cluster_tokens.ADMIN_LOGIN
+    message = (f"Cluster-admin token of cluster {body['cluster_id']} registered"
+               if admin else "New token registered")
+    return json_response({"status": 201, "title": "Created", "message": message,
+                          "cluster_id": body["cluster_id"], "admin": admin,
+                          "token": cluster_tokens.mask(token)}, 201)
 
 
 @api.delete("/tokens/<id:cluster_id>")
 def remove_cluster_token(cluster_id: int) -> ResponseReturnValue:
     identity = _who()
-    from cigri.storage.users import remove_user_mapping
-
+    login = _token_login(identity)
     with _engine().begin() as conn:
         _jwt_cluster(conn, cluster_id)
-        if not remove_user_mapping(conn, grid_login=_token_login(identity), cluster_id=cluster_id):
+        if not token_store.remove_token(conn, grid_login=login, cluster_id=cluster_id):
             raise ApiError(404, "Not found", f"No token on cluster {cluster_id}")
     return _status(202, "Accepted", "Token removed")
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 import click
 
 from cigri import __version__
+from cigri.cli.cluster_token import cluster_token
 from cigri.cli.clusters import cluster
 from cigri.cli.db import db
 from cigri.cli.demo import demo
@@ -34,6 +35,7 @@ def cli() -> None:
 for command in (db, config, jdl, cluster, user_priority, user_mapping, token, status, demo,
                 sandbox, maintenance):
     cli.add_command(command)
+cluster.add_command(cluster_token)  # `cigri cluster token NAME`
 
 
 def main() -> None:

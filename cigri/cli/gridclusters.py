@@ -19,7 +19,9 @@ USAGE_KEYS: Final = ("max_resources", "used_resources", "used_by_cigri", "unavai
 
 def _status_line(cluster: dict[str, Any]) -> str:
     flags = "".join([", BLACKLISTED" if cluster.get("blacklisted") else "",
-                     ", UNDER_STRESS" if cluster.get("under_stress") else ""])
+                     ", UNDER_STRESS" if cluster.get("under_stress") else "",
+                     *(f", {code}" for code in cluster.get("events") or ()
+                       if code != "UNDER_STRESS")])
     return (f"{cluster['id']}: {cluster['name']} , {cluster.get('ssh_host') or ''} "
             f"(stress:{cluster.get('stress_factor')}{flags}){_night(cluster)}")
 

@@ -135,6 +135,16 @@ def _remaining(campaign: dict[str, Any], stats: dict[str, Any]) -> float | None:
     return None if value is None else float(value)
 
 
+def field_text(value: Any) -> str:
+    """One `key: value` value of `gridstat -j`: structured values (objects, lists, booleans) as
+    JSON, never Python reprs; nothing for null."""
+    if value is None:
+        return ""
+    if isinstance(value, dict | list | bool):
+        return json.dumps(value, sort_keys=True)
+    return str(value)
+
+
 def _task_line(item: dict[str, Any]) -> str:
     def star(value: Any) -> str:
         return "*" if value is None else str(value)
@@ -214,7 +224,7 @@ def _job(api: ApiClient, job_id: int, stdout: bool, stderr: bool, cinfos: bool, 
         return
     for key, value in job.items():
         if key != "links":
-            click.echo(f"{key}: {'' if value is None else value}")
+            click.echo(f"{key}: {field_text(value)}")
 
 
 @click.command(context_settings={"help_option_names": ["-h", "--help"]})

@@ -56,7 +56,7 @@ from cigri.daemons.base import (
     is_database_outage,
     start_listener,
 )
-from cigri.domain import batches, colombo
+from cigri.domain import batches, cluster_tokens, colombo
 from cigri.domain.admission import may_run_normal_jobs
 from cigri.domain.clusters import Cluster
 from cigri.domain.events import BLACKLIST
@@ -65,6 +65,7 @@ from cigri.domain.night import JobMode, NightWindow, job_mode
 from cigri.domain.oar import OarApi, OarError, OarJob, OarRejected, SubmitRequest
 from cigri.domain.states import (
     PRIORITY_RESUBMIT,
+    AuthType,
     CampaignState,
     EventClass,
     EventState,
@@ -481,7 +482,7 @@ class ClusterRunner(Daemon):
         try:
             answer = self.oar.submit(request, user=context.cluster_login)
         except OarRejected as error:
-            self._record_rejection(submission_id, items, error)
+            self._record_rejection(submission_id, items, error, login=context.cluster_login)
             return 0
         except OarError as error:
             log.warning("%s: submission %s of campaign %d has no answer (%s); will reconcile",
@@ -511,11 +512,18 @@ class ClusterRunner(Daemon):
         return recorded
 
     def _record_rejection(self, submission_id: int, items: Sequence[LaunchItem],
-                          error: OarRejected) -> None:
-        """Behaviour 21: OAR refused; one RUNNER_SUBMIT_* event per job, campaign blacklisted."""
+                          error: OarRejected, *, login: str = "") -> None:
+        """Behaviour 21: OAR refused; one RUNNER_SUBMIT_* event per job, campaign blacklisted.
+        On a jwt cluster a missing or refused user token says which `gridtoken` fixes it."""
         code = _SUBMIT_ERROR_CODES.get(error.status or 0, RUNNER_SUBMIT_ERROR)
-        if error.code == "JWT_TOKEN_NOT_FOUND":
-            code = "RUNNER_SUBMIT_TOKEN_NOT_FOUND"
+        message = f"{error.message} {error.body or ''}".strip()
+        if error.code in cluster_tokens.MISSING_CODES:
+            code = cluster_tokens.USER_TOKEN_MISSING
+            message = cluster_tokens.user_token_message(login, self.cluster.name, self.cluster.id)
+        elif code == "RUNNER_SUBMIT_PERMISSION_DENIED" and \
+                AuthType(self.cluster.api_auth_type) is AuthType.JWT:
+            message = cluster_tokens.user_token_refused_message(
+                "the campaign owner", self.cluster.name, self.cluster.id, message)
         now = self.clock.now()
         campaign_id = items[0].campaign_id
         log.warning("%s: OAR refused submission %d of campaign %d: %s", self.name,
@@ -529,7 +537,7 @@ class ClusterRunner(Daemon):
                 event_id = event_store.record_event(
                     conn, class_=EventClass.JOB, code=code, job_id=item.job_id,
                     campaign_id=campaign_id, cluster_id=self.cluster.id, now=now,
-                    message=f"{error.message} {error.body or ''}".strip(), checked=True)
+                    message=message, checked=True)
                 first = first or event_id
             if first is not None:
                 open_campaign_blacklist(conn, failure_id=first, now=now)

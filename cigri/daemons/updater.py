@@ -11,6 +11,11 @@ completion (`FINISHED_CAMPAIGN`, `completion_time`). Does not submit (runner) no
 No transaction spans an OAR call: reads from OAR happen first, then each job's change is written in
 a short, state-guarded transaction, so a job moved meanwhile by nikita or a user is left alone.
 
+OAR 3 (jwt) clusters: a missing or refused cluster-admin token is an open ADMIN_TOKEN_MISSING /
+ADMIN_TOKEN_REJECTED cluster event with a whole-cluster blacklist, closed as soon as a bulk call
+with the token works again; campaigns stopped for a missing user token (RUNNER_SUBMIT_TOKEN_NOT_FOUND)
+resume once the user has one (`cigri.storage.cluster_tokens`, docs/oar.md).
+
 Settings: UPDATER_INTERVAL, STDERR_TAIL, AUTOFIX_DELAY, STRESS_FACTOR, DEFAULT_MAX_RESUBMISSIONS,
 REST_QUERIES_TIMEOUT, EPILOGUE_BLACKLIST_TIMEOUT.
 
@@ -42,11 +47,19 @@ from cigri.daemons.runner import (
 )
 from cigri.domain import batches, colombo, failures
 from cigri.domain.campaigns import EPILOGUE_SKIPPED, epilogue_skip_message
+from cigri.domain.cluster_tokens import (
+    ADMIN_TOKEN_MISSING,
+    ADMIN_TOKEN_REJECTED,
+    MISSING_CODES,
+    REFUSED_CODES,
+    admin_token_message,
+)
 from cigri.domain.clusters import Cluster
 from cigri.domain.events import BLACKLIST
 from cigri.domain.jobs import Job, UpdateKind, plan_job_update
 from cigri.domain.oar import OarApi, OarError, OarJob, OarNotFound
-from cigri.domain.states import EventClass, EventState, JobState
+from cigri.domain.states import AuthType, EventClass, EventState, JobState
+from cigri.storage import cluster_tokens as token_store
 from cigri.storage import events as event_store
 from cigri.storage import jobs as job_store
 from cigri.storage import queue
@@ -98,15 +111,20 @@ class Updater(OarDaemon):
         self._logins.clear()
         with self.engine.begin() as conn:
             everywhere = list_clusters(conn)
+            to_probe = self._admin_tokens_in(conn, everywhere)
             blacklisted = event_store.list_blacklisted_clusters(conn)
             busy = job_store.clusters_with_jobs_to_poll(conn)
+        if to_probe and self.probe_admin_tokens(to_probe):
+            with self.engine.begin() as conn:  # a token works again: its blacklist is gone
+                blacklisted = event_store.list_blacklisted_clusters(conn)
         for cluster in everywhere:  # a disabled cluster's jobs are still followed to their end
             if cluster.id not in blacklisted and cluster.id in busy:
                 self.poll_cluster(cluster)
         clusters = [cluster for cluster in everywhere if cluster.enabled]
         with self.engine.begin() as conn:  # most passes have no cluster error nor blacklist
             watched = event_store.list_open_events(conn, code=_WATCHED_CODES, limit=1)
-        if watched:
+        if watched:  # a token problem always comes with an open blacklist
+            self.settle_tokens(everywhere)
             self.autofix(clusters)
             self.lift_blacklists()
         now = self.clock.now()
@@ -137,8 +155,9 @@ class Updater(OarDaemon):
             except OarError as error:
                 log.warning("updater: polling %s failed: %s", cluster.name, error)
                 with self.engine.begin() as conn:
-                    record_cluster_error(conn, cluster_id=cluster.id, error=error,
-                                         now=self.clock.now())
+                    if not self._admin_token_problem(conn, cluster, error):
+                        record_cluster_error(conn, cluster_id=cluster.id, error=error,
+                                             now=self.clock.now())
                 return seen
             self._apply(cluster, oar, page, answers)
             seen += len(page)
@@ -346,6 +365,73 @@ class Updater(OarDaemon):
             return ""
         text = tail.decode("utf-8", "replace").rstrip("\n")
         return f"\nLast {self.settings.STDERR_TAIL} lines of {path}:\n{text}"
+
+    # --- OAR 3 tokens ------------------------------------------------------------------------
+
+    def _admin_tokens_in(self, conn: Connection, clusters: Sequence[Cluster]) -> list[Cluster]:
+        """JWT clusters, in the pass's first transaction: a missing cluster-admin token opens
+        ADMIN_TOKEN_MISSING (and blacklists the cluster) before any job needs it. Returns the
+        clusters whose open ADMIN_TOKEN_* event may be over (they have a token now): for
+        `probe_admin_tokens`. No statement on a grid without jwt clusters."""
+        jwt = [c for c in clusters if AuthType(c.api_auth_type) is AuthType.JWT]
+        if not jwt:
+            return []
+        with_token = token_store.clusters_with_admin_token(conn)
+        current = token_store.open_admin_token_events(conn)
+        for cluster in jwt:
+            if cluster.enabled and cluster.id not in with_token and cluster.id not in current:
+                self._record_admin_token(conn, cluster, ADMIN_TOKEN_MISSING)
+        return [c for c in jwt if c.id in current and c.id in with_token]
+
+    def probe_admin_tokens(self, clusters: Sequence[Cluster]) -> int:
+        """One bulk call with the admin token of each cluster; where it works, its ADMIN_TOKEN_*
+        event and blacklist are closed (the token was set or replaced: no restart), where it is
+        refused the event says so. Returns how many clusters work again."""
+        fixed = 0
+        for cluster in clusters:
+            try:
+                self.oar(cluster).get_running_jobs()
+            except OarError as error:
+                with self.engine.begin() as conn:
+                    self._admin_token_problem(conn, cluster, error)
+                continue
+            with self.engine.begin() as conn:
+                fixed += token_store.close_admin_token_events(conn, cluster_id=cluster.id,
+                                                              now=self.clock.now()) > 0
+            log.info("updater: the admin token of %s works again", cluster.name,
+                     extra={"cluster": cluster.name, "action": "admin_token"})
+        return fixed
+
+    def settle_tokens(self, clusters: Sequence[Cluster]) -> None:
+        """Resume the campaigns stopped for a missing user token that the user has now; close the
+        ADMIN_TOKEN_* events of clusters that no longer authenticate with JWT (an admin changed
+        `api_auth_type`: no token is needed there any more)."""
+        jwt = {c.id for c in clusters if AuthType(c.api_auth_type) is AuthType.JWT}
+        now = self.clock.now()
+        with self.engine.begin() as conn:
+            token_store.resume_user_token_events(conn, now=now)
+            for cluster_id in token_store.open_admin_token_events(conn):
+                if cluster_id not in jwt:
+                    token_store.close_admin_token_events(conn, cluster_id=cluster_id, now=now)
+
+    def _admin_token_problem(self, conn: Connection, cluster: Cluster, error: OarError) -> bool:
+        """Record a bulk call refused for the admin token of a jwt cluster (True), else False."""
+        if AuthType(cluster.api_auth_type) is not AuthType.JWT:
+            return False
+        if error.code in MISSING_CODES:
+            self._record_admin_token(conn, cluster, ADMIN_TOKEN_MISSING)
+            return True
+        if error.code in REFUSED_CODES:
+            self._record_admin_token(conn, cluster, ADMIN_TOKEN_REJECTED,
+                                     f"HTTP {error.status}: {error.message}")
+            return True
+        return False
+
+    def _record_admin_token(self, conn: Connection, cluster: Cluster, code: str,
+                            detail: str = "") -> None:
+        token_store.record_admin_token_problem(
+            conn, cluster_id=cluster.id, code=code, now=self.clock.now(),
+            message=admin_token_message(code, cluster.name, cluster.id, detail))
 
     # --- cluster health --------------------------------------------------------------------
 

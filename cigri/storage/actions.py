@@ -203,6 +203,16 @@ def fix_event(conn: Connection, event_id: int, *, resubmit: bool, now: datetime)
     _apply_fix(conn, [event], resubmit=resubmit, campaign_wide=False, now=now)
 
 
+def fix_events(conn: Connection, found: Sequence[Event], *, resubmit: bool,
+                now: datetime) -> FixPlan:
+    """Close these open events of any campaigns (each campaign locked first); with `resubmit`,
+    each failed task once (`plan_fix`). The updater's way to resume what a missing token
+    stopped."""
+    for campaign_id in sorted({e.campaign_id for e in found if e.campaign_id is not None}):
+        _lock_campaign(conn, campaign_id)
+    return _apply_fix(conn, found, resubmit=resubmit, campaign_wide=False, now=now)
+
+
 def fix_campaign_events(conn: Connection, campaign_id: int, *, resubmit: bool,
                         now: datetime) -> int:
     """Close a campaign's open events but BLACKLIST (lifted by the updater once its cause is

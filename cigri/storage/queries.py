@@ -240,6 +240,38 @@ def get_campaign_jdl(conn: Connection, campaign_id: int) -> str | None:
 # ---------------------------------------------------------------- tasks and jobs
 
 
+WAITING_RESUBMISSION: Final = "waiting_resubmission"
+_ENDED: Final = frozenset({JobState.TERMINATED.value, JobState.EVENT.value})
+
+
+def task_state(latest_job_state: str | None, bag: bool | None) -> str:
+    """What a task is doing, from its latest job's state (None: it has had none) and its place in
+    the bag (None: not there; False: waiting; True: queued on a cluster). A task back in the bag
+    after a job that ended (exit 66/67, a kill, a fixed event) is `waiting_resubmission`, not
+    its old job's `event`."""
+    if latest_job_state is None:
+        if bag is None:
+            return "cancelled"
+        return "queued" if bag else "pending"
+    if bag is not None and latest_job_state in _ENDED:
+        return WAITING_RESUBMISSION
+    return latest_job_state
+
+
+def _bag_states(conn: Connection, param_ids: Sequence[int]) -> dict[int, bool]:
+    """Parameter id -> queued (True) or waiting unqueued (False), for those in the bag."""
+    found: dict[int, bool] = {}
+    if not param_ids:
+        return found
+    for task in conn.execute(
+        select(bag_of_tasks.c.param_id, jobs_to_launch.c.id.label("queued"))
+        .outerjoin(jobs_to_launch, jobs_to_launch.c.task_id == bag_of_tasks.c.id)
+        .where(bag_of_tasks.c.param_id.in_(list(param_ids)))
+    ):
+        found[task.param_id] = found.get(task.param_id, False) or task.queued is not None
+    return found
+
+
 def list_tasks(conn: Connection, campaign_id: int, *, after: int = 0, offset: int = 0,
                limit: int = 100) -> list[TaskRow]:
     """One row per task (parameter) by id, with its latest job: a keyset page after `after`.
@@ -263,23 +295,10 @@ def list_tasks(conn: Connection, campaign_id: int, *, after: int = 0, offset: in
         .outerjoin(clusters, clusters.c.id == jobs.c.cluster_id)
         .order_by(page_sq.c.id)
     ).all()
-    waiting_ids = [r.id for r in rows if r.job_id is None]
-    in_bag: dict[int, bool] = {}
-    if waiting_ids:
-        for task in conn.execute(
-            select(bag_of_tasks.c.param_id, jobs_to_launch.c.id.label("queued"))
-            .outerjoin(jobs_to_launch, jobs_to_launch.c.task_id == bag_of_tasks.c.id)
-            .where(bag_of_tasks.c.param_id.in_(waiting_ids))
-        ):
-            in_bag[task.param_id] = in_bag.get(task.param_id, False) or task.queued is not None
+    in_bag = _bag_states(conn, [r.id for r in rows])
     result = []
     for r in rows:
-        if r.job_id is not None:
-            state = r.state
-        elif r.id in in_bag:
-            state = "queued" if in_bag[r.id] else "pending"
-        else:
-            state = "cancelled"
+        state = task_state(r.state if r.job_id is not None else None, in_bag.get(r.id))
         result.append(TaskRow(id=r.id, name=r.name, parameters=r.param,
                               cluster=r.cluster_name, cigri_job_id=r.job_id,
                               remote_id=r.remote_id, state=state))
@@ -301,7 +320,8 @@ def get_task(conn: Connection, campaign_id: int, param_id: int) -> dict[str, Any
             .outerjoin(clusters, clusters.c.id == jobs.c.cluster_id)
             .where(jobs.c.param_id == param_id).order_by(jobs.c.id))
     ]
-    state = executions[-1]["state"] if executions else "pending"
+    state = task_state(executions[-1]["state"] if executions else None,
+                       _bag_states(conn, [param_id]).get(param_id))
     return {"id": row.id, "name": row.name, "parameters": row.param, "state": state,
             "execution": executions}
 
@@ -319,6 +339,22 @@ def get_job(conn: Connection, job_id: int) -> dict[str, Any]:
     if row is None:
         raise JobNotFound(f"Job {job_id} not found")
     return dict(row._mapping)
+
+
+def get_job_detail(conn: Connection, job_id: int) -> dict[str, Any]:
+    """`get_job`, saying what became of an ended job's task as the task list does: its state is
+    `waiting_resubmission` while the task waits in the bag again, and `resubmitted_as` names the
+    job that ran it next."""
+    found = get_job(conn, job_id)
+    param_id = found["param_id"]
+    if found["state"] in _ENDED and param_id is not None:
+        newer = conn.execute(select(func.min(jobs.c.id)).where(
+            jobs.c.param_id == param_id, jobs.c.id > job_id)).scalar_one_or_none()
+        if newer is not None:
+            found["resubmitted_as"] = newer
+        else:
+            found["state"] = task_state(found["state"], _bag_states(conn, [param_id]).get(param_id))
+    return found
 
 
 def list_finished_jobs(conn: Connection, campaign_id: int, *, after: int = 0,
