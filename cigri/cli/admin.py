@@ -15,6 +15,7 @@ from cigri.cli.db import db
 from cigri.cli.demo import demo
 from cigri.cli.jdl import jdl
 from cigri.cli.maintenance import maintenance
+from cigri.cli.metrics import metrics
 from cigri.cli.settings import config
 from cigri.cli.status import status
 from cigri.cli.tokens import token
@@ -33,7 +34,7 @@ def cli() -> None:
 
 
 for command in (db, config, jdl, cluster, user_priority, user_mapping, token, status, demo,
-                maintenance):
+                maintenance, metrics):
     cli.add_command(command)
 
 

@@ -1,0 +1,181 @@
+"""SQL behind `/metrics`: the daemons' counters (`daemon_counters`, added to once per pass) and
+the grid state read from small or maintained tables, never from a scan of `jobs`.
+
+What a scrape reads (each bounded whatever the number of jobs):
+- terminated task jobs per cluster: the trigger-kept sums of `campaign_cluster_job_stats`
+  (SQLite: counted from `jobs`);
+- jobs in every other state per cluster: one index-only count per (cluster, state) on
+  `ix_jobs_cluster_state` (active jobs are bounded by the taps; `event` jobs by the failures);
+- tasks in the bag: the sums of `bag_task_counts` (migration 0011; SQLite: counted);
+- tasks queued per cluster (`jobs_to_launch`, bounded), open taps' rates, campaigns by state,
+  open events by class, open cluster blacklists, stress factors, heartbeats.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import datetime
+
+from sqlalchemy import Connection, String, and_, column, func, select, true, values
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+
+from cigri.domain.events import BLACKLIST
+from cigri.domain.heartbeats import Heartbeat
+from cigri.domain.states import EventState, JobState, TapState
+from cigri.domain.telemetry import Labels, Series
+from cigri.storage.heartbeats import list_heartbeats
+from cigri.storage.tables import (
+    bag_of_tasks,
+    bag_task_counts,
+    campaign_cluster_job_stats,
+    campaigns,
+    clusters,
+    daemon_counters,
+    events,
+    jobs,
+    jobs_to_launch,
+    taps,
+)
+
+# Counted per (cluster, state) through the index; `terminated` comes from the maintained sums.
+_COUNTED_STATES = tuple(state.value for state in JobState if state is not JobState.TERMINATED)
+
+
+@dataclass(kw_only=True)
+class ClusterFigures:
+    name: str
+    enabled: bool
+    stress_factor: float
+    jobs: dict[str, int] = field(default_factory=dict)  # job state -> count
+    queued: int = 0  # tasks in jobs_to_launch
+    tap_rate: int = 0  # sum of the open taps' rates
+    blacklisted_since: datetime | None = None  # oldest open whole-cluster BLACKLIST
+
+
+@dataclass(kw_only=True)
+class GridFigures:
+    clusters: list[ClusterFigures]
+    campaigns: dict[str, int]  # campaign state -> count
+    tasks_in_bag: int
+    open_events: dict[str, int]  # event class -> open events
+    heartbeats: list[Heartbeat]
+    campaign_tasks: dict[int, int] | None = None  # campaign id -> tasks in the bag (opt-in)
+    user_campaigns: dict[tuple[str, str], int] | None = None  # (user, state) -> n (opt-in)
+
+
+def encode_labels(labels: Labels) -> str:
+    return json.dumps([list(pair) for pair in labels], separators=(",", ":"))
+
+
+def decode_labels(text: str) -> Labels:
+    return tuple((str(key), str(value)) for key, value in json.loads(text))
+
+
+def add_counters(conn: Connection, deltas: Mapping[Series, float]) -> None:
+    """Add `deltas` to their series, in ONE statement (a multi-row upsert, in key order so two
+    daemons flushing at once lock the rows in the same order and cannot deadlock)."""
+    if not deltas:
+        return
+    rows = sorted(({"name": name, "labels": encode_labels(labels), "value": value}
+                   for (name, labels), value in deltas.items()),
+                  key=lambda row: (row["name"], row["labels"]))
+    insert = pg_insert if conn.dialect.name == "postgresql" else sqlite_insert
+    statement = insert(daemon_counters).values(rows)
+    statement = statement.on_conflict_do_update(
+        index_elements=[daemon_counters.c.name, daemon_counters.c.labels],
+        set_={"value": daemon_counters.c.value + statement.excluded.value})
+    conn.execute(statement)
+
+
+def read_counters(conn: Connection) -> dict[Series, float]:
+    rows = conn.execute(select(daemon_counters.c.name, daemon_counters.c.labels,
+                               daemon_counters.c.value))
+    return {(row.name, decode_labels(row.labels)): float(row.value) for row in rows}
+
+
+def read_grid_figures(conn: Connection, *, per_campaign: bool = False,
+                      per_user: bool = False) -> GridFigures:
+    """The grid's state for one scrape (run it in one transaction for one snapshot)."""
+    by_id = {row.id: ClusterFigures(name=row.name, enabled=bool(row.enabled),
+                                    stress_factor=float(row.stress_factor or 0))
+             for row in conn.execute(select(clusters.c.id, clusters.c.name, clusters.c.enabled,
+                                            clusters.c.stress_factor))}
+    for cluster_id, state, count in _job_counts(conn, list(by_id)):
+        if cluster_id in by_id:
+            by_id[cluster_id].jobs[state] = by_id[cluster_id].jobs.get(state, 0) + int(count)
+    for cluster_id, count in conn.execute(
+            select(jobs_to_launch.c.cluster_id, func.count()).group_by(jobs_to_launch.c.cluster_id)):
+        if cluster_id in by_id:
+            by_id[cluster_id].queued = int(count)
+    for cluster_id, rate in conn.execute(
+            select(taps.c.cluster_id, func.sum(taps.c.rate))
+            .where(taps.c.state == TapState.OPEN.value).group_by(taps.c.cluster_id)):
+        if cluster_id in by_id:
+            by_id[cluster_id].tap_rate = int(rate or 0)
+    for cluster_id, since in conn.execute(
+            select(events.c.cluster_id, func.min(events.c.date_open))
+            .where(events.c.code == BLACKLIST, events.c.state == EventState.OPEN.value,
+                   events.c.campaign_id.is_(None), events.c.cluster_id.is_not(None))
+            .group_by(events.c.cluster_id)):
+        if cluster_id in by_id:
+            by_id[cluster_id].blacklisted_since = since
+    campaign_states = {state: int(count) for state, count in conn.execute(
+        select(campaigns.c.state, func.count()).group_by(campaigns.c.state))}
+    open_events = {class_: int(count) for class_, count in conn.execute(
+        select(events.c.class_, func.count()).where(events.c.state == EventState.OPEN.value)
+        .group_by(events.c.class_))}
+    bag = _bag_counts(conn)
+    figures = GridFigures(
+        clusters=sorted(by_id.values(), key=lambda cluster: cluster.name),
+        campaigns=campaign_states, tasks_in_bag=sum(bag.values()), open_events=open_events,
+        heartbeats=list_heartbeats(conn))
+    if per_campaign:
+        figures.campaign_tasks = {campaign: tasks for campaign, tasks in bag.items() if tasks}
+    if per_user:
+        figures.user_campaigns = {(user, state): int(count) for user, state, count in
+                                  conn.execute(select(campaigns.c.grid_user, campaigns.c.state,
+                                                      func.count())
+                                               .group_by(campaigns.c.grid_user,
+                                                         campaigns.c.state))}
+    return figures
+
+
+def _job_counts(conn: Connection, cluster_ids: list[int]) -> list[tuple[int, str, int]]:
+    """(cluster id, state, jobs). On PostgreSQL: terminated task jobs from the maintained sums,
+    every other state by one index-only count per (cluster, state) through a LATERAL join, which
+    the planner cannot turn into a scan of `jobs`."""
+    if conn.dialect.name != "postgresql":
+        return [(int(c), str(s), int(n)) for c, s, n in conn.execute(
+            select(jobs.c.cluster_id, jobs.c.state, func.count())
+            .where(jobs.c.cluster_id.is_not(None))
+            .group_by(jobs.c.cluster_id, jobs.c.state))]
+    stats = campaign_cluster_job_stats
+    found = [(int(c), JobState.TERMINATED.value, int(n)) for c, n in conn.execute(
+        select(stats.c.cluster_id, func.sum(stats.c.terminated)).group_by(stats.c.cluster_id))]
+    if not cluster_ids:
+        return found
+    states = values(column("state", String), name="states").data(
+        [(state,) for state in _COUNTED_STATES])
+    pairs = (select(clusters.c.id.label("cluster_id"), states.c.state)
+             .select_from(clusters.join(states, true()))  # every (cluster, state)
+             .where(clusters.c.id.in_(cluster_ids)).subquery("pairs"))
+    count = (select(func.count()).select_from(jobs)
+             .where(and_(jobs.c.cluster_id == pairs.c.cluster_id, jobs.c.state == pairs.c.state))
+             .scalar_subquery())
+    rows = conn.execute(select(pairs.c.cluster_id, pairs.c.state, count.label("n")))
+    found.extend((int(c), str(s), int(n)) for c, s, n in rows if n)
+    return found
+
+
+def _bag_counts(conn: Connection) -> dict[int, int]:
+    """Tasks in the bag per campaign: the maintained rows on PostgreSQL, a count on SQLite."""
+    if conn.dialect.name == "postgresql":
+        rows = conn.execute(select(bag_task_counts.c.campaign_id, func.sum(bag_task_counts.c.tasks))
+                            .group_by(bag_task_counts.c.campaign_id))
+    else:
+        rows = conn.execute(select(bag_of_tasks.c.campaign_id, func.count())
+                            .group_by(bag_of_tasks.c.campaign_id))
+    return {int(campaign): int(tasks or 0) for campaign, tasks in rows}
