@@ -13,10 +13,12 @@ What a scrape reads (each bounded whatever the number of jobs):
 
 from __future__ import annotations
 
+import functools
 import json
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
+from typing import Any
 
 from sqlalchemy import Connection, String, and_, column, func, select, true, values
 from sqlalchemy.dialects.postgresql import insert as pg_insert
@@ -70,6 +72,7 @@ def encode_labels(labels: Labels) -> str:
     return json.dumps([list(pair) for pair in labels], separators=(",", ":"))
 
 
+@functools.lru_cache(maxsize=4096)  # a grid has a few hundred series; each scrape reads them all
 def decode_labels(text: str) -> Labels:
     return tuple((str(key), str(value)) for key, value in json.loads(text))
 
@@ -90,10 +93,55 @@ def add_counters(conn: Connection, deltas: Mapping[Series, float]) -> None:
     conn.execute(statement)
 
 
+_COUNTERS = select(daemon_counters.c.name, daemon_counters.c.labels, daemon_counters.c.value)
+
+
 def read_counters(conn: Connection) -> dict[Series, float]:
-    rows = conn.execute(select(daemon_counters.c.name, daemon_counters.c.labels,
-                               daemon_counters.c.value))
-    return {(row.name, decode_labels(row.labels)): float(row.value) for row in rows}
+    return {(name, decode_labels(labels)): float(value)
+            for name, labels, value in conn.execute(_COUNTERS)}
+
+
+# A scrape's statements, built once (building and cache-keying one costs about as much CPU as
+# running it on these small tables).
+_CLUSTERS = select(clusters.c.id, clusters.c.name, clusters.c.enabled, clusters.c.stress_factor)
+_QUEUED = (select(jobs_to_launch.c.cluster_id, func.count())
+           .group_by(jobs_to_launch.c.cluster_id))
+_TAP_RATES = (select(taps.c.cluster_id, func.sum(taps.c.rate))
+              .where(taps.c.state == TapState.OPEN.value).group_by(taps.c.cluster_id))
+_BLACKLISTED_SINCE = (select(events.c.cluster_id, func.min(events.c.date_open))
+                      .where(events.c.code == BLACKLIST, events.c.state == EventState.OPEN.value,
+                             events.c.campaign_id.is_(None), events.c.cluster_id.is_not(None))
+                      .group_by(events.c.cluster_id))
+_CAMPAIGN_STATES = select(campaigns.c.state, func.count()).group_by(campaigns.c.state)
+_OPEN_EVENTS = (select(events.c.class_, func.count())
+                .where(events.c.state == EventState.OPEN.value).group_by(events.c.class_))
+_USER_CAMPAIGNS = (select(campaigns.c.grid_user, campaigns.c.state, func.count())
+                   .group_by(campaigns.c.grid_user, campaigns.c.state))
+_BAG_MAINTAINED = (select(bag_task_counts.c.campaign_id, func.sum(bag_task_counts.c.tasks))
+                   .group_by(bag_task_counts.c.campaign_id))
+_BAG_COUNTED = (select(bag_of_tasks.c.campaign_id, func.count())
+                .group_by(bag_of_tasks.c.campaign_id))
+_JOBS_COUNTED = (select(jobs.c.cluster_id, jobs.c.state, func.count())
+                 .where(jobs.c.cluster_id.is_not(None)).group_by(jobs.c.cluster_id, jobs.c.state))
+_TERMINATED = (select(campaign_cluster_job_stats.c.cluster_id,
+                      func.sum(campaign_cluster_job_stats.c.terminated))
+               .group_by(campaign_cluster_job_stats.c.cluster_id))
+
+
+def _per_state_counts() -> Any:
+    """One index-only count per (cluster, state other than terminated) on `ix_jobs_cluster_state`:
+    a correlated subquery per pair, which the planner cannot turn into a scan of `jobs`."""
+    states = values(column("state", String), name="states").data(
+        [(state,) for state in _COUNTED_STATES])
+    pairs = (select(clusters.c.id.label("cluster_id"), states.c.state)
+             .select_from(clusters.join(states, true())).subquery("pairs"))
+    count = (select(func.count()).select_from(jobs)
+             .where(and_(jobs.c.cluster_id == pairs.c.cluster_id, jobs.c.state == pairs.c.state))
+             .scalar_subquery())
+    return select(pairs.c.cluster_id, pairs.c.state, count.label("n"))
+
+
+_PER_STATE = _per_state_counts()
 
 
 def read_grid_figures(conn: Connection, *, per_campaign: bool = False,
@@ -101,33 +149,23 @@ def read_grid_figures(conn: Connection, *, per_campaign: bool = False,
     """The grid's state for one scrape (run it in one transaction for one snapshot)."""
     by_id = {row.id: ClusterFigures(name=row.name, enabled=bool(row.enabled),
                                     stress_factor=float(row.stress_factor or 0))
-             for row in conn.execute(select(clusters.c.id, clusters.c.name, clusters.c.enabled,
-                                            clusters.c.stress_factor))}
-    for cluster_id, state, count in _job_counts(conn, list(by_id)):
+             for row in conn.execute(_CLUSTERS)}
+    for cluster_id, state, count in _job_counts(conn):
         if cluster_id in by_id:
             by_id[cluster_id].jobs[state] = by_id[cluster_id].jobs.get(state, 0) + int(count)
-    for cluster_id, count in conn.execute(
-            select(jobs_to_launch.c.cluster_id, func.count()).group_by(jobs_to_launch.c.cluster_id)):
+    for cluster_id, count in conn.execute(_QUEUED):
         if cluster_id in by_id:
             by_id[cluster_id].queued = int(count)
-    for cluster_id, rate in conn.execute(
-            select(taps.c.cluster_id, func.sum(taps.c.rate))
-            .where(taps.c.state == TapState.OPEN.value).group_by(taps.c.cluster_id)):
+    for cluster_id, rate in conn.execute(_TAP_RATES):
         if cluster_id in by_id:
             by_id[cluster_id].tap_rate = int(rate or 0)
-    for cluster_id, since in conn.execute(
-            select(events.c.cluster_id, func.min(events.c.date_open))
-            .where(events.c.code == BLACKLIST, events.c.state == EventState.OPEN.value,
-                   events.c.campaign_id.is_(None), events.c.cluster_id.is_not(None))
-            .group_by(events.c.cluster_id)):
+    for cluster_id, since in conn.execute(_BLACKLISTED_SINCE):
         if cluster_id in by_id:
             by_id[cluster_id].blacklisted_since = since
-    campaign_states = {state: int(count) for state, count in conn.execute(
-        select(campaigns.c.state, func.count()).group_by(campaigns.c.state))}
-    open_events = {class_: int(count) for class_, count in conn.execute(
-        select(events.c.class_, func.count()).where(events.c.state == EventState.OPEN.value)
-        .group_by(events.c.class_))}
-    bag = _bag_counts(conn)
+    campaign_states = {state: int(count) for state, count in conn.execute(_CAMPAIGN_STATES)}
+    open_events = {class_: int(count) for class_, count in conn.execute(_OPEN_EVENTS)}
+    bag = {int(campaign): int(tasks or 0) for campaign, tasks in conn.execute(
+        _BAG_MAINTAINED if conn.dialect.name == "postgresql" else _BAG_COUNTED)}
     figures = GridFigures(
         clusters=sorted(by_id.values(), key=lambda cluster: cluster.name),
         campaigns=campaign_states, tasks_in_bag=sum(bag.values()), open_events=open_events,
@@ -135,47 +173,16 @@ def read_grid_figures(conn: Connection, *, per_campaign: bool = False,
     if per_campaign:
         figures.campaign_tasks = {campaign: tasks for campaign, tasks in bag.items() if tasks}
     if per_user:
-        figures.user_campaigns = {(user, state): int(count) for user, state, count in
-                                  conn.execute(select(campaigns.c.grid_user, campaigns.c.state,
-                                                      func.count())
-                                               .group_by(campaigns.c.grid_user,
-                                                         campaigns.c.state))}
+        figures.user_campaigns = {(user, state): int(count)
+                                  for user, state, count in conn.execute(_USER_CAMPAIGNS)}
     return figures
 
 
-def _job_counts(conn: Connection, cluster_ids: list[int]) -> list[tuple[int, str, int]]:
+def _job_counts(conn: Connection) -> list[tuple[int, str, int]]:
     """(cluster id, state, jobs). On PostgreSQL: terminated task jobs from the maintained sums,
-    every other state by one index-only count per (cluster, state) through a LATERAL join, which
-    the planner cannot turn into a scan of `jobs`."""
+    every other state counted per (cluster, state) through the index. SQLite counts them all."""
     if conn.dialect.name != "postgresql":
-        return [(int(c), str(s), int(n)) for c, s, n in conn.execute(
-            select(jobs.c.cluster_id, jobs.c.state, func.count())
-            .where(jobs.c.cluster_id.is_not(None))
-            .group_by(jobs.c.cluster_id, jobs.c.state))]
-    stats = campaign_cluster_job_stats
-    found = [(int(c), JobState.TERMINATED.value, int(n)) for c, n in conn.execute(
-        select(stats.c.cluster_id, func.sum(stats.c.terminated)).group_by(stats.c.cluster_id))]
-    if not cluster_ids:
-        return found
-    states = values(column("state", String), name="states").data(
-        [(state,) for state in _COUNTED_STATES])
-    pairs = (select(clusters.c.id.label("cluster_id"), states.c.state)
-             .select_from(clusters.join(states, true()))  # every (cluster, state)
-             .where(clusters.c.id.in_(cluster_ids)).subquery("pairs"))
-    count = (select(func.count()).select_from(jobs)
-             .where(and_(jobs.c.cluster_id == pairs.c.cluster_id, jobs.c.state == pairs.c.state))
-             .scalar_subquery())
-    rows = conn.execute(select(pairs.c.cluster_id, pairs.c.state, count.label("n")))
-    found.extend((int(c), str(s), int(n)) for c, s, n in rows if n)
+        return [(int(c), str(s), int(n)) for c, s, n in conn.execute(_JOBS_COUNTED)]
+    found = [(int(c), JobState.TERMINATED.value, int(n)) for c, n in conn.execute(_TERMINATED)]
+    found.extend((int(c), str(s), int(n)) for c, s, n in conn.execute(_PER_STATE) if n)
     return found
-
-
-def _bag_counts(conn: Connection) -> dict[int, int]:
-    """Tasks in the bag per campaign: the maintained rows on PostgreSQL, a count on SQLite."""
-    if conn.dialect.name == "postgresql":
-        rows = conn.execute(select(bag_task_counts.c.campaign_id, func.sum(bag_task_counts.c.tasks))
-                            .group_by(bag_task_counts.c.campaign_id))
-    else:
-        rows = conn.execute(select(bag_of_tasks.c.campaign_id, func.count())
-                            .group_by(bag_of_tasks.c.campaign_id))
-    return {int(campaign): int(tasks or 0) for campaign, tasks in rows}
