@@ -29,6 +29,7 @@ from sqlalchemy import Engine
 from cigri.config import Settings
 from cigri.domain import telemetry
 from cigri.domain.clock import Clock
+from cigri.domain.states import CampaignState, EventClass, JobState
 from cigri.domain.telemetry import Labels, Recorder, Series
 from cigri.storage.metrics import GridFigures, add_counters, read_counters, read_grid_figures
 
@@ -91,9 +92,12 @@ class GridCollector(Collector):
     def _grid(self, figures: GridFigures) -> Iterator[Metric]:
         now = self.clock.now()
         clusters = figures.clusters
+        # Every state, class and campaign state has a series, 0 included, so that dashboards and
+        # alerts never meet an absent series (the label values are a fixed list).
         yield _gauge("cigri_jobs", "cigri jobs by cluster and state (terminated: task jobs only).",
                      ["cluster", "state"],
-                     [((c.name, state), n) for c in clusters for state, n in sorted(c.jobs.items())])
+                     [((c.name, state.value), c.jobs.get(state.value, 0))
+                      for c in clusters for state in JobState])
         yield _gauge("cigri_tasks_queued", "Tasks queued for a cluster's runner (jobs_to_launch).",
                      ["cluster"], [((c.name,), c.queued) for c in clusters])
         yield _gauge("cigri_tap_rate", "Sum of the open taps' rates on a cluster (jobs a runner "
@@ -118,9 +122,11 @@ class GridCollector(Collector):
         yield _gauge("cigri_tasks_waiting", "Tasks in the bag: not yet taken into a job.", [],
                      [((), figures.tasks_in_bag)])
         yield _gauge("cigri_campaigns", "Campaigns by state.", ["state"],
-                     [((state,), n) for state, n in sorted(figures.campaigns.items())])
+                     [((state.value,), figures.campaigns.get(state.value, 0))
+                      for state in CampaignState])
         yield _gauge("cigri_events_open", "Open events by class.", ["class"],
-                     [((class_,), n) for class_, n in sorted(figures.open_events.items())])
+                     [((class_.value,), figures.open_events.get(class_.value, 0))
+                      for class_ in EventClass])
         beats = figures.heartbeats
         yield _gauge("cigri_daemon_heartbeat_age_seconds", "Seconds since the daemon's last "
                      "heartbeat.", ["daemon"],
