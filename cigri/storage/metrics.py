@@ -20,7 +20,18 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Connection, String, and_, column, func, select, true, values
+from sqlalchemy import (
+    Connection,
+    String,
+    and_,
+    column,
+    delete,
+    func,
+    literal,
+    select,
+    true,
+    values,
+)
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
@@ -186,3 +197,42 @@ def _job_counts(conn: Connection) -> list[tuple[int, str, int]]:
     found = [(int(c), JobState.TERMINATED.value, int(n)) for c, n in conn.execute(_TERMINATED)]
     found.extend((int(c), str(s), int(n)) for c, s, n in conn.execute(_PER_STATE) if n)
     return found
+
+
+def compact_bag_counts(conn: Connection) -> int:
+    """Fold every session's `bag_task_counts` rows into its campaign's one folded row
+    (`backend_pid` 0) in one statement, then drop the folded rows that reached 0 (the campaign's
+    bag is empty); returns how many rows went. The sums stay the same. A no-op on SQLite.
+
+    Never waits for a writer, as `cigri.storage.stats.compact_event_counts`: rows a running
+    transaction holds, and campaigns being deleted, are left for the next run. Only this
+    statement writes folded rows (the triggers write their session's row)."""
+    if conn.dialect.name != "postgresql":
+        return 0
+    counts = bag_task_counts
+    live = (select(campaigns.c.id)
+            .where(campaigns.c.id.in_(select(counts.c.campaign_id)
+                                      .where(counts.c.backend_pid != 0)))
+            .with_for_update(read=True, key_share=True, skip_locked=True)
+            .cte("live").prefix_with("MATERIALIZED"))
+    locked = (select(counts.c.campaign_id, counts.c.backend_pid)
+              .where(counts.c.backend_pid != 0, counts.c.campaign_id.in_(select(live.c.id)))
+              .with_for_update(skip_locked=True).cte("locked").prefix_with("MATERIALIZED"))
+    moved = (delete(counts)
+             .where(counts.c.campaign_id == locked.c.campaign_id,
+                    counts.c.backend_pid == locked.c.backend_pid)
+             .returning(counts.c.campaign_id, counts.c.tasks).cte("moved"))
+    sums = (select(moved.c.campaign_id, literal(0), func.sum(moved.c.tasks))
+            .group_by(moved.c.campaign_id).having(func.sum(moved.c.tasks) != 0)
+            .order_by(moved.c.campaign_id))
+    fold = pg_insert(counts).from_select(["campaign_id", "backend_pid", "tasks"], sums)
+    fold = fold.on_conflict_do_update(
+        index_elements=[counts.c.campaign_id, counts.c.backend_pid],
+        set_={"tasks": counts.c.tasks + fold.excluded.tasks})
+    folded = fold.returning(counts.c.campaign_id).cte("folded")
+    # A data-modifying CTE runs to completion whether or not the query reads it.
+    moved_rows = int(conn.execute(select(func.count()).select_from(moved)
+                                  .add_cte(folded)).scalar_one())
+    # Folded rows are written by this function only: an emptied bag leaves no row behind.
+    emptied = conn.execute(delete(counts).where(counts.c.backend_pid == 0, counts.c.tasks == 0))
+    return moved_rows + int(emptied.rowcount)

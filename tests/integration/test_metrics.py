@@ -188,3 +188,35 @@ def test_promtool_accepts_the_alert_rules_and_their_unit_tests() -> None:
     tested = subprocess.run(["promtool", "test", "rules", "alerts_test.yml"], text=True,
                             capture_output=True, timeout=60, cwd=rules.parent)
     assert tested.returncode == 0, tested.stdout + tested.stderr
+
+
+def test_maintenance_folds_the_bag_counts_without_changing_them(pg_engine: Engine,
+                                                                clock: FakeClock) -> None:
+    """Each writing session adds a row; `cigri maintenance` folds them to one row per campaign
+    that still has tasks, and none for an emptied bag, so a scrape reads few rows."""
+    from cigri.storage.metrics import compact_bag_counts
+
+    with start_grid(pg_engine, clock) as grid:
+        kept = new_campaign(grid, [f"a{i}" for i in range(6)])
+        emptied = new_campaign(grid, [f"b{i}" for i in range(3)])
+        held = pg_engine.connect()  # the ingesting session stays busy: the deletes get another
+        for campaign, limit in ((kept, 2), (emptied, None)):
+            with pg_engine.connect() as conn, conn.begin():
+                conn.execute(delete(bag_of_tasks).where(
+                    bag_of_tasks.c.id.in_(select(bag_of_tasks.c.id)
+                                          .where(bag_of_tasks.c.campaign_id == campaign)
+                                          .order_by(bag_of_tasks.c.id).limit(limit or 100))))
+
+        def rows() -> list[tuple[int, int, int]]:
+            with pg_engine.begin() as conn:
+                return [tuple(row) for row in conn.execute(
+                    select(bag_task_counts).order_by(bag_task_counts.c.campaign_id))]
+
+        held.close()
+        before = rows()
+        assert len(before) == 4  # (campaign, session): kept +6 and -2, emptied +3 and -3
+        with pg_engine.begin() as conn:
+            assert compact_bag_counts(conn) == len(before)
+        after = rows()
+    assert [(campaign, pid, tasks) for campaign, pid, tasks in after] == [(kept, 0, 4)]
+    assert value(samples(scrape(pg_engine, clock)), "cigri_tasks_waiting") == 4
