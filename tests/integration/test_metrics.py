@@ -220,3 +220,22 @@ def test_maintenance_folds_the_bag_counts_without_changing_them(pg_engine: Engin
         after = rows()
     assert [(campaign, pid, tasks) for campaign, pid, tasks in after] == [(kept, 0, 4)]
     assert value(samples(scrape(pg_engine, clock)), "cigri_tasks_waiting") == 4
+
+
+def test_resubmissions_are_counted_by_cluster_and_cause(pg_engine: Engine,
+                                                        clock: FakeClock) -> None:
+    """Two best-effort jobs killed by a normal user's job: the updater resubmits them and the
+    scrape says so, by cause; the tasks are back in the bag."""
+    with start_grid(pg_engine, clock, clusters=1, nodes=2, cores=2) as grid:
+        campaign = new_campaign(grid, ["100", "101"])
+        queue_tasks(grid, campaign)
+        grid.runner().run(loops=1)
+        grid.advance(1)
+        grid.control(0).normal_user(4, 50)
+        grid.advance(1)
+        grid.updater().run(loops=1)
+        found = samples(scrape(pg_engine, clock))
+    assert value(found, "cigri_jobs_resubmitted_total", cluster="c1",
+                 cause="BESTEFFORT_KILL") == 2
+    assert value(found, "cigri_jobs", cluster="c1", state="event") == 2
+    assert value(found, "cigri_tasks_waiting") == 2
