@@ -149,6 +149,14 @@ class Settings:
         "Comma-separated addresses allowed to set API_HEADER_USERNAME."))
     ADMINS: str = field(default="root", metadata=_describe("Comma-separated admin grid users."))
 
+    # Metrics (docs/metrics.md)
+    METRICS_LISTEN: str = field(default="127.0.0.1:9468", metadata=_describe(
+        "host:port of `cigri metrics serve` (/metrics on a port of its own)."))
+    METRICS_PER_CAMPAIGN: bool = field(default=False, metadata=_describe(
+        "Also publish per-campaign series (tasks in the bag per campaign id)."))
+    METRICS_PER_USER: bool = field(default=False, metadata=_describe(
+        "Also publish per-user series (campaigns by user and state)."))
+
     # Notifications
     NOTIFICATIONS_SMTP_SERVER: str = field(default="", metadata=_describe(
         "SMTP relay; empty disables mail."))

@@ -142,6 +142,9 @@ def create_app(settings: Settings, engine: Engine, *, clock: Clock | None = None
     app.url_map.converters["id"] = IdConverter
     app.url_map.strict_slashes = False
     app.register_blueprint(api)
+    from cigri.api.metrics import metrics
+
+    app.register_blueprint(metrics)
     app.wsgi_app = MethodOverride(app.wsgi_app)  # type: ignore[method-assign]
 
     @app.before_request

@@ -17,6 +17,7 @@ _ERROR: Final = {"$ref": "#/components/schemas/Error"}
 ROUTES: Final[list[tuple[str, str, str, int, str | None]]] = [
     ("/", "get", "Links to the collections", 200, None),
     ("/openapi.json", "get", "This description", 200, None),
+    ("/metrics", "get", "Prometheus metrics of the grid (docs/metrics.md)", 200, None),
     ("/whoami", "get", "The caller's identity as the API sees it", 200, None),
     ("/campaigns", "get", "My campaigns (admins: everyone's); in_treatment and paused unless "
      "state=... or all=1; keyset pages with after/limit", 200, None),
@@ -109,7 +110,7 @@ def _operation(path: str, summary: str, status: int, body: str | None) -> dict[s
                     "content": {"application/json": {"schema": _ERROR}}},
         },
     }
-    if path in {"/", "/openapi.json"}:
+    if path in {"/", "/openapi.json", "/metrics"}:
         operation["security"] = []
     if body:
         operation["requestBody"] = {"content": _BODIES[body]}

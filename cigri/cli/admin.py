@@ -15,6 +15,7 @@ from cigri.cli.demo import demo
 from cigri.cli.failures import run_click
 from cigri.cli.jdl import jdl
 from cigri.cli.maintenance import maintenance
+from cigri.cli.metrics import metrics
 from cigri.cli.sandbox import sandbox
 from cigri.cli.settings import config
 from cigri.cli.status import status
@@ -33,7 +34,7 @@ def cli() -> None:
 
 
 for command in (db, config, jdl, cluster, user_priority, user_mapping, token, status, demo,
-                sandbox, maintenance):
+                sandbox, maintenance, metrics):
     cli.add_command(command)
 cluster.add_command(cluster_token)  # `cigri cluster token NAME`
 

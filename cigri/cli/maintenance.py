@@ -51,6 +51,8 @@ def maintenance(purge: bool, archive_directory: Path | None, sample_usage: bool,
             click.echo(f"grid usage: {report.usage_samples} clusters sampled")
         if report.event_counts_folded:
             click.echo(f"statistics: {report.event_counts_folded} event count rows folded")
+        if report.bag_counts_folded:
+            click.echo(f"statistics: {report.bag_counts_folded} bag count rows folded")
         if report.vacuumed:
             click.echo("database vacuumed")
     for error in report.errors:

@@ -53,8 +53,17 @@ from cigri import app
 from cigri.config import Settings
 from cigri.domain.clock import Clock, SystemClock
 from cigri.domain.errors import ConfigError
+from cigri.domain.telemetry import (
+    DAEMON_FAILURES,
+    DAEMON_LEASE_CHANGES,
+    DAEMON_PASS_DURATION,
+    DAEMON_PASSES,
+    RECORDER,
+    Series,
+)
 from cigri.storage.heartbeats import record_heartbeat
 from cigri.storage.leases import acquire_lease, release_lease
+from cigri.storage.metrics import add_counters
 
 log = logging.getLogger(__name__)
 
@@ -221,12 +230,14 @@ class Daemon(abc.ABC):
                        on_notify=self.wake, name=self.name)
 
     def _one_iteration(self) -> None:
+        started = self.clock.monotonic()
         try:
             if not self._take_lease():
                 return
             self.run_once()
             self.failures = 0
             self.passes += 1
+            record_pass(self.name, self.clock.monotonic() - started, failed=False)
             self._beat()
         except LeaseLost:
             log.warning("%s: another instance took the lease during this pass; this instance "
@@ -243,6 +254,8 @@ class Daemon(abc.ABC):
             else:
                 log.exception("%s pass failed (%d in a row)", self.name, self.failures,
                               extra={"daemon": self.name, "action": "pass_failed"})
+            record_pass(self.name, self.clock.monotonic() - started, failed=True)
+            flush_metrics(self.engine)
             if self.failures >= self.max_consecutive_failures:
                 raise
 
@@ -286,6 +299,8 @@ class Daemon(abc.ABC):
     def _note_lease(self, held: bool, now: datetime) -> None:
         self._lease_until = now + self.lease if held else None
         if held != self.has_lease:
+            RECORDER.inc(DAEMON_LEASE_CHANGES,
+                         {"daemon": self.name, "change": "acquired" if held else "lost"})
             if held:
                 log.info("%s: this instance (%s) is now active", self.name, self.owner)
             else:
@@ -295,7 +310,9 @@ class Daemon(abc.ABC):
     def _beat(self) -> None:
         """The heartbeat of a pass, and the lease renewed in the same transaction."""
         now = self.clock.now()
-        with self.engine.begin() as conn:
+        pending = RECORDER.drain()  # the pass's counts go with its heartbeat: one more statement
+        with restore_on_error(pending), self.engine.begin() as conn:
+            add_counters(conn, pending)
             held = acquire_lease(conn, role=self.name, owner=self.owner, now=now,
                                  duration=self.lease)
             if held:  # a lost lease: the new holder's beats are the role's
@@ -329,6 +346,34 @@ class OarDaemon(Daemon):
         super().__init__(engine=context.engine, settings=context.settings, clock=context.clock,
                          stop=context.stop, interval=interval, lease=lease, owner=owner)
         self.oar: app.OarFactory = context.oar_factory
+
+
+def record_pass(name: str, seconds: float, *, failed: bool) -> None:
+    """Count one pass of daemon `name` (published at the next flush)."""
+    labels = {"daemon": name}
+    RECORDER.inc(DAEMON_FAILURES if failed else DAEMON_PASSES, labels)
+    RECORDER.observe(DAEMON_PASS_DURATION, labels, max(0.0, seconds))
+
+
+@contextmanager
+def restore_on_error(pending: dict[Series, float]) -> Iterator[None]:
+    """Give drained counts back to the recorder when the transaction writing them fails."""
+    try:
+        yield
+    except BaseException:
+        RECORDER.restore(pending)
+        raise
+
+
+def flush_metrics(engine: Engine) -> None:
+    """Write the process's pending counts in a transaction of their own (after a failed pass,
+    which writes no heartbeat); kept for the next flush when the database is out of reach."""
+    pending = RECORDER.drain()
+    try:
+        with restore_on_error(pending), engine.begin() as conn:
+            add_counters(conn, pending)
+    except Exception:
+        log.debug("could not write the metrics; kept for the next pass", exc_info=True)
 
 
 def start_listener(engine: Engine, channels: Sequence[str], *, stop: threading.Event,

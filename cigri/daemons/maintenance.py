@@ -25,6 +25,7 @@ from cigri.domain.clusters import Cluster
 from cigri.domain.oar import OarApi, OarError
 from cigri.domain.stats import UsageSample, compute_usage
 from cigri.storage import maintenance as store
+from cigri.storage import metrics as metrics_store
 from cigri.storage import outbox
 from cigri.storage import stats as stats_store
 from cigri.storage.clusters import list_clusters
@@ -44,13 +45,15 @@ class MaintenanceReport:
     usage_samples: int = 0
     outbox_deleted: int = 0
     event_counts_folded: int = 0
+    bag_counts_folded: int = 0
     vacuumed: bool = False
     errors: list[str] = field(default_factory=list)
 
     def as_dict(self) -> dict[str, Any]:
         return {"purged": self.purged, "archived": self.archived,
                 "usage_samples": self.usage_samples, "outbox_deleted": self.outbox_deleted,
-                "event_counts_folded": self.event_counts_folded, "vacuumed": self.vacuumed,
+                "event_counts_folded": self.event_counts_folded,
+                "bag_counts_folded": self.bag_counts_folded, "vacuumed": self.vacuumed,
                 "errors": self.errors}
 
 
@@ -157,6 +160,12 @@ def run_maintenance(engine: Engine, settings: Settings, clock: Clock, *,
         except Exception as error:
             log.exception("maintenance: folding the event counts failed")
             report.errors.append(f"event counts: {error}")
+        try:
+            with engine.begin() as conn:
+                report.bag_counts_folded = metrics_store.compact_bag_counts(conn)
+        except Exception as error:
+            log.exception("maintenance: folding the bag counts failed")
+            report.errors.append(f"bag counts: {error}")
     if vacuum and not dry_run:
         try:
             store.vacuum(engine)

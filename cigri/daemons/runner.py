@@ -80,6 +80,7 @@ from cigri.domain.tap import (
     reset_tap,
     should_increase,
 )
+from cigri.domain.telemetry import JOBS_SUBMITTED, RECORDER
 from cigri.storage import batches as batch_store
 from cigri.storage import events as event_store
 from cigri.storage import jobs as job_store
@@ -505,6 +506,7 @@ class ClusterRunner(Daemon):
                 conn, submission_id, expected=(submission_store.INTENT,),
                 state=submission_store.SUBMITTED if done else submission_store.UNCERTAIN,
                 now=self.clock.now(), remote_array_id=answer.array_id)
+        RECORDER.inc(JOBS_SUBMITTED, {"cluster": self.cluster.name}, recorded)
         log.info("%s: submitted %d job(s) of campaign %d as OAR %d", self.name, recorded,
                  campaign_id, answer.array_id,
                  extra={"campaign_id": campaign_id, "cluster": self.cluster.name,

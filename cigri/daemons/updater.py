@@ -59,6 +59,7 @@ from cigri.domain.events import BLACKLIST
 from cigri.domain.jobs import Job, UpdateKind, plan_job_update
 from cigri.domain.oar import OarApi, OarError, OarJob, OarNotFound
 from cigri.domain.states import AuthType, EventClass, EventState, JobState
+from cigri.domain.telemetry import JOBS_RESUBMITTED, RECORDER
 from cigri.storage import cluster_tokens as token_store
 from cigri.storage import events as event_store
 from cigri.storage import jobs as job_store
@@ -335,6 +336,9 @@ class Updater(OarDaemon):
                         state=EventState.CLOSED, now=now,
                         message="resubmitted with modified affinity because of walltime reached")
                 done = job_store.resubmit(conn, job, priority=outcome.priority)
+                if done:  # published with the pass's heartbeat
+                    RECORDER.inc(JOBS_RESUBMITTED, {"cluster": cluster.name,
+                                                    "cause": outcome.cause})
                 self._job_event(conn, job, outcome.event_code,
                                 message if done else f"{message} (not resubmitted: campaign "
                                                      "finished or prologue/epilogue job)",

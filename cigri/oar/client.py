@@ -60,7 +60,7 @@ class OarClient:
                  auth: OarAuth | None = None, timeout_seconds: float = 30.0,
                  chunk_size: int = 100, page_limit: int = 100,
                  retry: RetryPolicy = DEFAULT_RETRY, admin_user: str | None = "oar",
-                 sleep: Callable[[float], None] = time.sleep) -> None:
+                 sleep: Callable[[float], None] = time.sleep, cluster: str = "") -> None:
         if chunk_size <= 0 or page_limit <= 0:
             raise ValueError("chunk_size and page_limit must be positive")
         self.flavour: Flavour = flavour_for(flavour)
@@ -68,7 +68,7 @@ class OarClient:
         self.page_limit = page_limit
         self.admin_user = admin_user
         self.http = OarHttp(base_url, auth=auth or OarAuth(), timeout_seconds=timeout_seconds,
-                            retry=retry, sleep=sleep)
+                            retry=retry, sleep=sleep, cluster=cluster)
 
     @property
     def base_url(self) -> str:
@@ -318,7 +318,8 @@ def client_for_cluster(cluster: Any, *, timeout_seconds: float = 30.0,
                      timeout_seconds=float(timeout),
                      chunk_size=int(fields.get("api_chunk_size") or 100),
                      page_limit=int(fields.get("api_limit") or 100),
-                     retry=retry, admin_user=admin_user, sleep=sleep)
+                     retry=retry, admin_user=admin_user, sleep=sleep,
+                     cluster=str(fields.get("name") or ""))
 
 
 def _fields(cluster: Any) -> Mapping[str, Any]:

@@ -20,6 +20,7 @@ from urllib.parse import urljoin
 import requests
 
 from cigri.domain.oar import OarError, OarNotFound, OarRejected, OarUnavailable
+from cigri.domain.telemetry import OAR_REQUEST_DURATION, OAR_REQUESTS, RECORDER
 from cigri.oar.parsing import error_detail
 
 log = logging.getLogger(__name__)
@@ -135,7 +136,7 @@ class OarHttp:
 
     def __init__(self, base_url: str, *, auth: OarAuth, timeout_seconds: float,
                  retry: RetryPolicy = DEFAULT_RETRY,
-                 sleep: Callable[[float], None] = time.sleep) -> None:
+                 sleep: Callable[[float], None] = time.sleep, cluster: str = "") -> None:
         if timeout_seconds <= 0:
             raise ValueError("timeout_seconds must be positive")
         self.base_url = base_url if base_url.endswith("/") else base_url + "/"
@@ -143,6 +144,7 @@ class OarHttp:
         self.timeout_seconds = timeout_seconds
         self.retry = retry
         self._sleep = sleep
+        self.cluster = cluster  # the `cluster` label of this client's request metrics
         self.request_count = 0  # every request sent
         self.retry_count = 0  # of which repeats of a failed GET
         self.session = requests.Session()
@@ -205,22 +207,34 @@ class OarHttp:
             data = json.dumps(body if body is not None else {})
         url = self.url(path)
         self.request_count += 1
+        started = time.monotonic()
         try:
             response = self.session.request(method, url, params=params, data=data, headers=headers,
                                             timeout=self.timeout_seconds, allow_redirects=False)
             content = response.content  # read it all here: a cut connection fails inside the try
         except requests.exceptions.Timeout as exc:
+            self._count(method, "timeout", started)
             raise OarUnavailable(f"{method} {url}: timed out after {self.timeout_seconds}s",
                                  code=timeout_code) from exc
         except (requests.exceptions.ConnectionError, requests.exceptions.ChunkedEncodingError,
                 requests.exceptions.ContentDecodingError) as exc:
+            self._count(method, "connection_error", started)
             raise OarUnavailable(f"{method} {url}: {exc}", code=_connection_code(exc)) from exc
         except requests.exceptions.RequestException as exc:
+            self._count(method, "error", started)
             raise OarUnavailable(f"{method} {url}: {exc}", code=code) from exc
+        self._count(method, str(response.status_code), started)
         answer = Answer(status=response.status_code, content=content, headers=response.headers)
         if answer.status >= 400:
             raise self._failure(method, url, answer, code)
         return answer
+
+    def _count(self, method: str, status: str, started: float) -> None:
+        """One request in the process's metrics (`cigri.domain.telemetry`): by cluster, method
+        and status, and its latency."""
+        RECORDER.inc(OAR_REQUESTS, {"cluster": self.cluster, "method": method, "status": status})
+        RECORDER.observe(OAR_REQUEST_DURATION, {"cluster": self.cluster, "method": method},
+                         time.monotonic() - started)
 
     @staticmethod
     def _failure(method: str, url: str, answer: Answer, code: str) -> OarError:

@@ -414,3 +414,23 @@ campaign_cluster_event_counts = Table(
     Column("failures", BigInteger, nullable=False, server_default="0"),  # job events, v3 sense
     Column("resubmissions", BigInteger, nullable=False, server_default="0"),  # RESUBMIT events
 )
+
+# The daemons' counters and histograms (`cigri.domain.telemetry`), one row per series: every
+# daemon process adds its deltas at the end of a pass (one upsert); `/metrics` reads them all.
+# `labels` is the canonical JSON of the sorted (label, value) pairs.
+daemon_counters = Table(
+    "daemon_counters", metadata,
+    Column("name", String(128), primary_key=True),
+    Column("labels", String(512), primary_key=True),
+    Column("value", Float, nullable=False, server_default="0"),
+)
+
+# Tasks in `bag_of_tasks` per campaign, kept by PostgreSQL statement triggers (migration 0011) in
+# one row per (campaign, database session) so writers never wait on a shared row; the figure is
+# the sum of the rows (`backend_pid` 0: what the bag held when the migration ran).
+bag_task_counts = Table(
+    "bag_task_counts", metadata,
+    Column("campaign_id", Integer, _cascade("campaigns.id"), primary_key=True),
+    Column("backend_pid", Integer, primary_key=True),
+    Column("tasks", BigInteger, nullable=False, server_default="0"),
+)
