@@ -6,7 +6,7 @@ What a scrape reads (each bounded whatever the number of jobs):
   (SQLite: counted from `jobs`);
 - jobs in every other state per cluster: one index-only count per (cluster, state) on
   `ix_jobs_cluster_state` (active jobs are bounded by the taps; `event` jobs by the failures);
-- tasks in the bag: the sums of `bag_task_counts` (migration 0011; SQLite: counted);
+- tasks in the bag: the sums of `bag_task_counts` (migration 0005; SQLite: counted);
 - tasks queued per cluster (`jobs_to_launch`, bounded), open taps' rates, campaigns by state,
   open events by class, open cluster blacklists, stress factors, heartbeats.
 """

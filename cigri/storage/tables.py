@@ -425,7 +425,7 @@ daemon_counters = Table(
     Column("value", Float, nullable=False, server_default="0"),
 )
 
-# Tasks in `bag_of_tasks` per campaign, kept by PostgreSQL statement triggers (migration 0011) in
+# Tasks in `bag_of_tasks` per campaign, kept by PostgreSQL statement triggers (migration 0005) in
 # one row per (campaign, database session) so writers never wait on a shared row; the figure is
 # the sum of the rows (`backend_pid` 0: what the bag held when the migration ran).
 bag_task_counts = Table(

@@ -1,7 +1,7 @@
 """Tables behind /metrics: the daemons' counters, and the tasks in the bag per campaign
 
-Revision ID: 0011
-Revises: 0003
+Revision ID: 0005
+Revises: 0004
 Create Date: 2026-12-04 21:45:00.000000
 
 `daemon_counters`: one row per series (metric name, canonical labels), which every daemon process
@@ -19,8 +19,8 @@ from __future__ import annotations
 import sqlalchemy as sa
 from alembic import op
 
-revision = '0011'
-down_revision = '0003'
+revision = '0005'
+down_revision = '0004'
 branch_labels = None
 depends_on = None
 
