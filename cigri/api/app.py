@@ -20,6 +20,7 @@ from urllib.parse import parse_qs
 
 from flask import Flask, Response, g, request
 from sqlalchemy import Engine
+from sqlalchemy.exc import DataError
 from werkzeug.exceptions import HTTPException
 
 from cigri.app import build_oar_factory
@@ -33,6 +34,9 @@ log = logging.getLogger(__name__)
 
 PEER_UID_KEY: Final = "cigri.peer_uid"  # WSGI environ key set by the Unix-socket server only
 _ANONYMOUS: Final = frozenset({"", "unknown", "null"})
+PUBLIC_ENDPOINTS: Final = frozenset({"api.root", "api.openapi"})
+MAX_MESSAGE_CHARS: Final = 4000  # an error message is cut there (a 1M-key JDL must not echo back)
+MAX_LISTED_ERRORS: Final = 20
 
 OarFactory = Callable[[Any], OarApi]
 
@@ -64,7 +68,42 @@ def json_response(payload: Any, status: int = 200, headers: dict[str, str] | Non
 
 
 def error_response(status: int, title: str, message: str) -> Response:
+    if len(message) > MAX_MESSAGE_CHARS:
+        message = message[:MAX_MESSAGE_CHARS - 30] + f"... ({len(message)} characters in all)"
     return json_response({"status": status, "title": title, "message": message}, status)
+
+
+def bounded_errors(errors: list[str]) -> str:
+    """The first errors of a list, and how many there are: an error body stays small."""
+    shown = "; ".join(errors[:MAX_LISTED_ERRORS])
+    if len(errors) > MAX_LISTED_ERRORS:
+        shown += f"; ... and {len(errors) - MAX_LISTED_ERRORS} more errors ({len(errors)} in all)"
+    return shown
+
+
+def _caused_by_name(error: BaseException, name: str) -> bool:
+    """Whether `error`, or what it wraps or was raised from, is of a class named `name` (or a
+    subclass of one): driver errors are matched by name, the API knows no driver."""
+    seen: BaseException | None = error
+    for _ in range(10):
+        if seen is None:
+            return False
+        for candidate in (seen, getattr(seen, "orig", None)):
+            if candidate is not None and any(k.__name__ == name for k in type(candidate).__mro__):
+                return True
+        seen = seen.__cause__ or seen.__context__
+    return False
+
+
+def _caused_by(error: BaseException, kind: type[BaseException]) -> bool:
+    seen: BaseException | None = error
+    for _ in range(10):
+        if seen is None:
+            return False
+        if isinstance(seen, kind) or isinstance(getattr(seen, "orig", None), kind):
+            return True
+        seen = seen.__cause__ or seen.__context__
+    return False
 
 
 def _header_environ_key(name: str) -> str:
@@ -146,7 +185,11 @@ def create_app(settings: Settings, engine: Engine, *, clock: Clock | None = None
 
     @app.before_request
     def _identify() -> None:
+        # Who is calling is settled before any body is read: a bad body from nobody is a 403.
         g.identity = resolve_identity(settings, engine, app.config["CIGRI_CLOCK"])
+        if g.identity is None and request.endpoint is not None \
+                and request.endpoint not in PUBLIC_ENDPOINTS:
+            raise ApiError(403, "Forbidden", "Access denied: not authenticated")
 
     @app.errorhandler(ApiError)
     def _api_error(error: ApiError) -> Response:
@@ -175,8 +218,35 @@ def create_app(settings: Settings, engine: Engine, *, clock: Clock | None = None
                 502, "Cluster error")
         return error_response(status, title, error.message)
 
+    @app.errorhandler(DataError)
+    def _data_error(error: DataError) -> Response:
+        # The database refused a value: a NUL character, a string longer than its column, a
+        # number out of range. The request was bad, not the server.
+        detail = str(getattr(error, "orig", error)).splitlines()[0] if str(error) else ""
+        return error_response(400, "Bad request",
+                              f"a value of the request is not acceptable: {detail}")
+
+    @app.errorhandler(RecursionError)
+    def _too_deep(_error: RecursionError) -> Response:
+        return error_response(400, "Bad request", "the request body is nested too deeply")
+
+    @app.errorhandler(UnicodeError)
+    def _bad_text(_error: UnicodeError) -> Response:
+        return error_response(400, "Bad request", "the request holds text that is not valid "
+                              "Unicode (e.g. a lone surrogate)")
+
     @app.errorhandler(Exception)
     def _unexpected(error: Exception) -> Response:
+        # Driver errors can arrive unwrapped (a COPY fed by a generator raises psycopg's own).
+        if _caused_by_name(error, "QueryCanceled"):
+            return error_response(503, "Service unavailable", "the request took longer than "
+                                  "API_STATEMENT_TIMEOUT allows; ask for less (a smaller page, "
+                                  "fewer tasks)")
+        if _caused_by(error, UnicodeError):
+            return _bad_text(UnicodeError())
+        if _caused_by_name(error, "DataError"):
+            return error_response(400, "Bad request", "a value of the request is not acceptable "
+                                  "to the database (NUL character, too long, out of range)")
         log.exception("unexpected error on %s %s", request.method, request.path)
         return error_response(500, "Internal server error", "unexpected error; see the API log")
 

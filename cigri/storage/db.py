@@ -11,7 +11,7 @@ import sqlite3
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Engine, create_engine, event
+from sqlalchemy import Connection, Engine, create_engine, event, func, select
 from sqlalchemy.engine import make_url
 
 log = logging.getLogger(__name__)
@@ -68,3 +68,11 @@ def is_postgresql(engine_or_dialect_name: Engine | str) -> bool:
     name = (engine_or_dialect_name if isinstance(engine_or_dialect_name, str)
             else engine_or_dialect_name.dialect.name)
     return name == "postgresql"
+
+
+def set_statement_timeout(conn: Connection, seconds: float) -> None:
+    """Bound every statement of the current transaction to `seconds` (PostgreSQL
+    `SET LOCAL statement_timeout`, a bound parameter; undone at commit or rollback). No-op on
+    SQLite or for 0."""
+    if seconds > 0 and conn.dialect.name == "postgresql":
+        conn.execute(select(func.set_config("statement_timeout", str(int(seconds * 1000)), True)))
