@@ -19,7 +19,7 @@ from typing import Any, Final
 from urllib.parse import parse_qs
 
 from flask import Flask, Response, g, request
-from sqlalchemy import Engine
+from sqlalchemy import Connection, Engine
 from sqlalchemy.exc import DataError
 from werkzeug.exceptions import HTTPException
 
@@ -28,6 +28,7 @@ from cigri.config import Settings
 from cigri.domain.clock import Clock, SystemClock
 from cigri.domain.errors import CigriError, Conflict, Forbidden, JDLError, NotFound
 from cigri.domain.oar import OarApi, OarError, OarNotFound
+from cigri.storage.db import set_statement_timeout
 from cigri.storage.tokens import authenticate_token
 
 log = logging.getLogger(__name__)
@@ -119,6 +120,35 @@ def _login_of_uid(uid: int) -> str | None:
         return None
 
 
+def request_connection(engine: Engine, settings: Settings) -> Connection:
+    """The request's one database connection, in a transaction (begun here when none is open,
+    each statement bounded by API_STATEMENT_TIMEOUT). A request checks one connection out of the
+    pool, once: the token check and the route's first transaction share it (fewer round trips
+    under load; `cigri.api.routes._tx` commits it). Closed at the end of the request."""
+    conn: Connection | None = g.get("cigri_conn")
+    if conn is None:
+        conn = g.cigri_conn = engine.connect()
+    if not conn.in_transaction():
+        conn.begin()
+        set_statement_timeout(conn, settings.API_STATEMENT_TIMEOUT)
+    return conn
+
+
+def release_connection(failed: bool) -> None:
+    """End of request: commit what is left open (e.g. a token's last use) unless it failed."""
+    conn: Connection | None = g.pop("cigri_conn", None)
+    if conn is None:
+        return
+    try:
+        if conn.in_transaction():
+            if failed:
+                conn.rollback()
+            else:
+                conn.commit()
+    finally:
+        conn.close()
+
+
 def resolve_identity(settings: Settings, engine: Engine, clock: Clock) -> Identity | None:
     """Who is calling, from what the kernel, a token or a trusted proxy says; None if unknown."""
     environ = request.environ
@@ -129,8 +159,8 @@ def resolve_identity(settings: Settings, engine: Engine, clock: Clock) -> Identi
     if user is None:
         authorization = request.headers.get("Authorization", "")
         if authorization[:7].lower() == "bearer ":
-            with engine.begin() as conn:
-                user = authenticate_token(conn, authorization[7:].strip(), now=clock.now())
+            conn = request_connection(engine, settings)
+            user = authenticate_token(conn, authorization[7:].strip(), now=clock.now())
             if user is None:
                 raise ApiError(401, "Unauthorized", "Access denied: invalid, expired or revoked token")
             method = "token"
@@ -190,6 +220,10 @@ def create_app(settings: Settings, engine: Engine, *, clock: Clock | None = None
         if g.identity is None and request.endpoint is not None \
                 and request.endpoint not in PUBLIC_ENDPOINTS:
             raise ApiError(403, "Forbidden", "Access denied: not authenticated")
+
+    @app.teardown_request
+    def _release(error: BaseException | None) -> None:
+        release_connection(failed=error is not None)
 
     @app.errorhandler(ApiError)
     def _api_error(error: ApiError) -> Response:

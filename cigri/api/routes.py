@@ -22,7 +22,7 @@ from flask.typing import ResponseReturnValue
 from sqlalchemy import Connection, Engine, select
 from werkzeug.routing import BaseConverter
 
-from cigri.api.app import ApiError, Identity, bounded_errors, json_response
+from cigri.api.app import ApiError, Identity, bounded_errors, json_response, request_connection
 from cigri.config import Settings
 from cigri.domain import batches
 from cigri.domain.admission import AdmissionRefused, check_admission
@@ -36,7 +36,6 @@ from cigri.storage import actions, queries, subscriptions, tokens
 from cigri.storage.campaigns import tasks_in_bag
 from cigri.storage.clusters import get_cluster, list_clusters
 from cigri.storage.collected import collection_summary
-from cigri.storage.db import set_statement_timeout
 from cigri.storage.events import is_cluster_blacklisted
 from cigri.storage.stats import (
     campaign_cluster_stats,
@@ -96,10 +95,16 @@ def _engine() -> Engine:
 
 @contextlib.contextmanager
 def _tx() -> Iterator[Connection]:
-    """One transaction of request work, each statement bounded by API_STATEMENT_TIMEOUT."""
-    with _engine().begin() as conn:
-        set_statement_timeout(conn, _settings().API_STATEMENT_TIMEOUT)
+    """One transaction of request work, on the request's connection (the token check's
+    transaction when one is open), each statement bounded by API_STATEMENT_TIMEOUT; committed
+    at the end of the block, rolled back on any error."""
+    conn = request_connection(_engine(), _settings())
+    try:
         yield conn
+    except BaseException:
+        conn.rollback()
+        raise
+    conn.commit()
 
 
 def _now() -> datetime:
