@@ -148,6 +148,16 @@ class Settings:
     API_TRUSTED_PROXIES: str = field(default="", metadata=_describe(
         "Comma-separated addresses allowed to set API_HEADER_USERNAME."))
     ADMINS: str = field(default="root", metadata=_describe("Comma-separated admin grid users."))
+    API_MAX_JSON_BYTES: int = field(default=4 << 20, metadata=_describe(
+        "Largest JSON request body in bytes (413 above it); streamed text/plain parameter "
+        "uploads are not limited by it."))
+    API_STATEMENT_TIMEOUT: float = field(default=120.0, metadata=_describe(
+        "Seconds one SQL statement of an API request may run (PostgreSQL statement_timeout); "
+        "0 disables."))
+    MAX_TASKS_PER_CAMPAIGN: int = field(default=2_000_000, metadata=_describe(
+        "Most tasks one campaign may hold (a submission or an addition above it is refused)."))
+    MAX_TASKS_PER_USER: int = field(default=5_000_000, metadata=_describe(
+        "Most tasks one user may have waiting in the bag of tasks, all campaigns together."))
 
     # Metrics (docs/metrics.md)
     METRICS_LISTEN: str = field(default="127.0.0.1:9468", metadata=_describe(

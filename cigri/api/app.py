@@ -19,7 +19,8 @@ from typing import Any, Final
 from urllib.parse import parse_qs
 
 from flask import Flask, Response, g, request
-from sqlalchemy import Engine
+from sqlalchemy import Connection, Engine
+from sqlalchemy.exc import DataError
 from werkzeug.exceptions import HTTPException
 
 from cigri.app import build_oar_factory
@@ -27,12 +28,16 @@ from cigri.config import Settings
 from cigri.domain.clock import Clock, SystemClock
 from cigri.domain.errors import CigriError, Conflict, Forbidden, JDLError, NotFound
 from cigri.domain.oar import OarApi, OarError, OarNotFound
+from cigri.storage.db import set_statement_timeout
 from cigri.storage.tokens import authenticate_token
 
 log = logging.getLogger(__name__)
 
 PEER_UID_KEY: Final = "cigri.peer_uid"  # WSGI environ key set by the Unix-socket server only
 _ANONYMOUS: Final = frozenset({"", "unknown", "null"})
+PUBLIC_ENDPOINTS: Final = frozenset({"api.root", "api.openapi"})
+MAX_MESSAGE_CHARS: Final = 4000  # an error message is cut there (a 1M-key JDL must not echo back)
+MAX_LISTED_ERRORS: Final = 20
 
 OarFactory = Callable[[Any], OarApi]
 
@@ -64,7 +69,42 @@ def json_response(payload: Any, status: int = 200, headers: dict[str, str] | Non
 
 
 def error_response(status: int, title: str, message: str) -> Response:
+    if len(message) > MAX_MESSAGE_CHARS:
+        message = message[:MAX_MESSAGE_CHARS - 30] + f"... ({len(message)} characters in all)"
     return json_response({"status": status, "title": title, "message": message}, status)
+
+
+def bounded_errors(errors: list[str]) -> str:
+    """The first errors of a list, and how many there are: an error body stays small."""
+    shown = "; ".join(errors[:MAX_LISTED_ERRORS])
+    if len(errors) > MAX_LISTED_ERRORS:
+        shown += f"; ... and {len(errors) - MAX_LISTED_ERRORS} more errors ({len(errors)} in all)"
+    return shown
+
+
+def _caused_by_name(error: BaseException, name: str) -> bool:
+    """Whether `error`, or what it wraps or was raised from, is of a class named `name` (or a
+    subclass of one): driver errors are matched by name, the API knows no driver."""
+    seen: BaseException | None = error
+    for _ in range(10):
+        if seen is None:
+            return False
+        for candidate in (seen, getattr(seen, "orig", None)):
+            if candidate is not None and any(k.__name__ == name for k in type(candidate).__mro__):
+                return True
+        seen = seen.__cause__ or seen.__context__
+    return False
+
+
+def _caused_by(error: BaseException, kind: type[BaseException]) -> bool:
+    seen: BaseException | None = error
+    for _ in range(10):
+        if seen is None:
+            return False
+        if isinstance(seen, kind) or isinstance(getattr(seen, "orig", None), kind):
+            return True
+        seen = seen.__cause__ or seen.__context__
+    return False
 
 
 def _header_environ_key(name: str) -> str:
@@ -80,6 +120,35 @@ def _login_of_uid(uid: int) -> str | None:
         return None
 
 
+def request_connection(engine: Engine, settings: Settings) -> Connection:
+    """The request's one database connection, in a transaction (begun here when none is open,
+    each statement bounded by API_STATEMENT_TIMEOUT). A request checks one connection out of the
+    pool, once: the token check and the route's first transaction share it (fewer round trips
+    under load; `cigri.api.routes._tx` commits it). Closed at the end of the request."""
+    conn: Connection | None = g.get("cigri_conn")
+    if conn is None:
+        conn = g.cigri_conn = engine.connect()
+    if not conn.in_transaction():
+        conn.begin()
+        set_statement_timeout(conn, settings.API_STATEMENT_TIMEOUT)
+    return conn
+
+
+def release_connection(failed: bool) -> None:
+    """End of request: commit what is left open (e.g. a token's last use) unless it failed."""
+    conn: Connection | None = g.pop("cigri_conn", None)
+    if conn is None:
+        return
+    try:
+        if conn.in_transaction():
+            if failed:
+                conn.rollback()
+            else:
+                conn.commit()
+    finally:
+        conn.close()
+
+
 def resolve_identity(settings: Settings, engine: Engine, clock: Clock) -> Identity | None:
     """Who is calling, from what the kernel, a token or a trusted proxy says; None if unknown."""
     environ = request.environ
@@ -90,8 +159,8 @@ def resolve_identity(settings: Settings, engine: Engine, clock: Clock) -> Identi
     if user is None:
         authorization = request.headers.get("Authorization", "")
         if authorization[:7].lower() == "bearer ":
-            with engine.begin() as conn:
-                user = authenticate_token(conn, authorization[7:].strip(), now=clock.now())
+            conn = request_connection(engine, settings)
+            user = authenticate_token(conn, authorization[7:].strip(), now=clock.now())
             if user is None:
                 raise ApiError(401, "Unauthorized", "Access denied: invalid, expired or revoked token")
             method = "token"
@@ -149,7 +218,15 @@ def create_app(settings: Settings, engine: Engine, *, clock: Clock | None = None
 
     @app.before_request
     def _identify() -> None:
+        # Who is calling is settled before any body is read: a bad body from nobody is a 403.
         g.identity = resolve_identity(settings, engine, app.config["CIGRI_CLOCK"])
+        if g.identity is None and request.endpoint is not None \
+                and request.endpoint not in PUBLIC_ENDPOINTS:
+            raise ApiError(403, "Forbidden", "Access denied: not authenticated")
+
+    @app.teardown_request
+    def _release(error: BaseException | None) -> None:
+        release_connection(failed=error is not None)
 
     @app.errorhandler(ApiError)
     def _api_error(error: ApiError) -> Response:
@@ -178,8 +255,35 @@ def create_app(settings: Settings, engine: Engine, *, clock: Clock | None = None
                 502, "Cluster error")
         return error_response(status, title, error.message)
 
+    @app.errorhandler(DataError)
+    def _data_error(error: DataError) -> Response:
+        # The database refused a value: a NUL character, a string longer than its column, a
+        # number out of range. The request was bad, not the server.
+        detail = str(getattr(error, "orig", error)).splitlines()[0] if str(error) else ""
+        return error_response(400, "Bad request",
+                              f"a value of the request is not acceptable: {detail}")
+
+    @app.errorhandler(RecursionError)
+    def _too_deep(_error: RecursionError) -> Response:
+        return error_response(400, "Bad request", "the request body is nested too deeply")
+
+    @app.errorhandler(UnicodeError)
+    def _bad_text(_error: UnicodeError) -> Response:
+        return error_response(400, "Bad request", "the request holds text that is not valid "
+                              "Unicode (e.g. a lone surrogate)")
+
     @app.errorhandler(Exception)
     def _unexpected(error: Exception) -> Response:
+        # Driver errors can arrive unwrapped (a COPY fed by a generator raises psycopg's own).
+        if _caused_by_name(error, "QueryCanceled"):
+            return error_response(503, "Service unavailable", "the request took longer than "
+                                  "API_STATEMENT_TIMEOUT allows; ask for less (a smaller page, "
+                                  "fewer tasks)")
+        if _caused_by(error, UnicodeError):
+            return _bad_text(UnicodeError())
+        if _caused_by_name(error, "DataError"):
+            return error_response(400, "Bad request", "a value of the request is not acceptable "
+                                  "to the database (NUL character, too long, out of range)")
         log.exception("unexpected error on %s %s", request.method, request.path)
         return error_response(500, "Internal server error", "unexpected error; see the API log")
 

@@ -94,33 +94,137 @@ _BODIES: Final[dict[str, dict[str, Any]]] = {
 }
 
 
-def _operation(path: str, summary: str, status: int, body: str | None) -> dict[str, Any]:
+def _query(name: str, schema: dict[str, Any], description: str) -> dict[str, Any]:
+    return {"name": name, "in": "query", "required": False, "schema": schema,
+            "description": description}
+
+
+def _page_int(maximum: int = 10**15, minimum: int = 0) -> dict[str, Any]:
+    return {"type": "integer", "minimum": minimum, "maximum": maximum}
+
+
+_FLAG: Final = {"type": "string"}  # present and not 0/false/no/off
+_LIMIT: Final = _query("limit", _page_int(1000, 1), "page size")
+_AFTER: Final = _query("after", _page_int(), "keyset cursor: the last id of the previous page")
+_PRETTY: Final = _query("pretty", {"type": "string"}, "indent the JSON (any value but false)")
+
+# Every query parameter a route reads, beyond `pretty` (which all take).
+QUERY: Final[dict[tuple[str, str], list[dict[str, Any]]]] = {
+    ("/campaigns", "get"): [
+        _query("user", {"type": "string"}, "admins: this user's campaigns"),
+        _query("state", {"type": "string"}, "comma-separated states"),
+        _query("all", _FLAG, "every state"), _LIMIT, _AFTER],
+    ("/campaigns/{campaign_id}", "put"): [
+        _query("name", {"type": "string"}, "new name"),
+        _query("state", {"enum": ["paused", "in_treatment"]}, "pause or resume")],
+    ("/campaigns/{campaign_id}", "delete"): [
+        _query("hold", _FLAG, "pause"), _query("resume", _FLAG, "resume"),
+        _query("purge", _FLAG, "delete a finished campaign")],
+    ("/campaigns/{campaign_id}/jobs", "get"): [
+        _LIMIT, _query("offset", _page_int(), "v3 offset"), _AFTER],
+    ("/campaigns/{campaign_id}/jobs/finished", "get"): [_LIMIT, _AFTER],
+    ("/campaigns/{campaign_id}/events", "get"): [
+        _LIMIT, _AFTER, _query("all", _FLAG, "the whole history")],
+    ("/campaigns/{campaign_id}/events", "delete"): [
+        _query("resubmit", _FLAG, "resubmit the failed jobs")],
+    ("/events", "get"): [_LIMIT, _AFTER],
+    ("/events/{event_id}", "delete"): [_query("resubmit", _FLAG, "resubmit the job")],
+    ("/gridusage", "get"): [
+        _query("from", _page_int(253_402_300_799), "epoch seconds, exclusive"),
+        _query("to", _page_int(253_402_300_799), "epoch seconds, inclusive")],
+    ("/notifications", "get"): [_query("admin", _FLAG, "admins: the admin channel")],
+    ("/notifications/{kind}", "post"): [_query("admin", _FLAG, "admins: the admin channel")],
+    ("/notifications/{kind}", "delete"): [
+        _query("identity", {"type": "string"}, "the subscription to remove"),
+        _query("admin", _FLAG, "admins: the admin channel")],
+    ("/tokens", "get"): [_query("admin", _FLAG, "admins: the oar login's tokens")],
+    ("/tokens", "post"): [_query("admin", _FLAG, "admins: the oar login's tokens")],
+    ("/tokens/{cluster_id}", "delete"): [_query("admin", _FLAG, "admins: the oar login's tokens")],
+}
+
+
+def _ref(name: str) -> dict[str, str]:
+    return {"$ref": f"#/components/schemas/{name}"}
+
+
+def _items(name: str) -> dict[str, Any]:
+    return {"type": "object", "required": ["items"],
+            "properties": {"items": {"type": "array", "items": _ref(name)}}}
+
+
+# The success body of each route (the `Status` body when not listed).
+SUCCESS: Final[dict[tuple[str, str], dict[str, Any]]] = {
+    ("/", "get"): _ref("Links"),
+    ("/openapi.json", "get"): {"type": "object", "required": ["openapi", "paths"]},
+    ("/whoami", "get"): _ref("WhoAmI"),
+    ("/campaigns", "get"): _items("Campaign"),
+    ("/campaigns", "post"): _ref("Campaign"),
+    ("/campaigns/{campaign_id}", "get"): _ref("CampaignDetail"),
+    ("/campaigns/{campaign_id}", "put"): _ref("Campaign"),
+    ("/campaigns/{campaign_id}/outputs", "delete"): _ref("OutputsRemoved"),
+    ("/campaigns/{campaign_id}/stats", "get"): _ref("Stats"),
+    ("/campaigns/{campaign_id}/jdl", "get"): {"type": "object"},
+    ("/campaigns/{campaign_id}/jobs", "get"): _items("Task"),
+    ("/campaigns/{campaign_id}/jobs", "post"): _ref("Campaign"),
+    ("/campaigns/{campaign_id}/jobs/finished", "get"): _items("Job"),
+    ("/campaigns/{campaign_id}/jobs/{task_id}", "get"): _ref("TaskDetail"),
+    ("/campaigns/{campaign_id}/events", "get"): _items("Event"),
+    ("/events", "get"): _items("Event"),
+    ("/events/{event_id}", "get"): _ref("Event"),
+    ("/jobs/{job_id}", "get"): _ref("Job"),
+    ("/jobs/{job_id}/stdout", "get"): _ref("Output"),
+    ("/jobs/{job_id}/stderr", "get"): _ref("Output"),
+    ("/jobs/{job_id}/cinfos", "get"): {"type": "object"},
+    ("/clusters", "get"): _items("ClusterItem"),
+    ("/clusters/{cluster_id}", "get"): _ref("Cluster"),
+    ("/gridusage", "get"): _items("GridUsage"),
+    ("/notifications", "get"): _items("Subscription"),
+    ("/tokens", "get"): _items("ClusterToken"),
+    ("/api-tokens", "get"): _items("ApiToken"),
+    ("/api-tokens", "post"): _ref("ApiTokenCreated"),
+}
+
+
+def _error(description: str) -> dict[str, Any]:
+    return {"description": description, "content": {"application/json": {"schema": _ERROR}}}
+
+
+def _operation(path: str, method: str, summary: str, status: int, body: str | None
+               ) -> dict[str, Any]:
     parameters = [{"name": part[1:-1], "in": "path", "required": True,
-                   "schema": {"type": "string" if part == "{kind}" else "integer"}}
+                   "schema": {"type": "string"} if part == "{kind}" else
+                   {"type": "integer", "minimum": 0, "maximum": 10**18 - 1}}
                   for part in path.split("/") if part.startswith("{")]
+    parameters += [*QUERY.get((path, method), []), _PRETTY]
+    success = SUCCESS.get((path, method), _ref("Status"))
     operation: dict[str, Any] = {
         "summary": summary,
         "parameters": parameters,
         "responses": {
-            str(status): {"description": "success"},
-            "400": {"description": "bad request", "content": {"application/json": {"schema": _ERROR}}},
-            "403": {"description": "not authenticated or not yours",
-                    "content": {"application/json": {"schema": _ERROR}}},
-            "404": {"description": "no such object",
-                    "content": {"application/json": {"schema": _ERROR}}},
+            str(status): {"description": "success",
+                          "content": {"application/json": {"schema": success}}},
+            "400": _error("bad request or refused action"),
+            "401": _error("bad, expired or revoked token"),
+            "403": _error("not authenticated, not yours, admins only, or over a site limit"),
+            "404": _error("no such object"),
+            "405": _error("method not allowed"),
+            "503": _error("the request's work took longer than API_STATEMENT_TIMEOUT"),
         },
     }
+    if path.startswith("/jobs/{job_id}/") or path.endswith("/outputs"):
+        operation["responses"]["502"] = _error("the cluster failed")
     if path in {"/", "/openapi.json", "/metrics"}:
         operation["security"] = []
     if body:
         operation["requestBody"] = {"content": _BODIES[body]}
+        operation["responses"]["413"] = _error("JSON body over API_MAX_JSON_BYTES")
     return operation
 
 
 def _document() -> dict[str, Any]:
     paths: dict[str, dict[str, Any]] = {}
     for path, method, summary, status, body in ROUTES:
-        paths.setdefault(path, {})[method] = _operation(path, summary, status, body)
+        paths.setdefault(path, {})[method] = _operation(path, method, summary, status, body)
     return {
         "openapi": "3.0.3",
         "info": {"title": "cigri REST API", "version": __version__,
@@ -138,13 +242,89 @@ def _document() -> dict[str, Any]:
                                          "title": {"type": "string"},
                                          "message": {"type": "string"}}},
                 "Status": _STATUS_SCHEMA,
+                **_SCHEMAS,
             },
         },
         "security": [{"bearer": []}, {"proxy": []}],
     }
 
 
-_STATUS_SCHEMA: Final = {"type": "object", "properties": {
-    "status": {"type": "integer"}, "title": {"type": "string"}, "message": {"type": "string"}}}
+_STATUS_SCHEMA: Final[dict[str, Any]] = {"type": "object", "required": ["status", "title", "message"],
+                         "properties": {"status": {"type": "integer"},
+                                        "title": {"type": "string"},
+                                        "message": {"type": "string"}}}
+
+
+def _object(required: dict[str, Any], **optional: Any) -> dict[str, Any]:
+    return {"type": "object", "required": list(required),
+            "properties": {**required, **optional}}
+
+
+_INT: Final = {"type": "integer"}
+_STR: Final = {"type": "string"}
+_NUM: Final = {"type": "number"}
+_BOOL: Final = {"type": "boolean"}
+_N_INT: Final = {"type": "integer", "nullable": True}
+_N_STR: Final = {"type": "string", "nullable": True}
+_N_NUM: Final = {"type": "number", "nullable": True}
+_LINKS: Final = {"type": "array", "items": _object({"rel": _STR, "href": _STR}, title=_STR)}
+
+_CAMPAIGN: Final = {
+    "id": _INT, "name": _STR, "user": _STR, "state": _STR, "type": _STR, "has_events": _BOOL,
+    "submission_time": _N_INT, "submission_date": _N_STR, "completion_date": _N_STR,
+    "total_jobs": _INT, "finished_jobs": _INT, "links": _LINKS}
+_CLUSTER_STATS: Final = _object({
+    "cluster_id": _N_INT, "cluster_name": _N_STR, "terminated": _INT, "active": _INT,
+    "failures": _INT, "resubmissions": _INT, "average_duration": _N_NUM,
+    "stddev_duration": _N_NUM, "jobs_per_hour": _NUM, "failure_rate": _N_NUM,
+    "resubmit_rate": _N_NUM})
+
+_SCHEMAS: Final[dict[str, Any]] = {
+    "Links": _object({"links": _LINKS}),
+    "WhoAmI": _object({"user": _STR, "is_admin": _BOOL, "method": _STR}),
+    "Campaign": _object(_CAMPAIGN),
+    "CampaignDetail": _object({**_CAMPAIGN, "clusters": {
+        "type": "object", "additionalProperties": _object({
+            "cluster_name": _STR, "active_jobs": _INT, "queued_jobs": _INT,
+            "prologue_ok": _BOOL, "epilogue_ok": _BOOL})}}),
+    "OutputsRemoved": _object({**_STATUS_SCHEMA["properties"], "removed": _INT,
+                               "missing": _INT, "errors": {"type": "array", "items": _STR}}),
+    "Stats": _object({
+        "average_jobs_duration": _N_NUM, "stddev_jobs_duration": _N_NUM,
+        "jobs_throughput": _N_NUM, "remaining_time": _N_NUM, "failures_rate": _N_NUM,
+        "resubmit_rate": _N_NUM, "clusters": {"type": "array", "items": _CLUSTER_STATS},
+        "campaign": {**_CLUSTER_STATS, "nullable": True},
+        "forecast": _object({"total_tasks": _INT, "finished_tasks": _INT, "progress": _NUM,
+                             "jobs_per_hour": _NUM, "eta_seconds": _N_NUM}),
+        "collection": {"type": "object", "nullable": True}}),
+    "Task": _object({"id": _INT, "name": _N_STR, "parameters": _N_STR, "cluster": _N_STR,
+                     "cigri_job_id": _N_INT, "remote_id": _N_INT, "state": _STR,
+                     "href": _STR}),
+    "TaskDetail": _object({"id": _INT, "name": _N_STR, "parameters": _N_STR, "state": _STR,
+                           "execution": {"type": "array", "items": {"type": "object"}}}),
+    "Event": _object({"id": _INT, "class": _STR, "code": _STR, "state": _STR,
+                      "job_id": _N_INT, "cluster_id": _N_INT, "campaign_id": _N_INT,
+                      "checked": _BOOL, "notified": _BOOL, "date_open": _N_STR,
+                      "message": _N_STR, "links": _LINKS},
+                     cluster_name=_N_STR, parent=_N_INT, date_closed=_N_STR,
+                     date_update=_N_STR),
+    "Job": _object({"id": _INT, "campaign_id": _INT, "state": _STR},
+                   param_id=_N_INT, cluster_id=_N_INT, remote_id=_N_INT, grid_user=_STR,
+                   cluster_name=_N_STR),
+    "Output": _object({"output": _STR}),
+    "ClusterItem": _object({"id": _INT, "name": _STR, "links": _LINKS}),
+    "Cluster": _object({"id": _INT, "name": _STR, "api_url": _STR, "enabled": _BOOL,
+                        "blacklisted": _BOOL, "under_stress": _BOOL, "links": _LINKS}),
+    "GridUsage": _object({"date": _N_INT, "clusters": {"type": "array", "items": _object({
+        "cluster_id": _INT, "cluster_name": _N_STR, "max_resources": _N_INT,
+        "used_resources": _N_INT, "used_by_cigri": _N_INT,
+        "unavailable_resources": _N_INT})}}),
+    "Subscription": _object({"id": _INT, "grid_user": _STR, "type": _STR, "identity": _STR,
+                             "severity": _STR}, format=_N_STR),
+    "ClusterToken": _object({"cluster_id": _INT, "token": _STR}),
+    "ApiToken": _object({"id": _INT, "user": _STR, "name": _N_STR, "created_at": _N_STR,
+                         "expires_at": _N_STR, "last_used_at": _N_STR, "revoked_at": _N_STR}),
+    "ApiTokenCreated": _object({"id": _INT, "user": _STR, "token": _STR}),
+}
 
 DOCUMENT: Final = _document()

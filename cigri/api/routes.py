@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import json
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Final
@@ -22,7 +22,7 @@ from flask.typing import ResponseReturnValue
 from sqlalchemy import Connection, Engine, select
 from werkzeug.routing import BaseConverter
 
-from cigri.api.app import ApiError, Identity, json_response
+from cigri.api.app import ApiError, Identity, bounded_errors, json_response, request_connection
 from cigri.config import Settings
 from cigri.domain import batches, cluster_tokens
 from cigri.domain.admission import AdmissionRefused, check_admission
@@ -36,6 +36,7 @@ from cigri.domain.states import AuthType, CampaignState, EventClass, Notificatio
 from cigri.domain.stats import ClusterStats, forecast
 from cigri.storage import actions, queries, subscriptions, tokens
 from cigri.storage import cluster_tokens as token_store
+from cigri.storage.campaigns import tasks_in_bag
 from cigri.storage.clusters import get_cluster, list_clusters
 from cigri.storage.collected import collection_summary
 from cigri.storage.events import is_cluster_blacklisted, list_open_events
@@ -51,12 +52,15 @@ from cigri.storage.tables import grid_usage, users_mapping
 api = Blueprint("api", __name__)
 
 MAX_LINE_BYTES: Final = 1 << 20
+MAX_EPOCH: Final = 253_402_300_799  # 9999-12-31T23:59:59Z, the last second a datetime holds
 OUTPUT_TAIL_LINES: Final = 100_000
 TEXT_TYPES: Final = ("text/plain", "application/x-cigri-campaign")
 
 
 class IdConverter(BaseConverter):
-    """A database id: 1 to 18 digits, so it always fits a BIGINT (anything else is a 404)."""
+    """A database id in a path: 1 to 18 digits (anything else is a 404). Whether it fits its
+    column is `_ids_in_range`'s business: a converter that refuses a value makes werkzeug answer
+    405 when another method's rule has the same path."""
 
     regex = r"\d{1,18}"
 
@@ -65,6 +69,21 @@ class IdConverter(BaseConverter):
 
     def to_url(self, value: Any) -> str:
         return str(int(value))
+
+
+# Path ids kept in INTEGER columns (campaigns, clusters, API tokens); the others (tasks, jobs,
+# events) are BIGINT, which 18 digits always fit.
+_INT4_IDS: Final = frozenset({"campaign_id", "cluster_id", "token_id"})
+_INT4_MAX: Final = 2**31 - 1
+
+
+@api.before_request
+def _ids_in_range() -> None:
+    """An id beyond its column names no object: 404, never a database error."""
+    for name, value in (request.view_args or {}).items():
+        if name in _INT4_IDS and isinstance(value, int) and value > _INT4_MAX:
+            raise ApiError(404, "Not found",
+                           f"{request.method} {request.url} not found on this server")
 
 
 # ---------------------------------------------------------------- helpers
@@ -76,6 +95,20 @@ def _settings() -> Settings:
 
 def _engine() -> Engine:
     return current_app.config["CIGRI_ENGINE"]
+
+
+@contextlib.contextmanager
+def _tx() -> Iterator[Connection]:
+    """One transaction of request work, on the request's connection (the token check's
+    transaction when one is open), each statement bounded by API_STATEMENT_TIMEOUT; committed
+    at the end of the block, rolled back on any error."""
+    conn = request_connection(_engine(), _settings())
+    try:
+        yield conn
+    except BaseException:
+        conn.rollback()
+        raise
+    conn.commit()
 
 
 def _now() -> datetime:
@@ -200,11 +233,72 @@ def _lines(stream: Any) -> Iterator[str]:
             raise JDLError("parameters must be UTF-8 text") from error
 
 
+def _json_bytes() -> bytes:
+    """The raw JSON body, at most API_MAX_JSON_BYTES (else 413, before reading more)."""
+    limit = _settings().API_MAX_JSON_BYTES
+    too_large = ApiError(413, "Payload too large",
+                         f"a JSON body is at most {limit} bytes (API_MAX_JSON_BYTES); send many "
+                         "parameters as a streamed text/plain body")
+    if request.content_length is not None and request.content_length > limit:
+        raise too_large
+    data = request.stream.read(limit + 1)
+    if len(data) > limit:
+        raise too_large
+    return bytes(data)
+
+
 def _json_body() -> Any:
     try:
-        return json.loads(request.get_data(cache=False) or b"null")
+        return json.loads(_json_bytes() or b"null")
     except (json.JSONDecodeError, UnicodeDecodeError) as error:
         raise ApiError(400, "Bad request", f"the body is not valid JSON: {error}") from error
+    except RecursionError as error:
+        raise ApiError(400, "Bad request", "the body is not valid JSON: nested too deeply") from error
+
+
+class ClientGone(Exception):
+    """The client closed the connection: the request's work is abandoned and rolled back."""
+
+
+_DISCONNECT_CHECK_EVERY: Final = 10_000
+
+
+def _bounded(lines: Iterable[str], *, already: int, in_bag: int) -> Iterator[str]:
+    """`lines`, stopped with a 400 past MAX_TASKS_PER_CAMPAIGN (counting the `already` tasks of
+    the campaign), a 403 past the user's MAX_TASKS_PER_USER (counting the `in_bag` tasks waiting),
+    and `ClientGone` once the client has disconnected (checked every 10,000 lines): the caller's
+    transaction then rolls back and nothing of it remains."""
+    settings = _settings()
+    per_campaign = settings.MAX_TASKS_PER_CAMPAIGN - already
+    per_user = settings.MAX_TASKS_PER_USER - in_bag
+    gone = request.environ.get("waitress.client_disconnected")
+    for count, line in enumerate(lines, start=1):
+        if count > per_campaign:
+            raise _campaign_limit(settings.MAX_TASKS_PER_CAMPAIGN)
+        if count > per_user:
+            raise _user_limit(settings.MAX_TASKS_PER_USER, in_bag)
+        if gone is not None and count % _DISCONNECT_CHECK_EVERY == 0 and gone():
+            raise ClientGone()
+        yield line
+
+
+def _campaign_limit(limit: int) -> ApiError:
+    return ApiError(400, "Error", f"a campaign holds at most {limit} tasks (MAX_TASKS_PER_CAMPAIGN "
+                    "of this site)")
+
+
+def _user_limit(limit: int, in_bag: int) -> ApiError:
+    return ApiError(403, "Forbidden", f"you may have at most {limit} tasks waiting "
+                    f"(MAX_TASKS_PER_USER of this site); {in_bag} are waiting already")
+
+
+def _check_task_count(count: int, *, already: int, in_bag: int) -> None:
+    """Refuse up front a number of tasks known before ingestion (`nb_jobs`, a JSON list)."""
+    settings = _settings()
+    if already + count > settings.MAX_TASKS_PER_CAMPAIGN:
+        raise _campaign_limit(settings.MAX_TASKS_PER_CAMPAIGN)
+    if in_bag + count > settings.MAX_TASKS_PER_USER:
+        raise _user_limit(settings.MAX_TASKS_PER_USER, in_bag)
 
 
 def _param_list(body: Any) -> list[str]:
@@ -257,7 +351,7 @@ def list_campaigns() -> ResponseReturnValue:
             raise ApiError(400, "Bad request", f"unknown campaign state {sorted(unknown)[0]!r}")
     limit = _int_arg("limit", queries.MAX_PAGE, minimum=1, maximum=queries.MAX_PAGE)
     after = _int_arg("after", 0)
-    with _engine().begin() as conn:
+    with _tx() as conn:
         items = queries.list_campaigns(conn, grid_user=user, states=states, after=after,
                                        limit=limit)
     links = [_link("self", request.full_path.rstrip("?"))]
@@ -286,10 +380,11 @@ def submit_campaign() -> ResponseReturnValue:
         lines = _lines(request.stream)
         source: Any = _with_streamed_params(next(lines, ""))
     else:
-        source = request.get_data(cache=False)
-    with _engine().begin() as conn:
+        source = _json_bytes()
+    with _tx() as conn:
         known = [c.name for c in list_clusters(conn)]
         rules = queries.list_admission_rules(conn)
+        in_bag = tasks_in_bag(conn, identity.user)
     try:
         spec = parse_jdl(source, defaults=_jdl_defaults(), known_clusters=known)
         try:
@@ -298,8 +393,11 @@ def submit_campaign() -> ResponseReturnValue:
             raise ApiError(400, "Admission rule error", error.message) from error
         if lines is not None and (spec.params is not None or spec.nb_jobs is not None):
             raise JDLError("parameters were streamed but the JDL also gives params or nb_jobs")
-        params = spec.parameter_lines(lines)
-        with _engine().begin() as conn:
+        known_count = spec.nb_jobs if spec.params is None else len(spec.params)
+        if known_count is not None:
+            _check_task_count(known_count, already=0, in_bag=in_bag)
+        params = _bounded(spec.parameter_lines(lines), already=0, in_bag=in_bag)
+        with _tx() as conn:
             now = _now()
             campaign_id = create_campaign_from_spec(conn, grid_user=identity.user, spec=spec,
                                                     params=params, now=now)
@@ -308,7 +406,8 @@ def submit_campaign() -> ResponseReturnValue:
                                         tasks=summary.total_jobs, now=now,
                                         plan=_timed_plan(conn, spec, now))
     except JDLError as error:
-        raise ApiError(400, "Error", f"Error submitting campaign: {error.message}") from error
+        raise ApiError(400, "Error", "Error submitting campaign: "
+                       f"{bounded_errors(error.errors)}") from error
     return json_response(_campaign_json(summary), 201,
                          headers={"Location": f"/campaigns/{campaign_id}"})
 
@@ -348,7 +447,7 @@ def _with_streamed_params(first_line: str) -> Any:
 @api.get("/campaigns/<id:campaign_id>")
 def get_campaign(campaign_id: int) -> ResponseReturnValue:
     identity = _who()
-    with _engine().begin() as conn:
+    with _tx() as conn:
         detail = queries.get_campaign_detail(conn, campaign_id)
         plans = {c.cluster_id: _cluster_plan(conn, campaign_id, c.cluster_id)
                  for c in detail.clusters}
@@ -389,9 +488,9 @@ def update_campaign(campaign_id: int) -> ResponseReturnValue:
     name, state = values.get("name"), values.get("state")
     if name is not None and not isinstance(name, str):
         raise ApiError(400, "Bad request", "name must be a string")
-    if state is not None and state not in {"paused", "in_treatment"}:
+    if state is not None and (not isinstance(state, str) or state not in {"paused", "in_treatment"}):
         raise ApiError(400, "Bad request", "state must be 'paused' or 'in_treatment'")
-    with _engine().begin() as conn:
+    with _tx() as conn:
         _own_campaign(conn, campaign_id)
         actions.update_campaign(conn, campaign_id, name=name, state=state, now=_now())
         summary = queries.get_campaign_summary(conn, campaign_id)
@@ -401,7 +500,7 @@ def update_campaign(campaign_id: int) -> ResponseReturnValue:
 @api.delete("/campaigns/<id:campaign_id>")
 def delete_campaign(campaign_id: int) -> ResponseReturnValue:
     now = _now()
-    with _engine().begin() as conn:
+    with _tx() as conn:
         _own_campaign(conn, campaign_id)
         if _flag("hold"):
             actions.pause_campaign(conn, campaign_id, now=now)
@@ -423,7 +522,7 @@ def delete_outputs(campaign_id: int) -> ResponseReturnValue:
     """Remove the stdout/stderr files of a finished campaign's jobs on their clusters, through
     OAR as the owner's cluster login; for a temporal-grouping batch also its sub-jobs' own
     stdout/stderr and its state file. Nothing is held open while OAR is called."""
-    with _engine().begin() as conn:
+    with _tx() as conn:
         owner, state = _own_campaign(conn, campaign_id)
         if state not in {CampaignState.TERMINATED.value, CampaignState.CANCELLED.value}:
             raise ApiError(400, "Error", f"Campaign {campaign_id} is {state}: only the output "
@@ -468,7 +567,7 @@ def campaign_stats(campaign_id: int) -> ResponseReturnValue:
     campaign that gathers outputs, what was collected. The figures come from per-cluster sums
     that PostgreSQL maintains (a few rows whatever the campaign's size; SQLite computes them)."""
     now, window = _now(), _settings().CAMPAIGN_THROUGHPUT_WINDOW
-    with _engine().begin() as conn:
+    with _tx() as conn:
         _own_campaign(conn, campaign_id)
         per_cluster = campaign_cluster_stats(conn, campaign_id, now=now, window_seconds=window)
         whole = per_cluster[-1]
@@ -506,7 +605,7 @@ def _cluster_stats_json(stats: ClusterStats) -> dict[str, Any]:
 
 @api.get("/campaigns/<id:campaign_id>/jdl")
 def campaign_jdl(campaign_id: int) -> ResponseReturnValue:
-    with _engine().begin() as conn:
+    with _tx() as conn:
         _own_campaign(conn, campaign_id)
         jdl = queries.get_campaign_jdl(conn, campaign_id)
     try:
@@ -521,7 +620,7 @@ def campaign_tasks(campaign_id: int) -> ResponseReturnValue:
     limit = _int_arg("limit", 100, minimum=1, maximum=queries.MAX_PAGE)
     offset = _int_arg("offset", 0)
     after = _int_arg("after", 0)
-    with _engine().begin() as conn:
+    with _tx() as conn:
         _own_campaign(conn, campaign_id)
         total = queries.get_campaign_summary(conn, campaign_id).total_jobs
         rows = queries.list_tasks(conn, campaign_id, after=after,
@@ -544,13 +643,19 @@ def add_tasks(campaign_id: int) -> ResponseReturnValue:
     from cigri.storage.campaigns import add_parameters
 
     params: Any = _lines(request.stream) if _is_text_body() else _param_list(_json_body())
-    with _engine().begin() as conn:
-        _own_campaign(conn, campaign_id)
+    with _tx() as conn:
+        owner, _state = _own_campaign(conn, campaign_id)
+        already = queries.get_campaign_summary(conn, campaign_id).total_jobs
+        in_bag = tasks_in_bag(conn, owner)
+        if isinstance(params, list):
+            _check_task_count(len(params), already=already, in_bag=in_bag)
         try:
-            add_parameters(conn, campaign_id, (line.strip() for line in params), now=_now())
+            add_parameters(conn, campaign_id, _bounded((line.strip() for line in params),
+                                                       already=already, in_bag=in_bag),
+                           now=_now())
         except JDLError as error:
-            raise ApiError(400, "Error",
-                           f"Error updating campaign {campaign_id}: {error.message}") from error
+            raise ApiError(400, "Error", f"Error updating campaign {campaign_id}: "
+                           f"{bounded_errors(error.errors)}") from error
         summary = queries.get_campaign_summary(conn, campaign_id)
     return json_response(_campaign_json(summary), 201,
                          headers={"Location": f"/campaigns/{campaign_id}"})
@@ -560,7 +665,7 @@ def add_tasks(campaign_id: int) -> ResponseReturnValue:
 def finished_jobs(campaign_id: int) -> ResponseReturnValue:
     limit = _int_arg("limit", queries.MAX_PAGE, minimum=1, maximum=queries.MAX_PAGE)
     after = _int_arg("after", 0)
-    with _engine().begin() as conn:
+    with _tx() as conn:
         _own_campaign(conn, campaign_id)
         rows = queries.list_finished_jobs(conn, campaign_id, after=after, limit=limit)
     links = []
@@ -572,7 +677,7 @@ def finished_jobs(campaign_id: int) -> ResponseReturnValue:
 
 @api.get("/campaigns/<id:campaign_id>/jobs/<id:task_id>")
 def campaign_task(campaign_id: int, task_id: int) -> ResponseReturnValue:
-    with _engine().begin() as conn:
+    with _tx() as conn:
         _own_campaign(conn, campaign_id)
         task = queries.get_task(conn, campaign_id, task_id)
     task["links"] = [_link("self", f"/campaigns/{campaign_id}/jobs/{task_id}"),
@@ -585,7 +690,7 @@ def campaign_events(campaign_id: int) -> ResponseReturnValue:
     limit = _int_arg("limit", 100, minimum=1, maximum=queries.MAX_PAGE)
     after = _int_arg("after", 0)
     include_closed = _flag("all")
-    with _engine().begin() as conn:
+    with _tx() as conn:
         _own_campaign(conn, campaign_id)
         rows = queries.list_campaign_events(conn, campaign_id, include_closed=include_closed,
                                             after=after, limit=limit)
@@ -595,7 +700,7 @@ def campaign_events(campaign_id: int) -> ResponseReturnValue:
 
 @api.delete("/campaigns/<id:campaign_id>/events")
 def fix_campaign_events(campaign_id: int) -> ResponseReturnValue:
-    with _engine().begin() as conn:
+    with _tx() as conn:
         _own_campaign(conn, campaign_id)
         actions.fix_campaign_events(conn, campaign_id, resubmit=_flag("resubmit"), now=_now())
     return _status(202, "Accepted", f"Campaign {campaign_id} events closed")
@@ -609,7 +714,7 @@ def global_events() -> ResponseReturnValue:
     _who()
     limit = _int_arg("limit", 100, minimum=1, maximum=queries.MAX_PAGE)
     after = _int_arg("after", 0)
-    with _engine().begin() as conn:
+    with _tx() as conn:
         rows = queries.list_global_events(conn, after=after, limit=limit)
     return _event_page(rows, base="/events", limit=limit, offset=0)
 
@@ -621,7 +726,8 @@ def create_event() -> ResponseReturnValue:
     if not isinstance(body, dict):
         raise ApiError(400, "Bad request", "expected a JSON object")
     class_, code = body.get("class"), body.get("code")
-    if class_ not in {c.value for c in EventClass} or not isinstance(code, str) or not code:
+    if not isinstance(class_, str) or class_ not in {c.value for c in EventClass} \
+            or not isinstance(code, str) or not code:
         raise ApiError(400, "Bad request", "class (cluster, job, campaign, notify, log) and code "
                        "are required")
     ids = {}
@@ -633,7 +739,7 @@ def create_event() -> ResponseReturnValue:
     if ids["cluster_id"] is None and ids["job_id"] is None:
         raise ApiError(400, "Bad request", "cluster_id or job_id is required")
     message = body.get("message")
-    with _engine().begin() as conn:
+    with _tx() as conn:
         event_id = actions.create_admin_event(
             conn, class_=class_, code=code, message=message if isinstance(message, str) else None,
             cluster_id=ids["cluster_id"], job_id=ids["job_id"], now=_now())
@@ -655,7 +761,7 @@ def _readable_event(conn: Connection, event_id: int) -> dict[str, Any]:
 
 @api.get("/events/<id:event_id>")
 def get_event(event_id: int) -> ResponseReturnValue:
-    with _engine().begin() as conn:
+    with _tx() as conn:
         row = _readable_event(conn, event_id)
     return json_response(_event_json(row), headers={"Allow": "DELETE,GET,POST,PUT"})
 
@@ -663,7 +769,7 @@ def get_event(event_id: int) -> ResponseReturnValue:
 @api.delete("/events/<id:event_id>")
 def fix_event(event_id: int) -> ResponseReturnValue:
     identity = _who()
-    with _engine().begin() as conn:
+    with _tx() as conn:
         row = _readable_event(conn, event_id)
         if row.get("campaign_owner") is None and not identity.is_admin:
             raise ApiError(403, "Forbidden", f"Event {event_id} is not specific to a campaign "
@@ -699,7 +805,7 @@ def _own_job(conn: Connection, job_id: int) -> dict[str, Any]:
 
 @api.get("/jobs/<id:job_id>")
 def get_job(job_id: int) -> ResponseReturnValue:
-    with _engine().begin() as conn:
+    with _tx() as conn:
         _own_job(conn, job_id)
         job = queries.get_job_detail(conn, job_id)
     body = _job_row_json(job)
@@ -710,14 +816,14 @@ def get_job(job_id: int) -> ResponseReturnValue:
 
 @api.delete("/jobs/<id:job_id>")
 def cancel_job(job_id: int) -> ResponseReturnValue:
-    with _engine().begin() as conn:
+    with _tx() as conn:
         _own_job(conn, job_id)
         actions.cancel_job(conn, job_id, now=_now())
     return _status(202, "Accepted", f"Job {job_id} cancel event created")
 
 
 def _job_on_cluster(job_id: int) -> tuple[dict[str, Any], Any]:
-    with _engine().begin() as conn:
+    with _tx() as conn:
         job = _own_job(conn, job_id)
         if job["remote_id"] is None or job["cluster_id"] is None:
             raise ApiError(404, "Not found", f"Job {job_id} has not been submitted to a cluster")
@@ -726,7 +832,7 @@ def _job_on_cluster(job_id: int) -> tuple[dict[str, Any], Any]:
 
 
 def _cluster_login(job: Mapping[str, Any]) -> str:
-    with _engine().begin() as conn:
+    with _tx() as conn:
         mapped = conn.execute(select(users_mapping.c.cluster_login).where(
             users_mapping.c.grid_login == job["grid_user"],
             users_mapping.c.cluster_id == job["cluster_id"])).scalar_one_or_none()
@@ -778,7 +884,7 @@ def job_cinfos(job_id: int) -> ResponseReturnValue:
 @api.get("/clusters")
 def clusters_list() -> ResponseReturnValue:
     _who()
-    with _engine().begin() as conn:
+    with _tx() as conn:
         found = list_clusters(conn, enabled_only=True)
     items = [{"id": c.id, "name": c.name,
               "links": [_link("self", f"/clusters/{c.id}"), _link("parent", "/clusters")]}
@@ -791,7 +897,7 @@ def clusters_list() -> ResponseReturnValue:
 def cluster_detail(cluster_id: int) -> ResponseReturnValue:
     _who()
     threshold = _settings().STRESS_FACTOR
-    with _engine().begin() as conn:
+    with _tx() as conn:
         cluster = get_cluster(conn, cluster_id)
         blacklisted = is_cluster_blacklisted(conn, cluster_id)
         # open cluster-wide events other than the blacklist itself: why it is blacklisted
@@ -831,9 +937,9 @@ def _night_json(cluster: Cluster) -> dict[str, Any]:
 @api.get("/gridusage")
 def gridusage() -> ResponseReturnValue:
     _who()
-    start = _int_arg("from", -1, minimum=0) if request.args.get("from") else None
-    end = _int_arg("to", -1, minimum=0) if request.args.get("to") else None
-    with _engine().begin() as conn:
+    start = _int_arg("from", -1, maximum=MAX_EPOCH) if request.args.get("from") else None
+    end = _int_arg("to", -1, maximum=MAX_EPOCH) if request.args.get("to") else None
+    with _tx() as conn:
         query = (select(grid_usage, clusters_table.c.name.label("cluster_name"))
                  .join(clusters_table, clusters_table.c.id == grid_usage.c.cluster_id))
         rows: Sequence[Any]
@@ -898,7 +1004,7 @@ def _subscriber(identity: Identity) -> str:
 @api.get("/notifications")
 def list_notifications() -> ResponseReturnValue:
     identity = _who()
-    with _engine().begin() as conn:
+    with _tx() as conn:
         found = subscriptions.list_subscriptions(conn, grid_user=_subscriber(identity))
     items = [{"id": s.id, "grid_user": s.grid_user, "type": s.type, "identity": s.identity,
               "severity": s.severity, "format": s.format} for s in found]
@@ -921,10 +1027,10 @@ def subscribe(kind: str) -> ResponseReturnValue:
     target, severity = body.get("identity"), body.get("severity")
     if not isinstance(target, str) or not target.strip():
         raise ApiError(400, "Bad request", "identity is required")
-    if severity not in {s.value for s in Severity}:
+    if not isinstance(severity, str) or severity not in {s.value for s in Severity}:
         raise ApiError(400, "Bad request", "Severity should be 'low', 'medium' or 'high'")
     fmt = body.get("format")
-    with _engine().begin() as conn:
+    with _tx() as conn:
         subscriptions.subscribe(conn, grid_user=_subscriber(identity), type_=channel,
                                 identity=target.strip(), severity=severity, now=_now(),
                                 format_=fmt if isinstance(fmt, str) else None)
@@ -938,7 +1044,7 @@ def unsubscribe(kind: str) -> ResponseReturnValue:
     target = request.args.get("identity")
     if not target:
         raise ApiError(400, "Bad request", "identity is required")
-    with _engine().begin() as conn:
+    with _tx() as conn:
         removed = subscriptions.unsubscribe(conn, grid_user=_subscriber(identity), type_=channel,
                                             identity=target)
     if removed == 0:
@@ -965,7 +1071,7 @@ def _token_login(identity: Identity) -> str:
 def list_cluster_tokens() -> ResponseReturnValue:
     identity = _who()
     login = _token_login(identity)
-    with _engine().begin() as conn:
+    with _tx() as conn:
         rows = conn.execute(select(users_mapping.c.cluster_id, users_mapping.c.cluster_login)
                             .where(users_mapping.c.grid_login == login,
                                    users_mapping.c.cluster_login.ilike("bearer %"))
@@ -1000,7 +1106,7 @@ def add_cluster_token() -> ResponseReturnValue:
         token = cluster_tokens.normalize_token(body["token"])
     except cluster_tokens.BadToken as error:
         raise ApiError(400, "Bad request", error.message) from error
-    with _engine().begin() as conn:
+    with _tx() as conn:
         _jwt_cluster(conn, body.get("cluster_id"))
         token_store.set_token(conn, grid_login=login, cluster_id=body["cluster_id"], token=token)
     admin = login == cluster_tokens.ADMIN_LOGIN
@@ -1015,7 +1121,7 @@ def add_cluster_token() -> ResponseReturnValue:
 def remove_cluster_token(cluster_id: int) -> ResponseReturnValue:
     identity = _who()
     login = _token_login(identity)
-    with _engine().begin() as conn:
+    with _tx() as conn:
         _jwt_cluster(conn, cluster_id)
         if not token_store.remove_token(conn, grid_login=login, cluster_id=cluster_id):
             raise ApiError(404, "Not found", f"No token on cluster {cluster_id}")
@@ -1034,7 +1140,7 @@ def _token_json(token: tokens.ApiToken) -> dict[str, Any]:
 @api.get("/api-tokens")
 def list_api_tokens() -> ResponseReturnValue:
     identity = _who()
-    with _engine().begin() as conn:
+    with _tx() as conn:
         found = tokens.list_tokens(conn, grid_user=identity.user)
     return json_response({"items": [_token_json(t) for t in found],
                           "links": [_link("self", "/api-tokens")]})
@@ -1054,7 +1160,7 @@ def create_api_token() -> ResponseReturnValue:
     now = _now()
     from datetime import timedelta
 
-    with _engine().begin() as conn:
+    with _tx() as conn:
         token, clear = tokens.create_token(
             conn, grid_user=identity.user, now=now, name=name if isinstance(name, str) else None,
             expires_at=now + timedelta(days=expires) if expires else None)
@@ -1066,7 +1172,7 @@ def create_api_token() -> ResponseReturnValue:
 @api.delete("/api-tokens/<id:token_id>")
 def revoke_api_token(token_id: int) -> ResponseReturnValue:
     identity = _who()
-    with _engine().begin() as conn:
+    with _tx() as conn:
         owner = None if identity.is_admin else identity.user
         if not tokens.revoke_token(conn, token_id, now=_now(), grid_user=owner):
             raise ApiError(404, "Not found", f"No live token {token_id} of yours")

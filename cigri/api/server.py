@@ -27,6 +27,9 @@ from cigri.api.app import PEER_UID_KEY
 log = logging.getLogger(__name__)
 
 _PEERCRED = struct.Struct("3i")  # struct ucred: pid, uid, gid
+# Keep reading a connection while its request runs, so waitress sees a client that has gone and
+# `environ["waitress.client_disconnected"]()` tells a long ingestion to stop and roll back.
+_LOOKAHEAD = 1
 
 
 def peer_uid(sock: socket.socket) -> int:
@@ -62,7 +65,8 @@ def serve_unix_socket(app: Callable[..., Any], path: str, *, threads: int = 4,
     if socket_path.exists() and stat.S_ISSOCK(socket_path.stat().st_mode):
         socket_path.unlink()
     server = create_server(app, unix_socket=str(socket_path), unix_socket_perms=f"{mode:o}",
-                           threads=threads, clear_untrusted_proxy_headers=True)
+                           threads=threads, clear_untrusted_proxy_headers=True,
+                           channel_request_lookahead=_LOOKAHEAD)
     server.channel_class = _PeerCredChannel
     return server
 
@@ -71,7 +75,8 @@ def serve_tcp(app: Callable[..., Any], listen: str, *, threads: int = 8) -> TcpW
     """A waitress server (not yet running) on host:port (port 0 picks a free one)."""
     host, _, port = listen.rpartition(":")
     server = create_server(app, host=host or "127.0.0.1", port=int(port), threads=threads,
-                           max_request_body_size=8 << 30)
+                           max_request_body_size=8 << 30,
+                           channel_request_lookahead=_LOOKAHEAD)
     return server
 
 

@@ -53,6 +53,12 @@ TIMED_TYPES: Final = frozenset({SEMI_BEST_EFFORT, NIGHTLY})
 
 MAX_NAME_LENGTH: Final = 255  # campaigns.name and parameters.name are VARCHAR(255)
 _WALLTIME_RE: Final = re.compile(r"^\d+(:\d+){0,2}$")
+# Bounds on numbers a user gives (issue 16): beyond them a value is a mistake or an attack, and
+# would overflow the integers the engine and OAR keep.
+MAX_WALLTIME_SECONDS: Final = 366 * 24 * 3600
+MAX_RESUBMISSIONS: Final = 1000
+MAX_JOBS_LIMIT: Final = 2**31 - 1
+MAX_TOP_LEVEL_KEYS: Final = 200
 _TRUE: Final = "true"
 _FALSE: Final = "false"
 
@@ -377,6 +383,10 @@ def _lowercase_keys(document: Mapping[str, Any], errors: list[str]) -> dict[str,
 
 
 def _check_top_level_keys(top: Mapping[str, Any], errors: list[str]) -> None:
+    if len(top) > MAX_TOP_LEVEL_KEYS:
+        errors.append(f"the JDL has {len(top)} top-level keys; at most {MAX_TOP_LEVEL_KEYS} "
+                      "are allowed")
+        return
     for key in top:
         if key not in GLOBAL_KEYS and key not in CLUSTER_KEYS:
             errors.append(f"unknown key '{key}'{_suggest(key, GLOBAL_KEYS | CLUSTER_KEYS)}")
@@ -409,6 +419,9 @@ def _max_resubmissions(top: Mapping[str, Any], defaults: JDLDefaults, errors: li
     if "max_resubmissions" not in top:
         return defaults.max_resubmissions
     value = _non_negative_integer(top["max_resubmissions"])
+    if value is not None and value > MAX_RESUBMISSIONS:
+        errors.append(f"max_resubmissions: must be at most {MAX_RESUBMISSIONS}, not {value}")
+        return defaults.max_resubmissions
     if value is None:
         errors.append("max_resubmissions: must be an integer >= 0, not "
                       f"{_show(top['max_resubmissions'])}")
@@ -486,6 +499,9 @@ def _clusters(
     if not raw:
         errors.append('You must define at least one cluster in the "clusters" field')
         return []
+    if len(raw) > MAX_TOP_LEVEL_KEYS:
+        errors.append(f"clusters: {len(raw)} clusters; at most {MAX_TOP_LEVEL_KEYS} are allowed")
+        return []
     global_settings = _validated_settings(globals_, "", errors)
     clusters: list[ClusterSpec] = []
     for cluster_name, settings in raw.items():
@@ -496,6 +512,9 @@ def _clusters(
                           f"{_listing(known_clusters) or 'none'}")
         if not isinstance(settings, Mapping):
             errors.append(f"{path}: must be an object of cluster settings, not {_kind(settings)}")
+            continue
+        if len(settings) > MAX_TOP_LEVEL_KEYS:
+            errors.append(f"{path}: {len(settings)} keys; at most {MAX_TOP_LEVEL_KEYS} are allowed")
             continue
         for key in settings:
             if key in GLOBAL_KEYS:
@@ -536,6 +555,9 @@ def _validated_settings(raw: Mapping[str, Any], prefix: str, errors: list[str]) 
             if not isinstance(text, str) or not _WALLTIME_RE.match(text.strip()):
                 errors.append(f"{where}: must be a walltime such as \"01:30:00\" or \"300\" "
                               f"(seconds), not {_show(value)}")
+            elif _walltime_seconds(text.strip()) > MAX_WALLTIME_SECONDS:
+                errors.append(f"{where}: must be at most {MAX_WALLTIME_SECONDS} seconds (366 "
+                              f"days), not {_show(value)}")
             else:
                 settings[key] = text.strip()
         elif key in BOOLEAN_KEYS:
@@ -557,6 +579,8 @@ def _validated_settings(raw: Mapping[str, Any], prefix: str, errors: list[str]) 
             if number is None:
                 errors.append(f"{where}: must be an integer >= 0 (or a numeric string), not "
                               f"{_show(value)}")
+            elif number > MAX_JOBS_LIMIT:
+                errors.append(f"{where}: must be at most {MAX_JOBS_LIMIT}, not {_show(value)}")
             else:
                 settings[key] = number
     return settings
@@ -603,6 +627,15 @@ def _expand_script_line(line: str) -> str:
     return (_expand_home(line, "\\$HOME")
             .replace("{CAMPAIGN_ID}", "\\$CIGRI_CAMPAIGN_ID")
             .replace("{OAR_JOB_ID}", "\\$OAR_JOB_ID"))
+
+
+def _walltime_seconds(text: str) -> int:
+    """Seconds of a walltime as OAR reads it: hours, hours:minutes or hours:minutes:seconds."""
+    fields = [int(part) for part in text.split(":")]
+    seconds = 0
+    for value in fields:
+        seconds = seconds * 60 + value
+    return seconds * {1: 3600, 2: 60}.get(len(fields), 1)  # OAR: "h", "h:m", "h:m:s"
 
 
 def _boolean(value: Any) -> bool | None:

@@ -111,6 +111,15 @@ def add_parameters(conn: Connection, campaign_id: int, params: Iterable[str], no
     return count
 
 
+def tasks_in_bag(conn: Connection, grid_user: str) -> int:
+    """How many tasks of `grid_user` wait in the bag of tasks, all campaigns together (what
+    `MAX_TASKS_PER_USER` bounds)."""
+    return int(conn.execute(
+        select(func.count()).select_from(bag_of_tasks)
+        .join(campaigns, campaigns.c.id == bag_of_tasks.c.campaign_id)
+        .where(campaigns.c.grid_user == grid_user)).scalar_one())
+
+
 def get_campaign(conn: Connection, campaign_id: int) -> Campaign:
     """The campaign `campaign_id`, or `CampaignNotFound`."""
     campaign = find_campaign(conn, campaign_id)

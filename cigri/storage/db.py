@@ -9,9 +9,9 @@ from __future__ import annotations
 import logging
 import sqlite3
 from pathlib import Path
-from typing import Any
+from typing import Any, Final
 
-from sqlalchemy import Engine, create_engine, event
+from sqlalchemy import Connection, Engine, Text, bindparam, create_engine, event, func, select
 from sqlalchemy.engine import make_url
 
 log = logging.getLogger(__name__)
@@ -68,3 +68,16 @@ def is_postgresql(engine_or_dialect_name: Engine | str) -> bool:
     name = (engine_or_dialect_name if isinstance(engine_or_dialect_name, str)
             else engine_or_dialect_name.dialect.name)
     return name == "postgresql"
+
+
+def set_statement_timeout(conn: Connection, seconds: float) -> None:
+    """Bound every statement of the current transaction to `seconds` (PostgreSQL
+    `SET LOCAL statement_timeout`, a bound parameter; undone at commit or rollback). No-op on
+    SQLite or for 0."""
+    if seconds > 0 and conn.dialect.name == "postgresql":
+        conn.execute(_SET_TIMEOUT, {"milliseconds": str(max(1, int(seconds * 1000)))})
+
+
+# Built once: the API runs it at the start of every request.
+_SET_TIMEOUT: Final = select(
+    func.set_config("statement_timeout", bindparam("milliseconds", type_=Text()), True))
