@@ -110,11 +110,12 @@ def test_gridstat_shows_per_cluster_progress_eta_and_collected_files(grid: Grid)
     assert re.fullmatch(r"  Progress: 2/4 \(50%\) \[#{15}\.{15}\] ETA \d+:\d\d:\d\d", lines[5])
     assert lines[13] == "    collected: 1 files (42 bytes; 1 pending, 0 missing, 0 failed)"
     dahu = lines.index("    dahu:")
+    assert lines[dahu + 7] == "      runs: best-effort jobs, day and night [best-effort]"
     assert re.fullmatch(r"      progress: 2/4 \[#{15}\.{15}\] [\d.]+ jobs/h, 0 failures",
-                        lines[dahu + 7])
+                        lines[dahu + 8])
     luke = lines.index("    luke:")
     assert lines[luke + 1] == "      active_jobs: 1"
     assert lines[luke + 5:luke + 7] == ["      running_jobs: 1", "      waiting_jobs: 0"]
-    assert lines[luke + 7] == "      progress: 0/4 [..............................] ~ jobs/h, 0 failures"
+    assert lines[luke + 8] == "      progress: 0/4 [..............................] ~ jobs/h, 0 failures"
     as_json = json.loads(grid.run("gridstat", str(campaign), "--json").stdout)
     assert as_json["stats"]["forecast"]["finished_tasks"] == 2
