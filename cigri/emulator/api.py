@@ -19,7 +19,8 @@ from typing import Any
 from urllib.parse import parse_qsl, quote, urlencode
 
 from cigri.emulator import userfs
-from cigri.emulator.model import ApiError, Cluster, Job, login_of
+from cigri.emulator.jobs import ApiError, Job, login_of
+from cigri.emulator.model import Cluster
 from cigri.emulator.userfs import UnixUser
 
 log = logging.getLogger(__name__)

@@ -21,7 +21,8 @@ from wsgiref.simple_server import WSGIRequestHandler, WSGIServer
 
 from cigri.emulator.api import Faults, OarApp, Request, Response, StartResponse, error, json_response, send
 from cigri.emulator.clock import EmuClock, ManualClock, ScaledClock
-from cigri.emulator.model import Cluster, ClusterConfig, Mode
+from cigri.emulator.jobs import ClusterConfig, Mode
+from cigri.emulator.model import Cluster
 from cigri.emulator.state import load_state, save_state
 from cigri.emulator.userfs import running_as_root
 from cigri.emulator.workload import Workload
