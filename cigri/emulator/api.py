@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import parse_qsl, quote, urlencode
 
-from cigri.emulator import userfs
+from cigri.emulator import control, userfs
 from cigri.emulator.jobs import ApiError, Job, login_of
 from cigri.emulator.model import Cluster
 from cigri.emulator.userfs import UnixUser
@@ -613,7 +613,8 @@ class OarApp:
         array_text = request.args.get("array", "")
         array = int(array_text) if array_text.isdigit() else None
         since, until = request.args.get("from", ""), request.args.get("to", "")
-        jobs = self.cluster.select_jobs(
+        jobs = control.select_jobs(
+            self.cluster,
             states=states,
             array=array,
             ids=ids,

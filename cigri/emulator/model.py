@@ -143,45 +143,23 @@ class Cluster:
 
     def _submit(self, login: str, body: dict[str, Any]) -> Submitted:
         home = self.home_of(login)  # first: in "self" mode it creates the home
-        return self._enqueue(login, plan_submission(self.config, login, home, body))
+        return self._enqueue(plan_submission(self.config, login, home, body, self.now()))
 
-    def _enqueue(self, login: str, plan: JobPlan) -> Submitted:
-        """Create the plan's jobs (one array), queue the Waiting ones; oarsub's output."""
-        now = self.now()
-        ids: list[int] = []
+    def _enqueue(self, plan: JobPlan) -> Submitted:
+        """Number the plan's jobs (one array), queue the Waiting ones; oarsub's output."""
         output = plan.output
         array_id = self.next_job_id
-        for index, param in enumerate(plan.params, start=1):
-            job = Job(
-                id=self.next_job_id,
-                array_id=array_id,
-                array_index=index,
-                name=plan.name,
-                owner=login,
-                queue=plan.queue,
-                types=list(plan.types),
-                command=plan.command if param is None else f"{plan.command} {param}",
-                param=param,
-                launching_directory=plan.directory,
-                stdout_tpl=plan.stdout,
-                stderr_tpl=plan.stderr,
-                project=plan.project,
-                properties=plan.properties,
-                initial_request=plan.initial_request,
-                request=plan.request,
-                message=plan.message,
-                submission_time=now,
-                state="Hold" if plan.hold else "Waiting",
-            )
+        for job in plan.jobs:
+            job.id, job.array_id = self.next_job_id, array_id
             self.next_job_id += 1
             self.jobs[job.id] = job
             self.active.add(job.id)
             if job.state == "Waiting":
-                self.queues[plan.queue].append(job.id)
-            ids.append(job.id)
+                self.queues[job.queue].append(job.id)
             output += f"OAR_JOB_ID={job.id}\n"
+        ids = [job.id for job in plan.jobs]
         self.arrays[array_id] = list(ids)
-        if len(plan.params) > 1:
+        if len(ids) > 1:
             output += f"OAR_ARRAY_ID={array_id}\n"
         return Submitted(ids=ids, cmd_output=output)
 
@@ -507,20 +485,6 @@ class Cluster:
     ) -> None:
         """A normal user taking `cores` cores for `duration` s, from `start_in`, every `period`."""
         control.add_normal_user(self, cores, duration, start_in=start_in, period=period)
-
-    def select_jobs(
-        self,
-        *,
-        states: list[str] | None,
-        array: int | None,
-        ids: list[int] | None,
-        user: str | None,
-        since: int | None = None,
-        until: int | None = None,
-    ) -> list[Job]:
-        """Jobs matching OAR's collection filters, in ascending id (oarstat)."""
-        return control.select_jobs(self, states=states, array=array, ids=ids, user=user,
-                                   since=since, until=until)
 
     def get(self, job_id: int) -> Job | None:
         with self.lock:

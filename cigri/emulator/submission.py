@@ -20,6 +20,7 @@ from cigri.emulator.jobs import (
     QUEUES,
     ApiError,
     ClusterConfig,
+    Job,
 )
 from cigri.emulator.resources import (
     DEFAULT_WALLTIME,
@@ -90,23 +91,11 @@ def read_param_lines(content: str) -> list[str]:
 
 @dataclass(frozen=True, kw_only=True)
 class JobPlan:
-    """What an accepted oarsub creates: one job per entry of `params` (None: no parameter)."""
+    """What an accepted oarsub creates: its jobs, one per sub-job of the array, not numbered yet
+    (`id` and `array_id` are 0 until the cluster enqueues them), and oarsub's output so far."""
 
-    name: str | None
-    queue: str
-    types: list[str]
-    command: str
-    params: list[str | None]
-    directory: str
-    stdout: str
-    stderr: str
-    project: str
-    properties: str
-    initial_request: str
-    request: ResourceRequest
-    message: str
-    hold: bool
-    output: str  # oarsub's output so far (admission rules' chatter); job ids follow
+    jobs: list[Job]
+    output: str  # the admission rules' chatter; the job ids follow
 
 
 @dataclass(frozen=True)
@@ -154,8 +143,8 @@ def request_cores(config: ClusterConfig, request: ResourceRequest) -> int | None
     return total if total <= config.nodes * config.cores else None
 
 
-def plan_submission(config: ClusterConfig, login: str, home: str | None,
-                    payload: dict[str, Any]) -> JobPlan:
+def plan_submission(config: ClusterConfig, login: str, home: str | None, payload: dict[str, Any],
+                    now: int) -> JobPlan:
     """oarsub: normalise, validate, expand; raises the `ApiError` OAR would answer."""
     oarsub = normalise(config, login, payload)
     home = validate_caller(oarsub, home)
@@ -170,15 +159,19 @@ def plan_submission(config: ClusterConfig, login: str, home: str | None,
     project = str(oarsub.body.get("project", "default"))
     if len(params) > 1:
         output += "Simple array job submission is used\n"
-    return JobPlan(
-        name=name, queue=queue, types=types, command=command, params=params, directory=directory,
-        stdout=stdout, stderr=stderr, project=project,
-        properties=_properties(oarsub.body, queue),
-        initial_request=_initial_request(oarsub, command),
-        request=request, message=_message(config, request, name, project, types),
-        hold=str(oarsub.body.get("hold", "0")) not in ("0", "false", "False"),
-        output=output,
-    )
+    properties = _properties(oarsub.body, queue)
+    initial_request = _initial_request(oarsub, command)
+    message = _message(config, request, name, project, types)
+    state = "Hold" if str(oarsub.body.get("hold", "0")) not in ("0", "false", "False") else "Waiting"
+    jobs = [
+        Job(id=0, array_id=0, array_index=index, name=name, owner=login, queue=queue,
+            types=list(types), command=command if param is None else f"{command} {param}",
+            param=param, launching_directory=directory, stdout_tpl=stdout, stderr_tpl=stderr,
+            project=project, properties=properties, initial_request=initial_request,
+            request=request, message=message, submission_time=now, state=state)
+        for index, param in enumerate(params, start=1)
+    ]
+    return JobPlan(jobs=jobs, output=output)
 
 
 # ---- normalise ---------------------------------------------------------------------------------
