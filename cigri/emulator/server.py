@@ -7,6 +7,7 @@ the control object tests drive, and `run_in_thread`."""
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import logging
 import os
@@ -19,8 +20,9 @@ from dataclasses import dataclass, field
 from typing import Any
 from wsgiref.simple_server import WSGIRequestHandler, WSGIServer
 
-from cigri.emulator.api import Faults, OarApp, Request, Response, StartResponse, error, json_response, send
+from cigri.emulator.api import OarApp
 from cigri.emulator.clock import EmuClock, ManualClock, ScaledClock
+from cigri.emulator.http import Faults, Request, Response, StartResponse, error, json_response, send
 from cigri.emulator.jobs import ClusterConfig, Mode
 from cigri.emulator.model import Cluster
 from cigri.emulator.state import load_state, save_state
@@ -416,55 +418,71 @@ def admin_handler(control_of: dict[str, ClusterControl]) -> Any:
         except ValueError:
             return error(400, "Bad request", "JSON body expected")
         if request.method == "GET" and action == "status":
-            cluster = control.cluster
-            with cluster.lock:
-                return json_response(
-                    200,
-                    {
-                        "name": cluster.config.name,
-                        "mode": cluster.config.mode,
-                        "now": cluster.now(),
-                        "jobs": len(cluster.jobs),
-                        "active": len(cluster.active),
-                        "free_cores": len(cluster.free),
-                        "requests": control.app.requests,
-                    },
-                )
+            return json_response(200, _admin_status(control))
         if request.method == "GET" and action == "jobs":
             return json_response(200, control.jobs())
-        if request.method == "POST":
-            if action == "faults":
-                for key in ("error_rate", "latency", "truncate_rate", "nonjson_rate"):
-                    if key in body:
-                        setattr(control.faults, key, float(body[key]))
-            elif action == "fail_next":
-                control.fail_next(
-                    int(body.get("status", 500)), int(body.get("count", 1)), body.get("kind", "error")
-                )
-            elif action == "outage":
-                every = float(body["every"]) if body.get("every") else None
-                control.outage(
-                    float(body.get("seconds", 5)),
-                    start_in=max(0.05, float(body.get("start_in", 0))),
-                    every=every,
-                )
-            elif action == "normal_user":
-                control.normal_user(
-                    int(body["cores"]),
-                    float(body["duration"]),
-                    start_in=float(body.get("start_in", 0)),
-                    period=float(body["period"]) if body.get("period") else None,
-                )
-            elif action == "node_state":
-                control.set_node_state(str(body["node"]), str(body["state"]))
-            elif action == "stress":
-                control.set_stress(body.get("value", "0"))
-            else:
-                return error(404, "Not found", f"unknown admin action {action}")
+        if request.method == "POST" and _admin_action(control, action, body):
             return json_response(200, {"status": "ok"})
         return error(404, "Not found", f"unknown admin action {action}")
 
     return handle
+
+
+def _admin_status(control: ClusterControl) -> dict[str, Any]:
+    cluster = control.cluster
+    with cluster.lock:
+        return {
+            "name": cluster.config.name,
+            "mode": cluster.config.mode,
+            "now": cluster.now(),
+            "jobs": len(cluster.jobs),
+            "active": len(cluster.active),
+            "free_cores": len(cluster.free),
+            "requests": control.app.requests,
+        }
+
+
+def _admin_action(control: ClusterControl, action: str, body: dict[str, Any]) -> bool:
+    """Carry out one POSTed admin action; False for an unknown one."""
+    if action == "faults":
+        for key in ("error_rate", "latency", "truncate_rate", "nonjson_rate"):
+            if key in body:
+                setattr(control.faults, key, float(body[key]))
+    elif action == "fail_next":
+        control.fail_next(
+            int(body.get("status", 500)), int(body.get("count", 1)), body.get("kind", "error")
+        )
+    elif action == "outage":
+        every = float(body["every"]) if body.get("every") else None
+        control.outage(
+            float(body.get("seconds", 5)),
+            start_in=max(0.05, float(body.get("start_in", 0))),
+            every=every,
+        )
+    elif action == "normal_user":
+        control.normal_user(
+            int(body["cores"]),
+            float(body["duration"]),
+            start_in=float(body.get("start_in", 0)),
+            period=float(body["period"]) if body.get("period") else None,
+        )
+    elif action == "node_state":
+        control.set_node_state(str(body["node"]), str(body["state"]))
+    elif action == "stress":
+        control.set_stress(body.get("value", "0"))
+    else:
+        return False
+    return True
+
+
+def _user_homes(users: dict[str, str] | list[str] | None, workdir: str) -> dict[str, str] | None:
+    """The logins that exist and their homes; a list of logins gets homes under the workdir."""
+    if not isinstance(users, list):
+        return users
+    homes = {login: os.path.join(os.path.abspath(workdir), "home", login) for login in users}
+    for home in homes.values():
+        os.makedirs(home, exist_ok=True)
+    return homes
 
 
 def build(
@@ -509,53 +527,43 @@ def build(
         raise ValueError("give either ports (one per cluster) or single_port, not both")
     workdir = workdir or tempfile.mkdtemp(prefix="cigri-oar-emulator-")
     os.makedirs(workdir, exist_ok=True)
-    if isinstance(users, list):  # logins only: homes under the workdir
-        users = {login: os.path.join(os.path.abspath(workdir), "home", login) for login in users}
-        for home in users.values():
-            os.makedirs(home, exist_ok=True)
     clock = clock or ScaledClock(time_scale)
     router = PrefixRouter()
     shared = ClusterServer(router, host, single_port) if single_port is not None else None
+    template = ClusterConfig(
+        nodes=nodes,
+        cores=cores,
+        mode=mode,
+        workdir=workdir,
+        oar_version=oar_version,
+        users=_user_homes(users, workdir),
+        kill_grace=kill_grace,
+        simulate_outputs=simulate_outputs,
+        launch_delay=launch_delay,
+        run_as="login" if running_as_root() and not allow_root_jobs else "self",
+    )
+    rates: dict[str, Any] = {"error_rate": error_rate, "latency": latency, "truncate_rate": truncate_rate,
+             "nonjson_rate": nonjson_rate}
+    app_options: dict[str, Any] = {"prefix": prefix, "passwords": passwords, "api": api, "secret": secret}
     controls = []
     for index in range(clusters):
-        config = ClusterConfig(
+        config = dataclasses.replace(
+            template,
             name=f"c{index + 1}",
-            nodes=nodes,
-            cores=cores,
             node_prefix="node" if index == 0 else f"c{index + 1}node",
-            mode=mode,
-            workdir=workdir,
             workload=workload or Workload(),
-            oar_version=oar_version,
-            users=users,
             seed=seed + index,
-            kill_grace=kill_grace,
-            simulate_outputs=simulate_outputs,
-            launch_delay=launch_delay,
-            run_as="login" if running_as_root() and not allow_root_jobs else "self",
-        )
-        cluster = Cluster(config, clock)
-        faults = Faults(
-            error_rate=error_rate, latency=latency, truncate_rate=truncate_rate, nonjson_rate=nonjson_rate
         )
         control_of: dict[str, ClusterControl] = {}
-        app = OarApp(
-            cluster,
-            prefix=prefix,
-            mount=f"/{config.name}" if shared is not None else "",
-            faults=faults,
-            admin=admin_handler(control_of),
-            passwords=passwords,
-            api=api,
-            secret=secret,
-        )
+        app = OarApp(Cluster(config, clock), mount=f"/{config.name}" if shared is not None else "",
+                     faults=Faults(**rates), admin=admin_handler(control_of), **app_options)
         endpoint: Endpoint
         if shared is not None:
             endpoint = MountedEndpoint(shared, config.name)
             router.mounts[config.name] = (app, endpoint)
         else:
             endpoint = ClusterServer(app, host, ports[index] if ports else 0)
-        control = ClusterControl(cluster=cluster, app=app, server=endpoint, url="")
+        control = ClusterControl(cluster=app.cluster, app=app, server=endpoint, url="")
         control_of["self"] = control
         controls.append(control)
     emulator = Emulator(controls=controls, clock=clock, state_file=state_file)
