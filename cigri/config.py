@@ -41,18 +41,18 @@ def _seconds(text: str) -> dict[str, str]:
     return {"help": text, "unit": "seconds"}
 
 
-class Choice(StrEnum):
-    """The values a choice key accepts: matched regardless of case, v3 spellings as aliases."""
+# Other accepted spellings (lower case) of choice values: v3's and libpq's names.
+CHOICE_ALIASES: Final = {"pg": "postgresql", "postgres": "postgresql", "warn": "warning",
+                         "fatal": "critical"}
 
-    @classmethod
-    def aliases(cls) -> Mapping[str, str]:
-        """Other accepted spellings (lower case) -> a member's value."""
-        return {}
+
+class Choice(StrEnum):
+    """The values a choice key accepts: matched regardless of case, with CHOICE_ALIASES."""
 
     @classmethod
     def _missing_(cls, value: object) -> Choice | None:
         text = str(value).strip().lower()
-        text = cls.aliases().get(text, text).lower()
+        text = CHOICE_ALIASES.get(text, text)
         return next((member for member in cls if member.value.lower() == text), None)
 
 
@@ -62,10 +62,6 @@ class DatabaseType(Choice):
     UNSET = ""
     POSTGRESQL = "PostgreSQL"
     SQLITE = "SQLite"
-
-    @classmethod
-    def aliases(cls) -> Mapping[str, str]:
-        return {"pg": "PostgreSQL", "postgres": "PostgreSQL"}
 
 
 class SslMode(Choice):
@@ -88,10 +84,6 @@ class LogLevel(Choice):
     WARNING = "WARNING"
     ERROR = "ERROR"
     CRITICAL = "CRITICAL"
-
-    @classmethod
-    def aliases(cls) -> Mapping[str, str]:
-        return {"warn": "WARNING", "fatal": "CRITICAL"}
 
 
 class LogFormat(Choice):
