@@ -28,9 +28,6 @@ OarFactory = Callable[[Cluster], OarApi]
 ADMIN_LOGIN = "oar"  # the grid login whose mapping is the cluster-admin identity (v3 §4.1)
 TOKEN_REFRESH_SECONDS = 60.0
 
-_LEVELS = {"WARN": "WARNING", "FATAL": "CRITICAL"}
-
-
 class JsonFormatter(logging.Formatter):
     """One JSON object per line, with the `extra` identifiers (campaign_id, cluster, action)."""
 
@@ -66,8 +63,7 @@ def setup_logging(settings: Settings, *, name: str = "cigri") -> None:
             f"%(asctime)s %(levelname)s [{name}] %(name)s: %(message)s"))
     root = logging.getLogger()
     root.handlers[:] = [handler]
-    level = settings.LOG_LEVEL.upper()
-    root.setLevel(_LEVELS.get(level, level))
+    root.setLevel(settings.LOG_LEVEL.value)  # validated at load; v3's WARN/FATAL already mapped
     # APScheduler logs every scheduled run (and each job added) at INFO: noise beside cigri's one
     # INFO line per real action. Its warnings (a missed run) still show; LOG_LEVEL=DEBUG shows all.
     logging.getLogger("apscheduler").setLevel(

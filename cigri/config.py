@@ -14,11 +14,14 @@ import os
 import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from datetime import timedelta
+from enum import Enum, StrEnum
 from pathlib import Path
-from typing import Any, Final, get_type_hints
+from typing import Any, Final, get_type_hints, overload
 
 from cigri.domain.errors import ConfigError
 from cigri.domain.night import DEFAULT_TIME_ZONE, DEFAULT_WINDOW, NightWindow, NightWindowError
+from cigri.domain.scheduling import Policy
 
 DEFAULT_CONF_PATH: Final = Path("/etc/cigri/cigri.conf")
 ENV_PREFIX: Final = "CIGRI_"
@@ -33,6 +36,84 @@ def _describe(text: str) -> dict[str, str]:
     return {"help": text}
 
 
+def _seconds(text: str) -> dict[str, str]:
+    """Metadata of a duration key: a number of seconds, with a `timedelta` view on Settings."""
+    return {"help": text, "unit": "seconds"}
+
+
+# Other accepted spellings (lower case) of choice values: v3's and libpq's names.
+CHOICE_ALIASES: Final = {"pg": "postgresql", "postgres": "postgresql", "warn": "warning",
+                         "fatal": "critical"}
+
+
+class Choice(StrEnum):
+    """The values a choice key accepts: matched regardless of case, with CHOICE_ALIASES."""
+
+    @classmethod
+    def _missing_(cls, value: object) -> Choice | None:
+        text = str(value).strip().lower()
+        text = CHOICE_ALIASES.get(text, text)
+        return next((member for member in cls if member.value.lower() == text), None)
+
+
+class DatabaseType(Choice):
+    """v3 DATABASE_TYPE; empty means: DATABASE_URL, or the user-level SQLite file."""
+
+    UNSET = ""
+    POSTGRESQL = "PostgreSQL"
+    SQLITE = "SQLite"
+
+
+class SslMode(Choice):
+    """libpq `sslmode`; empty leaves the driver's default (prefer)."""
+
+    UNSET = ""
+    DISABLE = "disable"
+    ALLOW = "allow"
+    PREFER = "prefer"
+    REQUIRE = "require"
+    VERIFY_CA = "verify-ca"
+    VERIFY_FULL = "verify-full"
+
+
+class LogLevel(Choice):
+    """Python logging level names; v3's WARN and FATAL are aliases."""
+
+    DEBUG = "DEBUG"
+    INFO = "INFO"
+    WARNING = "WARNING"
+    ERROR = "ERROR"
+    CRITICAL = "CRITICAL"
+
+
+class LogFormat(Choice):
+    TEXT = "text"
+    JSON = "json"
+
+
+class _Duration:
+    """A `timedelta` view of a duration key (seconds), built on first read and kept: settings are
+    frozen, so daemons write `settings.autofix_delay`, never `timedelta(seconds=...)`."""
+
+    def __init__(self, key: str) -> None:
+        self.key = key
+        self.name = key.lower()
+
+    def __set_name__(self, owner: type, name: str) -> None:
+        self.name = name
+
+    @overload
+    def __get__(self, instance: None, owner: type) -> _Duration: ...
+    @overload
+    def __get__(self, instance: object, owner: type) -> timedelta: ...
+    def __get__(self, instance: object | None, owner: type) -> timedelta | _Duration:
+        if instance is None:
+            return self
+        view = timedelta(seconds=getattr(instance, self.key))
+        instance.__dict__[self.name] = view  # later reads find it before the descriptor
+        return view
+
+
 @dataclass(frozen=True, kw_only=True)
 class Settings:
     """Every setting of cigri. Field names are the configuration keys."""
@@ -40,18 +121,22 @@ class Settings:
     # Database
     DATABASE_URL: str = field(default="", metadata=_describe(
         "SQLAlchemy URL. Empty: built from DATABASE_* keys, or the user-level SQLite file."))
-    DATABASE_TYPE: str = field(default="", metadata=_describe("v3 key: PostgreSQL or SQLite."))
+    DATABASE_TYPE: DatabaseType = field(default=DatabaseType.UNSET, metadata=_describe(
+        "v3 key: PostgreSQL (also Pg, postgres) or SQLite, any case."))
     DATABASE_HOST: str = field(default="127.0.0.1", metadata=_describe("PostgreSQL host."))
     DATABASE_PORT: int = field(default=5432, metadata=_describe("PostgreSQL port."))
     DATABASE_NAME: str = field(default="cigri3", metadata=_describe("Database name."))
     DATABASE_USER_NAME: str = field(default="cigri3", metadata=_describe("Database login."))
     DATABASE_USER_PASSWORD: str = field(default="", metadata=_describe("Database password."))
-    DATABASE_SSL_MODE: str = field(default="", metadata=_describe("libpq sslmode."))
+    DATABASE_SSL_MODE: SslMode = field(default=SslMode.UNSET, metadata=_describe(
+        "libpq sslmode; empty: the driver's default."))
 
     # Logging
     LOG_FILE: str = field(default="STDERR", metadata=_describe("File path, STDOUT or STDERR."))
-    LOG_LEVEL: str = field(default="INFO", metadata=_describe("DEBUG, INFO, WARN, ERROR."))
-    LOG_FORMAT: str = field(default="text", metadata=_describe("text or json (for journald)."))
+    LOG_LEVEL: LogLevel = field(default=LogLevel.INFO, metadata=_describe(
+        "DEBUG, INFO, WARNING (or WARN), ERROR, CRITICAL (or FATAL), any case."))
+    LOG_FORMAT: LogFormat = field(default=LogFormat.TEXT, metadata=_describe(
+        "text or json (for journald)."))
 
     # JDL defaults and admission
     DEFAULT_JOB_RESOURCES: str = field(default="/resource_id=1", metadata=_describe(
@@ -62,17 +147,17 @@ class Settings:
         "Retry budget: walltime kills and errors resubmitted per task (best-effort kills are free)."))
 
     # Engine
-    REMOTE_WAITING_TIMEOUT: int = field(default=900, metadata=_describe(
+    REMOTE_WAITING_TIMEOUT: int = field(default=900, metadata=_seconds(
         "Seconds a job may wait on OAR, or a task in the queue, before nikita kills/dequeues it."))
-    EPILOGUE_BLACKLIST_TIMEOUT: int = field(default=900, metadata=_describe(
+    EPILOGUE_BLACKLIST_TIMEOUT: int = field(default=900, metadata=_seconds(
         "Seconds a finished campaign waits for a blacklisted cluster to run its epilogue there "
         "before it terminates without it (EPILOGUE_SKIPPED)."))
-    AUTOFIX_DELAY: int = field(default=30, metadata=_describe(
+    AUTOFIX_DELAY: int = field(default=30, metadata=_seconds(
         "Seconds before a transient cluster error is re-probed and, if fine, closed."))
     STRESS_FACTOR: float = field(default=0.8, metadata=_describe(
         "Cluster stress at or above this: no new work queued there (UNDER_STRESS)."))
     STDERR_TAIL: int = field(default=5, metadata=_describe("Lines of stderr in EXIT_ERROR events."))
-    REST_QUERIES_TIMEOUT: float = field(default=30.0, metadata=_describe(
+    REST_QUERIES_TIMEOUT: float = field(default=30.0, metadata=_seconds(
         "Connect/read timeout in seconds of every OAR API call."))
     REST_CLIENT_CERTIFICATE_FILE: str = field(default="", metadata=_describe(
         "Client certificate for `cert` clusters."))
@@ -81,7 +166,7 @@ class Settings:
     REST_CLIENT_CA_FILE: str = field(default="", metadata=_describe("CA bundle for cluster APIs."))
     REST_CLIENT_VERIFY_SSL: bool = field(default=True, metadata=_describe(
         "Verify the TLS certificates of cluster APIs."))
-    RUNNER_MIN_CYCLE_DURATION: float = field(default=5.0, metadata=_describe(
+    RUNNER_MIN_CYCLE_DURATION: float = field(default=5.0, metadata=_seconds(
         "Seconds between two runner passes on one cluster."))
     RUNNER_DEFAULT_INITIAL_NUMBER_OF_JOBS: int = field(default=2, metadata=_describe(
         "Initial and minimum tap rate (jobs per submission)."))
@@ -89,9 +174,9 @@ class Settings:
         "Multiplicative increase/decrease of the tap rate."))
     RUNNER_TAP_INCREASE_MAX: int = field(default=100, metadata=_describe(
         "Maximum tap rate, which is also the largest array job."))
-    RUNNER_TAP_GRACE_PERIOD: int = field(default=60, metadata=_describe(
+    RUNNER_TAP_GRACE_PERIOD: int = field(default=60, metadata=_seconds(
         "Seconds after a tap closes during which its rate is not decreased."))
-    RUNNER_TEMPORAL_GROUPING_DURATION: int = field(default=900, metadata=_describe(
+    RUNNER_TEMPORAL_GROUPING_DURATION: int = field(default=900, metadata=_seconds(
         "Target duration in seconds of one temporal-grouping batch job."))
     RUNNER_MAX_TEMPORAL_GROUPED_JOBS: int = field(default=50, metadata=_describe(
         "Maximum tasks in one temporal-grouping batch job."))
@@ -102,15 +187,15 @@ class Settings:
     NIGHT_TIME_ZONE: str = field(default="UTC", metadata=_describe(
         "Grid-wide time zone (IANA name, e.g. Europe/Paris) of clusters without their own "
         "time_zone."))
-    METASCHEDULER_INTERVAL: float = field(default=5.0, metadata=_describe(
+    METASCHEDULER_INTERVAL: float = field(default=5.0, metadata=_seconds(
         "Seconds between two meta-scheduler passes."))
-    METASCHEDULER_POLICY: str = field(default="fair_share", metadata=_describe(
+    METASCHEDULER_POLICY: Policy = field(default=Policy.FAIR_SHARE, metadata=_describe(
         "fair_share (round-robin between users of a cluster) or fifo (v3: priority then age)."))
-    UPDATER_INTERVAL: float = field(default=5.0, metadata=_describe(
+    UPDATER_INTERVAL: float = field(default=5.0, metadata=_seconds(
         "Seconds between two updater passes."))
-    NIKITA_INTERVAL: float = field(default=10.0, metadata=_describe(
+    NIKITA_INTERVAL: float = field(default=10.0, metadata=_seconds(
         "Seconds between two nikita passes."))
-    COLLECTOR_INTERVAL: float = field(default=30.0, metadata=_describe(
+    COLLECTOR_INTERVAL: float = field(default=30.0, metadata=_seconds(
         "Seconds between two collector passes."))
     COLLECTOR_DIRECTORY: str = field(default="/var/lib/cigri/results", metadata=_describe(
         "Where gathered outputs go, one private directory per campaign (0700, its owner's)."))
@@ -119,21 +204,21 @@ class Settings:
         "the collector must run as root) replace COLLECTOR_DIRECTORY/<id>."))
     COLLECTOR_SSH_OPTIONS: str = field(default="-o BatchMode=yes", metadata=_describe(
         "ssh -o options of scp/rsync gathering (clusters with ssh_host), e.g. -o Port=2222."))
-    NOTIFIER_INTERVAL: float = field(default=10.0, metadata=_describe(
+    NOTIFIER_INTERVAL: float = field(default=10.0, metadata=_seconds(
         "Seconds between two notifier passes."))
     DAEMON_MAX_CONSECUTIVE_FAILURES: int = field(default=10, metadata=_describe(
         "Failed passes in a row after which a daemon exits (and is restarted)."))
-    ALMIGHTY_RESTART_DELAY: float = field(default=5.0, metadata=_describe(
+    ALMIGHTY_RESTART_DELAY: float = field(default=5.0, metadata=_seconds(
         "Seconds almighty waits before restarting a daemon that died."))
-    ALMIGHTY_CHILD_TIMEOUT: float = field(default=300.0, metadata=_describe(
+    ALMIGHTY_CHILD_TIMEOUT: float = field(default=300.0, metadata=_seconds(
         "Seconds without a heartbeat after which almighty kills and restarts a hung daemon."))
-    LEASE_SECONDS: float = field(default=60.0, metadata=_describe(
+    LEASE_SECONDS: float = field(default=60.0, metadata=_seconds(
         "Length of a daemon's lease on its role (renewed during long passes); another "
         "instance takes over after it, or at once when the holder's process on the same host "
         "is gone."))
-    GRID_USAGE_UPDATE_PERIOD: int = field(default=60, metadata=_describe(
+    GRID_USAGE_UPDATE_PERIOD: int = field(default=60, metadata=_seconds(
         "Seconds between grid-usage samples; 0 disables them."))
-    CAMPAIGN_THROUGHPUT_WINDOW: int = field(default=3600, metadata=_describe(
+    CAMPAIGN_THROUGHPUT_WINDOW: int = field(default=3600, metadata=_seconds(
         "Window in seconds for the throughput statistic."))
     PURGE_AFTER_DAYS: int = field(default=0, metadata=_describe(
         "cigri maintenance purges finished campaigns older than this; 0 never purges."))
@@ -188,12 +273,31 @@ class Settings:
     NOTIFICATIONS_RATE_CAP: int = field(default=30, metadata=_describe(
         "Maximum messages per subscriber per hour."))
 
+    # Typed views of the duration keys (the view of KEY is key.lower(); LEASE_SECONDS: lease_length).
+    remote_waiting_timeout = _Duration("REMOTE_WAITING_TIMEOUT")
+    epilogue_blacklist_timeout = _Duration("EPILOGUE_BLACKLIST_TIMEOUT")
+    autofix_delay = _Duration("AUTOFIX_DELAY")
+    rest_queries_timeout = _Duration("REST_QUERIES_TIMEOUT")
+    runner_min_cycle_duration = _Duration("RUNNER_MIN_CYCLE_DURATION")
+    runner_tap_grace_period = _Duration("RUNNER_TAP_GRACE_PERIOD")
+    runner_temporal_grouping_duration = _Duration("RUNNER_TEMPORAL_GROUPING_DURATION")
+    metascheduler_interval = _Duration("METASCHEDULER_INTERVAL")
+    updater_interval = _Duration("UPDATER_INTERVAL")
+    nikita_interval = _Duration("NIKITA_INTERVAL")
+    collector_interval = _Duration("COLLECTOR_INTERVAL")
+    notifier_interval = _Duration("NOTIFIER_INTERVAL")
+    almighty_restart_delay = _Duration("ALMIGHTY_RESTART_DELAY")
+    almighty_child_timeout = _Duration("ALMIGHTY_CHILD_TIMEOUT")
+    lease_length = _Duration("LEASE_SECONDS")
+    grid_usage_update_period = _Duration("GRID_USAGE_UPDATE_PERIOD")
+    campaign_throughput_window = _Duration("CAMPAIGN_THROUGHPUT_WINDOW")
+
     @property
     def database_url(self) -> str:
         """The URL to connect to, from DATABASE_URL, the v3 DATABASE_* keys, or user-level mode."""
         if self.DATABASE_URL:
             return self.DATABASE_URL
-        if self.DATABASE_TYPE.lower() in {"postgresql", "pg", "postgres"}:
+        if self.DATABASE_TYPE is DatabaseType.POSTGRESQL:
             auth = self.DATABASE_USER_NAME
             if self.DATABASE_USER_PASSWORD:
                 auth += f":{self.DATABASE_USER_PASSWORD}"
@@ -241,9 +345,24 @@ def _convert(key: str, raw: Any, kind: type) -> tuple[Any, str | None]:
             return float(str(raw).strip()), None
         if isinstance(raw, dict | list):
             raise ValueError
+        if issubclass(kind, Enum):
+            return _choose(key, raw, kind)
         return str(raw), None
     except ValueError:
         return None, f"{key}: expected {kind.__name__}, got {raw!r}"
+
+
+def _choose(key: str, raw: Any, kind: type[Enum]) -> tuple[Any, str | None]:
+    """A choice key's member, or a message naming the key, the value and the choices."""
+    try:
+        return kind(raw if isinstance(raw, Enum) else str(raw).strip()), None
+    except ValueError:
+        return None, f"{key}: unknown value {raw!r}; expected one of {_choices(kind)}"
+
+
+def _choices(kind: type[Enum]) -> str:
+    named = ", ".join(str(member.value) for member in kind if member.value)
+    return named + (" (or empty)" if any(member.value == "" for member in kind) else "")
 
 
 def _check_ranges(values: Mapping[str, Any]) -> list[str]:
@@ -251,14 +370,6 @@ def _check_ranges(values: Mapping[str, Any]) -> list[str]:
     for key, value in values.items():
         if SETTING_TYPES[key] in (int, float) and value < 0:
             problems.append(f"{key}: must not be negative, got {value!r}")
-    if values.get("LOG_LEVEL", "INFO").upper() not in {
-        "DEBUG", "INFO", "WARN", "WARNING", "ERROR", "FATAL", "CRITICAL"
-    }:
-        problems.append(f"LOG_LEVEL: unknown level {values['LOG_LEVEL']!r}")
-    if values.get("METASCHEDULER_POLICY", "fair_share") not in {"fair_share", "fifo"}:
-        problems.append(
-            f"METASCHEDULER_POLICY: expected fair_share or fifo, got {values['METASCHEDULER_POLICY']!r}"
-        )
     try:
         NightWindow.parse(values.get("NIGHT_WINDOW", DEFAULT_WINDOW),
                           values.get("NIGHT_TIME_ZONE", DEFAULT_TIME_ZONE))
@@ -335,6 +446,18 @@ def describe_settings() -> list[tuple[str, str, Any, str]]:
     """(key, type, default, help) for every setting, for docs and `cigri config`."""
     rows = []
     for item in dataclasses.fields(Settings):
-        rows.append((item.name, SETTING_TYPES[item.name].__name__, item.default,
-                     item.metadata.get("help", "")))
+        kind = SETTING_TYPES[item.name]
+        if issubclass(kind, Enum):
+            described, default = f"one of {_choices(kind)}", item.default.value
+        else:
+            described, default = kind.__name__, item.default
+        if item.metadata.get("unit"):
+            described += f" ({item.metadata['unit']})"
+        rows.append((item.name, described, default, item.metadata.get("help", "")))
     return rows
+
+
+def duration_keys() -> frozenset[str]:
+    """The keys counted in seconds (each has a `timedelta` view on Settings)."""
+    return frozenset(item.name for item in dataclasses.fields(Settings)
+                     if item.metadata.get("unit") == "seconds")

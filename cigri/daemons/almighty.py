@@ -12,7 +12,7 @@ each is its own long-lived process, and what v3 got from running them in order i
 transactions, leases and state-guarded updates.
 
 Children: `metascheduler`, `runner` (one process, one loop per enabled cluster), `updater`,
-`nikita`, and `collector`/`notifier` when this build has them. Each child is
+`nikita`, `collector` and `notifier`. Each child is
 `python -c "import cigri.daemons.<name> as m; m.main()"` with almighty's environment, so
 `CIGRI_CONF` and `CIGRI_*` overrides reach every daemon. On Linux a child gets SIGTERM if
 almighty dies (PR_SET_PDEATHSIG), so a killed almighty leaves no orphan. In this one-host mode
@@ -35,7 +35,6 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
-import importlib.util
 import logging
 import os
 import signal
@@ -44,15 +43,17 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import Any, Final
+from typing import Final
 
+from apscheduler.schedulers.background import BackgroundScheduler
 from sqlalchemy import Engine
 
 from cigri.config import Settings
 from cigri.daemons.base import DaemonContext, daemon_context
+from cigri.daemons.maintenance import schedule_maintenance
 from cigri.domain.clock import Clock
 from cigri.domain.events import (
     ALMIGHTY_STARTING,
@@ -93,16 +94,9 @@ class ChildSpec:
 
 
 def daemon_specs(names: Sequence[str] = DAEMONS) -> list[ChildSpec]:
-    """One child per daemon module present in this build."""
-    specs = []
-    for name in names:
-        module = f"cigri.daemons.{name}"
-        if importlib.util.find_spec(module) is None:
-            log.info("almighty: no %s in this build, not started", name)
-            continue
-        specs.append(ChildSpec(name=name, argv=[
-            sys.executable, "-c", f"import {module} as m; m.main()"]))
-    return specs
+    """One child per daemon: `python -c "import cigri.daemons.<name> as m; m.main()"`."""
+    return [ChildSpec(name=name, argv=[sys.executable, "-c", f"import cigri.daemons.{name} as m; m.main()"])
+            for name in names]
 
 
 def _die_with_parent() -> None:
@@ -133,7 +127,6 @@ class Almighty:
     specs: Sequence[ChildSpec]
     restart_delay: float | None = None
     child_timeout: float | None = None
-    periodic: list[tuple[float, Callable[[], None]]] = field(default_factory=list)
     children: dict[str, _Child] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -144,7 +137,6 @@ class Almighty:
         self.started_at: datetime = self.clock.now()
         self._last_beat = 0.0
         self._passes = 0
-        self._periodic_due = [0.0 for _ in self.periodic]
 
     def run(self) -> None:
         self._event(ALMIGHTY_STARTING, f"almighty starting on {socket.gethostname()} "
@@ -183,7 +175,6 @@ class Almighty:
             self._last_beat = now
             self._check_hung()
             self._beat()
-        self._run_periodic(now)
 
     def _start(self, child: _Child) -> None:
         child.process = subprocess.Popen(
@@ -246,16 +237,6 @@ class Almighty:
         except Exception:
             log.warning("almighty: cannot write its heartbeat", exc_info=True)
 
-    def _run_periodic(self, now: float) -> None:
-        """Maintenance hook: callables run every `period` seconds (e.g. purges, vacuum)."""
-        for index, (period, action) in enumerate(self.periodic):
-            if now >= self._periodic_due[index]:
-                self._periodic_due[index] = now + period
-                try:
-                    action()
-                except Exception:
-                    log.exception("almighty: periodic task failed")
-
     def _event(self, code: str, message: str) -> None:
         try:
             with self.engine.begin() as conn:
@@ -297,16 +278,9 @@ class Almighty:
             child.process = None
 
 
-def start_maintenance(context: DaemonContext) -> Any:
+def start_maintenance(context: DaemonContext) -> BackgroundScheduler:
     """One-host mode runs the periodic maintenance (purge, grid usage, vacuum) itself, on an
-    APScheduler background scheduler (returned, started), when this build has
-    `cigri.daemons.maintenance`; None otherwise."""
-    if importlib.util.find_spec("cigri.daemons.maintenance") is None:
-        return None
-    from apscheduler.schedulers.background import BackgroundScheduler
-
-    from cigri.daemons.maintenance import schedule_maintenance
-
+    APScheduler background scheduler (returned, started)."""
     scheduler = BackgroundScheduler(timezone="UTC")
     schedule_maintenance(scheduler, context.engine, context.settings, context.clock,
                          oar_factory=context.oar_factory)
@@ -324,8 +298,7 @@ def main() -> None:
         try:
             almighty.run()
         finally:
-            if scheduler is not None:
-                scheduler.shutdown(wait=False)
+            scheduler.shutdown(wait=False)
 
 
 if __name__ == "__main__":

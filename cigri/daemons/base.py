@@ -163,7 +163,7 @@ class Daemon(abc.ABC):
             else settings.DAEMON_MAX_CONSECUTIVE_FAILURES)
         # A lease must outlive a few passes, or a slow pass would hand the role to a standby.
         self.lease = lease if lease is not None else max(
-            timedelta(seconds=settings.LEASE_SECONDS), 3 * self.interval)
+            settings.lease_length, 3 * self.interval)
         self.owner = owner or instance_owner()
         self.host = socket.gethostname()
         self.pid = os.getpid()

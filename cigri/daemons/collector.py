@@ -99,7 +99,7 @@ class Collector(OarDaemon):
 
     @classmethod
     def default_interval(cls, settings: Settings) -> timedelta:
-        return timedelta(seconds=settings.COLLECTOR_INTERVAL)
+        return settings.collector_interval
 
     def run_once(self) -> None:
         if not self._verified:

@@ -74,7 +74,7 @@ class MetaScheduler(Daemon):
 
     @classmethod
     def default_interval(cls, settings: Settings) -> timedelta:
-        return timedelta(seconds=settings.METASCHEDULER_INTERVAL)
+        return settings.metascheduler_interval
 
     @property
     def policy(self) -> Policy:
@@ -176,7 +176,7 @@ class MetaScheduler(Daemon):
             with self.engine.begin() as conn:
                 epilogues = plan_epilogues(
                     epilogue_store.list_epilogue_sites(conn, drained), now=self.clock.now(),
-                    blacklist_wait=timedelta(seconds=self.settings.EPILOGUE_BLACKLIST_TIMEOUT))
+                    blacklist_wait=self.settings.epilogue_blacklist_timeout)
                 if epilogue_store.withdraw_untaken_jobs(conn, epilogues.withdraw, tag=EPILOGUE):
                     log.info("withdrew epilogue jobs that can no longer run: %s",
                              epilogues.withdraw, extra={"action": EPILOGUE})

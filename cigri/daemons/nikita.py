@@ -67,11 +67,11 @@ class Nikita(OarDaemon):
 
     @classmethod
     def default_interval(cls, settings: Settings) -> timedelta:
-        return timedelta(seconds=settings.NIKITA_INTERVAL)
+        return settings.nikita_interval
 
     @property
     def waiting_timeout(self) -> timedelta:
-        return timedelta(seconds=self.settings.REMOTE_WAITING_TIMEOUT)
+        return self.settings.remote_waiting_timeout
 
     def run_once(self) -> None:
         self._clusters.clear()  # the rows are re-read once per pass: an edited cluster applies

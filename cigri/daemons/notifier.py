@@ -80,7 +80,7 @@ class NotifierDaemon(Daemon):
 
     @classmethod
     def default_interval(cls, settings: Settings) -> timedelta:
-        return timedelta(seconds=settings.NOTIFIER_INTERVAL)
+        return settings.notifier_interval
 
     def run_once(self) -> None:
         self.compose_messages()

@@ -114,7 +114,7 @@ def tap_settings(settings: Settings) -> TapSettings:
     return TapSettings(initial=settings.RUNNER_DEFAULT_INITIAL_NUMBER_OF_JOBS,
                        factor=settings.RUNNER_TAP_INCREASE_FACTOR,
                        maximum=settings.RUNNER_TAP_INCREASE_MAX,
-                       grace=timedelta(seconds=settings.RUNNER_TAP_GRACE_PERIOD))
+                       grace=settings.runner_tap_grace_period)
 
 
 def record_cluster_error(conn: Connection, *, cluster_id: int, error: OarError,
@@ -255,7 +255,7 @@ class ClusterRunner(Daemon):
 
     @classmethod
     def default_interval(cls, settings: Settings) -> timedelta:
-        return timedelta(seconds=settings.RUNNER_MIN_CYCLE_DURATION)
+        return settings.runner_min_cycle_duration
 
     def run_once(self) -> None:
         # One transaction reads what the pass needs (and moves the taps); a pass with nothing to

@@ -105,7 +105,7 @@ class Updater(OarDaemon):
 
     @classmethod
     def default_interval(cls, settings: Settings) -> timedelta:
-        return timedelta(seconds=settings.UPDATER_INTERVAL)
+        return settings.updater_interval
 
     def run_once(self) -> None:
         self._batch_states.clear()
@@ -443,7 +443,7 @@ class Updater(OarDaemon):
         """Behaviour 20: transient cluster errors older than AUTOFIX_DELAY are closed once the
         API root answers again."""
         now = self.clock.now()
-        delay = timedelta(seconds=self.settings.AUTOFIX_DELAY)
+        delay = self.settings.autofix_delay
         by_id = {cluster.id: cluster for cluster in clusters}
         with self.engine.begin() as conn:
             candidates = [event for event in event_store.list_open_events(
@@ -515,7 +515,7 @@ class Updater(OarDaemon):
         """Behaviour 26: campaigns with nothing left become `terminated` (FINISHED_CAMPAIGN), with
         an EPILOGUE_SKIPPED notification per cluster where their epilogue could not run."""
         finished: list[int] = []
-        wait = timedelta(seconds=self.settings.EPILOGUE_BLACKLIST_TIMEOUT)
+        wait = self.settings.epilogue_blacklist_timeout
         with self.engine.begin() as conn:
             candidates = job_store.list_finished_campaigns(conn, now=self.clock.now(),
                                                            epilogue_wait=wait)

@@ -2,9 +2,11 @@
 really run (execute mode) or are simulated from a workload model (simulate mode). A product
 feature (`cigri-oar-emulator`) and the grid every test runs on."""
 
-from cigri.emulator.api import Faults, OarApp
+from cigri.emulator.api import OarApp
 from cigri.emulator.clock import EmuClock, ManualClock, ScaledClock
-from cigri.emulator.model import Cluster, ClusterConfig
+from cigri.emulator.http import Faults
+from cigri.emulator.jobs import ClusterConfig
+from cigri.emulator.model import Cluster
 from cigri.emulator.server import ClusterControl, Emulator, EmulatorHandle, build, run_in_thread
 from cigri.emulator.workload import Workload
 

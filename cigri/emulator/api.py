@@ -1,183 +1,43 @@
 """The OAR 2.5 REST API of one emulated cluster, as a WSGI application: routing, content
-negotiation, identity, the JSON shapes and pagination of the real OAR 2.5.9, plus the fault knobs
-(errors, latency, truncated or non-JSON answers) and a small admin API under `/_emulator/`."""
+negotiation, identity, the jobs and media endpoints of the real OAR 2.5.9 (or OAR 3's), with the
+fault knobs applied to every answer. The WSGI plumbing (request, response, fault knobs) is
+`cigri.emulator.http`, the JSON shapes `cigri.emulator.shapes`; the admin API under
+`/_emulator/` is in `cigri.emulator.server`."""
 
 from __future__ import annotations
 
-import base64
 import hmac
 import json
 import logging
-import random
 import re
-import threading
 import time
-from collections import deque
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
 from typing import Any
-from urllib.parse import parse_qsl, quote, urlencode
+from urllib.parse import parse_qsl
 
-from cigri.emulator import userfs
-from cigri.emulator.model import ApiError, Cluster, Job, login_of
+from cigri.emulator import control, userfs
+from cigri.emulator.http import (
+    APACHE_401,
+    JSON_TYPE,
+    Faults,
+    Request,
+    Response,
+    StartResponse,
+    basic_credentials,
+    error,
+    json_response,
+    send,
+)
+from cigri.emulator.jobs import ApiError
+from cigri.emulator.model import Cluster
+from cigri.emulator.shapes import DEFAULT_LIMIT, Shapes
 from cigri.emulator.userfs import UnixUser
 
 log = logging.getLogger(__name__)
 
-StartResponse = Callable[..., Any]
-JSON_TYPE = "application/json; charset=ISO-8859-1"
-DEFAULT_LIMIT = 500
-AVAILABLE_UPTO = 2147483647
-STATE_NUM = {"Alive": 1, "Absent": 2, "Suspected": 3, "Dead": 4}
 
 
-@dataclass
-class Faults:
-    """Per-cluster fault knobs, changeable at run time."""
-
-    error_rate: float = 0.0  # share of API answers replaced by a 500
-    latency: float = 0.0  # seconds added to every answer
-    truncate_rate: float = 0.0  # share of JSON answers cut in half
-    nonjson_rate: float = 0.0  # share of answers replaced by an HTML page with status 200
-    pending: deque[tuple[int, str]] = field(default_factory=deque)  # (status, kind) for the next answers
-    rng: random.Random = field(default_factory=lambda: random.Random(1))
-    lock: threading.Lock = field(default_factory=threading.Lock)
-
-    def fail_next(self, status: int | None = None, count: int = 1, kind: str = "error") -> None:
-        """The next `count` API answers fail: `kind` is `error` (HTTP `status`, default 500),
-        `truncated` or `nonjson` (status default 200)."""
-        if kind not in ("error", "truncated", "nonjson"):
-            raise ValueError(f"unknown fault kind {kind!r}")
-        code = status if status is not None else (500 if kind == "error" else 200)
-        with self.lock:
-            self.pending.extend([(code, kind)] * count)
-
-    def draw(self) -> tuple[int, str] | None:
-        with self.lock:
-            if self.pending:
-                return self.pending.popleft()
-            roll = self.rng.random()
-            if roll < self.error_rate:
-                return 500, "error"
-            if roll < self.error_rate + self.truncate_rate:
-                return 200, "truncated"
-            if roll < self.error_rate + self.truncate_rate + self.nonjson_rate:
-                return 200, "nonjson"
-            return None
-
-
-@dataclass
-class Response:
-    status: int
-    body: bytes
-    content_type: str = JSON_TYPE
-    headers: list[tuple[str, str]] = field(default_factory=list)
-
-
-REASONS = {
-    200: "OK",
-    201: "Created",
-    202: "Accepted",
-    204: "No Content",
-    400: "Bad Request",
-    401: "Unauthorized",
-    403: "Forbidden",
-    404: "Not Found",
-    406: "Not Acceptable",
-    500: "Internal Server Error",
-    502: "Bad Gateway",
-    503: "Service Unavailable",
-    504: "Gateway Timeout",
-}
-
-
-def json_response(status: int, data: Any, headers: list[tuple[str, str]] | None = None) -> Response:
-    return Response(status, (json.dumps(data, indent=1) + "\n").encode(), headers=headers or [])
-
-
-def error(code: int, title: str, message: str) -> Response:
-    return json_response(code, {"code": code, "title": title, "message": message})
-
-
-def send(response: Response, start_response: StartResponse) -> Iterable[bytes]:
-    """Hand `response` to the WSGI server."""
-    headers = [("Content-Type", response.content_type), *response.headers]
-    if response.status != 204:
-        headers.append(("Content-Length", str(len(response.body))))
-    start_response(f"{response.status} {REASONS.get(response.status, 'Status')}", headers)
-    return [response.body] if response.status != 204 else []
-
-
-def basic_credentials(value: str) -> tuple[str, str] | None:
-    """(login, password) of a basic `Authorization` header, or None."""
-    scheme, _, credentials = value.partition(" ")
-    if scheme.lower() != "basic":
-        return None
-    try:
-        login, _, password = base64.b64decode(credentials).decode().partition(":")
-    except (ValueError, UnicodeDecodeError):
-        return None
-    return login, password
-
-
-def _identity_from_authorization(value: str) -> str | None:
-    """The login of an `Authorization` header: basic auth (as behind the `/oarapi-priv` location;
-    the password is checked by `OarApp`) or an OAR 3 JWT bearer token (its `user` claim; the
-    signature is not checked)."""
-    basic = basic_credentials(value)
-    if basic is not None:
-        return basic[0] or None
-    scheme, _, credentials = value.partition(" ")
-    try:
-        if scheme.lower() == "bearer":
-            payload = credentials.split(".")[1]
-            claims = json.loads(base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4)))
-            user = claims.get("user") or claims.get("sub")
-            return str(user) if user else None
-    except (ValueError, IndexError, UnicodeDecodeError, AttributeError):
-        return None
-    return None
-
-
-APACHE_401 = (
-    b'<!DOCTYPE HTML PUBLIC "-//IETF//DTD HTML 2.0//EN">\n<html><head>\n<title>401 Unauthorized</title>\n'
-    b"</head><body>\n<h1>Unauthorized</h1>\n<p>This server could not verify that you\n"
-    b"are authorized to access the document\nrequested.</p>\n</body></html>\n"
-)
-
-
-class Request:
-    def __init__(self, environ: dict[str, Any], prefix: str) -> None:
-        self.environ = environ
-        self.method = environ.get("REQUEST_METHOD", "GET").upper()
-        raw_path = environ.get("PATH_INFO", "") or "/"
-        self.raw_path = raw_path
-        self.path = raw_path[len(prefix) :] if raw_path.startswith(prefix) else None
-        self.query = parse_qsl(environ.get("QUERY_STRING", "").replace(";", "&"), keep_blank_values=True)
-        self.args: dict[str, str] = {}
-        for key, value in self.query:
-            self.args.setdefault(key, value)
-        ident = environ.get("HTTP_X_REMOTE_IDENT")
-        if ident is None:
-            ident = environ.get("X_REMOTE_IDENT")
-        if ident is None:
-            ident = _identity_from_authorization(environ.get("HTTP_AUTHORIZATION", ""))
-        self.identity: str | None = ident
-        self.login = login_of(ident)
-
-    def all(self, key: str) -> list[str]:
-        return [v for k, v in self.query if k == key]
-
-    def body(self) -> bytes:
-        try:
-            length = int(self.environ.get("CONTENT_LENGTH") or 0)
-        except ValueError:
-            length = 0
-        stream = self.environ.get("wsgi.input")
-        return stream.read(length) if stream is not None and length > 0 else b""
-
-
-class OarApp:
+class OarApp(Shapes):
     """WSGI application serving one cluster under `mount` + `prefix`: `/oarapi` on the cluster's
     own port, `/c1/oarapi` when the clusters share one port (`mount="/c1"`). Every link it writes
     carries the whole path, so a client following them stays on its cluster."""
@@ -276,6 +136,19 @@ class OarApp:
     # ---- dispatch ----------------------------------------------------------------------------
 
     def handle(self, request: Request) -> Response:
+        path = self._negotiate(request)
+        if isinstance(path, Response):
+            return path
+        request.environ["emulator.path_with_suffix"] = request.raw_path
+        job_match = re.match(r"^/jobs/(\d+)(/details|/resources|/nodes)?$", path)
+        route = {"GET": self._get, "POST": self._post, "DELETE": self._delete}.get(request.method)
+        answer = route(request, path, job_match) if route is not None else None
+        if answer is None:
+            return error(404, "Not found", f"No way to handle your request {path}")
+        return answer
+
+    def _negotiate(self, request: Request) -> str | Response:
+        """The route's path (format suffix taken off), or the refusal of an unknown format."""
         path = request.path
         if path is None:
             return error(404, "Not found", f"No way to handle your request {request.raw_path}")
@@ -299,301 +172,87 @@ class OarApp:
                 f"Invalid content type required {shown}",
                 "Valid types are text/yaml, application/json or text/html",
             )
-        request.environ["emulator.path_with_suffix"] = request.raw_path
+        return path
+
+    def _get(self, request: Request, path: str, job_match: re.Match[str] | None) -> Response | None:
         cluster = self.cluster
-        method = request.method
         now = cluster.now()
-        job_match = re.match(r"^/jobs/(\d+)(/details|/resources|/nodes)?$", path)
-        if method == "GET":
-            if path == "/":
-                return json_response(200, self.root(now))
-            if path == "/version":
-                return json_response(200, self.version(now))
-            if path == "/timezone":
-                return json_response(200, {"timezone": "UTC", "api_timestamp": now})
-            if path == "/whoami":
-                return json_response(
-                    200, {"authenticated_user": request.identity or "", "api_timestamp": now}
-                )
-            if path in ("/jobs", "/jobs/details", "/jobs/table"):
-                details = path == "/jobs/details" or "details" in request.args
-                return self.list_jobs(request, details=details)
-            if job_match:
-                return self.get_job(request, int(job_match.group(1)), job_match.group(2))
-            if path in ("/resources", "/resources/full", "/resources/details"):
-                return self.list_resources(request, full=path != "/resources" or "detailed" in request.args)
-            res_match = re.match(r"^/resources/(\d+)$", path)
-            if res_match:
-                rid = int(res_match.group(1))
-                if not 1 <= rid <= cluster.total_cores:
-                    return error(404, "Resource not found", "Resource not found")
-                return json_response(200, self.resource_row(rid, now, full=True))
-            node_match = re.match(r"^/resources/nodes/([^/]+)$", path)
-            if node_match:
-                return self.node_resources(request, node_match.group(1))
-            if path == "/stress_factor" or path == "/stress_factor/":
-                return json_response(
-                    200,
-                    {
-                        "GLOBAL_STRESS": cluster.stress,
-                        "api_timestamp": now,
-                        "links": [{"rel": "self", "href": f"{self.prefix}/stress_factor"}],
-                    },
-                )
-            if path.startswith("/media/ls/"):
-                return self.media_ls(request, path[len("/media/ls") :])
-            if path.startswith("/media/"):
-                return self.media_get(request, path[len("/media") :])
-            if path == "/media" and "path_filename" in request.args:
-                return self.media_get(request, request.args["path_filename"])
-        elif method == "POST":
-            if path == "/jobs":
-                return self.post_job(request)
-            del_match = re.match(r"^/jobs/(array/)?(\d+)/deletions/new$", path)
-            if del_match:
-                return self.delete_jobs(
-                    request, int(del_match.group(2)), array=bool(del_match.group(1)), via_post=True
-                )
-            hold_match = re.match(r"^/jobs/(array/)?(\d+)/(holds|resumptions)/new$", path)
-            if hold_match:
-                return self.hold_or_resume(
-                    request,
-                    int(hold_match.group(2)),
-                    array=bool(hold_match.group(1)),
-                    hold=hold_match.group(3) == "holds",
-                )
-            if job_match and job_match.group(2) is None:
-                return self.post_job_method(request, int(job_match.group(1)))
-        elif method == "DELETE":
-            if job_match and job_match.group(2) is None:
-                return self.delete_jobs(
-                    request,
-                    int(job_match.group(1)),
-                    array=request.args.get("array") in ("true", "1"),
-                    via_post=False,
-                )
-            if path.startswith("/media/"):
-                return self.media_delete(request, path[len("/media") :])
-        return error(404, "Not found", f"No way to handle your request {path}")
-
-    # ---- shapes ------------------------------------------------------------------------------
-
-    def link(self, rel: str, href: str, title: str | None = None) -> dict[str, str]:
-        result = {"rel": rel, "href": f"{self.prefix}/{href}"}
-        if title is not None:
-            result["title"] = title
-        return result
-
-    def version(self, now: int) -> dict[str, Any]:
-        return {
-            "oar_version": self.cluster.version_string,
-            "api_version": "1.0.2",
-            "apilib_version": "1.0.2",
-            "api_timestamp": now,
-            "api_timezone": "UTC",
-        }
-
-    def root(self, now: int) -> dict[str, Any]:
-        data = self.version(now)
-        data["links"] = [
-            {"rel": "self", "href": f"{self.prefix}/./"},
-            self.link("collection", "resources", "resources"),
-            self.link("collection", "resources/details", "full_resources"),
-            self.link("collection", "jobs", "jobs"),
-            self.link("collection", "jobs/details", "detailed_jobs"),
-            self.link("collection", "jobs/table", "jobs_table"),
-            self.link("collection", "config", "config"),
-            self.link("collection", "admission_rules", "admission_rules"),
-        ]
-        return data
-
-    def job_links(self, job_id: int) -> list[dict[str, str]]:
-        return [
-            self.link("self", f"jobs/{job_id}"),
-            self.link("collection", f"jobs/{job_id}/resources", "resources"),
-            self.link("collection", f"jobs/{job_id}/nodes", "nodes"),
-        ]
-
-    def job_item(self, job: Job, now: int) -> dict[str, Any]:
-        return {
-            "id": job.id,
-            "name": job.name,
-            "owner": job.owner,
-            "queue": job.queue,
-            "state": job.state,
-            "submission": job.submission_time,
-            "api_timestamp": now,
-            "links": self.job_links(job.id),
-        }
-
-    def job_full(self, job: Job, now: int, viewer: str | None) -> dict[str, Any]:
-        data = self._job_full(job, now, viewer)
-        if self.oar3:  # OAR 3 model column names, next to the 2.5 ones
-            data["user"], data["queue_name"] = job.owner, job.queue
-        return data
-
-    def _job_full(self, job: Job, now: int, viewer: str | None) -> dict[str, Any]:
-        show_request = viewer in (job.owner, "oar", "root")
-        return {
-            "id": job.id,
-            "array_id": job.array_id,
-            "array_index": job.array_index,
-            "name": job.name,
-            "owner": job.owner,
-            "state": job.state,
-            "queue": job.queue,
-            "command": job.command,
-            "launching_directory": job.launching_directory,
-            "type": "PASSIVE",
-            "types": list(job.types),
-            "properties": job.properties,
-            "reservation": "None",
-            "walltime": job.walltime,  # set when the job is scheduled, null before (as OAR 2.5.9)
-            "submission_time": job.submission_time,
-            "start_time": job.start_time,
-            "stop_time": job.stop_time,
-            "scheduled_start": job.scheduled_start,
-            "message": job.message,
-            "resubmit_job_id": job.resubmit_job_id,
-            "events": [
+        if path == "/":
+            return json_response(200, self.root(now))
+        if path == "/version":
+            return json_response(200, self.version(now))
+        if path == "/timezone":
+            return json_response(200, {"timezone": "UTC", "api_timestamp": now})
+        if path == "/whoami":
+            return json_response(
+                200, {"authenticated_user": request.identity or "", "api_timestamp": now}
+            )
+        if path in ("/jobs", "/jobs/details", "/jobs/table"):
+            details = path == "/jobs/details" or "details" in request.args
+            return self.list_jobs(request, details=details)
+        if job_match:
+            return self.get_job(request, int(job_match.group(1)), job_match.group(2))
+        if path in ("/resources", "/resources/full", "/resources/details"):
+            return self.list_resources(request, full=path != "/resources" or "detailed" in request.args)
+        res_match = re.match(r"^/resources/(\d+)$", path)
+        if res_match:
+            rid = int(res_match.group(1))
+            if not 1 <= rid <= cluster.total_cores:
+                return error(404, "Resource not found", "Resource not found")
+            return json_response(200, self.resource_row(rid, now, full=True))
+        node_match = re.match(r"^/resources/nodes/([^/]+)$", path)
+        if node_match:
+            return self.node_resources(request, node_match.group(1))
+        if path == "/stress_factor" or path == "/stress_factor/":
+            return json_response(
+                200,
                 {
-                    "event_id": e.event_id,
-                    "type": e.type,
-                    "job_id": e.job_id,
-                    "date": e.date,
-                    "description": e.description,
-                    "to_check": e.to_check,
-                }
-                for e in job.events
-            ],
-            "wanted_resources": job.request.wanted(),
-            "project": job.project,
-            "cpuset_name": None,
-            "dependencies": [],
-            "exit_code": job.exit_code,
-            "stdout_file": job.stdout_file,
-            "stderr_file": job.stderr_file,
-            "initial_request": job.initial_request if show_request else "",
-            "links": self.job_links(job.id),
-            "api_timestamp": now,
-        }
-
-    def job_resources(self, job: Job, now: int) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
-        resources = []
-        nodes: dict[str, dict[str, Any]] = {}
-        for rid in job.resources:
-            row = self.resource_row(rid, now, full=True)
-            row["cpuset"] = str(row["cpuset"])
-            row["status"] = "assigned"
-            resources.append(row)
-            address = row["network_address"]
-            nodes.setdefault(
-                address,
-                {
-                    "network_address": address,
-                    "status": "assigned",
+                    "GLOBAL_STRESS": cluster.stress,
                     "api_timestamp": now,
-                    "links": [{"rel": "self", "href": f"{self.prefix}/resources/nodes/{address}"}],
+                    "links": [{"rel": "self", "href": f"{self.prefix}/stress_factor"}],
                 },
             )
-        return resources, list(nodes.values())
+        if path.startswith("/media/ls/"):
+            return self.media_ls(request, path[len("/media/ls") :])
+        if path.startswith("/media/"):
+            return self.media_get(request, path[len("/media") :])
+        if path == "/media" and "path_filename" in request.args:
+            return self.media_get(request, request.args["path_filename"])
+        return None
 
-    def job_detailed(self, job: Job, now: int, viewer: str | None, listing: bool) -> dict[str, Any]:
-        data = self.job_full(job, now, viewer)
-        data["resources"], data["nodes"] = self.job_resources(job, now)
-        if listing:
-            data["array_index"] = None
-            data["resubmit_job_id"] = None
-        return data
-
-    def resource_row(self, rid: int, now: int, *, full: bool) -> dict[str, Any]:
-        cluster = self.cluster
-        node_index = cluster.node_of(rid)
-        node = cluster.node_names[node_index]
-        links = [
-            self.link("member", f"resources/nodes/{node}", "node"),
-            self.link("self", f"resources/{rid}"),
-            self.link("collection", f"resources/{rid}/jobs", "jobs"),
-        ]
-        row: dict[str, Any] = {
-            "id": rid,
-            "state": cluster.node_state[node_index],
-            "available_upto": AVAILABLE_UPTO,
-            "network_address": node,
-            "links": links,
-            "api_timestamp": now,
-        }
-        if full:
-            row.update(
-                {
-                    "type": "default",
-                    "next_state": "UnChanged",
-                    "finaud_decision": "NO",
-                    "next_finaud_decision": "NO",
-                    "state_num": STATE_NUM[cluster.node_state[node_index]],
-                    "suspended_jobs": "NO",
-                    "scheduler_priority": 0,
-                    "cpuset": (rid - 1) % cluster.config.cores,
-                    "besteffort": "YES",
-                    "deploy": "NO",
-                    "desktop_computing": "NO",
-                    "drain": "NO",
-                    "expiry_date": 0,
-                    "last_job_date": cluster.last_job_date.get(rid, 0),
-                    "last_available_upto": 0,
-                    "host": node,
-                    "cpu": node_index + 1,
-                    "core": rid,
-                }
+    def _post(self, request: Request, path: str, job_match: re.Match[str] | None) -> Response | None:
+        if path == "/jobs":
+            return self.post_job(request)
+        del_match = re.match(r"^/jobs/(array/)?(\d+)/deletions/new$", path)
+        if del_match:
+            return self.delete_jobs(
+                request, int(del_match.group(2)), array=bool(del_match.group(1)), via_post=True
             )
-        return row
+        hold_match = re.match(r"^/jobs/(array/)?(\d+)/(holds|resumptions)/new$", path)
+        if hold_match:
+            return self.hold_or_resume(
+                request,
+                int(hold_match.group(2)),
+                array=bool(hold_match.group(1)),
+                hold=hold_match.group(3) == "holds",
+            )
+        if job_match and job_match.group(2) is None:
+            return self.post_job_method(request, int(job_match.group(1)))
+        return None
 
-    # ---- collections -------------------------------------------------------------------------
+    def _delete(self, request: Request, path: str, job_match: re.Match[str] | None) -> Response | None:
+        if job_match and job_match.group(2) is None:
+            return self.delete_jobs(
+                request,
+                int(job_match.group(1)),
+                array=request.args.get("array") in ("true", "1"),
+                via_post=False,
+            )
+        if path.startswith("/media/"):
+            return self.media_delete(request, path[len("/media") :])
+        return None
 
-    def paginate(
-        self,
-        request: Request,
-        total: int,
-        offset: int,
-        limit: int,
-        build: Callable[[int, int], list[dict[str, Any]]],
-        now: int,
-    ) -> Response:
-        if total == 0:
-            return json_response(200, {"items": [], "total": 0, "offset": 0, "links": []})
-        items = build(offset, limit) if offset < total else []
-        if self.oar3:  # no links: OAR 3 clients page by offset and total
-            return json_response(200, {"items": items, "total": total, "offset": offset})
-        base = [(k, v) for k, v in request.query if k != "offset"]
-        path = request.raw_path
-
-        def href(at: int) -> str:
-            pairs = base if limit == 0 else [*base, ("offset", str(at))]
-            query = urlencode(pairs, quote_via=quote)
-            return f"{path}?{query}" if query else path
-
-        links = [{"rel": "self", "href": href(offset)}]
-        if limit and offset + limit < total:
-            links.append({"rel": "next", "href": href(offset + limit)})
-        if limit and offset - limit >= 0:
-            links.append({"rel": "previous", "href": href(offset - limit)})
-        return json_response(
-            200, {"items": items, "total": total, "offset": offset, "links": links, "api_timestamp": now}
-        )
-
-    def envelope(self, request: Request, items: list[dict[str, Any]], now: int) -> Response:
-        if self.oar3:
-            return json_response(200, {"items": items, "total": len(items), "offset": 0})
-        return json_response(
-            200,
-            {
-                "items": items,
-                "total": len(items),
-                "offset": 0,
-                "links": [{"rel": "self", "href": request.raw_path}],
-                "api_timestamp": now,
-            },
-        )
+    # ---- collections (shapes: cigri.emulator.shapes) ---------------------------------------
 
     def _int_arg(self, request: Request, key: str, default: int) -> int:
         value = request.args.get(key, "")
@@ -612,7 +271,8 @@ class OarApp:
         array_text = request.args.get("array", "")
         array = int(array_text) if array_text.isdigit() else None
         since, until = request.args.get("from", ""), request.args.get("to", "")
-        jobs = self.cluster.select_jobs(
+        jobs = control.select_jobs(
+            self.cluster,
             states=states,
             array=array,
             ids=ids,

@@ -11,7 +11,7 @@ from typing import Any
 import click
 from click.core import ParameterSource
 
-from cigri.emulator.server import build
+from cigri.emulator.server import Emulator, build
 from cigri.emulator.workload import Workload
 
 log = logging.getLogger(__name__)
@@ -141,6 +141,15 @@ def command(
         **options,
     )
     emulator.start()
+    _start_load(emulator, normal_user, outages)
+    for control in emulator.controls:
+        click.echo(control.url)
+    click.echo(f"# workdir: {emulator.controls[0].cluster.config.workdir}", err=True)
+    _serve_until_signalled(emulator)
+
+
+def _start_load(emulator: Emulator, normal_user: str | None, outages: str | None) -> None:
+    """--normal-user and --outages, on every cluster."""
     if normal_user:
         parts = [float(x) for x in normal_user.split(":")]
         for control in emulator.controls:
@@ -149,9 +158,9 @@ def command(
         every, window = (float(x) for x in outages.split(":"))
         for control in emulator.controls:
             control.outage(window, start_in=every, every=every)
-    for control in emulator.controls:
-        click.echo(control.url)
-    click.echo(f"# workdir: {emulator.controls[0].cluster.config.workdir}", err=True)
+
+
+def _serve_until_signalled(emulator: Emulator) -> None:
     stop = threading.Event()
 
     def on_signal(signum: int, frame: object) -> None:

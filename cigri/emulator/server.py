@@ -1,5 +1,6 @@
 """Running the emulator: one threaded HTTP server per cluster (ephemeral or fixed ports), or one
-server for every cluster with a path prefix each (`/c1/oarapi/`, `/c2/oarapi/`, ...); a ticker thread
+server for every cluster with a path prefix each (`/c1/oarapi/`, `/c2/oarapi/`, ...; the servers
+are `cigri.emulator.endpoints`); a ticker thread
 that moves emulated time forward; outage windows (on its own port a cluster closes its listening
 socket, so clients get connection refused; on a shared port its connections are dropped unanswered);
 the control object tests drive, and `run_in_thread`."""
@@ -7,213 +8,27 @@ the control object tests drive, and `run_in_thread`."""
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import logging
 import os
-import socketserver
 import tempfile
 import threading
 import time
-from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
-from wsgiref.simple_server import WSGIRequestHandler, WSGIServer
 
-from cigri.emulator.api import Faults, OarApp, Request, Response, StartResponse, error, json_response, send
+from cigri.emulator.api import OarApp
 from cigri.emulator.clock import EmuClock, ManualClock, ScaledClock
-from cigri.emulator.model import Cluster, ClusterConfig, Mode
+from cigri.emulator.endpoints import ClusterServer, Endpoint, MountedEndpoint, PrefixRouter
+from cigri.emulator.http import Faults, Request, Response, error, json_response
+from cigri.emulator.jobs import ClusterConfig, Mode
+from cigri.emulator.model import Cluster
 from cigri.emulator.state import load_state, save_state
 from cigri.emulator.userfs import running_as_root
 from cigri.emulator.workload import Workload
 
 log = logging.getLogger(__name__)
-
-WsgiApp = Callable[[dict[str, Any], StartResponse], Iterable[bytes]]
-
-
-class _Handler(WSGIRequestHandler):
-    """wsgiref handler that keeps headers with underscores (`X_REMOTE_IDENT`), as the CiGri
-    Apache setup does with its rewrite rule, and logs through `logging`."""
-
-    def get_environ(self) -> dict[str, Any]:
-        environ: dict[str, Any] = super().get_environ()
-        for name, value in self.headers.items():
-            if "_" in name:
-                environ.setdefault("HTTP_" + name.upper(), value)
-        return environ
-
-    def log_message(self, format: str, *args: Any) -> None:
-        log.debug("%s %s", self.address_string(), format % args)
-
-    def parse_request(self) -> bool:
-        if not super().parse_request():
-            return False
-        app = self.server.get_app() if isinstance(self.server, WSGIServer) else None
-        if isinstance(app, PrefixRouter) and app.refuses(self.path):
-            # a cluster in outage on a shared port: hang up without an answer (the port stays
-            # open for the other clusters, so "connection refused" cannot be had)
-            self.close_connection = True
-            return False
-        return True
-
-
-class _ThreadingServer(socketserver.ThreadingMixIn, WSGIServer):
-    daemon_threads = True
-    allow_reuse_address = True
-    request_queue_size = 128
-
-    def handle_error(self, request: Any, client_address: Any) -> None:
-        # clients that hang up (timeouts, killed daemons) are normal here: no traceback on stderr
-        log.debug("connection from %s ended badly", client_address, exc_info=True)
-
-
-class ClusterServer:
-    """The HTTP endpoint of one cluster (or of the router of a shared port); can go away (outage)
-    and come back on the same port."""
-
-    def __init__(self, app: WsgiApp, host: str, port: int) -> None:
-        self.app = app
-        self.host = host
-        self.port = port
-        self._server: _ThreadingServer | None = None
-        self._thread: threading.Thread | None = None
-        self._lock = threading.Lock()
-        self._outage_until = 0.0
-        self.closed = threading.Event()  # the emulator stopped: no coming back
-
-    def start(self) -> None:
-        with self._lock:
-            if self._server is not None:
-                return
-            server = _ThreadingServer((self.host, self.port), _Handler)
-            server.set_app(self.app)
-            self.port = server.server_address[1]
-            self._server = server
-            self._thread = threading.Thread(
-                target=server.serve_forever,
-                kwargs={"poll_interval": 0.1},
-                daemon=True,
-                name=f"oar-emulator-http-{self.port}",
-            )
-            self._thread.start()
-
-    def stop(self) -> None:
-        with self._lock:
-            server, thread = self._server, self._thread
-            self._server = self._thread = None
-        if server is not None:
-            server.shutdown()
-            server.server_close()
-        if thread is not None:
-            thread.join(timeout=5)
-
-    def outage(self, seconds: float) -> None:
-        """Refuse connections for `seconds` real seconds."""
-        self._outage_until = max(self._outage_until, time.monotonic() + seconds)
-        self.stop()
-        threading.Thread(target=self._come_back, daemon=True, name=f"oar-emulator-outage-{self.port}").start()
-
-    def _come_back(self) -> None:
-        while (left := self._outage_until - time.monotonic()) > 0:
-            if self.closed.wait(min(left, 0.1)):
-                return
-        for _ in range(50):
-            try:
-                self.start()
-                return
-            except OSError:
-                time.sleep(0.1)
-        log.error("cluster endpoint on port %s could not come back after the outage", self.port)
-
-    @property
-    def up(self) -> bool:
-        return self._server is not None
-
-    def wait_up(self, timeout: float) -> bool:
-        """Wait (real seconds) until the endpoint accepts connections again after an outage."""
-        return _wait_up(self, timeout)
-
-
-def _wait_up(endpoint: ClusterServer | MountedEndpoint, timeout: float) -> bool:
-    deadline = time.monotonic() + timeout
-    while not endpoint.up and time.monotonic() < deadline:
-        time.sleep(0.02)
-    return endpoint.up
-
-
-class MountedEndpoint:
-    """The endpoint of one cluster under `/<name>/` on a port shared by every cluster. An outage
-    drops this cluster's connections unanswered (clients see a connection error) while the
-    other clusters keep answering on the same port."""
-
-    def __init__(self, shared: ClusterServer, name: str) -> None:
-        self.shared = shared
-        self.name = name
-        self._outage_until = 0.0
-        self.closed = threading.Event()  # the emulator stopped: no coming back
-
-    @property
-    def host(self) -> str:
-        return self.shared.host
-
-    @property
-    def port(self) -> int:
-        return self.shared.port
-
-    def start(self) -> None:
-        self.shared.start()
-
-    def stop(self) -> None:
-        self.shared.stop()
-
-    def outage(self, seconds: float) -> None:
-        """Drop this cluster's connections for `seconds` real seconds."""
-        self._outage_until = max(self._outage_until, time.monotonic() + seconds)
-
-    @property
-    def in_outage(self) -> bool:
-        return time.monotonic() < self._outage_until
-
-    @property
-    def up(self) -> bool:
-        return self.shared.up and not self.in_outage
-
-    def wait_up(self, timeout: float) -> bool:
-        """Wait (real seconds) until the cluster answers again after an outage."""
-        return _wait_up(self, timeout)
-
-
-class PrefixRouter:
-    """The WSGI application of a shared port: `/<name>/...` goes to cluster `<name>` (whose app
-    serves `/<name>/oarapi/` and `/<name>/_emulator/`), `/` lists the clusters, any other path
-    is a JSON 404."""
-
-    def __init__(self) -> None:
-        self.mounts: dict[str, tuple[OarApp, MountedEndpoint]] = {}
-
-    @staticmethod
-    def _name(path: str) -> str:
-        return path.split("?", 1)[0].lstrip("/").split("/", 1)[0]
-
-    def refuses(self, path: str) -> bool:
-        """True when `path` (a request target) belongs to a cluster that is in an outage."""
-        mount = self.mounts.get(self._name(path))
-        return mount is not None and mount[1].in_outage
-
-    def __call__(self, environ: dict[str, Any], start_response: StartResponse) -> Iterable[bytes]:
-        name = self._name(environ.get("PATH_INFO") or "/")
-        if name in self.mounts:
-            return self.mounts[name][0](environ, start_response)
-        if name == "":
-            clusters = [{"name": n, "href": f"{app.prefix}/"} for n, (app, _) in self.mounts.items()]
-            return send(json_response(200, {"clusters": clusters}), start_response)
-        names = ", ".join(self.mounts)
-        return send(error(404, "Not found", f"No cluster {name} on this port (clusters: {names})"),
-                    start_response)
-
-
-Endpoint = ClusterServer | MountedEndpoint
-
 
 @dataclass
 class ClusterControl:
@@ -415,55 +230,71 @@ def admin_handler(control_of: dict[str, ClusterControl]) -> Any:
         except ValueError:
             return error(400, "Bad request", "JSON body expected")
         if request.method == "GET" and action == "status":
-            cluster = control.cluster
-            with cluster.lock:
-                return json_response(
-                    200,
-                    {
-                        "name": cluster.config.name,
-                        "mode": cluster.config.mode,
-                        "now": cluster.now(),
-                        "jobs": len(cluster.jobs),
-                        "active": len(cluster.active),
-                        "free_cores": len(cluster.free),
-                        "requests": control.app.requests,
-                    },
-                )
+            return json_response(200, _admin_status(control))
         if request.method == "GET" and action == "jobs":
             return json_response(200, control.jobs())
-        if request.method == "POST":
-            if action == "faults":
-                for key in ("error_rate", "latency", "truncate_rate", "nonjson_rate"):
-                    if key in body:
-                        setattr(control.faults, key, float(body[key]))
-            elif action == "fail_next":
-                control.fail_next(
-                    int(body.get("status", 500)), int(body.get("count", 1)), body.get("kind", "error")
-                )
-            elif action == "outage":
-                every = float(body["every"]) if body.get("every") else None
-                control.outage(
-                    float(body.get("seconds", 5)),
-                    start_in=max(0.05, float(body.get("start_in", 0))),
-                    every=every,
-                )
-            elif action == "normal_user":
-                control.normal_user(
-                    int(body["cores"]),
-                    float(body["duration"]),
-                    start_in=float(body.get("start_in", 0)),
-                    period=float(body["period"]) if body.get("period") else None,
-                )
-            elif action == "node_state":
-                control.set_node_state(str(body["node"]), str(body["state"]))
-            elif action == "stress":
-                control.set_stress(body.get("value", "0"))
-            else:
-                return error(404, "Not found", f"unknown admin action {action}")
+        if request.method == "POST" and _admin_action(control, action, body):
             return json_response(200, {"status": "ok"})
         return error(404, "Not found", f"unknown admin action {action}")
 
     return handle
+
+
+def _admin_status(control: ClusterControl) -> dict[str, Any]:
+    cluster = control.cluster
+    with cluster.lock:
+        return {
+            "name": cluster.config.name,
+            "mode": cluster.config.mode,
+            "now": cluster.now(),
+            "jobs": len(cluster.jobs),
+            "active": len(cluster.active),
+            "free_cores": len(cluster.free),
+            "requests": control.app.requests,
+        }
+
+
+def _admin_action(control: ClusterControl, action: str, body: dict[str, Any]) -> bool:
+    """Carry out one POSTed admin action; False for an unknown one."""
+    if action == "faults":
+        for key in ("error_rate", "latency", "truncate_rate", "nonjson_rate"):
+            if key in body:
+                setattr(control.faults, key, float(body[key]))
+    elif action == "fail_next":
+        control.fail_next(
+            int(body.get("status", 500)), int(body.get("count", 1)), body.get("kind", "error")
+        )
+    elif action == "outage":
+        every = float(body["every"]) if body.get("every") else None
+        control.outage(
+            float(body.get("seconds", 5)),
+            start_in=max(0.05, float(body.get("start_in", 0))),
+            every=every,
+        )
+    elif action == "normal_user":
+        control.normal_user(
+            int(body["cores"]),
+            float(body["duration"]),
+            start_in=float(body.get("start_in", 0)),
+            period=float(body["period"]) if body.get("period") else None,
+        )
+    elif action == "node_state":
+        control.set_node_state(str(body["node"]), str(body["state"]))
+    elif action == "stress":
+        control.set_stress(body.get("value", "0"))
+    else:
+        return False
+    return True
+
+
+def _user_homes(users: dict[str, str] | list[str] | None, workdir: str) -> dict[str, str] | None:
+    """The logins that exist and their homes; a list of logins gets homes under the workdir."""
+    if not isinstance(users, list):
+        return users
+    homes = {login: os.path.join(os.path.abspath(workdir), "home", login) for login in users}
+    for home in homes.values():
+        os.makedirs(home, exist_ok=True)
+    return homes
 
 
 def build(
@@ -508,53 +339,43 @@ def build(
         raise ValueError("give either ports (one per cluster) or single_port, not both")
     workdir = workdir or tempfile.mkdtemp(prefix="cigri-oar-emulator-")
     os.makedirs(workdir, exist_ok=True)
-    if isinstance(users, list):  # logins only: homes under the workdir
-        users = {login: os.path.join(os.path.abspath(workdir), "home", login) for login in users}
-        for home in users.values():
-            os.makedirs(home, exist_ok=True)
     clock = clock or ScaledClock(time_scale)
     router = PrefixRouter()
     shared = ClusterServer(router, host, single_port) if single_port is not None else None
+    template = ClusterConfig(
+        nodes=nodes,
+        cores=cores,
+        mode=mode,
+        workdir=workdir,
+        oar_version=oar_version,
+        users=_user_homes(users, workdir),
+        kill_grace=kill_grace,
+        simulate_outputs=simulate_outputs,
+        launch_delay=launch_delay,
+        run_as="login" if running_as_root() and not allow_root_jobs else "self",
+    )
+    rates: dict[str, Any] = {"error_rate": error_rate, "latency": latency, "truncate_rate": truncate_rate,
+             "nonjson_rate": nonjson_rate}
+    app_options: dict[str, Any] = {"prefix": prefix, "passwords": passwords, "api": api, "secret": secret}
     controls = []
     for index in range(clusters):
-        config = ClusterConfig(
+        config = dataclasses.replace(
+            template,
             name=f"c{index + 1}",
-            nodes=nodes,
-            cores=cores,
             node_prefix="node" if index == 0 else f"c{index + 1}node",
-            mode=mode,
-            workdir=workdir,
             workload=workload or Workload(),
-            oar_version=oar_version,
-            users=users,
             seed=seed + index,
-            kill_grace=kill_grace,
-            simulate_outputs=simulate_outputs,
-            launch_delay=launch_delay,
-            run_as="login" if running_as_root() and not allow_root_jobs else "self",
-        )
-        cluster = Cluster(config, clock)
-        faults = Faults(
-            error_rate=error_rate, latency=latency, truncate_rate=truncate_rate, nonjson_rate=nonjson_rate
         )
         control_of: dict[str, ClusterControl] = {}
-        app = OarApp(
-            cluster,
-            prefix=prefix,
-            mount=f"/{config.name}" if shared is not None else "",
-            faults=faults,
-            admin=admin_handler(control_of),
-            passwords=passwords,
-            api=api,
-            secret=secret,
-        )
+        app = OarApp(Cluster(config, clock), mount=f"/{config.name}" if shared is not None else "",
+                     faults=Faults(**rates), admin=admin_handler(control_of), **app_options)
         endpoint: Endpoint
         if shared is not None:
             endpoint = MountedEndpoint(shared, config.name)
             router.mounts[config.name] = (app, endpoint)
         else:
             endpoint = ClusterServer(app, host, ports[index] if ports else 0)
-        control = ClusterControl(cluster=cluster, app=app, server=endpoint, url="")
+        control = ClusterControl(cluster=app.cluster, app=app, server=endpoint, url="")
         control_of["self"] = control
         controls.append(control)
     emulator = Emulator(controls=controls, clock=clock, state_file=state_file)

@@ -10,7 +10,8 @@ import logging
 import os
 from typing import Any
 
-from cigri.emulator.model import Cluster, Event, Job
+from cigri.emulator.jobs import Event, Job
+from cigri.emulator.model import Cluster
 from cigri.emulator.resources import Group, ResourceRequest
 
 log = logging.getLogger(__name__)

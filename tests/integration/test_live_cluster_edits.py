@@ -20,7 +20,7 @@ from cigri.domain.clock import FakeClock
 from cigri.domain.events import USER_FRAG
 from cigri.domain.states import EventClass
 from cigri.emulator.api import OarApp
-from cigri.emulator.server import ClusterServer
+from cigri.emulator.endpoints import ClusterServer
 from cigri.storage.clusters import set_cluster_fields
 from cigri.storage.events import record_event
 from cigri.storage.tables import events, jobs

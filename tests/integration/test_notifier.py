@@ -27,16 +27,9 @@ from tests.integration.engine_helpers import (
     make_settings,
     new_campaign,
     queue_tasks,
-    start_grid,
     states,
 )
 from tests.integration.notify_helpers import HttpReceiver, add_campaign, subscribe
-
-
-@pytest.fixture
-def grid(pg_engine: Engine, clock: FakeClock) -> Iterator[Grid]:
-    with start_grid(pg_engine, clock, clusters=1, nodes=4, cores=2) as grid:
-        yield grid
 
 
 @pytest.fixture

@@ -4,14 +4,12 @@
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterator
 from datetime import timedelta
 
 import pytest
 from sqlalchemy import Engine, insert, select, update
 
 from cigri.daemons.runner import MAX_STUCK_LAUNCHES, RUNNER_SUBMIT_ERROR, RunnerProcess
-from cigri.domain.clock import FakeClock
 from cigri.domain.states import JobState, TapState
 from cigri.storage import events as event_store
 from cigri.storage.clusters import add_cluster, set_cluster_enabled
@@ -26,15 +24,10 @@ from tests.integration.engine_helpers import (
     make_settings,
     new_campaign,
     queue_tasks,
-    start_grid,
     states,
 )
 
-
-@pytest.fixture
-def grid(pg_engine: Engine, clock: FakeClock) -> Iterator[Grid]:
-    with start_grid(pg_engine, clock, clusters=2) as grid:
-        yield grid
+pytestmark = pytest.mark.grid(clusters=2)
 
 
 def _oar_jobs(grid: Grid, index: int = 0) -> dict[int, dict]:

@@ -5,7 +5,7 @@ the OAR emulator over HTTP in execute mode, so the scripts really run)."""
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from datetime import timedelta
 from typing import Any
 
@@ -22,8 +22,6 @@ from cigri.domain.batches import (
 from cigri.domain.clock import FakeClock
 from cigri.domain.jobs import LaunchItem
 from cigri.domain.oar import OarApi, OarNotFound, Submission, SubmitRequest
-from cigri.emulator import ManualClock, run_in_thread
-from cigri.storage.clusters import add_cluster
 from cigri.storage.tables import bag_of_tasks, submissions
 from tests.integration.engine_helpers import (
     USER,
@@ -36,20 +34,6 @@ from tests.integration.engine_helpers import (
     start_grid,
     states,
 )
-
-
-@pytest.fixture
-def exec_grid(pg_engine: Engine, clock: FakeClock, request: pytest.FixtureRequest) -> Iterator[Grid]:
-    """One emulated cluster that really runs the jobs (real time)."""
-    nodes, cores = getattr(request, "param", (2, 2))
-    emulator = run_in_thread(allow_root_jobs=True, clusters=1, nodes=nodes, cores=cores, mode="execute")
-    try:
-        with pg_engine.begin() as conn:
-            cluster = add_cluster(conn, name="c1", api_url=emulator.urls[0], now=clock.now())
-        yield Grid(engine=pg_engine, clock=clock, emulator=emulator, emu_clock=ManualClock(),
-                   settings=make_settings(), clusters=[cluster])
-    finally:
-        emulator.stop()
 
 
 def _until(condition: Callable[[], bool], step: Callable[[], None], timeout: float = 30) -> None:

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Iterator
 from datetime import timedelta
 
 import pytest
@@ -33,11 +32,7 @@ from tests.integration.engine_helpers import (
     states,
 )
 
-
-@pytest.fixture
-def grid(pg_engine: Engine, clock: FakeClock) -> Iterator[Grid]:
-    with start_grid(pg_engine, clock, clusters=1, nodes=2, cores=2) as grid:
-        yield grid
+pytestmark = pytest.mark.grid(clusters=1, nodes=2, cores=2)
 
 
 def _submit(grid: Grid, params: list[str], **props: str) -> int:
