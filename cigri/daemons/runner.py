@@ -56,10 +56,9 @@ from cigri.daemons.base import (
     is_database_outage,
     start_listener,
 )
-from cigri.domain import batches, cluster_tokens, colombo
+from cigri.domain import batches, cluster_tokens
 from cigri.domain.admission import may_run_normal_jobs
 from cigri.domain.clusters import Cluster
-from cigri.domain.events import BLACKLIST
 from cigri.domain.jobs import EPILOGUE, PROLOGUE, Job, LaunchContext, LaunchItem
 from cigri.domain.night import JobMode, NightWindow, job_mode
 from cigri.domain.oar import OarApi, OarError, OarJob, OarRejected, SubmitRequest
@@ -86,6 +85,7 @@ from cigri.storage import events as event_store
 from cigri.storage import jobs as job_store
 from cigri.storage import submissions as submission_store
 from cigri.storage.clusters import get_cluster, list_clusters
+from cigri.storage.incidents import open_campaign_blacklist, record_cluster_error
 from cigri.storage.queries import list_admission_rules
 
 log = logging.getLogger(__name__)
@@ -97,10 +97,6 @@ STUCK_LAUNCHING_JOB: Final = "STUCK_LAUNCHING_JOB"
 # the cluster, instead of looping for ever when OAR fails every submission without an answer.
 MAX_STUCK_LAUNCHES: Final = 3
 RUNNER_SUBMIT_ERROR: Final = "RUNNER_SUBMIT_ERROR"
-# Cluster event codes that open a whole-cluster blacklist lifted by the updater's probe (autofix).
-AUTOFIX_CODES: Final = frozenset({"TIMEOUT", "POST_TIMEOUT", "CONNECTION_REFUSED", "SOCKET_ERROR",
-                                  "HOST_UNREACHABLE", "CONNECTION_RESET", "GET_STRESS_FACTOR",
-                                  "SSL_ERROR"})
 _SUBMIT_ERROR_CODES: Final = {401: "RUNNER_SUBMIT_PERMISSION_DENIED",
                               413: "RUNNER_SUBMIT_TOO_LARGE"}
 _PENDING_LIMIT: Final = 100
@@ -115,48 +111,6 @@ def tap_settings(settings: Settings) -> TapSettings:
                        factor=settings.RUNNER_TAP_INCREASE_FACTOR,
                        maximum=settings.RUNNER_TAP_INCREASE_MAX,
                        grace=timedelta(seconds=settings.RUNNER_TAP_GRACE_PERIOD))
-
-
-def record_cluster_error(conn: Connection, *, cluster_id: int, error: OarError,
-                         now: datetime) -> None:
-    """A failed cluster call: a cluster event with the client's code; transient network codes
-    also open a whole-cluster BLACKLIST (lifted by the updater once the API answers again)."""
-    code = error.code or "CLUSTER_API_ERROR"
-    if code in AUTOFIX_CODES:
-        if event_store.find_open_event(conn, code=code, class_=EventClass.CLUSTER,
-                                       cluster_id=cluster_id) is not None:
-            return
-        parent = event_store.record_event(conn, class_=EventClass.CLUSTER, code=code,
-                                          cluster_id=cluster_id, message=error.message, now=now,
-                                          checked=True)
-        event_store.record_event(conn, class_=EventClass.CLUSTER, code=BLACKLIST,
-                                 cluster_id=cluster_id, parent=parent, now=now, checked=True,
-                                 message=f"cluster blacklisted because of {code}")
-    else:
-        event_store.record_event(conn, class_=EventClass.CLUSTER, code=code,
-                                 cluster_id=cluster_id, message=error.message,
-                                 state=EventState.CLOSED, now=now, checked=True)
-
-
-def open_campaign_blacklist(conn: Connection, *, failure_id: int, now: datetime) -> int | None:
-    """The campaign BLACKLIST a job failure calls for, unless one is already open for its
-    (campaign, cluster): one blacklist aggregates every failure of the pair
-    (`colombo.plan_campaign_blacklist`). The pair is locked until the caller's transaction ends,
-    so a concurrent runner or updater sees this blacklist. Returns its id, or None."""
-    failure = event_store.get_event(conn, failure_id)
-    if failure.campaign_id is None or failure.cluster_id is None:
-        return None
-    job_store.lock_campaign_cluster(conn, campaign_id=failure.campaign_id,
-                                    cluster_id=failure.cluster_id)
-    current = event_store.find_open_event(conn, code=BLACKLIST, class_=EventClass.CAMPAIGN,
-                                          campaign_id=failure.campaign_id,
-                                          cluster_id=failure.cluster_id)
-    if not colombo.plan_campaign_blacklist(failure, has_open_blacklist=current is not None):
-        return None
-    return event_store.record_event(conn, class_=EventClass.CAMPAIGN, code=BLACKLIST,
-                                    campaign_id=failure.campaign_id,
-                                    cluster_id=failure.cluster_id, parent=failure_id, now=now,
-                                    checked=True)
 
 
 def build_request(context: LaunchContext, items: Sequence[LaunchItem], *, name: str,

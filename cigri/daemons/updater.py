@@ -40,11 +40,6 @@ from sqlalchemy import Connection
 from cigri.config import Settings
 from cigri.daemons.base import DaemonContext, OarDaemon
 from cigri.daemons.base import main as daemon_main
-from cigri.daemons.runner import (
-    AUTOFIX_CODES,
-    open_campaign_blacklist,
-    record_cluster_error,
-)
 from cigri.domain import batches, colombo, failures
 from cigri.domain.campaigns import EPILOGUE_SKIPPED, epilogue_skip_message
 from cigri.domain.cluster_tokens import (
@@ -65,6 +60,7 @@ from cigri.storage import events as event_store
 from cigri.storage import jobs as job_store
 from cigri.storage import queue
 from cigri.storage.clusters import list_clusters, set_cluster_stress_factor
+from cigri.storage.incidents import open_campaign_blacklist, record_cluster_error
 from cigri.storage.submissions import get_launch_context
 
 log = logging.getLogger(__name__)
@@ -77,7 +73,7 @@ _POLLED: Final = (JobState.SUBMITTED, JobState.REMOTE_WAITING, JobState.RUNNING)
 # multiply the requests spent on it.
 STRESS_REFRESH: Final = timedelta(seconds=10)
 # Open events that give autofix or blacklist lifting something to do.
-_WATCHED_CODES: Final = sorted(AUTOFIX_CODES | {BLACKLIST})
+_WATCHED_CODES: Final = sorted(colombo.AUTOFIX_CODES | {BLACKLIST})
 
 
 def _is_ours(oar_job: OarJob, job: Job) -> bool:
@@ -227,8 +223,7 @@ class Updater(OarDaemon):
         if states is None:
             login = self._login(job, cluster)
             name = batches.state_file(batch.name or f"oar-{batch.id}")
-            path = f"{batch.launching_directory.rstrip('/')}/{name}" \
-                if batch.launching_directory else name
+            path = batch.path_of(name)
             try:
                 states = batches.parse_states(
                     oar.read_file(path, user=login).decode("utf-8", "replace"))
@@ -306,50 +301,44 @@ class Updater(OarDaemon):
                                       now=now, stop_time=oar_job.stop_time,
                                       return_code=oar_job.exit_code):
                 return  # nikita or a user got there first
-            if job.param_id is not None and job.cluster_id is not None \
-                    and outcome.affinity_penalty > 0:
-                queue.decrease_affinity(conn, [(job.param_id, job.cluster_id)],
-                                        by=outcome.affinity_penalty)
-            if outcome.resubmit:
-                if outcome.counts_against_budget and job.param_id is not None:
-                    used = job_store.count_budget_used(conn, param_id=job.param_id)
-                    budget = job_store.max_resubmissions(
-                        conn, campaign_id=job.campaign_id,
-                        default=self.settings.DEFAULT_MAX_RESUBMISSIONS)
-                    if not failures.is_within_budget(outcome, budget_used=used,
-                                                     max_resubmissions=budget):
-                        self._job_event(conn, job, failures.TOO_MANY_RESUBMIT,
-                                        f"{message}; {used} budgeted failures already, the "
-                                        f"campaign allows {budget}: not resubmitted", now)
-                        return
-                if outcome.cause == failures.LAUNCH_ERROR:  # the budget counts these
-                    event_store.record_event(
-                        conn, class_=EventClass.NOTIFY, code=failures.LAUNCH_ERROR,
-                        job_id=job.id, campaign_id=job.campaign_id, cluster_id=job.cluster_id,
-                        state=EventState.CLOSED, now=now,
-                        message=f"OAR job {oar_job.id} was switched into Error before it ran; "
-                                "resubmitted")
-                if oar_job.event_types & {failures.WALLTIME}:
-                    event_store.record_event(
-                        conn, class_=EventClass.NOTIFY, code=failures.WALLTIME_WARNING,
-                        job_id=job.id, campaign_id=job.campaign_id, cluster_id=job.cluster_id,
-                        state=EventState.CLOSED, now=now,
-                        message="resubmitted with modified affinity because of walltime reached")
-                done = job_store.resubmit(conn, job, priority=outcome.priority)
-                if done:  # published with the pass's heartbeat
-                    RECORDER.inc(JOBS_RESUBMITTED, {"cluster": cluster.name,
-                                                    "cause": outcome.cause})
-                self._job_event(conn, job, outcome.event_code,
-                                message if done else f"{message} (not resubmitted: campaign "
-                                                     "finished or prologue/epilogue job)",
-                                now, state=EventState.CLOSED)
-                return
-            event_id = self._job_event(conn, job, outcome.event_code, message, now)
-            if outcome.blacklists_campaign:
-                open_campaign_blacklist(conn, failure_id=event_id, now=now)
+            used = budget = None
+            if outcome.resubmit and outcome.counts_against_budget and job.param_id is not None:
+                used = job_store.count_budget_used(conn, param_id=job.param_id)
+                budget = job_store.max_resubmissions(
+                    conn, campaign_id=job.campaign_id,
+                    default=self.settings.DEFAULT_MAX_RESUBMISSIONS)
+            plan = failures.plan_failure(outcome, oar_job, message=message, budget_used=used,
+                                         max_resubmissions=budget)
+            self._apply_failure(conn, cluster, job, plan, now)
+        if plan.resubmit:
+            return
         log.info("updater: job %d (OAR %s) failed: %s", job.id, oar_job.id, outcome.event_code,
                  extra={"campaign_id": job.campaign_id, "cluster": cluster.name,
                         "action": "failure"})
+
+    def _apply_failure(self, conn: Connection, cluster: Cluster, job: Job,
+                       plan: failures.FailurePlan, now: datetime) -> None:
+        """Write the failure plan of a job now in `event`."""
+        if job.param_id is not None and job.cluster_id is not None and plan.affinity_penalty > 0:
+            queue.decrease_affinity(conn, [(job.param_id, job.cluster_id)],
+                                    by=plan.affinity_penalty)
+        if plan.resubmit:
+            for notice in plan.notices:
+                event_store.record_event(
+                    conn, class_=EventClass.NOTIFY, code=notice.code, job_id=job.id,
+                    campaign_id=job.campaign_id, cluster_id=job.cluster_id,
+                    state=EventState.CLOSED, now=now, message=notice.message)
+            done = job_store.resubmit(conn, job, priority=plan.priority)
+            if done:  # published with the pass's heartbeat
+                RECORDER.inc(JOBS_RESUBMITTED, {"cluster": cluster.name,
+                                                "cause": plan.cause})
+            self._job_event(conn, job, plan.event_code,
+                            plan.message if done else plan.not_resubmitted_message, now,
+                            state=EventState.CLOSED)
+            return
+        event_id = self._job_event(conn, job, plan.event_code, plan.message, now)
+        if plan.blacklists_campaign:
+            open_campaign_blacklist(conn, failure_id=event_id, now=now)
 
     def _job_event(self, conn: Connection, job: Job, code: str, message: str, now: datetime,
                    *, state: EventState = EventState.OPEN) -> int:
@@ -446,10 +435,10 @@ class Updater(OarDaemon):
         delay = timedelta(seconds=self.settings.AUTOFIX_DELAY)
         by_id = {cluster.id: cluster for cluster in clusters}
         with self.engine.begin() as conn:
-            candidates = [event for event in event_store.list_open_events(
-                conn, class_=EventClass.CLUSTER, code=sorted(AUTOFIX_CODES))
-                if event.cluster_id in by_id and event.date_update is not None
-                and now - event.date_update >= delay]
+            candidates = [event for event in colombo.select_autofix(
+                event_store.list_open_events(conn, class_=EventClass.CLUSTER,
+                                             code=sorted(colombo.AUTOFIX_CODES)),
+                now=now, delay=delay) if event.cluster_id in by_id]
             event_store.mark_checked(conn, [event.id for event in candidates], now=now)
         fixed = 0
         probed: dict[int, bool] = {}

@@ -127,6 +127,25 @@ def aggregate_failures(events: Iterable[Event]) -> list[FailureGroup]:
             for (campaign, cluster, code), group in groups.items()]
 
 
+CLUSTER_API_ERROR: Final = "CLUSTER_API_ERROR"
+
+
+@dataclass(frozen=True, kw_only=True)
+class ClusterErrorPlan:
+    """What a failed call to a cluster's API records (runner and updater alike)."""
+
+    code: str  # the client's code, or CLUSTER_API_ERROR when it gave none
+    # a transient network code (AUTOFIX_CODES): an open event with a whole-cluster BLACKLIST child,
+    # unless the same code is open already (autofix lifts it); otherwise a closed trace event
+    blacklists_cluster: bool
+
+
+def plan_cluster_error(error_code: str | None) -> ClusterErrorPlan:
+    """§3.3.3: a failed cluster call blacklists the cluster only for a transient network code."""
+    code = error_code or CLUSTER_API_ERROR
+    return ClusterErrorPlan(code=code, blacklists_cluster=code in AUTOFIX_CODES)
+
+
 def select_autofix(events: Iterable[Event], *, now: datetime, delay: timedelta) -> list[Event]:
     """Open transient cluster errors whose last check is at least `delay` old (§3.3.3 step 1)."""
     return [e for e in events

@@ -155,7 +155,64 @@ def stderr_path(oar_job: OarJob) -> str | None:
     """Absolute path of the job's stderr file, `%jobid%` expanded, or None if OAR did not say."""
     if not oar_job.stderr_file:
         return None
-    name = oar_job.stderr_file.replace("%jobid%", str(oar_job.id))
-    if name.startswith("/") or not oar_job.launching_directory:
-        return name
-    return f"{oar_job.launching_directory.rstrip('/')}/{name}"
+    return oar_job.path_of(oar_job.stderr_file.replace("%jobid%", str(oar_job.id)))
+
+
+@dataclass(frozen=True, kw_only=True)
+class Notice:
+    """A closed `notify` event recorded beside a resubmission (a trace, budgeted or not)."""
+
+    code: str
+    message: str
+
+
+@dataclass(frozen=True, kw_only=True)
+class FailurePlan:
+    """What the updater writes for one failed job once it is in `event`: the affinity penalty,
+    then either a resubmission (notices, the task back in the bag with `priority`, a closed
+    job event) or an open job event (with a campaign blacklist if `blacklists_campaign`)."""
+
+    event_code: str
+    message: str
+    cause: str = ""  # the outcome's, for the resubmission counter
+    affinity_penalty: int = 0
+    resubmit: bool = False
+    priority: int = PRIORITY_RESUBMIT
+    notices: tuple[Notice, ...] = ()
+    blacklists_campaign: bool = False
+
+    @property
+    def not_resubmitted_message(self) -> str:
+        """The job event's message when the bag refused the task (campaign finished, or a
+        prologue/epilogue job)."""
+        return f"{self.message} (not resubmitted: campaign finished or prologue/epilogue job)"
+
+
+def plan_failure(outcome: FailureOutcome, oar_job: OarJob, *, message: str,
+                 budget_used: int | None = None,
+                 max_resubmissions: int | None = None) -> FailurePlan:
+    """The writes for a failed job whose OAR job did not come back by itself (`new_remote_id`).
+    `message` is the outcome's, with the stderr tail if it wanted one; `budget_used` and
+    `max_resubmissions` are given when the outcome counts against the parameter's budget."""
+    penalty = outcome.affinity_penalty
+    if not outcome.resubmit:
+        return FailurePlan(event_code=outcome.event_code, message=message,
+                           affinity_penalty=penalty,
+                           blacklists_campaign=outcome.blacklists_campaign)
+    if budget_used is not None and max_resubmissions is not None and not is_within_budget(
+            outcome, budget_used=budget_used, max_resubmissions=max_resubmissions):
+        return FailurePlan(event_code=TOO_MANY_RESUBMIT, affinity_penalty=penalty,
+                           message=f"{message}; {budget_used} budgeted failures already, the "
+                                   f"campaign allows {max_resubmissions}: not resubmitted")
+    notices: list[Notice] = []
+    if outcome.cause == LAUNCH_ERROR:  # the budget counts these
+        notices.append(Notice(code=LAUNCH_ERROR,
+                              message=f"OAR job {oar_job.id} was switched into Error before it "
+                                      "ran; resubmitted"))
+    if WALLTIME in oar_job.event_types:
+        notices.append(Notice(code=WALLTIME_WARNING,
+                              message="resubmitted with modified affinity because of walltime "
+                                      "reached"))
+    return FailurePlan(event_code=outcome.event_code, message=message, cause=outcome.cause,
+                       affinity_penalty=penalty, resubmit=True, priority=outcome.priority,
+                       notices=tuple(notices))

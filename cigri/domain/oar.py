@@ -80,6 +80,13 @@ class OarJob:
     def event_types(self) -> frozenset[str]:
         return frozenset(event.type for event in self.events)
 
+    def path_of(self, name: str) -> str:
+        """Where a file the job names lives: an absolute `name` as it is, a relative one in the
+        job's launching directory (as it is when OAR did not say which directory)."""
+        if name.startswith("/") or not self.launching_directory:
+            return name
+        return f"{self.launching_directory.rstrip('/')}/{name}"
+
 
 @dataclass(frozen=True, kw_only=True)
 class SubmitRequest:
