@@ -54,6 +54,7 @@ from sqlalchemy import Engine
 from cigri.config import Settings
 from cigri.daemons.base import DaemonContext, daemon_context
 from cigri.domain.clock import Clock
+from cigri.domain.event_codes import EventCode
 from cigri.domain.events import (
     ALMIGHTY_STARTING,
     ALMIGHTY_TERMINATING,
@@ -256,7 +257,7 @@ class Almighty:
                 except Exception:
                     log.exception("almighty: periodic task failed")
 
-    def _event(self, code: str, message: str) -> None:
+    def _event(self, code: EventCode, message: str) -> None:
         try:
             with self.engine.begin() as conn:
                 record_event(conn, class_=EventClass.LOG, code=code, state=EventState.CLOSED,

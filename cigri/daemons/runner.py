@@ -59,6 +59,7 @@ from cigri.daemons.base import (
 from cigri.domain import batches, cluster_tokens
 from cigri.domain.admission import may_run_normal_jobs
 from cigri.domain.clusters import Cluster
+from cigri.domain.event_codes import EventCode
 from cigri.domain.jobs import EPILOGUE, PROLOGUE, Job, LaunchContext, LaunchItem
 from cigri.domain.night import JobMode, NightWindow, job_mode
 from cigri.domain.oar import OarApi, OarError, OarJob, OarRejected, SubmitRequest
@@ -90,15 +91,15 @@ from cigri.storage.queries import list_admission_rules
 
 log = logging.getLogger(__name__)
 
-STUCK_LAUNCHING_JOB: Final = "STUCK_LAUNCHING_JOB"
+STUCK_LAUNCHING_JOB: Final = EventCode.STUCK_LAUNCHING_JOB
 # A parameter whose jobs OAR never received this many times is not put back in the bag again: its
 # last job stays in `event` with an open RUNNER_SUBMIT_ERROR (v3's code for any other submission
 # failure, which the notifier aggregates per campaign) and the campaign is blacklisted on
 # the cluster, instead of looping for ever when OAR fails every submission without an answer.
 MAX_STUCK_LAUNCHES: Final = 3
-RUNNER_SUBMIT_ERROR: Final = "RUNNER_SUBMIT_ERROR"
-_SUBMIT_ERROR_CODES: Final = {401: "RUNNER_SUBMIT_PERMISSION_DENIED",
-                              413: "RUNNER_SUBMIT_TOO_LARGE"}
+RUNNER_SUBMIT_ERROR: Final = EventCode.RUNNER_SUBMIT_ERROR
+_SUBMIT_ERROR_CODES: Final = {401: EventCode.RUNNER_SUBMIT_PERMISSION_DENIED,
+                              413: EventCode.RUNNER_SUBMIT_TOO_LARGE}
 _PENDING_LIMIT: Final = 100
 
 
@@ -476,7 +477,7 @@ class ClusterRunner(Daemon):
         if error.code in cluster_tokens.MISSING_CODES:
             code = cluster_tokens.USER_TOKEN_MISSING
             message = cluster_tokens.user_token_message(login, self.cluster.name, self.cluster.id)
-        elif code == "RUNNER_SUBMIT_PERMISSION_DENIED" and \
+        elif code == EventCode.RUNNER_SUBMIT_PERMISSION_DENIED and \
                 AuthType(self.cluster.api_auth_type) is AuthType.JWT:
             message = cluster_tokens.user_token_refused_message(
                 "the campaign owner", self.cluster.name, self.cluster.id, message)

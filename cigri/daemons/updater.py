@@ -50,6 +50,7 @@ from cigri.domain.cluster_tokens import (
     admin_token_message,
 )
 from cigri.domain.clusters import Cluster
+from cigri.domain.event_codes import EventCode
 from cigri.domain.events import BLACKLIST
 from cigri.domain.jobs import Job, UpdateKind, plan_job_update
 from cigri.domain.oar import OarApi, OarError, OarJob, OarNotFound
@@ -65,9 +66,9 @@ from cigri.storage.submissions import get_launch_context
 
 log = logging.getLogger(__name__)
 
-UNDER_STRESS: Final = "UNDER_STRESS"
-FINISHED_CAMPAIGN: Final = "FINISHED_CAMPAIGN"
-LOST_JOB: Final = "RUNNER_GET_JOB_UNKNOWN_ERROR"
+UNDER_STRESS: Final = EventCode.UNDER_STRESS
+FINISHED_CAMPAIGN: Final = EventCode.FINISHED_CAMPAIGN
+LOST_JOB: Final = EventCode.RUNNER_GET_JOB_UNKNOWN_ERROR
 _POLLED: Final = (JobState.SUBMITTED, JobState.REMOTE_WAITING, JobState.RUNNING)
 # v3 read the stress factor once per almighty cycle (10 s); polling faster than that must not
 # multiply the requests spent on it.
@@ -340,7 +341,7 @@ class Updater(OarDaemon):
         if plan.blacklists_campaign:
             open_campaign_blacklist(conn, failure_id=event_id, now=now)
 
-    def _job_event(self, conn: Connection, job: Job, code: str, message: str, now: datetime,
+    def _job_event(self, conn: Connection, job: Job, code: EventCode, message: str, now: datetime,
                    *, state: EventState = EventState.OPEN) -> int:
         return event_store.record_event(conn, class_=EventClass.JOB, code=code, job_id=job.id,
                                         campaign_id=job.campaign_id, cluster_id=job.cluster_id,
@@ -420,7 +421,7 @@ class Updater(OarDaemon):
             return True
         return False
 
-    def _record_admin_token(self, conn: Connection, cluster: Cluster, code: str,
+    def _record_admin_token(self, conn: Connection, cluster: Cluster, code: EventCode,
                             detail: str = "") -> None:
         token_store.record_admin_token_problem(
             conn, cluster_id=cluster.id, code=code, now=self.clock.now(),

@@ -13,6 +13,7 @@ import re
 from dataclasses import dataclass
 from typing import Final
 
+from cigri.domain.event_codes import EventCode
 from cigri.domain.oar import OarJob
 from cigri.domain.states import (
     EXIT_RESUBMIT_FIRST,
@@ -31,17 +32,17 @@ RESUBMIT_JOB_AUTOMATICALLY: Final = "RESUBMIT_JOB_AUTOMATICALLY"
 SWITCH_INTO_ERROR_STATE: Final = "SWITCH_INTO_ERROR_STATE"
 
 # cigri event codes produced here.
-RESUBMIT: Final = "RESUBMIT"
-RESUBMIT_END: Final = "RESUBMIT_END"
-EXIT_ERROR: Final = "EXIT_ERROR"
-PROLOG_EXIT_ERROR: Final = "PROLOG_EXIT_ERROR"
-EPILOG_EXIT_ERROR: Final = "EPILOG_EXIT_ERROR"
-WORKING_DIRECTORY_ERROR: Final = "WORKING_DIRECTORY_ERROR"
-UNKNOWN_ERROR: Final = "UNKNOWN_ERROR"
-OAR_AUTO_RESUBMIT: Final = "OAR_AUTO_RESUBMIT"
-TOO_MANY_RESUBMIT: Final = "TOO_MANY_RESUBMIT"
-WALLTIME_WARNING: Final = "WALLTIME_WARNING"
-LAUNCH_ERROR: Final = "LAUNCH_ERROR"
+RESUBMIT: Final = EventCode.RESUBMIT
+RESUBMIT_END: Final = EventCode.RESUBMIT_END
+EXIT_ERROR: Final = EventCode.EXIT_ERROR
+PROLOG_EXIT_ERROR: Final = EventCode.PROLOG_EXIT_ERROR
+EPILOG_EXIT_ERROR: Final = EventCode.EPILOG_EXIT_ERROR
+WORKING_DIRECTORY_ERROR: Final = EventCode.WORKING_DIRECTORY_ERROR
+UNKNOWN_ERROR: Final = EventCode.UNKNOWN_ERROR
+OAR_AUTO_RESUBMIT: Final = EventCode.OAR_AUTO_RESUBMIT
+TOO_MANY_RESUBMIT: Final = EventCode.TOO_MANY_RESUBMIT
+WALLTIME_WARNING: Final = EventCode.WALLTIME_WARNING
+LAUNCH_ERROR: Final = EventCode.LAUNCH_ERROR
 
 # Event codes that count against the retry budget of a parameter (one per budgeted failure).
 BUDGETED_EVENT_CODES: Final = frozenset({WALLTIME_WARNING, EXIT_ERROR, LAUNCH_ERROR})
@@ -65,7 +66,7 @@ _ID_BEFORE_PAREN = re.compile(r"(\d+)\)")
 class FailureOutcome:
     """What to do with a failed job. `event_code` is the job event to record."""
 
-    event_code: str
+    event_code: EventCode
     cause: str  # the OAR event type or exit status that decided, for messages
     resubmit: bool = False
     priority: int = PRIORITY_RESUBMIT
@@ -162,7 +163,7 @@ def stderr_path(oar_job: OarJob) -> str | None:
 class Notice:
     """A closed `notify` event recorded beside a resubmission (a trace, budgeted or not)."""
 
-    code: str
+    code: EventCode
     message: str
 
 
@@ -172,7 +173,7 @@ class FailurePlan:
     then either a resubmission (notices, the task back in the bag with `priority`, a closed
     job event) or an open job event (with a campaign blacklist if `blacklists_campaign`)."""
 
-    event_code: str
+    event_code: EventCode
     message: str
     cause: str = ""  # the outcome's, for the resubmission counter
     affinity_penalty: int = 0

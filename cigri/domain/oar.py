@@ -14,6 +14,7 @@ from enum import StrEnum
 from typing import Final, Protocol
 
 from cigri.domain.errors import CigriError
+from cigri.domain.event_codes import EventCode
 
 
 class OarState(StrEnum):
@@ -127,7 +128,7 @@ class OarError(CigriError):
     """The OAR API call failed."""
 
     def __init__(self, message: str | None = None, *, status: int | None = None,
-                 body: str | None = None, code: str | None = None) -> None:
+                 body: str | None = None, code: EventCode | None = None) -> None:
         super().__init__(message)
         self.status = status  # HTTP status, if there was an answer
         self.body = body  # OAR's error body, if any

@@ -14,6 +14,7 @@ from typing import Any
 
 from sqlalchemy import Connection, and_, bindparam, func, insert, or_, select, update
 
+from cigri.domain.event_codes import EventCode
 from cigri.domain.events import BLACKLIST, Event
 from cigri.domain.states import EventClass, EventState
 from cigri.storage.tables import events
@@ -31,16 +32,29 @@ def event_from_row(row: Any) -> Event:
     )
 
 
-def record_event(conn: Connection, *, class_: EventClass | str, code: str,
+def record_event(conn: Connection, *, class_: EventClass | str, code: EventCode,
                  campaign_id: int | None = None, cluster_id: int | None = None,
                  job_id: int | None = None, parent: int | None = None,
                  message: str | None = None, state: EventState | str = EventState.OPEN,
                  now: datetime, checked: bool = False, notified: bool = False) -> int:
     """Insert one event and return its id. A closed event gets `date_closed = now`."""
+    return record_manual_event(conn, class_=class_, code=code, campaign_id=campaign_id,
+                               cluster_id=cluster_id, job_id=job_id, parent=parent,
+                               message=message, state=state, now=now, checked=checked,
+                               notified=notified)
+
+
+def record_manual_event(conn: Connection, *, class_: EventClass | str, code: str,
+                        campaign_id: int | None = None, cluster_id: int | None = None,
+                        job_id: int | None = None, parent: int | None = None,
+                        message: str | None = None, state: EventState | str = EventState.OPEN,
+                        now: datetime, checked: bool = False, notified: bool = False) -> int:
+    """`record_event` for a code from outside the vocabulary: an admin's manual event, whose
+    code is the admin's own (the only free-text code)."""
     state = EventState(state)
     event_id = conn.execute(
         insert(events).values(
-            class_=EventClass(class_).value, code=code, state=state.value, job_id=job_id,
+            class_=EventClass(class_).value, code=str(code), state=state.value, job_id=job_id,
             cluster_id=cluster_id, campaign_id=campaign_id, parent=parent, checked=checked,
             notified=notified, date_open=now, date_update=now,
             date_closed=now if state is EventState.CLOSED else None, message=message,
@@ -166,7 +180,7 @@ def list_open_events(conn: Connection, **filters: Any) -> list[Event]:
     return list_events(conn, state=EventState.OPEN, **filters)
 
 
-def find_open_event(conn: Connection, *, code: str, class_: EventClass | str | None = None,
+def find_open_event(conn: Connection, *, code: EventCode, class_: EventClass | str | None = None,
                     campaign_id: int | None = None, cluster_id: int | None = None,
                     job_id: int | None = None) -> Event | None:
     """The oldest open event with this code and scope, or None."""
