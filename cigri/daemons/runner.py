@@ -60,7 +60,7 @@ from cigri.domain import batches, cluster_tokens
 from cigri.domain.admission import may_run_normal_jobs
 from cigri.domain.clusters import Cluster
 from cigri.domain.event_codes import EventCode
-from cigri.domain.jobs import EPILOGUE, PROLOGUE, Job, LaunchContext, LaunchItem
+from cigri.domain.jobs import EPILOGUE, PROLOGUE, Job, JobChange, LaunchContext, LaunchItem
 from cigri.domain.night import JobMode, NightWindow, job_mode
 from cigri.domain.oar import OarApi, OarError, OarJob, OarRejected, SubmitRequest
 from cigri.domain.states import (
@@ -488,8 +488,8 @@ class ClusterRunner(Daemon):
         with self.engine.begin() as conn:
             first: int | None = None
             for item in items:
-                if not job_store.mark_job(conn, item.job_id, expected=(JobState.LAUNCHING,),
-                                          state=JobState.EVENT, now=now):
+                if not job_store.mark_job(conn, JobChange(job_id=item.job_id, state=JobState.EVENT),
+                                          expected=(JobState.LAUNCHING,), now=now):
                     continue
                 event_id = event_store.record_event(
                     conn, class_=EventClass.JOB, code=code, job_id=item.job_id,
@@ -563,8 +563,8 @@ class ClusterRunner(Daemon):
         for job in job_store.list_jobs_of_submission(conn, submission_id):
             if job.state is not JobState.LAUNCHING:
                 continue
-            if not job_store.mark_job(conn, job.id, expected=(JobState.LAUNCHING,),
-                                      state=JobState.EVENT, now=now):
+            if not job_store.mark_job(conn, JobChange(job_id=job.id, state=JobState.EVENT),
+                                      expected=(JobState.LAUNCHING,), now=now):
                 continue
             stuck = (job_store.count_param_events(conn, param_id=job.param_id,
                                                   codes=(STUCK_LAUNCHING_JOB,),

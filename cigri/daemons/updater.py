@@ -52,7 +52,7 @@ from cigri.domain.cluster_tokens import (
 from cigri.domain.clusters import Cluster
 from cigri.domain.event_codes import EventCode
 from cigri.domain.events import BLACKLIST
-from cigri.domain.jobs import Job, UpdateKind, plan_job_update
+from cigri.domain.jobs import Job, JobChange, UpdateKind, plan_job_update
 from cigri.domain.oar import OarApi, OarError, OarJob, OarNotFound
 from cigri.domain.states import AuthType, EventClass, EventState, JobState
 from cigri.domain.telemetry import JOBS_RESUBMITTED, RECORDER
@@ -167,7 +167,7 @@ class Updater(OarDaemon):
                answers: dict[int, OarJob]) -> None:
         failed: list[tuple[Job, OarJob]] = []
         ended_batches: list[tuple[Job, OarJob]] = []
-        changes: list[dict[str, object]] = []
+        changes: list[JobChange] = []
         for job in page:
             oar_job = answers.get(job.remote_id or -1)
             if oar_job is not None and not _is_ours(oar_job, job):
@@ -182,14 +182,7 @@ class Updater(OarDaemon):
             update = plan_job_update(job, oar_job)
             if update.kind is UpdateKind.FAILED:
                 failed.append((job, oar_job))
-            elif update.kind is not UpdateKind.NONE and update.state is not None:
-                change: dict[str, object] = {"id": job.id, "state": update.state.value}
-                if update.start_time is not None:
-                    change["start_time"] = update.start_time
-                if update.stop_time is not None:
-                    change["stop_time"] = update.stop_time
-                if update.kind is UpdateKind.TERMINATED:
-                    change["return_code"] = update.return_code
+            elif (change := update.change(job.id)) is not None:
                 changes.append(change)
         if changes:
             with self.engine.begin() as conn:
@@ -197,7 +190,7 @@ class Updater(OarDaemon):
         for job, oar_job in failed:
             self.keep_lease()
             self.handle_failure(cluster, oar, job, oar_job)
-        terminated: list[dict[str, object]] = []
+        terminated: list[JobChange] = []
         for job, oar_job in ended_batches:
             self.finish_sub_job(cluster, oar, job, oar_job, terminated=terminated)
         if terminated:  # the page's successful sub-jobs in one statement
@@ -216,7 +209,7 @@ class Updater(OarDaemon):
         return login
 
     def finish_sub_job(self, cluster: Cluster, oar: OarApi, job: Job, batch: OarJob, *,
-                       terminated: list[dict[str, object]] | None = None) -> None:
+                       terminated: list[JobChange] | None = None) -> None:
         """A sub-job of a batch whose OAR job is final: its state file decides (read as the
         campaign owner); an unreadable file (OAR unavailable) is retried next pass. A sub-job
         that succeeded is recorded at once, or added to `terminated` for the caller to record."""
@@ -242,13 +235,13 @@ class Updater(OarDaemon):
         if record.exit_code:
             if record.start_time is not None:
                 with self.engine.begin() as conn:
-                    job_store.update_job_times(conn, job.id, expected=_POLLED,
+                    job_store.update_job_start(conn, job.id, expected=_POLLED,
                                                start_time=record.start_time)
             self.handle_failure(cluster, oar, job, record)
             return
-        change: dict[str, object] = {"id": job.id, "state": JobState.TERMINATED.value,
-                                     "start_time": record.start_time,
-                                     "stop_time": record.stop_time, "return_code": 0}
+        change = JobChange(job_id=job.id, state=JobState.TERMINATED,
+                           start_time=record.start_time, stop_time=record.stop_time,
+                           return_code=0)
         if terminated is not None:
             terminated.append(change)
             return
@@ -272,7 +265,8 @@ class Updater(OarDaemon):
                 return None
         now = self.clock.now()
         with self.engine.begin() as conn:
-            if job_store.mark_job(conn, job.id, expected=_POLLED, state=JobState.EVENT, now=now):
+            if job_store.mark_job(conn, JobChange(job_id=job.id, state=JobState.EVENT),
+                                  expected=_POLLED, now=now):
                 event_id = self._job_event(
                     conn, job, LOST_JOB,
                     f"OAR does not know job {job.remote_id} on {cluster.name}; resubmit this "
@@ -292,15 +286,15 @@ class Updater(OarDaemon):
         with self.engine.begin() as conn:
             if outcome.new_remote_id is not None:
                 # fixed from v3: keep following the job OAR resubmitted by itself
-                if job_store.mark_job(conn, job.id, expected=_POLLED,
-                                      state=JobState.REMOTE_WAITING, now=now,
-                                      remote_id=outcome.new_remote_id):
+                follow = JobChange(job_id=job.id, state=JobState.REMOTE_WAITING,
+                                   remote_id=outcome.new_remote_id)
+                if job_store.mark_job(conn, follow, expected=_POLLED, now=now):
                     self._job_event(conn, job, outcome.event_code, message, now,
                                     state=EventState.CLOSED)
                 return
-            if not job_store.mark_job(conn, job.id, expected=_POLLED, state=JobState.EVENT,
-                                      now=now, stop_time=oar_job.stop_time,
-                                      return_code=oar_job.exit_code):
+            failed = JobChange(job_id=job.id, state=JobState.EVENT, stop_time=oar_job.stop_time,
+                               return_code=oar_job.exit_code)
+            if not job_store.mark_job(conn, failed, expected=_POLLED, now=now):
                 return  # nikita or a user got there first
             used = budget = None
             if outcome.resubmit and outcome.counts_against_budget and job.param_id is not None:

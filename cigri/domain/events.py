@@ -36,6 +36,23 @@ class Event:
         return self.state is EventState.OPEN
 
 
+@dataclass(frozen=True, kw_only=True)
+class NewEvent:
+    """An event to record (`cigri.storage.events.record_events`); a closed one is history at
+    once (`date_closed` is the recording time)."""
+
+    class_: EventClass
+    code: EventCode
+    campaign_id: int | None = None
+    cluster_id: int | None = None
+    job_id: int | None = None
+    parent: int | None = None
+    message: str | None = None
+    state: EventState = EventState.OPEN
+    checked: bool = False
+    notified: bool = False
+
+
 # Codes the engine daemons raise or read (v3 names; see §6.2 of the v3 server reference).
 BLACKLIST: Final = EventCode.BLACKLIST
 USER_FRAG: Final = EventCode.USER_FRAG

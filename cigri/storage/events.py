@@ -15,7 +15,7 @@ from typing import Any
 from sqlalchemy import Connection, and_, bindparam, func, insert, or_, select, update
 
 from cigri.domain.event_codes import EventCode
-from cigri.domain.events import BLACKLIST, Event
+from cigri.domain.events import BLACKLIST, Event, NewEvent
 from cigri.domain.states import EventClass, EventState
 from cigri.storage.tables import events
 
@@ -30,6 +30,19 @@ def event_from_row(row: Any) -> Event:
         date_open=row.date_open, date_closed=row.date_closed, date_update=row.date_update,
         message=row.message,
     )
+
+
+def _event_values(event: NewEvent, *, now: datetime, code: str | None = None) -> dict[str, Any]:
+    """The `events` row of a new event (the one place events become columns); `code`: an
+    admin's free-text code instead of the event's."""
+    return {
+        "class_": event.class_.value, "code": str(code if code is not None else event.code),
+        "state": event.state.value, "job_id": event.job_id, "cluster_id": event.cluster_id,
+        "campaign_id": event.campaign_id, "parent": event.parent, "checked": event.checked,
+        "notified": event.notified, "date_open": now, "date_update": now,
+        "date_closed": now if event.state is EventState.CLOSED else None,
+        "message": event.message,
+    }
 
 
 def record_event(conn: Connection, *, class_: EventClass | str, code: EventCode,
@@ -51,35 +64,19 @@ def record_manual_event(conn: Connection, *, class_: EventClass | str, code: str
                         now: datetime, checked: bool = False, notified: bool = False) -> int:
     """`record_event` for a code from outside the vocabulary: an admin's manual event, whose
     code is the admin's own (the only free-text code)."""
-    state = EventState(state)
-    event_id = conn.execute(
-        insert(events).values(
-            class_=EventClass(class_).value, code=str(code), state=state.value, job_id=job_id,
-            cluster_id=cluster_id, campaign_id=campaign_id, parent=parent, checked=checked,
-            notified=notified, date_open=now, date_update=now,
-            date_closed=now if state is EventState.CLOSED else None, message=message,
-        ).returning(events.c.id)
-    ).scalar_one()
+    event = NewEvent(class_=EventClass(class_), code=EventCode.MANUAL_EVENT,
+                     campaign_id=campaign_id, cluster_id=cluster_id, job_id=job_id,
+                     parent=parent, message=message, state=EventState(state), checked=checked,
+                     notified=notified)
+    event_id = conn.execute(insert(events).values(**_event_values(event, now=now, code=code))
+                            .returning(events.c.id)).scalar_one()
     return int(event_id)
 
 
-def record_events(conn: Connection, rows: Sequence[dict[str, Any]], *, now: datetime) -> None:
-    """Insert many events at once; each dict has the keyword arguments of `record_event`."""
-    if not rows:
-        return
-    values = []
-    for row in rows:
-        state = EventState(row.get("state", EventState.OPEN))
-        values.append({
-            "class_": EventClass(row["class_"]).value, "code": row["code"],
-            "state": state.value, "job_id": row.get("job_id"),
-            "cluster_id": row.get("cluster_id"), "campaign_id": row.get("campaign_id"),
-            "parent": row.get("parent"), "checked": bool(row.get("checked", False)),
-            "notified": bool(row.get("notified", False)), "date_open": now,
-            "date_update": now, "date_closed": now if state is EventState.CLOSED else None,
-            "message": row.get("message"),
-        })
-    conn.execute(insert(events), values)
+def record_events(conn: Connection, new: Sequence[NewEvent], *, now: datetime) -> None:
+    """Insert many events at once (one executemany)."""
+    if new:
+        conn.execute(insert(events), [_event_values(event, now=now) for event in new])
 
 
 def get_event(conn: Connection, event_id: int) -> Event:

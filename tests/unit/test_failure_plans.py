@@ -3,8 +3,12 @@ one rule for where a file an OAR job names lives (`OarJob.path_of`)."""
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
+
 from cigri.domain import failures
+from cigri.domain.jobs import KEEP, JobChange, JobUpdate, UpdateKind
 from cigri.domain.oar import OarEvent, OarJob, OarState
+from cigri.domain.states import JobState
 
 
 def oar_job(*events: str, exit_code: int | None = None, directory: str | None = None) -> OarJob:
@@ -48,3 +52,14 @@ def test_a_relative_file_lives_in_the_launching_directory() -> None:
     assert oar_job(directory="/home/u/run/").path_of("out.7") == "/home/u/run/out.7"
     assert oar_job(directory="/home/u/run").path_of("/tmp/out") == "/tmp/out"
     assert oar_job().path_of("out.7") == "out.7"
+
+
+def test_a_job_update_writes_only_what_oar_gave() -> None:
+    start = datetime(2026, 1, 1, tzinfo=UTC)
+    running = JobUpdate(kind=UpdateKind.RUNNING, state=JobState.RUNNING, start_time=start)
+    assert running.change(3) == JobChange(job_id=3, state=JobState.RUNNING, start_time=start)
+    done = JobUpdate(kind=UpdateKind.TERMINATED, state=JobState.TERMINATED)
+    assert done.change(3) == JobChange(job_id=3, state=JobState.TERMINATED, return_code=None)
+    change = done.change(3)
+    assert change is not None and change.start_time is KEEP
+    assert JobUpdate(kind=UpdateKind.FAILED).change(3) is None
