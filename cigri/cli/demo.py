@@ -30,6 +30,7 @@ import click
 from sqlalchemy import Engine, func, select
 
 from cigri.cli import localgrid
+from cigri.domain.event_codes import EventCode
 from cigri.storage.campaigns import create_campaign
 from cigri.storage.db import make_engine
 from cigri.storage.migrate import upgrade
@@ -123,7 +124,7 @@ def _read_progress(engine: Engine, campaign_id: int, total: int,
         progress.resubmissions = int(conn.execute(select(func.count()).select_from(jobs).where(
             jobs.c.campaign_id == campaign_id, jobs.c.attempt > 1)).scalar_one())
         progress.preemptions = int(conn.execute(select(func.count()).select_from(events).where(
-            events.c.campaign_id == campaign_id, events.c.code == "RESUBMIT")).scalar_one())
+            events.c.campaign_id == campaign_id, events.c.code == EventCode.RESUBMIT)).scalar_one())
         progress.state = str(conn.execute(select(campaigns.c.state).where(
             campaigns.c.id == campaign_id)).scalar_one())
     return progress

@@ -9,6 +9,7 @@ import click
 
 from cigri import __version__
 from cigri.cli.client import client_from_environment, dump_json, run_tool
+from cigri.domain.event_codes import EventCode
 
 TOOL = "gridclusters"
 BAR: Final = 80
@@ -21,7 +22,7 @@ def _status_line(cluster: dict[str, Any]) -> str:
     flags = "".join([", BLACKLISTED" if cluster.get("blacklisted") else "",
                      ", UNDER_STRESS" if cluster.get("under_stress") else "",
                      *(f", {code}" for code in cluster.get("events") or ()
-                       if code != "UNDER_STRESS")])
+                       if code != EventCode.UNDER_STRESS)])
     return (f"{cluster['id']}: {cluster['name']} , {cluster.get('ssh_host') or ''} "
             f"(stress:{cluster.get('stress_factor')}{flags}){_night(cluster)}")
 

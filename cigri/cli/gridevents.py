@@ -18,6 +18,7 @@ from cigri.cli.client import (
     request_or_fail,
     run_tool,
 )
+from cigri.domain.event_codes import EventCode
 
 TOOL = "gridevents"
 SEPARATOR: Final = "-" * 78
@@ -89,11 +90,11 @@ def gridevents(campaign_arg: int | None, campaign_id: int | None, global_: bool,
         if blacklist_cluster is not None:
             body: dict[str, Any] = {
                 "class": "cluster", "cluster_id": blacklist_cluster,
-                "code": "CLUSTER_MANUALLY_DISABLED",
+                "code": EventCode.CLUSTER_MANUALLY_DISABLED,
                 "message": f"Cluster {blacklist_cluster} disabled by the administrator of the "
                            "grid. Please, be patient."}
         else:
-            body = {"class": "job", "job_id": mark_job_event, "code": "MANUAL_EVENT",
+            body = {"class": "job", "job_id": mark_job_event, "code": EventCode.MANUAL_EVENT,
                     "message": "The job has been marked in the event state by the administrator."}
         answer = request_or_fail(api, "POST", "/events", json_body=body, tool=TOOL,
                                  failure="Failed to add event")

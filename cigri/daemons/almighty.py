@@ -55,6 +55,7 @@ from cigri.config import Settings
 from cigri.daemons.base import DaemonContext, daemon_context
 from cigri.daemons.maintenance import schedule_maintenance
 from cigri.domain.clock import Clock
+from cigri.domain.event_codes import EventCode
 from cigri.domain.events import (
     ALMIGHTY_STARTING,
     ALMIGHTY_TERMINATING,
@@ -237,7 +238,7 @@ class Almighty:
         except Exception:
             log.warning("almighty: cannot write its heartbeat", exc_info=True)
 
-    def _event(self, code: str, message: str) -> None:
+    def _event(self, code: EventCode, message: str) -> None:
         try:
             with self.engine.begin() as conn:
                 record_event(conn, class_=EventClass.LOG, code=code, state=EventState.CLOSED,

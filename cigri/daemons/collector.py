@@ -54,6 +54,7 @@ from cigri.daemons.base import DaemonContext, OarDaemon
 from cigri.daemons.base import main as daemon_main
 from cigri.domain import collection as rules
 from cigri.domain.clusters import Cluster
+from cigri.domain.event_codes import EventCode
 from cigri.domain.jobs import LaunchContext
 from cigri.domain.oar import OarNotFound, OarRejected, OarUnavailable, split_media_path
 from cigri.domain.states import EventClass, EventState
@@ -416,7 +417,7 @@ class Collector(OarDaemon):
             files.prepare_default(place.top, place.account)
         self._prepared.add(place.top)
 
-    def _give_up(self, item: store.CollectedFile, cluster_id: int, code: str, *, missing: bool,
+    def _give_up(self, item: store.CollectedFile, cluster_id: int, code: EventCode, *, missing: bool,
                  message: str) -> None:
         now = self.clock.now()
         with self.engine.begin() as conn:

@@ -31,6 +31,7 @@ from cigri.domain.events import (
     QUEUED_FOR_TOO_LONG,
     REMOTE_WAITING_FRAG,
     USER_FRAG,
+    NewEvent,
 )
 from cigri.domain.kills import (
     ON_CLUSTER_STATES,
@@ -253,12 +254,11 @@ class Nikita(OarDaemon):
                 continue
             targets = [t for t in overdue if t.job_id in kill.job_ids]
             with self.engine.begin() as conn:
-                event_store.record_events(conn, [{
-                    "class_": EventClass.NOTIFY, "code": CIGRI_WALLTIME, "job_id": t.job_id,
-                    "campaign_id": t.campaign_id, "cluster_id": t.cluster_id,
-                    "state": EventState.CLOSED,
-                    "message": f"Cigri sent kill signal to job {t.job_id} (OAR {t.remote_id}): "
-                               "walltime exceeded by 30 min, OAR doesn't seem to care"}
+                event_store.record_events(conn, [NewEvent(
+                    class_=EventClass.NOTIFY, code=CIGRI_WALLTIME, job_id=t.job_id,
+                    campaign_id=t.campaign_id, cluster_id=t.cluster_id, state=EventState.CLOSED,
+                    message=f"Cigri sent kill signal to job {t.job_id} (OAR {t.remote_id}): "
+                            "walltime exceeded by 30 min, OAR doesn't seem to care")
                     for t in targets], now=self.clock.now())
                 queue.decrease_affinity(conn, [(t.param_id, kill.cluster_id) for t in targets
                                                if t.param_id is not None])
@@ -278,12 +278,11 @@ class Nikita(OarDaemon):
                 continue
             targets = [t for t in waiting if t.job_id in kill.job_ids]
             with self.engine.begin() as conn:
-                event_store.record_events(conn, [{
-                    "class_": EventClass.JOB, "code": REMOTE_WAITING_FRAG, "job_id": t.job_id,
-                    "campaign_id": t.campaign_id, "cluster_id": t.cluster_id,
-                    "state": EventState.CLOSED, "checked": True,
-                    "message": "Killed because it was remote_waiting for too long. "
-                               "Job will be resubmitted."} for t in targets],
+                event_store.record_events(conn, [NewEvent(
+                    class_=EventClass.JOB, code=REMOTE_WAITING_FRAG, job_id=t.job_id,
+                    campaign_id=t.campaign_id, cluster_id=t.cluster_id, state=EventState.CLOSED,
+                    checked=True, message="Killed because it was remote_waiting for too long. "
+                                          "Job will be resubmitted.") for t in targets],
                     now=self.clock.now())
                 queue.decrease_affinity(conn, [(t.param_id, kill.cluster_id) for t in targets
                                                if t.param_id is not None and t.tag is None])

@@ -56,11 +56,11 @@ from cigri.daemons.base import (
     is_database_outage,
     start_listener,
 )
-from cigri.domain import batches, cluster_tokens, colombo
+from cigri.domain import batches, cluster_tokens
 from cigri.domain.admission import may_run_normal_jobs
 from cigri.domain.clusters import Cluster
-from cigri.domain.events import BLACKLIST
-from cigri.domain.jobs import EPILOGUE, PROLOGUE, Job, LaunchContext, LaunchItem
+from cigri.domain.event_codes import EventCode
+from cigri.domain.jobs import EPILOGUE, PROLOGUE, Job, JobChange, LaunchContext, LaunchItem
 from cigri.domain.night import JobMode, NightWindow, job_mode
 from cigri.domain.oar import OarApi, OarError, OarJob, OarRejected, SubmitRequest
 from cigri.domain.states import (
@@ -86,23 +86,20 @@ from cigri.storage import events as event_store
 from cigri.storage import jobs as job_store
 from cigri.storage import submissions as submission_store
 from cigri.storage.clusters import get_cluster, list_clusters
+from cigri.storage.incidents import open_campaign_blacklist, record_cluster_error
 from cigri.storage.queries import list_admission_rules
 
 log = logging.getLogger(__name__)
 
-STUCK_LAUNCHING_JOB: Final = "STUCK_LAUNCHING_JOB"
+STUCK_LAUNCHING_JOB: Final = EventCode.STUCK_LAUNCHING_JOB
 # A parameter whose jobs OAR never received this many times is not put back in the bag again: its
 # last job stays in `event` with an open RUNNER_SUBMIT_ERROR (v3's code for any other submission
 # failure, which the notifier aggregates per campaign) and the campaign is blacklisted on
 # the cluster, instead of looping for ever when OAR fails every submission without an answer.
 MAX_STUCK_LAUNCHES: Final = 3
-RUNNER_SUBMIT_ERROR: Final = "RUNNER_SUBMIT_ERROR"
-# Cluster event codes that open a whole-cluster blacklist lifted by the updater's probe (autofix).
-AUTOFIX_CODES: Final = frozenset({"TIMEOUT", "POST_TIMEOUT", "CONNECTION_REFUSED", "SOCKET_ERROR",
-                                  "HOST_UNREACHABLE", "CONNECTION_RESET", "GET_STRESS_FACTOR",
-                                  "SSL_ERROR"})
-_SUBMIT_ERROR_CODES: Final = {401: "RUNNER_SUBMIT_PERMISSION_DENIED",
-                              413: "RUNNER_SUBMIT_TOO_LARGE"}
+RUNNER_SUBMIT_ERROR: Final = EventCode.RUNNER_SUBMIT_ERROR
+_SUBMIT_ERROR_CODES: Final = {401: EventCode.RUNNER_SUBMIT_PERMISSION_DENIED,
+                              413: EventCode.RUNNER_SUBMIT_TOO_LARGE}
 _PENDING_LIMIT: Final = 100
 
 
@@ -115,48 +112,6 @@ def tap_settings(settings: Settings) -> TapSettings:
                        factor=settings.RUNNER_TAP_INCREASE_FACTOR,
                        maximum=settings.RUNNER_TAP_INCREASE_MAX,
                        grace=settings.runner_tap_grace_period)
-
-
-def record_cluster_error(conn: Connection, *, cluster_id: int, error: OarError,
-                         now: datetime) -> None:
-    """A failed cluster call: a cluster event with the client's code; transient network codes
-    also open a whole-cluster BLACKLIST (lifted by the updater once the API answers again)."""
-    code = error.code or "CLUSTER_API_ERROR"
-    if code in AUTOFIX_CODES:
-        if event_store.find_open_event(conn, code=code, class_=EventClass.CLUSTER,
-                                       cluster_id=cluster_id) is not None:
-            return
-        parent = event_store.record_event(conn, class_=EventClass.CLUSTER, code=code,
-                                          cluster_id=cluster_id, message=error.message, now=now,
-                                          checked=True)
-        event_store.record_event(conn, class_=EventClass.CLUSTER, code=BLACKLIST,
-                                 cluster_id=cluster_id, parent=parent, now=now, checked=True,
-                                 message=f"cluster blacklisted because of {code}")
-    else:
-        event_store.record_event(conn, class_=EventClass.CLUSTER, code=code,
-                                 cluster_id=cluster_id, message=error.message,
-                                 state=EventState.CLOSED, now=now, checked=True)
-
-
-def open_campaign_blacklist(conn: Connection, *, failure_id: int, now: datetime) -> int | None:
-    """The campaign BLACKLIST a job failure calls for, unless one is already open for its
-    (campaign, cluster): one blacklist aggregates every failure of the pair
-    (`colombo.plan_campaign_blacklist`). The pair is locked until the caller's transaction ends,
-    so a concurrent runner or updater sees this blacklist. Returns its id, or None."""
-    failure = event_store.get_event(conn, failure_id)
-    if failure.campaign_id is None or failure.cluster_id is None:
-        return None
-    job_store.lock_campaign_cluster(conn, campaign_id=failure.campaign_id,
-                                    cluster_id=failure.cluster_id)
-    current = event_store.find_open_event(conn, code=BLACKLIST, class_=EventClass.CAMPAIGN,
-                                          campaign_id=failure.campaign_id,
-                                          cluster_id=failure.cluster_id)
-    if not colombo.plan_campaign_blacklist(failure, has_open_blacklist=current is not None):
-        return None
-    return event_store.record_event(conn, class_=EventClass.CAMPAIGN, code=BLACKLIST,
-                                    campaign_id=failure.campaign_id,
-                                    cluster_id=failure.cluster_id, parent=failure_id, now=now,
-                                    checked=True)
 
 
 def build_request(context: LaunchContext, items: Sequence[LaunchItem], *, name: str,
@@ -522,7 +477,7 @@ class ClusterRunner(Daemon):
         if error.code in cluster_tokens.MISSING_CODES:
             code = cluster_tokens.USER_TOKEN_MISSING
             message = cluster_tokens.user_token_message(login, self.cluster.name, self.cluster.id)
-        elif code == "RUNNER_SUBMIT_PERMISSION_DENIED" and \
+        elif code == EventCode.RUNNER_SUBMIT_PERMISSION_DENIED and \
                 AuthType(self.cluster.api_auth_type) is AuthType.JWT:
             message = cluster_tokens.user_token_refused_message(
                 "the campaign owner", self.cluster.name, self.cluster.id, message)
@@ -533,8 +488,8 @@ class ClusterRunner(Daemon):
         with self.engine.begin() as conn:
             first: int | None = None
             for item in items:
-                if not job_store.mark_job(conn, item.job_id, expected=(JobState.LAUNCHING,),
-                                          state=JobState.EVENT, now=now):
+                if not job_store.mark_job(conn, JobChange(job_id=item.job_id, state=JobState.EVENT),
+                                          expected=(JobState.LAUNCHING,), now=now):
                     continue
                 event_id = event_store.record_event(
                     conn, class_=EventClass.JOB, code=code, job_id=item.job_id,
@@ -608,8 +563,8 @@ class ClusterRunner(Daemon):
         for job in job_store.list_jobs_of_submission(conn, submission_id):
             if job.state is not JobState.LAUNCHING:
                 continue
-            if not job_store.mark_job(conn, job.id, expected=(JobState.LAUNCHING,),
-                                      state=JobState.EVENT, now=now):
+            if not job_store.mark_job(conn, JobChange(job_id=job.id, state=JobState.EVENT),
+                                      expected=(JobState.LAUNCHING,), now=now):
                 continue
             stuck = (job_store.count_param_events(conn, param_id=job.param_id,
                                                   codes=(STUCK_LAUNCHING_JOB,),

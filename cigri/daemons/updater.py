@@ -40,11 +40,6 @@ from sqlalchemy import Connection
 from cigri.config import Settings
 from cigri.daemons.base import DaemonContext, OarDaemon
 from cigri.daemons.base import main as daemon_main
-from cigri.daemons.runner import (
-    AUTOFIX_CODES,
-    open_campaign_blacklist,
-    record_cluster_error,
-)
 from cigri.domain import batches, colombo, failures
 from cigri.domain.campaigns import EPILOGUE_SKIPPED, epilogue_skip_message
 from cigri.domain.cluster_tokens import (
@@ -55,8 +50,9 @@ from cigri.domain.cluster_tokens import (
     admin_token_message,
 )
 from cigri.domain.clusters import Cluster
+from cigri.domain.event_codes import EventCode
 from cigri.domain.events import BLACKLIST
-from cigri.domain.jobs import Job, UpdateKind, plan_job_update
+from cigri.domain.jobs import Job, JobChange, UpdateKind, plan_job_update
 from cigri.domain.oar import OarApi, OarError, OarJob, OarNotFound
 from cigri.domain.states import AuthType, EventClass, EventState, JobState
 from cigri.domain.telemetry import JOBS_RESUBMITTED, RECORDER
@@ -65,19 +61,20 @@ from cigri.storage import events as event_store
 from cigri.storage import jobs as job_store
 from cigri.storage import queue
 from cigri.storage.clusters import list_clusters, set_cluster_stress_factor
+from cigri.storage.incidents import open_campaign_blacklist, record_cluster_error
 from cigri.storage.submissions import get_launch_context
 
 log = logging.getLogger(__name__)
 
-UNDER_STRESS: Final = "UNDER_STRESS"
-FINISHED_CAMPAIGN: Final = "FINISHED_CAMPAIGN"
-LOST_JOB: Final = "RUNNER_GET_JOB_UNKNOWN_ERROR"
+UNDER_STRESS: Final = EventCode.UNDER_STRESS
+FINISHED_CAMPAIGN: Final = EventCode.FINISHED_CAMPAIGN
+LOST_JOB: Final = EventCode.RUNNER_GET_JOB_UNKNOWN_ERROR
 _POLLED: Final = (JobState.SUBMITTED, JobState.REMOTE_WAITING, JobState.RUNNING)
 # v3 read the stress factor once per almighty cycle (10 s); polling faster than that must not
 # multiply the requests spent on it.
 STRESS_REFRESH: Final = timedelta(seconds=10)
 # Open events that give autofix or blacklist lifting something to do.
-_WATCHED_CODES: Final = sorted(AUTOFIX_CODES | {BLACKLIST})
+_WATCHED_CODES: Final = sorted(colombo.AUTOFIX_CODES | {BLACKLIST})
 
 
 def _is_ours(oar_job: OarJob, job: Job) -> bool:
@@ -170,7 +167,7 @@ class Updater(OarDaemon):
                answers: dict[int, OarJob]) -> None:
         failed: list[tuple[Job, OarJob]] = []
         ended_batches: list[tuple[Job, OarJob]] = []
-        changes: list[dict[str, object]] = []
+        changes: list[JobChange] = []
         for job in page:
             oar_job = answers.get(job.remote_id or -1)
             if oar_job is not None and not _is_ours(oar_job, job):
@@ -185,14 +182,7 @@ class Updater(OarDaemon):
             update = plan_job_update(job, oar_job)
             if update.kind is UpdateKind.FAILED:
                 failed.append((job, oar_job))
-            elif update.kind is not UpdateKind.NONE and update.state is not None:
-                change: dict[str, object] = {"id": job.id, "state": update.state.value}
-                if update.start_time is not None:
-                    change["start_time"] = update.start_time
-                if update.stop_time is not None:
-                    change["stop_time"] = update.stop_time
-                if update.kind is UpdateKind.TERMINATED:
-                    change["return_code"] = update.return_code
+            elif (change := update.change(job.id)) is not None:
                 changes.append(change)
         if changes:
             with self.engine.begin() as conn:
@@ -200,7 +190,7 @@ class Updater(OarDaemon):
         for job, oar_job in failed:
             self.keep_lease()
             self.handle_failure(cluster, oar, job, oar_job)
-        terminated: list[dict[str, object]] = []
+        terminated: list[JobChange] = []
         for job, oar_job in ended_batches:
             self.finish_sub_job(cluster, oar, job, oar_job, terminated=terminated)
         if terminated:  # the page's successful sub-jobs in one statement
@@ -219,7 +209,7 @@ class Updater(OarDaemon):
         return login
 
     def finish_sub_job(self, cluster: Cluster, oar: OarApi, job: Job, batch: OarJob, *,
-                       terminated: list[dict[str, object]] | None = None) -> None:
+                       terminated: list[JobChange] | None = None) -> None:
         """A sub-job of a batch whose OAR job is final: its state file decides (read as the
         campaign owner); an unreadable file (OAR unavailable) is retried next pass. A sub-job
         that succeeded is recorded at once, or added to `terminated` for the caller to record."""
@@ -227,8 +217,7 @@ class Updater(OarDaemon):
         if states is None:
             login = self._login(job, cluster)
             name = batches.state_file(batch.name or f"oar-{batch.id}")
-            path = f"{batch.launching_directory.rstrip('/')}/{name}" \
-                if batch.launching_directory else name
+            path = batch.path_of(name)
             try:
                 states = batches.parse_states(
                     oar.read_file(path, user=login).decode("utf-8", "replace"))
@@ -246,13 +235,13 @@ class Updater(OarDaemon):
         if record.exit_code:
             if record.start_time is not None:
                 with self.engine.begin() as conn:
-                    job_store.update_job_times(conn, job.id, expected=_POLLED,
+                    job_store.update_job_start(conn, job.id, expected=_POLLED,
                                                start_time=record.start_time)
             self.handle_failure(cluster, oar, job, record)
             return
-        change: dict[str, object] = {"id": job.id, "state": JobState.TERMINATED.value,
-                                     "start_time": record.start_time,
-                                     "stop_time": record.stop_time, "return_code": 0}
+        change = JobChange(job_id=job.id, state=JobState.TERMINATED,
+                           start_time=record.start_time, stop_time=record.stop_time,
+                           return_code=0)
         if terminated is not None:
             terminated.append(change)
             return
@@ -276,7 +265,8 @@ class Updater(OarDaemon):
                 return None
         now = self.clock.now()
         with self.engine.begin() as conn:
-            if job_store.mark_job(conn, job.id, expected=_POLLED, state=JobState.EVENT, now=now):
+            if job_store.mark_job(conn, JobChange(job_id=job.id, state=JobState.EVENT),
+                                  expected=_POLLED, now=now):
                 event_id = self._job_event(
                     conn, job, LOST_JOB,
                     f"OAR does not know job {job.remote_id} on {cluster.name}; resubmit this "
@@ -296,62 +286,56 @@ class Updater(OarDaemon):
         with self.engine.begin() as conn:
             if outcome.new_remote_id is not None:
                 # fixed from v3: keep following the job OAR resubmitted by itself
-                if job_store.mark_job(conn, job.id, expected=_POLLED,
-                                      state=JobState.REMOTE_WAITING, now=now,
-                                      remote_id=outcome.new_remote_id):
+                follow = JobChange(job_id=job.id, state=JobState.REMOTE_WAITING,
+                                   remote_id=outcome.new_remote_id)
+                if job_store.mark_job(conn, follow, expected=_POLLED, now=now):
                     self._job_event(conn, job, outcome.event_code, message, now,
                                     state=EventState.CLOSED)
                 return
-            if not job_store.mark_job(conn, job.id, expected=_POLLED, state=JobState.EVENT,
-                                      now=now, stop_time=oar_job.stop_time,
-                                      return_code=oar_job.exit_code):
+            failed = JobChange(job_id=job.id, state=JobState.EVENT, stop_time=oar_job.stop_time,
+                               return_code=oar_job.exit_code)
+            if not job_store.mark_job(conn, failed, expected=_POLLED, now=now):
                 return  # nikita or a user got there first
-            if job.param_id is not None and job.cluster_id is not None \
-                    and outcome.affinity_penalty > 0:
-                queue.decrease_affinity(conn, [(job.param_id, job.cluster_id)],
-                                        by=outcome.affinity_penalty)
-            if outcome.resubmit:
-                if outcome.counts_against_budget and job.param_id is not None:
-                    used = job_store.count_budget_used(conn, param_id=job.param_id)
-                    budget = job_store.max_resubmissions(
-                        conn, campaign_id=job.campaign_id,
-                        default=self.settings.DEFAULT_MAX_RESUBMISSIONS)
-                    if not failures.is_within_budget(outcome, budget_used=used,
-                                                     max_resubmissions=budget):
-                        self._job_event(conn, job, failures.TOO_MANY_RESUBMIT,
-                                        f"{message}; {used} budgeted failures already, the "
-                                        f"campaign allows {budget}: not resubmitted", now)
-                        return
-                if outcome.cause == failures.LAUNCH_ERROR:  # the budget counts these
-                    event_store.record_event(
-                        conn, class_=EventClass.NOTIFY, code=failures.LAUNCH_ERROR,
-                        job_id=job.id, campaign_id=job.campaign_id, cluster_id=job.cluster_id,
-                        state=EventState.CLOSED, now=now,
-                        message=f"OAR job {oar_job.id} was switched into Error before it ran; "
-                                "resubmitted")
-                if oar_job.event_types & {failures.WALLTIME}:
-                    event_store.record_event(
-                        conn, class_=EventClass.NOTIFY, code=failures.WALLTIME_WARNING,
-                        job_id=job.id, campaign_id=job.campaign_id, cluster_id=job.cluster_id,
-                        state=EventState.CLOSED, now=now,
-                        message="resubmitted with modified affinity because of walltime reached")
-                done = job_store.resubmit(conn, job, priority=outcome.priority)
-                if done:  # published with the pass's heartbeat
-                    RECORDER.inc(JOBS_RESUBMITTED, {"cluster": cluster.name,
-                                                    "cause": outcome.cause})
-                self._job_event(conn, job, outcome.event_code,
-                                message if done else f"{message} (not resubmitted: campaign "
-                                                     "finished or prologue/epilogue job)",
-                                now, state=EventState.CLOSED)
-                return
-            event_id = self._job_event(conn, job, outcome.event_code, message, now)
-            if outcome.blacklists_campaign:
-                open_campaign_blacklist(conn, failure_id=event_id, now=now)
+            used = budget = None
+            if outcome.resubmit and outcome.counts_against_budget and job.param_id is not None:
+                used = job_store.count_budget_used(conn, param_id=job.param_id)
+                budget = job_store.max_resubmissions(
+                    conn, campaign_id=job.campaign_id,
+                    default=self.settings.DEFAULT_MAX_RESUBMISSIONS)
+            plan = failures.plan_failure(outcome, oar_job, message=message, budget_used=used,
+                                         max_resubmissions=budget)
+            self._apply_failure(conn, cluster, job, plan, now)
+        if plan.resubmit:
+            return
         log.info("updater: job %d (OAR %s) failed: %s", job.id, oar_job.id, outcome.event_code,
                  extra={"campaign_id": job.campaign_id, "cluster": cluster.name,
                         "action": "failure"})
 
-    def _job_event(self, conn: Connection, job: Job, code: str, message: str, now: datetime,
+    def _apply_failure(self, conn: Connection, cluster: Cluster, job: Job,
+                       plan: failures.FailurePlan, now: datetime) -> None:
+        """Write the failure plan of a job now in `event`."""
+        if job.param_id is not None and job.cluster_id is not None and plan.affinity_penalty > 0:
+            queue.decrease_affinity(conn, [(job.param_id, job.cluster_id)],
+                                    by=plan.affinity_penalty)
+        if plan.resubmit:
+            for notice in plan.notices:
+                event_store.record_event(
+                    conn, class_=EventClass.NOTIFY, code=notice.code, job_id=job.id,
+                    campaign_id=job.campaign_id, cluster_id=job.cluster_id,
+                    state=EventState.CLOSED, now=now, message=notice.message)
+            done = job_store.resubmit(conn, job, priority=plan.priority)
+            if done:  # published with the pass's heartbeat
+                RECORDER.inc(JOBS_RESUBMITTED, {"cluster": cluster.name,
+                                                "cause": plan.cause})
+            self._job_event(conn, job, plan.event_code,
+                            plan.message if done else plan.not_resubmitted_message, now,
+                            state=EventState.CLOSED)
+            return
+        event_id = self._job_event(conn, job, plan.event_code, plan.message, now)
+        if plan.blacklists_campaign:
+            open_campaign_blacklist(conn, failure_id=event_id, now=now)
+
+    def _job_event(self, conn: Connection, job: Job, code: EventCode, message: str, now: datetime,
                    *, state: EventState = EventState.OPEN) -> int:
         return event_store.record_event(conn, class_=EventClass.JOB, code=code, job_id=job.id,
                                         campaign_id=job.campaign_id, cluster_id=job.cluster_id,
@@ -431,7 +415,7 @@ class Updater(OarDaemon):
             return True
         return False
 
-    def _record_admin_token(self, conn: Connection, cluster: Cluster, code: str,
+    def _record_admin_token(self, conn: Connection, cluster: Cluster, code: EventCode,
                             detail: str = "") -> None:
         token_store.record_admin_token_problem(
             conn, cluster_id=cluster.id, code=code, now=self.clock.now(),
@@ -446,10 +430,10 @@ class Updater(OarDaemon):
         delay = self.settings.autofix_delay
         by_id = {cluster.id: cluster for cluster in clusters}
         with self.engine.begin() as conn:
-            candidates = [event for event in event_store.list_open_events(
-                conn, class_=EventClass.CLUSTER, code=sorted(AUTOFIX_CODES))
-                if event.cluster_id in by_id and event.date_update is not None
-                and now - event.date_update >= delay]
+            candidates = [event for event in colombo.select_autofix(
+                event_store.list_open_events(conn, class_=EventClass.CLUSTER,
+                                             code=sorted(colombo.AUTOFIX_CODES)),
+                now=now, delay=delay) if event.cluster_id in by_id]
             event_store.mark_checked(conn, [event.id for event in candidates], now=now)
         fixed = 0
         probed: dict[int, bool] = {}

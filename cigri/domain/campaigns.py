@@ -10,6 +10,7 @@ from datetime import datetime, timedelta
 from enum import StrEnum
 from typing import Final
 
+from cigri.domain.event_codes import EventCode
 from cigri.domain.states import CampaignState
 
 
@@ -28,7 +29,7 @@ class Campaign:
 
 # --- where a campaign's epilogue runs ------------------------------------------------------------
 
-EPILOGUE_SKIPPED: Final = "EPILOGUE_SKIPPED"
+EPILOGUE_SKIPPED: Final = EventCode.EPILOGUE_SKIPPED
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -104,7 +105,7 @@ def epilogue_skip_message(site: EpilogueSite) -> str:
 
 # --- campaigns left without a cluster ------------------------------------------------------------
 
-NO_USABLE_CLUSTER: Final = "NO_USABLE_CLUSTER"
+NO_USABLE_CLUSTER: Final = EventCode.NO_USABLE_CLUSTER
 
 
 def plan_stranded_events(stranded: Collection[int], open_events: Mapping[int, Sequence[int]]

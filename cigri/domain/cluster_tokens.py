@@ -15,20 +15,21 @@ from datetime import UTC, datetime
 from typing import Final
 
 from cigri.domain.errors import CigriError
+from cigri.domain.event_codes import EventCode
 
 ADMIN_LOGIN: Final = "oar"  # the grid login whose token is the cluster-admin token (v3 §4.1)
 BEARER: Final = "Bearer "
 
 # Open class-`cluster` events (each with a whole-cluster BLACKLIST child) while the admin token
 # of a jwt cluster is missing or refused by OAR; the updater closes them once it works.
-ADMIN_TOKEN_MISSING: Final = "ADMIN_TOKEN_MISSING"
-ADMIN_TOKEN_REJECTED: Final = "ADMIN_TOKEN_REJECTED"
+ADMIN_TOKEN_MISSING: Final = EventCode.ADMIN_TOKEN_MISSING
+ADMIN_TOKEN_REJECTED: Final = EventCode.ADMIN_TOKEN_REJECTED
 ADMIN_TOKEN_CODES: Final = frozenset({ADMIN_TOKEN_MISSING, ADMIN_TOKEN_REJECTED})
 # Job event (v3 code) of a submission refused because the campaign owner has no token.
-USER_TOKEN_MISSING: Final = "RUNNER_SUBMIT_TOKEN_NOT_FOUND"
+USER_TOKEN_MISSING: Final = EventCode.RUNNER_SUBMIT_TOKEN_NOT_FOUND
 # Error codes of the OAR client that mean "this identity is missing or refused".
-MISSING_CODES: Final = frozenset({"JWT_TOKEN_NOT_FOUND"})
-REFUSED_CODES: Final = frozenset({"PERMISSION_DENIED", "FORBIDDEN"})
+MISSING_CODES: Final = frozenset({EventCode.JWT_TOKEN_NOT_FOUND})
+REFUSED_CODES: Final = frozenset({EventCode.PERMISSION_DENIED, EventCode.FORBIDDEN})
 
 
 class BadToken(CigriError):

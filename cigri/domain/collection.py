@@ -27,12 +27,13 @@ from pathlib import PurePosixPath
 from typing import Final
 
 from cigri.domain import batches
+from cigri.domain.event_codes import EventCode
 
 GATHERING_METHODS: Final = frozenset({"collector", "media", "scp", "rsync"})
 SSH_METHODS: Final = frozenset({"scp", "rsync"})
-MISSING_OUTPUT_FILE: Final = "MISSING_OUTPUT_FILE"
-OUTPUT_COLLECTION_FAILED: Final = "OUTPUT_COLLECTION_FAILED"
-OUTPUT_DESTINATION_REFUSED: Final = "OUTPUT_DESTINATION_REFUSED"
+MISSING_OUTPUT_FILE: Final = EventCode.MISSING_OUTPUT_FILE
+OUTPUT_COLLECTION_FAILED: Final = EventCode.OUTPUT_COLLECTION_FAILED
+OUTPUT_DESTINATION_REFUSED: Final = EventCode.OUTPUT_DESTINATION_REFUSED
 _MACRO: Final = re.compile(
     r"\{(TASK|PARAM_ID|JOB_ID|OAR_JOB_ID|CAMPAIGN_ID|STDOUT|STDERR)\}|%jobid%")
 # OAR's own name for a job's output (`OAR.<name>.<id>.stdout`, `OAR.<id>.stderr`), as declared

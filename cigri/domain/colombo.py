@@ -22,33 +22,41 @@ from datetime import datetime, timedelta
 from enum import StrEnum
 from typing import Final
 
+from cigri.domain.event_codes import EventCode
 from cigri.domain.events import BLACKLIST, USER_FRAG, Event
 from cigri.domain.states import EventClass
 
 # §3.5.1: class-`cluster` codes that blacklist (the campaign if the event has one, else the cluster).
 BLACKLISTING_CLUSTER_CODES: Final = frozenset({
-    "REQUEST_TOO_LARGE", "POST_TIMEOUT", "TIMEOUT", "CONNECTION_RESET", "SOCKET_ERROR",
-    "CONNECTION_REFUSED", "HOST_UNREACHABLE", "SSL_ERROR", "GET_JOBS", "GET_JOB", "GET_MEDIA",
-    "GET_STRESS_FACTOR", "FILL_JOBS_CACHE", "RUNNER_GET_JOB_CHUNK_ERROR", "TOO_MANY_RESUBMIT",
+    EventCode.REQUEST_TOO_LARGE, EventCode.POST_TIMEOUT, EventCode.TIMEOUT, EventCode.CONNECTION_RESET,
+    EventCode.SOCKET_ERROR,
+    EventCode.CONNECTION_REFUSED, EventCode.HOST_UNREACHABLE, EventCode.SSL_ERROR, EventCode.GET_JOBS,
+    EventCode.GET_JOB, EventCode.GET_MEDIA,
+    EventCode.GET_STRESS_FACTOR, EventCode.FILL_JOBS_CACHE, EventCode.RUNNER_GET_JOB_CHUNK_ERROR,
+    EventCode.TOO_MANY_RESUBMIT,
 })
-USER_SPECIFIC_CODES: Final = frozenset({"PERMISSION_DENIED", "FORBIDDEN", "JWT_TOKEN_NOT_FOUND"})
-TRANSIENT_CODES: Final = frozenset({"RUNNER_GET_JOB_SERVER_ERROR", "SUBMIT_JOB"})
-CLUSTER_MANUALLY_DISABLED: Final = "CLUSTER_MANUALLY_DISABLED"
-DELETE_JOB: Final = "DELETE_JOB"
+USER_SPECIFIC_CODES: Final = frozenset({
+    EventCode.PERMISSION_DENIED, EventCode.FORBIDDEN, EventCode.JWT_TOKEN_NOT_FOUND,
+})
+TRANSIENT_CODES: Final = frozenset({EventCode.RUNNER_GET_JOB_SERVER_ERROR, EventCode.SUBMIT_JOB})
+CLUSTER_MANUALLY_DISABLED: Final = EventCode.CLUSTER_MANUALLY_DISABLED
+DELETE_JOB: Final = EventCode.DELETE_JOB
 ALREADY_KILLED: Final = "This job was already killed"
 
 # §3.3.3: transient cluster errors the updater re-probes after AUTOFIX_DELAY.
 AUTOFIX_CODES: Final = frozenset({
-    "TIMEOUT", "POST_TIMEOUT", "CONNECTION_REFUSED", "SOCKET_ERROR", "HOST_UNREACHABLE",
-    "CONNECTION_RESET", "GET_STRESS_FACTOR", "SSL_ERROR",
+    EventCode.TIMEOUT, EventCode.POST_TIMEOUT, EventCode.CONNECTION_REFUSED, EventCode.SOCKET_ERROR,
+    EventCode.HOST_UNREACHABLE,
+    EventCode.CONNECTION_RESET, EventCode.GET_STRESS_FACTOR, EventCode.SSL_ERROR,
 })
 
 # Job events Colombo handles by resubmitting (never blacklist, never resubmitted again by a fix).
-RESUBMIT_CODES: Final = frozenset({"RESUBMIT", "RESUBMIT_END", "STUCK_LAUNCHING_JOB"})
+RESUBMIT_CODES: Final = frozenset({EventCode.RESUBMIT, EventCode.RESUBMIT_END, EventCode.STUCK_LAUNCHING_JOB})
 # Job events that are traces or handled elsewhere, not failures of the campaign on the cluster.
 NON_BLACKLISTING_JOB_CODES: Final = RESUBMIT_CODES | frozenset({
-    "CIGRI_WALLTIME", USER_FRAG, "REMOTE_WAITING_FRAG", "OAR_AUTO_RESUBMIT", "FRAG_RESUBMIT",
-    "MANUAL_EVENT",
+    EventCode.CIGRI_WALLTIME, USER_FRAG, EventCode.REMOTE_WAITING_FRAG, EventCode.OAR_AUTO_RESUBMIT,
+    EventCode.FRAG_RESUBMIT,
+    EventCode.MANUAL_EVENT,
 })
 # Codes a campaign-wide fix leaves open (the updater lifts blacklists; nikita ends cancellations).
 NEVER_CLOSED_BY_FIX: Final = frozenset({BLACKLIST, USER_FRAG})
@@ -125,6 +133,22 @@ def aggregate_failures(events: Iterable[Event]) -> list[FailureGroup]:
                          event_ids=tuple(e.id for e in group),
                          first_message=group[0].message or "")
             for (campaign, cluster, code), group in groups.items()]
+
+
+@dataclass(frozen=True, kw_only=True)
+class ClusterErrorPlan:
+    """What a failed call to a cluster's API records (runner and updater alike)."""
+
+    code: EventCode  # the client's code, or CLUSTER_API_ERROR when it gave none
+    # a transient network code (AUTOFIX_CODES): an open event with a whole-cluster BLACKLIST child,
+    # unless the same code is open already (autofix lifts it); otherwise a closed trace event
+    blacklists_cluster: bool
+
+
+def plan_cluster_error(error_code: EventCode | None) -> ClusterErrorPlan:
+    """§3.3.3: a failed cluster call blacklists the cluster only for a transient network code."""
+    code = error_code or EventCode.CLUSTER_API_ERROR
+    return ClusterErrorPlan(code=code, blacklists_cluster=code in AUTOFIX_CODES)
 
 
 def select_autofix(events: Iterable[Event], *, now: datetime, delay: timedelta) -> list[Event]:

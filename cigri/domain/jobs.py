@@ -10,8 +10,8 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 from datetime import datetime
-from enum import StrEnum
-from typing import Final
+from enum import Enum, StrEnum
+from typing import Final, Literal
 
 from cigri.domain.oar import OarJob, OarState
 from cigri.domain.states import JobState
@@ -96,6 +96,40 @@ class JobUpdate:
     stop_time: datetime | None = None
     return_code: int | None = None
     closes_tap: bool = False  # v3: Waiting and unknown OAR states close the campaign's tap
+
+    def change(self, job_id: int) -> JobChange | None:
+        """The row change this update writes (times only when OAR gave them; the return code of
+        a terminated job always), or None when it writes nothing (NONE, FAILED)."""
+        if self.kind in {UpdateKind.NONE, UpdateKind.FAILED} or self.state is None:
+            return None
+        return JobChange(
+            job_id=job_id, state=self.state,
+            start_time=KEEP if self.start_time is None else self.start_time,
+            stop_time=KEEP if self.stop_time is None else self.stop_time,
+            return_code=self.return_code if self.kind is UpdateKind.TERMINATED else KEEP)
+
+
+class _Keep(Enum):
+    KEEP = "keep"
+
+
+# A `JobChange` field left as it is in the row (None writes NULL).
+KEEP: Final = _Keep.KEEP
+Keep = Literal[_Keep.KEEP]
+
+
+@dataclass(frozen=True, kw_only=True)
+class JobChange:
+    """A state change of one job, for `cigri.storage.jobs.mark_job(s)`: the new state, and the
+    fields it writes besides (KEEP: leave the column alone). Storage guards it with the states
+    the job may move from, so a job moved meanwhile by someone else is left alone."""
+
+    job_id: int
+    state: JobState
+    start_time: datetime | Keep | None = KEEP
+    stop_time: datetime | Keep | None = KEEP
+    return_code: int | Keep | None = KEEP
+    remote_id: int | Keep | None = KEEP
 
 
 _RUNNING_STATES: Final = frozenset({OarState.RUNNING, OarState.FINISHING, OarState.LAUNCHING})

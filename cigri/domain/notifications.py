@@ -21,37 +21,45 @@ from datetime import datetime, timedelta
 from typing import Any, Final, Protocol
 
 from cigri.domain.errors import CigriError
+from cigri.domain.event_codes import EventCode
 from cigri.domain.states import EventClass, EventState, NotificationType, Severity
 
 ADMIN: Final = "%%admin%%"  # v3's pseudo-user whose subscriptions receive admin messages
 
 # Internal codes never notified (server §3.5.6 step 1).
-INTERNAL_CODES: Final = frozenset({"RESUBMIT", "RESUBMIT_END", "FRAG", "QUEUED_FOR_TOO_LONG"})
+INTERNAL_CODES: Final = frozenset({
+    EventCode.RESUBMIT, EventCode.RESUBMIT_END, EventCode.FRAG, EventCode.QUEUED_FOR_TOO_LONG,
+})
 
 # Job failures sent as one message per campaign and code (v3 list, plus the other per-job errors
 # that blacklist a campaign: one failing job or ten thousand, the user reads one message).
 AGGREGATED_CODES: Final = frozenset({
-    "RUNNER_SUBMIT_ERROR", "EXIT_ERROR", "RUNNER_SUBMIT_TIMEOUT", "RUNNER_SUBMIT_TOO_LARGE",
-    "RUNNER_SUBMIT_TOKEN_NOT_FOUND", "RUNNER_SUBMIT_PERMISSION_DENIED", "WORKING_DIRECTORY_ERROR",
-    "UNKNOWN_ERROR", "PROLOG_EXIT_ERROR", "EPILOG_EXIT_ERROR", "TOO_MANY_RESUBMIT",
-    "RUNNER_GET_JOB_SERVER_ERROR", "RUNNER_GET_JOB_UNKNOWN_ERROR", "RUNNER_GET_REMOTE_ID_ERROR",
-    "MISSING_OUTPUT_FILE", "OUTPUT_COLLECTION_FAILED",
+    EventCode.RUNNER_SUBMIT_ERROR, EventCode.EXIT_ERROR, EventCode.RUNNER_SUBMIT_TIMEOUT,
+    EventCode.RUNNER_SUBMIT_TOO_LARGE,
+    EventCode.RUNNER_SUBMIT_TOKEN_NOT_FOUND, EventCode.RUNNER_SUBMIT_PERMISSION_DENIED,
+    EventCode.WORKING_DIRECTORY_ERROR,
+    EventCode.UNKNOWN_ERROR, EventCode.PROLOG_EXIT_ERROR, EventCode.EPILOG_EXIT_ERROR,
+    EventCode.TOO_MANY_RESUBMIT,
+    EventCode.RUNNER_GET_JOB_SERVER_ERROR, EventCode.RUNNER_GET_JOB_UNKNOWN_ERROR,
+    EventCode.RUNNER_GET_REMOTE_ID_ERROR,
+    EventCode.MISSING_OUTPUT_FILE, EventCode.OUTPUT_COLLECTION_FAILED,
 })
 
 HIGH_LOG_CODES: Final = frozenset({
-    "RUNNER_FAILED", "ALMIGHTY_TERMINATING", "ALMIGHTY_STARTING", "JUDAS_FAILED", "NOTIFIER_FAILED",
-    "DAEMON_RESTARTED",
+    EventCode.RUNNER_FAILED, EventCode.ALMIGHTY_TERMINATING, EventCode.ALMIGHTY_STARTING,
+    EventCode.JUDAS_FAILED, EventCode.NOTIFIER_FAILED,
+    EventCode.DAEMON_RESTARTED,
 })
 MEDIUM_CODES: Final = frozenset({
-    "TIMEOUT", "CONNECTION_REFUSED", "SOCKET_ERROR", "HOST_UNREACHABLE", "CONNECTION_RESET",
-    "SSL_ERROR", "UNDER_STRESS", "WALLTIME_WARNING", "CIGRI_WALLTIME", "LAUNCH_ERROR",
+    EventCode.TIMEOUT, EventCode.CONNECTION_REFUSED, EventCode.SOCKET_ERROR, EventCode.HOST_UNREACHABLE,
+    EventCode.CONNECTION_RESET,
+    EventCode.SSL_ERROR, EventCode.UNDER_STRESS, EventCode.WALLTIME_WARNING, EventCode.CIGRI_WALLTIME,
+    EventCode.LAUNCH_ERROR,
 })
 # v3 sends FINISHED_CAMPAIGN at high (generic rule): subscribers at "high" still hear of it.
-LOW_CODES: Final = frozenset({"NEW_CAMPAIGN"})
+LOW_CODES: Final = frozenset({EventCode.NEW_CAMPAIGN})
 
-NEW_CAMPAIGN: Final = "NEW_CAMPAIGN"
-FINISHED_CAMPAIGN: Final = "FINISHED_CAMPAIGN"
-BLACKLIST: Final = "BLACKLIST"
+NEW_CAMPAIGN: Final = EventCode.NEW_CAMPAIGN  # the notifier's own template code
 
 MAX_LOG_MESSAGES: Final = 30  # v3 caps per pass
 MAX_GENERIC_MESSAGES: Final = 15
@@ -215,7 +223,7 @@ def plan_notifications(events: Sequence[NotifiedEvent], *,
     generic: list[NotifiedEvent] = []
     logs: list[NotifiedEvent] = []
     for event in remaining:
-        if event.code == BLACKLIST:
+        if event.code == EventCode.BLACKLIST:
             pair = blacklist_report_key(event)
             if pair is not None:
                 if pair in reported:
@@ -234,9 +242,9 @@ def plan_notifications(events: Sequence[NotifiedEvent], *,
 
 def blacklist_report_key(event: NotifiedEvent) -> tuple[int, str] | None:
     """The `open_reported` entry of a campaign blacklist: (campaign id, "BLACKLIST@<cluster id>")."""
-    if event.code != BLACKLIST or event.campaign_id is None:
+    if event.code != EventCode.BLACKLIST or event.campaign_id is None:
         return None
-    return (event.campaign_id, f"{BLACKLIST}@{event.cluster_id}")
+    return (event.campaign_id, f"{EventCode.BLACKLIST}@{event.cluster_id}")
 
 
 def _blacklist_draft(event: NotifiedEvent) -> Draft:
@@ -255,8 +263,9 @@ def _log_draft(event: NotifiedEvent) -> Draft:
 
 
 def _generic_draft(event: NotifiedEvent) -> Draft:
-    template = {NEW_CAMPAIGN: "new_campaign", FINISHED_CAMPAIGN: "campaign_finished"}.get(
-        event.code, "event")
+    templates: dict[str, str] = {NEW_CAMPAIGN: "new_campaign",
+                                 EventCode.FINISHED_CAMPAIGN: "campaign_finished"}
+    template = templates.get(event.code, "event")
     recipient = event.campaign_owner if event.campaign_id is not None else None
     return Draft(key=f"ev{event.id}", recipient=recipient or ADMIN,
                  severity=event_severity(event), template=template,

@@ -14,6 +14,7 @@ from enum import StrEnum
 from typing import Final, Protocol
 
 from cigri.domain.errors import CigriError
+from cigri.domain.event_codes import EventCode
 
 
 class OarState(StrEnum):
@@ -80,6 +81,13 @@ class OarJob:
     def event_types(self) -> frozenset[str]:
         return frozenset(event.type for event in self.events)
 
+    def path_of(self, name: str) -> str:
+        """Where a file the job names lives: an absolute `name` as it is, a relative one in the
+        job's launching directory (as it is when OAR did not say which directory)."""
+        if name.startswith("/") or not self.launching_directory:
+            return name
+        return f"{self.launching_directory.rstrip('/')}/{name}"
+
 
 @dataclass(frozen=True, kw_only=True)
 class SubmitRequest:
@@ -120,7 +128,7 @@ class OarError(CigriError):
     """The OAR API call failed."""
 
     def __init__(self, message: str | None = None, *, status: int | None = None,
-                 body: str | None = None, code: str | None = None) -> None:
+                 body: str | None = None, code: EventCode | None = None) -> None:
         super().__init__(message)
         self.status = status  # HTTP status, if there was an answer
         self.body = body  # OAR's error body, if any

@@ -16,6 +16,7 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
+from cigri.domain.event_codes import EventCode
 from cigri.domain.oar import (
     OarJob,
     OarNotFound,
@@ -94,15 +95,15 @@ class OarClient:
 
     def probe(self) -> None:
         """GET the API root; raise OarUnavailable if it does not answer with JSON."""
-        answer = self.http.get("", user=None, code="GET_ROOT")
+        answer = self.http.get("", user=None, code=EventCode.GET_ROOT)
         if not isinstance(answer.json(), Mapping):
             raise OarUnavailable("API root answer is not a JSON object", status=answer.status,
-                                 code="GET_ROOT")
+                                 code=EventCode.GET_ROOT)
 
     def get_job(self, job_id: int, *, user: str | None = None) -> OarJob:
         route = self.flavour.job(job_id)
-        answer = self.http.get(route.path, user=user, params=route.params, code="GET_JOB")
-        return self._parsed(parse_job, answer.json(), "GET_JOB")
+        answer = self.http.get(route.path, user=user, params=route.params, code=EventCode.GET_JOB)
+        return self._parsed(parse_job, answer.json(), EventCode.GET_JOB)
 
     def get_jobs(self, job_ids: Sequence[int]) -> list[OarJob]:
         """Jobs of `job_ids` in any state, one request per chunk of ids (unknown ids left out)."""
@@ -110,24 +111,24 @@ class OarClient:
         found: list[OarJob] = []
         for start in range(0, len(wanted), self.chunk_size):
             route = self.flavour.jobs_by_ids(wanted[start:start + self.chunk_size])
-            found.extend(self._parsed(parse_job, item, "FILL_JOBS_CACHE")
+            found.extend(self._parsed(parse_job, item, EventCode.FILL_JOBS_CACHE)
                          for item in self._collection(route, user=self.admin_user,
-                                                      code="FILL_JOBS_CACHE"))
+                                                      code=EventCode.FILL_JOBS_CACHE))
         return found
 
     def get_array_jobs(self, array_id: int) -> list[OarJob]:
         """Every job of an array, whatever its state, ordered by id."""
         route = self.flavour.jobs_of_array(array_id)
-        jobs = [self._parsed(parse_job, item, "GET_JOBS")
-                for item in self._collection(route, user=None, code="GET_JOBS")]
+        jobs = [self._parsed(parse_job, item, EventCode.GET_JOBS)
+                for item in self._collection(route, user=None, code=EventCode.GET_JOBS)]
         return sorted(jobs, key=lambda job: job.id)
 
     def get_running_jobs(self) -> list[OarJob]:
         """Every user's jobs that hold resources (Launching, Running, Finishing), with their
         `resource_ids`, ordered by id: one listing, followed page after page, as `admin_user`."""
         route = self.flavour.jobs_in_states(BUSY_OAR_STATES)
-        jobs = [self._parsed(parse_job, item, "GET_JOBS")
-                for item in self._collection(route, user=self.admin_user, code="GET_JOBS")]
+        jobs = [self._parsed(parse_job, item, EventCode.GET_JOBS)
+                for item in self._collection(route, user=self.admin_user, code=EventCode.GET_JOBS)]
         return sorted(jobs, key=lambda job: job.id)
 
     def find_jobs_by_name(self, name: str, *, user: str,
@@ -141,7 +142,7 @@ class OarClient:
         """
         since_epoch = None if since is None else int(since.timestamp())
         route = self.flavour.jobs_of_user(user, ALL_OAR_STATES, since_epoch)
-        ids = [as_int(item.get("id")) for item in self._collection(route, user=user, code="GET_JOBS")
+        ids = [as_int(item.get("id")) for item in self._collection(route, user=user, code=EventCode.GET_JOBS)
                if isinstance(item, Mapping) and item.get("name") == name]
         jobs = self.get_jobs([job_id for job_id in ids if job_id is not None])
         return sorted(jobs, key=lambda job: job.id)
@@ -149,7 +150,7 @@ class OarClient:
     def read_file(self, path: str, *, user: str, tail: int | None = None) -> bytes:
         """The bytes of a file of the cluster, read as `user`; the last `tail` lines if given."""
         route = self.flavour.media(path, tail)
-        return self.http.get(route.path, user=user, params=route.params, code="GET_MEDIA",
+        return self.http.get(route.path, user=user, params=route.params, code=EventCode.GET_MEDIA,
                              raw=True).content
 
     def file_sizes(self, directory: str, *, user: str) -> dict[str, int]:
@@ -160,9 +161,9 @@ class OarClient:
         route = self.flavour.media_ls(directory or "/")
         sizes: dict[str, int] = {}
         try:
-            for item in self._collection(route, user=user, code="GET_MEDIA"):
+            for item in self._collection(route, user=user, code=EventCode.GET_MEDIA):
                 if isinstance(item, Mapping) and item.get("type") == "f":
-                    size = self._parsed(as_int, item.get("size"), "GET_MEDIA")
+                    size = self._parsed(as_int, item.get("size"), EventCode.GET_MEDIA)
                     if size is not None:
                         sizes[str(item.get("name"))] = size
         except OarNotFound:
@@ -180,20 +181,20 @@ class OarClient:
 
     def get_resources(self) -> list[OarResource]:
         route = self.flavour.resources()
-        return [self._parsed(parse_resource, item, "GET_RESOURCES")
-                for item in self._collection(route, user=None, code="GET_RESOURCES")]
+        return [self._parsed(parse_resource, item, EventCode.GET_RESOURCES)
+                for item in self._collection(route, user=None, code=EventCode.GET_RESOURCES)]
 
     def get_stress_factor(self) -> float:
         route = self.flavour.stress_factor()
-        answer = self.http.get(route.path, user=None, params=route.params, code="GET_STRESS_FACTOR")
-        return self._parsed(parse_stress_factor, answer.json(), "GET_STRESS_FACTOR")
+        answer = self.http.get(route.path, user=None, params=route.params, code=EventCode.GET_STRESS_FACTOR)
+        return self._parsed(parse_stress_factor, answer.json(), EventCode.GET_STRESS_FACTOR)
 
     # --- writes ----------------------------------------------------------------------------
 
     def submit(self, request: SubmitRequest, *, user: str) -> Submission:
         """Submit one job or one array job; every OAR id comes back, in array order."""
         body = self.flavour.payload(request)
-        answer = self.http.post(self.flavour.submit().path, user=user, body=body, code="SUBMIT_JOB")
+        answer = self.http.post(self.flavour.submit().path, user=user, body=body, code=EventCode.SUBMIT_JOB)
         try:
             raw = answer.json()
             first_id = as_int(raw["id"])
@@ -201,10 +202,10 @@ class OarClient:
             # the job may well exist: the caller must reconcile by name, not resubmit blindly
             raise OarUnavailable(f"submission answer without a job id: {exc}", status=answer.status,
                                  body=answer.content[:500].decode("utf-8", "replace"),
-                                 code="SUBMIT_JOB") from exc
+                                 code=EventCode.SUBMIT_JOB) from exc
         if first_id is None:
             raise OarUnavailable("submission answer with a null id", status=answer.status,
-                                 code="SUBMIT_JOB")
+                                 code=EventCode.SUBMIT_JOB)
         expected = max(1, len(request.params))
         ids = job_ids_from_cmd_output(str(raw.get("cmd_output") or ""))
         array_id = array_id_from_cmd_output(str(raw.get("cmd_output") or "")) or first_id
@@ -216,20 +217,20 @@ class OarClient:
 
     def delete_job(self, job_id: int, *, user: str) -> None:
         route = self.flavour.job(job_id)
-        self.http.delete(route.path, user=user, params=route.params, code="DELETE_JOB")
+        self.http.delete(route.path, user=user, params=route.params, code=EventCode.DELETE_JOB)
 
     def delete_file(self, path: str, *, user: str) -> None:
         """Remove the file `path` of the cluster as `user` (`DELETE media/<path>`, OAR 3:
         `DELETE media?path_filename=`); `OarNotFound` when it does not exist."""
         route = self.flavour.media(path, None)
-        self.http.delete(route.path, user=user, params=route.params, code="DELETE_MEDIA")
+        self.http.delete(route.path, user=user, params=route.params, code=EventCode.DELETE_MEDIA)
 
     def delete_array(self, array_id: int, *, user: str) -> None:
         method, route = self.flavour.delete_array(array_id)
         if method == "DELETE":
-            self.http.delete(route.path, user=user, params=route.params, code="DELETE_JOB")
+            self.http.delete(route.path, user=user, params=route.params, code=EventCode.DELETE_JOB)
         else:
-            self.http.post(route.path, user=user, body={}, code="DELETE_JOB")
+            self.http.post(route.path, user=user, body={}, code=EventCode.DELETE_JOB)
 
     # --- helpers ---------------------------------------------------------------------------
 
@@ -239,12 +240,12 @@ class OarClient:
             jobs = self.get_jobs([array_id])
         if len(jobs) != expected:
             raise OarUnavailable(f"array {array_id}: OAR lists {len(jobs)} jobs, {expected} submitted",
-                                 code="SUBMIT_JOB")
+                                 code=EventCode.SUBMIT_JOB)
         if all(job.array_index is not None for job in jobs):
             jobs = sorted(jobs, key=lambda job: job.array_index or 0)
         return [job.id for job in jobs]  # else by id: OAR numbers an array's jobs in order
 
-    def _collection(self, route: Route, *, user: str | None, code: str) -> Iterator[Any]:
+    def _collection(self, route: Route, *, user: str | None, code: EventCode) -> Iterator[Any]:
         """Every item of a collection, page after page (OAR 2.5 `next` links, OAR 3 offsets)."""
         params: list[tuple[str, str]] = [*route.params, ("limit", str(self.page_limit))]
         answer = self.http.get(route.path, user=user, params=params, code=code)
@@ -271,7 +272,7 @@ class OarClient:
                                        params=[*params, ("offset", str(offset))], code=code)
 
     @staticmethod
-    def _parsed(parse: Callable[[Any], Any], raw: Any, code: str) -> Any:
+    def _parsed(parse: Callable[[Any], Any], raw: Any, code: EventCode) -> Any:
         try:
             return parse(raw)
         except (ValueError, KeyError, TypeError) as exc:

@@ -19,6 +19,7 @@ from urllib.parse import urljoin
 
 import requests
 
+from cigri.domain.event_codes import EventCode
 from cigri.domain.oar import OarError, OarNotFound, OarRejected, OarUnavailable
 from cigri.domain.telemetry import OAR_REQUEST_DURATION, OAR_REQUESTS, RECORDER
 from cigri.oar.parsing import error_detail
@@ -58,7 +59,7 @@ class OarAuth:
                 return {"Authorization": user}
             token = self.tokens.get(user)
             if token is None:
-                raise OarRejected(f"no JWT token for user {user}", code="JWT_TOKEN_NOT_FOUND")
+                raise OarRejected(f"no JWT token for user {user}", code=EventCode.JWT_TOKEN_NOT_FOUND)
             value = token if token.lower().startswith("bearer ") else f"Bearer {token}"
             return {"Authorization": value}
         return {self.identity_header: user}
@@ -79,11 +80,11 @@ class RetryPolicy:
 NO_RETRY = RetryPolicy(attempts=1)
 DEFAULT_RETRY = RetryPolicy()
 
-_REJECTION_CODES: Mapping[int, str] = {
-    400: "CLUSTER_API_BAD_REQUEST_ERROR",
-    401: "PERMISSION_DENIED",
-    403: "FORBIDDEN",
-    413: "REQUEST_TOO_LARGE",
+_REJECTION_CODES: Mapping[int, EventCode] = {
+    400: EventCode.CLUSTER_API_BAD_REQUEST_ERROR,
+    401: EventCode.PERMISSION_DENIED,
+    403: EventCode.FORBIDDEN,
+    413: EventCode.REQUEST_TOO_LARGE,
 }
 
 
@@ -104,31 +105,31 @@ class Answer:
         return json.loads(self.content.decode("utf-8", "replace"))
 
 
-def _connection_code(exc: BaseException) -> str:
+def _connection_code(exc: BaseException) -> EventCode:
     """The v3 event code of a connection-level failure, from the exception chain."""
     if isinstance(exc, requests.exceptions.SSLError):
-        return "SSL_ERROR"
+        return EventCode.SSL_ERROR
     seen: BaseException | None = exc
     text = ""
     while seen is not None:
         if isinstance(seen, ConnectionRefusedError):
-            return "CONNECTION_REFUSED"
+            return EventCode.CONNECTION_REFUSED
         if isinstance(seen, ConnectionResetError):
-            return "CONNECTION_RESET"
+            return EventCode.CONNECTION_RESET
         if isinstance(seen, OSError) and seen.errno in (errno.EHOSTUNREACH, errno.ENETUNREACH):
-            return "HOST_UNREACHABLE"
+            return EventCode.HOST_UNREACHABLE
         text += " " + str(seen)
         seen = seen.__cause__ or seen.__context__ or (seen.args[0] if seen.args and
                                                        isinstance(seen.args[0], BaseException)
                                                        else None)
     lowered = text.lower()
     if "refused" in lowered:
-        return "CONNECTION_REFUSED"
+        return EventCode.CONNECTION_REFUSED
     if "reset" in lowered or "aborted" in lowered or "remote end closed" in lowered:
-        return "CONNECTION_RESET"
+        return EventCode.CONNECTION_RESET
     if "unreachable" in lowered:
-        return "HOST_UNREACHABLE"
-    return "SOCKET_ERROR"
+        return EventCode.HOST_UNREACHABLE
+    return EventCode.SOCKET_ERROR
 
 
 class OarHttp:
@@ -164,7 +165,7 @@ class OarHttp:
         return urljoin(self.base_url, path)
 
     def get(self, path: str, *, user: str | None, params: Params = None,
-            code: str, raw: bool = False) -> Answer:
+            code: EventCode, raw: bool = False) -> Answer:
         """An idempotent GET, retried per the policy on connection errors, 5xx and garbage."""
         attempt = 0
         while True:
@@ -181,7 +182,7 @@ class OarHttp:
                 return answer
             except OarUnavailable as exc:
                 attempt += 1
-                retriable = exc.code != "TIMEOUT" and exc.code != "SSL_ERROR"
+                retriable = exc.code != EventCode.TIMEOUT and exc.code != EventCode.SSL_ERROR
                 if not retriable or attempt >= self.retry.attempts:
                     raise
                 delay = self.retry.delay(attempt - 1)
@@ -189,17 +190,17 @@ class OarHttp:
                 self._sleep(delay)
                 self.retry_count += 1
 
-    def post(self, path: str, *, user: str | None, body: Any, code: str) -> Answer:
+    def post(self, path: str, *, user: str | None, body: Any, code: EventCode) -> Answer:
         """A POST, never retried (it may have been applied even when the answer was lost)."""
-        return self._send("POST", path, user=user, body=body, code=code, timeout_code="POST_TIMEOUT")
+        return self._send("POST", path, user=user, body=body, code=code, timeout_code=EventCode.POST_TIMEOUT)
 
     def delete(self, path: str, *, user: str | None, params: Params = None,
-               code: str) -> Answer:
+               code: EventCode) -> Answer:
         return self._send("DELETE", path, user=user, params=params, code=code)
 
-    def _send(self, method: str, path: str, *, user: str | None, code: str,
+    def _send(self, method: str, path: str, *, user: str | None, code: EventCode,
               params: Params = None, body: Any = None,
-              timeout_code: str = "TIMEOUT") -> Answer:
+              timeout_code: EventCode = EventCode.TIMEOUT) -> Answer:
         headers = self.auth.headers_for(user)
         data = None
         if body is not None or method != "GET":
@@ -237,7 +238,7 @@ class OarHttp:
                          time.monotonic() - started)
 
     @staticmethod
-    def _failure(method: str, url: str, answer: Answer, code: str) -> OarError:
+    def _failure(method: str, url: str, answer: Answer, code: EventCode) -> OarError:
         body = answer.content.decode("utf-8", "replace")
         try:
             detail = error_detail(answer.json())
@@ -248,9 +249,9 @@ class OarHttp:
             return OarNotFound(message, status=404, body=body)
         if method == "POST" and answer.status == 500 and detail and _OARSUB_REFUSAL.search(detail):
             # the request is wrong (see _OARSUB_REFUSAL): retrying it cannot help
-            return OarRejected(message, status=500, body=body, code="CLUSTER_API_SERVER_ERROR")
+            return OarRejected(message, status=500, body=body, code=EventCode.CLUSTER_API_SERVER_ERROR)
         if answer.status >= 500:
             return OarUnavailable(message, status=answer.status, body=body,
-                                  code="CLUSTER_API_SERVER_ERROR")
+                                  code=EventCode.CLUSTER_API_SERVER_ERROR)
         return OarRejected(message, status=answer.status, body=body,
                            code=_REJECTION_CODES.get(answer.status, code))

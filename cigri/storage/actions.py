@@ -21,10 +21,17 @@ from sqlalchemy import Connection, delete, exists, func, select, update
 
 from cigri.domain.colombo import FixPlan, plan_fix
 from cigri.domain.errors import CampaignNotFound, Conflict, JobNotFound, NotFound
+from cigri.domain.event_codes import EventCode
 from cigri.domain.events import Event
 from cigri.domain.notifications import NEW_CAMPAIGN
 from cigri.domain.states import PRIORITY_RESUBMIT, CampaignState, EventClass, EventState, JobState
-from cigri.storage.events import close_events, event_from_row, get_event, record_event
+from cigri.storage.events import (
+    close_events,
+    event_from_row,
+    get_event,
+    record_event,
+    record_manual_event,
+)
 from cigri.storage.tables import bag_of_tasks, campaigns, clusters, events, jobs, jobs_to_launch
 
 log = logging.getLogger(__name__)
@@ -59,7 +66,7 @@ def cancel_campaign(conn: Connection, campaign_id: int, *, now: datetime) -> Non
     conn.execute(delete(bag_of_tasks).where(bag_of_tasks.c.campaign_id == campaign_id))
     conn.execute(update(campaigns).where(campaigns.c.id == campaign_id)
                  .values(state=CampaignState.CANCELLED.value, completion_time=now))
-    record_event(conn, class_=EventClass.CAMPAIGN, code="USER_FRAG", campaign_id=campaign_id,
+    record_event(conn, class_=EventClass.CAMPAIGN, code=EventCode.USER_FRAG, campaign_id=campaign_id,
                  message=f"Campaign {campaign_id} cancelled by its user", now=now)
     log.info("campaign %d cancelled", campaign_id,
              extra={"campaign_id": campaign_id, "action": "cancel"})
@@ -69,17 +76,17 @@ def pause_campaign(conn: Connection, campaign_id: int, *, now: datetime) -> None
     state = _lock_campaign(conn, campaign_id)
     if state is not CampaignState.IN_TREATMENT:
         raise Conflict(f"Can't hold (pause) a {state.value} campaign")
-    _set_state(conn, campaign_id, CampaignState.PAUSED, "PAUSED", now=now)
+    _set_state(conn, campaign_id, CampaignState.PAUSED, EventCode.PAUSED, now=now)
 
 
 def resume_campaign(conn: Connection, campaign_id: int, *, now: datetime) -> None:
     state = _lock_campaign(conn, campaign_id)
     if state is not CampaignState.PAUSED:
         raise Conflict(f"Can't resume a {state.value} campaign")
-    _set_state(conn, campaign_id, CampaignState.IN_TREATMENT, "RESUMED", now=now)
+    _set_state(conn, campaign_id, CampaignState.IN_TREATMENT, EventCode.RESUMED, now=now)
 
 
-def _set_state(conn: Connection, campaign_id: int, target: CampaignState, code: str, *,
+def _set_state(conn: Connection, campaign_id: int, target: CampaignState, code: EventCode, *,
                now: datetime) -> None:
     conn.execute(update(campaigns).where(campaigns.c.id == campaign_id).values(state=target.value))
     record_event(conn, class_=EventClass.CAMPAIGN, code=code, campaign_id=campaign_id,
@@ -130,7 +137,7 @@ def cancel_job(conn: Connection, job_id: int, *, now: datetime) -> int:
     _lock_campaign(conn, row.campaign_id)
     if JobState(row.state).is_final:
         raise Conflict(f"Job {job_id} is already {row.state}")
-    return record_event(conn, class_=EventClass.JOB, code="USER_FRAG", job_id=job_id,
+    return record_event(conn, class_=EventClass.JOB, code=EventCode.USER_FRAG, job_id=job_id,
                         campaign_id=row.campaign_id, cluster_id=row.cluster_id,
                         message=f"Job {job_id} cancelled by its user", now=now)
 
@@ -243,10 +250,10 @@ def create_admin_event(conn: Connection, *, class_: str, code: str, message: str
     if cluster_id is not None and conn.execute(
             select(clusters.c.id).where(clusters.c.id == cluster_id)).first() is None:
         raise NotFound(f"Cluster {cluster_id} not found")
-    event_id = record_event(conn, class_=class_, code=code, campaign_id=campaign_id,
-                            cluster_id=cluster_id, job_id=job_id, message=message, now=now)
-    if code == "CLUSTER_MANUALLY_DISABLED" and cluster_id is not None:
-        record_event(conn, class_=EventClass.CLUSTER, code="BLACKLIST", cluster_id=cluster_id,
+    event_id = record_manual_event(conn, class_=class_, code=code, campaign_id=campaign_id,
+                                   cluster_id=cluster_id, job_id=job_id, message=message, now=now)
+    if code == EventCode.CLUSTER_MANUALLY_DISABLED and cluster_id is not None:
+        record_event(conn, class_=EventClass.CLUSTER, code=EventCode.BLACKLIST, cluster_id=cluster_id,
                      parent=event_id, message=f"Cluster {cluster_id} disabled by an admin",
                      now=now)
     return event_id

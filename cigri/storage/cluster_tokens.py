@@ -21,6 +21,7 @@ from cigri.domain.cluster_tokens import (
     USER_TOKEN_MISSING,
     stored_value,
 )
+from cigri.domain.event_codes import EventCode
 from cigri.domain.events import BLACKLIST, Event
 from cigri.domain.states import CampaignState, EventClass, EventState
 from cigri.storage import actions
@@ -65,7 +66,7 @@ def open_admin_token_events(conn: Connection) -> dict[int, Event]:
         if e.cluster_id is not None}
 
 
-def record_admin_token_problem(conn: Connection, *, cluster_id: int, code: str, message: str,
+def record_admin_token_problem(conn: Connection, *, cluster_id: int, code: EventCode, message: str,
                                now: datetime) -> int | None:
     """Open the ADMIN_TOKEN_* event `code` of a cluster with its whole-cluster BLACKLIST, unless
     it is open already (an open event of the other code is closed first). Returns its id."""

@@ -14,7 +14,8 @@ from typing import Any
 
 from sqlalchemy import Connection, and_, bindparam, func, insert, or_, select, update
 
-from cigri.domain.events import BLACKLIST, Event
+from cigri.domain.event_codes import EventCode
+from cigri.domain.events import BLACKLIST, Event, NewEvent
 from cigri.domain.states import EventClass, EventState
 from cigri.storage.tables import events
 
@@ -31,41 +32,51 @@ def event_from_row(row: Any) -> Event:
     )
 
 
-def record_event(conn: Connection, *, class_: EventClass | str, code: str,
+def _event_values(event: NewEvent, *, now: datetime, code: str | None = None) -> dict[str, Any]:
+    """The `events` row of a new event (the one place events become columns); `code`: an
+    admin's free-text code instead of the event's."""
+    return {
+        "class_": event.class_.value, "code": str(code if code is not None else event.code),
+        "state": event.state.value, "job_id": event.job_id, "cluster_id": event.cluster_id,
+        "campaign_id": event.campaign_id, "parent": event.parent, "checked": event.checked,
+        "notified": event.notified, "date_open": now, "date_update": now,
+        "date_closed": now if event.state is EventState.CLOSED else None,
+        "message": event.message,
+    }
+
+
+def record_event(conn: Connection, *, class_: EventClass | str, code: EventCode,
                  campaign_id: int | None = None, cluster_id: int | None = None,
                  job_id: int | None = None, parent: int | None = None,
                  message: str | None = None, state: EventState | str = EventState.OPEN,
                  now: datetime, checked: bool = False, notified: bool = False) -> int:
     """Insert one event and return its id. A closed event gets `date_closed = now`."""
-    state = EventState(state)
-    event_id = conn.execute(
-        insert(events).values(
-            class_=EventClass(class_).value, code=code, state=state.value, job_id=job_id,
-            cluster_id=cluster_id, campaign_id=campaign_id, parent=parent, checked=checked,
-            notified=notified, date_open=now, date_update=now,
-            date_closed=now if state is EventState.CLOSED else None, message=message,
-        ).returning(events.c.id)
-    ).scalar_one()
+    return record_manual_event(conn, class_=class_, code=code, campaign_id=campaign_id,
+                               cluster_id=cluster_id, job_id=job_id, parent=parent,
+                               message=message, state=state, now=now, checked=checked,
+                               notified=notified)
+
+
+def record_manual_event(conn: Connection, *, class_: EventClass | str, code: str,
+                        campaign_id: int | None = None, cluster_id: int | None = None,
+                        job_id: int | None = None, parent: int | None = None,
+                        message: str | None = None, state: EventState | str = EventState.OPEN,
+                        now: datetime, checked: bool = False, notified: bool = False) -> int:
+    """`record_event` for a code from outside the vocabulary: an admin's manual event, whose
+    code is the admin's own (the only free-text code)."""
+    event = NewEvent(class_=EventClass(class_), code=EventCode.MANUAL_EVENT,
+                     campaign_id=campaign_id, cluster_id=cluster_id, job_id=job_id,
+                     parent=parent, message=message, state=EventState(state), checked=checked,
+                     notified=notified)
+    event_id = conn.execute(insert(events).values(**_event_values(event, now=now, code=code))
+                            .returning(events.c.id)).scalar_one()
     return int(event_id)
 
 
-def record_events(conn: Connection, rows: Sequence[dict[str, Any]], *, now: datetime) -> None:
-    """Insert many events at once; each dict has the keyword arguments of `record_event`."""
-    if not rows:
-        return
-    values = []
-    for row in rows:
-        state = EventState(row.get("state", EventState.OPEN))
-        values.append({
-            "class_": EventClass(row["class_"]).value, "code": row["code"],
-            "state": state.value, "job_id": row.get("job_id"),
-            "cluster_id": row.get("cluster_id"), "campaign_id": row.get("campaign_id"),
-            "parent": row.get("parent"), "checked": bool(row.get("checked", False)),
-            "notified": bool(row.get("notified", False)), "date_open": now,
-            "date_update": now, "date_closed": now if state is EventState.CLOSED else None,
-            "message": row.get("message"),
-        })
-    conn.execute(insert(events), values)
+def record_events(conn: Connection, new: Sequence[NewEvent], *, now: datetime) -> None:
+    """Insert many events at once (one executemany)."""
+    if new:
+        conn.execute(insert(events), [_event_values(event, now=now) for event in new])
 
 
 def get_event(conn: Connection, event_id: int) -> Event:
@@ -166,7 +177,7 @@ def list_open_events(conn: Connection, **filters: Any) -> list[Event]:
     return list_events(conn, state=EventState.OPEN, **filters)
 
 
-def find_open_event(conn: Connection, *, code: str, class_: EventClass | str | None = None,
+def find_open_event(conn: Connection, *, code: EventCode, class_: EventClass | str | None = None,
                     campaign_id: int | None = None, cluster_id: int | None = None,
                     job_id: int | None = None) -> Event | None:
     """The oldest open event with this code and scope, or None."""

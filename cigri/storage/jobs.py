@@ -35,7 +35,7 @@ from cigri.domain.campaigns import (
     next_epilogue_step,
 )
 from cigri.domain.failures import BUDGETED_EVENT_CODES
-from cigri.domain.jobs import EPILOGUE, PROLOGUE, Job, LaunchItem, RunnerOptions
+from cigri.domain.jobs import EPILOGUE, KEEP, PROLOGUE, Job, JobChange, LaunchItem, RunnerOptions
 from cigri.domain.states import CampaignState, EventClass, EventState, JobState
 from cigri.storage.epilogues import list_epilogue_sites
 from cigri.storage.tables import (
@@ -240,19 +240,28 @@ def record_remote_ids(conn: Connection, *, submission_id: int, remote_ids: Mappi
     return int(result.rowcount)
 
 
-def mark_job(conn: Connection, job_id: int, *, expected: Collection[JobState], state: JobState,
-             now: datetime, **values: Any) -> bool:
-    """Move one job to `state` if it is still in one of `expected`; False if someone else moved it."""
+def _change_values(change: JobChange) -> dict[str, Any]:
+    """The `jobs` columns a change writes besides its state (the one place changes become
+    columns): every field not left as KEEP."""
+    fields = {"start_time": change.start_time, "stop_time": change.stop_time,
+              "return_code": change.return_code, "remote_id": change.remote_id}
+    return {column: value for column, value in fields.items() if value is not KEEP}
+
+
+def mark_job(conn: Connection, change: JobChange, *, expected: Collection[JobState],
+             now: datetime) -> bool:
+    """Move one job to `change.state` if it is still in one of `expected`; False if someone else
+    moved it."""
     result = conn.execute(
-        update(jobs).where(jobs.c.id == job_id, jobs.c.state.in_([s.value for s in expected]))
-        .values(state=state.value, updated_at=now, **values))
+        update(jobs).where(jobs.c.id == change.job_id,
+                           jobs.c.state.in_([s.value for s in expected]))
+        .values(state=change.state.value, updated_at=now, **_change_values(change)))
     return result.rowcount == 1
 
 
-def mark_jobs(conn: Connection, changes: Sequence[Mapping[str, Any]], *,
+def mark_jobs(conn: Connection, changes: Sequence[JobChange], *,
               expected: Collection[JobState], now: datetime) -> int:
-    """Many state changes in one round trip (executemany): each change has `id`, `state` and
-    optional `start_time`, `stop_time`, `return_code`; each is guarded by `expected` like
+    """Many state changes in one round trip (executemany), each guarded by `expected` like
     `mark_job`. Returns how many rows moved."""
     if not changes:
         return 0
@@ -261,25 +270,26 @@ def mark_jobs(conn: Connection, changes: Sequence[Mapping[str, Any]], *,
     # one statement per shape of change, so every row of an executemany binds the same columns
     shapes: dict[tuple[str, ...], list[dict[str, Any]]] = {}
     for change in changes:
-        keys = tuple(sorted(k for k in change if k not in {"id", "state"}))
-        row = {f"b_{k}": v for k, v in change.items()}
-        row["b_now"] = now
-        shapes.setdefault(keys, []).append(row)
+        values = _change_values(change)
+        row = {f"b_{k}": v for k, v in values.items()}
+        row.update(b_id=change.job_id, b_state=change.state.value, b_now=now)
+        shapes.setdefault(tuple(sorted(values)), []).append(row)
     for keys, rows in shapes.items():
-        values: dict[str, Any] = {"state": bindparam("b_state"), "updated_at": bindparam("b_now")}
-        values.update({key: bindparam(f"b_{key}") for key in keys})
+        columns: dict[str, Any] = {"state": bindparam("b_state"), "updated_at": bindparam("b_now")}
+        columns.update({key: bindparam(f"b_{key}") for key in keys})
         # IN (...) expands and cannot be used with executemany: spell the guard with ORs
         guard = or_(*[jobs.c.state == value for value in expected_values])
-        statement = update(jobs).where(jobs.c.id == bindparam("b_id"), guard).values(**values)
+        statement = update(jobs).where(jobs.c.id == bindparam("b_id"), guard).values(**columns)
         moved += int(conn.execute(statement, rows).rowcount)
     return moved
 
 
-def update_job_times(conn: Connection, job_id: int, *, expected: Collection[JobState],
-                     **values: Any) -> bool:
-    """Write times or the remote id of a job without changing its state (state-guarded)."""
+def update_job_start(conn: Connection, job_id: int, *, expected: Collection[JobState],
+                     start_time: datetime) -> bool:
+    """Write the start time of a job without changing its state (state-guarded)."""
     result = conn.execute(update(jobs).where(
-        jobs.c.id == job_id, jobs.c.state.in_([s.value for s in expected])).values(**values))
+        jobs.c.id == job_id, jobs.c.state.in_([s.value for s in expected]))
+        .values(start_time=start_time))
     return result.rowcount == 1
 
 

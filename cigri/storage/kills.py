@@ -18,7 +18,7 @@ from typing import Any
 
 from sqlalchemy import Connection, and_, delete, exists, func, select, update
 
-from cigri.domain.events import CIGRI_WALLTIME, REMOTE_WAITING_FRAG, USER_FRAG
+from cigri.domain.events import CIGRI_WALLTIME, REMOTE_WAITING_FRAG, USER_FRAG, NewEvent
 from cigri.domain.kills import ON_CLUSTER_STATES, KillTarget
 from cigri.domain.states import CampaignState, EventClass, EventState, JobState
 from cigri.storage.events import record_events
@@ -116,11 +116,10 @@ def mark_jobs_killed(conn: Connection, targets: Sequence[KillTarget], *, code: s
                             .returning(jobs.c.id))
         marked += [int(row.id) for row in rows]
     by_id = {t.job_id: t for t in targets}
-    record_events(conn, [{
-        "class_": EventClass.JOB, "code": USER_FRAG, "job_id": job_id,
-        "campaign_id": by_id[job_id].campaign_id, "cluster_id": by_id[job_id].cluster_id,
-        "checked": True,
-        "message": f"Nikita requested to kill the job because of a {code} event"}
+    record_events(conn, [NewEvent(
+        class_=EventClass.JOB, code=USER_FRAG, job_id=job_id,
+        campaign_id=by_id[job_id].campaign_id, cluster_id=by_id[job_id].cluster_id,
+        checked=True, message=f"Nikita requested to kill the job because of a {code} event")
         for job_id in marked], now=now)
     return marked
 

@@ -26,9 +26,9 @@ from sqlalchemy import ColumnElement, Connection, and_, delete, func, not_, or_,
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
+from cigri.domain.event_codes import EventCode
 from cigri.domain.notifications import (
     AGGREGATED_CODES,
-    BLACKLIST,
     NotifiedEvent,
     OutgoingMessage,
     Subscription,
@@ -270,8 +270,8 @@ def list_open_reported(conn: Connection) -> set[tuple[int, str]]:
     blacklists = conn.execute(
         select(events.c.campaign_id, events.c.cluster_id).where(
             events.c.notified.is_(True), events.c.state == EventState.OPEN.value,
-            events.c.code == BLACKLIST, events.c.campaign_id.is_not(None)).distinct())
-    found |= {(int(row.campaign_id), f"{BLACKLIST}@{row.cluster_id}") for row in blacklists}
+            events.c.code == EventCode.BLACKLIST, events.c.campaign_id.is_not(None)).distinct())
+    found |= {(int(row.campaign_id), f"{EventCode.BLACKLIST}@{row.cluster_id}") for row in blacklists}
     return found
 
 

@@ -22,6 +22,7 @@ from sqlalchemy import Connection, Integer, and_, bindparam, exists, func, liter
 from cigri.domain.admission import AdmissionRule
 from cigri.domain.batches import is_sub_job
 from cigri.domain.errors import CampaignNotFound, JobNotFound, NotFound
+from cigri.domain.event_codes import EventCode
 from cigri.domain.states import ACTIVE_JOB_STATES, CampaignState, EventClass, EventState, JobState
 from cigri.domain.stats import ClusterStats
 from cigri.storage.stats import campaign_cluster_stats
@@ -41,7 +42,7 @@ from cigri.storage.tables import (
 
 MAX_PAGE: Final = 1000
 # Events v3 hides from a campaign's history: bookkeeping, not something a user acts on.
-HIDDEN_HISTORY_CODES: Final = ("REMOTE_WAITING_FRAG", "FRAG_RESUBMIT_BY_NIKITA")
+HIDDEN_HISTORY_CODES: Final = (EventCode.REMOTE_WAITING_FRAG, EventCode.FRAG_RESUBMIT_BY_NIKITA)
 UNFINISHED_STATES: Final = (CampaignState.IN_TREATMENT.value, CampaignState.PAUSED.value)
 
 

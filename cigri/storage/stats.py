@@ -38,6 +38,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 
+from cigri.domain.event_codes import EventCode
 from cigri.domain.states import ACTIVE_JOB_STATES, EventClass, JobState
 from cigri.domain.stats import (
     CampaignForecast,
@@ -62,7 +63,10 @@ from cigri.storage.tables import (
 
 # Failures as v3 counts them (server §2.4), minus the internal resubmission records. Migration
 # 0002's triggers hold the same list.
-_NOT_FAILURES = ("REMOTE_WAITING_FRAG", "RESUBMIT", "RESUBMIT_END", "OAR_AUTO_RESUBMIT")
+_NOT_FAILURES = (
+    EventCode.REMOTE_WAITING_FRAG, EventCode.RESUBMIT, EventCode.RESUBMIT_END,
+    EventCode.OAR_AUTO_RESUBMIT,
+)
 # `campaign_cluster_job_stats.cluster_id` of jobs and events without a cluster.
 _NO_CLUSTER = 0
 # `campaign_cluster_event_counts.backend_pid` of the folded rows (no session has pid 0).
@@ -246,7 +250,7 @@ def _computed_sums(conn: Connection, campaign_id: int, since: datetime
     failure_rows = conn.execute(
         select(events.c.cluster_id,
                func.sum(case((events.c.code.not_in(_NOT_FAILURES), 1), else_=0)),
-               func.sum(case((events.c.code == "RESUBMIT", 1), else_=0)))
+               func.sum(case((events.c.code == EventCode.RESUBMIT, 1), else_=0)))
         .where(events.c.campaign_id == campaign_id, events.c.class_ == EventClass.JOB.value)
         .group_by(events.c.cluster_id))
     for cluster_id, failed, resubmitted in failure_rows:

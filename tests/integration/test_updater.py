@@ -15,10 +15,10 @@ from cigri.daemons import runner as runner_daemon
 from cigri.daemons import updater as updater_daemon
 from cigri.daemons.base import DaemonContext
 from cigri.daemons.metascheduler import MetaScheduler
-from cigri.daemons.runner import open_campaign_blacklist
 from cigri.domain.clock import FakeClock
 from cigri.oar.client import OarClient
 from cigri.storage import events as event_store
+from cigri.storage.incidents import open_campaign_blacklist
 from cigri.storage.tables import bag_of_tasks, campaigns, clusters, jobs, tasks_affinity
 from cigri.storage.users import set_user_mapping
 from tests.integration.engine_helpers import (

@@ -100,3 +100,12 @@ def test_fix_with_resubmit_resubmits_each_parameter_once() -> None:
     assert plan.resubmit_job_ids == (100,)
     single = colombo.plan_fix([events[5]], resubmit=False, campaign_wide=False)
     assert single.close_event_ids == (6,) and single.resubmit_job_ids == ()
+
+
+def test_a_failed_cluster_call_blacklists_the_cluster_only_for_a_transient_code() -> None:
+    assert colombo.plan_cluster_error("TIMEOUT") == colombo.ClusterErrorPlan(
+        code="TIMEOUT", blacklists_cluster=True)
+    assert colombo.plan_cluster_error("GET_JOBS") == colombo.ClusterErrorPlan(
+        code="GET_JOBS", blacklists_cluster=False)
+    assert colombo.plan_cluster_error(None) == colombo.ClusterErrorPlan(
+        code="CLUSTER_API_ERROR", blacklists_cluster=False)
