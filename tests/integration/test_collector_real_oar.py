@@ -25,6 +25,9 @@ from tests.integration.engine_helpers import (
     queue_tasks,
     states,
 )
+from tests.integration.unix_helpers import root
+
+__all__ = ["root"]  # fixtures
 
 
 def _first_url() -> str:
@@ -37,11 +40,13 @@ def _first_url() -> str:
 @pytest.mark.real_oar
 @pytest.mark.timeout(240)
 def test_collector_fetches_every_declared_file_from_a_real_cluster(pg_engine: Engine,
-                                                                    tmp_path: Path) -> None:
+                                                                    root: Path) -> None:
+    # `root`: a results directory owners can traverse, as /var/lib/cigri is (pytest's tmp_path
+    # is 0700, and the collector writes each file as the campaign's owner, here testuser)
     clock = SystemClock()
     with pg_engine.begin() as conn:
         cluster = add_cluster(conn, name="real1", api_url=_first_url(), now=clock.now())
-    settings = make_settings(COLLECTOR_DIRECTORY=str(tmp_path / "results"), STRESS_FACTOR=1000)
+    settings = make_settings(COLLECTOR_DIRECTORY=str(root / "results"), STRESS_FACTOR=1000)
     grid = Grid(engine=pg_engine, clock=clock, emulator=None, emu_clock=None,  # type: ignore[arg-type]
                 settings=settings, clusters=[cluster], factory=CountingFactory())
     tag = f"cgt{uuid.uuid4().hex[:8]}"
@@ -61,7 +66,7 @@ def test_collector_fetches_every_declared_file_from_a_real_cluster(pg_engine: En
     Collector(grid.context(stop=threading.Event()), owner="test-collector").run(loops=1)
 
     # the OAR API runs the command through a shell first, hence the escaped \$0 above
-    results = tmp_path / "results" / str(campaign)
+    results = root / "results" / str(campaign)
     for task in tasks:
         assert (results / f"{task}.out").read_text() == f"result-{task}\n"
     with pg_engine.begin() as conn:
