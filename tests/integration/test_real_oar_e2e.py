@@ -187,13 +187,23 @@ def test_a_runner_killed_after_submitting_is_reconciled_against_real_oar(
     context = DaemonContext(settings=settings, engine=pg_engine, clock=clock,
                             stop=threading.Event(), oar_factory=Clients())
     dying = ClusterRunner(context, cluster=cluster, owner="dying", interval=timedelta(0))
-    real_submit = dying.oar.submit
+    real_factory = dying.oar_factory
 
-    def submit_then_die(request: SubmitRequest, *, user: str) -> Any:
-        real_submit(request, user=user)
-        raise _Killed
+    class DyingOar:
+        """The real client, with the process dying right after OAR accepted the submission."""
 
-    dying.oar.submit = submit_then_die  # type: ignore[method-assign]
+        def __init__(self, real: Any) -> None:
+            self.real = real
+
+        def submit(self, request: SubmitRequest, *, user: str) -> Any:
+            self.real.submit(request, user=user)
+            raise _Killed
+
+        def __getattr__(self, name: str) -> Any:
+            return getattr(self.real, name)
+
+    # the runner asks its factory for the cluster's client at each use (live cluster edits)
+    dying.oar_factory = lambda c: DyingOar(real_factory(c))  # type: ignore[assignment,misc,return-value]
     with pytest.raises(_Killed):
         dying.run(loops=1)
     clock.advance(timedelta(minutes=2))
