@@ -203,7 +203,7 @@ def test_a_runner_killed_after_submitting_is_reconciled_against_real_oar(
             return getattr(self.real, name)
 
     # the runner asks its factory for the cluster's client at each use (live cluster edits)
-    dying.oar_factory = lambda c: DyingOar(real_factory(c))  # type: ignore[assignment,misc,return-value]
+    dying.oar_factory = lambda c: DyingOar(real_factory(c))
     with pytest.raises(_Killed):
         dying.run(loops=1)
     clock.advance(timedelta(minutes=2))
