@@ -19,6 +19,7 @@ from cigri.config import build_settings
 from cigri.domain import telemetry
 from cigri.domain.clock import FakeClock
 from cigri.storage.tables import bag_of_tasks, bag_task_counts, campaigns
+from cigri.storage.tokens import create_token
 from tests.integration.engine_helpers import (
     USER,
     make_settings,
@@ -42,7 +43,9 @@ def _fresh_recorder() -> Iterator[None]:
 
 def scrape(engine: Engine, clock: FakeClock, **settings: Any) -> str:
     app = create_app(build_settings(settings), engine, clock=clock, oar_factory=lambda _c: None)
-    answer = app.test_client().get("/metrics")
+    with engine.begin() as conn:  # every API request is authenticated; an admin may see all
+        _, token = create_token(conn, grid_user="root", now=clock.now())
+    answer = app.test_client().get("/metrics", headers={"Authorization": f"Bearer {token}"})
     assert answer.status_code == 200
     assert answer.mimetype == "text/plain"
     return answer.get_data(as_text=True)

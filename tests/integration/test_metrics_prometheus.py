@@ -20,7 +20,8 @@ import requests
 from sqlalchemy import Engine
 
 from cigri.domain import telemetry
-from cigri.domain.clock import FakeClock
+from cigri.domain.clock import FakeClock, SystemClock
+from cigri.storage.tokens import create_token
 from tests.integration.engine_helpers import make_settings, new_campaign, queue_tasks, start_grid
 from tests.integration.notify_helpers import free_port
 
@@ -58,12 +59,17 @@ def api_port(pg_url: str) -> Iterator[int]:
 
 
 @pytest.fixture
-def prometheus(api_port: int, tmp_path: Path) -> Iterator[str]:
-    """A Prometheus server scraping cigri-api's /metrics every second; yields its base URL."""
+def prometheus(api_port: int, pg_engine: Engine, tmp_path: Path) -> Iterator[str]:
+    """A Prometheus server scraping cigri-api's /metrics every second with an API token (every
+    API request is authenticated), as docs/metrics.md shows; yields its base URL."""
+    with pg_engine.begin() as conn:
+        _, token = create_token(conn, grid_user="prometheus", now=SystemClock().now())
+    (tmp_path / "token").write_text(token)
     config = tmp_path / "prometheus.yml"
     config.write_text(
         "global:\n  scrape_interval: 1s\n  evaluation_interval: 1s\n"
         "scrape_configs:\n  - job_name: cigri\n    metrics_path: /metrics\n"
+        f"    authorization:\n      type: Bearer\n      credentials_file: {tmp_path / 'token'}\n"
         f"    static_configs:\n      - targets: ['127.0.0.1:{api_port}']\n")
     port = free_port()
     process = subprocess.Popen(
