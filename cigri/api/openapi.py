@@ -156,6 +156,7 @@ def _items(name: str) -> dict[str, Any]:
 SUCCESS: Final[dict[tuple[str, str], dict[str, Any]]] = {
     ("/", "get"): _ref("Links"),
     ("/openapi.json", "get"): {"type": "object", "required": ["openapi", "paths"]},
+    ("/metrics", "get"): {"type": "string"},
     ("/whoami", "get"): _ref("WhoAmI"),
     ("/campaigns", "get"): _items("Campaign"),
     ("/campaigns", "post"): _ref("Campaign"),
@@ -197,12 +198,14 @@ def _operation(path: str, method: str, summary: str, status: int, body: str | No
                   for part in path.split("/") if part.startswith("{")]
     parameters += [*QUERY.get((path, method), []), _PRETTY]
     success = SUCCESS.get((path, method), _ref("Status"))
+    # Prometheus' text exposition format, not JSON.
+    content_type = "text/plain" if path == "/metrics" else "application/json"
     operation: dict[str, Any] = {
         "summary": summary,
         "parameters": parameters,
         "responses": {
             str(status): {"description": "success",
-                          "content": {"application/json": {"schema": success}}},
+                          "content": {content_type: {"schema": success}}},
             "400": _error("bad request or refused action"),
             "401": _error("bad, expired or revoked token"),
             "403": _error("not authenticated, not yours, admins only, or over a site limit"),
