@@ -4,82 +4,48 @@ Owns identity and the error contract. Identity is never what a client asserts: i
 order) the Unix user the kernel names for a Unix-socket peer (`SO_PEERCRED`, put in the WSGI
 environ by `cigri.api.server`, never from a header), the owner of a valid bearer token, or the
 `API_HEADER_USERNAME` header only when the TCP peer is one of `API_TRUSTED_PROXIES`. Every error is
-`{"status", "title", "message"}` with that status code. Routes live in `cigri.api.routes`.
+`{"status", "title", "message"}` with that status code (`cigri.api.shapes`). The routes live in
+`cigri.api.routes`, one module per resource; what they share of the request (identity, owner
+checks, the request's transaction) is `cigri.api.access`, of its input `cigri.api.inputs`.
 """
 
 from __future__ import annotations
 
 import io
-import json
 import logging
 import pwd
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import Any, Final
 from urllib.parse import parse_qs
 
 from flask import Flask, Response, g, request
-from sqlalchemy import Connection, Engine
+from sqlalchemy import Engine
 from sqlalchemy.exc import DataError
 from werkzeug.exceptions import HTTPException
 
+from cigri.api.access import (
+    IdConverter,
+    Identity,
+    ids_in_range,
+    release_connection,
+    request_connection,
+)
+from cigri.api.metrics import metrics
+from cigri.api.routes import BLUEPRINTS, PUBLIC_ENDPOINTS
+from cigri.api.shapes import ApiError, error_response
 from cigri.app import build_oar_factory
 from cigri.config import Settings
 from cigri.domain.clock import Clock, SystemClock
 from cigri.domain.errors import CigriError, Conflict, Forbidden, JDLError, NotFound
 from cigri.domain.oar import OarApi, OarError, OarNotFound
-from cigri.storage.db import set_statement_timeout
 from cigri.storage.tokens import authenticate_token
 
 log = logging.getLogger(__name__)
 
 PEER_UID_KEY: Final = "cigri.peer_uid"  # WSGI environ key set by the Unix-socket server only
 _ANONYMOUS: Final = frozenset({"", "unknown", "null"})
-PUBLIC_ENDPOINTS: Final = frozenset({"api.root", "api.openapi"})
-MAX_MESSAGE_CHARS: Final = 4000  # an error message is cut there (a 1M-key JDL must not echo back)
-MAX_LISTED_ERRORS: Final = 20
 
 OarFactory = Callable[[Any], OarApi]
-
-
-@dataclass(frozen=True, kw_only=True)
-class Identity:
-    user: str
-    is_admin: bool
-    method: str  # socket, token, proxy
-
-
-class ApiError(Exception):
-    """An HTTP error with a JSON body."""
-
-    def __init__(self, status: int, title: str, message: str) -> None:
-        super().__init__(message)
-        self.status = status
-        self.title = title
-        self.message = message
-
-
-def json_response(payload: Any, status: int = 200, headers: dict[str, str] | None = None
-                  ) -> Response:
-    """JSON with a trailing newline, indented when `?pretty` is given (and not `false`)."""
-    pretty = request.args.get("pretty")
-    indent = 2 if pretty is not None and pretty.lower() != "false" else None
-    body = json.dumps(payload, indent=indent, default=str) + "\n"
-    return Response(body, status=status, mimetype="application/json", headers=headers)
-
-
-def error_response(status: int, title: str, message: str) -> Response:
-    if len(message) > MAX_MESSAGE_CHARS:
-        message = message[:MAX_MESSAGE_CHARS - 30] + f"... ({len(message)} characters in all)"
-    return json_response({"status": status, "title": title, "message": message}, status)
-
-
-def bounded_errors(errors: list[str]) -> str:
-    """The first errors of a list, and how many there are: an error body stays small."""
-    shown = "; ".join(errors[:MAX_LISTED_ERRORS])
-    if len(errors) > MAX_LISTED_ERRORS:
-        shown += f"; ... and {len(errors) - MAX_LISTED_ERRORS} more errors ({len(errors)} in all)"
-    return shown
 
 
 def _caused_by_name(error: BaseException, name: str) -> bool:
@@ -118,35 +84,6 @@ def _login_of_uid(uid: int) -> str | None:
         return pwd.getpwuid(uid).pw_name
     except KeyError:
         return None
-
-
-def request_connection(engine: Engine, settings: Settings) -> Connection:
-    """The request's one database connection, in a transaction (begun here when none is open,
-    each statement bounded by API_STATEMENT_TIMEOUT). A request checks one connection out of the
-    pool, once: the token check and the route's first transaction share it (fewer round trips
-    under load; `cigri.api.routes._tx` commits it). Closed at the end of the request."""
-    conn: Connection | None = g.get("cigri_conn")
-    if conn is None:
-        conn = g.cigri_conn = engine.connect()
-    if not conn.in_transaction():
-        conn.begin()
-        set_statement_timeout(conn, settings.API_STATEMENT_TIMEOUT)
-    return conn
-
-
-def release_connection(failed: bool) -> None:
-    """End of request: commit what is left open (e.g. a token's last use) unless it failed."""
-    conn: Connection | None = g.pop("cigri_conn", None)
-    if conn is None:
-        return
-    try:
-        if conn.in_transaction():
-            if failed:
-                conn.rollback()
-            else:
-                conn.commit()
-    finally:
-        conn.close()
 
 
 def resolve_identity(settings: Settings, engine: Engine, clock: Clock) -> Identity | None:
@@ -201,8 +138,6 @@ def create_app(settings: Settings, engine: Engine, *, clock: Clock | None = None
     output files (as the job's owner); by default `cigri.app.build_oar_factory` (one cached client
     per cluster, REST_* settings, JWT tokens from `users_mapping`).
     """
-    from cigri.api.routes import IdConverter, api
-
     app = Flask("cigri.api")
     app.config["CIGRI_SETTINGS"] = settings
     app.config["CIGRI_ENGINE"] = engine
@@ -210,9 +145,8 @@ def create_app(settings: Settings, engine: Engine, *, clock: Clock | None = None
     app.config["CIGRI_OAR_FACTORY"] = oar_factory or build_oar_factory(settings, engine)
     app.url_map.converters["id"] = IdConverter
     app.url_map.strict_slashes = False
-    app.register_blueprint(api)
-    from cigri.api.metrics import metrics
-
+    for blueprint in BLUEPRINTS:
+        app.register_blueprint(blueprint)
     app.register_blueprint(metrics)
     app.wsgi_app = MethodOverride(app.wsgi_app)  # type: ignore[method-assign]
 
@@ -223,6 +157,9 @@ def create_app(settings: Settings, engine: Engine, *, clock: Clock | None = None
         if g.identity is None and request.endpoint is not None \
                 and request.endpoint not in PUBLIC_ENDPOINTS:
             raise ApiError(403, "Forbidden", "Access denied: not authenticated")
+
+    # After the identity (an unknown caller gets 403 whatever the path says).
+    app.before_request(ids_in_range)
 
     @app.teardown_request
     def _release(error: BaseException | None) -> None:

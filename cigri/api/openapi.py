@@ -28,9 +28,11 @@ ROUTES: Final[list[tuple[str, str, str, int, str | None]]] = [
      "in_treatment); never revives a finished campaign", 202, "form"),
     ("/campaigns/{campaign_id}", "delete", "Cancel; or ?hold=1 pause, ?resume=1 resume, "
      "?purge=1 delete a finished campaign", 202, None),
-    ("/campaigns/{campaign_id}/outputs", "delete", "Remove the stdout/stderr files of a finished "
-     "campaign's jobs on their clusters, through OAR as the owner; answers the counts", 202,
-     None),
+    ("/campaigns/{campaign_id}/outputs", "delete", "Ask for the removal of the stdout/stderr "
+     "files of a finished campaign's jobs on their clusters (the collector does it, through OAR "
+     "as the owner); answers the request", 202, None),
+    ("/campaigns/{campaign_id}/outputs/{purge_id}", "get", "A removal request: its state "
+     "(pending, running, done, failed) and counts", 200, None),
     ("/campaigns/{campaign_id}/stats", "get", "Duration, throughput, remaining time, rates; "
      "per-cluster figures, the forecast (progress, ETA) and the collected files' counts", 200,
      None),
@@ -156,12 +158,14 @@ def _items(name: str) -> dict[str, Any]:
 SUCCESS: Final[dict[tuple[str, str], dict[str, Any]]] = {
     ("/", "get"): _ref("Links"),
     ("/openapi.json", "get"): {"type": "object", "required": ["openapi", "paths"]},
+    ("/metrics", "get"): {"type": "string"},
     ("/whoami", "get"): _ref("WhoAmI"),
     ("/campaigns", "get"): _items("Campaign"),
     ("/campaigns", "post"): _ref("Campaign"),
     ("/campaigns/{campaign_id}", "get"): _ref("CampaignDetail"),
     ("/campaigns/{campaign_id}", "put"): _ref("Campaign"),
     ("/campaigns/{campaign_id}/outputs", "delete"): _ref("OutputsRemoved"),
+    ("/campaigns/{campaign_id}/outputs/{purge_id}", "get"): _ref("OutputsRemoved"),
     ("/campaigns/{campaign_id}/stats", "get"): _ref("Stats"),
     ("/campaigns/{campaign_id}/jdl", "get"): {"type": "object"},
     ("/campaigns/{campaign_id}/jobs", "get"): _items("Task"),
@@ -197,12 +201,14 @@ def _operation(path: str, method: str, summary: str, status: int, body: str | No
                   for part in path.split("/") if part.startswith("{")]
     parameters += [*QUERY.get((path, method), []), _PRETTY]
     success = SUCCESS.get((path, method), _ref("Status"))
+    # Prometheus' text exposition format, not JSON.
+    content_type = "text/plain" if path == "/metrics" else "application/json"
     operation: dict[str, Any] = {
         "summary": summary,
         "parameters": parameters,
         "responses": {
             str(status): {"description": "success",
-                          "content": {"application/json": {"schema": success}}},
+                          "content": {content_type: {"schema": success}}},
             "400": _error("bad request or refused action"),
             "401": _error("bad, expired or revoked token"),
             "403": _error("not authenticated, not yours, admins only, or over a site limit"),
@@ -211,7 +217,7 @@ def _operation(path: str, method: str, summary: str, status: int, body: str | No
             "503": _error("the request's work took longer than API_STATEMENT_TIMEOUT"),
         },
     }
-    if path.startswith("/jobs/{job_id}/") or path.endswith("/outputs"):
+    if path.startswith("/jobs/{job_id}/"):
         operation["responses"]["502"] = _error("the cluster failed")
     if path in {"/", "/openapi.json", "/metrics"}:
         operation["security"] = []
@@ -287,8 +293,11 @@ _SCHEMAS: Final[dict[str, Any]] = {
         "type": "object", "additionalProperties": _object({
             "cluster_name": _STR, "active_jobs": _INT, "queued_jobs": _INT,
             "prologue_ok": _BOOL, "epilogue_ok": _BOOL})}}),
-    "OutputsRemoved": _object({**_STATUS_SCHEMA["properties"], "removed": _INT,
-                               "missing": _INT, "errors": {"type": "array", "items": _STR}}),
+    "OutputsRemoved": _object({**_STATUS_SCHEMA["properties"], "id": _INT, "state": _STR,
+                               "removed": _INT, "missing": _INT,
+                               "errors": {"type": "array", "items": _STR}},
+                              campaign_id=_INT, requested_at=_N_STR, finished_at=_N_STR,
+                              links=_LINKS),
     "Stats": _object({
         "average_jobs_duration": _N_NUM, "stddev_jobs_duration": _N_NUM,
         "jobs_throughput": _N_NUM, "remaining_time": _N_NUM, "failures_rate": _N_NUM,

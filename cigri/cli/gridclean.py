@@ -3,17 +3,19 @@ jobs, `cigri-v3-user.md` §2.8).
 
 For each campaign given (or, with `--all`, every finished campaign of the user), either purge it
 (`--purge`: remove its data from cigri, through `DELETE /campaigns/<id>?purge=1`), or remove its
-jobs' stdout/stderr files on the clusters (`--outputs`: `DELETE /campaigns/<id>/outputs`, which
-removes them through OAR as the owner and answers with counts; an older server without that
-endpoint is said plainly, exit 2). Without an action it lists, per cluster, the OAR jobs
-whose files a cleaning would touch (v3's output). Only finished (terminated or cancelled)
-campaigns are cleaned; `--dry-run` shows what would happen.
+jobs' stdout/stderr files on the clusters (`--outputs`: `DELETE /campaigns/<id>/outputs` records
+a request that the collector carries out through OAR as the owner; gridclean prints the request's
+id and, unless `--no-wait`, follows it with `GET /campaigns/<id>/outputs/<request id>` until it
+is done, then prints the counts; an older server without that endpoint is said plainly, exit 2).
+Without an action it lists, per cluster, the OAR jobs whose files a cleaning would touch (v3's
+output). Only finished (terminated or cancelled) campaigns are cleaned; `--dry-run` shows what would happen.
 """
 
 from __future__ import annotations
 
+import time
 from collections import defaultdict
-from typing import Any
+from typing import Any, Final
 
 import click
 
@@ -22,6 +24,7 @@ from cigri.cli.client import ApiCallError, ApiClient, client_from_environment, f
 
 TOOL = "gridclean"
 FINISHED = ("terminated", "cancelled")
+POLL_SECONDS: Final = 1.0
 
 
 def _finished_jobs(api: ApiClient, campaign_id: int) -> list[dict[str, Any]]:
@@ -61,10 +64,12 @@ def _list_jobs(api: ApiClient, campaign_id: int) -> None:
 @click.option("--purge", is_flag=True, help="Remove the campaigns' data from cigri.")
 @click.option("--outputs", is_flag=True,
               help="Remove the jobs' output files on the clusters (keeps the campaign).")
+@click.option("--wait/--no-wait", default=True, show_default=True,
+              help="With --outputs: follow the removal until it is done.")
 @click.option("-n", "--dry-run", is_flag=True, help="Only say what would be done.")
 @click.option("-v", "--verbose", is_flag=True, help="Print the API message on success.")
 @click.version_option(__version__, prog_name=TOOL)
-def gridclean(ids: tuple[int, ...], all_finished: bool, purge: bool, outputs: bool,
+def gridclean(ids: tuple[int, ...], all_finished: bool, purge: bool, outputs: bool, wait: bool,
               dry_run: bool, verbose: bool) -> None:
     """Clean finished campaigns: list their jobs, purge them, or remove their output files."""
     api = client_from_environment()
@@ -95,12 +100,12 @@ def gridclean(ids: tuple[int, ...], all_finished: bool, purge: bool, outputs: bo
             what = "purge" if purge else "remove the output files of"
             click.echo(f"would {what} campaign {campaign_id}")
             continue
-        failures += not _clean(api, campaign_id, purge=purge, verbose=verbose)
+        failures += not _clean(api, campaign_id, purge=purge, wait=wait, verbose=verbose)
     if failures:
         raise SystemExit(1)
 
 
-def _clean(api: ApiClient, campaign_id: int, *, purge: bool, verbose: bool) -> bool:
+def _clean(api: ApiClient, campaign_id: int, *, purge: bool, wait: bool, verbose: bool) -> bool:
     if purge:
         path, params, verb = f"/campaigns/{campaign_id}", {"purge": 1}, "purge"
     else:
@@ -114,8 +119,14 @@ def _clean(api: ApiClient, campaign_id: int, *, purge: bool, verbose: bool) -> b
         click.echo(f"Failed to {verb} campaign {campaign_id}: {error.message}.", err=True)
         return False
     body = answer if isinstance(answer, dict) else {}
+    if not purge and "id" in body:  # a request the collector carries out
+        click.echo(f"Campaign {campaign_id}: removal of the output files requested "
+                   f"(request {body['id']}).")
+        if not wait:
+            return True
+        body = _follow(api, campaign_id, body)
     if not purge:
-        # 202 with counts; clusters that could not be reached are listed in `errors`
+        # the counts; clusters that could not be reached are listed in `errors`
         click.echo(f"Campaign {campaign_id}: {body.get('removed', 0)} output files removed"
                    + (f", {body['missing']} already gone" if body.get("missing") else "") + ".")
         for problem in body.get("errors") or []:
@@ -129,6 +140,21 @@ def _clean(api: ApiClient, campaign_id: int, *, purge: bool, verbose: bool) -> b
     else:
         click.echo(f"Campaign {campaign_id} purged.")
     return True
+
+
+def _follow(api: ApiClient, campaign_id: int, request: dict[str, Any]) -> dict[str, Any]:
+    """Poll the removal request until it is done (or failed), saying on stderr how far it got."""
+    path = f"/campaigns/{campaign_id}/outputs/{request['id']}"
+    shown = -1
+    while request.get("state") not in ("done", "failed"):
+        time.sleep(POLL_SECONDS)
+        answer = api.get(path)
+        request = answer if isinstance(answer, dict) else {}
+        done = int(request.get("removed", 0)) + int(request.get("missing", 0))
+        if done != shown and request.get("state") == "running":
+            click.echo(f"Campaign {campaign_id}: {done} output files handled so far...", err=True)
+            shown = done
+    return request
 
 
 def main() -> None:

@@ -53,19 +53,22 @@ from cigri.daemons import result_files as files
 from cigri.daemons.base import DaemonContext, OarDaemon
 from cigri.daemons.base import main as daemon_main
 from cigri.domain import collection as rules
+from cigri.domain import output_purge
 from cigri.domain.clusters import Cluster
 from cigri.domain.event_codes import EventCode
 from cigri.domain.jobs import LaunchContext
-from cigri.domain.oar import OarNotFound, OarRejected, OarUnavailable, split_media_path
+from cigri.domain.oar import OarError, OarNotFound, OarRejected, OarUnavailable, split_media_path
 from cigri.domain.states import EventClass, EventState
 from cigri.storage import collected as store
-from cigri.storage.clusters import list_clusters
+from cigri.storage import output_purges as purges
+from cigri.storage.clusters import get_cluster, list_clusters
 from cigri.storage.events import record_event
 from cigri.storage.submissions import get_launch_context
 
 log = logging.getLogger(__name__)
 
 JOB_BATCH: Final = 500
+PURGE_BATCH: Final = 200  # OAR jobs whose output files are removed between two progress records
 FILE_BATCH: Final = 100
 MAX_ATTEMPTS: Final = 10
 SSH_TIMEOUT_SECONDS: Final = 600.0
@@ -108,6 +111,7 @@ class Collector(OarDaemon):
             self._verified = True
         self.plan_files()
         self.fetch_pending()
+        self.purge_outputs()
 
     def _place(self, campaign_id: int, owner: str, properties: dict[str, str]) -> Place:
         """The campaign's result directory (see `cigri.daemons.result_files`), checked once per
@@ -132,6 +136,63 @@ class Collector(OarDaemon):
                     place = Place(None, None, str(refusal))
             self._places[key] = place
         return self._places[key]
+
+    # --- output purges (DELETE /campaigns/<id>/outputs) ---------------------------------------
+
+    def purge_outputs(self) -> int:
+        """Carry out the recorded requests to remove campaigns' output files on their clusters,
+        PURGE_BATCH OAR jobs at a time (progress recorded after each, the lease kept between), as
+        the owner's cluster login; one event says how each request ended. Return how many
+        requests were finished."""
+        with self.engine.begin() as conn:
+            open_requests = purges.list_open_purges(conn)
+        for request in open_requests:
+            self._purge(request)
+        return len(open_requests)
+
+    def _purge(self, request: purges.OutputPurge) -> None:
+        while True:
+            with self.engine.begin() as conn:
+                owner = store.campaign_owner(conn, request.campaign_id)
+                page, after = purges.output_jobs_page(
+                    conn, request.campaign_id, grid_user=owner, limit=PURGE_BATCH,
+                    after=(request.last_cluster_id, request.last_remote_id))
+                on_cluster = [(get_cluster(conn, f.cluster_id), f) for f in page]
+            if not page:
+                break
+            removed = missing = 0
+            errors: list[str] = []
+            for cluster, found in on_cluster:  # no transaction open while OAR is called
+                oar = self.oar(cluster)
+                try:
+                    for details in oar.get_jobs(found.remote_ids):
+                        for path in output_purge.files_to_remove(
+                                details, found.batch_jobs.get(details.id, ())):
+                            try:
+                                oar.delete_file(path, user=found.cluster_login)
+                                removed += 1
+                            except OarNotFound:
+                                missing += 1
+                except OarError as error:
+                    errors.append(f"{cluster.name}: {error.message}")
+            with self.engine.begin() as conn:
+                request = purges.record_progress(conn, request, after=after, removed=removed,
+                                                 missing=missing, errors=errors)
+            self.keep_lease()
+        message = output_purge.summary(request.campaign_id, removed=request.removed,
+                                       missing=request.missing, errors=request.errors)
+        failed = bool(request.errors)
+        with self.engine.begin() as conn:
+            purges.finish_purge(conn, request.id, now=self.clock.now(),
+                                state=output_purge.PurgeState.FAILED if failed
+                                else output_purge.PurgeState.DONE)
+            record_event(conn, class_=EventClass.NOTIFY, campaign_id=request.campaign_id,
+                         code=(output_purge.OUTPUTS_REMOVAL_FAILED if failed
+                               else output_purge.OUTPUTS_REMOVED),
+                         message=message, state=EventState.CLOSED, now=self.clock.now(),
+                         checked=True)
+        log.info("collector: campaign %d: %s", request.campaign_id, message,
+                 extra={"campaign_id": request.campaign_id, "action": "outputs_purged"})
 
     # --- plan ------------------------------------------------------------------------------
 

@@ -59,6 +59,8 @@ class EventCode(StrEnum):
     MISSING_OUTPUT_FILE = "MISSING_OUTPUT_FILE"
     OUTPUT_COLLECTION_FAILED = "OUTPUT_COLLECTION_FAILED"
     OUTPUT_DESTINATION_REFUSED = "OUTPUT_DESTINATION_REFUSED"
+    OUTPUTS_REMOVED = "OUTPUTS_REMOVED"  # a gridclean --outputs request carried out
+    OUTPUTS_REMOVAL_FAILED = "OUTPUTS_REMOVAL_FAILED"
     # cluster API calls (the OAR client's codes) and cluster health
     GET_ROOT = "GET_ROOT"
     GET_JOB = "GET_JOB"

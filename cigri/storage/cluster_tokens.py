@@ -40,6 +40,15 @@ def get_token(conn: Connection, *, grid_login: str, cluster_id: int) -> str | No
     return value if value and value.lower().startswith("bearer ") else None
 
 
+def list_tokens(conn: Connection, *, grid_login: str) -> list[tuple[int, str]]:
+    """(cluster id, stored `Bearer <token>`) of every cluster token of `grid_login`."""
+    return [(r.cluster_id, r.cluster_login) for r in conn.execute(
+        select(users_mapping.c.cluster_id, users_mapping.c.cluster_login)
+        .where(users_mapping.c.grid_login == grid_login,
+               users_mapping.c.cluster_login.ilike("bearer %"))
+        .order_by(users_mapping.c.cluster_id))]
+
+
 def set_token(conn: Connection, *, grid_login: str, cluster_id: int, token: str) -> None:
     """Set or replace `grid_login`'s token on the cluster (`BadToken` if it cannot be one)."""
     set_user_mapping(conn, grid_login=grid_login, cluster_id=cluster_id,

@@ -12,7 +12,7 @@ LIMIT :limit`); statistics read the per-cluster sums of `cigri.storage.stats`. W
 from __future__ import annotations
 
 import functools
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Final
@@ -20,7 +20,6 @@ from typing import Any, Final
 from sqlalchemy import Connection, Integer, and_, bindparam, exists, func, literal, or_, select
 
 from cigri.domain.admission import AdmissionRule
-from cigri.domain.batches import is_sub_job
 from cigri.domain.errors import CampaignNotFound, JobNotFound, NotFound
 from cigri.domain.event_codes import EventCode
 from cigri.domain.states import ACTIVE_JOB_STATES, CampaignState, EventClass, EventState, JobState
@@ -37,7 +36,6 @@ from cigri.storage.tables import (
     jobs,
     jobs_to_launch,
     parameters,
-    users_mapping,
 )
 
 MAX_PAGE: Final = 1000
@@ -462,48 +460,6 @@ def list_admission_rules(conn: Connection) -> list[AdmissionRule]:
     rows = conn.execute(select(admission_rules).where(admission_rules.c.enabled.is_(True))
                         .order_by(admission_rules.c.id))
     return [AdmissionRule(id=r.id, rule=r.rule, value=r.value) for r in rows]
-
-
-@dataclass(frozen=True, kw_only=True)
-class OutputJobs:
-    """The OAR jobs of a campaign on one cluster whose output files may be removed."""
-
-    cluster_id: int
-    cluster_login: str  # the owner's login there (the grid login on JWT clusters)
-    remote_ids: tuple[int, ...]
-    # temporal-grouping batches: OAR id → its sub-jobs' cigri ids (each wrote its own files)
-    batch_jobs: Mapping[int, tuple[int, ...]] = field(default_factory=dict)
-
-
-def list_output_jobs(conn: Connection, campaign_id: int, *, grid_user: str) -> list[OutputJobs]:
-    """Per cluster, the OAR ids of the campaign's finished (terminated or event) jobs, and the
-    sub-jobs of those that ran a temporal-grouping batch."""
-    rows = conn.execute(
-        select(jobs.c.cluster_id, jobs.c.remote_id, jobs.c.id, jobs.c.tag).where(
-            jobs.c.campaign_id == campaign_id, jobs.c.remote_id.is_not(None),
-            jobs.c.cluster_id.is_not(None),
-            jobs.c.state.in_([JobState.TERMINATED.value, JobState.EVENT.value]))
-        .order_by(jobs.c.cluster_id, jobs.c.remote_id, jobs.c.id)).all()
-    by_cluster: dict[int, list[int]] = {}
-    sub_jobs: dict[int, dict[int, list[int]]] = {}
-    for row in rows:
-        ids = by_cluster.setdefault(int(row.cluster_id), [])
-        if not ids or ids[-1] != int(row.remote_id):
-            ids.append(int(row.remote_id))
-        if is_sub_job(row.tag):
-            sub_jobs.setdefault(int(row.cluster_id), {}).setdefault(
-                int(row.remote_id), []).append(int(row.id))
-    logins = {int(r.cluster_id): str(r.cluster_login) for r in conn.execute(
-        select(users_mapping.c.cluster_id, users_mapping.c.cluster_login).where(
-            users_mapping.c.grid_login == grid_user,
-            users_mapping.c.cluster_id.in_(sorted(by_cluster))))}
-    return [OutputJobs(cluster_id=cluster_id,
-                       cluster_login=(grid_user if logins.get(cluster_id, "").startswith("Bearer ")
-                                      or cluster_id not in logins else logins[cluster_id]),
-                       remote_ids=tuple(ids),
-                       batch_jobs={remote: tuple(job_ids) for remote, job_ids
-                                   in sub_jobs.get(cluster_id, {}).items()})
-            for cluster_id, ids in by_cluster.items()]
 
 
 def campaign_gathers_outputs(conn: Connection, campaign_id: int) -> bool:

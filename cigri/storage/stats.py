@@ -327,5 +327,48 @@ def latest_grid_usage(conn: Connection) -> list[UsageSample]:
                         used_by_cigri=r.used_by_cigri or 0) for r in rows]
 
 
+@dataclass(frozen=True, kw_only=True)
+class GridUsageRow:
+    """One cluster's usage sample at one date, with the cluster's name (GET /gridusage)."""
+    date: datetime
+    cluster_id: int
+    cluster_name: str | None
+    max_resources: int | None
+    used_resources: int | None
+    used_by_cigri: int | None
+    unavailable_resources: int | None
+
+
+MAX_GRID_USAGE_ROWS = 100_000
+
+
+def grid_usage_rows(conn: Connection, *, after: datetime | None = None,
+                    until: datetime | None = None) -> list[GridUsageRow]:
+    """The usage samples dated after `after` and up to `until` (oldest first, at most
+    MAX_GRID_USAGE_ROWS); with neither, each cluster's newest sample (a cluster missing from the
+    last pass keeps its previous one) dated by the newest pass."""
+    if after is None and until is None:
+        latest = last_grid_usage_date(conn)
+        if latest is None:
+            return []
+        names = {r.id: r.name for r in conn.execute(select(clusters.c.id, clusters.c.name))}
+        return [GridUsageRow(
+            date=latest, cluster_id=u.cluster_id, cluster_name=names.get(u.cluster_id),
+            max_resources=u.max_resources, used_resources=u.used_resources,
+            used_by_cigri=u.used_by_cigri, unavailable_resources=u.unavailable_resources)
+            for u in latest_grid_usage(conn)]
+    query = (select(grid_usage, clusters.c.name.label("cluster_name"))
+             .join(clusters, clusters.c.id == grid_usage.c.cluster_id))
+    if after is not None:
+        query = query.where(grid_usage.c.date > after)
+    if until is not None:
+        query = query.where(grid_usage.c.date <= until)
+    return [GridUsageRow(
+        date=r.date, cluster_id=r.cluster_id, cluster_name=r.cluster_name,
+        max_resources=r.max_resources, used_resources=r.used_resources,
+        used_by_cigri=r.used_by_cigri, unavailable_resources=r.unavailable_resources)
+        for r in conn.execute(query.order_by(grid_usage.c.date).limit(MAX_GRID_USAGE_ROWS))]
+
+
 def purge_grid_usage(conn: Connection, *, before: datetime) -> int:
     return int(conn.execute(grid_usage.delete().where(grid_usage.c.date < before)).rowcount)

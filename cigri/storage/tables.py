@@ -368,6 +368,24 @@ collected_files = Table(
     Index("ix_collected_files_campaign_state", "campaign_id", "state"),
 )
 
+# `DELETE /campaigns/<id>/outputs` records a request here; the collector carries it out in bounded
+# batches of OAR jobs (`last_cluster_id`, `last_remote_id`: how far it got), reporting its counts.
+output_purges = Table(
+    "output_purges", metadata,
+    Column("id", BigId, primary_key=True),
+    Column("campaign_id", Integer, _cascade("campaigns.id"), nullable=False),
+    Column("requested_by", String(255), nullable=False),
+    Column("state", String(16), nullable=False),  # pending, running, done, failed
+    Column("requested_at", UTCDateTime, nullable=False),
+    Column("finished_at", UTCDateTime),
+    Column("last_cluster_id", Integer, nullable=False, server_default="0"),
+    Column("last_remote_id", BigInteger, nullable=False, server_default="0"),
+    Column("removed", Integer, nullable=False, server_default="0"),
+    Column("missing", Integer, nullable=False, server_default="0"),
+    Column("errors", Text, nullable=False, server_default=""),  # one cluster error a line
+    Index("ix_output_purges_state", "state"),
+)
+
 # PostgreSQL keeps this up to date with statement triggers on `jobs` (baseline migration), so a
 # campaign's finished count is one row read, not a count of a million index entries. SQLite counts.
 campaign_job_counts = Table(

@@ -64,6 +64,15 @@ def set_user_mapping(conn: Connection, *, grid_login: str, cluster_id: int,
                                                   cluster_login=cluster_login))
 
 
+def get_cluster_login(conn: Connection, *, grid_login: str, cluster_id: int) -> str | None:
+    """The login `grid_login` has on a cluster (for reading and removing its files as that
+    user), or None when unmapped or when the mapping holds a `Bearer ` token instead."""
+    mapped = conn.execute(select(users_mapping.c.cluster_login).where(
+        users_mapping.c.grid_login == grid_login,
+        users_mapping.c.cluster_id == cluster_id)).scalar_one_or_none()
+    return str(mapped) if mapped and not str(mapped).startswith("Bearer ") else None
+
+
 def remove_user_mapping(conn: Connection, *, grid_login: str, cluster_id: int) -> int:
     return conn.execute(delete(users_mapping).where(
         users_mapping.c.grid_login == grid_login, users_mapping.c.cluster_id == cluster_id)).rowcount

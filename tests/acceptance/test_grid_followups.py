@@ -1,16 +1,21 @@
 """The grid tools' follow-ups as subprocesses: `gridnotify --log`, `gridclean --outputs` against
-the OAR emulator (the jobs' files really go), `gridstat`'s statistics and collection counts."""
+the OAR emulator (the jobs' files really go, removed by a running collector while gridclean
+follows the request), `gridstat`'s statistics and collection counts."""
 
 from __future__ import annotations
 
 import json
 import re
+import threading
 import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from sqlalchemy import select, update
 
+from cigri.config import build_settings
+from cigri.daemons.base import DaemonContext
+from cigri.daemons.collector import Collector
 from cigri.domain.oar import SubmitRequest
 from cigri.emulator import run_in_thread
 from cigri.oar.client import OarClient
@@ -44,6 +49,7 @@ def _job_on_emulator(grid: Grid, url: str, user: str) -> int:
 
 def test_gridclean_outputs_removes_the_jobs_files_on_the_cluster(grid: Grid,
                                                                   tmp_path: Path) -> None:
+    stop = threading.Event()
     emulator = run_in_thread(allow_root_jobs=True, clusters=1, nodes=1, cores=2, mode="execute",
                              workdir=str(tmp_path / "oar"))
     try:
@@ -74,14 +80,23 @@ def test_gridclean_outputs_removes_the_jobs_files_on_the_cluster(grid: Grid,
         dry = grid.run("gridclean", "--outputs", "-n", str(campaign))
         assert dry.stdout == f"would remove the output files of campaign {campaign}\n"
         assert len(list(home.glob("OAR.*.std*"))) == 2
+        daemon = Collector(DaemonContext.for_process(build_settings({}), grid.engine, stop=stop),
+                           interval=timedelta(seconds=0.2), owner="test-collector")
+        collecting = threading.Thread(target=daemon.run, daemon=True)
+        collecting.start()
         result = grid.run("gridclean", "--outputs", str(campaign))
+        requested = re.search(r"\(request (\d+)\)", result.stdout)
+        assert requested, result.stdout
         assert (result.returncode, result.stdout) == (
-            0, f"Campaign {campaign}: 2 output files removed.\n"), result.stderr
+            0, f"Campaign {campaign}: removal of the output files requested "
+               f"(request {requested.group(1)}).\n"
+               f"Campaign {campaign}: 2 output files removed.\n"), result.stderr
         assert list(home.glob("OAR.*.std*")) == []
         again = grid.run("gridclean", "--outputs", str(campaign))
-        assert (again.returncode, again.stdout) == (
-            0, f"Campaign {campaign}: 0 output files removed, 2 already gone.\n")
+        assert (again.returncode, again.stdout.splitlines()[-1]) == (
+            0, f"Campaign {campaign}: 0 output files removed, 2 already gone.")
     finally:
+        stop.set()
         emulator.stop()
 
 

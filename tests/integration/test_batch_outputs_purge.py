@@ -1,5 +1,6 @@
 """`DELETE /campaigns/<id>/outputs` (gridclean --outputs) on a temporal-grouping campaign, against
-the OAR emulator in execute mode so the batch script really runs: besides the batch's own OAR
+the OAR emulator in execute mode so the batch script really runs: the request the API records is
+carried out by the collector, which besides the batch's own OAR
 stdout/stderr it removes each sub-job's `cigri_batch_stdout_<id>` / `cigri_batch_stderr_<id>` and
 the batch's state file `<OAR job name>.state`, and finds them gone the second time."""
 
@@ -26,6 +27,7 @@ from tests.integration.engine_helpers import (
     start_exec_grid,
     states,
 )
+from tests.integration.test_api_outputs import collect, follow
 
 # OAR's oarsub shell evaluates the command once at submission (the emulator too): escape $0.
 SCRIPT = r"sh -c 'echo out-\$0; echo err-\$0 >&2'"
@@ -80,12 +82,16 @@ def test_purging_a_grouped_campaign_removes_its_sub_jobs_files_and_state_file(
                         clock=grid.clock).test_client()  # the default factory: HTTP to OAR
 
     answer = client.delete(f"/campaigns/{campaign}/outputs", headers={"X-Cigri-User": USER})
-    body = answer.get_json()
+    assert answer.status_code == 202
+    collect(grid)
+    body = follow(client, campaign, answer.get_json()["id"])
     expected = len(sub_job_files) + len(state_files) + len(oar_files)  # 6 + 1 + 2
-    assert (answer.status_code, body["removed"], body["missing"], body["errors"]) == (
-        202, expected, 0, []), body
+    assert (body["state"], body["removed"], body["missing"], body["errors"]) == (
+        "done", expected, 0, []), body
     assert _files(tmp_path) == before - sub_job_files - state_files - oar_files == set()
 
     answer = client.delete(f"/campaigns/{campaign}/outputs", headers={"X-Cigri-User": USER})
-    body = answer.get_json()
-    assert (answer.status_code, body["removed"], body["missing"]) == (202, 0, expected), body
+    assert answer.status_code == 202
+    collect(grid)
+    body = follow(client, campaign, answer.get_json()["id"])
+    assert (body["state"], body["removed"], body["missing"]) == ("done", 0, expected), body

@@ -1,0 +1,79 @@
+"""`/notifications` and `/notifications/<kind>` (mail, jabber/xmpp, webhook, log): list,
+subscribe and unsubscribe the caller (an admin, with `admin=1`, the admins' channel)."""
+
+from __future__ import annotations
+
+from typing import Final
+
+from flask import Blueprint, request
+from flask.typing import ResponseReturnValue
+
+from cigri.api.access import Identity, now, tx, who
+from cigri.api.inputs import json_body
+from cigri.api.shapes import ApiError, json_response, link, status
+from cigri.domain.errors import NotFound
+from cigri.domain.states import NotificationType, Severity
+from cigri.storage import subscriptions
+
+notifications = Blueprint("notifications", __name__)
+
+_CHANNELS: Final = {"mail": NotificationType.MAIL.value, "jabber": NotificationType.XMPP.value,
+                    "xmpp": NotificationType.XMPP.value,
+                    "webhook": NotificationType.WEBHOOK.value,
+                    "log": NotificationType.LOG.value}
+
+
+def _subscriber(identity: Identity) -> str:
+    return subscriptions.ADMIN_CHANNEL if identity.is_admin and request.args.get(
+        "admin") else identity.user
+
+
+@notifications.get("/notifications")
+def list_notifications() -> ResponseReturnValue:
+    identity = who()
+    with tx() as conn:
+        found = subscriptions.list_subscriptions(conn, grid_user=_subscriber(identity))
+    items = [{"id": s.id, "grid_user": s.grid_user, "type": s.type, "identity": s.identity,
+              "severity": s.severity, "format": s.format} for s in found]
+    return json_response({"items": items, "links": [link("self", "/notifications/")]})
+
+
+def _channel(kind: str) -> str:
+    if kind not in _CHANNELS:
+        raise ApiError(404, "Not found", f"{request.method} {request.url} not found on this server")
+    return _CHANNELS[kind]
+
+
+@notifications.post("/notifications/<kind>")
+def subscribe(kind: str) -> ResponseReturnValue:
+    identity = who()
+    channel = _channel(kind)
+    body = json_body() if request.is_json else dict(request.form)
+    if not isinstance(body, dict):
+        raise ApiError(400, "Bad request", "expected a JSON object")
+    target, severity = body.get("identity"), body.get("severity")
+    if not isinstance(target, str) or not target.strip():
+        raise ApiError(400, "Bad request", "identity is required")
+    if not isinstance(severity, str) or severity not in {s.value for s in Severity}:
+        raise ApiError(400, "Bad request", "Severity should be 'low', 'medium' or 'high'")
+    fmt = body.get("format")
+    with tx() as conn:
+        subscriptions.subscribe(conn, grid_user=_subscriber(identity), type_=channel,
+                                identity=target.strip(), severity=severity, now=now(),
+                                format_=fmt if isinstance(fmt, str) else None)
+    return status(201, "Created", "New subscription created")
+
+
+@notifications.delete("/notifications/<kind>")
+def unsubscribe(kind: str) -> ResponseReturnValue:
+    identity = who()
+    channel = _channel(kind)
+    target = request.args.get("identity")
+    if not target:
+        raise ApiError(400, "Bad request", "identity is required")
+    with tx() as conn:
+        removed = subscriptions.unsubscribe(conn, grid_user=_subscriber(identity), type_=channel,
+                                            identity=target)
+    if removed == 0:
+        raise NotFound(f"No {kind} subscription for {target}")
+    return status(202, "Deleted", "Unsubscription ok")

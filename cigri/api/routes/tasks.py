@@ -1,0 +1,187 @@
+"""A campaign's tasks and the jobs that ran them: `/campaigns/<id>/jobs` (list, add tasks),
+`/campaigns/<id>/jobs/finished`, `/campaigns/<id>/jobs/<task>`, and `/jobs/<id>` (show, cancel)
+with its `stdout`, `stderr` and `cinfos` read from OAR as the owner's cluster login."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from datetime import datetime
+from typing import Any, Final
+
+from flask import Blueprint, request
+from flask.typing import ResponseReturnValue
+
+from cigri.api.access import now, oar_for, own_campaign, own_job, tx
+from cigri.api.inputs import (
+    bounded,
+    check_task_count,
+    int_arg,
+    is_text_body,
+    json_body,
+    lines,
+    param_list,
+)
+from cigri.api.shapes import (
+    ApiError,
+    bounded_errors,
+    campaign_json,
+    iso,
+    job_row_json,
+    json_response,
+    link,
+    self_link,
+    status,
+)
+from cigri.domain import batches
+from cigri.domain.errors import JDLError
+from cigri.domain.oar import OarApi
+from cigri.storage import actions, queries
+from cigri.storage.campaigns import add_parameters, tasks_in_bag
+from cigri.storage.clusters import get_cluster
+from cigri.storage.users import get_cluster_login
+
+tasks = Blueprint("tasks", __name__)
+
+OUTPUT_TAIL_LINES: Final = 100_000
+
+
+@tasks.get("/campaigns/<id:campaign_id>/jobs")
+def campaign_tasks(campaign_id: int) -> ResponseReturnValue:
+    limit = int_arg("limit", 100, minimum=1, maximum=queries.MAX_PAGE)
+    offset = int_arg("offset", 0)
+    after = int_arg("after", 0)
+    with tx() as conn:
+        own_campaign(conn, campaign_id)
+        total = queries.get_campaign_summary(conn, campaign_id).total_jobs
+        rows = queries.list_tasks(conn, campaign_id, after=after,
+                                  offset=0 if after else offset, limit=limit)
+    base = f"/campaigns/{campaign_id}/jobs"
+    links = [self_link(), link("parent", f"/campaigns/{campaign_id}")]
+    if len(rows) == limit:
+        # The keyset `after` is what makes the next page exact; `offset` is kept for v3 clients.
+        next_offset = (offset if not after else 0) + limit
+        links.append(link("next", f"{base}?limit={limit}&offset={next_offset}&after={rows[-1].id}"))
+    items = [{"id": r.id, "name": r.name, "parameters": r.parameters, "cluster": r.cluster,
+              "cigri_job_id": r.cigri_job_id, "remote_id": r.remote_id, "state": r.state,
+              "href": f"{base}/{r.id}"} for r in rows]
+    return json_response({"items": items, "total": total, "offset": offset, "limit": limit,
+                          "links": links}, headers={"Allow": "GET,POST"})
+
+
+@tasks.post("/campaigns/<id:campaign_id>/jobs")
+def add_tasks(campaign_id: int) -> ResponseReturnValue:
+    params: Any = lines(request.stream) if is_text_body() else param_list(json_body())
+    with tx() as conn:
+        owner, _state = own_campaign(conn, campaign_id)
+        already = queries.get_campaign_summary(conn, campaign_id).total_jobs
+        in_bag = tasks_in_bag(conn, owner)
+        if isinstance(params, list):
+            check_task_count(len(params), already=already, in_bag=in_bag)
+        try:
+            add_parameters(conn, campaign_id, bounded((line.strip() for line in params),
+                                                      already=already, in_bag=in_bag),
+                           now=now())
+        except JDLError as error:
+            raise ApiError(400, "Error", f"Error updating campaign {campaign_id}: "
+                           f"{bounded_errors(error.errors)}") from error
+        summary = queries.get_campaign_summary(conn, campaign_id)
+    return json_response(campaign_json(summary), 201,
+                         headers={"Location": f"/campaigns/{campaign_id}"})
+
+
+@tasks.get("/campaigns/<id:campaign_id>/jobs/finished")
+def finished_jobs(campaign_id: int) -> ResponseReturnValue:
+    limit = int_arg("limit", queries.MAX_PAGE, minimum=1, maximum=queries.MAX_PAGE)
+    after = int_arg("after", 0)
+    with tx() as conn:
+        own_campaign(conn, campaign_id)
+        rows = queries.list_finished_jobs(conn, campaign_id, after=after, limit=limit)
+    links = []
+    if len(rows) == limit:
+        links.append(link("next", f"/campaigns/{campaign_id}/jobs/finished?limit={limit}"
+                                  f"&after={rows[-1]['id']}"))
+    return json_response({"items": [job_row_json(r) for r in rows], "links": links})
+
+
+@tasks.get("/campaigns/<id:campaign_id>/jobs/<id:task_id>")
+def campaign_task(campaign_id: int, task_id: int) -> ResponseReturnValue:
+    with tx() as conn:
+        own_campaign(conn, campaign_id)
+        task = queries.get_task(conn, campaign_id, task_id)
+    task["links"] = [link("self", f"/campaigns/{campaign_id}/jobs/{task_id}"),
+                     link("parent", f"/campaigns/{campaign_id}/jobs")]
+    return json_response(task)
+
+
+@tasks.get("/jobs/<id:job_id>")
+def get_job(job_id: int) -> ResponseReturnValue:
+    with tx() as conn:
+        own_job(conn, job_id)
+        job = queries.get_job_detail(conn, job_id)
+    body = job_row_json(job)
+    body["links"] = [link("self", f"/jobs/{job_id}"),
+                     link("parent", f"/campaigns/{job['campaign_id']}")]
+    return json_response(body)
+
+
+@tasks.delete("/jobs/<id:job_id>")
+def cancel_job(job_id: int) -> ResponseReturnValue:
+    with tx() as conn:
+        own_job(conn, job_id)
+        actions.cancel_job(conn, job_id, now=now())
+    return status(202, "Accepted", f"Job {job_id} cancel event created")
+
+
+def _job_on_cluster(job_id: int) -> tuple[dict[str, Any], OarApi]:
+    with tx() as conn:
+        job = own_job(conn, job_id)
+        if job["remote_id"] is None or job["cluster_id"] is None:
+            raise ApiError(404, "Not found", f"Job {job_id} has not been submitted to a cluster")
+        cluster = get_cluster(conn, job["cluster_id"])
+    return job, oar_for(cluster)
+
+
+def _cluster_login(job: Mapping[str, Any]) -> str:
+    with tx() as conn:
+        login = get_cluster_login(conn, grid_login=job["grid_user"],
+                                  cluster_id=job["cluster_id"])
+    return login if login is not None else str(job["grid_user"])
+
+
+def _output(job_id: int, which: str) -> ResponseReturnValue:
+    job, oar = _job_on_cluster(job_id)
+    user = _cluster_login(job)
+    # Ask OAR where the file is rather than guessing OAR.<name>.<id>.stdout: the job says. A
+    # sub-job of a temporal-grouping batch wrote its own file in the batch's directory instead.
+    details = oar.get_job(int(job["remote_id"]), user=user)
+    path = details.stdout_file if which == "stdout" else details.stderr_file
+    if batches.is_sub_job(job.get("tag")):
+        path = batches.stdout_file(job_id) if which == "stdout" else batches.stderr_file(job_id)
+    if not path:
+        raise ApiError(404, "Not found", f"Job {job_id} has no {which} file on its cluster")
+    if not path.startswith("/") and details.launching_directory:
+        path = f"{details.launching_directory.rstrip('/')}/{path}"
+    data = oar.read_file(path, user=user, tail=OUTPUT_TAIL_LINES)
+    return json_response({"output": data.decode("utf-8", errors="replace")})
+
+
+@tasks.get("/jobs/<id:job_id>/stdout")
+def job_stdout(job_id: int) -> ResponseReturnValue:
+    return _output(job_id, "stdout")
+
+
+@tasks.get("/jobs/<id:job_id>/stderr")
+def job_stderr(job_id: int) -> ResponseReturnValue:
+    return _output(job_id, "stderr")
+
+
+@tasks.get("/jobs/<id:job_id>/cinfos")
+def job_cinfos(job_id: int) -> ResponseReturnValue:
+    job, oar = _job_on_cluster(job_id)
+    details = oar.get_job(int(job["remote_id"]), user=_cluster_login(job))
+    body = {key: (iso(value) if isinstance(value, datetime) else value)
+            for key, value in vars(details).items() if key != "events"}
+    body["state"] = str(details.state)
+    body["events"] = [{"type": e.type, "description": e.description, "date": iso(e.date)}
+                      for e in details.events]
+    return json_response(body)
