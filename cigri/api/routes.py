@@ -22,6 +22,7 @@ from flask.typing import ResponseReturnValue
 from sqlalchemy import Connection, Engine, select
 from werkzeug.routing import BaseConverter
 
+from cigri.api import access
 from cigri.api.app import ApiError, Identity, json_response
 from cigri.config import Settings
 from cigri.domain import batches, cluster_tokens
@@ -92,8 +93,7 @@ def _who() -> Identity:
 
 def _admin() -> Identity:
     identity = _who()
-    if not identity.is_admin:
-        raise ApiError(403, "Forbidden", f"User '{identity.user}' is not a cigri admin")
+    access.check_admin(identity)
     return identity
 
 
@@ -106,9 +106,7 @@ def _own_campaign(conn: Connection, campaign_id: int) -> tuple[str, str]:
 
 
 def _check_owner(identity: Identity, campaign_id: int, owner: str) -> None:
-    if owner != identity.user and not identity.is_admin:
-        raise ApiError(403, "Forbidden", f"Campaign {campaign_id} does not belong to you: User "
-                       f"'{identity.user}' is not the owner of campaign '{campaign_id}'")
+    access.check_owner(identity, campaign_id, owner)
 
 
 def _int_arg(name: str, default: int, *, minimum: int = 0, maximum: int = 10**15) -> int:
@@ -642,14 +640,8 @@ def create_event() -> ResponseReturnValue:
 
 
 def _readable_event(conn: Connection, event_id: int) -> dict[str, Any]:
-    identity = _who()
     row = queries.get_event_row(conn, event_id)
-    owner = row.get("campaign_owner")
-    # Global events (cluster-wide) are public to authenticated users; others only to their owner.
-    if owner is not None and owner != identity.user and not identity.is_admin:
-        raise ApiError(403, "Forbidden", f"Event {event_id} belongs to a campaign of another user")
-    if owner is None and row["job_id"] is not None and not identity.is_admin:
-        raise ApiError(403, "Forbidden", f"Event {event_id} is not yours")
+    access.check_event_readable(_who(), event_id, row)
     return row
 
 
@@ -664,10 +656,7 @@ def get_event(event_id: int) -> ResponseReturnValue:
 def fix_event(event_id: int) -> ResponseReturnValue:
     identity = _who()
     with _engine().begin() as conn:
-        row = _readable_event(conn, event_id)
-        if row.get("campaign_owner") is None and not identity.is_admin:
-            raise ApiError(403, "Forbidden", f"Event {event_id} is not specific to a campaign "
-                           f"belonging to you: only an admin may close it")
+        access.check_event_closable(identity, event_id, queries.get_event_row(conn, event_id))
         actions.fix_event(conn, event_id, resubmit=_flag("resubmit"), now=_now())
     return _status(202, "Accepted", f"Event {event_id} closed")
 
@@ -691,9 +680,7 @@ def _job_row_json(row: Mapping[str, Any]) -> dict[str, Any]:
 def _own_job(conn: Connection, job_id: int) -> dict[str, Any]:
     identity = _who()
     job = queries.get_job(conn, job_id)
-    if job["grid_user"] != identity.user and not identity.is_admin:
-        raise ApiError(403, "Forbidden", f"Job {job_id} does not belong to you: User "
-                       f"'{identity.user}' is not the owner of job '{job_id}'")
+    access.check_job_owner(identity, job_id, job)
     return job
 
 
