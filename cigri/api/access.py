@@ -20,6 +20,16 @@ def check_owner(identity: Identity, campaign_id: int, owner: str) -> None:
                        f"'{identity.user}' is not the owner of campaign '{campaign_id}'")
 
 
+def campaigns_of(identity: Identity, requested: str | None) -> str | None:
+    """Whose campaigns a listing shows: a user's own (asking for another's is 403); an admin's
+    choice (None: everybody's)."""
+    if requested is not None and requested != identity.user and not identity.is_admin:
+        raise ApiError(403, "Forbidden", "you may list only your own campaigns")
+    if requested is None and not identity.is_admin:
+        return identity.user
+    return requested
+
+
 def check_admin(identity: Identity) -> None:
     if not identity.is_admin:
         raise ApiError(403, "Forbidden", f"User '{identity.user}' is not a cigri admin")

@@ -239,11 +239,7 @@ def openapi() -> ResponseReturnValue:
 @api.get("/campaigns")
 def list_campaigns() -> ResponseReturnValue:
     identity = _who()
-    user = request.args.get("user") or None
-    if user is not None and user != identity.user and not identity.is_admin:
-        raise ApiError(403, "Forbidden", "you may list only your own campaigns")
-    if user is None and not identity.is_admin:
-        user = identity.user
+    user = access.campaigns_of(identity, request.args.get("user") or None)
     state = request.args.get("state")
     states: tuple[str, ...] | None = queries.UNFINISHED_STATES
     if _flag("all"):

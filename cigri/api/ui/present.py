@@ -1,0 +1,107 @@
+"""How the dashboard words and formats what storage returns: durations, ages, a job's end, the
+answer to "is my campaign progressing, and if not why?". Pure functions of their arguments."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any, Final
+
+# Why a job ended, from the events recorded on it (the first that says so wins).
+_ENDINGS: Final = (
+    ("USER_FRAG", "cancelled by its owner"),
+    ("FRAG_RESUBMIT_BY_NIKITA", "killed to make room (best-effort), resubmitted"),
+    ("OAR_AUTO_RESUBMIT", "killed by OAR (best-effort), resubmitted"),
+    ("RESUBMIT", "killed (best-effort), resubmitted"),
+    ("CIGRI_WALLTIME", "stopped at cigri's walltime"),
+    ("WALLTIME", "reached its walltime"),
+    ("EXIT_ERROR", "error (non-zero exit)"),
+    ("REMOTE_WAITING_FRAG", "waited too long in the cluster's queue"),
+    ("QUEUED_FOR_TOO_LONG", "waited too long in the cluster's queue"),
+)
+
+
+def duration(seconds: float | None) -> str:
+    """3d4h, 2h05m, 4m07s, 12s; an em dash for nothing."""
+    if seconds is None:
+        return "—"
+    seconds = max(0, int(seconds))
+    days, rest = divmod(seconds, 86400)
+    hours, rest = divmod(rest, 3600)
+    minutes, secs = divmod(rest, 60)
+    if days:
+        return f"{days}d{hours}h"
+    if hours:
+        return f"{hours}h{minutes:02d}m"
+    if minutes:
+        return f"{minutes}m{secs:02d}s"
+    return f"{secs}s"
+
+
+def stamp(value: datetime | None) -> str:
+    return value.strftime("%Y-%m-%d %H:%M:%S") if value is not None else "—"
+
+
+def percent(part: int, whole: int) -> float:
+    return 0.0 if whole <= 0 else min(100.0, 100.0 * part / whole)
+
+
+def job_ending(state: str, return_code: int | None, codes: Sequence[str]) -> str:
+    """Why a job ended (or that it has not), for a task's history."""
+    for code, words in _ENDINGS:
+        if code in codes:
+            return words
+    if state == "terminated":
+        return "done" if not return_code else f"done (exit {return_code})"
+    if state == "event":
+        return f"failed ({', '.join(codes)})" if codes else "failed"
+    return "—"
+
+
+@dataclass(frozen=True, kw_only=True)
+class Verdict:
+    level: str  # ok, wait, warn, stop, done
+    text: str
+
+
+def verdict(*, state: str, total: int, finished: int, running: int, waiting: int, queued: int,
+            open_events: Sequence[Mapping[str, Any]], blacklisted: Sequence[str],
+            jobs_per_hour: float, eta_seconds: float | None,
+            plans: Sequence[str] = ()) -> Verdict:
+    """The first line of the campaign page: is it progressing, and if not, why."""
+    if state == "terminated":
+        return Verdict(level="done", text=f"Finished: {finished} of {total} tasks done.")
+    if state == "cancelled":
+        return Verdict(level="stop", text=f"Cancelled after {finished} of {total} tasks.")
+    if state == "paused":
+        return Verdict(level="stop", text="Paused: no new job is started until you resume it "
+                       f"({running + waiting} still on the clusters).")
+    blocking = [e for e in open_events if e.get("class_", e.get("class")) != "notify"]
+    if blocking:
+        first = blocking[0]
+        more = f" and {len(blocking) - 1} more" if len(blocking) > 1 else ""
+        where = f" on {first['cluster_name']}" if first.get("cluster_name") else ""
+        text = (f"Needs you: open event {first['code']}{where}"
+                f"{': ' + str(first['message']) if first.get('message') else ''}{more}. "
+                "Fix it (and resubmit) below.")
+        if running:
+            text = f"Progressing with {running} running, but: " + text
+        return Verdict(level="warn", text=text)
+    if blacklisted:
+        return Verdict(level="warn", text="Held up: blacklisted on " + ", ".join(blacklisted)
+                       + " (an admin must close the cluster's event).")
+    if running:
+        rate = f", {jobs_per_hour:.0f} tasks/h" if jobs_per_hour else ""
+        eta = f", about {duration(eta_seconds)} left" if eta_seconds is not None else ""
+        return Verdict(level="ok", text=f"Progressing: {running} running, {waiting} waiting"
+                       f"{rate}{eta}.")
+    if waiting:
+        return Verdict(level="wait", text=f"Waiting: {waiting} jobs in the clusters' queues, "
+                       "none running yet (the clusters are busy).")
+    if queued:
+        return Verdict(level="wait", text=f"Starting: {queued} tasks queued for the clusters.")
+    if finished >= total > 0:
+        return Verdict(level="done", text="All tasks done; finishing up.")
+    plan = f" {'; '.join(plans)}." if plans else ""
+    return Verdict(level="wait", text="Waiting for the meta-scheduler to give it clusters." + plan)
