@@ -139,7 +139,7 @@ def test_fix_with_resubmit_runs_the_task_again(grid: Grid, site: Site, page: Pag
     expect(page.locator("#history")).to_contain_text("EXIT_ERROR")
 
     page.goto(f"{site.url}/ui/campaigns/{campaign}")
-    expect(page.locator(".verdict")).to_contain_text("EXIT_ERROR")
+    expect(page.locator(".verdict")).to_contain_text("need you (EXIT_ERROR on c1")
     # The exit error, and the blacklist of the campaign on c1 it caused.
     expect(page.locator("#events tr[data-event]")).to_have_count(2)
     page.locator("#events tr", has_text="EXIT_ERROR").get_by_role(

@@ -33,10 +33,15 @@ def test_a_jobs_end_says_why() -> None:
 def test_the_verdict_answers_is_it_progressing_and_if_not_why() -> None:
     assert _verdict(running=4, waiting=2, jobs_per_hour=120, eta_seconds=2700).text == (
         "Progressing: 4 running, 2 waiting, 120 tasks/h, about 45m00s left.")
-    stuck = _verdict(open_events=[{"class_": "job", "code": "EXIT_ERROR", "cluster_name": "dahu",
-                                   "message": "exit 3"}])
-    assert stuck.level == "warn" and "EXIT_ERROR on dahu: exit 3" in stuck.text
-    assert "blacklisted on luke" in _verdict(blacklisted=["luke"]).text
+    failed = {"campaign_id": 1, "code": "EXIT_ERROR", "cluster_name": "dahu", "message": "exit 3"}
+    stuck = _verdict(open_events=[failed, {**failed, "code": "BLACKLIST", "message": None}])
+    assert stuck.level == "warn"
+    assert "2 open events need you (EXIT_ERROR on dahu: exit 3)" in stuck.text
+    cluster_wide = {"campaign_id": None, "code": "CONNECTION_REFUSED", "cluster_name": "luke"}
+    running = _verdict(running=3, open_events=[cluster_wide], blacklisted=["luke"])
+    assert running.level == "ok" and running.text.startswith("Progressing")
+    assert "Not used now: luke (CONNECTION_REFUSED); an admin must act" in running.text
+    assert _verdict(blacklisted=["luke"]).level == "warn"
     assert _verdict(waiting=5).level == "wait"
     assert _verdict(state="paused", running=1).text.startswith("Paused")
     assert _verdict(state="terminated", finished=100).level == "done"

@@ -67,9 +67,9 @@ class Verdict:
 
 def verdict(*, state: str, total: int, finished: int, running: int, waiting: int, queued: int,
             open_events: Sequence[Mapping[str, Any]], blacklisted: Sequence[str],
-            jobs_per_hour: float, eta_seconds: float | None,
-            plans: Sequence[str] = ()) -> Verdict:
-    """The first line of the campaign page: is it progressing, and if not, why."""
+            jobs_per_hour: float, eta_seconds: float | None) -> Verdict:
+    """The first line of the campaign page: is it progressing, and if not, why (what the user
+    must fix, and what only an admin can)."""
     if state == "terminated":
         return Verdict(level="done", text=f"Finished: {finished} of {total} tasks done.")
     if state == "cancelled":
@@ -77,31 +77,40 @@ def verdict(*, state: str, total: int, finished: int, running: int, waiting: int
     if state == "paused":
         return Verdict(level="stop", text="Paused: no new job is started until you resume it "
                        f"({running + waiting} still on the clusters).")
-    blocking = [e for e in open_events if e.get("class_", e.get("class")) != "notify"]
-    if blocking:
-        first = blocking[0]
-        more = f" and {len(blocking) - 1} more" if len(blocking) > 1 else ""
-        where = f" on {first['cluster_name']}" if first.get("cluster_name") else ""
-        text = (f"Needs you: open event {first['code']}{where}"
-                f"{': ' + str(first['message']) if first.get('message') else ''}{more}. "
-                "Fix it (and resubmit) below.")
-        if running:
-            text = f"Progressing with {running} running, but: " + text
-        return Verdict(level="warn", text=text)
-    if blacklisted:
-        return Verdict(level="warn", text="Held up: blacklisted on " + ", ".join(blacklisted)
-                       + " (an admin must close the cluster's event).")
     if running:
         rate = f", {jobs_per_hour:.0f} tasks/h" if jobs_per_hour else ""
         eta = f", about {duration(eta_seconds)} left" if eta_seconds is not None else ""
-        return Verdict(level="ok", text=f"Progressing: {running} running, {waiting} waiting"
-                       f"{rate}{eta}.")
-    if waiting:
-        return Verdict(level="wait", text=f"Waiting: {waiting} jobs in the clusters' queues, "
-                       "none running yet (the clusters are busy).")
-    if queued:
-        return Verdict(level="wait", text=f"Starting: {queued} tasks queued for the clusters.")
-    if finished >= total > 0:
-        return Verdict(level="done", text="All tasks done; finishing up.")
-    plan = f" {'; '.join(plans)}." if plans else ""
-    return Verdict(level="wait", text="Waiting for the meta-scheduler to give it clusters." + plan)
+        head, level = f"Progressing: {running} running, {waiting} waiting{rate}{eta}.", "ok"
+    elif waiting:
+        head, level = (f"Waiting: {waiting} jobs in the clusters' queues, none running yet.",
+                       "wait")
+    elif queued:
+        head, level = f"Starting: {queued} tasks queued for the clusters.", "wait"
+    elif finished >= total > 0:
+        head, level = "All tasks done; finishing up.", "done"
+    else:
+        head, level = "Not running: no job on any cluster.", "wait"
+    yours = [e for e in open_events if e.get("campaign_id") is not None]
+    reasons = []
+    if yours:
+        first = next((e for e in yours if e["code"] != "BLACKLIST"), yours[0])
+        where = f" on {first['cluster_name']}" if first.get("cluster_name") else ""
+        said = f": {first['message']}" if first.get("message") else ""
+        count = f"{len(yours)} open events need" if len(yours) > 1 else "An open event needs"
+        reasons.append(f"{count} you ({first['code']}{where}{said}): fix them, with or without "
+                       "resubmission, below.")
+        level = "warn"
+    unavailable = sorted(set(blacklisted) | {
+        str(e["cluster_name"]) for e in open_events
+        if e.get("campaign_id") is None and e.get("cluster_name")})
+    if unavailable:
+        codes = sorted({str(e["code"]) for e in open_events if e.get("campaign_id") is None
+                        and e["code"] != "BLACKLIST"})
+        why = f" ({', '.join(codes)})" if codes else ""
+        reasons.append(f"Not used now: {', '.join(unavailable)}{why}; an admin must act, "
+                       "nothing for you to do.")
+        if not running:
+            level = "warn"
+    if not reasons and level == "wait" and not (waiting or queued):
+        reasons.append("The meta-scheduler gives it clusters at its next pass.")
+    return Verdict(level=level, text=" ".join([head, *reasons]))
