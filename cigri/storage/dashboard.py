@@ -14,12 +14,20 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Final
 
-from sqlalchemy import Connection, func, insert, select
+from sqlalchemy import Connection, and_, func, insert, select, true
 from sqlalchemy.exc import IntegrityError
 
 from cigri.domain.errors import NotFound
 from cigri.domain.states import EventClass, EventState
-from cigri.storage.tables import api_tokens, clusters, events, jobs, parameters, site_secrets
+from cigri.storage.tables import (
+    api_tokens,
+    campaigns,
+    clusters,
+    events,
+    jobs,
+    parameters,
+    site_secrets,
+)
 
 MAX_TASK_JOBS: Final = 1000
 MAX_TASK_EVENTS: Final = 1000
@@ -44,15 +52,23 @@ def open_event_counts(conn: Connection, campaign_ids: Sequence[int], *, cap: int
                       ) -> dict[int, int]:
     """Open job and campaign events per campaign, each count stopping at `cap` (so `cap` reads
     "cap or more"); through `ix_events_campaign_state`."""
+    open_job_events = and_(events.c.state == EventState.OPEN.value,
+                           events.c.class_.in_([EventClass.JOB.value, EventClass.CAMPAIGN.value]))
+    if conn.dialect.name == "postgresql" and campaign_ids:
+        # One statement: per campaign, a LATERAL read of at most `cap` index entries.
+        capped = (select(events.c.id).where(events.c.campaign_id == campaigns.c.id,
+                                            open_job_events)
+                  .limit(cap).lateral("capped"))
+        rows = conn.execute(
+            select(campaigns.c.id, func.count(capped.c.id))
+            .select_from(campaigns.outerjoin(capped, true()))
+            .where(campaigns.c.id.in_(list(campaign_ids))).group_by(campaigns.c.id))
+        return {int(campaign_id): int(count) for campaign_id, count in rows}
     found = {}
     for campaign_id in campaign_ids:
-        capped = (select(events.c.id)
-                  .where(events.c.campaign_id == campaign_id,
-                         events.c.state == EventState.OPEN.value,
-                         events.c.class_.in_([EventClass.JOB.value, EventClass.CAMPAIGN.value]))
-                  .limit(cap).subquery())
-        found[campaign_id] = int(conn.execute(select(func.count()).select_from(capped))
-                                 .scalar_one())
+        one = (select(events.c.id).where(events.c.campaign_id == campaign_id, open_job_events)
+               .limit(cap).subquery())
+        found[campaign_id] = int(conn.execute(select(func.count()).select_from(one)).scalar_one())
     return found
 
 

@@ -14,7 +14,7 @@ from cigri.api import create_app
 from cigri.config import build_settings
 from cigri.domain.clock import FakeClock
 from cigri.storage import dashboard, tokens
-from cigri.storage.tables import campaigns, clusters, site_secrets
+from cigri.storage.tables import campaigns, clusters, parameters, site_secrets
 from tests.integration.api_helpers import Api, jdl, make_api
 
 CSRF = re.compile(r'name="csrf_token" value="([^"]+)"')
@@ -222,3 +222,40 @@ def test_only_admins_disable_clusters(engine: Engine, clock: FakeClock) -> None:
         assert conn.execute(select(clusters.c.enabled).where(clusters.c.id == 1)).scalar_one() \
             is False
     assert "disabled" in api.call("GET", "/ui/clusters", user="root").text
+
+
+def test_the_campaign_list_reads_the_same_figures_as_the_stats_route(
+        pg_engine: Engine, clock: FakeClock) -> None:
+    """The list's batched read of the maintained sums (`many_campaign_cluster_stats`) gives each
+    campaign exactly what `GET /campaigns/<id>/stats` computes from them, and the open-event
+    counts stop at their cap."""
+    from cigri.storage.events import record_event
+    from cigri.storage.stats import campaign_cluster_stats, many_campaign_cluster_stats
+
+    api = make_api(pg_engine, clock)
+    first, second, idle = (api.submit(jdl(f"c{i}", nb_jobs=20)) for i in range(3))
+    for campaign, states in ((first, ["terminated"] * 5 + ["running"] * 2 + ["event"]),
+                             (second, ["terminated", "launching"])):
+        with pg_engine.begin() as conn:
+            params = conn.execute(select(parameters.c.id).where(
+                parameters.c.campaign_id == campaign).order_by(parameters.c.id)).scalars().all()
+        for index, state in enumerate(states):
+            job = api.add_job(campaign, param_id=params[index], cluster_id=1 + index % 2,
+                              state=state,
+                              start_time=clock.now() - timedelta(minutes=5 + index),
+                              stop_time=clock.now() if state == "terminated" else None)
+            if state == "event":
+                with pg_engine.begin() as conn:
+                    for _ in range(4):
+                        record_event(conn, class_="job", code="EXIT_ERROR", job_id=job,
+                                     campaign_id=campaign, cluster_id=1, now=clock.now())
+    with pg_engine.begin() as conn:
+        batched = many_campaign_cluster_stats(conn, [first, second, idle], now=clock.now(),
+                                              window_seconds=3600)
+        assert [s.terminated for s in batched[first]] == [3, 2, 5]
+        assert batched[first][-1].failures == 4 and batched[first][-1].active == 2
+        for campaign in (first, second, idle):
+            assert batched[campaign] == campaign_cluster_stats(
+                conn, campaign, now=clock.now(), window_seconds=3600)
+        assert dashboard.open_event_counts(conn, [first, second], cap=3) == {first: 3, second: 0}
+        assert dashboard.open_event_counts(conn, [first], cap=100) == {first: 4}

@@ -34,7 +34,11 @@ from cigri.storage import actions, dashboard, queries, subscriptions, tokens
 from cigri.storage.clusters import get_cluster, list_clusters, set_cluster_enabled
 from cigri.storage.events import is_campaign_blacklisted, is_cluster_blacklisted, list_open_events
 from cigri.storage.heartbeats import list_heartbeats
-from cigri.storage.stats import campaign_cluster_stats, latest_grid_usage
+from cigri.storage.stats import (
+    campaign_cluster_stats,
+    latest_grid_usage,
+    many_campaign_cluster_stats,
+)
 
 ui = Blueprint("ui", __name__, template_folder="templates", static_folder="static",
                static_url_path="/static")
@@ -194,10 +198,12 @@ def _campaign_filters(identity: Identity) -> tuple[str | None, str, int]:
 def _campaign_rows(conn: Connection, items: list[queries.CampaignSummary]) -> list[dict[str, Any]]:
     """What a row of the campaigns table shows, from the maintained figures."""
     now, window = _now(), _settings().CAMPAIGN_THROUGHPUT_WINDOW
-    opened = dashboard.open_event_counts(conn, [c.id for c in items], cap=EVENT_CAP)
+    ids = [c.id for c in items]
+    opened = dashboard.open_event_counts(conn, ids, cap=EVENT_CAP)
+    stats = many_campaign_cluster_stats(conn, ids, now=now, window_seconds=window)
     rows = []
     for summary in items:
-        per_cluster = campaign_cluster_stats(conn, summary.id, now=now, window_seconds=window)
+        per_cluster = stats[summary.id]
         whole = per_cluster[-1]
         ahead = forecast(summary.id, total_tasks=summary.total_jobs,
                          finished_tasks=summary.finished_jobs, jobs_per_hour=whole.jobs_per_hour)
