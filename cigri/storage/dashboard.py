@@ -11,16 +11,17 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any, Final
 
 from sqlalchemy import Connection, and_, func, insert, select, true
 from sqlalchemy.exc import IntegrityError
 
 from cigri.domain.errors import NotFound
-from cigri.domain.states import EventClass, EventState
+from cigri.domain.states import EventClass, EventState, JobState
 from cigri.storage.tables import (
     api_tokens,
+    campaign_cluster_throughput,
     campaigns,
     clusters,
     events,
@@ -139,3 +140,25 @@ def live_token_user(conn: Connection, token: int, *, now: datetime) -> str | Non
                                                      and row.expires_at <= now):
         return None
     return str(row.grid_user)
+
+
+def throughput_minutes(conn: Connection, campaign_id: int, *, since: datetime
+                       ) -> dict[datetime, int]:
+    """Tasks of the campaign that terminated in each minute since `since` (UTC minute starts;
+    minutes with none are absent). PostgreSQL reads the trigger-kept per-minute rows (at most
+    one per cluster and minute); SQLite groups the campaign's recent terminated jobs."""
+    if conn.dialect.name == "postgresql":
+        table = campaign_cluster_throughput
+        rows = conn.execute(
+            select(table.c.minute, func.sum(table.c.terminated))
+            .where(table.c.campaign_id == campaign_id, table.c.minute >= since)
+            .group_by(table.c.minute))
+        return {minute.astimezone(UTC): int(count) for minute, count in rows}
+    minute = func.strftime("%Y-%m-%d %H:%M", jobs.c.stop_time)
+    rows = conn.execute(
+        select(minute, func.count())
+        .where(jobs.c.campaign_id == campaign_id, jobs.c.state == JobState.TERMINATED.value,
+               jobs.c.param_id.is_not(None), jobs.c.stop_time >= since)
+        .group_by(minute))
+    return {datetime.strptime(text, "%Y-%m-%d %H:%M").replace(tzinfo=UTC): int(count)
+            for text, count in rows if text}

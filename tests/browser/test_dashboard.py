@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterator
+from datetime import UTC, datetime
 
 import pytest
 from playwright.sync_api import Browser, Page, expect
@@ -96,6 +97,8 @@ def test_sign_in_with_a_token_shows_my_campaigns_and_a_403_page_on_another_users
 
 def test_progress_moves_without_reload_and_the_pause_button_pauses(
         grid: Grid, site: Site, page: Page) -> None:
+    # cigri's clock on the emulator's, so the jobs' OAR times fall in the throughput window
+    grid.clock.advance(datetime.fromtimestamp(grid.emu_clock.time(), UTC) - grid.clock.now())
     campaign = new_campaign(grid, [f"t{i} sleep 10" for i in range(8)])
     queue_tasks(grid, campaign)
     grid.runner().run(loops=1)  # 3 jobs submitted (the initial tap)
@@ -116,6 +119,7 @@ def test_progress_moves_without_reload_and_the_pause_button_pauses(
     expect(page.locator("#progress")).to_have_attribute("data-done", "3", timeout=10_000)
     assert bar.evaluate("el => parseFloat(el.style.width)") == 37.5
     assert page.evaluate("window.notReloaded") is True  # the fragment moved, not the page
+    expect(page.locator(".spark svg")).to_have_attribute("aria-label", re.compile(r": 3 in all"))
 
     page.get_by_role("button", name=f"Pause campaign {campaign}").click()
     expect(page.locator(".notice")).to_contain_text(f"Campaign {campaign} paused")

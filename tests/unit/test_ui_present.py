@@ -46,3 +46,16 @@ def test_the_verdict_answers_is_it_progressing_and_if_not_why() -> None:
     assert _verdict(state="paused", running=1).text.startswith("Paused")
     assert _verdict(state="terminated", finished=100).level == "done"
     assert "meta-scheduler" in _verdict().text
+
+
+def test_the_throughput_chart_has_one_bar_per_minute() -> None:
+    from datetime import UTC, datetime, timedelta
+
+    from cigri.api.ui.present import bar_heights, minute_series
+
+    start = datetime(2026, 12, 4, 12, 0, tzinfo=UTC)
+    series = minute_series({start: 4, start + timedelta(minutes=2): 1,
+                            start + timedelta(minutes=9): 7}, start, 3)
+    assert series == [4, 0, 1]
+    assert bar_heights(series, height=36) == [36, 0, 9]
+    assert bar_heights([0, 0]) == [0, 0] and bar_heights([100, 1]) == [36, 1]

@@ -114,3 +114,18 @@ def verdict(*, state: str, total: int, finished: int, running: int, waiting: int
     if not reasons and level == "wait" and not (waiting or queued):
         reasons.append("The meta-scheduler gives it clusters at its next pass.")
     return Verdict(level=level, text=" ".join([head, *reasons]))
+
+
+def minute_series(counts: Mapping[datetime, int], start: datetime, minutes: int) -> list[int]:
+    """`minutes` consecutive per-minute counts from `start` (a minute start), 0 where absent."""
+    from datetime import timedelta
+
+    return [counts.get(start + timedelta(minutes=index), 0) for index in range(minutes)]
+
+
+def bar_heights(values: Sequence[int], height: int = 36) -> list[int]:
+    """Heights of a bar chart of `values` scaled to `height` (a non-zero value shows)."""
+    peak = max(values, default=0)
+    if peak <= 0:
+        return [0 for _ in values]
+    return [max(1, round(height * value / peak)) if value else 0 for value in values]

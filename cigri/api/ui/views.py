@@ -38,6 +38,7 @@ from cigri.storage.stats import (
     campaign_cluster_stats,
     latest_grid_usage,
     many_campaign_cluster_stats,
+    window_start,
 )
 
 ui = Blueprint("ui", __name__, template_folder="templates", static_folder="static",
@@ -260,6 +261,10 @@ def _campaign_live(conn: Connection, identity: Identity, campaign_id: int) -> di
         if black:
             blacklisted.append(c.cluster_name)
         clusters.append({"c": c, "s": by_id.get(c.cluster_id), "blacklisted": black})
+    minutes = max(10, min(180, window // 60))  # the chart: the last minutes, this one included
+    since = window_start(now, 0) - timedelta(minutes=minutes - 1)
+    series = present.minute_series(dashboard.throughput_minutes(conn, campaign_id, since=since),
+                                   since, minutes)
     running = sum(c.running_jobs for c in detail.clusters)
     waiting = sum(c.waiting_jobs for c in detail.clusters)
     queued = sum(c.queued_jobs for c in detail.clusters)
@@ -269,7 +274,8 @@ def _campaign_live(conn: Connection, identity: Identity, campaign_id: int) -> di
         blacklisted=blacklisted, jobs_per_hour=whole.jobs_per_hour, eta_seconds=ahead.eta_seconds)
     return {"c": summary, "clusters": clusters, "whole": whole, "forecast": ahead,
             "verdict": verdict, "open_events": open_events, "running": running,
-            "waiting": waiting, "queued": queued, "elapsed": _elapsed(summary, now)}
+            "waiting": waiting, "queued": queued, "elapsed": _elapsed(summary, now),
+            "series": series, "heights": present.bar_heights(series)}
 
 
 def _elapsed(summary: queries.CampaignSummary, now: datetime) -> float | None:
