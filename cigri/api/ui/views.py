@@ -11,6 +11,7 @@ page. Lists are keyset pages; counts come from the maintained statistics (`campa
 from __future__ import annotations
 
 import json
+import logging
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import datetime, timedelta
@@ -20,6 +21,8 @@ from urllib.parse import urlencode
 from flask import Blueprint, Response, current_app, redirect, render_template, request, url_for
 from flask.typing import ResponseReturnValue
 from sqlalchemy import Connection, Engine
+from sqlalchemy.exc import SQLAlchemyError
+from werkzeug.exceptions import HTTPException
 
 from cigri.api import access
 from cigri.api.app import ApiError, Identity
@@ -40,6 +43,8 @@ from cigri.storage.stats import (
     many_campaign_cluster_stats,
     window_start,
 )
+
+log = logging.getLogger(__name__)
 
 ui = Blueprint("ui", __name__, template_folder="templates", static_folder="static",
                static_url_path="/static")
@@ -144,6 +149,20 @@ def _cigri_error(error: CigriError) -> ResponseReturnValue:
     elif isinstance(error, Conflict):
         status, title = 409, "Refused"
     return _page("error.html", status, title=title, message=error.message, status=status)
+
+
+@ui.errorhandler(HTTPException)
+def _http_error(error: HTTPException) -> ResponseReturnValue:
+    status = error.code or 500
+    return _page("error.html", status, title=error.name, message=error.description or error.name,
+                 status=status)
+
+
+@ui.errorhandler(SQLAlchemyError)
+def _database_error(error: SQLAlchemyError) -> ResponseReturnValue:
+    log.exception("database error on %s %s", request.method, request.path)
+    return _page("error.html", 503, title="Database unavailable", status=503,
+                 message="cigri's database did not answer; try again in a moment.")
 
 
 # ---------------------------------------------------------------- signing in
