@@ -162,3 +162,40 @@ def throughput_minutes(conn: Connection, campaign_id: int, *, since: datetime
         .group_by(minute))
     return {datetime.strptime(text, "%Y-%m-%d %H:%M").replace(tzinfo=UTC): int(count)
             for text, count in rows if text}
+
+
+@dataclass(frozen=True, kw_only=True)
+class Candidates:
+    """Task ids that may match a filter, in id order, and where the next search starts (None:
+    the campaign has no more tasks to look at)."""
+
+    ids: list[int]
+    next_after: int | None
+
+
+def tasks_with_text(conn: Connection, campaign_id: int, text: str, *, after: int, limit: int,
+                    window: int) -> Candidates:
+    """Tasks after `after` whose parameter line contains `text`, looking at `window` tasks at
+    most (a keyset range of `parameters`, so the cost is bounded whatever the campaign's size)."""
+    scanned = (select(parameters.c.id, parameters.c.param)
+               .where(parameters.c.campaign_id == campaign_id, parameters.c.id > after)
+               .order_by(parameters.c.id).limit(window).subquery("scanned"))
+    ids = [int(i) for i in conn.execute(
+        select(scanned.c.id).where(scanned.c.param.contains(text, autoescape=True))
+        .order_by(scanned.c.id).limit(limit)).scalars()]
+    if len(ids) == limit:
+        return Candidates(ids=ids, next_after=ids[-1])
+    last, seen = conn.execute(select(func.max(scanned.c.id), func.count())).one()
+    return Candidates(ids=ids, next_after=int(last) if seen == window else None)
+
+
+def tasks_with_job_state(conn: Connection, campaign_id: int, state: str, *, after: int,
+                         limit: int) -> Candidates:
+    """Tasks after `after` with a job in `state`, one of the active states (few: bounded by the
+    runners' taps), through `ix_jobs_campaign_state`. Whether that job is still the task's
+    latest is for `queries.list_tasks` to say."""
+    ids = [int(i) for i in conn.execute(
+        select(jobs.c.param_id).where(jobs.c.campaign_id == campaign_id, jobs.c.state == state,
+                                      jobs.c.param_id > after)
+        .group_by(jobs.c.param_id).order_by(jobs.c.param_id).limit(limit)).scalars()]
+    return Candidates(ids=ids, next_after=ids[-1] if len(ids) == limit else None)

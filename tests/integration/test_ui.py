@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import re
 from datetime import timedelta
+from typing import Any
 
 from flask.testing import FlaskClient
 from sqlalchemy import Engine, select
@@ -259,3 +260,24 @@ def test_the_campaign_list_reads_the_same_figures_as_the_stats_route(
                 conn, campaign, now=clock.now(), window_seconds=3600)
         assert dashboard.open_event_counts(conn, [first, second], cap=3) == {first: 3, second: 0}
         assert dashboard.open_event_counts(conn, [first], cap=100) == {first: 4}
+
+
+def test_a_search_looks_at_a_bounded_window_and_offers_to_go_on(
+        engine: Engine, clock: FakeClock, monkeypatch: Any) -> None:
+    from cigri.api.ui import views
+
+    monkeypatch.setattr(views, "TEXT_WINDOW", 30)
+    api = make_api(engine, clock)
+    campaign = api.submit(jdl(params=[f"t{i} {'needle' if i in (5, 70) else 'hay'}"
+                                      for i in range(100)]))
+    first = api.call("GET", f"/ui/campaigns/{campaign}?q=needle").text
+    assert re.findall(r"/tasks/(\d+)\"", first) == ["6"]
+    assert "stopped after looking at" in first
+    further = re.search(r'href="([^"]+)" rel="next">Search further', first)
+    assert further is not None
+    second = api.call("GET", further.group(1).replace("&amp;", "&")).text  # tasks 31-60
+    assert re.findall(r"/tasks/(\d+)\"", second) == []
+    third_link = re.search(r'href="([^"]+)" rel="next"', second)
+    assert third_link is not None
+    third = api.call("GET", third_link.group(1).replace("&amp;", "&")).text  # tasks 61-90
+    assert re.findall(r"/tasks/(\d+)\"", third) == ["71"]

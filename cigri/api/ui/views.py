@@ -31,7 +31,7 @@ from cigri.config import Settings
 from cigri.domain.clock import Clock
 from cigri.domain.errors import CigriError, Conflict, Forbidden, NotFound
 from cigri.domain.night import NightWindow
-from cigri.domain.states import EventClass, NotificationType, Severity
+from cigri.domain.states import ACTIVE_JOB_STATES, EventClass, NotificationType, Severity
 from cigri.domain.stats import forecast
 from cigri.storage import actions, dashboard, queries, subscriptions, tokens
 from cigri.storage.clusters import get_cluster, list_clusters, set_cluster_enabled
@@ -51,14 +51,17 @@ ui = Blueprint("ui", __name__, template_folder="templates", static_folder="stati
 
 CAMPAIGN_PAGE: Final = 25
 TASK_PAGE: Final = 50
-TASK_WINDOW: Final = 1000  # tasks read per storage call when filtering
-TASK_SCAN: Final = 5  # storage calls per filtered page at most (5,000 tasks examined)
+TASK_WINDOW: Final = 500  # tasks read per storage call when filtering by state or cluster
+TASK_SCAN: Final = 2  # storage calls per such page at most (1,000 tasks examined)
+TEXT_WINDOW: Final = 20_000  # tasks a parameter search looks at per page
+ACTIVE_STATES: Final = frozenset(s.value for s in ACTIVE_JOB_STATES)
 EVENT_PAGE: Final = 50
 EVENT_CAP: Final = 100
 STATE_FILTERS: Final = {"active": queries.UNFINISHED_STATES, "in_treatment": ("in_treatment",),
                         "paused": ("paused",), "terminated": ("terminated",),
                         "cancelled": ("cancelled",), "all": None}
-TASK_STATES: Final = ("pending", "queued", "to_launch", "launching", "submitted", "running",
+TASK_STATES: Final = ("pending", "queued", "to_launch", "launching", "submitted", "remote_waiting",
+                      "batch_waiting", "running",
                       "terminated", "event", "waiting_resubmission", "cancelled")
 CHANNELS: Final = {"mail": NotificationType.MAIL.value, "jabber": NotificationType.XMPP.value,
                    "webhook": NotificationType.WEBHOOK.value, "log": NotificationType.LOG.value}
@@ -317,28 +320,42 @@ def _task_filters() -> dict[str, Any]:
 
 def _task_page(conn: Connection, campaign_id: int, filters: dict[str, Any]
                ) -> tuple[list[queries.TaskRow], int | None, bool]:
-    """A page of tasks after `after` matching the filters, read through `queries.list_tasks`
-    (the API's task pages); a filtered page examines at most TASK_WINDOW x TASK_SCAN tasks.
-    Returns (rows, the `after` of the next page or None, whether the scan stopped early)."""
-    unfiltered = not (filters["state"] or filters["cluster"] or filters["q"])
-    if unfiltered:
-        rows = queries.list_tasks(conn, campaign_id, after=filters["after"], limit=TASK_PAGE)
+    """A page of tasks after `after` matching the filters, rendered by `queries.list_tasks` (the
+    API's task pages, so a task's state is the API's). Every read is bounded: a parameter search
+    looks at TEXT_WINDOW tasks, an active state goes through the jobs' state index, another
+    state or a cluster looks at TASK_WINDOW x TASK_SCAN tasks. Returns (rows, the `after` of the
+    next page or None, whether the page stopped at its bound rather than at a full page)."""
+    after, state, cluster = filters["after"], filters["state"], filters["cluster"]
+
+    def wanted(row: queries.TaskRow) -> bool:
+        return ((not state or row.state == state) and (not cluster or row.cluster == cluster)
+                and (not filters["q"] or filters["q"] in row.parameters))
+
+    if filters["q"] or state in ACTIVE_STATES:
+        if filters["q"]:
+            found = dashboard.tasks_with_text(conn, campaign_id, filters["q"], after=after,
+                                              limit=TASK_PAGE, window=TEXT_WINDOW)
+        else:
+            found = dashboard.tasks_with_job_state(conn, campaign_id, state, after=after,
+                                                   limit=TASK_PAGE)
+        rows = [row for row in queries.list_tasks(conn, campaign_id, ids=found.ids,
+                                                  limit=TASK_PAGE) if wanted(row)]
+        return rows, found.next_after, found.next_after is not None and len(rows) < TASK_PAGE
+    if not (state or cluster):
+        rows = queries.list_tasks(conn, campaign_id, after=after, limit=TASK_PAGE)
         return rows, (rows[-1].id if len(rows) == TASK_PAGE else None), False
-    found: list[queries.TaskRow] = []
-    after = filters["after"]
+    matched: list[queries.TaskRow] = []
     for _ in range(TASK_SCAN):
         window = queries.list_tasks(conn, campaign_id, after=after, limit=TASK_WINDOW)
         for row in window:
             after = row.id
-            if ((not filters["state"] or row.state == filters["state"])
-                    and (not filters["cluster"] or row.cluster == filters["cluster"])
-                    and (not filters["q"] or filters["q"] in row.parameters)):
-                found.append(row)
-                if len(found) == TASK_PAGE:
-                    return found, after, False
+            if wanted(row):
+                matched.append(row)
+                if len(matched) == TASK_PAGE:
+                    return matched, after, False
         if len(window) < TASK_WINDOW:
-            return found, None, False
-    return found, after, True
+            return matched, None, False
+    return matched, after, True
 
 
 @ui.get("/campaigns/<id:campaign_id>")
