@@ -244,6 +244,15 @@ class Settings:
     MAX_TASKS_PER_USER: int = field(default=5_000_000, metadata=_describe(
         "Most tasks one user may have waiting in the bag of tasks, all campaigns together."))
 
+    # Web dashboard (docs/ui.md)
+    UI_SECRET_KEY: str = field(default="", metadata=_describe(
+        "Key signing the dashboard's session cookies; empty: generated once and kept in the "
+        "database (site_secrets), shared by every API process."))
+    UI_SESSION_HOURS: int = field(default=12, metadata=_describe(
+        "Hours a dashboard sign-in lasts (the cookie's expiry; revoking the token ends it sooner)."))
+    UI_POLL_SECONDS: float = field(default=5.0, metadata=_describe(
+        "Seconds between the dashboard's refreshes of its live parts (fragment polling)."))
+
     # Metrics (docs/metrics.md)
     METRICS_LISTEN: str = field(default="127.0.0.1:9468", metadata=_describe(
         "host:port of `cigri metrics serve` (/metrics on a port of its own)."))

@@ -8,7 +8,7 @@ Every route module reaches the request's context through here, never through `cu
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Final
@@ -104,8 +104,7 @@ def who() -> Identity:
 
 def admin() -> Identity:
     identity = who()
-    if not identity.is_admin:
-        raise ApiError(403, "Forbidden", f"User '{identity.user}' is not a cigri admin")
+    check_admin(identity)
     return identity
 
 
@@ -117,19 +116,64 @@ def own_campaign(conn: Connection, campaign_id: int) -> tuple[str, str]:
     return owner, state
 
 
+# --- the authorisation rules the JSON API and the dashboard share: each takes the caller and
+# the row it is about (fetched through cigri.storage first) and raises ApiError(403) when the
+# caller may not; the API renders that as JSON, the dashboard as a page.
+
+
 def check_owner(identity: Identity, campaign_id: int, owner: str) -> None:
+    """A user sees and changes only their own campaigns (and what is in them); admins all."""
     if owner != identity.user and not identity.is_admin:
         raise ApiError(403, "Forbidden", f"Campaign {campaign_id} does not belong to you: User "
                        f"'{identity.user}' is not the owner of campaign '{campaign_id}'")
 
 
-def own_job(conn: Connection, job_id: int) -> dict[str, Any]:
-    """The job row of a job the caller may see; 404 or 403 otherwise."""
-    identity = who()
-    job = queries.get_job(conn, job_id)
+def check_admin(identity: Identity) -> None:
+    if not identity.is_admin:
+        raise ApiError(403, "Forbidden", f"User '{identity.user}' is not a cigri admin")
+
+
+def campaigns_of(identity: Identity, requested: str | None) -> str | None:
+    """Whose campaigns a listing shows: a user's own (asking for another's is 403); an admin's
+    choice (None: everybody's)."""
+    if requested is not None and requested != identity.user and not identity.is_admin:
+        raise ApiError(403, "Forbidden", "you may list only your own campaigns")
+    if requested is None and not identity.is_admin:
+        return identity.user
+    return requested
+
+
+def check_event_readable(identity: Identity, event_id: int, row: Mapping[str, Any]) -> None:
+    """Cluster-wide events are public to authenticated users; the others only to the owner of
+    their campaign (a job event without a campaign: admins only). `row` is
+    `queries.get_event_row`'s."""
+    owner = row.get("campaign_owner")
+    if owner is not None and owner != identity.user and not identity.is_admin:
+        raise ApiError(403, "Forbidden", f"Event {event_id} belongs to a campaign of another user")
+    if owner is None and row["job_id"] is not None and not identity.is_admin:
+        raise ApiError(403, "Forbidden", f"Event {event_id} is not yours")
+
+
+def check_event_closable(identity: Identity, event_id: int, row: Mapping[str, Any]) -> None:
+    """Closing (fixing) an event: its reader may, except that an event of no campaign (a
+    cluster-wide one) is closed by admins only."""
+    check_event_readable(identity, event_id, row)
+    if row.get("campaign_owner") is None and not identity.is_admin:
+        raise ApiError(403, "Forbidden", f"Event {event_id} is not specific to a campaign "
+                       f"belonging to you: only an admin may close it")
+
+
+def check_job_owner(identity: Identity, job_id: int, job: Mapping[str, Any]) -> None:
+    """A job is its campaign owner's; `job` is `queries.get_job`'s row."""
     if job["grid_user"] != identity.user and not identity.is_admin:
         raise ApiError(403, "Forbidden", f"Job {job_id} does not belong to you: User "
                        f"'{identity.user}' is not the owner of job '{job_id}'")
+
+
+def own_job(conn: Connection, job_id: int) -> dict[str, Any]:
+    """The job row of a job the caller may see; 404 or 403 otherwise."""
+    job = queries.get_job(conn, job_id)
+    check_job_owner(who(), job_id, job)
     return job
 
 

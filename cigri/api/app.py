@@ -148,6 +148,9 @@ def create_app(settings: Settings, engine: Engine, *, clock: Clock | None = None
     for blueprint in BLUEPRINTS:
         app.register_blueprint(blueprint)
     app.register_blueprint(metrics)
+    from cigri.api.ui import ui
+
+    app.register_blueprint(ui, url_prefix="/ui")
     app.wsgi_app = MethodOverride(app.wsgi_app)  # type: ignore[method-assign]
 
     @app.before_request

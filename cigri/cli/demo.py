@@ -30,6 +30,7 @@ import click
 from sqlalchemy import Engine, func, select
 
 from cigri.cli import localgrid
+from cigri.cli.dashboard import dashboard
 from cigri.domain.event_codes import EventCode
 from cigri.storage.campaigns import create_campaign
 from cigri.storage.db import make_engine
@@ -222,8 +223,11 @@ def demo(tasks: int, nb_clusters: int, nodes: int, cores: int, task_seconds: flo
             preemptor.start()
             almighty = localgrid.start_almighty(_write_config(root, database_url),
                                                 root / "almighty.out")
-            finished = _follow(engine, campaign_id, tasks, names, almighty, started,
-                               timeout_seconds)
+            token_file = root / "dashboard-token"
+            with dashboard(engine, user=DEMO_USER, token_file=token_file) as url:
+                click.echo(f"dashboard: {url}  (sign in with the token in {token_file})")
+                finished = _follow(engine, campaign_id, tasks, names, almighty, started,
+                                   timeout_seconds)
         except KeyboardInterrupt:
             click.echo("\ninterrupted: stopping the daemons and the clusters")
             finished = None

@@ -130,10 +130,8 @@ def _running(paths: Paths) -> dict[str, Any] | None:
 
 
 def dashboard_url(api_url: str) -> str | None:
-    """The dashboard's address, to print with the rest. Hook: there is no dashboard yet; once
-    there is, return its URL (served next to the API) and the start-up lines will show it."""
-    del api_url
-    return None
+    """The web dashboard's address: `/ui/` of the API (docs/ui.md)."""
+    return api_url.rstrip("/") + "/ui/"
 
 
 def _free_port(preferred: int | None) -> int:
@@ -167,7 +165,7 @@ def _lines(state: dict[str, Any]) -> list[str]:
     ]
     dashboard = dashboard_url(state["api_url"])
     if dashboard:
-        lines.append(f"dashboard: {dashboard}")
+        lines.append(f"dashboard: {dashboard}  (sign in with a token: gridtoken create)")
     return lines
 
 

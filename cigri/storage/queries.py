@@ -286,8 +286,9 @@ def _bag_states(conn: Connection, param_ids: Sequence[int]) -> dict[int, bool]:
 
 
 def list_tasks(conn: Connection, campaign_id: int, *, after: int = 0, offset: int = 0,
-               limit: int = 100) -> list[TaskRow]:
-    """One row per task (parameter) by id, with its latest job: a keyset page after `after`.
+               limit: int = 100, ids: Sequence[int] | None = None) -> list[TaskRow]:
+    """One row per task (parameter) by id, with its latest job: a keyset page after `after`
+    (only among `ids` when given: the dashboard's filtered pages).
 
     v3 listed task×job rows, so a resubmitted task took several places and `limit` counted rows;
     here a page is `limit` tasks and never skips one.
@@ -295,6 +296,8 @@ def list_tasks(conn: Connection, campaign_id: int, *, after: int = 0, offset: in
     page = (select(parameters.c.id, parameters.c.name, parameters.c.param)
             .where(parameters.c.campaign_id == campaign_id, parameters.c.id > after)
             .order_by(parameters.c.id).limit(min(limit, MAX_PAGE)))
+    if ids is not None:
+        page = page.where(parameters.c.id.in_(list(ids)))
     if offset:
         page = page.offset(offset)
     page_sq = page.subquery("page")

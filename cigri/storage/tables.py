@@ -352,6 +352,14 @@ api_tokens = Table(
     Column("revoked_at", UTCDateTime),
 )
 
+# Secrets the grid generates for itself (migration 0007): the dashboard's session-signing key.
+site_secrets = Table(
+    "site_secrets", metadata,
+    Column("name", String(64), primary_key=True),
+    Column("value", String(255), nullable=False),
+    Column("created_at", UTCDateTime, nullable=False),
+)
+
 collected_files = Table(
     "collected_files", metadata,
     Column("id", BigId, primary_key=True),

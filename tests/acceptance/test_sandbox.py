@@ -11,6 +11,7 @@ import re
 import subprocess
 import sys
 import time
+import urllib.request
 from pathlib import Path
 
 import pytest
@@ -107,6 +108,8 @@ def test_a_sandbox_runs_ones_own_campaign_and_leaves_nothing_behind(tmp_path: Pa
     assert conf is not None, out
     assert re.search(r"export CIGRI_API_SOCKET=\S+", out)
     assert re.search(r"http://127\.0\.0\.1:\d+/", out)
+    dashboard = re.search(r"dashboard: (http://127\.0\.0\.1:\d+/ui/)", out)
+    assert dashboard is not None, out
     sample = re.search(r"sample JDL: (\S+)", out)
     assert sample is not None and json.loads(Path(sample.group(1)).read_text())["clusters"]
     home = Path(re.search(r"\{HOME\}\): (\S+)", out).group(1))  # type: ignore[union-attr]
@@ -115,6 +118,8 @@ def test_a_sandbox_runs_ones_own_campaign_and_leaves_nothing_behind(tmp_path: Pa
     try:
         status = run(tool("cigri"), "sandbox", "status", "--dir", str(directory), env=env)
         assert status.returncode == 0 and f"pid {state['pid']}" in status.stdout
+        login = urllib.request.urlopen(dashboard.group(1) + "login", timeout=30)
+        assert login.status == 200 and b"API token" in login.read()
 
         task = tmp_path / "task.sh"
         task.write_text(TASK)

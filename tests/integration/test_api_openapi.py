@@ -15,8 +15,8 @@ def _rules(engine: Engine) -> set[tuple[str, str]]:
     app = create_app(build_settings({}), engine, clock=FakeClock())
     found = set()
     for rule in app.url_map.iter_rules():
-        if rule.endpoint == "static":
-            continue
+        if rule.endpoint == "static" or rule.endpoint.startswith("ui."):
+            continue  # the dashboard's HTML pages (docs/ui.md) are not the JSON API
         path = re.sub(r"<(?:[a-z]+:)?([a-z_]+)>", r"{\1}", rule.rule)
         for method in rule.methods or ():
             if method not in {"HEAD", "OPTIONS"}:

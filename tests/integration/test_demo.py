@@ -29,6 +29,8 @@ def test_demo_runs_a_campaign_to_the_end_and_prints_its_summary(tmp_path: Path) 
     assert result.returncode == 0, result.stdout + result.stderr
     out = result.stdout
     assert "campaign 1: terminated" in out
+    assert re.search(r"dashboard: http://127\.0\.0\.1:\d+/ui/  \(sign in with the token in \S+\)",
+                     out), out
     assert re.search(r"tasks done\s+60/60", out)
     per_cluster = dict(re.findall(r"(c\d): (\d+)", out.split("per cluster", 1)[1].splitlines()[0]))
     assert set(per_cluster) == {"c1", "c2", "c3"} and sum(map(int, per_cluster.values())) >= 60

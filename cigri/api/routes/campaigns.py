@@ -16,7 +16,7 @@ from flask import Blueprint, request
 from flask.typing import ResponseReturnValue
 from sqlalchemy import Connection
 
-from cigri.api.access import check_owner, now, own_campaign, settings, tx, who
+from cigri.api.access import campaigns_of, check_owner, now, own_campaign, settings, tx, who
 from cigri.api.inputs import (
     bounded,
     check_task_count,
@@ -54,11 +54,7 @@ campaigns = Blueprint("campaigns", __name__)
 @campaigns.get("/campaigns")
 def list_campaigns() -> ResponseReturnValue:
     identity = who()
-    user = request.args.get("user") or None
-    if user is not None and user != identity.user and not identity.is_admin:
-        raise ApiError(403, "Forbidden", "you may list only your own campaigns")
-    if user is None and not identity.is_admin:
-        user = identity.user
+    user = campaigns_of(identity, request.args.get("user") or None)
     state = request.args.get("state")
     states: tuple[str, ...] | None = queries.UNFINISHED_STATES
     if flag("all"):

@@ -10,7 +10,15 @@ from flask import Blueprint
 from flask.typing import ResponseReturnValue
 from sqlalchemy import Connection
 
-from cigri.api.access import admin, now, own_campaign, tx, who
+from cigri.api.access import (
+    admin,
+    check_event_closable,
+    check_event_readable,
+    now,
+    own_campaign,
+    tx,
+    who,
+)
 from cigri.api.inputs import flag, int_arg, json_body
 from cigri.api.shapes import ApiError, event_json, event_page, json_response, status
 from cigri.domain.states import EventClass
@@ -79,14 +87,8 @@ def create_event() -> ResponseReturnValue:
 
 
 def _readable_event(conn: Connection, event_id: int) -> dict[str, Any]:
-    identity = who()
     row = queries.get_event_row(conn, event_id)
-    owner = row.get("campaign_owner")
-    # Global events (cluster-wide) are public to authenticated users; others only to their owner.
-    if owner is not None and owner != identity.user and not identity.is_admin:
-        raise ApiError(403, "Forbidden", f"Event {event_id} belongs to a campaign of another user")
-    if owner is None and row["job_id"] is not None and not identity.is_admin:
-        raise ApiError(403, "Forbidden", f"Event {event_id} is not yours")
+    check_event_readable(who(), event_id, row)
     return row
 
 
@@ -99,11 +101,8 @@ def get_event(event_id: int) -> ResponseReturnValue:
 
 @events.delete("/events/<id:event_id>")
 def fix_event(event_id: int) -> ResponseReturnValue:
-    identity = who()
     with tx() as conn:
-        row = _readable_event(conn, event_id)
-        if row.get("campaign_owner") is None and not identity.is_admin:
-            raise ApiError(403, "Forbidden", f"Event {event_id} is not specific to a campaign "
-                           f"belonging to you: only an admin may close it")
+        row = queries.get_event_row(conn, event_id)
+        check_event_closable(who(), event_id, row)
         actions.fix_event(conn, event_id, resubmit=flag("resubmit"), now=now())
     return status(202, "Accepted", f"Event {event_id} closed")

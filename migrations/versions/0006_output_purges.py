@@ -1,6 +1,6 @@
 """Output purges: `DELETE /campaigns/<id>/outputs` as a recorded request the collector carries out
 
-Revision ID: 0014
+Revision ID: 0006
 Revises: 0005
 Create Date: 2026-12-04 22:40:00.000000
 
@@ -13,7 +13,7 @@ from __future__ import annotations
 import sqlalchemy as sa
 from alembic import op
 
-revision = '0014'
+revision = '0006'
 down_revision = '0005'
 branch_labels = None
 depends_on = None

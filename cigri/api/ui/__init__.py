@@ -1,0 +1,13 @@
+"""The web dashboard, served by `cigri-api` under `/ui/` (issue 12).
+
+A Flask blueprint of server-rendered pages (Jinja2 templates and static CSS/JS in this package: no
+CDN, no build step). It calls the same storage functions as the JSON API and the same
+authorisation rules (`cigri.api.access`); who is looking is decided in `session`, the pages in
+`views`, their wording in `present`. See docs/ui.md.
+"""
+
+from __future__ import annotations
+
+from cigri.api.ui.views import ui
+
+__all__ = ["ui"]

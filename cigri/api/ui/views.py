@@ -1,0 +1,606 @@
+"""The dashboard's pages and fragments (`/ui/...`), over the JSON API's storage functions and
+authorisation rules (`cigri.api.access`).
+
+Every page is server-rendered HTML, complete without JavaScript. Live parts are elements with
+`data-poll="<fragment url>"`: `static/ui.js` fetches that fragment every `UI_POLL_SECONDS` and
+swaps it in. State changes are POST forms carrying a CSRF token, answered with a 303 back to the
+page. Lists are keyset pages; counts come from the maintained statistics (`campaign_cluster_stats`,
+`campaign_job_counts`) or are capped.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import datetime, timedelta
+from typing import Any, Final
+from urllib.parse import urlencode
+
+from flask import Blueprint, Response, current_app, redirect, render_template, request, url_for
+from flask.typing import ResponseReturnValue
+from sqlalchemy import Connection, Engine
+from sqlalchemy.exc import SQLAlchemyError
+from werkzeug.exceptions import HTTPException
+
+from cigri.api import access
+from cigri.api.access import Identity
+from cigri.api.shapes import ApiError
+from cigri.api.ui import present, session
+from cigri.config import Settings
+from cigri.domain.clock import Clock
+from cigri.domain.errors import CigriError, Conflict, Forbidden, NotFound
+from cigri.domain.night import NightWindow
+from cigri.domain.states import ACTIVE_JOB_STATES, EventClass, NotificationType, Severity
+from cigri.domain.stats import forecast
+from cigri.storage import actions, dashboard, queries, subscriptions, tokens
+from cigri.storage.clusters import get_cluster, list_clusters, set_cluster_enabled
+from cigri.storage.events import is_campaign_blacklisted, is_cluster_blacklisted, list_open_events
+from cigri.storage.heartbeats import list_heartbeats
+from cigri.storage.stats import (
+    campaign_cluster_stats,
+    latest_grid_usage,
+    many_campaign_cluster_stats,
+    window_start,
+)
+
+log = logging.getLogger(__name__)
+
+ui = Blueprint("ui", __name__, template_folder="templates", static_folder="static",
+               static_url_path="/static")
+
+CAMPAIGN_PAGE: Final = 25
+TASK_PAGE: Final = 50
+TASK_WINDOW: Final = 500  # tasks read per storage call when filtering by state or cluster
+TASK_SCAN: Final = 2  # storage calls per such page at most (1,000 tasks examined)
+TEXT_WINDOW: Final = 20_000  # tasks a parameter search looks at per page
+ACTIVE_STATES: Final = frozenset(s.value for s in ACTIVE_JOB_STATES)
+EVENT_PAGE: Final = 50
+EVENT_CAP: Final = 100
+STATE_FILTERS: Final = {"active": queries.UNFINISHED_STATES, "in_treatment": ("in_treatment",),
+                        "paused": ("paused",), "terminated": ("terminated",),
+                        "cancelled": ("cancelled",), "all": None}
+TASK_STATES: Final = ("pending", "queued", "to_launch", "launching", "submitted", "remote_waiting",
+                      "batch_waiting", "running",
+                      "terminated", "event", "waiting_resubmission", "cancelled")
+CHANNELS: Final = {"mail": NotificationType.MAIL.value, "jabber": NotificationType.XMPP.value,
+                   "webhook": NotificationType.WEBHOOK.value, "log": NotificationType.LOG.value}
+
+
+# ---------------------------------------------------------------- plumbing
+
+
+def _settings() -> Settings:
+    return current_app.config["CIGRI_SETTINGS"]
+
+
+def _now() -> datetime:
+    clock: Clock = current_app.config["CIGRI_CLOCK"]
+    return clock.now()
+
+
+@contextmanager
+def _conn() -> Iterator[Connection]:
+    engine: Engine = current_app.config["CIGRI_ENGINE"]
+    with engine.begin() as conn:
+        yield conn
+
+
+def _page(template: str, code: int = 200, **values: Any) -> ResponseReturnValue:
+    response = Response(render_template(template, **values), status=code)
+    response.headers["Cache-Control"] = "no-store"
+    return response
+
+
+def _back(default: str, notice: str) -> ResponseReturnValue:
+    """303 to the page the form came from (a /ui/ path only), with a notice to show."""
+    target = request.form.get("next") or default
+    if not target.startswith("/ui/") or target.startswith("//"):
+        target = default
+    target = target.split("#", 1)[0]
+    separator = "&" if "?" in target else "?"
+    return redirect(f"{target}{separator}{urlencode({'notice': notice})}", code=303)
+
+
+def _own_campaign(conn: Connection, identity: Identity, campaign_id: int) -> tuple[str, str]:
+    owner, state = queries.get_campaign_owner(conn, campaign_id)
+    access.check_owner(identity, campaign_id, owner)
+    return owner, state
+
+
+@ui.context_processor
+def _globals() -> dict[str, Any]:
+    identity = session.viewer()
+    return {"viewer": identity, "csrf_token": session.csrf_token, "fmt": present,
+            "poll_ms": int(_settings().UI_POLL_SECONDS * 1000),
+            "notice": request.args.get("notice", "")[:300]}
+
+
+@ui.before_request
+def _guard() -> None:
+    if request.method == "POST":
+        session.check_csrf()
+
+
+@ui.after_request
+def _headers(response: Response) -> Response:
+    """Scripts and styles from this package only; never framed; no referrer outside."""
+    response.headers["Content-Security-Policy"] = (
+        "default-src 'self'; script-src 'self'; style-src 'self' 'unsafe-inline'; "
+        "img-src 'self' data:; frame-ancestors 'none'; form-action 'self'; base-uri 'none'")
+    response.headers["X-Frame-Options"] = "DENY"
+    response.headers["X-Content-Type-Options"] = "nosniff"
+    response.headers["Referrer-Policy"] = "same-origin"
+    return response
+
+
+@ui.errorhandler(ApiError)
+def _api_error(error: ApiError) -> ResponseReturnValue:
+    if error.status == 401 and request.method == "GET" and request.endpoint != "ui.login":
+        return redirect(url_for("ui.login", next=request.full_path.rstrip("?")), code=303)
+    return _page("error.html", error.status, title=error.title, message=error.message,
+                 status=error.status)
+
+
+@ui.errorhandler(CigriError)
+def _cigri_error(error: CigriError) -> ResponseReturnValue:
+    status, title = 400, "Refused"
+    if isinstance(error, NotFound):
+        status, title = 404, "Not found"
+    elif isinstance(error, Forbidden):
+        status, title = 403, "Forbidden"
+    elif isinstance(error, Conflict):
+        status, title = 409, "Refused"
+    return _page("error.html", status, title=title, message=error.message, status=status)
+
+
+@ui.errorhandler(HTTPException)
+def _http_error(error: HTTPException) -> ResponseReturnValue:
+    status = error.code or 500
+    return _page("error.html", status, title=error.name, message=error.description or error.name,
+                 status=status)
+
+
+@ui.errorhandler(SQLAlchemyError)
+def _database_error(error: SQLAlchemyError) -> ResponseReturnValue:
+    log.exception("database error on %s %s", request.method, request.path)
+    return _page("error.html", 503, title="Database unavailable", status=503,
+                 message="cigri's database did not answer; try again in a moment.")
+
+
+# ---------------------------------------------------------------- signing in
+
+
+@ui.route("/login", methods=["GET", "POST"])
+def login() -> ResponseReturnValue:
+    target = request.values.get("next") or url_for("ui.campaigns")
+    if not target.startswith("/ui/") or target.startswith("//"):
+        target = url_for("ui.campaigns")
+    error = None
+    if request.method == "POST":
+        response = redirect(target, code=303)
+        if session.sign_in(request.form.get("token", "").strip(), response):
+            return response
+        error = "That token is not valid: it may be mistyped, expired or revoked."
+    elif session.viewer() is not None:
+        return redirect(target, code=303)
+    response = Response(status=401 if error else 200)
+    nonce = session.login_nonce(response)
+    response.set_data(render_template("login.html", next=target, error=error,
+                                      login_csrf=session.login_csrf(nonce)))
+    response.headers["Cache-Control"] = "no-store"
+    return response
+
+
+@ui.post("/logout")
+def logout() -> ResponseReturnValue:
+    response = redirect(url_for("ui.login"), code=303)
+    session.sign_out(response)
+    return response
+
+
+@ui.get("/")
+def home() -> ResponseReturnValue:
+    return redirect(url_for("ui.campaigns"), code=303)
+
+
+# ---------------------------------------------------------------- campaigns
+
+
+def _campaign_filters(identity: Identity) -> tuple[str | None, str, int]:
+    user = access.campaigns_of(identity, request.args.get("user") or None)
+    state = request.args.get("state") or "active"
+    if state not in STATE_FILTERS:
+        raise ApiError(400, "Bad request", f"unknown campaign state filter {state!r}")
+    after = request.args.get("after") or "0"
+    if not after.isdigit() or len(after) > 18:
+        raise ApiError(400, "Bad request", "after must be a campaign id")
+    return user, state, int(after)
+
+
+def _campaign_rows(conn: Connection, items: list[queries.CampaignSummary]) -> list[dict[str, Any]]:
+    """What a row of the campaigns table shows, from the maintained figures."""
+    now, window = _now(), _settings().CAMPAIGN_THROUGHPUT_WINDOW
+    ids = [c.id for c in items]
+    opened = dashboard.open_event_counts(conn, ids, cap=EVENT_CAP)
+    stats = many_campaign_cluster_stats(conn, ids, now=now, window_seconds=window)
+    rows = []
+    for summary in items:
+        per_cluster = stats[summary.id]
+        whole = per_cluster[-1]
+        ahead = forecast(summary.id, total_tasks=summary.total_jobs,
+                         finished_tasks=summary.finished_jobs, jobs_per_hour=whole.jobs_per_hour)
+        rows.append({"c": summary, "clusters": per_cluster[:-1], "whole": whole,
+                     "forecast": ahead, "open_events": opened[summary.id]})
+    return rows
+
+
+def _campaigns_context() -> dict[str, Any]:
+    identity = session.require_viewer()
+    user, state, after = _campaign_filters(identity)
+    with _conn() as conn:
+        items = queries.list_campaigns(conn, grid_user=user, states=STATE_FILTERS[state],
+                                       after=after, limit=CAMPAIGN_PAGE)
+        rows = _campaign_rows(conn, items)
+    query: dict[str, Any] = {k: v for k, v in {"user": request.args.get("user"),
+                                                "state": state}.items() if v}
+    next_url = None
+    if len(items) == CAMPAIGN_PAGE:
+        next_url = url_for("ui.campaigns", **query, after=items[-1].id)
+    return {"rows": rows, "user_filter": request.args.get("user") or "", "state_filter": state,
+            "states": list(STATE_FILTERS), "next_url": next_url, "after": after,
+            "fragment_url": url_for("ui.campaign_rows", **query, after=after or None),
+            "here": request.full_path.rstrip("?").replace("/rows", "", 1)}
+
+
+@ui.get("/campaigns")
+def campaigns() -> ResponseReturnValue:
+    return _page("campaigns.html", **_campaigns_context())
+
+
+@ui.get("/campaigns/rows")
+def campaign_rows() -> ResponseReturnValue:
+    return _page("_campaign_rows.html", **_campaigns_context())
+
+
+def _campaign_live(conn: Connection, identity: Identity, campaign_id: int) -> dict[str, Any]:
+    """The campaign's figures that change while it runs: header, verdict, per-cluster table."""
+    _own_campaign(conn, identity, campaign_id)
+    now, window = _now(), _settings().CAMPAIGN_THROUGHPUT_WINDOW
+    detail = queries.get_campaign_detail(conn, campaign_id)
+    summary = detail.summary
+    per_cluster = campaign_cluster_stats(conn, campaign_id, now=now, window_seconds=window)
+    whole = per_cluster[-1]
+    by_id = {s.cluster_id: s for s in per_cluster[:-1]}
+    ahead = forecast(campaign_id, total_tasks=summary.total_jobs,
+                     finished_tasks=summary.finished_jobs, jobs_per_hour=whole.jobs_per_hour)
+    open_events = queries.list_campaign_events(conn, campaign_id, limit=EVENT_PAGE)
+    clusters = []
+    blacklisted = []
+    for c in detail.clusters:
+        black = (is_cluster_blacklisted(conn, c.cluster_id)
+                 or is_campaign_blacklisted(conn, campaign_id=campaign_id, cluster_id=c.cluster_id))
+        if black:
+            blacklisted.append(c.cluster_name)
+        clusters.append({"c": c, "s": by_id.get(c.cluster_id), "blacklisted": black})
+    minutes = max(10, min(180, window // 60))  # the chart: the last minutes, this one included
+    since = window_start(now, 0) - timedelta(minutes=minutes - 1)
+    series = present.minute_series(dashboard.throughput_minutes(conn, campaign_id, since=since),
+                                   since, minutes)
+    running = sum(c.running_jobs for c in detail.clusters)
+    waiting = sum(c.waiting_jobs for c in detail.clusters)
+    queued = sum(c.queued_jobs for c in detail.clusters)
+    verdict = present.verdict(
+        state=summary.state, total=summary.total_jobs, finished=summary.finished_jobs,
+        running=running, waiting=waiting, queued=queued, open_events=open_events,
+        blacklisted=blacklisted, jobs_per_hour=whole.jobs_per_hour, eta_seconds=ahead.eta_seconds)
+    return {"c": summary, "clusters": clusters, "whole": whole, "forecast": ahead,
+            "verdict": verdict, "open_events": open_events, "running": running,
+            "waiting": waiting, "queued": queued, "elapsed": _elapsed(summary, now),
+            "series": series, "heights": present.bar_heights(series)}
+
+
+def _elapsed(summary: queries.CampaignSummary, now: datetime) -> float | None:
+    if summary.submission_time is None:
+        return None
+    end = summary.completion_time or now
+    return (end - summary.submission_time).total_seconds()
+
+
+def _task_filters() -> dict[str, Any]:
+    state = request.args.get("task_state") or ""
+    if state and state not in TASK_STATES:
+        raise ApiError(400, "Bad request", f"unknown task state {state!r}")
+    after = request.args.get("task_after") or "0"
+    if not after.isdigit() or len(after) > 18:
+        raise ApiError(400, "Bad request", "task_after must be a task id")
+    return {"state": state, "cluster": request.args.get("task_cluster") or "",
+            "q": (request.args.get("q") or "").strip()[:200], "after": int(after)}
+
+
+def _task_page(conn: Connection, campaign_id: int, filters: dict[str, Any]
+               ) -> tuple[list[queries.TaskRow], int | None, bool]:
+    """A page of tasks after `after` matching the filters, rendered by `queries.list_tasks` (the
+    API's task pages, so a task's state is the API's). Every read is bounded: a parameter search
+    looks at TEXT_WINDOW tasks, an active state goes through the jobs' state index, another
+    state or a cluster looks at TASK_WINDOW x TASK_SCAN tasks. Returns (rows, the `after` of the
+    next page or None, whether the page stopped at its bound rather than at a full page)."""
+    after, state, cluster = filters["after"], filters["state"], filters["cluster"]
+
+    def wanted(row: queries.TaskRow) -> bool:
+        return ((not state or row.state == state) and (not cluster or row.cluster == cluster)
+                and (not filters["q"] or filters["q"] in row.parameters))
+
+    if filters["q"] or state in ACTIVE_STATES:
+        if filters["q"]:
+            found = dashboard.tasks_with_text(conn, campaign_id, filters["q"], after=after,
+                                              limit=TASK_PAGE, window=TEXT_WINDOW)
+        else:
+            found = dashboard.tasks_with_job_state(conn, campaign_id, state, after=after,
+                                                   limit=TASK_PAGE)
+        rows = [row for row in queries.list_tasks(conn, campaign_id, ids=found.ids,
+                                                  limit=TASK_PAGE) if wanted(row)]
+        return rows, found.next_after, found.next_after is not None and len(rows) < TASK_PAGE
+    if not (state or cluster):
+        rows = queries.list_tasks(conn, campaign_id, after=after, limit=TASK_PAGE)
+        return rows, (rows[-1].id if len(rows) == TASK_PAGE else None), False
+    matched: list[queries.TaskRow] = []
+    for _ in range(TASK_SCAN):
+        window = queries.list_tasks(conn, campaign_id, after=after, limit=TASK_WINDOW)
+        for row in window:
+            after = row.id
+            if wanted(row):
+                matched.append(row)
+                if len(matched) == TASK_PAGE:
+                    return matched, after, False
+        if len(window) < TASK_WINDOW:
+            return matched, None, False
+    return matched, after, True
+
+
+@ui.get("/campaigns/<id:campaign_id>")
+def campaign(campaign_id: int) -> ResponseReturnValue:
+    identity = session.require_viewer()
+    filters = _task_filters()
+    with _conn() as conn:
+        live = _campaign_live(conn, identity, campaign_id)
+        tasks, next_after, partial = _task_page(conn, campaign_id, filters)
+        cluster_names = [c["c"].cluster_name for c in live["clusters"]]
+    query: dict[str, Any] = {k: v for k, v in {"task_state": filters["state"],
+                                                "task_cluster": filters["cluster"],
+                                                "q": filters["q"]}.items() if v}
+    next_url = (url_for("ui.campaign", campaign_id=campaign_id, **query, task_after=next_after)
+                + "#tasks") if next_after else None
+    return _page("campaign.html", **live, tasks=tasks, filters=filters, next_url=next_url,
+                 partial=partial, task_states=TASK_STATES, cluster_names=cluster_names,
+                 here=request.full_path.rstrip("?"))
+
+
+@ui.get("/campaigns/<id:campaign_id>/live")
+def campaign_live(campaign_id: int) -> ResponseReturnValue:
+    identity = session.require_viewer()
+    with _conn() as conn:
+        live = _campaign_live(conn, identity, campaign_id)
+    return _page("_campaign_live.html", **live)
+
+
+@ui.get("/campaigns/<id:campaign_id>/tasks/<id:task_id>")
+def task(campaign_id: int, task_id: int) -> ResponseReturnValue:
+    identity = session.require_viewer()
+    with _conn() as conn:
+        _own_campaign(conn, identity, campaign_id)
+        summary = queries.get_campaign_summary(conn, campaign_id)
+        history = dashboard.task_history(conn, campaign_id, task_id)
+        state = queries.get_task(conn, campaign_id, task_id)["state"]
+    endings = [present.job_ending(j.state, j.return_code, [e["code"] for e in j.events])
+               for j in history.jobs]
+    return _page("task.html", c=summary, task=history, state=state, endings=endings,
+                 here=request.full_path.rstrip("?"))
+
+
+@ui.get("/campaigns/<id:campaign_id>/events")
+def campaign_events(campaign_id: int) -> ResponseReturnValue:
+    identity = session.require_viewer()
+    include_closed = request.args.get("all") == "1"
+    after = request.args.get("after") or "0"
+    if not after.isdigit() or len(after) > 18:
+        raise ApiError(400, "Bad request", "after must be an event id")
+    with _conn() as conn:
+        _own_campaign(conn, identity, campaign_id)
+        summary = queries.get_campaign_summary(conn, campaign_id)
+        rows = queries.list_campaign_events(conn, campaign_id, include_closed=include_closed,
+                                            after=int(after), limit=EVENT_PAGE)
+    next_url = None
+    if len(rows) == EVENT_PAGE:
+        next_url = url_for("ui.campaign_events", campaign_id=campaign_id,
+                           all="1" if include_closed else None, after=rows[-1]["id"])
+    return _page("events.html", c=summary, events=rows, include_closed=include_closed,
+                 next_url=next_url, here=request.full_path.rstrip("?"))
+
+
+@ui.get("/campaigns/<id:campaign_id>/jdl")
+def campaign_jdl(campaign_id: int) -> ResponseReturnValue:
+    identity = session.require_viewer()
+    with _conn() as conn:
+        _own_campaign(conn, identity, campaign_id)
+        summary = queries.get_campaign_summary(conn, campaign_id)
+        jdl = queries.get_campaign_jdl(conn, campaign_id) or ""
+    try:
+        text = json.dumps(json.loads(jdl), indent=2)
+    except json.JSONDecodeError:
+        text = jdl
+    return _page("jdl.html", c=summary, jdl=text)
+
+
+# ---------------------------------------------------------------- campaign actions
+
+
+@ui.post("/campaigns/<id:campaign_id>/<any(pause, resume, cancel):action>")
+def campaign_action(campaign_id: int, action: str) -> ResponseReturnValue:
+    """The API's `DELETE /campaigns/<id>` (`?hold=1`, `?resume=1`, cancel), as a form."""
+    identity = session.require_viewer()
+    now = _now()
+    with _conn() as conn:
+        _own_campaign(conn, identity, campaign_id)
+        if action == "pause":
+            actions.pause_campaign(conn, campaign_id, now=now)
+        elif action == "resume":
+            actions.resume_campaign(conn, campaign_id, now=now)
+        else:
+            actions.cancel_campaign(conn, campaign_id, now=now)
+    done = {"pause": "paused", "resume": "resumed", "cancel": "cancelled"}[action]
+    return _back(url_for("ui.campaign", campaign_id=campaign_id), f"Campaign {campaign_id} {done}")
+
+
+@ui.post("/campaigns/<id:campaign_id>/events/fix")
+def fix_campaign_events(campaign_id: int) -> ResponseReturnValue:
+    """The API's `DELETE /campaigns/<id>/events` (`?resubmit=1`), as a form."""
+    identity = session.require_viewer()
+    resubmit = request.form.get("resubmit") == "1"
+    with _conn() as conn:
+        _own_campaign(conn, identity, campaign_id)
+        actions.fix_campaign_events(conn, campaign_id, resubmit=resubmit, now=_now())
+    what = "fixed, failed tasks resubmitted" if resubmit else "closed"
+    return _back(url_for("ui.campaign", campaign_id=campaign_id),
+                 f"Events of campaign {campaign_id} {what}")
+
+
+@ui.post("/events/<id:event_id>/fix")
+def fix_event(event_id: int) -> ResponseReturnValue:
+    """The API's `DELETE /events/<id>` (`?resubmit=1`), as a form."""
+    identity = session.require_viewer()
+    resubmit = request.form.get("resubmit") == "1"
+    with _conn() as conn:
+        row = queries.get_event_row(conn, event_id)
+        access.check_event_closable(identity, event_id, row)
+        actions.fix_event(conn, event_id, resubmit=resubmit, now=_now())
+    default = (url_for("ui.campaign", campaign_id=row["campaign_id"]) if row["campaign_id"]
+               else url_for("ui.clusters"))
+    return _back(default, f"Event {event_id} {'fixed, task resubmitted' if resubmit else 'closed'}")
+
+
+# ---------------------------------------------------------------- clusters and daemons
+
+
+@ui.get("/clusters")
+def clusters() -> ResponseReturnValue:
+    identity = session.require_viewer()
+    settings = _settings()
+    now = _now()
+    with _conn() as conn:
+        found = list_clusters(conn, enabled_only=not identity.is_admin)
+        usage = {u.cluster_id: u for u in latest_grid_usage(conn)}
+        rows = []
+        for cluster in found:
+            window = NightWindow.for_cluster(cluster, default_window=settings.NIGHT_WINDOW,
+                                             default_zone=settings.NIGHT_TIME_ZONE)
+            causes = [e for e in list_open_events(conn, class_=EventClass.CLUSTER,
+                                                  cluster_id=cluster.id)
+                      if e.campaign_id is None][:20]
+            rows.append({"cluster": cluster, "usage": usage.get(cluster.id),
+                         "blacklisted": is_cluster_blacklisted(conn, cluster.id),
+                         "stressed": cluster.is_stressed(settings.STRESS_FACTOR),
+                         "events": causes, "window": window.text,
+                         "night": window.is_night(now)})
+    return _page("clusters.html", rows=rows, threshold=settings.STRESS_FACTOR,
+                 here=request.full_path.rstrip("?"))
+
+
+@ui.post("/clusters/<id:cluster_id>/<any(enable, disable):action>")
+def cluster_action(cluster_id: int, action: str) -> ResponseReturnValue:
+    access.check_admin(session.require_viewer())
+    with _conn() as conn:
+        cluster = get_cluster(conn, cluster_id)
+        set_cluster_enabled(conn, cluster_id, action == "enable")
+    return _back(url_for("ui.clusters"), f"Cluster {cluster.name} {action}d")
+
+
+def _daemon_rows() -> list[dict[str, Any]]:
+    access.check_admin(session.require_viewer())
+    now = _now()
+    with _conn() as conn:
+        beats = list_heartbeats(conn)
+    return [{"beat": b, "age": b.lateness(now).total_seconds(), "late": b.is_late(now)}
+            for b in beats]
+
+
+@ui.get("/daemons")
+def daemons() -> ResponseReturnValue:
+    return _page("daemons.html", rows=_daemon_rows())
+
+
+@ui.get("/daemons/rows")
+def daemon_rows() -> ResponseReturnValue:
+    return _page("_daemon_rows.html", rows=_daemon_rows())
+
+
+# ---------------------------------------------------------------- my settings
+
+
+@ui.get("/settings")
+def settings_page() -> ResponseReturnValue:
+    identity = session.require_viewer()
+    with _conn() as conn:
+        mine = [t for t in tokens.list_tokens(conn, grid_user=identity.user)
+                if t.revoked_at is None]
+        subscribed = subscriptions.list_subscriptions(conn, grid_user=identity.user)
+    return _page("settings.html", tokens=mine, subscriptions=subscribed, now=_now(),
+                 channels=list(CHANNELS), severities=[s.value for s in Severity],
+                 created=None)
+
+
+@ui.post("/settings/tokens")
+def create_token() -> ResponseReturnValue:
+    """The API's `POST /api-tokens`: the new secret is on this answer only."""
+    identity = session.require_viewer()
+    name = (request.form.get("name") or "").strip()[:255] or None
+    days = request.form.get("expires_in_days") or ""
+    if days and (not days.isdigit() or not 0 < int(days) <= 3650):
+        raise ApiError(400, "Bad request", "expires in days must be a whole number from 1 to 3650")
+    now = _now()
+    with _conn() as conn:
+        _token, clear = tokens.create_token(
+            conn, grid_user=identity.user, now=now, name=name,
+            expires_at=now + timedelta(days=int(days)) if days else None)
+        mine = [t for t in tokens.list_tokens(conn, grid_user=identity.user)
+                if t.revoked_at is None]
+        subscribed = subscriptions.list_subscriptions(conn, grid_user=identity.user)
+    return _page("settings.html", 201, tokens=mine, subscriptions=subscribed, now=now,
+                 channels=list(CHANNELS), severities=[s.value for s in Severity], created=clear)
+
+
+@ui.post("/settings/tokens/<id:token_id>/revoke")
+def revoke_token(token_id: int) -> ResponseReturnValue:
+    identity = session.require_viewer()
+    with _conn() as conn:
+        if not tokens.revoke_token(conn, token_id, now=_now(), grid_user=identity.user):
+            raise ApiError(404, "Not found", f"No live token {token_id} of yours")
+    return _back(url_for("ui.settings_page"), f"Token {token_id} revoked")
+
+
+@ui.post("/settings/subscriptions")
+def subscribe() -> ResponseReturnValue:
+    identity = session.require_viewer()
+    kind = request.form.get("type", "")
+    target = (request.form.get("identity") or "").strip()
+    severity = request.form.get("severity", "")
+    if kind not in CHANNELS or not target or severity not in {s.value for s in Severity}:
+        raise ApiError(400, "Bad request", "choose a channel, an identity and a severity")
+    with _conn() as conn:
+        subscriptions.subscribe(conn, grid_user=identity.user, type_=CHANNELS[kind],
+                                identity=target, severity=severity, now=_now())
+    return _back(url_for("ui.settings_page"), f"Subscribed {target} ({kind})")
+
+
+@ui.post("/settings/subscriptions/remove")
+def unsubscribe() -> ResponseReturnValue:
+    identity = session.require_viewer()
+    kind = request.form.get("type", "")
+    target = request.form.get("identity", "")
+    with _conn() as conn:
+        removed = subscriptions.unsubscribe(conn, grid_user=identity.user, type_=kind,
+                                            identity=target)
+    if not removed:
+        raise ApiError(404, "Not found", f"No {kind} subscription for {target}")
+    return _back(url_for("ui.settings_page"), f"Unsubscribed {target}")
