@@ -117,10 +117,17 @@ def _globals() -> dict[str, Any]:
             "notice": request.args.get("notice", "")[:300]}
 
 
+# Pages anyone may load: the sign-in form and the package's static files. Every other dashboard
+# request needs a viewer (a session, or the API's own identity), checked here once for all.
+OPEN_ENDPOINTS = frozenset({"ui.login", "ui.static"})
+
+
 @ui.before_request
 def _guard() -> None:
     if request.method == "POST":
         session.check_csrf()
+    if request.endpoint not in OPEN_ENDPOINTS:
+        session.require_viewer()
 
 
 @ui.after_request
