@@ -52,7 +52,7 @@ from cigri.daemons.base import (
     is_database_outage,
     start_listener,
 )
-from cigri.domain import batches, colombo
+from cigri.domain import batches, colombo, injection
 from cigri.domain.clusters import Cluster
 from cigri.domain.events import BLACKLIST
 from cigri.domain.jobs import EPILOGUE, PROLOGUE, Job, LaunchContext, LaunchItem
@@ -75,6 +75,7 @@ from cigri.domain.tap import (
 )
 from cigri.storage import batches as batch_store
 from cigri.storage import events as event_store
+from cigri.storage import injection as injection_store
 from cigri.storage import jobs as job_store
 from cigri.storage import submissions as submission_store
 from cigri.storage.clusters import get_cluster, list_clusters
@@ -106,6 +107,13 @@ def tap_settings(settings: Settings) -> TapSettings:
                        factor=settings.RUNNER_TAP_INCREASE_FACTOR,
                        maximum=settings.RUNNER_TAP_INCREASE_MAX,
                        grace=timedelta(seconds=settings.RUNNER_TAP_GRACE_PERIOD))
+
+
+def injection_settings(settings: Settings) -> injection.InjectionSettings:
+    return injection.InjectionSettings(
+        policy=settings.RUNNER_INJECTION_POLICY, reference=settings.RUNNER_WAITING_REFERENCE,
+        max_jobs=settings.RUNNER_MAX_JOBS_PER_PASS, kp=settings.RUNNER_PI_KP,
+        ki=settings.RUNNER_PI_KI, interval=settings.RUNNER_MIN_CYCLE_DURATION)
 
 
 def record_cluster_error(conn: Connection, *, cluster_id: int, error: OarError,
@@ -229,6 +237,8 @@ class ClusterRunner(Daemon):
         self.cluster = cluster  # re-read at every pass
         self.oar_factory = context.oar_factory
         self.taps = tap_settings(context.settings)
+        self.injection = injection_settings(context.settings)
+        self._pi = injection.PiState()  # the pi policy's integral, this cluster's, in memory
         self.listen = listen  # False: the RunnerProcess listens for all its clusters
 
     @property
@@ -348,19 +358,45 @@ class ClusterRunner(Daemon):
                     conn, campaign_id=campaign_id, cluster_id=self.cluster.id)
             if context.campaign_state != CampaignState.IN_TREATMENT:
                 continue
-            if is_in_grace(tap, now, self.taps):
-                return
-            if not tap.is_open or blacklisted:
+            policy = injection.policy_of(self.cluster.injection_policy,
+                                         self.injection.policy)
+            if policy == injection.TAP:
+                if is_in_grace(tap, now, self.taps):
+                    return
+                if not tap.is_open:
+                    continue
+            if blacklisted:
                 continue
-            rate = 1 if context.is_test_mode else tap.rate
+            rate = self._injection_rate(policy, campaign_id, tap, context.is_test_mode)
+            if rate <= 0:
+                return  # the cluster has what it needs for now (capacity, pi, test mode)
             if batches.is_grouped(context):
                 submitted = self._submit_batches(campaign_id, rate)
             else:
                 submitted = self._submit(campaign_id, self._queued(campaign_id, rate))
-            if should_increase(tap, submitted=submitted, settings=self.taps):
+            if policy == injection.TAP and should_increase(tap, submitted=submitted,
+                                                            settings=self.taps):
                 with self.engine.begin() as conn:
                     submission_store.save_tap(conn, increase_tap(tap, self.taps))
             return
+
+    def _injection_rate(self, policy: str, campaign_id: int, tap: Tap, test_mode: bool) -> int:
+        """How many tasks of the campaign this pass submits (`cigri.domain.injection`); under
+        `tap`, the tap's rate (one while in test mode), as v3."""
+        if policy == injection.TAP:
+            return 1 if test_mode else tap.rate
+        with self.engine.begin() as conn:
+            inputs = injection_store.read_inputs(
+                conn, cluster_id=self.cluster.id, campaign_id=campaign_id, now=self.clock.now(),
+                usage_period=self.settings.GRID_USAGE_UPDATE_PERIOD,
+                max_jobs=self.injection.max_jobs)
+        decision = injection.decide(policy, inputs.view, self.injection, tap_rate=tap.rate,
+                                    pi=self._pi, available=inputs.available, test_mode=test_mode,
+                                    campaign_waiting=inputs.campaign_waiting)
+        self._pi = decision.pi
+        log.debug("%s: %s: campaign %d gets %d task(s) (%s)", self.name, policy, campaign_id,
+                  decision.tasks, inputs.view)
+        return decision.tasks
 
     def _submit_batches(self, campaign_id: int, rate: int) -> int:
         """Temporal grouping: up to `rate` tasks this pass, as the batch jobs `_plan_batches`

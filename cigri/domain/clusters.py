@@ -26,6 +26,7 @@ class Cluster:
     properties: str | None = None
     stress_factor: float = 0.0
     enabled: bool = True
+    injection_policy: str | None = None  # capacity, pi or tap; None = RUNNER_INJECTION_POLICY
 
     def is_stressed(self, threshold: float) -> bool:
         """v3: a cluster at or above STRESS_FACTOR gets no new work queued (0 disables)."""

@@ -93,6 +93,7 @@ clusters = Table(
     Column("stress_factor", Float, nullable=False, server_default="0"),
     Column("enabled", Boolean, nullable=False, server_default="1"),
     Column("created_at", UTCDateTime),
+    Column("injection_policy", String(16)),  # NULL: RUNNER_INJECTION_POLICY
 )
 
 users_mapping = Table(
