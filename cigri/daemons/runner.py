@@ -394,6 +394,11 @@ class ClusterRunner(Daemon):
                                     pi=self._pi, available=inputs.available, test_mode=test_mode,
                                     campaign_waiting=inputs.campaign_waiting)
         self._pi = decision.pi
+        flow = max(self.taps.initial, decision.flow)
+        if not test_mode and flow != tap.rate:
+            # the meta-scheduler queues up to 10 × a tap's rate: make that the policy's flow
+            with self.engine.begin() as conn:
+                submission_store.save_tap(conn, dataclasses.replace(tap, rate=flow))
         log.debug("%s: %s: campaign %d gets %d task(s) (%s)", self.name, policy, campaign_id,
                   decision.tasks, inputs.view)
         return decision.tasks

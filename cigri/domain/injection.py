@@ -77,6 +77,8 @@ class PiState:
 class Decision:
     tasks: int  # how many tasks to submit now
     pi: PiState = PiState()
+    flow: int = 0  # tasks per pass the policy wants queued for it (the meta-scheduler queues
+    #                up to 10 × a tap's rate: the runner records this as the rate)
 
 
 def cluster_view(sample: UsageSample | None, *, running: int, waiting: int,
@@ -157,9 +159,12 @@ def decide(policy: str, view: ClusterView, settings: InjectionSettings, *, tap_r
     if policy == TAP:
         return Decision(tasks=min(tap_rate, available), pi=pi)
     if policy == PI:
-        return pi_step(view, pi, settings, available=available)
-    return dataclasses.replace(Decision(tasks=min(available, capacity_tasks(view, settings))),
-                               pi=pi)
+        decision = pi_step(view, pi, settings, available=available)
+        wanted = decision.tasks
+    else:
+        wanted = capacity_tasks(view, settings)
+        decision = Decision(tasks=min(available, wanted), pi=pi)
+    return dataclasses.replace(decision, flow=max(wanted, reference(view, settings)))
 
 
 def policy_of(cluster_policy: str | None, default: str) -> str:

@@ -8,13 +8,14 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 import pytest
-from sqlalchemy import Engine
+from sqlalchemy import Engine, select
 
 from cigri.daemons.maintenance import sample_grid_usage
 from cigri.domain.clock import FakeClock
 from cigri.emulator import Workload
 from cigri.storage.clusters import set_cluster_fields
 from cigri.storage.injection import count_cigri_jobs
+from cigri.storage.tables import taps
 from tests.integration.engine_helpers import (
     Grid,
     job_rows,
@@ -76,6 +77,8 @@ def test_capacity_fills_the_free_cores_plus_the_reference_then_keeps_the_referen
     runner.run(loops=1)
     assert _submitted(grid, campaign) == 16 + 4
     assert _submissions(grid, campaign) == 1
+    with grid.engine.begin() as conn:  # the meta-scheduler queues up to 10 × this for it
+        assert conn.execute(select(taps.c.rate)).scalar_one() == 20
     runner.run(loops=1)
     assert _submitted(grid, campaign) == 20  # nothing started or ended: nothing more
     grid.advance(1)

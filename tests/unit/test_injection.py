@@ -110,6 +110,15 @@ def test_decide_never_takes_more_than_the_queued_tasks() -> None:
     assert decide(PI, _view(), SETTINGS, tap_rate=3, pi=PiState(), available=2).tasks == 2
 
 
+def test_the_flow_is_what_the_policy_wants_per_pass_whatever_is_queued() -> None:
+    # the meta-scheduler queues up to 10 × the tap rate; the runner records the flow there
+    view = _view(capacity=1000)
+    decision = decide(CAPACITY, view, SETTINGS, tap_rate=2, pi=PiState(), available=20)
+    assert (decision.tasks, decision.flow) == (20, 1000)  # at most the largest pass
+    full = _view(capacity=1000, running=1000, waiting=4)
+    assert decide(CAPACITY, full, SETTINGS, tap_rate=2, pi=PiState(), available=20).flow == 4
+
+
 def test_test_mode_submits_one_job_at_a_time_under_every_policy() -> None:
     view = _view(capacity=1000)
     for policy in (CAPACITY, PI, TAP):
