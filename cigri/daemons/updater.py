@@ -51,6 +51,7 @@ from cigri.storage import events as event_store
 from cigri.storage import jobs as job_store
 from cigri.storage import queue
 from cigri.storage.clusters import list_clusters, set_cluster_stress_factor
+from cigri.storage.heartbeats import notify_daemons
 from cigri.storage.submissions import get_launch_context
 
 log = logging.getLogger(__name__)
@@ -59,6 +60,7 @@ UNDER_STRESS: Final = "UNDER_STRESS"
 FINISHED_CAMPAIGN: Final = "FINISHED_CAMPAIGN"
 LOST_JOB: Final = "RUNNER_GET_JOB_UNKNOWN_ERROR"
 _POLLED: Final = (JobState.SUBMITTED, JobState.REMOTE_WAITING, JobState.RUNNING)
+_WAITING: Final = frozenset({JobState.SUBMITTED, JobState.REMOTE_WAITING})
 # v3 read the stress factor once per almighty cycle (10 s); polling faster than that must not
 # multiply the requests spent on it.
 STRESS_REFRESH: Final = timedelta(seconds=10)
@@ -84,6 +86,7 @@ class Updater(OarDaemon):
                  lease: timedelta | None = None, owner: str | None = None) -> None:
         super().__init__(context, interval=interval, lease=lease, owner=owner)
         self._stress_read_at: datetime | None = None
+        self._waiting_seen = False  # a polled job was still waiting to start: poll again soon
         # (cluster id, OAR batch id) -> its sub-jobs' states, read once per pass
         self._batch_states: dict[tuple[int, int], dict[int, batches.SubJobState]] = {}
         # (campaign id, cluster id) -> the owner's login there, read once per pass
@@ -93,7 +96,15 @@ class Updater(OarDaemon):
     def default_interval(cls, settings: Settings) -> timedelta:
         return timedelta(seconds=settings.UPDATER_INTERVAL)
 
+    def next_interval(self) -> timedelta:
+        """UPDATER_WAITING_INTERVAL while cigri jobs wait to start on a cluster (so a start or an
+        end is seen, and the runner woken, sooner), else UPDATER_INTERVAL."""
+        if self._waiting_seen:
+            return min(self.interval, timedelta(seconds=self.settings.UPDATER_WAITING_INTERVAL))
+        return self.interval
+
     def run_once(self) -> None:
+        self._waiting_seen = False
         self._batch_states.clear()
         self._logins.clear()
         with self.engine.begin() as conn:
@@ -174,9 +185,14 @@ class Updater(OarDaemon):
                 if update.kind is UpdateKind.TERMINATED:
                     change["return_code"] = update.return_code
                 changes.append(change)
+        # a job that started or ended changes what the runner should submit: wake it now
+        # rather than at its next interval (with the change, so only if it commits)
+        moved = [c for c in changes if c["state"] != JobState.REMOTE_WAITING.value]
         if changes:
             with self.engine.begin() as conn:
                 job_store.mark_jobs(conn, changes, expected=_POLLED, now=self.clock.now())
+                if moved:
+                    notify_daemons(conn, "runner")
         for job, oar_job in failed:
             self.keep_lease()
             self.handle_failure(cluster, oar, job, oar_job)
@@ -186,6 +202,13 @@ class Updater(OarDaemon):
         if terminated:  # the page's successful sub-jobs in one statement
             with self.engine.begin() as conn:
                 job_store.mark_jobs(conn, terminated, expected=_POLLED, now=self.clock.now())
+        if (failed or ended_batches) and not moved:
+            with self.engine.begin() as conn:  # cores freed by failed jobs or ended batches
+                notify_daemons(conn, "runner")
+        left = ({c["id"] for c in moved} | {job.id for job, _oar in failed}
+                | {job.id for job, _oar in ended_batches})
+        self._waiting_seen = self._waiting_seen or any(
+            job.state in _WAITING and job.id not in left for job in page)
 
     def _login(self, job: Job, cluster: Cluster) -> str:
         """The login of the job's campaign owner on the cluster (read once per pass)."""

@@ -1,0 +1,61 @@
+"""Reacting at once (issue 15): the updater's pass that sees jobs start or end wakes the runner
+(PostgreSQL NOTIFY), so the next submission does not wait for the runner's interval; and the
+updater polls every UPDATER_WAITING_INTERVAL while cigri jobs wait to start on a cluster."""
+
+from __future__ import annotations
+
+import threading
+import time
+from datetime import timedelta
+
+from sqlalchemy import Engine
+
+from cigri.daemons.runner import RunnerProcess
+from cigri.domain.clock import FakeClock
+from tests.integration.engine_helpers import make_settings, new_campaign, queue_tasks, start_grid
+
+
+def test_jobs_starting_on_oar_wake_the_runner_at_once(pg_engine: Engine,
+                                                      clock: FakeClock) -> None:
+    with start_grid(pg_engine, clock) as grid:
+        campaign = new_campaign(grid, [f"t{i}" for i in range(20)])
+        queue_tasks(grid, campaign)
+        stop = threading.Event()
+        process = RunnerProcess(grid.context(stop=stop), interval=timedelta(seconds=600),
+                                discovery_interval=timedelta(seconds=600))
+        thread = threading.Thread(target=process.run)
+        thread.start()
+        try:
+            deadline = time.monotonic() + 30
+            while time.monotonic() < deadline and not (
+                    process.runners and all(r.passes >= 1 for r, _t, _s in process.runners.values())):
+                time.sleep(0.05)
+            (runner,) = [r for r, _t, _s in process.runners.values()]
+            assert runner.passes == 1
+            time.sleep(1.0)  # the listener is up (a notification before it is lost: a hint)
+            grid.advance(1)  # the submitted jobs start on OAR
+            grid.updater().run(loops=1)  # sees them start: wakes the runner
+            while time.monotonic() < deadline and runner.passes < 2:
+                time.sleep(0.05)
+            assert runner.passes >= 2  # long before the 600 s interval
+        finally:
+            stop.set()
+            thread.join(timeout=60)
+        assert not thread.is_alive()
+
+
+def test_the_updater_polls_sooner_while_jobs_wait_to_start(engine: Engine,
+                                                           clock: FakeClock) -> None:
+    settings = make_settings(UPDATER_INTERVAL=30, UPDATER_WAITING_INTERVAL=1,
+                             RUNNER_DEFAULT_INITIAL_NUMBER_OF_JOBS=12)
+    with start_grid(engine, clock, nodes=4, cores=2, settings=settings) as grid:  # 8 cores
+        campaign = new_campaign(grid, [f"t{i}" for i in range(12)])
+        queue_tasks(grid, campaign)
+        grid.runner().run(loops=1)  # 12 jobs for 8 cores
+        updater = grid.updater(interval=timedelta(seconds=settings.UPDATER_INTERVAL))
+        grid.advance(1)
+        updater.run(loops=1)
+        assert updater.next_interval() == timedelta(seconds=1)  # 4 still wait
+        grid.advance(10)  # the first 8 end (10 s), the last 4 start
+        updater.run(loops=1)
+        assert updater.next_interval() == timedelta(seconds=30)
