@@ -15,8 +15,9 @@ batches of temporal grouping). Pure: no I/O, no clock.
   submitted. Needs no knowledge of the free resources; its integral lives in the runner's memory.
 
 The reference (waiting jobs to keep on OAR) is never below RUNNER_WAITING_REFERENCE, and grows
-with the jobs that end while a freed core waits for the next start: cigri's running jobs × (pass
-interval + start cost) ÷ task duration, at most the cluster's usable resources.
+with the jobs that end while a freed core waits for the next start: cigri's running jobs × (runner
+interval + updater poll while jobs wait + start cost) ÷ task duration, at most the cluster's usable
+resources.
 """
 
 from __future__ import annotations
@@ -44,6 +45,7 @@ class InjectionSettings:
     kp: float = 1.0  # RUNNER_PI_KP
     ki: float = 0.2  # RUNNER_PI_KI
     interval: float = 5.0  # seconds between two runner passes (RUNNER_MIN_CYCLE_DURATION)
+    poll: float = 1.0  # seconds between two updater passes while jobs wait (UPDATER_WAITING_…)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -110,12 +112,13 @@ def start_cost(pairs: Iterable[tuple[datetime | None, datetime | None]]) -> floa
 
 def reference(view: ClusterView, settings: InjectionSettings) -> int:
     """How many cigri jobs to keep waiting on OAR: at least `settings.reference`, and enough to
-    replace the jobs that end during one pass interval plus one start cost, so a core freed
-    between two passes finds a job already waiting; never above the usable resources (when
+    replace the jobs that end while a freed core is seen (an updater poll), refilled (a runner
+    pass) and started (the start cost), so a core freed between two passes finds a job already
+    waiting; never above the usable resources (when
     known) nor the largest submission."""
     wanted = settings.reference
     if view.task_seconds is not None and view.task_seconds > 0:
-        gap = settings.interval + (view.start_latency or 0.0)
+        gap = settings.interval + settings.poll + (view.start_latency or 0.0)
         wanted = max(wanted, math.ceil(view.running * gap / view.task_seconds))
     ceiling = settings.max_jobs
     if view.capacity is not None:
