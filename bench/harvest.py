@@ -2,7 +2,7 @@
 
 Emulated clusters (simulate mode, over HTTP; 3 x 1,000 cores by default), one best-effort campaign
 of `--tasks-per-core` tasks per core, for each task-duration scenario (`--durations`: 10 s, 60 s and
-600 s, each +/-25 % uniform, and `mix`, heavy-tailed: log-normal, median 30 s, capped at 30 min),
+600 s, each +/-25 % uniform, and `mix`, heavy-tailed: log-normal, median 30 s, capped at 10 min),
 a normal user who takes a fifth of the first cluster for 2 minutes every 10 minutes (preemption),
 on a fresh PostgreSQL database per run. Emulated time and cigri's clock move together in steps of
 `--step` seconds; each step runs one pass of the meta-scheduler, of each cluster's runner and of the
@@ -94,7 +94,7 @@ def _params(duration: str, nb_tasks: int, seed: int) -> list[str]:
     """One `sleep N` per task (the emulator runs a task for the N its command says)."""
     rng = random.Random(seed)
     if duration == "mix":
-        seconds = [min(1800.0, rng.lognormvariate(math.log(30), 1.2)) for _ in range(nb_tasks)]
+        seconds = [min(600.0, rng.lognormvariate(math.log(30), 1.2)) for _ in range(nb_tasks)]
     else:
         mean = float(duration)
         seconds = [rng.uniform(0.75 * mean, 1.25 * mean) for _ in range(nb_tasks)]

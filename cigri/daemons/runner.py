@@ -2,8 +2,9 @@
 
 Owns submission and the tap. Each pass on a cluster: reconcile submissions whose fate on OAR is
 unknown, move the taps (closed while jobs wait, reopened otherwise), then submit the cluster's
-`to_launch` jobs (prologue, epilogue, leftovers) or else up to the tap rate of queued tasks of the
-first eligible campaign, as one OAR array job. Polling job states on OAR is the updater's job (the
+`to_launch` jobs (prologue, epilogue, leftovers) or else queued tasks of the first eligible
+campaign, as many as the cluster's injection policy says (`cigri.domain.injection`: `capacity`,
+`pi`, or v3's tap rate), as one OAR array job. Polling job states on OAR is the updater's job (the
 runner reads `remote_waiting` counts from the database); killing is nikita's.
 
 Crash safety: the intent (a `submissions` row with a random key, and the jobs in `launching` with
@@ -22,7 +23,8 @@ failed cluster discovery (the database away for a moment) is retried like a fail
 Settings: RUNNER_MIN_CYCLE_DURATION (pass interval), RUNNER_DEFAULT_INITIAL_NUMBER_OF_JOBS,
 RUNNER_TAP_INCREASE_FACTOR, RUNNER_TAP_INCREASE_MAX, RUNNER_TAP_GRACE_PERIOD, DEFAULT_JOB_RESOURCES,
 DEFAULT_JOB_WALLTIME, LEASE_SECONDS, REST_QUERIES_TIMEOUT, RUNNER_MAX_TEMPORAL_GROUPED_JOBS,
-RUNNER_TEMPORAL_GROUPING_DURATION, GRID_USAGE_UPDATE_PERIOD.
+RUNNER_TEMPORAL_GROUPING_DURATION, GRID_USAGE_UPDATE_PERIOD, RUNNER_INJECTION_POLICY,
+RUNNER_WAITING_REFERENCE, RUNNER_MAX_JOBS_PER_PASS, RUNNER_PI_KP, RUNNER_PI_KI.
 
 Temporal grouping (`temporal_grouping: true` on the cluster): the tasks claimed in one pass (the
 tap rate) are split into batches of about RUNNER_TEMPORAL_GROUPING_DURATION ÷ the campaign's recent
