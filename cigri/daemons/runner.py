@@ -81,6 +81,7 @@ from cigri.storage import injection as injection_store
 from cigri.storage import jobs as job_store
 from cigri.storage import submissions as submission_store
 from cigri.storage.clusters import get_cluster, list_clusters
+from cigri.storage.heartbeats import notify_daemons
 
 log = logging.getLogger(__name__)
 
@@ -399,9 +400,12 @@ class ClusterRunner(Daemon):
         self._pi = decision.pi
         flow = max(self.taps.initial, decision.flow)
         if not test_mode and flow != tap.rate:
-            # the meta-scheduler queues up to 10 × a tap's rate: make that the policy's flow
+            # the meta-scheduler queues up to 10 × a tap's rate: make that the policy's flow,
+            # and let it queue more at once when the flow grew
             with self.engine.begin() as conn:
                 submission_store.save_tap(conn, dataclasses.replace(tap, rate=flow))
+                if flow > tap.rate:
+                    notify_daemons(conn, "metascheduler")
         log.debug("%s: %s: campaign %d gets %d task(s) (%s)", self.name, policy, campaign_id,
                   decision.tasks, inputs.view)
         return decision.tasks

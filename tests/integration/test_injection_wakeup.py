@@ -1,6 +1,7 @@
 """Reacting at once (issue 15): the updater's pass that sees jobs start or end wakes the runner
-(PostgreSQL NOTIFY), so the next submission does not wait for the runner's interval; and the
-updater polls every UPDATER_WAITING_INTERVAL while cigri jobs wait to start on a cluster."""
+(PostgreSQL NOTIFY), so the next submission does not wait for the runner's interval; a new
+campaign wakes the meta-scheduler; and the updater polls every UPDATER_WAITING_INTERVAL while
+cigri jobs wait to start on a cluster."""
 
 from __future__ import annotations
 
@@ -8,11 +9,19 @@ import threading
 import time
 from datetime import timedelta
 
-from sqlalchemy import Engine
+from sqlalchemy import Engine, func, select
 
+from cigri.daemons.metascheduler import MetaScheduler
 from cigri.daemons.runner import RunnerProcess
 from cigri.domain.clock import FakeClock
-from tests.integration.engine_helpers import make_settings, new_campaign, queue_tasks, start_grid
+from cigri.storage.tables import bag_of_tasks, jobs_to_launch
+from tests.integration.engine_helpers import (
+    Grid,
+    make_settings,
+    new_campaign,
+    queue_tasks,
+    start_grid,
+)
 
 
 def test_jobs_starting_on_oar_wake_the_runner_at_once(pg_engine: Engine,
@@ -59,3 +68,37 @@ def test_the_updater_polls_sooner_while_jobs_wait_to_start(engine: Engine,
         grid.advance(10)  # the first 8 end (10 s), the last 4 start
         updater.run(loops=1)
         assert updater.next_interval() == timedelta(seconds=30)
+
+
+def test_a_new_campaign_wakes_the_metascheduler_at_once(pg_engine: Engine,
+                                                         clock: FakeClock) -> None:
+    with start_grid(pg_engine, clock) as grid:
+        stop = threading.Event()
+        scheduler = MetaScheduler(engine=pg_engine, settings=grid.settings, clock=clock,
+                                  stop=stop, interval=timedelta(seconds=600), owner="test-meta")
+        thread = threading.Thread(target=scheduler.run)
+        thread.start()
+        try:
+            deadline = time.monotonic() + 30
+            while time.monotonic() < deadline and scheduler.passes < 1:
+                time.sleep(0.05)
+            time.sleep(1.0)  # the listener is up (a notification before it is lost: a hint)
+            assert scheduler.passes == 1
+            campaign = new_campaign(grid, ["a", "b"])  # what gridsub stores
+            while time.monotonic() < deadline and not queued_tasks(grid, campaign):
+                time.sleep(0.05)
+            assert scheduler.passes >= 2  # long before the 600 s interval
+            assert queued_tasks(grid, campaign) == 2
+        finally:
+            stop.set()
+            thread.join(timeout=60)
+        assert not thread.is_alive()
+
+
+def queued_tasks(grid: Grid, campaign: int) -> int:
+    """The campaign's tasks the meta-scheduler queued."""
+    with grid.engine.begin() as conn:
+        return int(conn.execute(
+            select(func.count()).select_from(jobs_to_launch)
+            .join(bag_of_tasks, bag_of_tasks.c.id == jobs_to_launch.c.task_id)
+            .where(bag_of_tasks.c.campaign_id == campaign)).scalar_one())
