@@ -5,16 +5,17 @@ of `--tasks-per-core` tasks per core, for each task-duration scenario (`--durati
 600 s, each +/-25 % uniform, and `mix`, heavy-tailed: log-normal, median 30 s, capped at 10 min),
 a normal user who takes a fifth of the first cluster for 2 minutes every 10 minutes (preemption),
 on a fresh PostgreSQL database per run. Emulated time and cigri's clock move together in steps of
-`--step` seconds; each step runs one pass of the meta-scheduler, of each cluster's runner and of the
-updater, and a grid-usage sample every GRID_USAGE_UPDATE_PERIOD (60 s) as almighty's maintenance
-does (a discrete-event co-simulation: the result does not depend on how loaded this machine is).
+`--step` seconds; each step runs one pass of the updater, of the meta-scheduler and of each
+cluster's runner, in that order (the updater wakes the runners as deployed), and a grid-usage
+sample every GRID_USAGE_UPDATE_PERIOD (60 s) as almighty's maintenance does (a discrete-event
+co-simulation: the result does not depend on how loaded this machine is).
 Every setting is at its default except the injection policy, the daemons' intervals (= the step)
 and STRESS_FACTOR.
 
 For each policy (`--policies`, `tap` first as the baseline) and scenario it prints the harvest
 efficiency (ideal makespan = (useful work + the normal user's core-seconds) / cores, over the
 makespan from submission to the campaign `terminated`), the peak and mean number of cigri jobs
-waiting on OAR per cluster (seen after each updater pass), the OAR requests per runner pass and
+waiting on OAR per cluster (as each updater pass sees it), the OAR requests per runner pass and
 per updater pass per cluster, and the CPU seconds cigri spent per 10,000 tasks; then one key=value
 line per run.
 
@@ -151,16 +152,19 @@ def _bench(engine: Engine, *, policy: str, duration: str, nb_tasks: int, cores: 
                 sample_grid_usage(engine, usage_clients, now=clock.now(),
                                   period_seconds=USAGE_PERIOD, force=True)
                 sampled_at = steps * step
+            # the updater first: as deployed, the pass that sees jobs start or end wakes the
+            # runners at once (NOTIFY), so they act on what it saw
+            updater.run(loops=1)
+            with engine.begin() as conn:  # what waits on OAR now (the updater just polled it)
+                waiting = dict(conn.execute(select(jobs.c.cluster_id, func.count()).where(
+                    jobs.c.state.in_(WAITING)).group_by(jobs.c.cluster_id)).all())
+            waiting_samples += [waiting.get(c.id, 0) for c in clusters]
             scheduler.run(loops=1)
             for runner in runners:
                 runner.run(loops=1)
-            updater.run(loops=1)
             with engine.begin() as conn:
-                waiting = dict(conn.execute(select(jobs.c.cluster_id, func.count()).where(
-                    jobs.c.state.in_(WAITING)).group_by(jobs.c.cluster_id)).all())
                 state = conn.execute(select(campaigns.c.state)
                                      .where(campaigns.c.id == campaign)).scalar_one()
-            waiting_samples += [waiting.get(c.id, 0) for c in clusters]
             emu_clock.advance(step)
             for control in emulator.controls:
                 control.cluster.pump()
