@@ -352,7 +352,12 @@ class ClusterRunner(Daemon):
 
     def _submit_from_queue(self, taps: dict[int, Tap]) -> None:
         """Behaviour 9: one campaign per pass, at most its tap rate, in queue order; the scan stops
-        at a campaign whose tap closed less than the grace period ago."""
+        at a campaign whose tap closed less than the grace period ago. Under the `capacity` and
+        `pi` injection policies, `_inject` instead."""
+        policy = injection.policy_of(self.cluster.injection_policy, self.injection.policy)
+        if policy != injection.TAP:
+            self._inject(taps, policy)
+            return
         now = self.clock.now()
         for campaign_id, tap in taps.items():
             with self.engine.begin() as conn:
@@ -362,53 +367,83 @@ class ClusterRunner(Daemon):
                     conn, campaign_id=campaign_id, cluster_id=self.cluster.id)
             if context.campaign_state != CampaignState.IN_TREATMENT:
                 continue
-            policy = injection.policy_of(self.cluster.injection_policy,
-                                         self.injection.policy)
-            if policy == injection.TAP:
-                if is_in_grace(tap, now, self.taps):
-                    return
-                if not tap.is_open:
-                    continue
-            if blacklisted:
+            if is_in_grace(tap, now, self.taps):
+                return
+            if not tap.is_open or blacklisted:
                 continue
-            rate = self._injection_rate(policy, campaign_id, tap, context.is_test_mode)
-            if rate <= 0:
-                return  # the cluster has what it needs for now (capacity, pi, test mode)
+            rate = 1 if context.is_test_mode else tap.rate
             if batches.is_grouped(context):
                 submitted = self._submit_batches(campaign_id, rate)
             else:
                 submitted = self._submit(campaign_id, self._queued(campaign_id, rate))
-            if policy == injection.TAP and should_increase(tap, submitted=submitted,
-                                                            settings=self.taps):
+            if should_increase(tap, submitted=submitted, settings=self.taps):
                 with self.engine.begin() as conn:
                     submission_store.save_tap(conn, increase_tap(tap, self.taps))
             return
 
-    def _injection_rate(self, policy: str, campaign_id: int, tap: Tap, test_mode: bool) -> int:
-        """How many tasks of the campaign this pass submits (`cigri.domain.injection`); under
-        `tap`, the tap's rate (one while in test mode), as v3."""
-        if policy == injection.TAP:
-            return 1 if test_mode else tap.rate
+    def _inject(self, taps: dict[int, Tap], policy: str) -> None:
+        """`capacity` and `pi` (`cigri.domain.injection`): the policy decides how many tasks the
+        cluster takes this pass, shared among the queued campaigns in queue order (an equal share
+        of what is left each, so what one cannot take goes to the next; one array job each), so users still
+        alternate on the cluster under fair share. A test-mode campaign gets one job at a time,
+        while none of its jobs waits."""
+        budget: int | None = None
+        for index, (campaign_id, tap) in enumerate(taps.items()):
+            if budget is not None and budget <= 0:
+                return
+            self.keep_lease()
+            with self.engine.begin() as conn:
+                context = submission_store.get_launch_context(
+                    conn, campaign_id=campaign_id, cluster_id=self.cluster.id)
+                blacklisted = event_store.is_campaign_blacklisted(
+                    conn, campaign_id=campaign_id, cluster_id=self.cluster.id)
+                test_waiting = (injection_store.count_campaign_waiting(
+                    conn, cluster_id=self.cluster.id, campaign_id=campaign_id)
+                    if context.is_test_mode else 0)
+            if context.campaign_state != CampaignState.IN_TREATMENT or blacklisted:
+                continue
+            if context.is_test_mode:
+                amount = injection.decide(policy, injection.ClusterView(), self.injection,
+                                          tap_rate=1, pi=self._pi, available=1, test_mode=True,
+                                          campaign_waiting=test_waiting).tasks
+            else:
+                if budget is None:
+                    budget, flow = self._injection_budget(policy, campaign_id)
+                self._record_flow(tap, flow)
+                amount = injection.share(budget, len(taps) - index)
+            if amount <= 0:
+                continue
+            if batches.is_grouped(context):
+                submitted = self._submit_batches(campaign_id, amount)
+            else:
+                submitted = self._submit(campaign_id, self._queued(campaign_id, amount))
+            if budget is not None and not context.is_test_mode:
+                budget -= submitted
+
+    def _injection_budget(self, policy: str, campaign_id: int) -> tuple[int, int]:
+        """(tasks the cluster takes this pass, the flow per pass the policy wants), from the
+        cluster's state and the first campaign's durations (`cigri.domain.injection`)."""
         with self.engine.begin() as conn:
             inputs = injection_store.read_inputs(
                 conn, cluster_id=self.cluster.id, campaign_id=campaign_id, now=self.clock.now(),
                 usage_period=self.settings.GRID_USAGE_UPDATE_PERIOD,
                 max_jobs=self.injection.max_jobs)
-        decision = injection.decide(policy, inputs.view, self.injection, tap_rate=tap.rate,
-                                    pi=self._pi, available=inputs.available, test_mode=test_mode,
-                                    campaign_waiting=inputs.campaign_waiting)
+        decision = injection.decide(policy, inputs.view, self.injection, tap_rate=0,
+                                    pi=self._pi, available=inputs.available)
         self._pi = decision.pi
-        flow = max(self.taps.initial, decision.flow)
-        if not test_mode and flow != tap.rate:
-            # the meta-scheduler queues up to 10 × a tap's rate: make that the policy's flow,
-            # and let it queue more at once when the flow grew
-            with self.engine.begin() as conn:
-                submission_store.save_tap(conn, dataclasses.replace(tap, rate=flow))
-                if flow > tap.rate:
-                    notify_daemons(conn, "metascheduler")
-        log.debug("%s: %s: campaign %d gets %d task(s) (%s)", self.name, policy, campaign_id,
-                  decision.tasks, inputs.view)
-        return decision.tasks
+        log.debug("%s: %s: %d task(s) this pass, flow %d (%s)", self.name, policy,
+                  decision.tasks, decision.flow, inputs.view)
+        return decision.tasks, max(self.taps.initial, decision.flow)
+
+    def _record_flow(self, tap: Tap, flow: int) -> None:
+        """The meta-scheduler queues up to 10 × a tap's rate: make that the policy's flow, and
+        let it queue more at once when the flow grew."""
+        if flow == tap.rate:
+            return
+        with self.engine.begin() as conn:
+            submission_store.save_tap(conn, dataclasses.replace(tap, rate=flow))
+            if flow > tap.rate:
+                notify_daemons(conn, "metascheduler")
 
     def _submit_batches(self, campaign_id: int, rate: int) -> int:
         """Temporal grouping: up to `rate` tasks this pass, as the batch jobs `_plan_batches`

@@ -170,6 +170,12 @@ def decide(policy: str, view: ClusterView, settings: InjectionSettings, *, tap_r
     return dataclasses.replace(decision, flow=max(wanted, reference(view, settings)))
 
 
+def share(budget: int, campaigns: int) -> int:
+    """The next campaign's share of what is left of a pass's tasks, with `campaigns` campaigns
+    still to serve (itself included): an equal part, rounded up."""
+    return max(0, math.ceil(budget / max(1, campaigns)))
+
+
 def policy_of(cluster_policy: str | None, default: str) -> str:
     """The cluster's own policy, else the grid-wide default (an unknown name falls back to it)."""
     if cluster_policy and cluster_policy.strip().lower() in POLICIES:

@@ -18,7 +18,7 @@ from cigri.domain import batches as batch_rules
 from cigri.domain import injection
 from cigri.domain.states import JobState
 from cigri.storage import batches as batch_store
-from cigri.storage.tables import jobs
+from cigri.storage.tables import jobs, jobs_to_launch
 
 LATENCY_SAMPLE: Final = 100  # newest started jobs of the cluster averaged
 _WAITING: Final = (JobState.LAUNCHING.value, JobState.SUBMITTED.value,
@@ -41,8 +41,7 @@ _STARTS = (select(jobs.c.submission_time, jobs.c.start_time)
 @dataclass(frozen=True, kw_only=True)
 class InjectionInputs:
     view: injection.ClusterView
-    available: int  # queued tasks of the campaign on the cluster, counted up to the largest pass
-    campaign_waiting: int  # the campaign's own jobs waiting there (test mode)
+    available: int  # tasks queued on the cluster (every campaign), counted up to the largest pass
 
 
 def count_cigri_jobs(conn: Connection, *, cluster_id: int) -> tuple[int, int]:
@@ -70,7 +69,8 @@ def recent_start_cost(conn: Connection, *, cluster_id: int,
 
 def read_inputs(conn: Connection, *, cluster_id: int, campaign_id: int, now: datetime,
                 usage_period: float, max_jobs: int) -> InjectionInputs:
-    """Everything a policy needs for one campaign on one cluster, in the caller's transaction."""
+    """Everything a policy needs on one cluster (durations: of `campaign_id`, the first campaign
+    in queue order), in the caller's transaction."""
     running, waiting = count_cigri_jobs(conn, cluster_id=cluster_id)
     sample = batch_store.find_usage(conn, cluster_id=cluster_id,
                                     since=now - batch_rules.usage_max_age(usage_period))
@@ -80,10 +80,15 @@ def read_inputs(conn: Connection, *, cluster_id: int, campaign_id: int, now: dat
         sample, running=running, waiting=waiting,
         start_latency=recent_start_cost(conn, cluster_id=cluster_id),
         task_seconds=batch_rules.average_seconds(spans))
-    available = batch_store.count_queued_tasks(conn, campaign_id=campaign_id,
-                                               cluster_id=cluster_id, limit=max(1, max_jobs))
-    mine = conn.execute(
+    queued = (select(jobs_to_launch.c.id).where(jobs_to_launch.c.cluster_id == cluster_id)
+              .limit(max(1, max_jobs)).subquery())
+    available = int(conn.execute(select(func.count()).select_from(queued)).scalar_one())
+    return InjectionInputs(view=view, available=available)
+
+
+def count_campaign_waiting(conn: Connection, *, cluster_id: int, campaign_id: int) -> int:
+    """The campaign's jobs being submitted, submitted or waiting on the cluster (test mode)."""
+    return int(conn.execute(
         select(func.count()).where(jobs.c.cluster_id == cluster_id,
                                    jobs.c.campaign_id == campaign_id,
-                                   jobs.c.state.in_(_WAITING))).scalar_one()
-    return InjectionInputs(view=view, available=available, campaign_waiting=int(mine))
+                                   jobs.c.state.in_(_WAITING))).scalar_one())

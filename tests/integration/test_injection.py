@@ -115,3 +115,27 @@ def test_a_cluster_policy_overrides_the_grid_default(grid: Grid) -> None:
     queue_tasks(grid, campaign)
     grid.runner(settings=settings).run(loops=1)
     assert _submitted(grid, campaign) == 3  # the tap's initial rate
+
+
+def test_a_pass_shares_the_free_cores_among_the_queued_campaigns(grid: Grid) -> None:
+    settings = make_settings(RUNNER_INJECTION_POLICY="capacity", RUNNER_WAITING_REFERENCE=4)
+    _sample(grid)
+    first = new_campaign(grid, [f"a{i}" for i in range(30)])
+    second = new_campaign(grid, [f"b{i}" for i in range(30)])
+    queue_tasks(grid, first)
+    queue_tasks(grid, second)
+    grid.runner(settings=settings).run(loops=1)
+    # 16 free cores + 4 waiting, half each (one array each): users still alternate
+    assert (_submitted(grid, first), _submitted(grid, second)) == (10, 10)
+    assert (_submissions(grid, first), _submissions(grid, second)) == (1, 1)
+
+
+def test_a_campaign_with_few_tasks_leaves_its_share_to_the_next(grid: Grid) -> None:
+    settings = make_settings(RUNNER_INJECTION_POLICY="capacity", RUNNER_WAITING_REFERENCE=4)
+    _sample(grid)
+    first = new_campaign(grid, ["a0", "a1"])
+    second = new_campaign(grid, [f"b{i}" for i in range(30)])
+    queue_tasks(grid, first)
+    queue_tasks(grid, second)
+    grid.runner(settings=settings).run(loops=1)
+    assert (_submitted(grid, first), _submitted(grid, second)) == (2, 18)

@@ -18,6 +18,7 @@ from cigri.domain.injection import (
     pi_step,
     policy_of,
     reference,
+    share,
     start_cost,
 )
 from cigri.domain.stats import UsageSample
@@ -154,3 +155,9 @@ def test_start_cost_is_a_low_percentile_of_recent_starts_and_bounded() -> None:
     assert start_cost([(T0, T0 + timedelta(days=365))]) == 30.0  # clock skew, not a start
     assert start_cost([(T0 + timedelta(seconds=5), T0)]) == 0.0
     assert start_cost([]) is None
+
+
+def test_campaigns_share_a_pass_equally_and_pass_on_what_they_cannot_take() -> None:
+    assert [share(20, 2), share(10, 1)] == [10, 10]
+    assert share(18, 1) == 18  # the first campaign took 2 of its 10
+    assert share(7, 3) == 3 and share(0, 2) == 0
