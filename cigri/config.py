@@ -113,7 +113,7 @@ class Settings:
         "fair_share (round-robin between users of a cluster) or fifo (v3: priority then age)."))
     UPDATER_INTERVAL: float = field(default=5.0, metadata=_describe(
         "Seconds between two updater passes."))
-    UPDATER_WAITING_INTERVAL: float = field(default=1.0, metadata=_describe(
+    UPDATER_WAITING_INTERVAL: float = field(default=2.0, metadata=_describe(
         "Seconds between two updater passes while cigri jobs wait to start on a cluster (capped "
         "by UPDATER_INTERVAL), so a start or an end is seen, and the runner woken, sooner."))
     NIKITA_INTERVAL: float = field(default=10.0, metadata=_describe(

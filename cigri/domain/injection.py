@@ -9,7 +9,7 @@ batches of temporal grouping). Pure: no I/O, no clock.
   grows by a factor after each pass that used it, and nothing is submitted while the campaign
   has jobs waiting on OAR.
 - `capacity`: fill the cluster's free resources plus a small waiting reference at once, then keep
-  cigri's waiting queue on OAR at that reference (submit what started or ended since).
+  cigri's waiting queue on OAR at that reference (topped up once half of it has started).
 - `pi`: a proportional-integral controller on the number of cigri jobs waiting on OAR (Guilloteau
   et al., control theory for CiGri): e = reference − waiting, u = kp·e + ki·Σe; u tasks are
   submitted. Needs no knowledge of the free resources; its integral lives in the runner's memory.
@@ -45,7 +45,7 @@ class InjectionSettings:
     kp: float = 1.0  # RUNNER_PI_KP
     ki: float = 0.2  # RUNNER_PI_KI
     interval: float = 5.0  # seconds between two runner passes (RUNNER_MIN_CYCLE_DURATION)
-    poll: float = 1.0  # seconds between two updater passes while jobs wait (UPDATER_WAITING_…)
+    poll: float = 2.0  # seconds between two updater passes while jobs wait (UPDATER_WAITING_…)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -128,10 +128,14 @@ def reference(view: ClusterView, settings: InjectionSettings) -> int:
 
 def capacity_tasks(view: ClusterView, settings: InjectionSettings) -> int:
     """`capacity`: the free resources plus the reference, minus what already waits; without a
-    usage sample, only the reference minus what waits."""
+    usage sample, only the reference minus what waits. With no free resource, the queue is
+    topped up only once half the reference has started (one POST for several jobs rather than
+    one per job that starts)."""
     target = reference(view, settings)
     free = view.free
     wanted = target - view.waiting if free is None else free + target
+    if (free is None or free <= 0) and wanted < max(1, target // 2):
+        return 0
     return max(0, min(settings.max_jobs, wanted))
 
 

@@ -42,6 +42,9 @@ def test_capacity_then_keeps_the_waiting_queue_at_the_reference() -> None:
     full = _view(capacity=16, used_by_others=0, running=16, waiting=1)
     assert capacity_tasks(full, SETTINGS) == 3  # 4 waiting again
     assert capacity_tasks(_view(capacity=16, running=16, waiting=4), SETTINGS) == 0
+    # topped up once half the reference started: one POST for 2 jobs, not 1 per job
+    assert capacity_tasks(_view(capacity=16, running=16, waiting=3), SETTINGS) == 0
+    assert capacity_tasks(_view(capacity=16, running=16, waiting=2), SETTINGS) == 2
     assert capacity_tasks(_view(capacity=16, running=16, waiting=9), SETTINGS) == 0
 
 
