@@ -44,6 +44,7 @@ COMMAND = "sleep 2; true"
 class _Counter:
     def __init__(self) -> None:
         self.requests = 0
+        self.posts = 0
         self.lock = threading.Lock()
 
 
@@ -62,6 +63,7 @@ def counting_proxies(urls: list[str]) -> Iterator[tuple[list[str], _Counter]]:
             def _forward(self) -> None:
                 with counter.lock:
                     counter.requests += 1
+                    counter.posts += self.command == "POST"
                 length = int(self.headers.get("Content-Length") or 0)
                 body = self.rfile.read(length) if length else None
                 connection = http.client.HTTPConnection(self.upstream.hostname or "127.0.0.1",
@@ -181,7 +183,7 @@ def deployed(urls: list[str], nb_jobs: int, directory: str) -> dict[str, object]
                     break
                 time.sleep(0.5)
             time.sleep(2.0)  # let the first grid-usage sample land
-            requests_before = counter.requests
+            requests_before, posts_before = counter.requests, counter.posts
             cpu_before = _tree_cpu(almighty.pid)
             props = {"exec_file": COMMAND, "type": "best-effort", "walltime": "00:05:00",
                      "resources": "/resource_id=1", "exec_directory": directory}
@@ -198,6 +200,7 @@ def deployed(urls: list[str], nb_jobs: int, directory: str) -> dict[str, object]
                                          .where(campaigns.c.id == campaign)).scalar_one()
             cpu = _tree_cpu(almighty.pid) - cpu_before
             requests = counter.requests - requests_before
+            posts = counter.posts - posts_before
         finally:
             os.killpg(almighty.pid, signal.SIGTERM)
             almighty.wait(timeout=60)
@@ -213,5 +216,5 @@ def deployed(urls: list[str], nb_jobs: int, directory: str) -> dict[str, object]
             "cigri_makespan_s": round(makespan, 1), "raw_makespan_s": round(raw, 1),
             "ratio": round(makespan / raw, 3),
             "last_submission_s": round((last_submission - submitted).total_seconds(), 1),
-            "daemon_cpu_s": round(cpu, 2), "oar_requests": requests,
+            "daemon_cpu_s": round(cpu, 2), "oar_requests": requests, "oar_posts": posts,
             "load_average": round(os.getloadavg()[0], 1)}

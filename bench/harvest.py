@@ -14,10 +14,12 @@ and STRESS_FACTOR.
 
 For each policy (`--policies`, `tap` first as the baseline) and scenario it prints the harvest
 efficiency (ideal makespan = (useful work + the normal user's core-seconds) / cores, over the
-makespan from submission to the campaign `terminated`), the peak and mean number of cigri jobs
-waiting on OAR per cluster (as each updater pass sees it), the OAR requests per runner pass and
-per updater pass per cluster, and the CPU seconds cigri spent per 10,000 tasks; then one key=value
-line per run.
+makespan from submission to the campaign `terminated`; it counts the campaign's tail and the work
+preempted jobs lost), the fill efficiency (1 - the cores found idle at step ends while cigri still
+had tasks it had not given OAR, over all cores at those instants: the policy's own loss), the
+peak and mean number of cigri jobs waiting on OAR per cluster (as each updater pass sees it), the
+OAR requests per runner pass and per updater pass per cluster, and the CPU seconds cigri spent
+per 10,000 tasks; then one key=value line per run.
 
     PGHOST=127.0.0.1 PGUSER=postgres python bench/harvest.py [--cores 1000 --tasks-per-core 8
         --durations 10,60,600,mix --policies tap,capacity,pi --step 5]
@@ -48,7 +50,7 @@ from cigri.domain.clock import FakeClock
 from cigri.emulator import ManualClock, run_in_thread
 from cigri.storage.campaigns import create_campaign
 from cigri.storage.clusters import add_cluster
-from cigri.storage.tables import campaigns, jobs
+from cigri.storage.tables import bag_of_tasks, campaigns, jobs
 
 NODE_CORES = 8
 NORMAL_USER_SHARE = 0.2  # of the first cluster's cores, 2 minutes every 10 minutes
@@ -81,12 +83,13 @@ def main() -> None:
             print(" ".join(f"{key}={value}" for key, value in result.items()), flush=True)
     print()
     print(f"{args.clusters} x {args.cores} cores, {nb_tasks} tasks, step {args.step} s")
-    header = ("durations", "policy", "efficiency", "peak_wait", "mean_wait", "runner_req/pass",
-              "updater_req/pass", "makespan_s", "cpu_s/10k")
+    header = ("durations", "policy", "efficiency", "fill", "peak_wait", "mean_wait",
+              "runner_req/pass", "updater_req/pass", "makespan_s", "cpu_s/10k")
     print(" ".join(f"{h:>16}" for h in header))
     for r in rows:
         print(" ".join(f"{v!s:>16}" for v in (
-            r["durations"], r["policy"], r["harvest_efficiency"], r["peak_waiting"],
+            r["durations"], r["policy"], r["harvest_efficiency"], r["fill_efficiency"],
+            r["peak_waiting"],
             r["mean_waiting"], r["runner_requests_per_pass"], r["updater_requests_per_pass"],
             r["makespan_s"], r["cpu_s_per_10k_tasks"])))
 
@@ -146,6 +149,8 @@ def _bench(engine: Engine, *, policy: str, duration: str, nb_tasks: int, cores: 
         steps = 0
         state = ""
         waiting_samples: list[int] = []
+        idle_while_pending = 0
+        pending_samples = 0
         sampled_at = -math.inf
         while state != "terminated" and steps < 100_000:
             if steps * step - sampled_at >= USAGE_PERIOD:  # almighty's maintenance
@@ -168,6 +173,12 @@ def _bench(engine: Engine, *, policy: str, duration: str, nb_tasks: int, cores: 
             emu_clock.advance(step)
             for control in emulator.controls:
                 control.cluster.pump()
+            with engine.begin() as conn:  # cigri still has tasks it has not given OAR
+                pending = conn.execute(select(bag_of_tasks.c.id).where(
+                    bag_of_tasks.c.campaign_id == campaign).limit(1)).first() is not None
+            if pending:  # idle cores while cigri had work for them: the policy's loss
+                idle_while_pending += sum(len(c.cluster.free) for c in emulator.controls)
+                pending_samples += 1
             clock.advance(timedelta(seconds=step))
             steps += 1
             if steps % 100 == 0:
@@ -198,6 +209,8 @@ def _bench(engine: Engine, *, policy: str, duration: str, nb_tasks: int, cores: 
         "normal_user_core_s": round(taken), "steps": steps,
         "ideal_makespan_s": round(ideal), "makespan_s": round(makespan),
         "harvest_efficiency": round(ideal / makespan, 3),
+        "fill_efficiency": round(1 - idle_while_pending / max(1, pending_samples * cores
+                                                                  * nb_clusters), 3),
         "peak_waiting": max(waiting_samples, default=0),
         "mean_waiting": round(sum(waiting_samples) / max(1, len(waiting_samples)), 1),
         "runner_requests_per_pass": round(runner_clients.requests / passes, 2),
