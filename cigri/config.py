@@ -114,8 +114,8 @@ class Settings:
     UPDATER_INTERVAL: float = field(default=5.0, metadata=_describe(
         "Seconds between two updater passes."))
     UPDATER_WAITING_INTERVAL: float = field(default=2.0, metadata=_describe(
-        "Seconds between two updater passes while cigri jobs wait to start on a cluster (capped "
-        "by UPDATER_INTERVAL), so a start or an end is seen, and the runner woken, sooner."))
+        "Seconds to the next updater pass after one that saw jobs just submitted and not started "
+        "yet (capped by UPDATER_INTERVAL), so their start is seen, and the runner woken, sooner."))
     NIKITA_INTERVAL: float = field(default=10.0, metadata=_describe(
         "Seconds between two nikita passes."))
     COLLECTOR_INTERVAL: float = field(default=30.0, metadata=_describe(

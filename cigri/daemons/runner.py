@@ -117,7 +117,7 @@ def injection_settings(settings: Settings) -> injection.InjectionSettings:
         policy=settings.RUNNER_INJECTION_POLICY, reference=settings.RUNNER_WAITING_REFERENCE,
         max_jobs=settings.RUNNER_MAX_JOBS_PER_PASS, kp=settings.RUNNER_PI_KP,
         ki=settings.RUNNER_PI_KI, interval=settings.RUNNER_MIN_CYCLE_DURATION,
-        poll=min(settings.UPDATER_INTERVAL, settings.UPDATER_WAITING_INTERVAL))
+        poll=settings.UPDATER_INTERVAL)
 
 
 def record_cluster_error(conn: Connection, *, cluster_id: int, error: OarError,

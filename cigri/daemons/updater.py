@@ -60,7 +60,6 @@ UNDER_STRESS: Final = "UNDER_STRESS"
 FINISHED_CAMPAIGN: Final = "FINISHED_CAMPAIGN"
 LOST_JOB: Final = "RUNNER_GET_JOB_UNKNOWN_ERROR"
 _POLLED: Final = (JobState.SUBMITTED, JobState.REMOTE_WAITING, JobState.RUNNING)
-_WAITING: Final = frozenset({JobState.SUBMITTED, JobState.REMOTE_WAITING})
 # v3 read the stress factor once per almighty cycle (10 s); polling faster than that must not
 # multiply the requests spent on it.
 STRESS_REFRESH: Final = timedelta(seconds=10)
@@ -86,7 +85,7 @@ class Updater(OarDaemon):
                  lease: timedelta | None = None, owner: str | None = None) -> None:
         super().__init__(context, interval=interval, lease=lease, owner=owner)
         self._stress_read_at: datetime | None = None
-        self._waiting_seen = False  # a polled job was still waiting to start: poll again soon
+        self._waiting_seen = False  # a job just submitted had not started: poll again soon
         # (cluster id, OAR batch id) -> its sub-jobs' states, read once per pass
         self._batch_states: dict[tuple[int, int], dict[int, batches.SubJobState]] = {}
         # (campaign id, cluster id) -> the owner's login there, read once per pass
@@ -97,8 +96,8 @@ class Updater(OarDaemon):
         return timedelta(seconds=settings.UPDATER_INTERVAL)
 
     def next_interval(self) -> timedelta:
-        """UPDATER_WAITING_INTERVAL while cigri jobs wait to start on a cluster (so a start or an
-        end is seen, and the runner woken, sooner), else UPDATER_INTERVAL."""
+        """UPDATER_WAITING_INTERVAL after a pass that saw jobs just submitted and not started yet
+        (so their start is seen, and the runner woken, sooner), else UPDATER_INTERVAL."""
         if self._waiting_seen:
             return min(self.interval, timedelta(seconds=self.settings.UPDATER_WAITING_INTERVAL))
         return self.interval
@@ -205,10 +204,12 @@ class Updater(OarDaemon):
         if (failed or ended_batches) and not moved:
             with self.engine.begin() as conn:  # cores freed by failed jobs or ended batches
                 notify_daemons(conn, "runner")
-        left = ({c["id"] for c in moved} | {job.id for job, _oar in failed}
-                | {job.id for job, _oar in ended_batches})
+        # jobs submitted since the last pass and still not started: look again soon, they
+        # may start on free cores at any moment (the jobs cigri keeps waiting on purpose, in
+        # `remote_waiting`, are OAR's to start: polling them faster would only cost requests)
+        started = {c["id"] for c in moved} | {job.id for job, _oar in failed}
         self._waiting_seen = self._waiting_seen or any(
-            job.state in _WAITING and job.id not in left for job in page)
+            job.state is JobState.SUBMITTED and job.id not in started for job in page)
 
     def _login(self, job: Job, cluster: Cluster) -> str:
         """The login of the job's campaign owner on the cluster (read once per pass)."""

@@ -16,7 +16,7 @@ batches of temporal grouping). Pure: no I/O, no clock.
 
 The reference (waiting jobs to keep on OAR) is never below RUNNER_WAITING_REFERENCE, and grows
 with the jobs that end while a freed core waits for the next start: cigri's running jobs × (runner
-interval + updater poll while jobs wait + start cost) ÷ task duration, at most the cluster's usable
+interval + updater interval + start cost) ÷ task duration, at most the cluster's usable
 resources.
 """
 
@@ -45,7 +45,7 @@ class InjectionSettings:
     kp: float = 1.0  # RUNNER_PI_KP
     ki: float = 0.2  # RUNNER_PI_KI
     interval: float = 5.0  # seconds between two runner passes (RUNNER_MIN_CYCLE_DURATION)
-    poll: float = 2.0  # seconds between two updater passes while jobs wait (UPDATER_WAITING_…)
+    poll: float = 5.0  # seconds between two updater passes (UPDATER_INTERVAL)
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -1,7 +1,7 @@
 """Reacting at once (issue 15): the updater's pass that sees jobs start or end wakes the runner
 (PostgreSQL NOTIFY), so the next submission does not wait for the runner's interval; a new
-campaign wakes the meta-scheduler; and the updater polls every UPDATER_WAITING_INTERVAL while
-cigri jobs wait to start on a cluster."""
+campaign wakes the meta-scheduler; and the updater looks again after UPDATER_WAITING_INTERVAL
+when it saw jobs just submitted that had not started yet."""
 
 from __future__ import annotations
 
@@ -53,20 +53,21 @@ def test_jobs_starting_on_oar_wake_the_runner_at_once(pg_engine: Engine,
         assert not thread.is_alive()
 
 
-def test_the_updater_polls_sooner_while_jobs_wait_to_start(engine: Engine,
-                                                           clock: FakeClock) -> None:
+def test_the_updater_polls_again_soon_after_jobs_were_just_submitted(engine: Engine,
+                                                                      clock: FakeClock) -> None:
     settings = make_settings(UPDATER_INTERVAL=30, UPDATER_WAITING_INTERVAL=1,
                              RUNNER_DEFAULT_INITIAL_NUMBER_OF_JOBS=12)
     with start_grid(engine, clock, nodes=4, cores=2, settings=settings) as grid:  # 8 cores
         campaign = new_campaign(grid, [f"t{i}" for i in range(12)])
         queue_tasks(grid, campaign)
-        grid.runner().run(loops=1)  # 12 jobs for 8 cores
         updater = grid.updater(interval=timedelta(seconds=settings.UPDATER_INTERVAL))
+        updater.run(loops=1)
+        assert updater.next_interval() == timedelta(seconds=30)  # nothing on OAR
+        grid.runner().run(loops=1)  # 12 jobs for 8 cores
+        updater.run(loops=1)  # sees them just submitted: will look again in 1 s
+        assert updater.next_interval() == timedelta(seconds=1)
         grid.advance(1)
-        updater.run(loops=1)
-        assert updater.next_interval() == timedelta(seconds=1)  # 4 still wait
-        grid.advance(10)  # the first 8 end (10 s), the last 4 start
-        updater.run(loops=1)
+        updater.run(loops=1)  # 8 run, 4 wait in OAR's queue: OAR starts those, not cigri
         assert updater.next_interval() == timedelta(seconds=30)
 
 
