@@ -9,14 +9,14 @@ batches of temporal grouping). Pure: no I/O, no clock.
   grows by a factor after each pass that used it, and nothing is submitted while the campaign
   has jobs waiting on OAR.
 - `capacity`: fill the cluster's free resources plus a small waiting reference at once, then keep
-  cigri's waiting queue on OAR at that reference (topped up once half of it has started).
+  cigri's waiting queue on OAR at that reference (topped up once a quarter of it has started).
 - `pi`: a proportional-integral controller on the number of cigri jobs waiting on OAR (Guilloteau
   et al., control theory for CiGri): e = reference − waiting, u = kp·e + ki·Σe; u tasks are
   submitted. Needs no knowledge of the free resources; its integral lives in the runner's memory.
 
 The reference (waiting jobs to keep on OAR) is never below RUNNER_WAITING_REFERENCE, and grows
 with the jobs that end while a freed core waits for the next start: cigri's running jobs × (runner
-interval + updater interval + start cost) ÷ task duration, at most the cluster's usable
+interval + updater interval + start cost) ÷ task duration, at most twice the cluster's usable
 resources.
 """
 
@@ -114,27 +114,28 @@ def reference(view: ClusterView, settings: InjectionSettings) -> int:
     """How many cigri jobs to keep waiting on OAR: at least `settings.reference`, and enough to
     replace the jobs that end while a freed core is seen (an updater poll), refilled (a runner
     pass) and started (the start cost), so a core freed between two passes finds a job already
-    waiting; never above the usable resources (when
-    known) nor the largest submission."""
+    waiting; never above twice the usable resources
+    (when known: tasks shorter than the time to see and refill a core need a cluster's worth
+    waiting, and more) nor the largest submission."""
     wanted = settings.reference
     if view.task_seconds is not None and view.task_seconds > 0:
         gap = settings.interval + settings.poll + (view.start_latency or 0.0)
         wanted = max(wanted, math.ceil(view.running * gap / view.task_seconds))
     ceiling = settings.max_jobs
     if view.capacity is not None:
-        ceiling = min(ceiling, max(settings.reference, view.capacity))
+        ceiling = min(ceiling, max(settings.reference, 2 * view.capacity))
     return max(0, min(wanted, ceiling))
 
 
 def capacity_tasks(view: ClusterView, settings: InjectionSettings) -> int:
     """`capacity`: the free resources plus the reference, minus what already waits; without a
     usage sample, only the reference minus what waits. With no free resource, the queue is
-    topped up only once half the reference has started (one POST for several jobs rather than
+    topped up only once a quarter of the reference has started (one POST for several jobs rather than
     one per job that starts)."""
     target = reference(view, settings)
     free = view.free
     wanted = target - view.waiting if free is None else free + target
-    if (free is None or free <= 0) and wanted < max(1, target // 2):
+    if (free is None or free <= 0) and wanted < max(1, target // 4):
         return 0
     return max(0, min(settings.max_jobs, wanted))
 

@@ -42,9 +42,10 @@ def test_capacity_then_keeps_the_waiting_queue_at_the_reference() -> None:
     full = _view(capacity=16, used_by_others=0, running=16, waiting=1)
     assert capacity_tasks(full, SETTINGS) == 3  # 4 waiting again
     assert capacity_tasks(_view(capacity=16, running=16, waiting=4), SETTINGS) == 0
-    # topped up once half the reference started: one POST for 2 jobs, not 1 per job
-    assert capacity_tasks(_view(capacity=16, running=16, waiting=3), SETTINGS) == 0
-    assert capacity_tasks(_view(capacity=16, running=16, waiting=2), SETTINGS) == 2
+    # topped up once a quarter of the reference started: one POST for 2 jobs, not 1 per job
+    eight = InjectionSettings(reference=8)
+    assert capacity_tasks(_view(capacity=16, running=16, waiting=7), eight) == 0
+    assert capacity_tasks(_view(capacity=16, running=16, waiting=6), eight) == 2
     assert capacity_tasks(_view(capacity=16, running=16, waiting=9), SETTINGS) == 0
 
 
@@ -69,7 +70,7 @@ def test_the_reference_covers_the_jobs_ending_during_a_pass_and_a_start() -> Non
     view = _view(capacity=1000, running=600, task_seconds=60.0, start_latency=10.0)
     assert reference(view, SETTINGS) == 160
     assert reference(_view(capacity=8, running=8, task_seconds=2.0, start_latency=2.0),
-                     SETTINGS) == 8  # never above the usable cores
+                     SETTINGS) == 16  # never above twice the usable cores
     assert reference(_view(running=8), SETTINGS) == 4  # no duration yet: the setting
 
 
