@@ -15,9 +15,9 @@ batches of temporal grouping). Pure: no I/O, no clock.
   submitted. Needs no knowledge of the free resources; its integral lives in the runner's memory.
 
 The reference (waiting jobs to keep on OAR) is never below RUNNER_WAITING_REFERENCE, and grows
-with the jobs that end while a freed core waits for the next start: cigri's running jobs × (runner
-interval + updater interval + start cost) ÷ task duration, at most twice the cluster's usable
-resources.
+with the jobs that end while a freed core waits for the next start: twice cigri's running jobs ×
+(runner interval + updater interval + start cost) ÷ task duration (twice: ends come in waves), at
+most twice the cluster's usable resources.
 """
 
 from __future__ import annotations
@@ -112,15 +112,16 @@ def start_cost(pairs: Iterable[tuple[datetime | None, datetime | None]]) -> floa
 
 def reference(view: ClusterView, settings: InjectionSettings) -> int:
     """How many cigri jobs to keep waiting on OAR: at least `settings.reference`, and enough to
-    replace the jobs that end while a freed core is seen (an updater poll), refilled (a runner
-    pass) and started (the start cost), so a core freed between two passes finds a job already
-    waiting; never above twice the usable resources
+    replace twice (ends come in waves) the jobs that end on average while a freed core is seen
+    (an updater poll), refilled (a runner pass) and started (the start cost), so a core freed
+    between two passes finds a job already waiting; never above twice the usable resources
     (when known: tasks shorter than the time to see and refill a core need a cluster's worth
     waiting, and more) nor the largest submission."""
     wanted = settings.reference
     if view.task_seconds is not None and view.task_seconds > 0:
         gap = settings.interval + settings.poll + (view.start_latency or 0.0)
-        wanted = max(wanted, math.ceil(view.running * gap / view.task_seconds))
+        # twice the mean: jobs started together end together, in waves
+        wanted = max(wanted, math.ceil(2 * view.running * gap / view.task_seconds))
     ceiling = settings.max_jobs
     if view.capacity is not None:
         ceiling = min(ceiling, max(settings.reference, 2 * view.capacity))
