@@ -79,8 +79,11 @@ class PiState:
 class Decision:
     tasks: int  # how many tasks to submit now
     pi: PiState = PiState()
-    flow: int = 0  # tasks per pass the policy wants queued for it (the meta-scheduler queues
-    #                up to 10 × a tap's rate: the runner records this as the rate)
+    flow: int = 0  # tasks the policy wanted this pass (before the queued tasks capped it), at
+    #                least what the cluster consumes per pass on average (the
+    #                meta-scheduler queues up to 10 × a tap's rate: the runner records this as
+    #                the rate, so about ten passes of work wait in the queue of each cluster,
+    #                not more: tasks queued on one cluster cannot go to another that frees up)
 
 
 def cluster_view(sample: UsageSample | None, *, running: int, waiting: int,
@@ -128,6 +131,14 @@ def reference(view: ClusterView, settings: InjectionSettings) -> int:
     return max(0, min(wanted, ceiling))
 
 
+def per_pass(view: ClusterView, settings: InjectionSettings) -> int:
+    """The tasks the cluster consumes per runner pass on average (cigri's running jobs × the
+    interval ÷ the task duration); the reference while no duration is known."""
+    if view.task_seconds is None or view.task_seconds <= 0:
+        return reference(view, settings)
+    return math.ceil(view.running * settings.interval / view.task_seconds)
+
+
 def capacity_tasks(view: ClusterView, settings: InjectionSettings) -> int:
     """`capacity`: the free resources plus the reference, minus what already waits; without a
     usage sample, only the reference minus what waits. With no free resource, the queue is
@@ -173,7 +184,7 @@ def decide(policy: str, view: ClusterView, settings: InjectionSettings, *, tap_r
     else:
         wanted = capacity_tasks(view, settings)
         decision = Decision(tasks=min(available, wanted), pi=pi)
-    return dataclasses.replace(decision, flow=max(wanted, reference(view, settings)))
+    return dataclasses.replace(decision, flow=max(wanted, per_pass(view, settings)))
 
 
 def share(budget: int, campaigns: int) -> int:

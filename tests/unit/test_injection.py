@@ -121,8 +121,9 @@ def test_the_flow_is_what_the_policy_wants_per_pass_whatever_is_queued() -> None
     view = _view(capacity=1000)
     decision = decide(CAPACITY, view, SETTINGS, tap_rate=2, pi=PiState(), available=20)
     assert (decision.tasks, decision.flow) == (20, 1000)  # at most the largest pass
-    full = _view(capacity=1000, running=1000, waiting=4)
-    assert decide(CAPACITY, full, SETTINGS, tap_rate=2, pi=PiState(), available=20).flow == 4
+    # a full cluster: what 1,000 jobs of 60 s free per 5 s pass, so ~10 passes are queued
+    full = _view(capacity=1000, running=1000, waiting=400, task_seconds=60.0)
+    assert decide(CAPACITY, full, SETTINGS, tap_rate=2, pi=PiState(), available=20).flow == 84
 
 
 def test_test_mode_submits_one_job_at_a_time_under_every_policy() -> None:
