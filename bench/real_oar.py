@@ -12,6 +12,11 @@ about 90 requests or fewer (Ruby v3: 110 s, 19 s CPU, ~90 requests). Ends with o
     PGHOST=127.0.0.1 PGUSER=postgres python bench/real_oar.py [--jobs 100] [--emulator]
         [--temporal-grouping] [--runs 3] [--profile DIR]
 
+`--deployed` runs cigri as a site deploys it instead (`cigri-almighty` as a process, default
+settings) and, in the same run, the raw limit: the same jobs posted straight to OAR, one array per
+cluster; it prints both makespans and their ratio, the daemons' CPU and cigri's OAR requests
+(`bench/_deployed.py`). Goal (issue 15): ratio <= 1.05, CPU <= 1 s, requests <= 90.
+
 `--idle SECONDS` starts the daemons on an empty grid instead (no campaign) and prints each
 daemon's CPU per pass: what an idle engine costs. `--profile DIR` writes one cProfile file per
 thread (`DIR/<thread>.prof`, in thread CPU seconds; read them with `python -m pstats`).
@@ -34,6 +39,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import timedelta
 
+from _deployed import deployed
 from _grid import CountingClients, fresh_database
 from sqlalchemy import Engine, func, select
 
@@ -139,6 +145,10 @@ def main() -> None:
                         help="no campaign: run the daemons this long on an idle grid and print "
                              "each daemon's CPU per pass")
     parser.add_argument("--profile", metavar="DIR", help="one cProfile file per thread in DIR")
+    parser.add_argument("--deployed", action="store_true",
+                        help="cigri as deployed (cigri-almighty process, default settings) and, "
+                             "in the same run, the raw limit (the jobs posted straight to OAR, "
+                             "one array per cluster): makespans, their ratio, CPU, requests")
     args = parser.parse_args()
     logging.basicConfig(level=logging.ERROR)
     if args.profile:
@@ -147,7 +157,10 @@ def main() -> None:
     for _ in range(args.runs):
         grid = _emulated_grid(args.launch_delay) if args.emulator else _real_grid()
         with grid as (urls, directory):
-            results.append(_run(args, urls, directory))
+            if args.deployed:
+                results.append(deployed(urls, args.jobs, directory))
+            else:
+                results.append(_run(args, urls, directory))
         print(" ".join(f"{key}={value}" for key, value in results[-1].items()), flush=True)
     if args.runs > 1:
         medians = {key: statistics.median(float(r[key]) for r in results)  # type: ignore[arg-type]

@@ -187,12 +187,28 @@ class Settings:
     NIGHT_TIME_ZONE: str = field(default="UTC", metadata=_describe(
         "Grid-wide time zone (IANA name, e.g. Europe/Paris) of clusters without their own "
         "time_zone."))
+    RUNNER_INJECTION_POLICY: str = field(default="capacity", metadata=_describe(
+        "How many tasks a runner pass submits: capacity (fill the free resources plus the waiting "
+        "reference, then keep the reference), pi (PI controller on cigri's waiting jobs) or tap "
+        "(v3). A cluster's injection_policy overrides it."))
+    RUNNER_WAITING_REFERENCE: int = field(default=4, metadata=_describe(
+        "Least number of cigri jobs kept waiting on a cluster's OAR queue (capacity and pi); it "
+        "grows with the jobs that end during a pass interval plus a start latency."))
+    RUNNER_MAX_JOBS_PER_PASS: int = field(default=1000, metadata=_describe(
+        "Largest submission (array job) of one runner pass under capacity and pi."))
+    RUNNER_PI_KP: float = field(default=1.0, metadata=_describe(
+        "Proportional gain of the pi injection policy."))
+    RUNNER_PI_KI: float = field(default=0.2, metadata=_describe(
+        "Integral gain of the pi injection policy."))
     METASCHEDULER_INTERVAL: float = field(default=5.0, metadata=_seconds(
         "Seconds between two meta-scheduler passes."))
     METASCHEDULER_POLICY: Policy = field(default=Policy.FAIR_SHARE, metadata=_describe(
         "fair_share (round-robin between users of a cluster) or fifo (v3: priority then age)."))
     UPDATER_INTERVAL: float = field(default=5.0, metadata=_seconds(
         "Seconds between two updater passes."))
+    UPDATER_WAITING_INTERVAL: float = field(default=2.0, metadata=_seconds(
+        "Seconds to the next updater pass after one that saw jobs just submitted and not started "
+        "yet (capped by UPDATER_INTERVAL), so their start is seen, and the runner woken, sooner."))
     NIKITA_INTERVAL: float = field(default=10.0, metadata=_seconds(
         "Seconds between two nikita passes."))
     COLLECTOR_INTERVAL: float = field(default=30.0, metadata=_seconds(
@@ -384,6 +400,9 @@ def _check_ranges(values: Mapping[str, Any]) -> list[str]:
                           values.get("NIGHT_TIME_ZONE", DEFAULT_TIME_ZONE))
     except NightWindowError as error:
         problems.append(f"NIGHT_WINDOW/NIGHT_TIME_ZONE: {error.message}")
+    policy = values.get("RUNNER_INJECTION_POLICY", "capacity")
+    if policy not in {"capacity", "pi", "tap"}:
+        problems.append(f"RUNNER_INJECTION_POLICY: expected capacity, pi or tap, got {policy!r}")
     factor = values.get("RUNNER_TAP_INCREASE_FACTOR")
     if factor is not None and factor < 1:
         problems.append(f"RUNNER_TAP_INCREASE_FACTOR: must be >= 1, got {factor!r}")

@@ -14,6 +14,7 @@ from sqlalchemy import Connection
 
 from cigri.app import build_engine, load
 from cigri.domain.clusters import Cluster
+from cigri.domain.injection import POLICIES
 from cigri.domain.night import NightWindow, NightWindowError, zone_of
 from cigri.domain.states import AuthType, ClusterAPI
 from cigri.storage import clusters as store
@@ -123,10 +124,19 @@ def _set_enabled(name_or_id: str, enabled: bool) -> None:
     click.echo(f"cluster {found.name} {'enabled' if enabled else 'disabled'}")
 
 
-_SETTABLE = {"name": str, "api_url": str, "api_auth_type": str, "api_auth_header": str,
-             "api_username": str, "api_password": str, "api_chunk_size": int, "api_limit": int,
+def _injection_policy(value: str) -> str:
+    """capacity, pi or tap (empty: back to RUNNER_INJECTION_POLICY)."""
+    if value not in POLICIES:
+        raise ValueError(f"expected one of {', '.join(POLICIES)}, got {value!r}")
+    return value
+
+
+_SETTABLE: dict[str, Callable[[str], Any]] = {"name": str, "api_url": str,
+             "api_auth_type": str, "api_auth_header": str, "api_username": str, "api_password": str,
+             "api_chunk_size": int, "api_limit": int,
              "api_timeout_seconds": float, "ssh_host": str, "batch": str, "resource_unit": str,
-             "power": int, "properties": str, "night_window": str, "time_zone": str}
+             "power": int, "properties": str, "night_window": str, "time_zone": str,
+             "injection_policy": _injection_policy}
 
 
 def _check_night(values: dict[str, Any]) -> None:

@@ -183,6 +183,11 @@ class Daemon(abc.ABC):
     def run_once(self) -> None:
         """One pass. Safe to repeat; may stop between transactions."""
 
+    def next_interval(self) -> timedelta:
+        """How long after this pass's start the next one starts: `interval`, unless the
+        daemon has a reason to look again sooner (the updater while jobs wait to start)."""
+        return self.interval
+
     def wake_channels(self) -> Sequence[str]:
         """PostgreSQL channels whose notifications start the next pass early (a hint only: the
         daemon still polls on its interval, so a lost notification costs only latency)."""
@@ -209,7 +214,7 @@ class Daemon(abc.ABC):
                 iterations += 1
                 if loops is not None and iterations >= loops:
                     return
-                self._sleep(max(0.0, self.interval.total_seconds() - elapsed))
+                self._sleep(max(0.0, self.next_interval().total_seconds() - elapsed))
         finally:
             if self.stop.is_set():
                 self._release()

@@ -13,7 +13,7 @@ import json
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, Final
 
@@ -180,7 +180,7 @@ def run_maintenance(engine: Engine, settings: Settings, clock: Clock, *,
 def schedule_maintenance(scheduler: Any, engine: Engine, settings: Settings, clock: Clock, *,
                          oar_factory: OarFactory | None = None) -> None:
     """Add the maintenance jobs to an APScheduler 3 `BaseScheduler` (almighty in one-host mode):
-    grid usage every GRID_USAGE_UPDATE_PERIOD seconds, the purge hourly, a vacuum nightly at
+    grid usage at start then every GRID_USAGE_UPDATE_PERIOD seconds, the purge hourly, a vacuum nightly at
     03:30 — the same schedule as `etc/cron.d/cigri`."""
     if settings.GRID_USAGE_UPDATE_PERIOD > 0 and oar_factory is not None:
         factory = oar_factory
@@ -188,7 +188,9 @@ def schedule_maintenance(scheduler: Any, engine: Engine, settings: Settings, clo
             lambda: sample_grid_usage(engine, factory, now=clock.now(),
                                       period_seconds=settings.GRID_USAGE_UPDATE_PERIOD),
             "interval", seconds=settings.GRID_USAGE_UPDATE_PERIOD, id="cigri-grid-usage",
-            replace_existing=True, coalesce=True, max_instances=1)
+            replace_existing=True, coalesce=True, max_instances=1,
+            # a sample at once: the capacity injection policy reads the free resources from it
+            next_run_time=datetime.now(UTC))
     scheduler.add_job(
         lambda: run_maintenance(engine, settings, clock, sample_usage=False),
         "interval", hours=1, id="cigri-purge", replace_existing=True, coalesce=True,

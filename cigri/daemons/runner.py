@@ -2,8 +2,9 @@
 
 Owns submission and the tap. Each pass on a cluster: reconcile submissions whose fate on OAR is
 unknown, move the taps (closed while jobs wait, reopened otherwise), then submit the cluster's
-`to_launch` jobs (prologue, epilogue, leftovers) or else up to the tap rate of queued tasks of the
-first eligible campaign, as one OAR array job. Polling job states on OAR is the updater's job (the
+`to_launch` jobs (prologue, epilogue, leftovers) or else queued tasks of the first eligible
+campaign, as many as the cluster's injection policy says (`cigri.domain.injection`: `capacity`,
+`pi`, or v3's tap rate), as one OAR array job. Polling job states on OAR is the updater's job (the
 runner reads `remote_waiting` counts from the database); killing is nikita's.
 
 Crash safety: the intent (a `submissions` row with a random key, and the jobs in `launching` with
@@ -22,7 +23,8 @@ failed cluster discovery (the database away for a moment) is retried like a fail
 Settings: RUNNER_MIN_CYCLE_DURATION (pass interval), RUNNER_DEFAULT_INITIAL_NUMBER_OF_JOBS,
 RUNNER_TAP_INCREASE_FACTOR, RUNNER_TAP_INCREASE_MAX, RUNNER_TAP_GRACE_PERIOD, DEFAULT_JOB_RESOURCES,
 DEFAULT_JOB_WALLTIME, LEASE_SECONDS, REST_QUERIES_TIMEOUT, RUNNER_MAX_TEMPORAL_GROUPED_JOBS,
-RUNNER_TEMPORAL_GROUPING_DURATION, GRID_USAGE_UPDATE_PERIOD.
+RUNNER_TEMPORAL_GROUPING_DURATION, GRID_USAGE_UPDATE_PERIOD, RUNNER_INJECTION_POLICY,
+RUNNER_WAITING_REFERENCE, RUNNER_MAX_JOBS_PER_PASS, RUNNER_PI_KP, RUNNER_PI_KI.
 
 The OAR job type of a submission is decided here, when it is made (`ClusterRunner.mode`): the
 campaign's type, test mode and the cluster's night window at the clock's time (`nightly` waits by
@@ -56,7 +58,7 @@ from cigri.daemons.base import (
     is_database_outage,
     start_listener,
 )
-from cigri.domain import batches, cluster_tokens
+from cigri.domain import batches, cluster_tokens, injection
 from cigri.domain.admission import may_run_normal_jobs
 from cigri.domain.clusters import Cluster
 from cigri.domain.event_codes import EventCode
@@ -83,9 +85,11 @@ from cigri.domain.tap import (
 from cigri.domain.telemetry import JOBS_SUBMITTED, RECORDER
 from cigri.storage import batches as batch_store
 from cigri.storage import events as event_store
+from cigri.storage import injection as injection_store
 from cigri.storage import jobs as job_store
 from cigri.storage import submissions as submission_store
 from cigri.storage.clusters import get_cluster, list_clusters
+from cigri.storage.heartbeats import notify_daemons
 from cigri.storage.incidents import open_campaign_blacklist, record_cluster_error
 from cigri.storage.queries import list_admission_rules
 
@@ -112,6 +116,14 @@ def tap_settings(settings: Settings) -> TapSettings:
                        factor=settings.RUNNER_TAP_INCREASE_FACTOR,
                        maximum=settings.RUNNER_TAP_INCREASE_MAX,
                        grace=settings.runner_tap_grace_period)
+
+
+def injection_settings(settings: Settings) -> injection.InjectionSettings:
+    return injection.InjectionSettings(
+        policy=settings.RUNNER_INJECTION_POLICY, reference=settings.RUNNER_WAITING_REFERENCE,
+        max_jobs=settings.RUNNER_MAX_JOBS_PER_PASS, kp=settings.RUNNER_PI_KP,
+        ki=settings.RUNNER_PI_KI, interval=settings.RUNNER_MIN_CYCLE_DURATION,
+        poll=settings.UPDATER_INTERVAL)
 
 
 def build_request(context: LaunchContext, items: Sequence[LaunchItem], *, name: str,
@@ -198,6 +210,8 @@ class ClusterRunner(Daemon):
         self.cluster = cluster  # re-read at every pass
         self.oar_factory = context.oar_factory
         self.taps = tap_settings(context.settings)
+        self.injection = injection_settings(context.settings)
+        self._pi = injection.PiState()  # the pi policy's integral, this cluster's, in memory
         self.listen = listen  # False: the RunnerProcess listens for all its clusters
 
     @property
@@ -332,7 +346,12 @@ class ClusterRunner(Daemon):
 
     def _submit_from_queue(self, taps: dict[int, Tap]) -> None:
         """Behaviour 9: one campaign per pass, at most its tap rate, in queue order; the scan stops
-        at a campaign whose tap closed less than the grace period ago."""
+        at a campaign whose tap closed less than the grace period ago. Under the `capacity` and
+        `pi` injection policies, `_inject` instead."""
+        policy = injection.policy_of(self.cluster.injection_policy, self.injection.policy)
+        if policy != injection.TAP:
+            self._inject(taps, policy)
+            return
         now = self.clock.now()
         for campaign_id, tap in taps.items():
             with self.engine.begin() as conn:
@@ -357,6 +376,70 @@ class ClusterRunner(Daemon):
                 with self.engine.begin() as conn:
                     submission_store.save_tap(conn, increase_tap(tap, self.taps))
             return
+
+    def _inject(self, taps: dict[int, Tap], policy: str) -> None:
+        """`capacity` and `pi` (`cigri.domain.injection`): the policy decides how many tasks the
+        cluster takes this pass, shared among the queued campaigns in queue order (an equal share
+        of what is left each, so what one cannot take goes to the next; one array job each), so users still
+        alternate on the cluster under fair share. A test-mode campaign gets one job at a time,
+        while none of its jobs waits."""
+        budget: int | None = None
+        for index, (campaign_id, tap) in enumerate(taps.items()):
+            if budget is not None and budget <= 0:
+                return
+            self.keep_lease()
+            with self.engine.begin() as conn:
+                context = submission_store.get_launch_context(
+                    conn, campaign_id=campaign_id, cluster_id=self.cluster.id)
+                blacklisted = event_store.is_campaign_blacklisted(
+                    conn, campaign_id=campaign_id, cluster_id=self.cluster.id)
+                test_waiting = (injection_store.count_campaign_waiting(
+                    conn, cluster_id=self.cluster.id, campaign_id=campaign_id)
+                    if context.is_test_mode else 0)
+            if context.campaign_state != CampaignState.IN_TREATMENT or blacklisted:
+                continue
+            if context.is_test_mode:
+                amount = injection.decide(policy, injection.ClusterView(), self.injection,
+                                          tap_rate=1, pi=self._pi, available=1, test_mode=True,
+                                          campaign_waiting=test_waiting).tasks
+            else:
+                if budget is None:
+                    budget, flow = self._injection_budget(policy, campaign_id)
+                self._record_flow(tap, flow)
+                amount = injection.share(budget, len(taps) - index)
+            if amount <= 0:
+                continue
+            if batches.is_grouped(context):
+                submitted = self._submit_batches(campaign_id, amount)
+            else:
+                submitted = self._submit(campaign_id, self._queued(campaign_id, amount))
+            if budget is not None and not context.is_test_mode:
+                budget -= submitted
+
+    def _injection_budget(self, policy: str, campaign_id: int) -> tuple[int, int]:
+        """(tasks the cluster takes this pass, the flow per pass the policy wants), from the
+        cluster's state and the first campaign's durations (`cigri.domain.injection`)."""
+        with self.engine.begin() as conn:
+            inputs = injection_store.read_inputs(
+                conn, cluster_id=self.cluster.id, campaign_id=campaign_id, now=self.clock.now(),
+                usage_period=self.settings.GRID_USAGE_UPDATE_PERIOD,
+                max_jobs=self.injection.max_jobs)
+        decision = injection.decide(policy, inputs.view, self.injection, tap_rate=0,
+                                    pi=self._pi, available=inputs.available)
+        self._pi = decision.pi
+        log.debug("%s: %s: %d task(s) this pass, flow %d (%s)", self.name, policy,
+                  decision.tasks, decision.flow, inputs.view)
+        return decision.tasks, max(self.taps.initial, decision.flow)
+
+    def _record_flow(self, tap: Tap, flow: int) -> None:
+        """The meta-scheduler queues up to 10 × a tap's rate: make that the policy's flow, and
+        let it queue more at once when the flow grew."""
+        if flow == tap.rate:
+            return
+        with self.engine.begin() as conn:
+            submission_store.save_tap(conn, dataclasses.replace(tap, rate=flow))
+            if flow > tap.rate:
+                notify_daemons(conn, "metascheduler")
 
     def _submit_batches(self, campaign_id: int, rate: int) -> int:
         """Temporal grouping: up to `rate` tasks this pass, as the batch jobs `_plan_batches`

@@ -61,6 +61,7 @@ from cigri.storage import events as event_store
 from cigri.storage import jobs as job_store
 from cigri.storage import queue
 from cigri.storage.clusters import list_clusters, set_cluster_stress_factor
+from cigri.storage.heartbeats import notify_daemons
 from cigri.storage.incidents import open_campaign_blacklist, record_cluster_error
 from cigri.storage.submissions import get_launch_context
 
@@ -95,6 +96,7 @@ class Updater(OarDaemon):
                  lease: timedelta | None = None, owner: str | None = None) -> None:
         super().__init__(context, interval=interval, lease=lease, owner=owner)
         self._stress_read_at: datetime | None = None
+        self._waiting_seen = False  # a job just submitted had not started: poll again soon
         # (cluster id, OAR batch id) -> its sub-jobs' states, read once per pass
         self._batch_states: dict[tuple[int, int], dict[int, batches.SubJobState]] = {}
         # (campaign id, cluster id) -> the owner's login there, read once per pass
@@ -104,7 +106,15 @@ class Updater(OarDaemon):
     def default_interval(cls, settings: Settings) -> timedelta:
         return settings.updater_interval
 
+    def next_interval(self) -> timedelta:
+        """UPDATER_WAITING_INTERVAL after a pass that saw jobs just submitted and not started yet
+        (so their start is seen, and the runner woken, sooner), else UPDATER_INTERVAL."""
+        if self._waiting_seen:
+            return min(self.interval, timedelta(seconds=self.settings.UPDATER_WAITING_INTERVAL))
+        return self.interval
+
     def run_once(self) -> None:
+        self._waiting_seen = False
         self._batch_states.clear()
         self._logins.clear()
         with self.engine.begin() as conn:
@@ -184,9 +194,14 @@ class Updater(OarDaemon):
                 failed.append((job, oar_job))
             elif (change := update.change(job.id)) is not None:
                 changes.append(change)
+        # a job that started or ended changes what the runner should submit: wake it now
+        # rather than at its next interval (with the change, so only if it commits)
+        moved = [c for c in changes if c.state is not JobState.REMOTE_WAITING]
         if changes:
             with self.engine.begin() as conn:
                 job_store.mark_jobs(conn, changes, expected=_POLLED, now=self.clock.now())
+                if moved:
+                    notify_daemons(conn, "runner")
         for job, oar_job in failed:
             self.keep_lease()
             self.handle_failure(cluster, oar, job, oar_job)
@@ -196,6 +211,15 @@ class Updater(OarDaemon):
         if terminated:  # the page's successful sub-jobs in one statement
             with self.engine.begin() as conn:
                 job_store.mark_jobs(conn, terminated, expected=_POLLED, now=self.clock.now())
+        if (failed or ended_batches) and not moved:
+            with self.engine.begin() as conn:  # cores freed by failed jobs or ended batches
+                notify_daemons(conn, "runner")
+        # jobs submitted since the last pass and still not started: look again soon, they
+        # may start on free cores at any moment (the jobs cigri keeps waiting on purpose, in
+        # `remote_waiting`, are OAR's to start: polling them faster would only cost requests)
+        started = {c.job_id for c in moved} | {job.id for job, _oar in failed}
+        self._waiting_seen = self._waiting_seen or any(
+            job.state is JobState.SUBMITTED and job.id not in started for job in page)
 
     def _login(self, job: Job, cluster: Cluster) -> str:
         """The login of the job's campaign owner on the cluster (read once per pass)."""

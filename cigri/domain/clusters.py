@@ -28,6 +28,7 @@ class Cluster:
     enabled: bool = True
     night_window: str | None = None  # e.g. "20:00-07:00 weekends"; None: NIGHT_WINDOW
     time_zone: str | None = None  # IANA name; None: NIGHT_TIME_ZONE
+    injection_policy: str | None = None  # capacity, pi or tap; None = RUNNER_INJECTION_POLICY
 
     def is_stressed(self, threshold: float) -> bool:
         """v3: a cluster at or above STRESS_FACTOR gets no new work queued (0 disables)."""

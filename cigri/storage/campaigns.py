@@ -26,6 +26,7 @@ from cigri.domain.campaigns import Campaign
 from cigri.domain.errors import CampaignNotFound, Conflict, DuplicateTaskNames, JDLError
 from cigri.domain.jdl import CampaignSpec, ParamRecord, duplicate_message, parse_param_lines
 from cigri.domain.states import CampaignState
+from cigri.storage.heartbeats import notify_daemons
 from cigri.storage.tables import bag_of_tasks, campaign_properties, campaigns, clusters, parameters
 
 log = logging.getLogger(__name__)
@@ -65,6 +66,7 @@ def create_campaign(
     if rows:
         conn.execute(insert(campaign_properties), rows)
     count = _ingest(conn, campaign_id, params)
+    notify_daemons(conn, "metascheduler")  # schedule it now, not at the next interval
     log.info("campaign %d created for %s with %d tasks", campaign_id, grid_user, count,
              extra={"campaign_id": campaign_id, "action": "create_campaign"})
     return campaign_id

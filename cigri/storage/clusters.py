@@ -16,6 +16,7 @@ from sqlalchemy.exc import IntegrityError
 
 from cigri.domain.clusters import Cluster
 from cigri.domain.errors import ClusterNotFound, Conflict
+from cigri.domain.injection import POLICIES
 from cigri.domain.states import AuthType, ClusterAPI
 from cigri.storage.tables import clusters
 
@@ -31,6 +32,7 @@ def cluster_from_row(row: Any) -> Cluster:
         ssh_host=row.ssh_host, batch=ClusterAPI(row.batch), resource_unit=row.resource_unit,
         power=row.power, properties=row.properties, stress_factor=float(row.stress_factor or 0),
         enabled=bool(row.enabled), night_window=row.night_window, time_zone=row.time_zone,
+        injection_policy=row.injection_policy,
     )
 
 
@@ -123,4 +125,7 @@ def set_cluster_fields(conn: Connection, cluster_id: int, **values: Any) -> None
         values["api_auth_type"] = AuthType(values["api_auth_type"]).value
     if "batch" in values:
         values["batch"] = ClusterAPI(values["batch"]).value
+    policy = values.get("injection_policy")
+    if policy is not None and policy not in POLICIES:
+        raise ValueError(f"injection_policy: expected one of {', '.join(POLICIES)}, got {policy!r}")
     _set(conn, cluster_id, **values)

@@ -95,6 +95,7 @@ clusters = Table(
     Column("created_at", UTCDateTime),
     Column("night_window", String(64)),  # NULL: NIGHT_WINDOW
     Column("time_zone", String(64)),  # NULL: NIGHT_TIME_ZONE
+    Column("injection_policy", String(16)),  # NULL: RUNNER_INJECTION_POLICY
 )
 
 users_mapping = Table(

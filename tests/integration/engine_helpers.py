@@ -32,8 +32,11 @@ USER = "testuser"
 
 
 def make_settings(**overrides: Any) -> Settings:
+    # The engine tests were written against v3's tap (so many jobs per pass): they keep it;
+    # tests of the other injection policies set RUNNER_INJECTION_POLICY themselves.
     values: dict[str, Any] = {"RUNNER_DEFAULT_INITIAL_NUMBER_OF_JOBS": 3, "STRESS_FACTOR": 1000,
-                              "AUTOFIX_DELAY": 30, "LEASE_SECONDS": 60}
+                              "AUTOFIX_DELAY": 30, "LEASE_SECONDS": 60,
+                              "RUNNER_INJECTION_POLICY": "tap"}
     values.update(overrides)
     return build_settings(values)
 

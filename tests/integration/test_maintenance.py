@@ -128,6 +128,10 @@ def test_almighty_schedule_runs_the_same_steps(engine: Engine, clock: FakeClock)
                          oar_factory=lambda cluster: None)  # type: ignore[arg-type,return-value]
     jobs_by_id = {job.id: job for job in scheduler.get_jobs()}
     assert sorted(jobs_by_id) == ["cigri-grid-usage", "cigri-purge", "cigri-vacuum"]
+    # the first grid-usage sample is taken at start (the capacity injection policy needs one),
+    # not a period later
+    first = jobs_by_id["cigri-grid-usage"].next_run_time
+    assert first is not None and first <= datetime.now(UTC)
     jobs_by_id["cigri-purge"].func()
     jobs_by_id["cigri-vacuum"].func()
     with engine.begin() as conn:
