@@ -308,6 +308,7 @@ class Settings:
     runner_temporal_grouping_duration = _Duration("RUNNER_TEMPORAL_GROUPING_DURATION")
     metascheduler_interval = _Duration("METASCHEDULER_INTERVAL")
     updater_interval = _Duration("UPDATER_INTERVAL")
+    updater_waiting_interval = _Duration("UPDATER_WAITING_INTERVAL")
     nikita_interval = _Duration("NIKITA_INTERVAL")
     collector_interval = _Duration("COLLECTOR_INTERVAL")
     notifier_interval = _Duration("NOTIFIER_INTERVAL")

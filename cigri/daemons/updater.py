@@ -110,7 +110,7 @@ class Updater(OarDaemon):
         """UPDATER_WAITING_INTERVAL after a pass that saw jobs just submitted and not started yet
         (so their start is seen, and the runner woken, sooner), else UPDATER_INTERVAL."""
         if self._waiting_seen:
-            return min(self.interval, timedelta(seconds=self.settings.UPDATER_WAITING_INTERVAL))
+            return min(self.interval, self.settings.updater_waiting_interval)
         return self.interval
 
     def run_once(self) -> None:
