@@ -214,6 +214,9 @@ def create_app(settings: Settings, engine: Engine, *, clock: Clock | None = None
     from cigri.api.metrics import metrics
 
     app.register_blueprint(metrics)
+    from cigri.api.rules import rules_api
+
+    app.register_blueprint(rules_api)
     app.wsgi_app = MethodOverride(app.wsgi_app)  # type: ignore[method-assign]
 
     @app.before_request

@@ -30,6 +30,7 @@ COMMANDS: Final[dict[str, str]] = {
     "gridclean": "cigri.cli.gridclean",
     "gridclusters": "cigri.cli.gridclusters",
     "gridtoken": "cigri.cli.gridtoken",
+    "gridrule": "cigri.cli.gridrule",
     "cigri-api": "cigri.api.server",
     "cigri-metascheduler": "cigri.daemons.metascheduler",
     "cigri-runner": "cigri.daemons.runner",
@@ -117,6 +118,7 @@ def gridnotify() -> None: _run("gridnotify")
 def gridclean() -> None: _run("gridclean")
 def gridclusters() -> None: _run("gridclusters")
 def gridtoken() -> None: _run("gridtoken")
+def gridrule() -> None: _run("gridrule")
 def api() -> None: _run("cigri-api")
 def metascheduler() -> None: _run("cigri-metascheduler")
 def runner() -> None: _run("cigri-runner")

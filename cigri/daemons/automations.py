@@ -316,3 +316,64 @@ class AutomationsDaemon(Daemon):
 
 def main() -> None:
     daemon_main(AutomationsDaemon, name="cigri-automations")
+
+
+@dataclass(frozen=True, kw_only=True)
+class WouldFire:
+    at: datetime
+    campaign_id: int
+    detail: str
+    actions: str
+
+
+def dry_run(conn: Connection, rule: Rule, *, now: datetime,
+            period: timedelta = timedelta(days=1)) -> list[WouldFire]:
+    """What `rule` would have done over the last `period` (`gridrule test`), writing nothing.
+    Event and state rules replay the period's events of the campaigns in scope with the
+    cooldown; metric rules use the rate over each campaign's life so far (the maintained
+    counters keep totals, not history) and silence rules the campaigns' state now."""
+    found: list[WouldFire] = []
+    definition = rule.definition
+    trigger = definition.trigger
+
+    def fire(_rule: Rule, campaign_id: int, _key: str, detail: str, at: datetime) -> bool:
+        found.append(WouldFire(at=at, campaign_id=campaign_id, detail=detail,
+                               actions=definition.describe_actions()))
+        return True
+
+    run = Pass(conn=conn, now=now, rules=[rule], fire=fire)
+    if trigger.kind in ("event", "state"):
+        scope = store.owned_campaigns(conn, None if rule.admin else rule.owner)
+        covered = {c.id: c for c in scope if definition.scope.covers(
+            campaign_id=c.id, name=c.name, grid_user=c.grid_user, owner=rule.owner,
+            admin=rule.admin)}
+        if not covered:
+            return found
+        codes, classes = _wanted([rule])
+        closing = trigger.kind == "event" and trigger.on == "close"
+        for row in store.events_between(conn, since=now - period, until=now, codes=codes,
+                                        classes=classes, closed=closing,
+                                        campaign_ids=sorted(covered)):
+            if row.date is None or not domain.event_matches(trigger, code=row.code,
+                                                            class_=row.class_):
+                continue
+            detail = f"{row.code} event #{row.id} {'closed' if closing else 'opened'}"
+            run.try_fire(rule, covered[row.campaign_id], "", detail, row.date)
+        return found
+    everyone = rule.admin
+    for campaign in store.campaigns_in_treatment(
+            conn, grid_users=None if everyone else [rule.owner]):
+        if trigger.kind == "silence":
+            _silence(run, rule, campaign)
+            continue
+        if not definition.scope.covers(campaign_id=campaign.id, name=campaign.name,
+                                       grid_user=campaign.grid_user, owner=rule.owner,
+                                       admin=rule.admin):
+            continue
+        current, _recent = run.campaign_counters(campaign.id, trigger.window)
+        zero = Counters(terminated=0, failures=0, resubmissions=0)
+        if domain.metric_crossed(trigger, zero, current):
+            rate, samples = domain.metric_value(trigger, zero, current)
+            run.try_fire(rule, campaign, "", f"{trigger.metric} {rate:.2f} > {trigger.above:g} "
+                         f"({samples} jobs so far)", now)
+    return found
