@@ -1,5 +1,6 @@
 """The automations daemon (`cigri-automations`, issue 13): evaluates the enabled rules and runs
-the actions of their firings, exactly once.
+the actions of their firings, exactly once; then submits the campaigns of the due schedules
+(`cigri.daemons.schedules`).
 
 Its own daemon rather than a step of the notifier's pass: its actions change campaigns (pause,
 cancel, fix and resubmit), which is not a notifier's business, a slow evaluation must not hold up
@@ -37,6 +38,7 @@ from sqlalchemy import Connection
 from cigri.config import Settings
 from cigri.daemons.base import Daemon, DaemonContext
 from cigri.daemons.base import main as daemon_main
+from cigri.daemons.schedules import run_due_schedules
 from cigri.domain import automations as domain
 from cigri.domain.automations import Counters, Rule
 from cigri.domain.errors import CigriError
@@ -285,6 +287,11 @@ class AutomationsDaemon(Daemon):
     def run_once(self) -> None:
         self.evaluate()
         self.act()
+        self.run_schedules()
+
+    def run_schedules(self) -> int:
+        """Submit the campaigns of the due schedules (`cigri.daemons.schedules`)."""
+        return run_due_schedules(self.engine, self.settings, self.clock.now())
 
     def evaluate(self) -> int:
         with self.engine.begin() as conn:

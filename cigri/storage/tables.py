@@ -484,6 +484,23 @@ automation_rule_campaigns = Table(
     Column("base_resubmissions", BigInteger, nullable=False, server_default="0"),
 )
 
+# Campaign schedules (migration 0015): a JDL submitted at `next_run_at`, once or every period
+# (`definition`: `cigri.domain.schedules`); the run and the move of `next_run_at` commit together.
+campaign_schedules = Table(
+    "campaign_schedules", metadata,
+    Column("id", Integer, primary_key=True),
+    Column("owner", String(255), nullable=False, index=True),
+    Column("name", String(255), nullable=False),
+    Column("definition", Text, nullable=False),
+    Column("enabled", Boolean, nullable=False, server_default="1"),
+    Column("next_run_at", UTCDateTime, index=True),
+    Column("last_campaign_id", Integer, ForeignKey("campaigns.id", ondelete="SET NULL")),
+    Column("runs", Integer, nullable=False, server_default="0"),
+    Column("skipped", Integer, nullable=False, server_default="0"),
+    Column("last_error", Text),
+    Column("created_at", UTCDateTime, nullable=False),
+)
+
 # The automations daemon's watermarks: the last event id read (opened events) and the last
 # closure instant read (closed events).
 automation_cursors = Table(

@@ -1,5 +1,5 @@
 """Automation rules, their firings (an outbox), per rule and campaign state, the daemon's
-watermarks, and an index on events' closing date (issue 13)
+watermarks, campaign schedules, and an index on events' closing date (issue 13)
 
 Revision ID: 0015
 Revises: 0005
@@ -74,6 +74,25 @@ def upgrade() -> None:
         sa.PrimaryKeyConstraint('rule_id', 'campaign_id', name='pk_automation_rule_campaigns'),
     )
     op.create_table(
+        'campaign_schedules',
+        sa.Column('id', sa.Integer(), nullable=False),
+        sa.Column('owner', sa.String(length=255), nullable=False),
+        sa.Column('name', sa.String(length=255), nullable=False),
+        sa.Column('definition', sa.Text(), nullable=False),
+        sa.Column('enabled', sa.Boolean(), server_default='1', nullable=False),
+        sa.Column('next_run_at', sa.DateTime(timezone=True), nullable=True),
+        sa.Column('last_campaign_id', sa.Integer(), nullable=True),
+        sa.Column('runs', sa.Integer(), server_default='0', nullable=False),
+        sa.Column('skipped', sa.Integer(), server_default='0', nullable=False),
+        sa.Column('last_error', sa.Text(), nullable=True),
+        sa.Column('created_at', sa.DateTime(timezone=True), nullable=False),
+        sa.ForeignKeyConstraint(['last_campaign_id'], ['campaigns.id'], ondelete='SET NULL',
+                                name='fk_campaign_schedules_last_campaign_id_campaigns'),
+        sa.PrimaryKeyConstraint('id', name='pk_campaign_schedules'),
+    )
+    op.create_index('ix_campaign_schedules_owner', 'campaign_schedules', ['owner'])
+    op.create_index('ix_campaign_schedules_next_run_at', 'campaign_schedules', ['next_run_at'])
+    op.create_table(
         'automation_cursors',
         sa.Column('name', sa.String(length=64), nullable=False),
         sa.Column('last_id', sa.BigInteger(), server_default='0', nullable=False),
@@ -84,6 +103,9 @@ def upgrade() -> None:
 
 def downgrade() -> None:
     op.drop_table('automation_cursors')
+    op.drop_index('ix_campaign_schedules_next_run_at', table_name='campaign_schedules')
+    op.drop_index('ix_campaign_schedules_owner', table_name='campaign_schedules')
+    op.drop_table('campaign_schedules')
     op.drop_table('automation_rule_campaigns')
     op.drop_index('ix_automation_firings_state', table_name='automation_firings')
     op.drop_index('ix_automation_firings_rule_campaign', table_name='automation_firings')
