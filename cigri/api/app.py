@@ -217,6 +217,9 @@ def create_app(settings: Settings, engine: Engine, *, clock: Clock | None = None
     from cigri.api.rules import rules_api
 
     app.register_blueprint(rules_api)
+    from cigri.api.schedules import schedules_api
+
+    app.register_blueprint(schedules_api)
     app.wsgi_app = MethodOverride(app.wsgi_app)  # type: ignore[method-assign]
 
     @app.before_request

@@ -84,6 +84,13 @@ ROUTES: Final[list[tuple[str, str, str, int, str | None]]] = [
     ("/rules/{rule_id}", "delete", "Remove a rule", 202, None),
     ("/rules/{rule_id}/test", "get", "Dry run: what the rule would have done over the last "
      "day", 200, None),
+    ("/schedules", "get", "My campaign schedules (admins: ?all=1 everyone's)", 200, None),
+    ("/schedules", "post", "Schedule a campaign: a JDL (with params or nb_jobs) and cron, "
+     "every_minutes or start_at (docs/automations.md)", 201, "schedule"),
+    ("/schedules/{schedule_id}", "get", "A schedule, its next run and its runs", 200, None),
+    ("/schedules/{schedule_id}", "put", "Pause or resume a schedule: {\"enabled\": "
+     "true|false}", 202, "rule_state"),
+    ("/schedules/{schedule_id}", "delete", "Remove a schedule", 202, None),
 ]
 
 _BODIES: Final[dict[str, dict[str, Any]]] = {
@@ -102,6 +109,11 @@ _BODIES: Final[dict[str, dict[str, Any]]] = {
         "name": {"type": "string"}, "trigger": {"type": "object"},
         "actions": {"type": "array"}, "scope": {"type": "object"},
         "cooldown_minutes": {"type": "number"}}}}},
+    "schedule": {"application/json": {"schema": {"type": "object", "required": ["jdl"],
+                                                 "properties": {
+        "jdl": {"type": "object"}, "cron": {"type": "string"},
+        "every_minutes": {"type": "number"}, "start_at": {"type": "string"},
+        "time_zone": {"type": "string"}, "skip_if_running": {"type": "boolean"}}}}},
     "rule_state": {"application/json": {"schema": {"type": "object", "required": ["enabled"],
                                                    "properties": {"enabled": {"type": "boolean"}}}}},
     "api_token": {"application/json": {"schema": {"type": "object", "properties": {
@@ -157,6 +169,7 @@ QUERY: Final[dict[tuple[str, str], list[dict[str, Any]]]] = {
     ("/tokens/{cluster_id}", "delete"): [_query("admin", _FLAG, "admins: the oar login's tokens")],
     ("/rules", "get"): [_query("all", _FLAG, "admins: everyone's rules")],
     ("/rules", "post"): [_query("admin", _FLAG, "admins: a grid-wide rule")],
+    ("/schedules", "get"): [_query("all", _FLAG, "admins: everyone's schedules")],
 }
 
 
@@ -203,6 +216,9 @@ SUCCESS: Final[dict[tuple[str, str], dict[str, Any]]] = {
     ("/rules", "post"): _ref("Rule"),
     ("/rules/{rule_id}", "get"): _ref("RuleDetail"),
     ("/rules/{rule_id}/test", "get"): _items("RuleDryRun"),
+    ("/schedules", "get"): _items("Schedule"),
+    ("/schedules", "post"): _ref("Schedule"),
+    ("/schedules/{schedule_id}", "get"): _ref("Schedule"),
 }
 
 
@@ -354,6 +370,10 @@ _SCHEMAS: Final[dict[str, Any]] = {
     "RuleDetail": _object({**_RULE, "firings": {"type": "array", "items": _object({
         "id": _INT, "campaign_id": _N_INT, "trigger": _STR, "fired_at": _STR, "state": _STR,
         "outcome": _N_STR})}}),
+    "Schedule": _object({"id": _INT, "name": _STR, "owner": _STR, "enabled": _BOOL,
+                         "when": _STR, "next_run_at": _N_STR, "last_campaign_id": _N_INT,
+                         "runs": _INT, "skipped": _INT, "last_error": _N_STR,
+                         "definition": {"type": "object"}}),
     "RuleDryRun": _object({"at": _STR, "campaign_id": _INT, "trigger": _STR, "actions": _STR}),
 }
 

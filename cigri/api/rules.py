@@ -20,6 +20,7 @@ from flask.typing import ResponseReturnValue
 from sqlalchemy import Connection
 
 from cigri.api.app import ApiError, Identity, json_response, request_connection
+from cigri.config import Settings
 from cigri.daemons.automations import dry_run
 from cigri.domain.automations import Rule, RuleError, parse_definition
 from cigri.domain.clock import Clock
@@ -41,6 +42,10 @@ def _tx() -> Iterator[Connection]:
         conn.rollback()
         raise
     conn.commit()
+
+
+def _settings() -> Settings:
+    return current_app.config["CIGRI_SETTINGS"]
 
 
 def _now() -> datetime:

@@ -31,6 +31,7 @@ COMMANDS: Final[dict[str, str]] = {
     "gridclusters": "cigri.cli.gridclusters",
     "gridtoken": "cigri.cli.gridtoken",
     "gridrule": "cigri.cli.gridrule",
+    "gridschedule": "cigri.cli.gridschedule",
     "cigri-api": "cigri.api.server",
     "cigri-metascheduler": "cigri.daemons.metascheduler",
     "cigri-runner": "cigri.daemons.runner",
@@ -119,6 +120,7 @@ def gridclean() -> None: _run("gridclean")
 def gridclusters() -> None: _run("gridclusters")
 def gridtoken() -> None: _run("gridtoken")
 def gridrule() -> None: _run("gridrule")
+def gridschedule() -> None: _run("gridschedule")
 def api() -> None: _run("cigri-api")
 def metascheduler() -> None: _run("cigri-metascheduler")
 def runner() -> None: _run("cigri-runner")

@@ -26,7 +26,7 @@ from apscheduler.triggers.interval import IntervalTrigger
 
 from cigri.domain.errors import CigriError
 
-MAX_SCHEDULE_BYTES: Final = 256 * 1024
+MAX_EVERY_MINUTES: Final = 366 * 24 * 60
 
 
 class ScheduleError(CigriError):
@@ -107,7 +107,7 @@ def parse_schedule(data: Any) -> ScheduleSpec:
     zone = data.get("time_zone", "UTC")
     try:
         ZoneInfo(str(zone))
-    except (ZoneInfoNotFoundError, ValueError):
+    except (ZoneInfoNotFoundError, ValueError, OSError):
         problems.append(f"time_zone: an IANA time zone such as Europe/Paris, not {zone!r}")
         zone = "UTC"
     cron, every, start = data.get("cron"), data.get("every_minutes"), data.get("start_at")
@@ -119,8 +119,8 @@ def parse_schedule(data: Any) -> ScheduleSpec:
         except ValueError as error:
             problems.append(f"cron: a crontab expression (minute hour day month weekday): {error}")
     if every is not None and (isinstance(every, bool) or not isinstance(every, int | float)
-                              or every < 1):
-        problems.append("every_minutes: a number of minutes, at least 1")
+                              or not 1 <= every <= MAX_EVERY_MINUTES):
+        problems.append(f"every_minutes: a number of minutes, 1 to {MAX_EVERY_MINUTES}")
         every = None
     start_at = None
     if start is not None:

@@ -53,3 +53,26 @@ def test_gridrule_add_lists_every_problem_of_a_bad_file(grid: Grid, tmp_path: Pa
     assert "Traceback" not in result.stderr
     missing = grid.run("gridrule", "add", str(tmp_path / "nope.toml"))
     assert missing.returncode == 2 and "cannot read" in missing.stderr
+
+
+def test_gridschedule_adds_lists_pauses_resumes_and_removes(grid: Grid, tmp_path: Path) -> None:
+    path = tmp_path / "nightly.json"
+    path.write_text('{"name": "nightly-{DATE}", "nb_jobs": 2, '
+                    '"clusters": {"dahu": {"exec_file": "run.sh"}}}')
+    added = grid.run("gridschedule", "add", str(path), "--cron", "0 2 * * *", "--tz",
+                     "Europe/Paris", "--skip-if-running")
+    assert added.returncode == 0, added.stderr
+    assert added.stdout.startswith("Schedule 1 added: cron '0 2 * * *' (Europe/Paris), skip "
+                                   "while running, next run ")
+    listed = grid.run("gridschedule", "list").stdout
+    assert listed.startswith("1: nightly-{DATE} (active): cron '0 2 * * *'")
+    assert "0 runs, 0 skipped; last campaign none" in listed
+    assert grid.run("gridschedule", "pause", "1").stdout == "Schedule 1 paused.\n"
+    assert "(paused)" in grid.run("gridschedule", "list").stdout
+    assert grid.run("gridschedule", "resume", "1").stdout == "Schedule 1 resumed.\n"
+    refused = grid.run("gridschedule", "add", str(path), "--cron", "61 * * * *")
+    assert refused.returncode == 1 and "Failed to add the schedule: invalid schedule: cron" in (
+        refused.stderr)
+    assert grid.run("gridschedule", "remove", "1", user="bob").returncode == 1
+    assert grid.run("gridschedule", "remove", "1").stdout == "Schedule 1 removed.\n"
+    assert grid.run("gridschedule", "list").stdout == "No schedules.\n"
