@@ -101,11 +101,18 @@ def _wanted(rules: list[Rule]) -> tuple[set[str], set[str]]:
 def evaluate_events(run: Pass, rows: list[store.EventRow], rules: list[Rule], on: str) -> int:
     fired = 0
     found = store.campaigns_by_id(run.conn, (row.campaign_id for row in rows))
+    by_code: dict[str, list[Rule]] = {}
+    by_class: list[Rule] = []
+    for rule in rules:
+        for code in rule.definition.trigger.codes:
+            by_code.setdefault(code, []).append(rule)
+        if not rule.definition.trigger.codes:
+            by_class.append(rule)
     for row in rows:
         campaign = found.get(row.campaign_id)
         if campaign is None:
             continue
-        for rule in rules:
+        for rule in by_code.get(row.code, []) + by_class:
             if not domain.event_matches(rule.definition.trigger, code=row.code,
                                         class_=row.class_):
                 continue
@@ -124,10 +131,22 @@ def evaluate_campaigns(run: Pass, rules: list[Rule]) -> int:
     found = store.campaigns_in_treatment(
         run.conn, grid_users=None if everyone else {r.owner for r in watched})
     states = store.rule_campaign_states(run.conn, [r.id for r in watched])
+    by_id = {c.id: c for c in found}
+    by_owner: dict[str, list[store.CampaignRow]] = {}
+    for campaign in found:
+        by_owner.setdefault(campaign.grid_user, []).append(campaign)
     fired = 0
     for rule in watched:
-        for campaign in found:
-            if not rule.definition.scope.covers(
+        scope = rule.definition.scope
+        if scope.campaign_id is not None:
+            one = by_id.get(scope.campaign_id)
+            candidates = [one] if one is not None else []
+        elif rule.admin and scope.everyone:
+            candidates = found
+        else:
+            candidates = by_owner.get(rule.owner, [])
+        for campaign in candidates:
+            if not scope.covers(
                     campaign_id=campaign.id, name=campaign.name, grid_user=campaign.grid_user,
                     owner=rule.owner, admin=rule.admin):
                 continue
