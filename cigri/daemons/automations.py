@@ -101,18 +101,20 @@ def _wanted(rules: list[Rule]) -> tuple[set[str], set[str]]:
 def evaluate_events(run: Pass, rows: list[store.EventRow], rules: list[Rule], on: str) -> int:
     fired = 0
     found = store.campaigns_by_id(run.conn, (row.campaign_id for row in rows))
-    by_code: dict[str, list[Rule]] = {}
-    by_class: list[Rule] = []
+    # (scope's campaign id or None, code or None for class rules) -> rules
+    index: dict[tuple[int | None, str | None], list[Rule]] = {}
     for rule in rules:
-        for code in rule.definition.trigger.codes:
-            by_code.setdefault(code, []).append(rule)
-        if not rule.definition.trigger.codes:
-            by_class.append(rule)
+        scoped = rule.definition.scope.campaign_id
+        for code in rule.definition.trigger.codes or (None,):
+            index.setdefault((scoped, code), []).append(rule)
     for row in rows:
         campaign = found.get(row.campaign_id)
         if campaign is None:
             continue
-        for rule in by_code.get(row.code, []) + by_class:
+        candidates = [rule for key in ((row.campaign_id, row.code), (row.campaign_id, None),
+                                       (None, row.code), (None, None))
+                      for rule in index.get(key, ())]
+        for rule in candidates:
             if not domain.event_matches(rule.definition.trigger, code=row.code,
                                         class_=row.class_):
                 continue
@@ -122,20 +124,20 @@ def evaluate_events(run: Pass, rows: list[store.EventRow], rules: list[Rule], on
     return fired
 
 
-def evaluate_campaigns(run: Pass, rules: list[Rule]) -> int:
-    """Metric and silence rules over the campaigns in treatment in their scope."""
+def evaluate_campaigns(run: Pass, rules: list[Rule], states: dict[tuple[int, int], Any]) -> int:
+    """Metric and silence rules over the campaigns in treatment in their scope (`states`: the
+    rules' per campaign rows)."""
     watched = [r for r in rules if r.definition.trigger.kind in ("metric", "silence")]
     if not watched:
         return 0
     everyone = any(r.admin for r in watched)
     found = store.campaigns_in_treatment(
         run.conn, grid_users=None if everyone else {r.owner for r in watched})
-    states = store.rule_campaign_states(run.conn, [r.id for r in watched])
     by_id = {c.id: c for c in found}
     by_owner: dict[str, list[store.CampaignRow]] = {}
     for campaign in found:
         by_owner.setdefault(campaign.grid_user, []).append(campaign)
-    fired = 0
+    pairs: list[tuple[Rule, store.CampaignRow]] = []
     for rule in watched:
         scope = rule.definition.scope
         if scope.campaign_id is not None:
@@ -145,17 +147,24 @@ def evaluate_campaigns(run: Pass, rules: list[Rule]) -> int:
             candidates = found
         else:
             candidates = by_owner.get(rule.owner, [])
-        for campaign in candidates:
-            if not scope.covers(
-                    campaign_id=campaign.id, name=campaign.name, grid_user=campaign.grid_user,
-                    owner=rule.owner, admin=rule.admin):
-                continue
-            state = states.get((rule.id, campaign.id))
-            if rule.definition.trigger.kind == "metric":
-                fired += _metric(run, rule, campaign, state)
-            else:
-                fired += _silence(run, rule, campaign)
+        pairs += [(rule, c) for c in candidates if scope.covers(
+            campaign_id=c.id, name=c.name, grid_user=c.grid_user, owner=rule.owner,
+            admin=rule.admin)]
+    # every counter the pass needs, in a few grouped reads
+    run.counters.update(store.campaigns_counters(
+        run.conn, [c.id for _, c in pairs], now=run.now,
+        windows={_window(r.definition.trigger) for r, _ in pairs}))
+    fired = 0
+    for rule, campaign in pairs:
+        if rule.definition.trigger.kind == "metric":
+            fired += _metric(run, rule, campaign, states.get((rule.id, campaign.id)))
+        else:
+            fired += _silence(run, rule, campaign)
     return fired
+
+
+def _window(trigger: domain.Trigger) -> timedelta:
+    return trigger.window if trigger.kind == "metric" else trigger.silence
 
 
 def _metric(run: Pass, rule: Rule, campaign: store.CampaignRow, state: Any) -> int:
@@ -198,11 +207,6 @@ def _silence(run: Pass, rule: Rule, campaign: store.CampaignRow) -> int:
                             detail, run.now))
 
 
-def _load_last_fired(conn: Connection, rules: list[Rule]) -> dict[tuple[int, int], Any]:
-    return {key: row.last_fired_at
-            for key, row in store.rule_campaign_states(conn, [r.id for r in rules]).items()}
-
-
 def evaluate(conn: Connection, *, now: datetime) -> int:
     """One evaluation in the caller's transaction; returns how many firings it recorded."""
     rules = store.list_rules(conn, enabled_only=True)
@@ -212,7 +216,9 @@ def evaluate(conn: Connection, *, now: datetime) -> int:
         return store.record_firing(conn, rule=rule, campaign_id=campaign_id, dedup_key=key,
                                    trigger=detail, message=message, now=at) is not None
 
-    run = Pass(conn=conn, now=now, rules=rules, fire=fire, last_fired=_load_last_fired(conn, rules))
+    states = store.rule_campaign_states(conn, [r.id for r in rules])
+    run = Pass(conn=conn, now=now, rules=rules, fire=fire,
+               last_fired={key: row.last_fired_at for key, row in states.items()})
     fired = 0
     # Opened events: an id watermark.
     cursor = store.read_cursor(conn, store.OPENED_CURSOR)
@@ -241,7 +247,7 @@ def evaluate(conn: Connection, *, now: datetime) -> int:
                                      limit=EVENT_BATCH)
         fired += evaluate_events(run, closed, closing, "close")
     store.write_cursor(conn, store.CLOSED_CURSOR, last_at=max(since, now - LAG))
-    fired += evaluate_campaigns(run, rules)
+    fired += evaluate_campaigns(run, rules, states)
     return fired
 
 
