@@ -326,3 +326,23 @@ def test_silence_rule_fires_when_the_cluster_stops_finishing_jobs(grid: Grid) ->
     assert firing.trigger == "no task finished for 15 min"
     assert firing.state == "done"
     assert firing.fired_at - last_stop <= timedelta(minutes=17)
+
+
+def test_rules_fire_and_act_on_both_databases(engine: Engine, clock: FakeClock) -> None:
+    """The same daemon on PostgreSQL and SQLite (whose counters are computed, not maintained)."""
+    campaign = _campaign(engine, clock)
+    event_rule = _rule(engine, clock, {"trigger": {"kind": "event", "code": "EXIT_ERROR"},
+                                       "actions": ["notify"]})
+    metric_rule = _rule(engine, clock, {"trigger": {"kind": "metric", "metric": "failure_rate",
+                                                    "above": 0.5, "min_samples": 2},
+                                        "actions": ["pause"]})
+    daemon = _daemon(engine, clock)
+    daemon.run_once()
+    _event(engine, clock, campaign)
+    _event(engine, clock, campaign)
+    clock.advance(10)
+    daemon.run_once()
+    daemon.run_once()
+    assert [f.state for f in _firings(engine, event_rule)] == ["done"]
+    assert [f.state for f in _firings(engine, metric_rule)] == ["done"]
+    assert _state(engine, campaign) == "paused"
