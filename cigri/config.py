@@ -222,6 +222,8 @@ class Settings:
         "ssh -o options of scp/rsync gathering (clusters with ssh_host), e.g. -o Port=2222."))
     NOTIFIER_INTERVAL: float = field(default=10.0, metadata=_seconds(
         "Seconds between two notifier passes."))
+    AUTOMATIONS_INTERVAL: float = field(default=10.0, metadata=_seconds(
+        "Seconds between two passes of the automations daemon (rules and their actions)."))
     DAEMON_MAX_CONSECUTIVE_FAILURES: int = field(default=10, metadata=_describe(
         "Failed passes in a row after which a daemon exits (and is restarted)."))
     ALMIGHTY_RESTART_DELAY: float = field(default=5.0, metadata=_seconds(
@@ -312,6 +314,7 @@ class Settings:
     nikita_interval = _Duration("NIKITA_INTERVAL")
     collector_interval = _Duration("COLLECTOR_INTERVAL")
     notifier_interval = _Duration("NOTIFIER_INTERVAL")
+    automations_interval = _Duration("AUTOMATIONS_INTERVAL")
     almighty_restart_delay = _Duration("ALMIGHTY_RESTART_DELAY")
     almighty_child_timeout = _Duration("ALMIGHTY_CHILD_TIMEOUT")
     lease_length = _Duration("LEASE_SECONDS")

@@ -77,6 +77,22 @@ ROUTES: Final[list[tuple[str, str, str, int, str | None]]] = [
     ("/api-tokens", "post", "Create an API bearer token; the secret is shown once", 201,
      "api_token"),
     ("/api-tokens/{token_id}", "delete", "Revoke an API bearer token", 202, None),
+    ("/rules", "get", "My automation rules (admins: ?all=1 everyone's)", 200, None),
+    ("/rules", "post", "Add an automation rule (JSON definition, docs/automations.md); "
+     "?admin=1: an admin's grid-wide rule", 201, "rule"),
+    ("/rules/{rule_id}", "get", "A rule and its latest firings", 200, None),
+    ("/rules/{rule_id}", "put", "Enable or disable a rule: {\"enabled\": true|false}", 202,
+     "rule_state"),
+    ("/rules/{rule_id}", "delete", "Remove a rule", 202, None),
+    ("/rules/{rule_id}/test", "get", "Dry run: what the rule would have done over the last "
+     "day", 200, None),
+    ("/schedules", "get", "My campaign schedules (admins: ?all=1 everyone's)", 200, None),
+    ("/schedules", "post", "Schedule a campaign: a JDL (with params or nb_jobs) and cron, "
+     "every_minutes or start_at (docs/automations.md)", 201, "schedule"),
+    ("/schedules/{schedule_id}", "get", "A schedule, its next run and its runs", 200, None),
+    ("/schedules/{schedule_id}", "put", "Pause or resume a schedule: {\"enabled\": "
+     "true|false}", 202, "rule_state"),
+    ("/schedules/{schedule_id}", "delete", "Remove a schedule", 202, None),
 ]
 
 _BODIES: Final[dict[str, dict[str, Any]]] = {
@@ -91,6 +107,17 @@ _BODIES: Final[dict[str, dict[str, Any]]] = {
         "identity": {"type": "string"}, "severity": {"enum": ["low", "medium", "high"]}}}}},
     "cluster_token": {"application/json": {"schema": {"type": "object", "properties": {
         "cluster_id": {"type": "integer"}, "token": {"type": "string"}}}}},
+    "rule": {"application/json": {"schema": {"type": "object", "properties": {
+        "name": {"type": "string"}, "trigger": {"type": "object"},
+        "actions": {"type": "array"}, "scope": {"type": "object"},
+        "cooldown_minutes": {"type": "number"}}}}},
+    "schedule": {"application/json": {"schema": {"type": "object", "required": ["jdl"],
+                                                 "properties": {
+        "jdl": {"type": "object"}, "cron": {"type": "string"},
+        "every_minutes": {"type": "number"}, "start_at": {"type": "string"},
+        "time_zone": {"type": "string"}, "skip_if_running": {"type": "boolean"}}}}},
+    "rule_state": {"application/json": {"schema": {"type": "object", "required": ["enabled"],
+                                                   "properties": {"enabled": {"type": "boolean"}}}}},
     "api_token": {"application/json": {"schema": {"type": "object", "properties": {
         "name": {"type": "string"}, "expires_in_days": {"type": "integer"}}}}},
 }
@@ -142,6 +169,9 @@ QUERY: Final[dict[tuple[str, str], list[dict[str, Any]]]] = {
     ("/tokens", "get"): [_query("admin", _FLAG, "admins: the oar login's tokens")],
     ("/tokens", "post"): [_query("admin", _FLAG, "admins: the oar login's tokens")],
     ("/tokens/{cluster_id}", "delete"): [_query("admin", _FLAG, "admins: the oar login's tokens")],
+    ("/rules", "get"): [_query("all", _FLAG, "admins: everyone's rules")],
+    ("/rules", "post"): [_query("admin", _FLAG, "admins: a grid-wide rule")],
+    ("/schedules", "get"): [_query("all", _FLAG, "admins: everyone's schedules")],
 }
 
 
@@ -186,6 +216,13 @@ SUCCESS: Final[dict[tuple[str, str], dict[str, Any]]] = {
     ("/tokens", "get"): _items("ClusterToken"),
     ("/api-tokens", "get"): _items("ApiToken"),
     ("/api-tokens", "post"): _ref("ApiTokenCreated"),
+    ("/rules", "get"): _items("Rule"),
+    ("/rules", "post"): _ref("Rule"),
+    ("/rules/{rule_id}", "get"): _ref("RuleDetail"),
+    ("/rules/{rule_id}/test", "get"): _items("RuleDryRun"),
+    ("/schedules", "get"): _items("Schedule"),
+    ("/schedules", "post"): _ref("Schedule"),
+    ("/schedules/{schedule_id}", "get"): _ref("Schedule"),
 }
 
 
@@ -285,6 +322,10 @@ _CLUSTER_STATS: Final = _object({
     "stddev_duration": _N_NUM, "jobs_per_hour": _NUM, "failure_rate": _N_NUM,
     "resubmit_rate": _N_NUM})
 
+_RULE: Final = {
+    "id": _INT, "name": _STR, "owner": _STR, "admin": _BOOL, "enabled": _BOOL, "trigger": _STR,
+    "actions": _STR, "cooldown_minutes": _NUM, "definition": {"type": "object"}}
+
 _SCHEMAS: Final[dict[str, Any]] = {
     "Links": _object({"links": _LINKS}),
     "WhoAmI": _object({"user": _STR, "is_admin": _BOOL, "method": _STR}),
@@ -334,6 +375,15 @@ _SCHEMAS: Final[dict[str, Any]] = {
     "ApiToken": _object({"id": _INT, "user": _STR, "name": _N_STR, "created_at": _N_STR,
                          "expires_at": _N_STR, "last_used_at": _N_STR, "revoked_at": _N_STR}),
     "ApiTokenCreated": _object({"id": _INT, "user": _STR, "token": _STR}),
+    "Rule": _object(_RULE),
+    "RuleDetail": _object({**_RULE, "firings": {"type": "array", "items": _object({
+        "id": _INT, "campaign_id": _N_INT, "trigger": _STR, "fired_at": _STR, "state": _STR,
+        "outcome": _N_STR})}}),
+    "Schedule": _object({"id": _INT, "name": _STR, "owner": _STR, "enabled": _BOOL,
+                         "when": _STR, "next_run_at": _N_STR, "last_campaign_id": _N_INT,
+                         "runs": _INT, "skipped": _INT, "last_error": _N_STR,
+                         "definition": {"type": "object"}}),
+    "RuleDryRun": _object({"at": _STR, "campaign_id": _INT, "trigger": _STR, "actions": _STR}),
 }
 
 DOCUMENT: Final = _document()

@@ -30,6 +30,8 @@ COMMANDS: Final[dict[str, str]] = {
     "gridclean": "cigri.cli.gridclean",
     "gridclusters": "cigri.cli.gridclusters",
     "gridtoken": "cigri.cli.gridtoken",
+    "gridrule": "cigri.cli.gridrule",
+    "gridschedule": "cigri.cli.gridschedule",
     "cigri-api": "cigri.api.server",
     "cigri-metascheduler": "cigri.daemons.metascheduler",
     "cigri-runner": "cigri.daemons.runner",
@@ -37,6 +39,7 @@ COMMANDS: Final[dict[str, str]] = {
     "cigri-nikita": "cigri.daemons.nikita",
     "cigri-collector": "cigri.daemons.collector",
     "cigri-notifier": "cigri.daemons.notifier",
+    "cigri-automations": "cigri.daemons.automations",
     "cigri-almighty": "cigri.daemons.almighty",
     "cigri-oar-emulator": "cigri.emulator.cli:command",
 }
@@ -51,6 +54,8 @@ SERVERS: Final[dict[str, str]] = {
     "cigri-nikita": "Run nikita: delete on the clusters the jobs users or admins cancelled.",
     "cigri-collector": "Run the collector: gather the campaigns' result files.",
     "cigri-notifier": "Run the notifier: send the mail, XMPP and webhook notifications.",
+    "cigri-automations": "Run the automations: evaluate the users' and admins' rules and run "
+                         "their actions.",
     "cigri-almighty": "Run every daemon of this host under one supervisor, and the periodic "
                       "maintenance.",
 }
@@ -114,6 +119,8 @@ def gridnotify() -> None: _run("gridnotify")
 def gridclean() -> None: _run("gridclean")
 def gridclusters() -> None: _run("gridclusters")
 def gridtoken() -> None: _run("gridtoken")
+def gridrule() -> None: _run("gridrule")
+def gridschedule() -> None: _run("gridschedule")
 def api() -> None: _run("cigri-api")
 def metascheduler() -> None: _run("cigri-metascheduler")
 def runner() -> None: _run("cigri-runner")
@@ -121,5 +128,6 @@ def updater() -> None: _run("cigri-updater")
 def nikita() -> None: _run("cigri-nikita")
 def collector() -> None: _run("cigri-collector")
 def notifier() -> None: _run("cigri-notifier")
+def automations() -> None: _run("cigri-automations")
 def almighty() -> None: _run("cigri-almighty")
 def oar_emulator() -> None: _run("cigri-oar-emulator")

@@ -12,7 +12,7 @@ each is its own long-lived process, and what v3 got from running them in order i
 transactions, leases and state-guarded updates.
 
 Children: `metascheduler`, `runner` (one process, one loop per enabled cluster), `updater`,
-`nikita`, `collector` and `notifier`. Each child is
+`nikita`, `collector`, `notifier` and `automations`. Each child is
 `python -c "import cigri.daemons.<name> as m; m.main()"` with almighty's environment, so
 `CIGRI_CONF` and `CIGRI_*` overrides reach every daemon. On Linux a child gets SIGTERM if
 almighty dies (PR_SET_PDEATHSIG), so a killed almighty leaves no orphan. In this one-host mode
@@ -69,7 +69,8 @@ from cigri.storage.heartbeats import list_heartbeats, record_heartbeat
 
 log = logging.getLogger(__name__)
 
-DAEMONS: Final = ("metascheduler", "runner", "updater", "nikita", "collector", "notifier")
+DAEMONS: Final = ("metascheduler", "runner", "updater", "nikita", "collector", "notifier",
+                  "automations")
 STOP_GRACE_SECONDS: Final = 15.0
 POLL_SECONDS: Final = 0.2
 HEARTBEAT_SECONDS: Final = 5.0

@@ -61,6 +61,10 @@ class EventCode(StrEnum):
     OUTPUT_DESTINATION_REFUSED = "OUTPUT_DESTINATION_REFUSED"
     OUTPUTS_REMOVED = "OUTPUTS_REMOVED"  # a gridclean --outputs request carried out
     OUTPUTS_REMOVAL_FAILED = "OUTPUTS_REMOVAL_FAILED"
+    # automations and schedules
+    RULE_FIRED = "RULE_FIRED"  # a rule's firing, recorded on its campaign
+    RULE_NOTIFY = "RULE_NOTIFY"  # the message of a rule's notify action
+    SCHEDULE_FAILED = "SCHEDULE_FAILED"  # a scheduled campaign that could not be created
     # cluster API calls (the OAR client's codes) and cluster health
     GET_ROOT = "GET_ROOT"
     GET_JOB = "GET_JOB"

@@ -231,6 +231,9 @@ events = Table(
     Index("ix_events_job_id", "job_id"),
     Index("ix_events_state_checked", "state", "checked"),
     Index("ix_events_notified", "notified"),
+    # The automations' watermark on closures (migration 0009): rules on closed events read the
+    # events closed since their last pass, not every closed event.
+    Index("ix_events_date_closed", "date_closed"),
 )
 
 queue_counts = Table(
@@ -460,4 +463,76 @@ bag_task_counts = Table(
     Column("campaign_id", Integer, _cascade("campaigns.id"), primary_key=True),
     Column("backend_pid", Integer, primary_key=True),
     Column("tasks", BigInteger, nullable=False, server_default="0"),
+)
+
+# Automation rules (issue 13, migration 0009): a user's (about their campaigns) or an admin's
+# (grid-wide); `definition` is the validated JSON (`cigri.domain.automations`).
+automation_rules = Table(
+    "automation_rules", metadata,
+    Column("id", Integer, primary_key=True),
+    Column("owner", String(255), nullable=False, index=True),
+    Column("admin", Boolean, nullable=False, server_default="0"),
+    Column("name", String(255), nullable=False),
+    Column("definition", Text, nullable=False),
+    Column("enabled", Boolean, nullable=False, server_default="1"),
+    Column("created_at", UTCDateTime, nullable=False),
+    Column("updated_at", UTCDateTime),
+)
+
+# One row per firing, written in the transaction that decides it and before its actions run
+# (`state` pending); the actions and `state` done commit together. `dedup_key` makes a firing
+# unique (rule, campaign, event id or window).
+automation_firings = Table(
+    "automation_firings", metadata,
+    Column("id", BigId, primary_key=True),
+    Column("rule_id", Integer, _cascade("automation_rules.id"), nullable=False),
+    Column("campaign_id", Integer, _cascade("campaigns.id")),
+    Column("dedup_key", String(255), nullable=False, unique=True),
+    Column("trigger", Text, nullable=False),
+    Column("actions", Text, nullable=False),  # JSON list of the actions to run
+    Column("fired_at", UTCDateTime, nullable=False),
+    Column("state", String(16), nullable=False, server_default="pending"),  # pending, done
+    Column("outcome", Text),
+    Column("done_at", UTCDateTime),
+    Column("event_id", BigInteger),  # the RULE_FIRED event
+    Index("ix_automation_firings_rule_campaign", "rule_id", "campaign_id", "fired_at"),
+    Index("ix_automation_firings_state", "state"),
+)
+
+# Per (rule, campaign): last firing (cooldown) and the metric window's base sample.
+automation_rule_campaigns = Table(
+    "automation_rule_campaigns", metadata,
+    Column("rule_id", Integer, _cascade("automation_rules.id"), primary_key=True),
+    Column("campaign_id", Integer, _cascade("campaigns.id"), primary_key=True),
+    Column("last_fired_at", UTCDateTime),
+    Column("window_start", UTCDateTime),
+    Column("base_terminated", BigInteger, nullable=False, server_default="0"),
+    Column("base_failures", BigInteger, nullable=False, server_default="0"),
+    Column("base_resubmissions", BigInteger, nullable=False, server_default="0"),
+)
+
+# Campaign schedules (migration 0009): a JDL submitted at `next_run_at`, once or every period
+# (`definition`: `cigri.domain.schedules`); the run and the move of `next_run_at` commit together.
+campaign_schedules = Table(
+    "campaign_schedules", metadata,
+    Column("id", Integer, primary_key=True),
+    Column("owner", String(255), nullable=False, index=True),
+    Column("name", String(255), nullable=False),
+    Column("definition", Text, nullable=False),
+    Column("enabled", Boolean, nullable=False, server_default="1"),
+    Column("next_run_at", UTCDateTime, index=True),
+    Column("last_campaign_id", Integer, ForeignKey("campaigns.id", ondelete="SET NULL")),
+    Column("runs", Integer, nullable=False, server_default="0"),
+    Column("skipped", Integer, nullable=False, server_default="0"),
+    Column("last_error", Text),
+    Column("created_at", UTCDateTime, nullable=False),
+)
+
+# The automations daemon's watermarks: the last event id read (opened events) and the last
+# closure instant read (closed events).
+automation_cursors = Table(
+    "automation_cursors", metadata,
+    Column("name", String(64), primary_key=True),
+    Column("last_id", BigInteger, nullable=False, server_default="0"),
+    Column("last_at", UTCDateTime),
 )

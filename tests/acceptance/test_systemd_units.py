@@ -55,8 +55,9 @@ DAEMONS = {
     "cigri-nikita.service": ["nikita"],
     "cigri-collector.service": ["collector"],
     "cigri-notifier.service": ["notifier"],
+    "cigri-automations.service": ["automations"],
     "cigri-almighty.service": ["almighty", "metascheduler", "runner:c1", "updater", "nikita",
-                               "collector", "notifier"],
+                               "collector", "notifier", "automations"],
     "cigri-api.service": [],
     "cigri-metrics.service": [],
 }

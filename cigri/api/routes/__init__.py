@@ -16,6 +16,8 @@ domain in one short transaction, shape the answer (`cigri.api.shapes`). No SQL h
 | `gridusage`     | `/gridusage`                                                       |
 | `notifications` | `/notifications`, `/notifications/<kind>`                          |
 | `tokens`        | `/tokens`, `/tokens/<cluster id>`, `/api-tokens`, `/api-tokens/<id>` |
+| `rules`         | `/rules`, `/rules/<id>`, `/rules/<id>/test` (automations)          |
+| `schedules`     | `/schedules`, `/schedules/<id>` (scheduled and recurring campaigns) |
 """
 
 from __future__ import annotations
@@ -31,11 +33,14 @@ from cigri.api.routes.gridusage import gridusage
 from cigri.api.routes.notifications import notifications
 from cigri.api.routes.outputs import outputs
 from cigri.api.routes.root import root
+from cigri.api.routes.rules import rules_api
+from cigri.api.routes.schedules import schedules_api
 from cigri.api.routes.tasks import tasks
 from cigri.api.routes.tokens import tokens
 
 BLUEPRINTS: Final[tuple[Blueprint, ...]] = (
-    root, campaigns, outputs, tasks, events, clusters, gridusage, notifications, tokens)
+    root, campaigns, outputs, tasks, events, clusters, gridusage, notifications, tokens, rules_api,
+    schedules_api)
 
 # Reachable without an identity (everything else answers 403 to nobody).
 PUBLIC_ENDPOINTS: Final = frozenset({"root.index", "root.openapi"})

@@ -1,0 +1,411 @@
+"""The automations daemon (`cigri-automations`, issue 13): evaluates the enabled rules and runs
+the actions of their firings, exactly once; then submits the campaigns of the due schedules
+(`cigri.daemons.schedules`).
+
+Its own daemon rather than a step of the notifier's pass: its actions change campaigns (pause,
+cancel, fix and resubmit), which is not a notifier's business, a slow evaluation must not hold up
+the delivery of messages (nor a relay outage the rules), and it gets its own lease, heartbeat and
+interval (`AUTOMATIONS_INTERVAL`). Its notify action goes through the notifier all the same: it
+records a `notify` event, which the notifier turns into messages on every channel.
+
+Each pass:
+1. **evaluate**, in one transaction: read the events opened since the id watermark and closed since
+   the time watermark that some rule waits for, and for metric and silence rules the maintained
+   counters of the campaigns in their scope (`cigri.storage.stats`: a few rows per campaign,
+   whatever its size); for every firing decided (scope, cooldown, threshold: the pure
+   `cigri.domain.automations`) insert an `automation_firings` row (unique key: rule, campaign and
+   event or window) and its `RULE_FIRED` campaign event, and move the watermarks. A crash before
+   the commit loses nothing (the watermarks did not move), after it nothing is decided twice.
+2. **act**: each pending firing in its own transaction: lock it, run its actions (each in a
+   savepoint: one refused action does not undo the others), mark it done with their outcome. The
+   actions and the mark commit together, so a crash between the two steps runs the actions once,
+   at the next pass.
+
+The watermarks lag 30 s behind the clock (`LAG`) so events of transactions that commit late are
+still read; what is read twice is already recorded (the unique key).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any, Final
+
+from sqlalchemy import Connection
+
+from cigri.config import Settings
+from cigri.daemons.base import Daemon, DaemonContext
+from cigri.daemons.base import main as daemon_main
+from cigri.daemons.schedules import run_due_schedules
+from cigri.domain import automations as domain
+from cigri.domain.automations import Counters, Rule
+from cigri.domain.errors import CigriError
+from cigri.domain.states import CampaignState, EventClass, EventState
+from cigri.storage import actions as campaign_actions
+from cigri.storage import automations as store
+from cigri.storage.events import record_event
+
+log = logging.getLogger(__name__)
+
+LAG: Final = timedelta(seconds=30)
+EVENT_BATCH: Final = 5000
+FIRING_BATCH: Final = 200
+
+
+@dataclass
+class Pass:
+    """What one evaluation reads and decides; `fire` records (or, in a dry run, lists)."""
+
+    conn: Connection
+    now: datetime
+    rules: list[Rule]
+    fire: Callable[[Rule, int, str, str, datetime], bool]
+    last_fired: dict[tuple[int, int], datetime | None] = field(default_factory=dict)
+    counters: dict[tuple[int, timedelta], tuple[Counters, int]] = field(default_factory=dict)
+
+    def try_fire(self, rule: Rule, campaign: store.CampaignRow, key: str, detail: str,
+                 at: datetime) -> bool:
+        if not rule.definition.scope.covers(campaign_id=campaign.id, name=campaign.name,
+                                            grid_user=campaign.grid_user, owner=rule.owner,
+                                            admin=rule.admin):
+            return False
+        if domain.cooling_down(rule.definition, self.last_fired.get((rule.id, campaign.id)), at):
+            return False
+        if self.fire(rule, campaign.id, key, detail, at):
+            self.last_fired[(rule.id, campaign.id)] = at
+            return True
+        return False
+
+    def campaign_counters(self, campaign_id: int, window: timedelta) -> tuple[Counters, int]:
+        key = (campaign_id, window)
+        if key not in self.counters:
+            self.counters[key] = store.campaign_counters(self.conn, campaign_id, now=self.now,
+                                                         window=window)
+        return self.counters[key]
+
+
+def _event_rules(rules: list[Rule], *, on: str) -> list[Rule]:
+    return [r for r in rules if r.definition.trigger.kind in ("event", "state")
+            and (r.definition.trigger.on if r.definition.trigger.kind == "event" else "open") == on]
+
+
+def _wanted(rules: list[Rule]) -> tuple[set[str], set[str]]:
+    codes = {c for r in rules for c in r.definition.trigger.codes}
+    classes = {r.definition.trigger.class_ for r in rules
+               if not r.definition.trigger.codes and r.definition.trigger.class_}
+    return codes, {c for c in classes if c}
+
+
+def evaluate_events(run: Pass, rows: list[store.EventRow], rules: list[Rule], on: str) -> int:
+    fired = 0
+    found = store.campaigns_by_id(run.conn, (row.campaign_id for row in rows))
+    # (scope's campaign id or None, code or None for class rules) -> rules
+    index: dict[tuple[int | None, str | None], list[Rule]] = {}
+    for rule in rules:
+        scoped = rule.definition.scope.campaign_id
+        for code in rule.definition.trigger.codes or (None,):
+            index.setdefault((scoped, code), []).append(rule)
+    for row in rows:
+        campaign = found.get(row.campaign_id)
+        if campaign is None:
+            continue
+        candidates = [rule for key in ((row.campaign_id, row.code), (row.campaign_id, None),
+                                       (None, row.code), (None, None))
+                      for rule in index.get(key, ())]
+        for rule in candidates:
+            if not domain.event_matches(rule.definition.trigger, code=row.code,
+                                        class_=row.class_):
+                continue
+            detail = f"{row.code} event #{row.id} {'closed' if on == 'close' else 'opened'}"
+            fired += run.try_fire(rule, campaign, f"r{rule.id}:{on}:e{row.id}", detail,
+                                  run.now)
+    return fired
+
+
+def evaluate_campaigns(run: Pass, rules: list[Rule], states: dict[tuple[int, int], Any]) -> int:
+    """Metric and silence rules over the campaigns in treatment in their scope (`states`: the
+    rules' per campaign rows)."""
+    watched = [r for r in rules if r.definition.trigger.kind in ("metric", "silence")]
+    if not watched:
+        return 0
+    everyone = any(r.admin for r in watched)
+    found = store.campaigns_in_treatment(
+        run.conn, grid_users=None if everyone else {r.owner for r in watched})
+    by_id = {c.id: c for c in found}
+    by_owner: dict[str, list[store.CampaignRow]] = {}
+    for campaign in found:
+        by_owner.setdefault(campaign.grid_user, []).append(campaign)
+    pairs: list[tuple[Rule, store.CampaignRow]] = []
+    for rule in watched:
+        scope = rule.definition.scope
+        if scope.campaign_id is not None:
+            one = by_id.get(scope.campaign_id)
+            candidates = [one] if one is not None else []
+        elif rule.admin and scope.everyone:
+            candidates = found
+        else:
+            candidates = by_owner.get(rule.owner, [])
+        pairs += [(rule, c) for c in candidates if scope.covers(
+            campaign_id=c.id, name=c.name, grid_user=c.grid_user, owner=rule.owner,
+            admin=rule.admin)]
+    # every counter the pass needs, in a few grouped reads
+    run.counters.update(store.campaigns_counters(
+        run.conn, [c.id for _, c in pairs], now=run.now,
+        windows={_window(r.definition.trigger) for r, _ in pairs}))
+    fired = 0
+    for rule, campaign in pairs:
+        if rule.definition.trigger.kind == "metric":
+            fired += _metric(run, rule, campaign, states.get((rule.id, campaign.id)))
+        else:
+            fired += _silence(run, rule, campaign)
+    return fired
+
+
+def _window(trigger: domain.Trigger) -> timedelta:
+    return trigger.window if trigger.kind == "metric" else trigger.silence
+
+
+def _metric(run: Pass, rule: Rule, campaign: store.CampaignRow, state: Any) -> int:
+    trigger = rule.definition.trigger
+    current, _recent = run.campaign_counters(campaign.id, trigger.window)
+    base_values = dict(window_start=run.now, base_terminated=current.terminated,
+                       base_failures=current.failures, base_resubmissions=current.resubmissions)
+    if state is None or state.window_start is None:
+        store.save_rule_campaign(run.conn, rule.id, campaign.id, **base_values)
+        return 0
+    base = Counters(terminated=state.base_terminated, failures=state.base_failures,
+                    resubmissions=state.base_resubmissions)
+    fired = 0
+    if domain.metric_crossed(trigger, base, current):
+        rate, samples = domain.metric_value(trigger, base, current)
+        detail = f"{trigger.metric} {rate:.2f} > {trigger.above:g} ({samples} jobs)"
+        key = f"r{rule.id}:c{campaign.id}:metric:{state.window_start.isoformat()}"
+        fired = int(run.try_fire(rule, campaign, key, detail, run.now))
+        if fired:
+            store.save_rule_campaign(run.conn, rule.id, campaign.id, **base_values)
+            return 1
+    if run.now - state.window_start >= trigger.window:
+        store.save_rule_campaign(run.conn, rule.id, campaign.id, **base_values)
+    return fired
+
+
+def _silence(run: Pass, rule: Rule, campaign: store.CampaignRow) -> int:
+    quiet = rule.definition.trigger.silence
+    if campaign.submission_time is None or run.now - campaign.submission_time < quiet:
+        return 0
+    last = run.last_fired.get((rule.id, campaign.id))
+    if last is not None and run.now - last < quiet:
+        return 0  # this silence is already reported
+    _current, recent = run.campaign_counters(campaign.id, quiet)
+    if recent:
+        return 0
+    bucket = int(run.now.timestamp() // quiet.total_seconds())
+    detail = f"no task finished for {quiet.total_seconds() / 60:g} min"
+    return int(run.try_fire(rule, campaign, f"r{rule.id}:c{campaign.id}:silence:{bucket}",
+                            detail, run.now))
+
+
+def evaluate(conn: Connection, *, now: datetime) -> int:
+    """One evaluation in the caller's transaction; returns how many firings it recorded."""
+    rules = store.list_rules(conn, enabled_only=True)
+
+    def fire(rule: Rule, campaign_id: int, key: str, detail: str, at: datetime) -> bool:
+        message = domain.firing_message(rule.id, rule.definition, detail)
+        return store.record_firing(conn, rule=rule, campaign_id=campaign_id, dedup_key=key,
+                                   trigger=detail, message=message, now=at) is not None
+
+    states = store.rule_campaign_states(conn, [r.id for r in rules])
+    run = Pass(conn=conn, now=now, rules=rules, fire=fire,
+               last_fired={key: row.last_fired_at for key, row in states.items()})
+    fired = 0
+    # Opened events: an id watermark.
+    cursor = store.read_cursor(conn, store.OPENED_CURSOR)
+    # the first pass starts from now: rules are about what happens from now on
+    last_id = (cursor[0] if cursor is not None
+               else store.latest_event_id(conn, after=0, opened_before=now))
+    opening = _event_rules(rules, on="open")
+    rows: list[store.EventRow] = []
+    if opening:
+        codes, classes = _wanted(opening)
+        rows = store.opened_events(conn, after=last_id, codes=codes, classes=classes,
+                                   limit=EVENT_BATCH)
+        fired += evaluate_events(run, rows, opening, "open")
+    if len(rows) == EVENT_BATCH:
+        new_id = rows[-1].id
+    else:
+        new_id = store.latest_event_id(conn, after=last_id, opened_before=now - LAG)
+    store.write_cursor(conn, store.OPENED_CURSOR, last_id=new_id)
+    # Closed events: a time watermark.
+    closed_cursor = store.read_cursor(conn, store.CLOSED_CURSOR)
+    since = (closed_cursor[1] if closed_cursor is not None else None) or now
+    closing = _event_rules(rules, on="close")
+    if closing:
+        codes, classes = _wanted(closing)
+        closed = store.closed_events(conn, since=since, until=now, codes=codes, classes=classes,
+                                     limit=EVENT_BATCH)
+        fired += evaluate_events(run, closed, closing, "close")
+    store.write_cursor(conn, store.CLOSED_CURSOR, last_at=max(since, now - LAG))
+    fired += evaluate_campaigns(run, rules, states)
+    return fired
+
+
+def run_firing(conn: Connection, firing: store.Firing, *, now: datetime) -> str:
+    """Run a firing's actions in the caller's transaction; returns their outcome, one per
+    action."""
+    outcomes = []
+    for action in firing.actions:
+        kind = action["kind"]
+        savepoint = conn.begin_nested()
+        try:
+            outcomes.append(_run_action(conn, firing, action, now=now))
+            savepoint.commit()
+        except CigriError as error:
+            savepoint.rollback()
+            outcomes.append(f"{kind}: not done ({error})")
+    return "; ".join(outcomes)
+
+
+def _run_action(conn: Connection, firing: store.Firing, action: dict[str, Any], *,
+                now: datetime) -> str:
+    kind, campaign_id = action["kind"], firing.campaign_id
+    assert campaign_id is not None
+    if kind == "notify":
+        message = action.get("message") or (
+            f"rule #{firing.rule_id} fired on campaign {campaign_id}: {firing.trigger}")
+        to_admins = action.get("to") == "admins"
+        record_event(conn, class_=EventClass.NOTIFY, code=domain.RULE_NOTIFY,
+                     campaign_id=None if to_admins else campaign_id, state=EventState.CLOSED,
+                     message=(f"Campaign {campaign_id}: {message}" if to_admins else message),
+                     now=now)
+        return "notify: sent to " + ("the admins" if to_admins else "the owner")
+    if kind == "pause":
+        campaign_actions.pause_campaign(conn, campaign_id, now=now)
+        return f"pause: campaign {campaign_id} {CampaignState.PAUSED.value}"
+    if kind == "resume":
+        campaign_actions.resume_campaign(conn, campaign_id, now=now)
+        return f"resume: campaign {campaign_id} {CampaignState.IN_TREATMENT.value}"
+    if kind == "cancel":
+        campaign_actions.cancel_campaign(conn, campaign_id, now=now)
+        return f"cancel: campaign {campaign_id} {CampaignState.CANCELLED.value}"
+    closed = campaign_actions.fix_campaign_events(conn, campaign_id,
+                                                  resubmit=bool(action.get("resubmit")), now=now)
+    return f"fix: {closed} events closed" + (" (failed tasks resubmitted)"
+                                              if action.get("resubmit") else "")
+
+
+class AutomationsDaemon(Daemon):
+    """One automations daemon for the grid (the role lease keeps a second one on standby)."""
+
+    role = "automations"
+
+    def __init__(self, context: DaemonContext, *, interval: timedelta | None = None,
+                 **kwargs: Any) -> None:
+        super().__init__(engine=context.engine, settings=context.settings, clock=context.clock,
+                         stop=context.stop, interval=interval, **kwargs)
+
+    @classmethod
+    def default_interval(cls, settings: Settings) -> timedelta:
+        return settings.automations_interval
+
+    def run_once(self) -> None:
+        self.evaluate()
+        self.act()
+        self.run_schedules()
+
+    def run_schedules(self) -> int:
+        """Submit the campaigns of the due schedules (`cigri.daemons.schedules`)."""
+        return run_due_schedules(self.engine, self.settings, self.clock.now())
+
+    def evaluate(self) -> int:
+        with self.engine.begin() as conn:
+            fired = evaluate(conn, now=self.clock.now())
+        if fired:
+            log.info("automations: %d rule firings recorded", fired, extra={"action": "fire"})
+        return fired
+
+    def act(self) -> int:
+        """Run the actions of every pending firing, one transaction each; returns how many."""
+        done = 0
+        with self.engine.begin() as conn:
+            pending = store.pending_firing_ids(conn, limit=FIRING_BATCH)
+        for firing_id in pending:
+            if self.stop.is_set():
+                break
+            with self.engine.begin() as conn:
+                firing = store.claim_firing(conn, firing_id)
+                if firing is None:
+                    continue
+                now = self.clock.now()
+                outcome = run_firing(conn, firing, now=now)
+                store.finish_firing(conn, firing_id, outcome=outcome, now=now)
+            log.info("automations: rule %d on campaign %s: %s", firing.rule_id,
+                     firing.campaign_id, outcome, extra={"campaign_id": firing.campaign_id})
+            done += 1
+        return done
+
+
+def main() -> None:
+    daemon_main(AutomationsDaemon, name="cigri-automations")
+
+
+@dataclass(frozen=True, kw_only=True)
+class WouldFire:
+    at: datetime
+    campaign_id: int
+    detail: str
+    actions: str
+
+
+def dry_run(conn: Connection, rule: Rule, *, now: datetime,
+            period: timedelta = timedelta(days=1)) -> list[WouldFire]:
+    """What `rule` would have done over the last `period` (`gridrule test`), writing nothing.
+    Event and state rules replay the period's events of the campaigns in scope with the
+    cooldown; metric rules use the rate over each campaign's life so far (the maintained
+    counters keep totals, not history) and silence rules the campaigns' state now."""
+    found: list[WouldFire] = []
+    definition = rule.definition
+    trigger = definition.trigger
+
+    def fire(_rule: Rule, campaign_id: int, _key: str, detail: str, at: datetime) -> bool:
+        found.append(WouldFire(at=at, campaign_id=campaign_id, detail=detail,
+                               actions=definition.describe_actions()))
+        return True
+
+    run = Pass(conn=conn, now=now, rules=[rule], fire=fire)
+    if trigger.kind in ("event", "state"):
+        scope = store.owned_campaigns(conn, None if rule.admin else rule.owner)
+        covered = {c.id: c for c in scope if definition.scope.covers(
+            campaign_id=c.id, name=c.name, grid_user=c.grid_user, owner=rule.owner,
+            admin=rule.admin)}
+        if not covered:
+            return found
+        codes, classes = _wanted([rule])
+        closing = trigger.kind == "event" and trigger.on == "close"
+        for row in store.events_between(conn, since=now - period, until=now, codes=codes,
+                                        classes=classes, closed=closing,
+                                        campaign_ids=sorted(covered)):
+            if row.date is None or not domain.event_matches(trigger, code=row.code,
+                                                            class_=row.class_):
+                continue
+            detail = f"{row.code} event #{row.id} {'closed' if closing else 'opened'}"
+            run.try_fire(rule, covered[row.campaign_id], "", detail, row.date)
+        return found
+    everyone = rule.admin
+    for campaign in store.campaigns_in_treatment(
+            conn, grid_users=None if everyone else [rule.owner]):
+        if trigger.kind == "silence":
+            _silence(run, rule, campaign)
+            continue
+        if not definition.scope.covers(campaign_id=campaign.id, name=campaign.name,
+                                       grid_user=campaign.grid_user, owner=rule.owner,
+                                       admin=rule.admin):
+            continue
+        current, _recent = run.campaign_counters(campaign.id, trigger.window)
+        zero = Counters(terminated=0, failures=0, resubmissions=0)
+        if domain.metric_crossed(trigger, zero, current):
+            rate, samples = domain.metric_value(trigger, zero, current)
+            run.try_fire(rule, campaign, "", f"{trigger.metric} {rate:.2f} > {trigger.above:g} "
+                         f"({samples} jobs so far)", now)
+    return found

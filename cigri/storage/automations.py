@@ -1,0 +1,384 @@
+"""Automation rules in the database: the rules (`automation_rules`), their firings
+(`automation_firings`, an outbox: a firing is written before its actions run, and marked done in
+the transaction of its actions), the per rule and campaign state (`automation_rule_campaigns`:
+last firing, metric window base) and the daemon's watermarks (`automation_cursors`).
+
+Reads for the evaluation are bounded by what happened since the last pass (events after the id
+watermark, closures after the time watermark, through `ix_events_date_closed`) and by the number
+of campaigns in scope (maintained counters of `cigri.storage.stats`), never by campaign size.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import logging
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy import Connection, and_, delete, func, insert, or_, select, update
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+
+from cigri.domain.automations import (
+    RULE_FIRED,
+    Counters,
+    Rule,
+    RuleDefinition,
+    RuleError,
+    parse_definition,
+)
+from cigri.domain.errors import NotFound
+from cigri.domain.states import CampaignState, EventClass, EventState
+from cigri.storage.events import record_event
+from cigri.storage.stats import campaign_cluster_stats, window_start
+from cigri.storage.tables import (
+    automation_cursors,
+    automation_firings,
+    automation_rule_campaigns,
+    automation_rules,
+    campaign_cluster_event_counts,
+    campaign_cluster_job_stats,
+    campaign_cluster_throughput,
+    campaigns,
+    events,
+)
+
+log = logging.getLogger(__name__)
+
+PENDING = "pending"
+DONE = "done"
+OPENED_CURSOR = "events-opened"
+CLOSED_CURSOR = "events-closed"
+
+
+@dataclass(frozen=True, kw_only=True)
+class CampaignRow:
+    id: int
+    name: str | None
+    grid_user: str
+    state: str
+    submission_time: datetime | None
+
+
+@dataclass(frozen=True, kw_only=True)
+class EventRow:
+    id: int
+    code: str
+    class_: str
+    campaign_id: int
+    date: datetime | None
+
+
+@dataclass(frozen=True, kw_only=True)
+class Firing:
+    id: int
+    rule_id: int
+    campaign_id: int | None
+    trigger: str
+    actions: list[dict[str, Any]]
+    fired_at: datetime
+    state: str
+    outcome: str | None
+
+
+# --- rules ----------------------------------------------------------------------------------
+
+
+@functools.lru_cache(maxsize=65536)
+def _parsed(text: str, admin: bool) -> tuple[RuleDefinition, dict[str, Any]]:
+    """A stored definition, parsed once per process (definitions are immutable)."""
+    source = json.loads(text)
+    return parse_definition(source, admin=admin), source
+
+
+def _rule_from_row(row: Any) -> Rule:
+    definition, source = _parsed(row.definition, bool(row.admin))
+    return Rule(id=row.id, owner=row.owner, admin=bool(row.admin), enabled=bool(row.enabled),
+                definition=definition, source=source)
+
+
+def add_rule(conn: Connection, *, owner: str, admin: bool, source: dict[str, Any],
+             now: datetime) -> int:
+    """Store a rule (validated again here: nothing invalid is ever stored); returns its id."""
+    definition = parse_definition(source, admin=admin)
+    return int(conn.execute(insert(automation_rules).values(
+        owner=owner, admin=admin, name=definition.name, definition=json.dumps(source),
+        enabled=True, created_at=now, updated_at=now).returning(automation_rules.c.id)
+    ).scalar_one())
+
+
+def get_rule(conn: Connection, rule_id: int) -> Rule:
+    row = conn.execute(select(automation_rules).where(automation_rules.c.id == rule_id)
+                       ).one_or_none()
+    if row is None:
+        raise NotFound(f"Rule {rule_id} not found")
+    return _rule_from_row(row)
+
+
+def list_rules(conn: Connection, *, owner: str | None = None,
+               enabled_only: bool = False) -> list[Rule]:
+    """Rules (of one owner, or all), by id. A stored rule that no longer validates is logged and
+    left out (a newer version's definition read by an older one)."""
+    query = select(automation_rules).order_by(automation_rules.c.id)
+    if owner is not None:
+        query = query.where(automation_rules.c.owner == owner)
+    if enabled_only:
+        query = query.where(automation_rules.c.enabled.is_(True))
+    found = []
+    for row in conn.execute(query):
+        try:
+            found.append(_rule_from_row(row))
+        except (RuleError, ValueError) as error:
+            log.warning("rule %d skipped: %s", row.id, error)
+    return found
+
+
+def set_rule_enabled(conn: Connection, rule_id: int, *, enabled: bool, now: datetime) -> None:
+    changed = conn.execute(update(automation_rules).where(automation_rules.c.id == rule_id)
+                           .values(enabled=enabled, updated_at=now)).rowcount
+    if not changed:
+        raise NotFound(f"Rule {rule_id} not found")
+
+
+def remove_rule(conn: Connection, rule_id: int) -> None:
+    if not conn.execute(delete(automation_rules).where(automation_rules.c.id == rule_id)).rowcount:
+        raise NotFound(f"Rule {rule_id} not found")
+
+
+def list_firings(conn: Connection, *, rule_id: int, limit: int = 20) -> list[Firing]:
+    rows = conn.execute(select(automation_firings).where(automation_firings.c.rule_id == rule_id)
+                        .order_by(automation_firings.c.id.desc()).limit(limit))
+    return [_firing(row) for row in rows]
+
+
+def _firing(row: Any) -> Firing:
+    return Firing(id=row.id, rule_id=row.rule_id, campaign_id=row.campaign_id,
+                  trigger=row.trigger, actions=json.loads(row.actions), fired_at=row.fired_at,
+                  state=row.state, outcome=row.outcome)
+
+
+# --- what the evaluation reads ----------------------------------------------------------------
+
+
+def read_cursor(conn: Connection, name: str) -> tuple[int, datetime | None] | None:
+    """(last id, last instant) of a watermark, locked for the caller's transaction; None
+    before the first pass."""
+    row = conn.execute(select(automation_cursors).where(automation_cursors.c.name == name)
+                       .with_for_update()).one_or_none()
+    if row is None:
+        return None
+    return int(row.last_id), row.last_at
+
+
+def write_cursor(conn: Connection, name: str, *, last_id: int = 0,
+                 last_at: datetime | None = None) -> None:
+    insert_: Any = pg_insert if conn.dialect.name == "postgresql" else sqlite_insert
+    statement = insert_(automation_cursors).values(name=name, last_id=last_id, last_at=last_at)
+    conn.execute(statement.on_conflict_do_update(
+        index_elements=["name"], set_={"last_id": last_id, "last_at": last_at}))
+
+
+def latest_event_id(conn: Connection, *, after: int, opened_before: datetime) -> int:
+    """The highest event id above `after` opened before `opened_before` (the opened-events
+    watermark moves there: later ids may still belong to transactions not yet committed)."""
+    found = conn.execute(select(func.max(events.c.id)).where(
+        events.c.id > after, events.c.date_open < opened_before)).scalar_one()
+    return int(found) if found is not None else after
+
+
+def _event_filter(codes: Iterable[str], classes: Iterable[str]) -> Any:
+    codes, classes = sorted(set(codes)), sorted(set(classes))
+    return or_(events.c.code.in_(codes), events.c.class_.in_(classes))
+
+
+def opened_events(conn: Connection, *, after: int, codes: Iterable[str], classes: Iterable[str],
+                  limit: int) -> list[EventRow]:
+    """Campaign events with an id above `after` whose code or class a rule waits for."""
+    rows = conn.execute(
+        select(events.c.id, events.c.code, events.c.class_, events.c.campaign_id,
+               events.c.date_open)
+        .where(events.c.id > after, events.c.campaign_id.is_not(None),
+               _event_filter(codes, classes))
+        .order_by(events.c.id).limit(limit))
+    return [EventRow(id=r.id, code=r.code, class_=r.class_, campaign_id=r.campaign_id,
+                     date=r.date_open) for r in rows]
+
+
+def closed_events(conn: Connection, *, since: datetime, until: datetime, codes: Iterable[str],
+                  classes: Iterable[str], limit: int) -> list[EventRow]:
+    """Campaign events closed in (`since`, `until`] whose code or class a rule waits for."""
+    rows = conn.execute(
+        select(events.c.id, events.c.code, events.c.class_, events.c.campaign_id,
+               events.c.date_closed)
+        .where(events.c.date_closed > since, events.c.date_closed <= until,
+               events.c.state == EventState.CLOSED.value, events.c.campaign_id.is_not(None),
+               _event_filter(codes, classes))
+        .order_by(events.c.date_closed, events.c.id).limit(limit))
+    return [EventRow(id=r.id, code=r.code, class_=r.class_, campaign_id=r.campaign_id,
+                     date=r.date_closed) for r in rows]
+
+
+def events_between(conn: Connection, *, since: datetime, until: datetime, codes: Iterable[str],
+                   classes: Iterable[str], closed: bool, campaign_ids: Sequence[int]
+                   ) -> list[EventRow]:
+    """For a dry run: the events of these campaigns opened (or closed) in [since, until]."""
+    column = events.c.date_closed if closed else events.c.date_open
+    rows = conn.execute(
+        select(events.c.id, events.c.code, events.c.class_, events.c.campaign_id,
+               column.label("date"))
+        .where(column >= since, column <= until, events.c.campaign_id.in_(list(campaign_ids)),
+               _event_filter(codes, classes))
+        .order_by(column, events.c.id))
+    return [EventRow(id=r.id, code=r.code, class_=r.class_, campaign_id=r.campaign_id,
+                     date=r.date) for r in rows]
+
+
+def campaigns_by_id(conn: Connection, ids: Iterable[int]) -> dict[int, CampaignRow]:
+    wanted = sorted(set(ids))
+    if not wanted:
+        return {}
+    return {row.id: _campaign(row) for row in conn.execute(
+        select(campaigns.c.id, campaigns.c.name, campaigns.c.grid_user, campaigns.c.state,
+               campaigns.c.submission_time).where(campaigns.c.id.in_(wanted)))}
+
+
+def campaigns_in_treatment(conn: Connection, *, grid_users: Iterable[str] | None = None
+                           ) -> list[CampaignRow]:
+    """The campaigns a metric or silence rule may cover (of these users, or everyone's)."""
+    query = select(campaigns.c.id, campaigns.c.name, campaigns.c.grid_user, campaigns.c.state,
+                   campaigns.c.submission_time).where(
+        campaigns.c.state == CampaignState.IN_TREATMENT.value).order_by(campaigns.c.id)
+    if grid_users is not None:
+        query = query.where(campaigns.c.grid_user.in_(sorted(set(grid_users))))
+    return [_campaign(row) for row in conn.execute(query)]
+
+
+def owned_campaigns(conn: Connection, grid_user: str | None) -> list[CampaignRow]:
+    query = select(campaigns.c.id, campaigns.c.name, campaigns.c.grid_user, campaigns.c.state,
+                   campaigns.c.submission_time).order_by(campaigns.c.id)
+    if grid_user is not None:
+        query = query.where(campaigns.c.grid_user == grid_user)
+    return [_campaign(row) for row in conn.execute(query)]
+
+
+def _campaign(row: Any) -> CampaignRow:
+    return CampaignRow(id=row.id, name=row.name, grid_user=row.grid_user, state=row.state,
+                       submission_time=row.submission_time)
+
+
+def campaign_counters(conn: Connection, campaign_id: int, *, now: datetime,
+                      window: timedelta) -> tuple[Counters, int]:
+    """The campaign's totals (terminated tasks, failures, resubmissions) and the tasks that
+    stopped in the last `window` (from the minute `window` ago), from the maintained counters."""
+    whole = campaign_cluster_stats(conn, campaign_id, now=now,
+                                   window_seconds=int(window.total_seconds()))[-1]
+    recent = round(whole.jobs_per_hour * window.total_seconds() / 3600.0)
+    return Counters(terminated=whole.terminated, failures=whole.failures,
+                    resubmissions=whole.resubmissions), recent
+
+
+def campaigns_counters(conn: Connection, campaign_ids: Sequence[int], *, now: datetime,
+                       windows: Iterable[timedelta]
+                       ) -> dict[tuple[int, timedelta], tuple[Counters, int]]:
+    """`campaign_counters` of many campaigns and windows at once: on PostgreSQL a few grouped
+    reads of the maintained rows (2 + one per window), whatever the number of campaigns."""
+    ids, spans = sorted(set(campaign_ids)), sorted(set(windows))
+    if not ids or not spans:
+        return {}
+    if conn.dialect.name != "postgresql":
+        return {(c, w): campaign_counters(conn, c, now=now, window=w) for c in ids for w in spans}
+    sums, counts, minutes = (campaign_cluster_job_stats, campaign_cluster_event_counts,
+                             campaign_cluster_throughput)
+    terminated = dict(conn.execute(
+        select(sums.c.campaign_id, func.sum(sums.c.terminated))
+        .where(sums.c.campaign_id.in_(ids)).group_by(sums.c.campaign_id)).all())
+    failures = {row[0]: (int(row[1] or 0), int(row[2] or 0)) for row in conn.execute(
+        select(counts.c.campaign_id, func.sum(counts.c.failures),
+               func.sum(counts.c.resubmissions))
+        .where(counts.c.campaign_id.in_(ids)).group_by(counts.c.campaign_id))}
+    found = {}
+    for span in spans:
+        since = window_start(now, int(span.total_seconds()))
+        recent = dict(conn.execute(
+            select(minutes.c.campaign_id, func.sum(minutes.c.terminated))
+            .where(minutes.c.campaign_id.in_(ids), minutes.c.minute >= since)
+            .group_by(minutes.c.campaign_id)).all())
+        for campaign_id in ids:
+            failed, resubmitted = failures.get(campaign_id, (0, 0))
+            found[(campaign_id, span)] = (
+                Counters(terminated=int(terminated.get(campaign_id) or 0), failures=failed,
+                         resubmissions=resubmitted), int(recent.get(campaign_id) or 0))
+    return found
+
+
+def rule_campaign_states(conn: Connection, rule_ids: Sequence[int]) -> dict[tuple[int, int], Any]:
+    if not rule_ids:
+        return {}
+    table = automation_rule_campaigns
+    return {(row.rule_id, row.campaign_id): row for row in conn.execute(
+        select(table).where(table.c.rule_id.in_(sorted(set(rule_ids)))))}
+
+
+def save_rule_campaign(conn: Connection, rule_id: int, campaign_id: int, **values: Any) -> None:
+    """Insert or update the (rule, campaign) state row with these columns."""
+    insert_: Any = pg_insert if conn.dialect.name == "postgresql" else sqlite_insert
+    statement = insert_(automation_rule_campaigns).values(
+        rule_id=rule_id, campaign_id=campaign_id, **values)
+    conn.execute(statement.on_conflict_do_update(index_elements=["rule_id", "campaign_id"],
+                                                 set_=values))
+
+
+# --- firings (the outbox) ---------------------------------------------------------------------
+
+
+def record_firing(conn: Connection, *, rule: Rule, campaign_id: int, dedup_key: str,
+                  trigger: str, message: str, now: datetime) -> int | None:
+    """Record a firing, its RULE_FIRED campaign event and the rule's last firing on the campaign,
+    in the caller's transaction; None (nothing written) when this firing was already recorded."""
+    insert_: Any = pg_insert if conn.dialect.name == "postgresql" else sqlite_insert
+    actions = [dict(kind=a.kind, message=a.message, to=a.to, resubmit=a.resubmit)
+               for a in rule.definition.actions]
+    firing_id = conn.execute(insert_(automation_firings).values(
+        rule_id=rule.id, campaign_id=campaign_id, dedup_key=dedup_key[:255], trigger=trigger,
+        actions=json.dumps(actions), fired_at=now, state=PENDING)
+        .on_conflict_do_nothing(index_elements=["dedup_key"])
+        .returning(automation_firings.c.id)).scalar_one_or_none()
+    if firing_id is None:
+        return None
+    event_id = record_event(conn, class_=EventClass.CAMPAIGN, code=RULE_FIRED,
+                            campaign_id=campaign_id, state=EventState.CLOSED, message=message,
+                            now=now)
+    conn.execute(update(automation_firings).where(automation_firings.c.id == firing_id)
+                 .values(event_id=event_id))
+    save_rule_campaign(conn, rule.id, campaign_id, last_fired_at=now)
+    return int(firing_id)
+
+
+def pending_firing_ids(conn: Connection, *, limit: int) -> list[int]:
+    return list(conn.execute(select(automation_firings.c.id).where(
+        automation_firings.c.state == PENDING).order_by(automation_firings.c.id).limit(limit)
+    ).scalars())
+
+
+def claim_firing(conn: Connection, firing_id: int) -> Firing | None:
+    """Lock a pending firing for the caller's transaction (None if done or being run)."""
+    query = select(automation_firings).where(automation_firings.c.id == firing_id,
+                                             automation_firings.c.state == PENDING)
+    if conn.dialect.name == "postgresql":
+        query = query.with_for_update(skip_locked=True)
+    row = conn.execute(query).one_or_none()
+    return None if row is None else _firing(row)
+
+
+def finish_firing(conn: Connection, firing_id: int, *, outcome: str, now: datetime) -> None:
+    conn.execute(update(automation_firings).where(and_(
+        automation_firings.c.id == firing_id, automation_firings.c.state == PENDING))
+        .values(state=DONE, outcome=outcome, done_at=now))
+
+
+def rule_owner(conn: Connection, rule_id: int) -> str:
+    return str(conn.execute(select(automation_rules.c.owner)
+                            .where(automation_rules.c.id == rule_id)).scalar_one())
