@@ -27,14 +27,18 @@ from tests.integration.engine_helpers import (
     run_to_termination,
     start_exec_grid,
 )
+from tests.integration.unix_helpers import root
 
 # OAR's oarsub shell evaluates the command once at submission (the emulator too): escape $0.
 SCRIPT = r"sh -c 'echo result-\$0 > out_\$0.txt; printf shared-\$0 > common.log'"
 
+__all__ = ["root"]  # fixtures
+
 
 @pytest.fixture
-def grid(pg_engine: Engine, clock: FakeClock, tmp_path: Path) -> Iterator[Grid]:
-    settings = make_settings(COLLECTOR_DIRECTORY=str(tmp_path / "results"))
+def grid(pg_engine: Engine, clock: FakeClock, tmp_path: Path, root: Path) -> Iterator[Grid]:
+    # results where their owner (testuser, a Unix account once real OAR is set up) can reach them
+    settings = make_settings(COLLECTOR_DIRECTORY=str(root / "results"))
     with start_exec_grid(pg_engine, clock, workdir=str(tmp_path / "oar"), settings=settings) as grid:
         yield grid
 
@@ -54,7 +58,7 @@ def test_every_declared_output_file_lands_in_the_result_directory(grid: Grid,
                              output_file="out_{TASK}.txt, common.log")
     _collector(grid).run(loops=1)
 
-    results = tmp_path / "results" / str(campaign)
+    results = Path(grid.settings.COLLECTOR_DIRECTORY) / str(campaign)
     for task in ("p1", "p2", "p3"):
         assert (results / f"out_{task}.txt").read_text() == f"result-{task}\n"
     # common.log has one name for every job: it is kept per task (the last writer's content)
@@ -89,7 +93,7 @@ def test_collection_resumes_after_a_crash_and_refetches_a_lost_file(grid: Grid,
                              output_file="out_{TASK}.txt")
     crashed = _collector(grid)
     assert crashed.plan_files() == 2  # planned, then killed before fetching anything
-    results = tmp_path / "results" / str(campaign)
+    results = Path(grid.settings.COLLECTOR_DIRECTORY) / str(campaign)
     assert not results.exists()
 
     restarted = _collector(grid)
@@ -136,7 +140,7 @@ def test_a_read_shorter_than_the_listed_size_is_read_again_then_given_up(
     collector = Collector(grid.context(stop=threading.Event(), oar_factory=lambda _: client),
                           owner="test-collector", interval=timedelta(0))
     collector.run(loops=1)
-    results = tmp_path / "results" / str(campaign)
+    results = Path(grid.settings.COLLECTOR_DIRECTORY) / str(campaign)
     with grid.engine.begin() as conn:
         files = store.list_collected_files(conn, campaign)
     assert [(f.state, f.attempts) for f in files] == [("pending", 1)] * 2

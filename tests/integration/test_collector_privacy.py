@@ -15,6 +15,7 @@ from __future__ import annotations
 import os
 import pwd
 import threading
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -105,7 +106,9 @@ def test_results_belong_to_their_owner_and_nobody_else_reads_them(
 def test_results_of_an_owner_without_unix_account_belong_to_cigri_only(
         grid: Grid, root: Path, unix_user: MakeUser) -> None:
     mallory = unix_user()
-    campaign = _campaign(grid, USER, "nobody")  # `testuser` has no Unix account
+    # a grid user with no Unix account of that name (testuser may have one: real OAR's setup
+    # makes it), mapped to the cluster login as users_mapping would
+    campaign = _campaign(grid, f"nobody{uuid.uuid4().hex[:8]}", "nobody")
     _collect(grid)
 
     results = root / "results" / str(campaign)

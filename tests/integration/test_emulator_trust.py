@@ -213,7 +213,9 @@ def test_the_command_started_as_root_refuses_unknown_logins(tmp_path: Path) -> N
     try:
         assert process.stdout is not None
         url = process.stdout.readline().strip()
-        assert submit(url, LOGIN, command="true").status_code == 401
+        login = "nosuchunixuser"
+        assert not any(p.pw_name == login for p in pwd.getpwall())
+        assert submit(url, login, command="true").status_code == 401
     finally:
         process.terminate()
         process.wait(timeout=30)

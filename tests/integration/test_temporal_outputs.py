@@ -30,20 +30,24 @@ from tests.integration.engine_helpers import (
     queue_tasks,
     states,
 )
+from tests.integration.unix_helpers import root
 
 # OAR's oarsub shell evaluates the command once at submission (the emulator too): escape $0.
 SCRIPT = r"sh -c 'echo out-\$0; echo err-\$0 >&2'"
 
+__all__ = ["root"]  # fixtures
+
 
 @pytest.fixture
-def grid(engine: Engine, clock: FakeClock, tmp_path: Path) -> Iterator[Grid]:
+def grid(engine: Engine, clock: FakeClock, tmp_path: Path, root: Path) -> Iterator[Grid]:
+    # results where their owner (testuser, a Unix account once real OAR is set up) can reach them
     emulator = run_in_thread(allow_root_jobs=True, clusters=1, nodes=1, cores=2, mode="execute",
                              workdir=str(tmp_path / "oar"))
     try:
         with engine.begin() as conn:
             cluster = add_cluster(conn, name="exec1", api_url=emulator.urls[0], now=clock.now())
         yield Grid(engine=engine, clock=clock, emulator=emulator, emu_clock=ManualClock(),
-                   settings=make_settings(COLLECTOR_DIRECTORY=str(tmp_path / "results"),
+                   settings=make_settings(COLLECTOR_DIRECTORY=str(root / "results"),
                                           RUNNER_DEFAULT_INITIAL_NUMBER_OF_JOBS=3),
                    clusters=[cluster])
     finally:
@@ -94,7 +98,7 @@ def test_the_collector_fetches_each_sub_jobs_own_output(grid: Grid, tmp_path: Pa
     collector = Collector(grid.context(stop=threading.Event()), owner="test-collector",
                           interval=timedelta(0))
     collector.run(loops=1)
-    results = tmp_path / "results" / str(campaign)
+    results = Path(grid.settings.COLLECTOR_DIRECTORY) / str(campaign)
     for job_id, param in _params(grid, campaign).items():
         assert (results / f"cigri_batch_stdout_{job_id}").read_text() == f"out-{param}\n"
         assert (results / f"cigri_batch_stderr_{job_id}").read_text() == f"err-{param}\n"
