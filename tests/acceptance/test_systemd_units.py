@@ -104,22 +104,32 @@ def test_systemd_analyze_verify_is_clean_on_every_unit_and_the_timer(tmp_path: P
 
 
 @pytest.fixture(scope="module")
-def account() -> str:
+def account() -> Iterator[str]:
     """The account the units run as, with its WorkingDirectory, made as a package's postinst
-    would (once per machine; root only)."""
+    would (root only) when the machine has none, and removed again afterwards: the real-OAR
+    tier's setup (../shared/oar/setup-oar.sh) creates its own `cigri` user with a /home."""
     unit = read_unit(UNITS / "cigri-runner.service")
     user, workdir = unit.get("Service", "User"), unit.get("Service", "WorkingDirectory")
     assert user and workdir
+    made_user = made_dir = False
     try:
         pwd.getpwnam(user)
     except KeyError:
         assert os.geteuid() == 0, f"create the system account {user!r} the units run as"
         subprocess.run(["useradd", "--system", "--user-group", "--home-dir", workdir,
                         "--no-create-home", "--shell", "/usr/sbin/nologin", user], check=True)
+        made_user = True
     if not os.path.isdir(workdir):
         os.makedirs(workdir, mode=0o750)
         shutil.chown(workdir, user, user)
-    return user
+        made_dir = True
+    try:
+        yield user
+    finally:
+        if made_dir:
+            shutil.rmtree(workdir, ignore_errors=True)
+        if made_user:
+            subprocess.run(["userdel", user], check=False, capture_output=True)
 
 
 @pytest.fixture(scope="module")
