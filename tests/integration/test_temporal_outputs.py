@@ -20,7 +20,7 @@ from cigri.daemons.collector import Collector
 from cigri.domain.clock import FakeClock
 from cigri.emulator import ManualClock, run_in_thread
 from cigri.storage.clusters import add_cluster
-from cigri.storage.tables import parameters
+from cigri.storage.tables import jobs, parameters
 from tests.integration.engine_helpers import (
     USER,
     Grid,
@@ -103,3 +103,25 @@ def test_the_collector_fetches_each_sub_jobs_own_output(grid: Grid, tmp_path: Pa
         assert (results / f"cigri_batch_stdout_{job_id}").read_text() == f"out-{param}\n"
         assert (results / f"cigri_batch_stderr_{job_id}").read_text() == f"err-{param}\n"
     assert not list(results.glob("OAR.*"))  # never the batch's own (shared) OAR output
+
+
+def test_the_dashboard_shows_a_jobs_output_to_its_owner_only(grid: Grid) -> None:
+    """The task history links each job's stdout/stderr; the page reads it through the OAR client
+    (the API's own code, `cigri.api.job_output`) and refuses another user's job."""
+    campaign = _run_grouped(grid, ["a", "b"])
+    client = create_app(build_settings({"API_TRUSTED_PROXIES": "127.0.0.1"}), grid.engine,
+                        clock=grid.clock).test_client()  # the default factory: HTTP to OAR
+    params = _params(grid, campaign)
+    job_id, param = next(iter(params.items()))
+    with grid.engine.begin() as conn:
+        task_id = conn.execute(select(jobs.c.param_id).where(jobs.c.id == job_id)).scalar_one()
+    history = client.get(f"/ui/campaigns/{campaign}/tasks/{task_id}",
+                         headers={"X-Cigri-User": USER})
+    assert history.status_code == 200
+    assert f'href="/ui/jobs/{job_id}/stdout"' in history.text
+    for which, expected in (("stdout", f"out-{param}"), ("stderr", f"err-{param}")):
+        page = client.get(f"/ui/jobs/{job_id}/{which}", headers={"X-Cigri-User": USER})
+        assert page.status_code == 200
+        assert f'<pre class="jdl" id="output">{expected}\n</pre>' in page.text
+    other = client.get(f"/ui/jobs/{job_id}/stdout", headers={"X-Cigri-User": "mallory"})
+    assert other.status_code == 403

@@ -4,14 +4,13 @@ with its `stdout`, `stderr` and `cinfos` read from OAR as the owner's cluster lo
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from datetime import datetime
 from typing import Any, Final
 
 from flask import Blueprint, request
 from flask.typing import ResponseReturnValue
 
-from cigri.api.access import now, oar_for, own_campaign, own_job, tx
+from cigri.api.access import now, own_campaign, own_job, tx
 from cigri.api.inputs import (
     bounded,
     check_task_count,
@@ -21,6 +20,7 @@ from cigri.api.inputs import (
     lines,
     param_list,
 )
+from cigri.api.job_output import Stream, client, output_source, read_output
 from cigri.api.shapes import (
     ApiError,
     bounded_errors,
@@ -32,13 +32,9 @@ from cigri.api.shapes import (
     self_link,
     status,
 )
-from cigri.domain import batches
 from cigri.domain.errors import JDLError
-from cigri.domain.oar import OarApi
 from cigri.storage import actions, queries
 from cigri.storage.campaigns import add_parameters, tasks_in_bag
-from cigri.storage.clusters import get_cluster
-from cigri.storage.users import get_cluster_login
 
 tasks = Blueprint("tasks", __name__)
 
@@ -132,37 +128,10 @@ def cancel_job(job_id: int) -> ResponseReturnValue:
     return status(202, "Accepted", f"Job {job_id} cancel event created")
 
 
-def _job_on_cluster(job_id: int) -> tuple[dict[str, Any], OarApi]:
+def _output(job_id: int, which: Stream) -> ResponseReturnValue:
     with tx() as conn:
-        job = own_job(conn, job_id)
-        if job["remote_id"] is None or job["cluster_id"] is None:
-            raise ApiError(404, "Not found", f"Job {job_id} has not been submitted to a cluster")
-        cluster = get_cluster(conn, job["cluster_id"])
-    return job, oar_for(cluster)
-
-
-def _cluster_login(job: Mapping[str, Any]) -> str:
-    with tx() as conn:
-        login = get_cluster_login(conn, grid_login=job["grid_user"],
-                                  cluster_id=job["cluster_id"])
-    return login if login is not None else str(job["grid_user"])
-
-
-def _output(job_id: int, which: str) -> ResponseReturnValue:
-    job, oar = _job_on_cluster(job_id)
-    user = _cluster_login(job)
-    # Ask OAR where the file is rather than guessing OAR.<name>.<id>.stdout: the job says. A
-    # sub-job of a temporal-grouping batch wrote its own file in the batch's directory instead.
-    details = oar.get_job(int(job["remote_id"]), user=user)
-    path = details.stdout_file if which == "stdout" else details.stderr_file
-    if batches.is_sub_job(job.get("tag")):
-        path = batches.stdout_file(job_id) if which == "stdout" else batches.stderr_file(job_id)
-    if not path:
-        raise ApiError(404, "Not found", f"Job {job_id} has no {which} file on its cluster")
-    if not path.startswith("/") and details.launching_directory:
-        path = f"{details.launching_directory.rstrip('/')}/{path}"
-    data = oar.read_file(path, user=user, tail=OUTPUT_TAIL_LINES)
-    return json_response({"output": data.decode("utf-8", errors="replace")})
+        source = output_source(conn, own_job(conn, job_id))
+    return json_response({"output": read_output(source, which, tail=OUTPUT_TAIL_LINES)})
 
 
 @tasks.get("/jobs/<id:job_id>/stdout")
@@ -177,8 +146,9 @@ def job_stderr(job_id: int) -> ResponseReturnValue:
 
 @tasks.get("/jobs/<id:job_id>/cinfos")
 def job_cinfos(job_id: int) -> ResponseReturnValue:
-    job, oar = _job_on_cluster(job_id)
-    details = oar.get_job(int(job["remote_id"]), user=_cluster_login(job))
+    with tx() as conn:
+        source = output_source(conn, own_job(conn, job_id))
+    details = client(source).get_job(source.remote_id, user=source.user)
     body = {key: (iso(value) if isinstance(value, datetime) else value)
             for key, value in vars(details).items() if key != "events"}
     body["state"] = str(details.state)

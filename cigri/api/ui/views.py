@@ -26,12 +26,14 @@ from werkzeug.exceptions import HTTPException
 
 from cigri.api import access
 from cigri.api.access import Identity
+from cigri.api.job_output import Stream, output_source, read_output
 from cigri.api.shapes import ApiError
 from cigri.api.ui import present, session
 from cigri.config import Settings
 from cigri.domain.clock import Clock
 from cigri.domain.errors import CigriError, Conflict, Forbidden, NotFound
 from cigri.domain.night import NightWindow
+from cigri.domain.oar import OarError
 from cigri.domain.states import ACTIVE_JOB_STATES, EventClass, NotificationType, Severity
 from cigri.domain.stats import forecast
 from cigri.storage import actions, dashboard, queries, subscriptions, tokens
@@ -404,6 +406,27 @@ def task(campaign_id: int, task_id: int) -> ResponseReturnValue:
                for j in history.jobs]
     return _page("task.html", c=summary, task=history, state=state, endings=endings,
                  here=request.full_path.rstrip("?"))
+
+
+OUTPUT_TAIL_LINES: Final = 500  # a page, not a download: `gridstat -j ID -O` for all of it
+
+
+@ui.get("/jobs/<id:job_id>/<any(stdout, stderr):which>")
+def job_output(job_id: int, which: Stream) -> ResponseReturnValue:
+    """The tail of a job's stdout or stderr, read through the OAR client as `gridstat -O` does
+    (`cigri.api.job_output`, the API's own code); a cluster that fails is said on the page."""
+    identity = session.require_viewer()
+    with _conn() as conn:
+        job = queries.get_job(conn, job_id)
+        access.check_job_owner(identity, job_id, job)
+        source = output_source(conn, job)
+    text, failure = "", None
+    try:
+        text = read_output(source, which, tail=OUTPUT_TAIL_LINES)
+    except OarError as error:
+        failure = f"{source.cluster.name} did not answer: {error.message}"
+    return _page("output.html", job=job, which=which, text=text, failure=failure,
+                 lines=OUTPUT_TAIL_LINES)
 
 
 @ui.get("/campaigns/<id:campaign_id>/events")
