@@ -256,7 +256,7 @@ def _operation(path: str, method: str, summary: str, status: int, body: str | No
     }
     if path.startswith("/jobs/{job_id}/"):
         operation["responses"]["502"] = _error("the cluster failed")
-    if path in {"/", "/openapi.json", "/metrics"}:
+    if path in {"/", "/openapi.json"}:
         operation["security"] = []
     if body:
         operation["requestBody"] = {"content": _BODIES[body]}
