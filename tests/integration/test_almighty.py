@@ -171,4 +171,5 @@ def test_one_host_mode_schedules_the_maintenance(engine: Engine, clock: FakeCloc
         jobs = {job.id for job in scheduler.get_jobs()}
         assert {"cigri-grid-usage", "cigri-purge", "cigri-vacuum"} <= jobs
     finally:
-        scheduler.shutdown(wait=False)
+        # the first grid-usage sample runs at start: let it end before the engine is checked
+        scheduler.shutdown(wait=True)

@@ -235,9 +235,13 @@ def test_a_runner_killed_with_sigkill_submits_again_within_seconds(
                                                  "walltime": "02:00:00"}},
                         params=[str(i) for i in range(3000)], now=clock.now())
     # RUNNER_MIN_CYCLE_DURATION, LEASE_SECONDS and ALMIGHTY_RESTART_DELAY at their defaults;
-    # the updater stays out of the way (jobs waiting on OAR would close the tap for a minute)
+    # the updater stays out of the way (jobs waiting on OAR would close the tap for a minute).
+    # The v3 tap submits at every pass while tasks are left, so a new submission marks the new
+    # runner's first working pass; `capacity` (the default) stops once OAR's queue holds its
+    # reference, which the updater, kept away here, would never see drain.
     env = {**os.environ, "CIGRI_DATABASE_URL": pg_url, "CIGRI_METASCHEDULER_INTERVAL": "1",
-           "CIGRI_UPDATER_INTERVAL": "600", "CIGRI_LOG_LEVEL": "WARNING"}
+           "CIGRI_UPDATER_INTERVAL": "600", "CIGRI_LOG_LEVEL": "WARNING",
+           "CIGRI_RUNNER_INJECTION_POLICY": "tap"}
     almighty = subprocess.Popen([sys.executable, "-c",
                                  "import cigri.daemons.almighty as m; m.main()"], env=env)
     try:
