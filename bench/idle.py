@@ -83,7 +83,8 @@ def _emulator(clusters: int) -> Iterator[list[str]]:
     with tempfile.TemporaryDirectory(prefix="cigri-idle-emu-") as workdir:
         process = subprocess.Popen(
             [sys.executable, "-m", "cigri.emulator", "--clusters", str(clusters), "--nodes", "4",
-             "--cores", "2", "--mode", "simulate", "--port", "0", "--workdir", workdir, "--log-level", "error"],
+             "--cores", "2", "--mode", "simulate", "--port", "0", "--workdir", workdir,
+             "--log-level", "error"],
             stdout=subprocess.PIPE, text=True)
         try:
             assert process.stdout is not None
