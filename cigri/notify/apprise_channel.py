@@ -37,12 +37,19 @@ def _asset() -> apprise.AppriseAsset:
                                 secure_logging=True)
 
 
-def _service(url: str) -> apprise.NotifyBase | None:
-    return apprise.Apprise.instantiate(url, asset=_asset(), suppress_exceptions=True)
-
-
 def _scheme(url: str) -> str:
     return url.partition("://")[0].lower() if "://" in url else ""
+
+
+def _is_known(scheme: str) -> bool:
+    """A scheme of an Apprise service, or a web address Apprise may know (Slack's, Discord's)."""
+    return scheme in {"http", "https"} or scheme in NotificationManager().schemas()
+
+
+def _service(url: str) -> apprise.NotifyBase | None:
+    if not _is_known(_scheme(url)):
+        return None  # Apprise would log an unknown URL whole, tokens included
+    return apprise.Apprise.instantiate(url, asset=_asset(), suppress_exceptions=True)
 
 
 def url_problem(url: str) -> str | None:
@@ -56,9 +63,9 @@ def url_problem(url: str) -> str | None:
         return "not an Apprise URL (expected service://..., e.g. slack://A/B/C or ntfy://host/topic)"
     if scheme in LOCAL_SCHEMES:
         return f"{scheme}:// notifies the cigri server itself; use a service of yours"
+    if not _is_known(scheme):
+        return f"unknown Apprise service {scheme}:// (see the Apprise URL list)"
     if _service(url) is None:
-        if scheme not in NotificationManager().schemas():
-            return f"unknown Apprise service {scheme}:// (see the Apprise URL list)"
         return f"{scheme}:// URL is incomplete or malformed for Apprise"
     return None
 
