@@ -22,6 +22,9 @@ from cigri.domain.states import Severity
 from cigri.notify.templates import headline, message_key
 
 log = logging.getLogger(__name__)
+# Apprise's debug lines print the services' endpoints with their tokens (Discord's webhook URL),
+# and it says "Notifying 1 service(s)" at INFO for every message: its warnings are enough.
+logging.getLogger("apprise").setLevel(logging.WARNING)
 
 # Services that act on the cigri server itself (its desktop, its syslog, its USB devices), not
 # on a service of the user's: refused at subscription.

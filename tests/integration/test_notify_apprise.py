@@ -77,17 +77,16 @@ def test_each_url_style_reaches_the_local_receiver(receiver: HttpReceiver, url: 
     assert {key: request.body[key] for key in expected} == expected
 
 
-@pytest.mark.parametrize(("plugin", "attribute", "url", "path"), [
-    pytest.param(NotifySlack, "webhook_url", "slack://T000/B000/XXXX",
+@pytest.mark.parametrize(("plugin", "attribute", "endpoint", "url", "path"), [
+    pytest.param(NotifySlack, "webhook_url", "/services", "slack://T000/B000/XXXX",
                  "/services/T000/B000/XXXX", id="slack"),
-    pytest.param(NotifyDiscord, "notify_url", "discord://123456/tokEN",
+    pytest.param(NotifyDiscord, "notify_url", "/api/webhooks", "discord://123456/tokEN",
                  "/api/webhooks/123456/tokEN", id="discord"),
 ])
 def test_slack_and_discord_urls_post_their_services_payload(
         receiver: HttpReceiver, monkeypatch: pytest.MonkeyPatch, plugin: type, attribute: str,
-        url: str, path: str) -> None:
-    endpoint = path.rsplit("/", 3 if plugin is NotifySlack else 2)[0]
-    monkeypatch.setattr(plugin, attribute, f"{receiver.url}{endpoint}")
+        endpoint: str, url: str, path: str) -> None:
+    monkeypatch.setattr(plugin, attribute, f"{receiver.url}{endpoint}")  # hooks.slack.com, ...
     AppriseNotifier().send(_message(url))
     [request] = receiver.received
     assert request.path == path
