@@ -84,6 +84,15 @@ def masked(url: str) -> str:
     return shown.split("?", 1)[0]
 
 
+def same_service(first: str, second: str) -> bool:
+    """Two spellings of one service and its tokens (`slack://A/B/C` and Slack's own
+    `https://hooks.slack.com/services/A/B/C`): Apprise writes both as one URL."""
+    if first == second:
+        return True
+    one, other = _service(first), _service(second)
+    return one is not None and other is not None and one.url() == other.url()
+
+
 class AppriseNotifier:
     """Sends notification messages to the Apprise URL of their subscription."""
 

@@ -205,3 +205,9 @@ def test_the_api_refuses_a_bad_apprise_url_and_lists_good_ones_masked(
     assert "SECRET" not in item["identity"] and "B000" not in item["identity"]
     assert api.call("DELETE", "/notifications/apprise",
                     query_string={"identity": url}).status_code == 202
+    # after 0010 a user still knows the Slack address: it names the same subscription
+    assert api.call("POST", "/notifications/apprise",
+                    json={"identity": url, "severity": "high"}).status_code == 201
+    assert api.call("DELETE", "/notifications/apprise", query_string={
+        "identity": "https://hooks.slack.com/services/T000/B000/XXXXSECRET"}).status_code == 202
+    assert api.call("GET", "/notifications").get_json()["items"] == []

@@ -10,13 +10,14 @@ from typing import Final
 
 from flask import Blueprint, request
 from flask.typing import ResponseReturnValue
+from sqlalchemy import Connection
 
 from cigri.api.access import Identity, now, tx, who
 from cigri.api.inputs import json_body
 from cigri.api.shapes import ApiError, json_response, link, status
 from cigri.domain.errors import NotFound
 from cigri.domain.states import NotificationType, Severity
-from cigri.notify.apprise_channel import masked, url_problem
+from cigri.notify.apprise_channel import masked, same_service, url_problem
 from cigri.notify.webhook import FORMATS
 from cigri.storage import subscriptions
 
@@ -93,6 +94,17 @@ def subscribe(kind: str) -> ResponseReturnValue:
     return status(201, "Created", "New subscription created")
 
 
+def _unsubscribe_spelling(conn: Connection, grid_user: str, target: str) -> int:
+    """Remove the Apprise subscriptions that name `target`'s service in another spelling (0010
+    wrote `slack://A/B/C` for the `https://hooks.slack.com/...` address users know)."""
+    removed = 0
+    for found in subscriptions.list_subscriptions(conn, grid_user=grid_user):
+        if found.type == NotificationType.APPRISE and same_service(found.identity, target):
+            removed += subscriptions.unsubscribe(conn, grid_user=grid_user, type_=found.type,
+                                                 identity=found.identity)
+    return removed
+
+
 @notifications.delete("/notifications/<kind>")
 def unsubscribe(kind: str) -> ResponseReturnValue:
     identity = who()
@@ -103,6 +115,8 @@ def unsubscribe(kind: str) -> ResponseReturnValue:
     with tx() as conn:
         removed = subscriptions.unsubscribe(conn, grid_user=_subscriber(identity), type_=channel,
                                             identity=target)
+        if removed == 0 and channel == NotificationType.APPRISE:
+            removed = _unsubscribe_spelling(conn, _subscriber(identity), target)
     if removed == 0:
         shown = masked(target) if channel == NotificationType.APPRISE else target
         raise NotFound(f"No {kind} subscription for {shown}")
