@@ -64,8 +64,8 @@ ROUTES: Final[list[tuple[str, str, str, int, str | None]]] = [
     ("/clusters/{cluster_id}", "get", "One cluster (no credentials)", 200, None),
     ("/gridusage", "get", "Grid usage snapshots (from exclusive, to inclusive, epoch)", 200, None),
     ("/notifications", "get", "My notification subscriptions", 200, None),
-    ("/notifications/{kind}", "post", "Subscribe (kind: mail, jabber, webhook, log)", 201,
-     "subscription"),
+    ("/notifications/{kind}", "post", "Subscribe (kind: mail, jabber, webhook, apprise, log; an "
+     "apprise identity is an Apprise URL, checked here, listed masked)", 201, "subscription"),
     ("/notifications/{kind}", "delete", "Unsubscribe ?identity=...", 202, None),
     ("/tokens", "get", "My OAR 3 JWT cluster tokens (masked); for an admin the clusters' "
      "admin tokens (?mine=1: the admin's own; ?admin=1: admins only)", 200, None),
@@ -104,7 +104,8 @@ _BODIES: Final[dict[str, dict[str, Any]]] = {
         "name": {"type": "string"}, "state": {"enum": ["paused", "in_treatment"]}}}}},
     "event": {"application/json": {"schema": {"type": "object", "required": ["class", "code"]}}},
     "subscription": {"application/json": {"schema": {"type": "object", "properties": {
-        "identity": {"type": "string"}, "severity": {"enum": ["low", "medium", "high"]}}}}},
+        "identity": {"type": "string"}, "severity": {"enum": ["low", "medium", "high"]},
+        "format": {"enum": ["json"]}}}}},
     "cluster_token": {"application/json": {"schema": {"type": "object", "properties": {
         "cluster_id": {"type": "integer"}, "token": {"type": "string"}}}}},
     "rule": {"application/json": {"schema": {"type": "object", "properties": {

@@ -12,15 +12,16 @@ Owns two steps per pass:
    A failed send is retried with exponential back-off (`NotificationFailed`) or given up
    (`NotificationRejected`, or `NOTIFIER_MAX_ATTEMPTS` reached). A channel that is down loses
    nothing: its messages wait in the outbox. Per route (`outbox.Route`: the SMTP relay, the XMPP
-   server, one webhook URL): a route that failed is not tried again in the pass; a route whose
+   server, one webhook or Apprise URL): a route that failed is not tried again in the pass; a route whose
    messages all wait out a back-off is probed once per pass with one of them (a failed probe is
    not a counted attempt); the first success on a route makes all its waiting messages due at
    once, so they go out at the first pass after the relay answers again.
 
 Crash window: a notifier killed after a successful send and before "mark sent" sends that message
 again once its lease expires (at-least-once). Every send of a message carries the same key
-(`cigri.notify.templates.message_key`: the mail Message-ID, the webhook `Idempotency-Key`) so the
-receiver can drop that duplicate; nothing else is ever duplicated.
+(`cigri.notify.templates.message_key`: the mail Message-ID, the webhook `Idempotency-Key`, and the
+same header on Apprise's `json://`, `form://` and `xml://`) so the receiver can drop that
+duplicate; nothing else is ever duplicated. Apprise URLs hold tokens: the log shows them masked.
 
 Settings: NOTIFIER_INTERVAL, NOTIFICATIONS_RATE_CAP, NOTIFICATIONS_SMTP_*, NOTIFICATIONS_XMPP_*, ADMINS.
 """
@@ -48,6 +49,7 @@ from cigri.domain.notifications import (
     OutgoingMessage,
 )
 from cigri.domain.states import NotificationType
+from cigri.notify.apprise_channel import AppriseNotifier, masked
 from cigri.notify.templates import render
 from cigri.storage import outbox
 
@@ -188,14 +190,9 @@ class NotifierDaemon(Daemon):
     def _send_one(self, message: OutgoingMessage, up: set[outbox.Route],
                   down: set[outbox.Route]) -> int:
         assert message.id is not None
-        channel = self.channels[message.type]
         route = outbox.route_of(message)
         try:
-            channel.send(message)
-        except NotificationRejected as error:
-            self._give_up(message, str(error))
-            self._route_up(route, up)
-            return 0
+            return self._deliver(message, route, up)
         except NotificationFailed as error:
             down.add(route)
             if message.attempts >= self.max_attempts:
@@ -205,10 +202,22 @@ class NotifierDaemon(Daemon):
                                           base_seconds=self.backoff_base_seconds,
                                           max_seconds=self.backoff_max_seconds)
             log.info("notifier: %s to %s failed (attempt %d), retry at %s: %s",
-                     message.type.value, message.identity, message.attempts,
+                     message.type.value, shown(message.type, message.identity), message.attempts,
                      retry_at.isoformat(), error, extra={"action": "send_retry"})
             with self.engine.begin() as conn:
                 outbox.mark_retry(conn, message.id, next_attempt_at=retry_at, error=str(error))
+            return 0
+
+    def _deliver(self, message: OutgoingMessage, route: outbox.Route,
+                 up: set[outbox.Route]) -> int:
+        """Send one claimed message: 1 when sent, 0 when refused for good (given up); either way
+        the route answered. `NotificationFailed` (down) is the caller's to handle."""
+        assert message.id is not None
+        try:
+            self.channels[message.type].send(message)
+        except NotificationRejected as error:
+            self._give_up(message, str(error))
+            self._route_up(route, up)
             return 0
         with self.engine.begin() as conn:
             outbox.mark_sent(conn, message.id, now=self.clock.now())
@@ -224,7 +233,7 @@ class NotifierDaemon(Daemon):
             released = outbox.reset_backoff(conn, route, now=self.clock.now())
         if released:
             log.info("notifier: %s answers again; %d waiting messages are due now",
-                     route[1] or route[0].value, released, extra={"action": "route_up"})
+                     shown(*route), released, extra={"action": "route_up"})
 
     def _probe(self, route: outbox.Route, up: set[outbox.Route],
                down: set[outbox.Route]) -> int:
@@ -238,40 +247,43 @@ class NotifierDaemon(Daemon):
         message, waiting_until = claimed
         assert message.id is not None
         try:
-            self.channels[message.type].send(message)
-        except NotificationRejected as error:
-            self._give_up(message, str(error))
-            self._route_up(route, up)
-            return 0
+            return self._deliver(message, route, up)
         except NotificationFailed as error:
             down.add(route)
-            log.debug("notifier: %s still down: %s", route[1] or route[0].value, error)
+            log.debug("notifier: %s still down: %s", shown(*route), error)
             with self.engine.begin() as conn:
                 outbox.release_probe(conn, message.id, next_attempt_at=waiting_until,
                                      error=str(error))
             return 0
-        with self.engine.begin() as conn:
-            outbox.mark_sent(conn, message.id, now=self.clock.now())
-        self._route_up(route, up)
-        return 1
 
     def _give_up(self, message: OutgoingMessage, error: str) -> None:
         log.warning("notifier: giving up %s to %s after %d attempts: %s", message.type.value,
-                    message.identity, message.attempts, error, extra={"action": "send_failed"})
+                    shown(message.type, message.identity), message.attempts, error,
+                    extra={"action": "send_failed"})
         assert message.id is not None
         with self.engine.begin() as conn:
             outbox.mark_failed(conn, message.id, error=error)
 
 
+def shown(kind: NotificationType, identity: str) -> str:
+    """An identity as the log shows it: an Apprise URL masked (it holds the service's tokens), a
+    channel's one server by its name."""
+    if kind is NotificationType.APPRISE:
+        return masked(identity)
+    return identity or kind.value
+
+
 def build_channels(settings: Settings) -> dict[NotificationType, Notifier]:
     """The channels the settings enable: mail when an SMTP server is set, XMPP when an XMPP server
-    is set, webhooks and the log always."""
+    is set, webhooks, Apprise and the log always."""
     from cigri.notify.journal import LogNotifier
     from cigri.notify.mail import MailNotifier
     from cigri.notify.webhook import WebhookNotifier
 
+    tag = settings.NOTIFICATIONS_SMTP_SUBJECT_TAG
     channels: dict[NotificationType, Notifier] = {
-        NotificationType.WEBHOOK: WebhookNotifier(tag=settings.NOTIFICATIONS_SMTP_SUBJECT_TAG),
+        NotificationType.WEBHOOK: WebhookNotifier(tag=tag),
+        NotificationType.APPRISE: AppriseNotifier(tag=tag),
         NotificationType.LOG: LogNotifier()}
     if settings.NOTIFICATIONS_SMTP_SERVER:
         channels[NotificationType.MAIL] = MailNotifier(

@@ -145,7 +145,7 @@ class Plan:
 
 
 class Notifier(Protocol):
-    """One channel (mail, XMPP, webhook). `send` delivers one message or raises
+    """One channel (mail, XMPP, webhook, Apprise). `send` delivers one message or raises
     `NotificationFailed` (retry later) / `NotificationRejected` (give up)."""
 
     def send(self, message: OutgoingMessage) -> None: ...

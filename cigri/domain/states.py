@@ -97,6 +97,7 @@ class NotificationType(StrEnum):
     MAIL = "mail"
     XMPP = "xmpp"
     WEBHOOK = "webhook"
+    APPRISE = "apprise"  # identity: an Apprise URL (slack://, discord://, ntfy://, ...)
     LOG = "log"
 
 

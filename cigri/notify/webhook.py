@@ -1,6 +1,6 @@
-"""Webhook channel: one HTTP POST per message with `requests`, in the payload format of the
-subscription (`user_notifications.format`): generic `json`, `slack`, `mattermost`, `discord` or
-`teams` (Microsoft Teams MessageCard).
+"""Webhook channel: one HTTP POST per message with `requests`, the generic cigri JSON payload
+(subject, body, severity, grid user, id, tag). Chat services (Slack, Mattermost, Discord, Teams,
+ntfy, ...) are the Apprise channel's (`cigri.notify.apprise_channel`): their payloads are Apprise's.
 
 Connection errors, timeouts, 429 and 5xx are transient; other 4xx are permanent. Every request
 carries `Idempotency-Key: <message_key>` (the outbox row's stable key, the mail Message-ID's left
@@ -16,32 +16,15 @@ from typing import Any, Final
 import requests
 
 from cigri.domain.notifications import NotificationFailed, NotificationRejected, OutgoingMessage
-from cigri.domain.states import Severity
-from cigri.notify.templates import headline, message_key
+from cigri.notify.templates import message_key
 
 log = logging.getLogger(__name__)
 
-FORMATS: Final = ("json", "slack", "mattermost", "discord", "teams")
-_COLOURS: Final = {Severity.LOW: "2EB886", Severity.MEDIUM: "DAA038", Severity.HIGH: "A30200"}
-_DISCORD_LIMIT: Final = 2000
+FORMATS: Final = ("json",)  # Slack, Mattermost, Discord, Teams: the Apprise channel (0010)
 
 
 def payload(message: OutgoingMessage, *, tag: str = "[CIGRI]") -> dict[str, Any]:
-    """The JSON body for the message's format (unknown formats get the generic one)."""
-    title = headline(message, tag)
-    kind = (message.format or "json").lower()
-    if kind in {"slack", "mattermost"}:
-        body: dict[str, Any] = {"text": f"*{title}*\n{message.body}"}
-        if kind == "mattermost":
-            body["username"] = "cigri"
-        return body
-    if kind == "discord":
-        text = f"**{title}**\n{message.body}"
-        return {"content": text[:_DISCORD_LIMIT], "username": "cigri"}
-    if kind == "teams":
-        return {"@type": "MessageCard", "@context": "https://schema.org/extensions",
-                "summary": title, "title": title, "text": message.body.replace("\n", "  \n"),
-                "themeColor": _COLOURS[message.severity]}
+    """The generic JSON body every webhook receives."""
     return {"subject": message.subject, "body": message.body, "severity": message.severity.value,
             "grid_user": message.grid_user, "id": message.dedup_key, "tag": tag}
 

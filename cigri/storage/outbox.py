@@ -10,9 +10,9 @@ its attempt counted) in one transaction, sent outside any transaction, and marke
 A notifier killed between the send and the mark sends that one message again after the lease.
 
 Routes: the messages that share a way out (one SMTP relay for every mail, one XMPP server, one URL
-per webhook) are a route (`Route`). A route that answers again ends the back-off of every message
-waiting on it (`reset_backoff`), and a route whose messages all wait is probed once per pass with
-one of them (`list_held_routes`, `claim_probe`, `release_probe`).
+per webhook or Apprise service) are a route (`Route`). A route that answers again ends the
+back-off of every message waiting on it (`reset_backoff`), and a route whose messages all wait is
+probed once per pass with one of them (`list_held_routes`, `claim_probe`, `release_probe`).
 """
 
 from __future__ import annotations
@@ -41,19 +41,22 @@ PENDING = "pending"
 SENT = "sent"
 FAILED = "failed"
 
-# (type, identity): the identity is the URL for a webhook, "" for the channels with one server
+# (type, identity): the identity is the URL for a webhook or an Apprise service, "" for the
+# channels with one server
 Route = tuple[NotificationType, str]
+
+_ROUTED_BY_URL = frozenset({NotificationType.WEBHOOK, NotificationType.APPRISE})
 
 
 def route_of(message: OutgoingMessage) -> Route:
-    """The way out of a message: its webhook URL, else its channel's one server."""
-    return (message.type, message.identity if message.type == NotificationType.WEBHOOK else "")
+    """The way out of a message: its webhook or Apprise URL, else its channel's one server."""
+    return (message.type, message.identity if message.type in _ROUTED_BY_URL else "")
 
 
 def _on_route(route: Route) -> ColumnElement[bool]:
     kind, identity = route
     condition = notification_messages.c.type == kind.value
-    if kind == NotificationType.WEBHOOK:
+    if kind in _ROUTED_BY_URL:
         condition = and_(condition, notification_messages.c.identity == identity)
     return condition
 

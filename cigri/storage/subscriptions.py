@@ -36,8 +36,9 @@ def list_subscriptions(conn: Connection, *, grid_user: str) -> list[Subscription
 
 
 def subscribe(conn: Connection, *, grid_user: str, type_: str, identity: str, severity: str,
-              now: datetime, format_: str | None = None) -> int:
-    """Add a subscription; Conflict if the same (user, identity, type) exists."""
+              now: datetime, format_: str | None = None, shown_identity: str | None = None) -> int:
+    """Add a subscription; Conflict if the same (user, identity, type) exists (its message names
+    `shown_identity`, the identity with its secrets masked, when given)."""
     try:
         with conn.begin_nested():
             return int(conn.execute(
@@ -45,7 +46,8 @@ def subscribe(conn: Connection, *, grid_user: str, type_: str, identity: str, se
                                  severity=severity, format=format_, created_at=now)
                 .returning(t.c.id)).scalar_one())
     except IntegrityError as error:
-        raise Conflict(f"{identity} is already subscribed to {type_} notifications") from error
+        shown = shown_identity or identity
+        raise Conflict(f"{shown} is already subscribed to {type_} notifications") from error
 
 
 def unsubscribe(conn: Connection, *, grid_user: str, type_: str, identity: str) -> int:

@@ -260,7 +260,7 @@ user_notifications = Table(
     Column("type", String(16), nullable=False),
     Column("identity", String(1024), nullable=False),
     Column("severity", String(16), nullable=False, server_default="low"),
-    Column("format", String(32)),  # webhook flavour: json, slack, mattermost, discord, teams
+    Column("format", String(32)),  # webhook payload: json (slack & co. are Apprise URLs, 0010)
     Column("created_at", UTCDateTime),
     UniqueConstraint("grid_user", "identity", "type", name="uq_user_notifications_subscription"),
 )

@@ -1,6 +1,6 @@
 """Real servers for the notification tests: an SMTP server (aiosmtpd, in a subprocess, delivering to
 a Maildir), an XMPP server (prosody, with a generated config, TLS certificate and accounts in a temp
-dir) and an HTTP receiver for webhooks. All on ephemeral ports."""
+dir) and an HTTP receiver for webhooks and Apprise URLs. All on ephemeral ports."""
 
 from __future__ import annotations
 
@@ -187,14 +187,22 @@ class Received:
     path: str
     headers: dict[str, str]
     body: Any
+    status: int = 200  # what the receiver answered
+
+
+def accepted(received: list[Received]) -> list[Received]:
+    """The requests the receiver accepted (a 503 one was refused: not a delivery)."""
+    return [request for request in received if request.status < 300]
 
 
 @dataclass
 class HttpReceiver:
-    """A local HTTP server recording every POST; answers `status` (changeable). `with` starts
-    and stops it."""
+    """A local HTTP server recording every POST (a JSON body decoded, another kept as text);
+    answers `status` (changeable). `port` 0 takes a free one; a given port lets a test start it
+    where a notifier found nothing listening. `with` starts and stops it."""
 
     status: int = 200
+    port: int = 0
     received: list[Received] = field(default_factory=list)
     server: ThreadingHTTPServer | None = None
 
@@ -205,8 +213,13 @@ class HttpReceiver:
             def do_POST(self) -> None:
                 length = int(self.headers.get("Content-Length") or 0)
                 raw = self.rfile.read(length)
+                try:
+                    body = json.loads(raw)
+                except ValueError:
+                    body = raw.decode(errors="replace")
                 receiver.received.append(Received(
-                    path=self.path, headers=dict(self.headers.items()), body=json.loads(raw)))
+                    path=self.path, headers=dict(self.headers.items()), body=body,
+                    status=receiver.status))
                 self.send_response(receiver.status)
                 self.send_header("Content-Length", "2")
                 self.end_headers()
@@ -215,7 +228,7 @@ class HttpReceiver:
             def log_message(self, *_args: Any) -> None:
                 return
 
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server = ThreadingHTTPServer(("127.0.0.1", self.port), Handler)
         threading.Thread(target=self.server.serve_forever, daemon=True).start()
 
     @property

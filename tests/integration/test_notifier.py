@@ -17,6 +17,7 @@ from cigri.daemons.notifier import NotifierDaemon
 from cigri.domain import colombo
 from cigri.domain.clock import FakeClock
 from cigri.domain.states import EventClass, EventState, NotificationType
+from cigri.notify.apprise_channel import AppriseNotifier
 from cigri.notify.webhook import WebhookNotifier
 from cigri.storage import events as event_store
 from cigri.storage import outbox
@@ -41,7 +42,8 @@ def receiver() -> Iterator[HttpReceiver]:
 def _notifier(engine: Engine, clock: FakeClock, **settings: object) -> NotifierDaemon:
     return NotifierDaemon(engine=engine, settings=build_settings({"ADMINS": "root", **settings}),
                           clock=clock, stop=threading.Event(), interval=timedelta(0),
-                          channels={NotificationType.WEBHOOK: WebhookNotifier()})
+                          channels={NotificationType.WEBHOOK: WebhookNotifier(),
+                                    NotificationType.APPRISE: AppriseNotifier()})
 
 
 def test_identical_failures_give_one_report_per_subscriber_and_a_campaign_blacklist(
@@ -50,8 +52,9 @@ def test_identical_failures_give_one_report_per_subscriber_and_a_campaign_blackl
     healthy = new_campaign(grid, ["40", "40.0"])
     queue_tasks(grid, failing)
     queue_tasks(grid, healthy)
-    subscribe(grid.engine, user=USER, type_="webhook", identity=f"{receiver.url}/slack",
-              format_="slack")
+    # a Mattermost (Slack-style payload) URL through Apprise, next to cigri's JSON webhooks
+    subscribe(grid.engine, user=USER, type_="apprise",
+              identity=f"mmost://{receiver.url.removeprefix('http://')}/chat")
     subscribe(grid.engine, user=USER, type_="webhook", identity=f"{receiver.url}/json")
     subscribe(grid.engine, user="%%admin%%", type_="webhook", identity=f"{receiver.url}/admin",
               severity="medium")
@@ -80,10 +83,10 @@ def test_identical_failures_give_one_report_per_subscriber_and_a_campaign_blackl
     for request in receiver.received:
         text = request.body.get("text") or request.body.get("subject")
         by_path.setdefault(request.path, []).append(text)
-    assert sorted(by_path) == ["/admin", "/json", "/slack"]
+    assert sorted(by_path) == ["/admin", "/hooks/chat", "/json"]
     assert by_path["/json"] == [f"6 EXIT_ERROR events on campaign #{failing} (test)",
                                 f"Cluster c1 blacklisted for campaign #{failing}"]
-    assert len(by_path["/slack"]) == 2 and "6 EXIT_ERROR events" in by_path["/slack"][0]
+    assert len(by_path["/hooks/chat"]) == 2 and "6 EXIT_ERROR events" in by_path["/hooks/chat"][0]
     # The admin hears of the blacklist (at medium), not of the user's jobs.
     [admin] = [r.body for r in receiver.received if r.path == "/admin"]
     assert (admin["subject"], admin["severity"]) == (

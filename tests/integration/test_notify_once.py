@@ -171,7 +171,7 @@ def test_a_mail_sent_again_after_a_crash_keeps_its_message_id(
 
 def test_a_webhook_sent_again_after_a_crash_keeps_its_idempotency_key(
         pg_engine: Engine, receiver: HttpReceiver, clock: FakeClock) -> None:
-    subscribe(pg_engine, user="alice", type_="webhook", identity=receiver.url, format_="slack")
+    subscribe(pg_engine, user="alice", type_="webhook", identity=receiver.url)
     _finished(pg_engine, clock, add_campaign(pg_engine, user="alice"))
     crashing = _daemon(pg_engine, clock,
                        {NotificationType.WEBHOOK: DiesAfterSending(WebhookNotifier())})

@@ -85,7 +85,7 @@ def test_notifier_sends_an_open_event_to_an_xmpp_subscriber(
         "NOTIFICATIONS_XMPP_PASSWORD": "bot-secret", "NOTIFICATIONS_XMPP_VERIFY_TLS": False})
     channels = build_channels(settings)
     assert set(channels) == {NotificationType.XMPP, NotificationType.WEBHOOK,
-                             NotificationType.LOG}  # no SMTP server: no mail
+                             NotificationType.APPRISE, NotificationType.LOG}  # no SMTP: no mail
     daemon = NotifierDaemon(engine=pg_engine, settings=settings, clock=clock,
                             stop=threading.Event(), channels=channels)
     daemon.run(loops=1)
