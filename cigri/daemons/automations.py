@@ -161,6 +161,22 @@ def evaluate_cluster_events(run: Pass, rows: list[store.EventRow], rules: list[R
     return fired
 
 
+def evaluate_read(run: Pass, rules: list[Rule], on: str,
+                  read: Callable[[set[str], set[str], bool], list[store.EventRow]]) -> int:
+    """The event and cluster rules waiting for events opened (or closed, `on`); `read(codes,
+    classes, whole_cluster)` fetches the campaign (or whole-cluster) events they wait for."""
+    fired = 0
+    waiting = _event_rules(rules, on=on)
+    if waiting:
+        codes, classes = _wanted(waiting)
+        fired += evaluate_events(run, read(codes, classes, False), waiting, on)
+    on_clusters = _cluster_rules(rules, on=on)
+    if on_clusters:
+        codes, _classes = _wanted(on_clusters)
+        fired += evaluate_cluster_events(run, read(codes, set(), True), on_clusters)
+    return fired
+
+
 def evaluate_campaigns(run: Pass, rules: list[Rule], states: dict[tuple[int, int], Any]) -> int:
     """Metric and silence rules over the campaigns in treatment in their scope (`states`: the
     rules' per campaign rows)."""
@@ -315,19 +331,16 @@ def evaluate(conn: Connection, *, now: datetime) -> int:
     # the first pass starts from now: rules are about what happens from now on
     last_id = (cursor[0] if cursor is not None
                else store.latest_event_id(conn, after=0, opened_before=now))
-    opening = _event_rules(rules, on="open")
     rows: list[store.EventRow] = []
-    if opening:
-        codes, classes = _wanted(opening)
-        rows = store.opened_events(conn, after=last_id, codes=codes, classes=classes,
-                                   limit=EVENT_BATCH)
-        fired += evaluate_events(run, rows, opening, "open")
-    cluster_opening = _cluster_rules(rules, on="open")
-    if cluster_opening:
-        codes, _classes = _wanted(cluster_opening)
-        fired += evaluate_cluster_events(run, store.opened_events(
-            conn, after=last_id, codes=codes, classes=(), limit=EVENT_BATCH, whole_cluster=True),
-            cluster_opening)
+
+    def opened(codes: set[str], classes: set[str], whole_cluster: bool) -> list[store.EventRow]:
+        found = store.opened_events(conn, after=last_id, codes=codes, classes=classes,
+                                    limit=EVENT_BATCH, whole_cluster=whole_cluster)
+        if not whole_cluster:
+            rows.extend(found)
+        return found
+
+    fired += evaluate_read(run, rules, "open", opened)
     if len(rows) == EVENT_BATCH:
         new_id = rows[-1].id
     else:
@@ -336,18 +349,10 @@ def evaluate(conn: Connection, *, now: datetime) -> int:
     # Closed events: a time watermark.
     closed_cursor = store.read_cursor(conn, store.CLOSED_CURSOR)
     since = (closed_cursor[1] if closed_cursor is not None else None) or now
-    closing = _event_rules(rules, on="close")
-    if closing:
-        codes, classes = _wanted(closing)
-        closed = store.closed_events(conn, since=since, until=now, codes=codes, classes=classes,
-                                     limit=EVENT_BATCH)
-        fired += evaluate_events(run, closed, closing, "close")
-    cluster_closing = _cluster_rules(rules, on="close")
-    if cluster_closing:
-        codes, _classes = _wanted(cluster_closing)
-        fired += evaluate_cluster_events(run, store.closed_events(
-            conn, since=since, until=now, codes=codes, classes=(), limit=EVENT_BATCH,
-            whole_cluster=True), cluster_closing)
+    fired += evaluate_read(run, rules, "close", lambda codes, classes, whole_cluster:
+                           store.closed_events(conn, since=since, until=now, codes=codes,
+                                               classes=classes, limit=EVENT_BATCH,
+                                               whole_cluster=whole_cluster))
     store.write_cursor(conn, store.CLOSED_CURSOR, last_at=max(since, now - LAG))
     fired += evaluate_campaigns(run, rules, states)
     return fired

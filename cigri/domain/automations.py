@@ -30,6 +30,7 @@ import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from enum import StrEnum
 from typing import Any, Final
 
 from cigri.domain.errors import CigriError
@@ -56,12 +57,24 @@ MAX_MESSAGE: Final = 2000
 MAX_RULE_TASKS: Final = 10_000  # parameters an add_tasks action carries
 
 
-class RuleError(CigriError):
-    """A rule definition that cannot be used; `problems` lists every reason, one a line."""
+class DefinitionError(CigriError):
+    """A rule's or a schedule's definition that cannot be used; `problems` lists every reason,
+    one a line."""
+
+    what = "definition"
 
     def __init__(self, problems: list[str]) -> None:
-        super().__init__("invalid rule: " + "; ".join(problems))
+        super().__init__(f"invalid {self.what}: " + "; ".join(problems))
         self.problems = problems
+
+
+class RuleError(DefinitionError):
+    what = "rule"
+
+
+class FiringState(StrEnum):
+    PENDING = "pending"  # recorded, actions not run yet
+    DONE = "done"  # actions run (each one's outcome recorded)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -162,12 +175,16 @@ def _minutes(delta: timedelta) -> str:
 def load_definition(text: str, *, admin: bool) -> tuple[RuleDefinition, dict[str, Any]]:
     """Parse a JSON (first non-blank character `{`) or TOML rule and validate it; returns the
     definition and the plain mapping to store. Raises `RuleError` listing every problem."""
-    stripped = text.lstrip()
+    data = parse_text(text)
+    return parse_definition(data, admin=admin), data
+
+
+def parse_text(text: str) -> Any:
+    """The mapping of a JSON (first non-blank character `{`) or TOML text, not yet validated."""
     try:
-        data: Any = json.loads(text) if stripped.startswith("{") else tomllib.loads(text)
+        return json.loads(text) if text.lstrip().startswith("{") else tomllib.loads(text)
     except (json.JSONDecodeError, tomllib.TOMLDecodeError) as error:
         raise RuleError([f"not valid JSON or TOML: {error}"]) from None
-    return parse_definition(data, admin=admin), data
 
 
 def parse_definition(data: Any, *, admin: bool) -> RuleDefinition:

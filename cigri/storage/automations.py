@@ -19,13 +19,14 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Connection, and_, delete, func, insert, or_, select, update
+from sqlalchemy import Connection, Table, and_, delete, func, insert, or_, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
 from cigri.domain.automations import (
     RULE_FIRED,
     Counters,
+    FiringState,
     Rule,
     RuleDefinition,
     RuleError,
@@ -52,8 +53,7 @@ from cigri.storage.tables import (
 
 log = logging.getLogger(__name__)
 
-PENDING = "pending"
-DONE = "done"
+PENDING, DONE = FiringState.PENDING.value, FiringState.DONE.value
 OPENED_CURSOR = "events-opened"
 CLOSED_CURSOR = "events-closed"
 
@@ -116,12 +116,21 @@ def add_rule(conn: Connection, *, owner: str, admin: bool, source: dict[str, Any
     ).scalar_one())
 
 
-def get_rule(conn: Connection, rule_id: int) -> Rule:
-    row = conn.execute(select(automation_rules).where(automation_rules.c.id == rule_id)
-                       ).one_or_none()
+def get_row(conn: Connection, table: Table, row_id: int, what: str) -> Any:
+    """The row of a rule or a schedule; `NotFound` ("Rule 3 not found") when there is none."""
+    row = conn.execute(select(table).where(table.c.id == row_id)).one_or_none()
     if row is None:
-        raise NotFound(f"Rule {rule_id} not found")
-    return _rule_from_row(row)
+        raise NotFound(f"{what} {row_id} not found")
+    return row
+
+
+def delete_row(conn: Connection, table: Table, row_id: int, what: str) -> None:
+    if not conn.execute(delete(table).where(table.c.id == row_id)).rowcount:
+        raise NotFound(f"{what} {row_id} not found")
+
+
+def get_rule(conn: Connection, rule_id: int) -> Rule:
+    return _rule_from_row(get_row(conn, automation_rules, rule_id, "Rule"))
 
 
 def list_rules(conn: Connection, *, owner: str | None = None,
@@ -150,8 +159,7 @@ def set_rule_enabled(conn: Connection, rule_id: int, *, enabled: bool, now: date
 
 
 def remove_rule(conn: Connection, rule_id: int) -> None:
-    if not conn.execute(delete(automation_rules).where(automation_rules.c.id == rule_id)).rowcount:
-        raise NotFound(f"Rule {rule_id} not found")
+    delete_row(conn, automation_rules, rule_id, "Rule")
 
 
 def list_firings(conn: Connection, *, rule_id: int, limit: int = 20) -> list[Firing]:

@@ -62,6 +62,18 @@ def _body() -> Any:
         raise ApiError(400, "Bad request", f"the body is not valid JSON: {error}") from None
 
 
+def enabled_from_body() -> bool:
+    """The body of a PUT that enables or disables a rule or a schedule."""
+    body = _body()
+    if not isinstance(body, dict) or not isinstance(body.get("enabled"), bool):
+        raise ApiError(400, "Bad request", 'the body is {"enabled": true} or {"enabled": false}')
+    return bool(body["enabled"])
+
+
+def accepted(message: str) -> ResponseReturnValue:
+    return json_response({"status": 202, "title": "Accepted", "message": message}, 202)
+
+
 @rules_api.get("/rules")
 def list_rules() -> ResponseReturnValue:
     identity = _who()
@@ -102,15 +114,11 @@ def show_rule(rule_id: int) -> ResponseReturnValue:
 
 @rules_api.put("/rules/<id:rule_id>")
 def update_rule(rule_id: int) -> ResponseReturnValue:
-    body = _body()
-    if not isinstance(body, dict) or not isinstance(body.get("enabled"), bool):
-        raise ApiError(400, "Bad request", 'the body is {"enabled": true} or {"enabled": false}')
+    enabled = enabled_from_body()
     with _tx() as conn:
         _own_rule(conn, rule_id)
-        store.set_rule_enabled(conn, rule_id, enabled=body["enabled"], now=_now())
-    word = "enabled" if body["enabled"] else "disabled"
-    return json_response({"status": 202, "title": "Accepted", "message": f"Rule {rule_id} {word}"},
-                         202)
+        store.set_rule_enabled(conn, rule_id, enabled=enabled, now=_now())
+    return accepted(f"Rule {rule_id} {'enabled' if enabled else 'disabled'}")
 
 
 @rules_api.delete("/rules/<id:rule_id>")
@@ -118,8 +126,7 @@ def remove_rule(rule_id: int) -> ResponseReturnValue:
     with _tx() as conn:
         _own_rule(conn, rule_id)
         store.remove_rule(conn, rule_id)
-    return json_response({"status": 202, "title": "Accepted",
-                          "message": f"Rule {rule_id} removed"}, 202)
+    return accepted(f"Rule {rule_id} removed")
 
 
 @rules_api.get("/rules/<id:rule_id>/test")
