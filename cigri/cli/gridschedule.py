@@ -81,5 +81,26 @@ def _change(schedule_id: int, method: str, body: object = None) -> None:
            failure=f"Failed to change schedule {schedule_id}")
 
 
+@gridschedule.command(context_settings=_CONTEXT)
+@click.argument("schedule_id", type=click.IntRange(min=1))
+def pause(schedule_id: int) -> None:
+    """Pause a schedule (no runs until resumed; missed periods are not caught up)."""
+    _change(schedule_id, "PUT", {"enabled": False})
+
+
+@gridschedule.command(context_settings=_CONTEXT)
+@click.argument("schedule_id", type=click.IntRange(min=1))
+def resume(schedule_id: int) -> None:
+    """Resume a paused schedule at its next period."""
+    _change(schedule_id, "PUT", {"enabled": True})
+
+
+@gridschedule.command(context_settings=_CONTEXT)
+@click.argument("schedule_id", type=click.IntRange(min=1))
+def remove(schedule_id: int) -> None:
+    """Remove a schedule (its campaigns stay)."""
+    _change(schedule_id, "DELETE")
+
+
 def main() -> None:
     run_tool(TOOL, gridschedule)
