@@ -32,7 +32,7 @@ from cigri.domain.automations import (
     RuleError,
     parse_definition,
 )
-from cigri.domain.errors import NotFound
+from cigri.domain.errors import Forbidden, NotFound
 from cigri.domain.events import BLACKLIST
 from cigri.domain.states import CampaignState, EventClass, EventState
 from cigri.storage.events import find_open_event, record_event
@@ -133,6 +133,15 @@ def get_rule(conn: Connection, rule_id: int) -> Rule:
     return _rule_from_row(get_row(conn, automation_rules, rule_id, "Rule"))
 
 
+def get_own_rule(conn: Connection, rule_id: int, *, user: str, is_admin: bool) -> Rule:
+    """The rule, if this user may see and change it (its owner, or an admin); `NotFound` or
+    `Forbidden` otherwise. The API's and the dashboard's one check."""
+    rule = get_rule(conn, rule_id)
+    if rule.owner != user and not is_admin:
+        raise Forbidden(f"Rule {rule_id} does not belong to you")
+    return rule
+
+
 def list_rules(conn: Connection, *, owner: str | None = None,
                enabled_only: bool = False) -> list[Rule]:
     """Rules (of one owner, or all), by id. A stored rule that no longer validates is logged and
@@ -166,6 +175,23 @@ def list_firings(conn: Connection, *, rule_id: int, limit: int = 20) -> list[Fir
     rows = conn.execute(select(automation_firings).where(automation_firings.c.rule_id == rule_id)
                         .order_by(automation_firings.c.id.desc()).limit(limit))
     return [_firing(row) for row in rows]
+
+
+def latest_firings(conn: Connection, rule_ids: Sequence[int], *, per_rule: int = 3
+                   ) -> dict[int, list[Firing]]:
+    """The last `per_rule` firings of each rule (the dashboard's list), newest first, in one
+    statement through `ix_automation_firings_rule_campaign`."""
+    if not rule_ids:
+        return {}
+    table = automation_firings
+    ranked = select(table, func.row_number().over(
+        partition_by=table.c.rule_id, order_by=table.c.id.desc()).label("rank")).where(
+        table.c.rule_id.in_(sorted(set(rule_ids)))).subquery()
+    found: dict[int, list[Firing]] = {}
+    for row in conn.execute(select(ranked).where(ranked.c.rank <= per_rule)
+                            .order_by(ranked.c.rule_id, ranked.c.id.desc())):
+        found.setdefault(row.rule_id, []).append(_firing(row))
+    return found
 
 
 def _firing(row: Any) -> Firing:

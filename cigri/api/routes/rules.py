@@ -28,17 +28,11 @@ from cigri.storage import automations as store
 rules_api = Blueprint("rules", __name__)
 
 MAX_RULE_BYTES: Final = 64 * 1024
-MAX_RULE_ID: Final = 2**31 - 1
 
 
 def _own_rule(conn: Connection, rule_id: int) -> Rule:
-    if rule_id > MAX_RULE_ID:
-        raise ApiError(404, "Not found", f"Rule {rule_id} not found")
-    rule = store.get_rule(conn, rule_id)
     identity = _who()
-    if rule.owner != identity.user and not identity.is_admin:
-        raise ApiError(403, "Forbidden", f"Rule {rule_id} does not belong to you")
-    return rule
+    return store.get_own_rule(conn, rule_id, user=identity.user, is_admin=identity.is_admin)
 
 
 def _rule_json(rule: Rule) -> dict[str, Any]:
