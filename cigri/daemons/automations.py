@@ -429,19 +429,20 @@ class AutomationsDaemon(Daemon):
 
     role = "automations"
 
-    def __init__(self, context: DaemonContext, *, interval: timedelta | None = None,
-                 **kwargs: Any) -> None:
+    def run_once(self) -> None:
+        """Decide the firings, run their actions, then the due schedules (module docstring)."""
+        self.evaluate()
+        self.act()
+        self.run_schedules()
+
+    def __init__(self, context: DaemonContext, **options: Any) -> None:
+        """`options`: the `Daemon`'s (interval, lease, owner...)."""
         super().__init__(engine=context.engine, settings=context.settings, clock=context.clock,
-                         stop=context.stop, interval=interval, **kwargs)
+                         stop=context.stop, **options)
 
     @classmethod
     def default_interval(cls, settings: Settings) -> timedelta:
         return settings.automations_interval
-
-    def run_once(self) -> None:
-        self.evaluate()
-        self.act()
-        self.run_schedules()
 
     def run_schedules(self) -> int:
         """Submit the campaigns of the due schedules (`cigri.daemons.schedules`)."""

@@ -10,6 +10,7 @@ storage in `cigri.storage.automations`, the dry run in `cigri.daemons.automation
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from typing import Any, Final
 
 from flask import Blueprint, request
@@ -64,8 +65,34 @@ def enabled_from_body() -> bool:
     return bool(body["enabled"])
 
 
-def accepted(message: str) -> ResponseReturnValue:
-    return json_response({"status": 202, "title": "Accepted", "message": message}, 202)
+def add_change_routes(blueprint: Blueprint, resource: str, *,
+                      own: Callable[[Connection, int], object],
+                      set_enabled: Callable[[Connection, int, bool], None],
+                      remove: Callable[[Connection, int], None], words: tuple[str, str]) -> None:
+    """`PUT /<resource>s/<id>` ({"enabled": true|false}; `words` say it: "enabled", "disabled")
+    and `DELETE /<resource>s/<id>` for rules and schedules: the owner check and the change in
+    one transaction, answered 202. Endpoints `update_<resource>` and `remove_<resource>`."""
+    param, title = f"{resource}_id", resource.capitalize()
+
+    def answer(message: str) -> ResponseReturnValue:
+        return json_response({"status": 202, "title": "Accepted", "message": message}, 202)
+
+    def update(**ids: int) -> ResponseReturnValue:
+        enabled = enabled_from_body()
+        with _tx() as conn:
+            own(conn, ids[param])
+            set_enabled(conn, ids[param], enabled)
+        return answer(f"{title} {ids[param]} {words[0] if enabled else words[1]}")
+
+    def delete(**ids: int) -> ResponseReturnValue:
+        with _tx() as conn:
+            own(conn, ids[param])
+            remove(conn, ids[param])
+        return answer(f"{title} {ids[param]} removed")
+
+    rule = f"/{resource}s/<id:{param}>"
+    blueprint.add_url_rule(rule, f"update_{resource}", update, methods=["PUT"])
+    blueprint.add_url_rule(rule, f"remove_{resource}", delete, methods=["DELETE"])
 
 
 @rules_api.get("/rules")
@@ -106,21 +133,10 @@ def show_rule(rule_id: int) -> ResponseReturnValue:
         for f in firings]})
 
 
-@rules_api.put("/rules/<id:rule_id>")
-def update_rule(rule_id: int) -> ResponseReturnValue:
-    enabled = enabled_from_body()
-    with _tx() as conn:
-        _own_rule(conn, rule_id)
-        store.set_rule_enabled(conn, rule_id, enabled=enabled, now=_now())
-    return accepted(f"Rule {rule_id} {'enabled' if enabled else 'disabled'}")
-
-
-@rules_api.delete("/rules/<id:rule_id>")
-def remove_rule(rule_id: int) -> ResponseReturnValue:
-    with _tx() as conn:
-        _own_rule(conn, rule_id)
-        store.remove_rule(conn, rule_id)
-    return accepted(f"Rule {rule_id} removed")
+add_change_routes(
+    rules_api, "rule", own=_own_rule, remove=store.remove_rule, words=("enabled", "disabled"),
+    set_enabled=lambda conn, rule_id, enabled: store.set_rule_enabled(
+        conn, rule_id, enabled=enabled, now=_now()))
 
 
 @rules_api.get("/rules/<id:rule_id>/test")

@@ -16,7 +16,7 @@ from cigri.api.access import settings as _settings
 from cigri.api.access import tx as _tx
 from cigri.api.access import who as _who
 from cigri.api.inputs import flag as _flag
-from cigri.api.routes.rules import _body, accepted, enabled_from_body
+from cigri.api.routes.rules import _body, add_change_routes
 from cigri.api.shapes import ApiError, bounded_errors, json_response
 from cigri.domain.errors import JDLError
 from cigri.domain.jdl import JDLDefaults, parse_jdl
@@ -91,18 +91,7 @@ def show_schedule(schedule_id: int) -> ResponseReturnValue:
         return json_response(_json(_own(conn, schedule_id)))
 
 
-@schedules_api.put("/schedules/<id:schedule_id>")
-def update_schedule(schedule_id: int) -> ResponseReturnValue:
-    enabled = enabled_from_body()
-    with _tx() as conn:
-        _own(conn, schedule_id)
-        store.set_schedule_enabled(conn, schedule_id, enabled=enabled, now=_now())
-    return accepted(f"Schedule {schedule_id} {'resumed' if enabled else 'paused'}")
-
-
-@schedules_api.delete("/schedules/<id:schedule_id>")
-def remove_schedule(schedule_id: int) -> ResponseReturnValue:
-    with _tx() as conn:
-        _own(conn, schedule_id)
-        store.remove_schedule(conn, schedule_id)
-    return accepted(f"Schedule {schedule_id} removed")
+add_change_routes(
+    schedules_api, "schedule", own=_own, remove=store.remove_schedule, words=("resumed", "paused"),
+    set_enabled=lambda conn, schedule_id, enabled: store.set_schedule_enabled(
+        conn, schedule_id, enabled=enabled, now=_now()))
