@@ -134,9 +134,9 @@ def _cluster_rules(rules: list[Rule], *, on: str) -> list[Rule]:
 
 def evaluate_cluster_events(run: Pass, rows: list[store.EventRow], rules: list[Rule], *,
                             replay: bool = False) -> int:
-    """Cluster rules: each whole-cluster event fires them on the campaigns in treatment in their
-    scope whose JDL names the cluster (a few per cluster, whatever their size). A `replay` (dry
-    run) fires at each event's date."""
+    """Cluster rules: each whole-cluster event fires them on the campaigns in treatment or paused
+    in their scope whose JDL names the cluster (a few per cluster, whatever their size). A
+    `replay` (dry run) fires at each event's date."""
     if not rows or not rules:
         return 0
     names = store.cluster_names(run.conn)

@@ -313,8 +313,10 @@ def owned_campaigns(conn: Connection, grid_user: str | None) -> list[CampaignRow
 
 def campaigns_on_clusters(conn: Connection, cluster_ids: Iterable[int], *,
                           grid_users: Iterable[str] | None) -> dict[int, list[CampaignRow]]:
-    """For cluster triggers: the campaigns in treatment (of these users, or everyone's) whose
-    JDL names each cluster, by cluster id (through the campaigns' cluster properties)."""
+    """For cluster triggers: the campaigns in treatment or paused (a rule may pause a campaign
+    when its cluster is stressed and resume it when the cluster is back) of these users, or
+    everyone's, whose JDL names each cluster, by cluster id (through the campaigns' cluster
+    properties)."""
     wanted = sorted(set(cluster_ids))
     if not wanted:
         return {}
@@ -322,7 +324,8 @@ def campaigns_on_clusters(conn: Connection, cluster_ids: Iterable[int], *,
                   .where(campaign_properties.c.cluster_id.in_(wanted)).distinct().subquery())
     query = (_CAMPAIGN_ROWS.add_columns(on_cluster.c.cluster_id)
              .join_from(campaigns, on_cluster, on_cluster.c.campaign_id == campaigns.c.id)
-             .where(campaigns.c.state == CampaignState.IN_TREATMENT.value)
+             .where(campaigns.c.state.in_([CampaignState.IN_TREATMENT.value,
+                                           CampaignState.PAUSED.value]))
              .order_by(on_cluster.c.cluster_id, campaigns.c.id))
     if grid_users is not None:
         query = query.where(campaigns.c.grid_user.in_(sorted(set(grid_users))))

@@ -1,7 +1,8 @@
 """The cluster-level triggers, the pace and cluster-share metrics and the blacklist and add_tasks
 actions of automation rules (issue 13), on the real PostgreSQL with the injectable clock, and the
-stress of an emulated cluster seen by the updater: each fires once and not again within its
-cooldown, each action takes effect."""
+stress of an emulated cluster seen by the updater (pause while stressed, resume when back): each
+fires once and not again within its cooldown, each action takes effect, and the dry run replays
+them."""
 
 from __future__ import annotations
 
@@ -102,16 +103,14 @@ def test_cluster_rules_fire_on_blacklisted_and_back_for_the_campaigns_on_that_cl
         clock.advance(60)
         daemon.run_once()
     assert len(_firings(pg_engine, down)) == 1
-    # alpha is back: the paused campaign is not in treatment, so only beta's campaign is
-    # covered... resume the one on alpha first, as the user would
+    # alpha is back: the rule resumes the paused campaign on it (paused campaigns are covered)
     with pg_engine.begin() as conn:
-        conn.execute(campaigns.update().where(campaigns.c.id == on_alpha)
-                     .values(state="in_treatment"))
         close_events(conn, [blacklist], now=clock.now())
     clock.advance(10)
     daemon.run_once()
     assert [(f.campaign_id, f.trigger) for f in _firings(pg_engine, back)] == [
         (on_alpha, f"cluster alpha back (BLACKLIST event #{blacklist})")]
+    assert _state(pg_engine, on_alpha) == "in_treatment"
 
 
 def test_cluster_error_share_blacklists_the_campaign_on_the_failing_cluster_once(
@@ -233,9 +232,6 @@ def test_stress_rules_pause_and_resume_when_the_emulated_cluster_is_stressed_and
         daemon.run_once()
     assert [f.state for f in _firings(engine, stressed)] == ["done"]
     assert _state(engine, campaign) == "paused"
-    with engine.begin() as conn:  # the user resumes it; the cluster is still under stress
-        conn.execute(campaigns.update().where(campaigns.c.id == campaign)
-                     .values(state="in_treatment"))
     grid.control().set_stress(0)
     for _ in range(3):
         grid.advance(20)
@@ -245,7 +241,40 @@ def test_stress_rules_pause_and_resume_when_the_emulated_cluster_is_stressed_and
     assert len(_firings(engine, stressed)) == 1
     [resumed] = _firings(engine, back)
     assert resumed.trigger.startswith(f"cluster {grid.clusters[0].name} back (UNDER_STRESS")
+    assert _state(engine, campaign) == "in_treatment"
     with engine.begin() as conn:
         stress_events = conn.execute(select(func.count()).select_from(events).where(
             events.c.code == "UNDER_STRESS")).scalar_one()
     assert stress_events == 1
+
+
+def test_the_dry_run_replays_cluster_events_and_measures_the_new_metrics(
+        pg_engine: Engine, clock: FakeClock) -> None:
+    from cigri.daemons.automations import dry_run
+    from cigri.storage.automations import get_rule
+
+    [alpha] = _clusters(pg_engine, clock, "alpha")
+    campaign = _campaign(pg_engine, clock, [alpha], tasks=20)
+    stressed = _rule(pg_engine, clock, {"kind": "cluster", "on": "stressed"}, ["pause"])
+    slow = _rule(pg_engine, clock, {"kind": "metric", "metric": "throughput", "below": 5,
+                                    "window_minutes": 30}, ["notify"])
+    share = _rule(pg_engine, clock, {"kind": "metric", "metric": "cluster_error_share",
+                                     "above": 0.5, "min_samples": 2}, ["blacklist"])
+    clock.advance(timedelta(hours=1))
+    first = _cluster_event(pg_engine, clock, alpha, "UNDER_STRESS")
+    clock.advance(timedelta(minutes=10))
+    _cluster_event(pg_engine, clock, alpha, "UNDER_STRESS")  # within the cooldown
+    with pg_engine.begin() as conn:
+        for _ in range(3):
+            record_event(conn, class_=EventClass.JOB, code="EXIT_ERROR", now=clock.now(),
+                         campaign_id=campaign, cluster_id=alpha)
+    with pg_engine.begin() as conn:
+        found = {rule: dry_run(conn, get_rule(conn, rule), now=clock.now())
+                 for rule in (stressed, slow, share)}
+        conn.rollback()
+    assert [(w.campaign_id, w.detail) for w in found[stressed]] == [
+        (campaign, f"cluster alpha stressed (UNDER_STRESS event #{first})")]
+    assert [w.detail for w in found[slow]] == ["throughput 0.0 tasks/h < 5"]
+    assert [w.detail for w in found[share]] == [
+        "cluster_error_share 1.00 > 0.5 on alpha (3 failures)"]
+    assert _firings(pg_engine, stressed) == []
