@@ -9,6 +9,7 @@ from __future__ import annotations
 from typing import Any, Final
 
 from cigri import __version__
+from cigri.domain.automations import ACTION_KINDS, CLUSTER_CODES, METRICS, TRIGGER_KINDS
 
 _ERROR: Final = {"$ref": "#/components/schemas/Error"}
 
@@ -109,9 +110,17 @@ _BODIES: Final[dict[str, dict[str, Any]]] = {
     "cluster_token": {"application/json": {"schema": {"type": "object", "properties": {
         "cluster_id": {"type": "integer"}, "token": {"type": "string"}}}}},
     "rule": {"application/json": {"schema": {"type": "object", "properties": {
-        "name": {"type": "string"}, "trigger": {"type": "object"},
-        "actions": {"type": "array"}, "scope": {"type": "object"},
-        "cooldown_minutes": {"type": "number"}}}}},
+        "name": {"type": "string"},
+        "trigger": {"type": "object", "required": ["kind"], "properties": {
+            "kind": {"enum": list(TRIGGER_KINDS)}, "metric": {"enum": list(METRICS)},
+            "on": {"enum": ["open", "close", *CLUSTER_CODES]},
+            "above": {"type": "number"}, "below": {"type": "number"},
+            "after": {"type": "string", "format": "date-time"}}},
+        "actions": {"type": "array", "items": {"type": "object", "required": ["do"],
+                                               "properties": {"do": {"enum": list(ACTION_KINDS)},
+                                                              "cluster": {"type": "string"},
+                                                              "params": {"type": "array"}}}},
+        "scope": {"type": "object"}, "cooldown_minutes": {"type": "number"}}}}},
     "schedule": {"application/json": {"schema": {"type": "object", "required": ["jdl"],
                                                  "properties": {
         "jdl": {"type": "object"}, "cron": {"type": "string"},

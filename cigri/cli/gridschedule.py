@@ -7,11 +7,13 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import click
 
 from cigri import __version__
 from cigri.cli.client import client_from_environment, dump_json, fail, request_or_fail, run_tool
+from cigri.cli.gridrule import change, list_items
 
 TOOL = "gridschedule"
 _CONTEXT = {"help_option_names": ["-h", "--help"]}
@@ -57,31 +59,26 @@ def add(jdl_file: str, cron: str | None, every: float | None, start_at: str | No
                    f"{answer['next_run_at']}")
 
 
+def _schedule_lines(item: dict[str, Any]) -> list[str]:
+    state = "active" if item["enabled"] else "paused"
+    lines = [f"{item['id']}: {item['name']} ({state}): {item['when']}; next run "
+             f"{item['next_run_at'] or 'none'}; {item['runs']} runs, {item['skipped']} skipped; "
+             f"last campaign {item['last_campaign_id'] or 'none'}"]
+    return lines + ([f"   last error: {item['last_error']}"] if item["last_error"] else [])
+
+
 @gridschedule.command(name="list", context_settings=_CONTEXT)
 @click.option("--all", "everyone", is_flag=True, help="Admins: everyone's schedules.")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 def list_(everyone: bool, as_json: bool) -> None:
     """List my schedules."""
-    found = client_from_environment().get("/schedules", all=1 if everyone else None)
-    if as_json:
-        dump_json(found)
-        return
-    if not found["items"]:
-        click.echo("No schedules.")
-    for item in found["items"]:
-        state = "active" if item["enabled"] else "paused"
-        click.echo(f"{item['id']}: {item['name']} ({state}): {item['when']}; next run "
-                   f"{item['next_run_at'] or 'none'}; {item['runs']} runs, {item['skipped']} "
-                   f"skipped; last campaign {item['last_campaign_id'] or 'none'}")
-        if item["last_error"]:
-            click.echo(f"   last error: {item['last_error']}")
+    list_items("/schedules", everyone=everyone, as_json=as_json, empty="No schedules.",
+               lines=_schedule_lines, tool=TOOL)
 
 
 def _change(schedule_id: int, method: str, body: object = None) -> None:
-    answer = request_or_fail(client_from_environment(), method, f"/schedules/{schedule_id}",
-                             json_body=body, tool=TOOL,
-                             failure=f"Failed to change schedule {schedule_id}")
-    click.echo(f"{answer['message']}.")
+    change(method, f"/schedules/{schedule_id}", body, tool=TOOL,
+           failure=f"Failed to change schedule {schedule_id}")
 
 
 @gridschedule.command(context_settings=_CONTEXT)

@@ -27,10 +27,12 @@ still read; what is read twice is already recorded (the unique key).
 
 from __future__ import annotations
 
+import json
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from types import SimpleNamespace
 from typing import Any, Final
 
 from sqlalchemy import Connection
@@ -45,6 +47,7 @@ from cigri.domain.errors import CigriError
 from cigri.domain.states import CampaignState, EventClass, EventState
 from cigri.storage import actions as campaign_actions
 from cigri.storage import automations as store
+from cigri.storage.campaigns import add_parameters
 from cigri.storage.events import record_event
 
 log = logging.getLogger(__name__)
@@ -61,19 +64,19 @@ class Pass:
     conn: Connection
     now: datetime
     rules: list[Rule]
-    fire: Callable[[Rule, int, str, str, datetime], bool]
+    fire: Callable[[Rule, int, str, str, datetime, int | None], bool]
     last_fired: dict[tuple[int, int], datetime | None] = field(default_factory=dict)
     counters: dict[tuple[int, timedelta], tuple[Counters, int]] = field(default_factory=dict)
 
     def try_fire(self, rule: Rule, campaign: store.CampaignRow, key: str, detail: str,
-                 at: datetime) -> bool:
+                 at: datetime, cluster_id: int | None = None) -> bool:
         if not rule.definition.scope.covers(campaign_id=campaign.id, name=campaign.name,
                                             grid_user=campaign.grid_user, owner=rule.owner,
                                             admin=rule.admin):
             return False
         if domain.cooling_down(rule.definition, self.last_fired.get((rule.id, campaign.id)), at):
             return False
-        if self.fire(rule, campaign.id, key, detail, at):
+        if self.fire(rule, campaign.id, key, detail, at, cluster_id):
             self.last_fired[(rule.id, campaign.id)] = at
             return True
         return False
@@ -100,7 +103,7 @@ def _wanted(rules: list[Rule]) -> tuple[set[str], set[str]]:
 
 def evaluate_events(run: Pass, rows: list[store.EventRow], rules: list[Rule], on: str) -> int:
     fired = 0
-    found = store.campaigns_by_id(run.conn, (row.campaign_id for row in rows))
+    found = store.campaigns_by_id(run.conn, (r.campaign_id for r in rows if r.campaign_id))
     # (scope's campaign id or None, code or None for class rules) -> rules
     index: dict[tuple[int | None, str | None], list[Rule]] = {}
     for rule in rules:
@@ -108,7 +111,7 @@ def evaluate_events(run: Pass, rows: list[store.EventRow], rules: list[Rule], on
         for code in rule.definition.trigger.codes or (None,):
             index.setdefault((scoped, code), []).append(rule)
     for row in rows:
-        campaign = found.get(row.campaign_id)
+        campaign = found.get(row.campaign_id or 0)
         if campaign is None:
             continue
         candidates = [rule for key in ((row.campaign_id, row.code), (row.campaign_id, None),
@@ -121,6 +124,56 @@ def evaluate_events(run: Pass, rows: list[store.EventRow], rules: list[Rule], on
             detail = f"{row.code} event #{row.id} {'closed' if on == 'close' else 'opened'}"
             fired += run.try_fire(rule, campaign, f"r{rule.id}:{on}:e{row.id}", detail,
                                   run.now)
+    return fired
+
+
+def _cluster_rules(rules: list[Rule], *, on: str) -> list[Rule]:
+    return [r for r in rules if r.definition.trigger.kind == "cluster"
+            and domain.CLUSTER_CODES[r.definition.trigger.on][1] == on]
+
+
+def evaluate_cluster_events(run: Pass, rows: list[store.EventRow], rules: list[Rule], *,
+                            replay: bool = False) -> int:
+    """Cluster rules: each whole-cluster event fires them on the campaigns in treatment or paused
+    in their scope whose JDL names the cluster (a few per cluster, whatever their size). A
+    `replay` (dry run) fires at each event's date."""
+    if not rows or not rules:
+        return 0
+    names = store.cluster_names(run.conn)
+    everyone = any(r.admin for r in rules)
+    by_cluster = store.campaigns_on_clusters(
+        run.conn, {row.cluster_id for row in rows if row.cluster_id is not None},
+        grid_users=None if everyone else {r.owner for r in rules})
+    fired = 0
+    for row in rows:
+        assert row.cluster_id is not None
+        name = names.get(row.cluster_id, str(row.cluster_id))
+        for rule in rules:
+            trigger = rule.definition.trigger
+            if row.code not in trigger.codes or (trigger.clusters and name not in trigger.clusters):
+                continue
+            detail = f"cluster {name} {trigger.on} ({row.code} event #{row.id})"
+            for campaign in by_cluster.get(row.cluster_id, ()):
+                fired += run.try_fire(rule, campaign, f"r{rule.id}:{trigger.on}:e{row.id}"
+                                      f":c{campaign.id}", detail,
+                                      (row.date or run.now) if replay else run.now,
+                                      row.cluster_id)
+    return fired
+
+
+def evaluate_read(run: Pass, rules: list[Rule], on: str,
+                  read: Callable[[set[str], set[str], bool], list[store.EventRow]]) -> int:
+    """The event and cluster rules waiting for events opened (or closed, `on`); `read(codes,
+    classes, whole_cluster)` fetches the campaign (or whole-cluster) events they wait for."""
+    fired = 0
+    waiting = _event_rules(rules, on=on)
+    if waiting:
+        codes, classes = _wanted(waiting)
+        fired += evaluate_events(run, read(codes, classes, False), waiting, on)
+    on_clusters = _cluster_rules(rules, on=on)
+    if on_clusters:
+        codes, _classes = _wanted(on_clusters)
+        fired += evaluate_cluster_events(run, read(codes, set(), True), on_clusters)
     return fired
 
 
@@ -169,26 +222,77 @@ def _window(trigger: domain.Trigger) -> timedelta:
 
 def _metric(run: Pass, rule: Rule, campaign: store.CampaignRow, state: Any) -> int:
     trigger = rule.definition.trigger
+    if trigger.metric in ("throughput", "eta"):
+        return _pace(run, rule, campaign)
     current, _recent = run.campaign_counters(campaign.id, trigger.window)
     base_values = dict(window_start=run.now, base_terminated=current.terminated,
-                       base_failures=current.failures, base_resubmissions=current.resubmissions)
+                       base_failures=current.failures, base_resubmissions=current.resubmissions,
+                       base_clusters=json.dumps({str(c): n for c, n in
+                                                 current.cluster_failures.items()}))
     if state is None or state.window_start is None:
         store.save_rule_campaign(run.conn, rule.id, campaign.id, **base_values)
         return 0
-    base = Counters(terminated=state.base_terminated, failures=state.base_failures,
-                    resubmissions=state.base_resubmissions)
-    fired = 0
-    if domain.metric_crossed(trigger, base, current):
-        rate, samples = domain.metric_value(trigger, base, current)
-        detail = f"{trigger.metric} {rate:.2f} > {trigger.above:g} ({samples} jobs)"
-        key = f"r{rule.id}:c{campaign.id}:metric:{state.window_start.isoformat()}"
-        fired = int(run.try_fire(rule, campaign, key, detail, run.now))
-        if fired:
-            store.save_rule_campaign(run.conn, rule.id, campaign.id, **base_values)
-            return 1
-    if run.now - state.window_start >= trigger.window:
+    key = f"r{rule.id}:c{campaign.id}:metric:{state.window_start.isoformat()}"
+    if trigger.metric == "cluster_error_share":
+        fired = _share(run, rule, campaign, state, current, key)
+    else:
+        fired = _rate(run, rule, campaign, state, current, key)
+    if fired or run.now - state.window_start >= trigger.window:
         store.save_rule_campaign(run.conn, rule.id, campaign.id, **base_values)
     return fired
+
+
+def _rate(run: Pass, rule: Rule, campaign: store.CampaignRow, state: Any, current: Counters,
+          key: str) -> int:
+    trigger = rule.definition.trigger
+    base = Counters(terminated=state.base_terminated, failures=state.base_failures,
+                    resubmissions=state.base_resubmissions)
+    if not domain.metric_crossed(trigger, base, current):
+        return 0
+    rate, samples = domain.metric_value(trigger, base, current)
+    detail = f"{trigger.metric} {rate:.2f} > {trigger.above:g} ({samples} jobs)"
+    return int(run.try_fire(rule, campaign, key, detail, run.now))
+
+
+def _share(run: Pass, rule: Rule, campaign: store.CampaignRow, state: Any, current: Counters,
+           key: str) -> int:
+    base = {int(c): int(n) for c, n in json.loads(state.base_clusters or "{}").items()}
+    found = domain.cluster_share(rule.definition.trigger, base, current.cluster_failures)
+    if found is None:
+        return 0
+    cluster_id, share, failures = found
+    name = store.cluster_names(run.conn).get(cluster_id, str(cluster_id))
+    detail = (f"cluster_error_share {share:.2f} > {rule.definition.trigger.above:g} on {name} "
+              f"({failures} failures)")
+    return int(run.try_fire(rule, campaign, key, detail, run.now, cluster_id))
+
+
+def _pace(run: Pass, rule: Rule, campaign: store.CampaignRow) -> int:
+    """Throughput and ETA: from the tasks that finished over the last window, once the campaign
+    has run for a whole window and while it has tasks left."""
+    trigger = rule.definition.trigger
+    if campaign.submission_time is None or run.now - campaign.submission_time < trigger.window:
+        return 0
+    current, recent = run.campaign_counters(campaign.id, trigger.window)
+    remaining = campaign.nb_jobs - current.terminated
+    if remaining <= 0:
+        return 0
+    if trigger.metric == "throughput":
+        rate = domain.throughput_too_low(trigger, recent)
+        if rate is None:
+            return 0
+        detail = f"throughput {rate:.1f} tasks/h < {trigger.below:g}"
+    else:
+        late, eta = domain.eta_too_late(trigger, remaining=remaining, recent=recent,
+                                        now=run.now)
+        if not late:
+            return 0
+        assert trigger.after is not None
+        detail = (f"eta {eta.isoformat(timespec='minutes') if eta else 'none (no task finished)'}"
+                  f" later than {trigger.after.isoformat(timespec='minutes')}")
+    bucket = int(run.now.timestamp() // trigger.window.total_seconds())
+    return int(run.try_fire(rule, campaign, f"r{rule.id}:c{campaign.id}:{trigger.metric}:"
+                            f"{bucket}", detail, run.now))
 
 
 def _silence(run: Pass, rule: Rule, campaign: store.CampaignRow) -> int:
@@ -211,10 +315,12 @@ def evaluate(conn: Connection, *, now: datetime) -> int:
     """One evaluation in the caller's transaction; returns how many firings it recorded."""
     rules = store.list_rules(conn, enabled_only=True)
 
-    def fire(rule: Rule, campaign_id: int, key: str, detail: str, at: datetime) -> bool:
+    def fire(rule: Rule, campaign_id: int, key: str, detail: str, at: datetime,
+             cluster_id: int | None) -> bool:
         message = domain.firing_message(rule.id, rule.definition, detail)
         return store.record_firing(conn, rule=rule, campaign_id=campaign_id, dedup_key=key,
-                                   trigger=detail, message=message, now=at) is not None
+                                   trigger=detail, message=message, now=at,
+                                   cluster_id=cluster_id) is not None
 
     states = store.rule_campaign_states(conn, [r.id for r in rules])
     run = Pass(conn=conn, now=now, rules=rules, fire=fire,
@@ -225,13 +331,16 @@ def evaluate(conn: Connection, *, now: datetime) -> int:
     # the first pass starts from now: rules are about what happens from now on
     last_id = (cursor[0] if cursor is not None
                else store.latest_event_id(conn, after=0, opened_before=now))
-    opening = _event_rules(rules, on="open")
     rows: list[store.EventRow] = []
-    if opening:
-        codes, classes = _wanted(opening)
-        rows = store.opened_events(conn, after=last_id, codes=codes, classes=classes,
-                                   limit=EVENT_BATCH)
-        fired += evaluate_events(run, rows, opening, "open")
+
+    def opened(codes: set[str], classes: set[str], whole_cluster: bool) -> list[store.EventRow]:
+        found = store.opened_events(conn, after=last_id, codes=codes, classes=classes,
+                                    limit=EVENT_BATCH, whole_cluster=whole_cluster)
+        if not whole_cluster:
+            rows.extend(found)
+        return found
+
+    fired += evaluate_read(run, rules, "open", opened)
     if len(rows) == EVENT_BATCH:
         new_id = rows[-1].id
     else:
@@ -240,12 +349,10 @@ def evaluate(conn: Connection, *, now: datetime) -> int:
     # Closed events: a time watermark.
     closed_cursor = store.read_cursor(conn, store.CLOSED_CURSOR)
     since = (closed_cursor[1] if closed_cursor is not None else None) or now
-    closing = _event_rules(rules, on="close")
-    if closing:
-        codes, classes = _wanted(closing)
-        closed = store.closed_events(conn, since=since, until=now, codes=codes, classes=classes,
-                                     limit=EVENT_BATCH)
-        fired += evaluate_events(run, closed, closing, "close")
+    fired += evaluate_read(run, rules, "close", lambda codes, classes, whole_cluster:
+                           store.closed_events(conn, since=since, until=now, codes=codes,
+                                               classes=classes, limit=EVENT_BATCH,
+                                               whole_cluster=whole_cluster))
     store.write_cursor(conn, store.CLOSED_CURSOR, last_at=max(since, now - LAG))
     fired += evaluate_campaigns(run, rules, states)
     return fired
@@ -289,10 +396,32 @@ def _run_action(conn: Connection, firing: store.Firing, action: dict[str, Any], 
     if kind == "cancel":
         campaign_actions.cancel_campaign(conn, campaign_id, now=now)
         return f"cancel: campaign {campaign_id} {CampaignState.CANCELLED.value}"
+    if kind == "blacklist":
+        return _blacklist(conn, firing, action, now=now)
+    if kind == "add_tasks":
+        added = add_parameters(conn, campaign_id, action.get("params") or [], now=now)
+        return f"add_tasks: {added} tasks added to campaign {campaign_id}"
     closed = campaign_actions.fix_campaign_events(conn, campaign_id,
                                                   resubmit=bool(action.get("resubmit")), now=now)
     return f"fix: {closed} events closed" + (" (failed tasks resubmitted)"
                                               if action.get("resubmit") else "")
+
+
+def _blacklist(conn: Connection, firing: store.Firing, action: dict[str, Any], *,
+               now: datetime) -> str:
+    campaign_id = firing.campaign_id
+    assert campaign_id is not None
+    name = action.get("cluster")
+    cluster_id = store.cluster_id_by_name(conn, name) if name else action.get("cluster_id")
+    if cluster_id is None:
+        raise CigriError("the trigger named no cluster")
+    label = name or store.cluster_names(conn).get(cluster_id, str(cluster_id))
+    opened = store.open_rule_blacklist(
+        conn, campaign_id=campaign_id, cluster_id=cluster_id, now=now,
+        message=f"blacklisted by rule #{firing.rule_id}: {firing.trigger}")
+    if opened is None:
+        return f"blacklist: campaign {campaign_id} already blacklisted on {label}"
+    return f"blacklist: campaign {campaign_id} blacklisted on {label} (event #{opened})"
 
 
 class AutomationsDaemon(Daemon):
@@ -300,19 +429,20 @@ class AutomationsDaemon(Daemon):
 
     role = "automations"
 
-    def __init__(self, context: DaemonContext, *, interval: timedelta | None = None,
-                 **kwargs: Any) -> None:
+    def run_once(self) -> None:
+        """Decide the firings, run their actions, then the due schedules (module docstring)."""
+        self.evaluate()
+        self.act()
+        self.run_schedules()
+
+    def __init__(self, context: DaemonContext, **options: Any) -> None:
+        """`options`: the `Daemon`'s (interval, lease, owner...)."""
         super().__init__(engine=context.engine, settings=context.settings, clock=context.clock,
-                         stop=context.stop, interval=interval, **kwargs)
+                         stop=context.stop, **options)
 
     @classmethod
     def default_interval(cls, settings: Settings) -> timedelta:
         return settings.automations_interval
-
-    def run_once(self) -> None:
-        self.evaluate()
-        self.act()
-        self.run_schedules()
 
     def run_schedules(self) -> int:
         """Submit the campaigns of the due schedules (`cigri.daemons.schedules`)."""
@@ -368,7 +498,8 @@ def dry_run(conn: Connection, rule: Rule, *, now: datetime,
     definition = rule.definition
     trigger = definition.trigger
 
-    def fire(_rule: Rule, campaign_id: int, _key: str, detail: str, at: datetime) -> bool:
+    def fire(_rule: Rule, campaign_id: int, _key: str, detail: str, at: datetime,
+             _cluster_id: int | None) -> bool:
         found.append(WouldFire(at=at, campaign_id=campaign_id, detail=detail,
                                actions=definition.describe_actions()))
         return True
@@ -390,9 +521,18 @@ def dry_run(conn: Connection, rule: Rule, *, now: datetime,
                                                             class_=row.class_):
                 continue
             detail = f"{row.code} event #{row.id} {'closed' if closing else 'opened'}"
-            run.try_fire(rule, covered[row.campaign_id], "", detail, row.date)
+            run.try_fire(rule, covered[row.campaign_id or 0], "", detail, row.date)
+        return found
+    if trigger.kind == "cluster":
+        codes, _classes = _wanted([rule])
+        rows = store.events_between(conn, since=now - period, until=now, codes=codes,
+                                    classes=(), closed=trigger.on == "back", campaign_ids=None)
+        evaluate_cluster_events(run, rows, [rule], replay=True)
         return found
     everyone = rule.admin
+    # the metric window's base is the campaign's start: the counters keep totals, not history
+    zero = SimpleNamespace(window_start=now, base_terminated=0, base_failures=0,
+                           base_resubmissions=0, base_clusters=None)
     for campaign in store.campaigns_in_treatment(
             conn, grid_users=None if everyone else [rule.owner]):
         if trigger.kind == "silence":
@@ -402,10 +542,10 @@ def dry_run(conn: Connection, rule: Rule, *, now: datetime,
                                        grid_user=campaign.grid_user, owner=rule.owner,
                                        admin=rule.admin):
             continue
+        if trigger.metric in ("throughput", "eta"):
+            _pace(run, rule, campaign)
+            continue
         current, _recent = run.campaign_counters(campaign.id, trigger.window)
-        zero = Counters(terminated=0, failures=0, resubmissions=0)
-        if domain.metric_crossed(trigger, zero, current):
-            rate, samples = domain.metric_value(trigger, zero, current)
-            run.try_fire(rule, campaign, "", f"{trigger.metric} {rate:.2f} > {trigger.above:g} "
-                         f"({samples} jobs so far)", now)
+        measure = _share if trigger.metric == "cluster_error_share" else _rate
+        measure(run, rule, campaign, zero, current, "")
     return found

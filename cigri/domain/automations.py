@@ -6,10 +6,15 @@ A rule has one trigger, one or more actions, a scope and a cooldown:
 
 - triggers: `event` (an event of a code or class opened, or closed, on a campaign), `state` (a
   campaign became terminated, cancelled, paused or resumed: the events those changes record),
-  `metric` (failure or resubmission rate over a window above a threshold, from the maintained
-  counters) and `silence` (no task finished for N minutes while the campaign is in treatment);
+  `cluster` (a cluster the campaign runs on was blacklisted, came under stress, or is back: the
+  cluster events Colombo and the updater record), `metric` (over a window, from the maintained
+  counters: failure or resubmission rate above a threshold, throughput below one, the ETA later
+  than a date, one cluster's share of the failures above a threshold) and `silence` (no task
+  finished for N minutes while the campaign is in treatment);
 - actions: `notify` (a `notify` event the notifier turns into messages), `pause`, `resume`,
-  `cancel`, `fix` (with `resubmit`, as `gridevents -f [-r]`);
+  `cancel`, `fix` (with `resubmit`, as `gridevents -f [-r]`), `blacklist` (the campaign on a
+  cluster: the one named, or the trigger's), `add_tasks` (parameters given in the rule: the server
+  reads no file for a rule; `gridrule add` reads a `params_file` on the client, as the user);
 - scope: one campaign (`campaign`), the owner's campaigns (`mine`), those whose name matches a
   shell pattern (`name`), and for an admin every campaign (`all`).
 
@@ -25,6 +30,7 @@ import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from enum import StrEnum
 from typing import Any, Final
 
 from cigri.domain.errors import CigriError
@@ -34,23 +40,41 @@ from cigri.domain.states import EventClass
 RULE_FIRED: Final = EventCode.RULE_FIRED  # the campaign event recording a firing (class `campaign`)
 RULE_NOTIFY: Final = EventCode.RULE_NOTIFY  # the `notify` event of a notify action
 
-TRIGGER_KINDS: Final = ("event", "state", "metric", "silence")
-ACTION_KINDS: Final = ("notify", "pause", "resume", "cancel", "fix")
-METRICS: Final = ("failure_rate", "resubmission_rate")
+TRIGGER_KINDS: Final = ("event", "state", "cluster", "metric", "silence")
+ACTION_KINDS: Final = ("notify", "pause", "resume", "cancel", "fix", "blacklist", "add_tasks")
+RATE_METRICS: Final = ("failure_rate", "resubmission_rate", "cluster_error_share")
+METRICS: Final = (*RATE_METRICS, "throughput", "eta")
+# A cluster trigger waits for whole-cluster events (no campaign): (codes, opened or closed).
+CLUSTER_CODES: Final = {"blacklisted": (("BLACKLIST",), "open"),
+                        "stressed": (("UNDER_STRESS",), "open"),
+                        "back": (("BLACKLIST", "UNDER_STRESS"), "close")}
 # A campaign state change is the event the change records (campaign id on it).
 STATE_CODES: Final = {"terminated": "FINISHED_CAMPAIGN", "cancelled": "USER_FRAG",
                       "paused": "PAUSED", "resumed": "RESUMED"}
 MAX_ACTIONS: Final = 10
 MAX_NAME: Final = 255
 MAX_MESSAGE: Final = 2000
+MAX_RULE_TASKS: Final = 10_000  # parameters an add_tasks action carries
 
 
-class RuleError(CigriError):
-    """A rule definition that cannot be used; `problems` lists every reason, one a line."""
+class DefinitionError(CigriError):
+    """A rule's or a schedule's definition that cannot be used; `problems` lists every reason,
+    one a line."""
+
+    what = "definition"
 
     def __init__(self, problems: list[str]) -> None:
-        super().__init__("invalid rule: " + "; ".join(problems))
+        super().__init__(f"invalid {self.what}: " + "; ".join(problems))
         self.problems = problems
+
+
+class RuleError(DefinitionError):
+    what = "rule"
+
+
+class FiringState(StrEnum):
+    PENDING = "pending"  # recorded, actions not run yet
+    DONE = "done"  # actions run (each one's outcome recorded)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -58,16 +82,26 @@ class Trigger:
     kind: str
     codes: tuple[str, ...] = ()  # event/state: event codes (empty: any code of `class_`)
     class_: str | None = None  # event: an event class
-    on: str = "open"  # event: "open" or "close"
+    on: str = "open"  # event: "open" or "close"; cluster: a key of CLUSTER_CODES
+    clusters: tuple[str, ...] = ()  # cluster: cluster names (empty: any)
     metric: str | None = None
     above: float = 0.0
+    below: float = 0.0  # throughput: tasks per hour
+    after: datetime | None = None  # eta: the date the ETA must not pass
     window: timedelta = timedelta(hours=1)
     min_samples: int = 1  # metric: finished + failed jobs in the window before it counts
     silence: timedelta = timedelta(0)
 
     def describe(self) -> str:
+        over = f" over {_minutes(self.window)} min"
+        if self.kind == "metric" and self.metric == "throughput":
+            return f"throughput < {self.below:g} tasks/h{over}"
+        if self.kind == "metric" and self.metric == "eta":
+            return f"eta later than {self.after.isoformat() if self.after else '?'}{over}"
         if self.kind == "metric":
-            return (f"{self.metric} > {self.above:g} over {_minutes(self.window)} min")
+            return f"{self.metric} > {self.above:g}{over}"
+        if self.kind == "cluster":
+            return f"cluster {','.join(self.clusters) or 'any'} {self.on}"
         if self.kind == "silence":
             return f"no task finished for {_minutes(self.silence)} min"
         what = ",".join(self.codes) or f"class {self.class_}"
@@ -80,10 +114,16 @@ class Action:
     message: str | None = None  # notify
     to: str = "owner"  # notify: "owner" or "admins"
     resubmit: bool = False  # fix
+    cluster: str | None = None  # blacklist: the cluster (None: the trigger's)
+    params: tuple[str, ...] = ()  # add_tasks
 
     def describe(self) -> str:
         if self.kind == "fix":
             return "fix+resubmit" if self.resubmit else "fix"
+        if self.kind == "blacklist":
+            return f"blacklist on {self.cluster or 'the cluster'}"
+        if self.kind == "add_tasks":
+            return f"add {len(self.params)} tasks"
         return self.kind
 
 
@@ -135,12 +175,16 @@ def _minutes(delta: timedelta) -> str:
 def load_definition(text: str, *, admin: bool) -> tuple[RuleDefinition, dict[str, Any]]:
     """Parse a JSON (first non-blank character `{`) or TOML rule and validate it; returns the
     definition and the plain mapping to store. Raises `RuleError` listing every problem."""
-    stripped = text.lstrip()
+    data = parse_text(text)
+    return parse_definition(data, admin=admin), data
+
+
+def parse_text(text: str) -> Any:
+    """The mapping of a JSON (first non-blank character `{`) or TOML text, not yet validated."""
     try:
-        data: Any = json.loads(text) if stripped.startswith("{") else tomllib.loads(text)
+        return json.loads(text) if text.lstrip().startswith("{") else tomllib.loads(text)
     except (json.JSONDecodeError, tomllib.TOMLDecodeError) as error:
         raise RuleError([f"not valid JSON or TOML: {error}"]) from None
-    return parse_definition(data, admin=admin), data
 
 
 def parse_definition(data: Any, *, admin: bool) -> RuleDefinition:
@@ -159,6 +203,10 @@ def parse_definition(data: Any, *, admin: bool) -> RuleDefinition:
     actions = _parse_actions(data.get("actions"), problems, admin=admin)
     scope = _parse_scope(data.get("scope"), problems, admin=admin)
     cooldown = _number(data, "cooldown_minutes", problems, default=60, minimum=0)
+    if trigger is not None and not carries_cluster(trigger) and any(
+            a.kind == "blacklist" and a.cluster is None for a in actions):
+        problems.append("actions: blacklist needs a cluster unless the trigger names one "
+                        "(a cluster trigger, or metric cluster_error_share)")
     if problems:
         raise RuleError(problems)
     assert trigger is not None and scope is not None
@@ -183,7 +231,9 @@ def _parse_trigger(data: Any, problems: list[str]) -> Trigger | None:
         return None
     kind = str(data["kind"])
     allowed = {"event": {"kind", "code", "codes", "class", "on"}, "state": {"kind", "state"},
-               "metric": {"kind", "metric", "above", "window_minutes", "min_samples"},
+               "cluster": {"kind", "on", "cluster", "clusters"},
+               "metric": {"kind", "metric", "above", "below", "after", "window_minutes",
+                          "min_samples"},
                "silence": {"kind", "minutes"}}[kind]
     unknown = sorted(set(data) - allowed)
     if unknown:
@@ -197,21 +247,61 @@ def _parse_trigger(data: Any, problems: list[str]) -> Trigger | None:
             problems.append(f"trigger.state: one or a list of {', '.join(STATE_CODES)}")
             return None
         return Trigger(kind=kind, codes=tuple(STATE_CODES[s] for s in states))
+    if kind == "cluster":
+        return _cluster_trigger(data, problems)
     if kind == "metric":
-        metric = data.get("metric")
-        if metric not in METRICS:
-            problems.append(f"trigger.metric: one of {', '.join(METRICS)}")
-        above = _number(data, "above", problems, default=0.5, minimum=0, maximum=1,
-                        prefix="trigger.")
-        window = _number(data, "window_minutes", problems, default=60, minimum=1,
-                         prefix="trigger.")
-        samples = _number(data, "min_samples", problems, default=1, minimum=1, prefix="trigger.")
-        return Trigger(kind=kind, metric=str(metric), above=above,
-                       window=timedelta(minutes=window), min_samples=int(samples))
+        return _metric_trigger(data, problems)
     if "minutes" not in data:
         problems.append("trigger.minutes: required for a silence trigger")
     minutes = _number(data, "minutes", problems, default=30, minimum=1, prefix="trigger.")
     return Trigger(kind=kind, silence=timedelta(minutes=minutes))
+
+
+def _cluster_trigger(data: Mapping[str, Any], problems: list[str]) -> Trigger | None:
+    on = data.get("on")
+    if on not in CLUSTER_CODES:
+        problems.append(f"trigger.on: one of {', '.join(CLUSTER_CODES)}")
+        return None
+    names = data.get("clusters", [data["cluster"]] if "cluster" in data else [])
+    if not isinstance(names, list) or any(not isinstance(n, str) or not n for n in names):
+        problems.append("trigger.cluster(s): cluster names")
+        names = []
+    codes, _when = CLUSTER_CODES[str(on)]
+    return Trigger(kind="cluster", on=str(on), codes=codes, clusters=tuple(names))
+
+
+def _metric_trigger(data: Mapping[str, Any], problems: list[str]) -> Trigger:
+    metric = data.get("metric")
+    if metric not in METRICS:
+        problems.append(f"trigger.metric: one of {', '.join(METRICS)}")
+    # each metric's threshold: a rate `above`, a throughput `below`, a date `after`
+    needed = {"throughput": "below", "eta": "after"}.get(str(metric), "above")
+    misplaced = sorted({"above", "below", "after"} - {needed} & set(data))
+    if misplaced:
+        problems.append(f"trigger: {', '.join(misplaced)} does not apply to {metric}; "
+                        f"give {needed}")
+    if metric in ("throughput", "eta") and needed not in data:
+        problems.append(f"trigger.{needed}: required for {metric}")
+    above = _number(data, "above", problems, default=0.5, minimum=0, maximum=1, prefix="trigger.")
+    below = _number(data, "below", problems, default=0, minimum=0, prefix="trigger.")
+    after = None
+    if metric == "eta" and "after" in data:
+        after = _aware_date(data["after"])
+        if after is None:
+            problems.append("trigger.after: an ISO date and time with its offset, e.g. "
+                            "2026-03-01T08:00+01:00")
+    window = _number(data, "window_minutes", problems, default=60, minimum=1, prefix="trigger.")
+    samples = _number(data, "min_samples", problems, default=1, minimum=1, prefix="trigger.")
+    return Trigger(kind="metric", metric=str(metric), above=above, below=below, after=after,
+                   window=timedelta(minutes=window), min_samples=int(samples))
+
+
+def _aware_date(value: Any) -> datetime | None:
+    try:
+        found = datetime.fromisoformat(str(value))
+    except ValueError:
+        return None
+    return found if found.tzinfo is not None else None
 
 
 def _event_trigger(data: Mapping[str, Any], problems: list[str]) -> Trigger | None:
@@ -246,7 +336,13 @@ def _parse_actions(data: Any, problems: list[str], *, admin: bool) -> list[Actio
             problems.append(f"{where}: an object whose do is one of {', '.join(ACTION_KINDS)}")
             continue
         kind = str(item["do"])
-        allowed = {"notify": {"do", "message", "to"}, "fix": {"do", "resubmit"}}.get(kind, {"do"})
+        allowed = {"notify": {"do", "message", "to"}, "fix": {"do", "resubmit"},
+                   "blacklist": {"do", "cluster"}, "add_tasks": {"do", "params"}
+                   }.get(kind, {"do"})
+        if kind == "add_tasks" and "params_file" in item:
+            problems.append(f"{where}.params_file: the server reads no file for a rule; give "
+                            "params (gridrule add reads a params_file on your machine)")
+            item = {k: v for k, v in item.items() if k != "params_file"}
         unknown = sorted(set(item) - allowed)
         if unknown:
             problems.append(f"{where}: unknown keys for {kind}: {', '.join(unknown)}")
@@ -261,8 +357,24 @@ def _parse_actions(data: Any, problems: list[str], *, admin: bool) -> list[Actio
         if not isinstance(resubmit, bool):
             problems.append(f"{where}.resubmit: true or false")
             resubmit = False
-        found.append(Action(kind=kind, message=message, to=str(to), resubmit=resubmit))
+        cluster = item.get("cluster")
+        if cluster is not None and (not isinstance(cluster, str) or not cluster):
+            problems.append(f"{where}.cluster: a cluster name")
+            cluster = None
+        found.append(Action(kind=kind, message=message, to=str(to), resubmit=resubmit,
+                            cluster=cluster, params=_params(item, where, problems)))
     return found
+
+
+def _params(item: Mapping[str, Any], where: str, problems: list[str]) -> tuple[str, ...]:
+    if item.get("do") != "add_tasks":
+        return ()
+    params = item.get("params")
+    if (not isinstance(params, list) or not 1 <= len(params) <= MAX_RULE_TASKS
+            or any(not isinstance(p, str) or not p.strip() or "\n" in p for p in params)):
+        problems.append(f"{where}.params: a list of 1 to {MAX_RULE_TASKS} parameter lines")
+        return ()
+    return tuple(p.strip() for p in params)
 
 
 def _parse_scope(data: Any, problems: list[str], *, admin: bool) -> Scope | None:
@@ -319,6 +431,7 @@ class Counters:
     terminated: int
     failures: int
     resubmissions: int
+    cluster_failures: Mapping[int, int] = field(default_factory=dict)  # cluster id -> failures
 
 
 def metric_value(trigger: Trigger, base: Counters, current: Counters) -> tuple[float, int]:
@@ -335,6 +448,44 @@ def metric_value(trigger: Trigger, base: Counters, current: Counters) -> tuple[f
 def metric_crossed(trigger: Trigger, base: Counters, current: Counters) -> bool:
     rate, samples = metric_value(trigger, base, current)
     return samples >= trigger.min_samples and rate > trigger.above
+
+
+def carries_cluster(trigger: Trigger) -> bool:
+    """Whether a firing of this trigger names a cluster (for a blacklist without one)."""
+    return trigger.kind == "cluster" or (trigger.kind == "metric"
+                                         and trigger.metric == "cluster_error_share")
+
+
+def cluster_share(trigger: Trigger, base: Mapping[int, int], current: Mapping[int, int]
+                  ) -> tuple[int, float, int] | None:
+    """(cluster id, share, failures) when one cluster holds more than `above` of the failures
+    between two samples of the per-cluster failure counters (at least `min_samples` of them)."""
+    delta = {c: max(0, n - base.get(c, 0)) for c, n in current.items()}
+    failures = sum(delta.values())
+    if failures < trigger.min_samples or not failures:
+        return None
+    cluster, count = max(sorted(delta.items()), key=lambda item: item[1])
+    share = count / failures
+    return (cluster, share, failures) if share > trigger.above else None
+
+
+def throughput_too_low(trigger: Trigger, recent: int) -> float | None:
+    """The throughput (tasks per hour over the window) when it is below the threshold."""
+    rate = recent * 3600.0 / trigger.window.total_seconds()
+    return rate if rate < trigger.below else None
+
+
+def eta_too_late(trigger: Trigger, *, remaining: int, recent: int,
+                 now: datetime) -> tuple[bool, datetime | None]:
+    """Whether the ETA (remaining tasks at the window's throughput) is later than `after`, and
+    the ETA (None when no task finished over the window: no ETA at all, which is late)."""
+    assert trigger.after is not None
+    if remaining <= 0:
+        return False, None
+    if recent <= 0:
+        return True, None
+    eta = now + trigger.window * (remaining / recent)
+    return eta > trigger.after, eta
 
 
 def firing_message(rule_id: int, definition: RuleDefinition, detail: str) -> str:

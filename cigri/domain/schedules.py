@@ -24,15 +24,13 @@ from apscheduler.triggers.cron import CronTrigger
 from apscheduler.triggers.date import DateTrigger
 from apscheduler.triggers.interval import IntervalTrigger
 
-from cigri.domain.errors import CigriError
+from cigri.domain.automations import DefinitionError
 
 MAX_EVERY_MINUTES: Final = 366 * 24 * 60
 
 
-class ScheduleError(CigriError):
-    def __init__(self, problems: list[str]) -> None:
-        super().__init__("invalid schedule: " + "; ".join(problems))
-        self.problems = problems
+class ScheduleError(DefinitionError):
+    what = "schedule"
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -1,7 +1,8 @@
 """Automation rules in the database: the rules (`automation_rules`), their firings
 (`automation_firings`, an outbox: a firing is written before its actions run, and marked done in
 the transaction of its actions), the per rule and campaign state (`automation_rule_campaigns`:
-last firing, metric window base) and the daemon's watermarks (`automation_cursors`).
+last firing, metric window base, per cluster failures for `cluster_error_share`) and the daemon's
+watermarks (`automation_cursors`); for the actions, a rule's own campaign blacklist.
 
 Reads for the evaluation are bounded by what happened since the last pass (events after the id
 watermark, closures after the time watermark, through `ix_events_date_closed`) and by the number
@@ -18,21 +19,23 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Connection, and_, delete, func, insert, or_, select, update
+from sqlalchemy import Connection, Table, and_, delete, func, insert, or_, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
 from cigri.domain.automations import (
     RULE_FIRED,
     Counters,
+    FiringState,
     Rule,
     RuleDefinition,
     RuleError,
     parse_definition,
 )
-from cigri.domain.errors import NotFound
+from cigri.domain.errors import Forbidden, NotFound
+from cigri.domain.events import BLACKLIST
 from cigri.domain.states import CampaignState, EventClass, EventState
-from cigri.storage.events import record_event
+from cigri.storage.events import find_open_event, record_event
 from cigri.storage.stats import campaign_cluster_stats, window_start
 from cigri.storage.tables import (
     automation_cursors,
@@ -42,14 +45,15 @@ from cigri.storage.tables import (
     campaign_cluster_event_counts,
     campaign_cluster_job_stats,
     campaign_cluster_throughput,
+    campaign_properties,
     campaigns,
+    clusters,
     events,
 )
 
 log = logging.getLogger(__name__)
 
-PENDING = "pending"
-DONE = "done"
+PENDING, DONE = FiringState.PENDING.value, FiringState.DONE.value
 OPENED_CURSOR = "events-opened"
 CLOSED_CURSOR = "events-closed"
 
@@ -61,6 +65,7 @@ class CampaignRow:
     grid_user: str
     state: str
     submission_time: datetime | None
+    nb_jobs: int = 0
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -68,8 +73,9 @@ class EventRow:
     id: int
     code: str
     class_: str
-    campaign_id: int
+    campaign_id: int | None  # None: a whole-cluster event
     date: datetime | None
+    cluster_id: int | None = None
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -110,12 +116,30 @@ def add_rule(conn: Connection, *, owner: str, admin: bool, source: dict[str, Any
     ).scalar_one())
 
 
-def get_rule(conn: Connection, rule_id: int) -> Rule:
-    row = conn.execute(select(automation_rules).where(automation_rules.c.id == rule_id)
-                       ).one_or_none()
+def get_row(conn: Connection, table: Table, row_id: int, what: str) -> Any:
+    """The row of a rule or a schedule; `NotFound` ("Rule 3 not found") when there is none."""
+    row = conn.execute(select(table).where(table.c.id == row_id)).one_or_none()
     if row is None:
-        raise NotFound(f"Rule {rule_id} not found")
-    return _rule_from_row(row)
+        raise NotFound(f"{what} {row_id} not found")
+    return row
+
+
+def delete_row(conn: Connection, table: Table, row_id: int, what: str) -> None:
+    if not conn.execute(delete(table).where(table.c.id == row_id)).rowcount:
+        raise NotFound(f"{what} {row_id} not found")
+
+
+def get_rule(conn: Connection, rule_id: int) -> Rule:
+    return _rule_from_row(get_row(conn, automation_rules, rule_id, "Rule"))
+
+
+def get_own_rule(conn: Connection, rule_id: int, *, user: str, is_admin: bool) -> Rule:
+    """The rule, if this user may see and change it (its owner, or an admin); `NotFound` or
+    `Forbidden` otherwise. The API's and the dashboard's one check."""
+    rule = get_rule(conn, rule_id)
+    if rule.owner != user and not is_admin:
+        raise Forbidden(f"Rule {rule_id} does not belong to you")
+    return rule
 
 
 def list_rules(conn: Connection, *, owner: str | None = None,
@@ -144,14 +168,30 @@ def set_rule_enabled(conn: Connection, rule_id: int, *, enabled: bool, now: date
 
 
 def remove_rule(conn: Connection, rule_id: int) -> None:
-    if not conn.execute(delete(automation_rules).where(automation_rules.c.id == rule_id)).rowcount:
-        raise NotFound(f"Rule {rule_id} not found")
+    delete_row(conn, automation_rules, rule_id, "Rule")
 
 
 def list_firings(conn: Connection, *, rule_id: int, limit: int = 20) -> list[Firing]:
     rows = conn.execute(select(automation_firings).where(automation_firings.c.rule_id == rule_id)
                         .order_by(automation_firings.c.id.desc()).limit(limit))
     return [_firing(row) for row in rows]
+
+
+def latest_firings(conn: Connection, rule_ids: Sequence[int], *, per_rule: int = 3
+                   ) -> dict[int, list[Firing]]:
+    """The last `per_rule` firings of each rule (the dashboard's list), newest first, in one
+    statement through `ix_automation_firings_rule_campaign`."""
+    if not rule_ids:
+        return {}
+    table = automation_firings
+    ranked = select(table, func.row_number().over(
+        partition_by=table.c.rule_id, order_by=table.c.id.desc()).label("rank")).where(
+        table.c.rule_id.in_(sorted(set(rule_ids)))).subquery()
+    found: dict[int, list[Firing]] = {}
+    for row in conn.execute(select(ranked).where(ranked.c.rank <= per_rule)
+                            .order_by(ranked.c.rule_id, ranked.c.id.desc())):
+        found.setdefault(row.rule_id, []).append(_firing(row))
+    return found
 
 
 def _firing(row: Any) -> Firing:
@@ -194,46 +234,56 @@ def _event_filter(codes: Iterable[str], classes: Iterable[str]) -> Any:
     return or_(events.c.code.in_(codes), events.c.class_.in_(classes))
 
 
-def opened_events(conn: Connection, *, after: int, codes: Iterable[str], classes: Iterable[str],
-                  limit: int) -> list[EventRow]:
-    """Campaign events with an id above `after` whose code or class a rule waits for."""
-    rows = conn.execute(
-        select(events.c.id, events.c.code, events.c.class_, events.c.campaign_id,
-               events.c.date_open)
-        .where(events.c.id > after, events.c.campaign_id.is_not(None),
-               _event_filter(codes, classes))
-        .order_by(events.c.id).limit(limit))
+def _event_rows(query: Any, conn: Connection) -> list[EventRow]:
     return [EventRow(id=r.id, code=r.code, class_=r.class_, campaign_id=r.campaign_id,
-                     date=r.date_open) for r in rows]
+                     cluster_id=r.cluster_id, date=r.date) for r in conn.execute(query)]
+
+
+def _owner_filter(whole_cluster: bool) -> Any:
+    """Campaign events, or (cluster triggers) whole-cluster events: a cluster and no campaign."""
+    if whole_cluster:
+        return and_(events.c.campaign_id.is_(None), events.c.cluster_id.is_not(None))
+    return events.c.campaign_id.is_not(None)
+
+
+def opened_events(conn: Connection, *, after: int, codes: Iterable[str], classes: Iterable[str],
+                  limit: int, whole_cluster: bool = False) -> list[EventRow]:
+    """Campaign (or whole-cluster) events with an id above `after` whose code or class a rule
+    waits for."""
+    return _event_rows(
+        select(events.c.id, events.c.code, events.c.class_, events.c.campaign_id,
+               events.c.cluster_id, events.c.date_open.label("date"))
+        .where(events.c.id > after, _owner_filter(whole_cluster), _event_filter(codes, classes))
+        .order_by(events.c.id).limit(limit), conn)
 
 
 def closed_events(conn: Connection, *, since: datetime, until: datetime, codes: Iterable[str],
-                  classes: Iterable[str], limit: int) -> list[EventRow]:
-    """Campaign events closed in (`since`, `until`] whose code or class a rule waits for."""
-    rows = conn.execute(
+                  classes: Iterable[str], limit: int, whole_cluster: bool = False
+                  ) -> list[EventRow]:
+    """Campaign (or whole-cluster) events closed in (`since`, `until`] whose code or class a
+    rule waits for."""
+    return _event_rows(
         select(events.c.id, events.c.code, events.c.class_, events.c.campaign_id,
-               events.c.date_closed)
+               events.c.cluster_id, events.c.date_closed.label("date"))
         .where(events.c.date_closed > since, events.c.date_closed <= until,
-               events.c.state == EventState.CLOSED.value, events.c.campaign_id.is_not(None),
+               events.c.state == EventState.CLOSED.value, _owner_filter(whole_cluster),
                _event_filter(codes, classes))
-        .order_by(events.c.date_closed, events.c.id).limit(limit))
-    return [EventRow(id=r.id, code=r.code, class_=r.class_, campaign_id=r.campaign_id,
-                     date=r.date_closed) for r in rows]
+        .order_by(events.c.date_closed, events.c.id).limit(limit), conn)
 
 
 def events_between(conn: Connection, *, since: datetime, until: datetime, codes: Iterable[str],
-                   classes: Iterable[str], closed: bool, campaign_ids: Sequence[int]
+                   classes: Iterable[str], closed: bool, campaign_ids: Sequence[int] | None
                    ) -> list[EventRow]:
-    """For a dry run: the events of these campaigns opened (or closed) in [since, until]."""
+    """For a dry run: the events of these campaigns (None: whole-cluster events) opened (or
+    closed) in [since, until]."""
     column = events.c.date_closed if closed else events.c.date_open
-    rows = conn.execute(
+    owner = (_owner_filter(True) if campaign_ids is None
+             else events.c.campaign_id.in_(list(campaign_ids)))
+    return _event_rows(
         select(events.c.id, events.c.code, events.c.class_, events.c.campaign_id,
-               column.label("date"))
-        .where(column >= since, column <= until, events.c.campaign_id.in_(list(campaign_ids)),
-               _event_filter(codes, classes))
-        .order_by(column, events.c.id))
-    return [EventRow(id=r.id, code=r.code, class_=r.class_, campaign_id=r.campaign_id,
-                     date=r.date) for r in rows]
+               events.c.cluster_id, column.label("date"))
+        .where(column >= since, column <= until, owner, _event_filter(codes, classes))
+        .order_by(column, events.c.id), conn)
 
 
 def campaigns_by_id(conn: Connection, ids: Iterable[int]) -> dict[int, CampaignRow]:
@@ -241,15 +291,13 @@ def campaigns_by_id(conn: Connection, ids: Iterable[int]) -> dict[int, CampaignR
     if not wanted:
         return {}
     return {row.id: _campaign(row) for row in conn.execute(
-        select(campaigns.c.id, campaigns.c.name, campaigns.c.grid_user, campaigns.c.state,
-               campaigns.c.submission_time).where(campaigns.c.id.in_(wanted)))}
+        _CAMPAIGN_ROWS.where(campaigns.c.id.in_(wanted)))}
 
 
 def campaigns_in_treatment(conn: Connection, *, grid_users: Iterable[str] | None = None
                            ) -> list[CampaignRow]:
     """The campaigns a metric or silence rule may cover (of these users, or everyone's)."""
-    query = select(campaigns.c.id, campaigns.c.name, campaigns.c.grid_user, campaigns.c.state,
-                   campaigns.c.submission_time).where(
+    query = _CAMPAIGN_ROWS.where(
         campaigns.c.state == CampaignState.IN_TREATMENT.value).order_by(campaigns.c.id)
     if grid_users is not None:
         query = query.where(campaigns.c.grid_user.in_(sorted(set(grid_users))))
@@ -257,27 +305,60 @@ def campaigns_in_treatment(conn: Connection, *, grid_users: Iterable[str] | None
 
 
 def owned_campaigns(conn: Connection, grid_user: str | None) -> list[CampaignRow]:
-    query = select(campaigns.c.id, campaigns.c.name, campaigns.c.grid_user, campaigns.c.state,
-                   campaigns.c.submission_time).order_by(campaigns.c.id)
+    query = _CAMPAIGN_ROWS.order_by(campaigns.c.id)
     if grid_user is not None:
         query = query.where(campaigns.c.grid_user == grid_user)
     return [_campaign(row) for row in conn.execute(query)]
 
 
+def campaigns_on_clusters(conn: Connection, cluster_ids: Iterable[int], *,
+                          grid_users: Iterable[str] | None) -> dict[int, list[CampaignRow]]:
+    """For cluster triggers: the campaigns in treatment or paused (a rule may pause a campaign
+    when its cluster is stressed and resume it when the cluster is back) of these users, or
+    everyone's, whose JDL names each cluster, by cluster id (through the campaigns' cluster
+    properties)."""
+    wanted = sorted(set(cluster_ids))
+    if not wanted:
+        return {}
+    on_cluster = (select(campaign_properties.c.campaign_id, campaign_properties.c.cluster_id)
+                  .where(campaign_properties.c.cluster_id.in_(wanted)).distinct().subquery())
+    query = (_CAMPAIGN_ROWS.add_columns(on_cluster.c.cluster_id)
+             .join_from(campaigns, on_cluster, on_cluster.c.campaign_id == campaigns.c.id)
+             .where(campaigns.c.state.in_([CampaignState.IN_TREATMENT.value,
+                                           CampaignState.PAUSED.value]))
+             .order_by(on_cluster.c.cluster_id, campaigns.c.id))
+    if grid_users is not None:
+        query = query.where(campaigns.c.grid_user.in_(sorted(set(grid_users))))
+    found: dict[int, list[CampaignRow]] = {}
+    for row in conn.execute(query):
+        found.setdefault(int(row.cluster_id), []).append(_campaign(row))
+    return found
+
+
+def cluster_names(conn: Connection) -> dict[int, str]:
+    return {int(i): str(n) for i, n in conn.execute(select(clusters.c.id, clusters.c.name))}
+
+
+_CAMPAIGN_ROWS = select(campaigns.c.id, campaigns.c.name, campaigns.c.grid_user,
+                        campaigns.c.state, campaigns.c.submission_time, campaigns.c.nb_jobs)
+
+
 def _campaign(row: Any) -> CampaignRow:
     return CampaignRow(id=row.id, name=row.name, grid_user=row.grid_user, state=row.state,
-                       submission_time=row.submission_time)
+                       submission_time=row.submission_time, nb_jobs=int(row.nb_jobs or 0))
 
 
 def campaign_counters(conn: Connection, campaign_id: int, *, now: datetime,
                       window: timedelta) -> tuple[Counters, int]:
     """The campaign's totals (terminated tasks, failures, resubmissions) and the tasks that
     stopped in the last `window` (from the minute `window` ago), from the maintained counters."""
-    whole = campaign_cluster_stats(conn, campaign_id, now=now,
-                                   window_seconds=int(window.total_seconds()))[-1]
+    *per_cluster, whole = campaign_cluster_stats(conn, campaign_id, now=now,
+                                                 window_seconds=int(window.total_seconds()))
     recent = round(whole.jobs_per_hour * window.total_seconds() / 3600.0)
     return Counters(terminated=whole.terminated, failures=whole.failures,
-                    resubmissions=whole.resubmissions), recent
+                    resubmissions=whole.resubmissions,
+                    cluster_failures={c.cluster_id: c.failures for c in per_cluster
+                                      if c.cluster_id is not None and c.failures}), recent
 
 
 def campaigns_counters(conn: Connection, campaign_ids: Sequence[int], *, now: datetime,
@@ -295,10 +376,17 @@ def campaigns_counters(conn: Connection, campaign_ids: Sequence[int], *, now: da
     terminated = dict(conn.execute(
         select(sums.c.campaign_id, func.sum(sums.c.terminated))
         .where(sums.c.campaign_id.in_(ids)).group_by(sums.c.campaign_id)).all())
-    failures = {row[0]: (int(row[1] or 0), int(row[2] or 0)) for row in conn.execute(
-        select(counts.c.campaign_id, func.sum(counts.c.failures),
-               func.sum(counts.c.resubmissions))
-        .where(counts.c.campaign_id.in_(ids)).group_by(counts.c.campaign_id))}
+    failures: dict[int, tuple[int, int]] = {}
+    by_cluster: dict[int, dict[int, int]] = {}
+    for campaign_id, cluster_id, failed, resubmitted in conn.execute(
+            select(counts.c.campaign_id, counts.c.cluster_id, func.sum(counts.c.failures),
+                   func.sum(counts.c.resubmissions))
+            .where(counts.c.campaign_id.in_(ids))
+            .group_by(counts.c.campaign_id, counts.c.cluster_id)):
+        total = failures.get(campaign_id, (0, 0))
+        failures[campaign_id] = (total[0] + int(failed or 0), total[1] + int(resubmitted or 0))
+        if cluster_id and failed:  # cluster 0: failures without a cluster
+            by_cluster.setdefault(campaign_id, {})[int(cluster_id)] = int(failed)
     found = {}
     for span in spans:
         since = window_start(now, int(span.total_seconds()))
@@ -310,7 +398,9 @@ def campaigns_counters(conn: Connection, campaign_ids: Sequence[int], *, now: da
             failed, resubmitted = failures.get(campaign_id, (0, 0))
             found[(campaign_id, span)] = (
                 Counters(terminated=int(terminated.get(campaign_id) or 0), failures=failed,
-                         resubmissions=resubmitted), int(recent.get(campaign_id) or 0))
+                         resubmissions=resubmitted,
+                         cluster_failures=by_cluster.get(campaign_id, {})),
+                int(recent.get(campaign_id) or 0))
     return found
 
 
@@ -335,11 +425,14 @@ def save_rule_campaign(conn: Connection, rule_id: int, campaign_id: int, **value
 
 
 def record_firing(conn: Connection, *, rule: Rule, campaign_id: int, dedup_key: str,
-                  trigger: str, message: str, now: datetime) -> int | None:
+                  trigger: str, message: str, now: datetime,
+                  cluster_id: int | None = None) -> int | None:
     """Record a firing, its RULE_FIRED campaign event and the rule's last firing on the campaign,
-    in the caller's transaction; None (nothing written) when this firing was already recorded."""
+    in the caller's transaction; None (nothing written) when this firing was already recorded.
+    `cluster_id` is the trigger's cluster, the one a blacklist action without a cluster acts on."""
     insert_: Any = pg_insert if conn.dialect.name == "postgresql" else sqlite_insert
-    actions = [dict(kind=a.kind, message=a.message, to=a.to, resubmit=a.resubmit)
+    actions = [dict(kind=a.kind, message=a.message, to=a.to, resubmit=a.resubmit,
+                    cluster=a.cluster, cluster_id=cluster_id, params=list(a.params))
                for a in rule.definition.actions]
     firing_id = conn.execute(insert_(automation_firings).values(
         rule_id=rule.id, campaign_id=campaign_id, dedup_key=dedup_key[:255], trigger=trigger,
@@ -382,3 +475,25 @@ def finish_firing(conn: Connection, firing_id: int, *, outcome: str, now: dateti
 def rule_owner(conn: Connection, rule_id: int) -> str:
     return str(conn.execute(select(automation_rules.c.owner)
                             .where(automation_rules.c.id == rule_id)).scalar_one())
+
+
+# --- what the actions write ---------------------------------------------------------------------
+
+
+def cluster_id_by_name(conn: Connection, name: str) -> int:
+    found = conn.execute(select(clusters.c.id).where(clusters.c.name == name)).scalar_one_or_none()
+    if found is None:
+        raise NotFound(f"Cluster {name} not found")
+    return int(found)
+
+
+def open_rule_blacklist(conn: Connection, *, campaign_id: int, cluster_id: int, message: str,
+                        now: datetime) -> int | None:
+    """Blacklist a campaign on a cluster for a rule: an open campaign BLACKLIST without a parent
+    (the updater lifts only blacklists whose cause closed: this one stays until the user fixes
+    it, `gridevents -f ID`). Returns its id, or None when one is already open for the pair."""
+    if find_open_event(conn, code=BLACKLIST, class_=EventClass.CAMPAIGN, campaign_id=campaign_id,
+                       cluster_id=cluster_id) is not None:
+        return None
+    return record_event(conn, class_=EventClass.CAMPAIGN, code=BLACKLIST, campaign_id=campaign_id,
+                        cluster_id=cluster_id, message=message, now=now, checked=True)

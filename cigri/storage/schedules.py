@@ -9,10 +9,10 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Connection, delete, insert, select, update
+from sqlalchemy import Connection, insert, select, update
 
-from cigri.domain.errors import NotFound
 from cigri.domain.schedules import ScheduleSpec, parse_schedule
+from cigri.storage.automations import delete_row, get_row
 from cigri.storage.tables import campaign_schedules, campaigns
 
 
@@ -49,11 +49,7 @@ def add_schedule(conn: Connection, *, owner: str, source: dict[str, Any], now: d
 
 
 def get_schedule(conn: Connection, schedule_id: int) -> Schedule:
-    row = conn.execute(select(campaign_schedules).where(campaign_schedules.c.id == schedule_id)
-                       ).one_or_none()
-    if row is None:
-        raise NotFound(f"Schedule {schedule_id} not found")
-    return _schedule(row)
+    return _schedule(get_row(conn, campaign_schedules, schedule_id, "Schedule"))
 
 
 def list_schedules(conn: Connection, *, owner: str | None) -> list[Schedule]:
@@ -77,9 +73,7 @@ def set_schedule_enabled(conn: Connection, schedule_id: int, *, enabled: bool,
 
 
 def remove_schedule(conn: Connection, schedule_id: int) -> None:
-    if not conn.execute(delete(campaign_schedules)
-                        .where(campaign_schedules.c.id == schedule_id)).rowcount:
-        raise NotFound(f"Schedule {schedule_id} not found")
+    delete_row(conn, campaign_schedules, schedule_id, "Schedule")
 
 
 def due_schedule_ids(conn: Connection, *, now: datetime, limit: int = 100) -> list[int]:

@@ -499,7 +499,8 @@ automation_firings = Table(
     Index("ix_automation_firings_state", "state"),
 )
 
-# Per (rule, campaign): last firing (cooldown) and the metric window's base sample.
+# Per (rule, campaign): last firing (cooldown) and the metric window's base sample (with, for
+# `cluster_error_share`, each cluster's failures).
 automation_rule_campaigns = Table(
     "automation_rule_campaigns", metadata,
     Column("rule_id", Integer, _cascade("automation_rules.id"), primary_key=True),
@@ -509,6 +510,7 @@ automation_rule_campaigns = Table(
     Column("base_terminated", BigInteger, nullable=False, server_default="0"),
     Column("base_failures", BigInteger, nullable=False, server_default="0"),
     Column("base_resubmissions", BigInteger, nullable=False, server_default="0"),
+    Column("base_clusters", Text),  # JSON {cluster id: failures} (migration 0011)
 )
 
 # Campaign schedules (migration 0009): a JDL submitted at `next_run_at`, once or every period

@@ -40,7 +40,7 @@ def test_bad_definitions_and_admin_rules_are_refused_with_every_reason(
         pg_engine: Engine, clock: FakeClock) -> None:
     api = make_api(pg_engine, clock)
     bad = api.call("POST", "/rules", json={"name": "", "trigger": {"kind": "metric",
-                                                                   "metric": "eta"},
+                                                                   "metric": "speed"},
                                            "actions": [{"do": "explode"}], "colour": 1})
     assert bad.status_code == 400
     message = bad.get_json()["message"]

@@ -10,6 +10,7 @@ storage in `cigri.storage.automations`, the dry run in `cigri.daemons.automation
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from typing import Any, Final
 
 from flask import Blueprint, request
@@ -28,17 +29,11 @@ from cigri.storage import automations as store
 rules_api = Blueprint("rules", __name__)
 
 MAX_RULE_BYTES: Final = 64 * 1024
-MAX_RULE_ID: Final = 2**31 - 1
 
 
 def _own_rule(conn: Connection, rule_id: int) -> Rule:
-    if rule_id > MAX_RULE_ID:
-        raise ApiError(404, "Not found", f"Rule {rule_id} not found")
-    rule = store.get_rule(conn, rule_id)
     identity = _who()
-    if rule.owner != identity.user and not identity.is_admin:
-        raise ApiError(403, "Forbidden", f"Rule {rule_id} does not belong to you")
-    return rule
+    return store.get_own_rule(conn, rule_id, user=identity.user, is_admin=identity.is_admin)
 
 
 def _rule_json(rule: Rule) -> dict[str, Any]:
@@ -60,6 +55,44 @@ def _body() -> Any:
         return json.loads(data or b"null")
     except (json.JSONDecodeError, UnicodeDecodeError, RecursionError) as error:
         raise ApiError(400, "Bad request", f"the body is not valid JSON: {error}") from None
+
+
+def enabled_from_body() -> bool:
+    """The body of a PUT that enables or disables a rule or a schedule."""
+    body = _body()
+    if not isinstance(body, dict) or not isinstance(body.get("enabled"), bool):
+        raise ApiError(400, "Bad request", 'the body is {"enabled": true} or {"enabled": false}')
+    return bool(body["enabled"])
+
+
+def add_change_routes(blueprint: Blueprint, resource: str, *,
+                      own: Callable[[Connection, int], object],
+                      set_enabled: Callable[[Connection, int, bool], None],
+                      remove: Callable[[Connection, int], None], words: tuple[str, str]) -> None:
+    """`PUT /<resource>s/<id>` ({"enabled": true|false}; `words` say it: "enabled", "disabled")
+    and `DELETE /<resource>s/<id>` for rules and schedules: the owner check and the change in
+    one transaction, answered 202. Endpoints `update_<resource>` and `remove_<resource>`."""
+    param, title = f"{resource}_id", resource.capitalize()
+
+    def answer(message: str) -> ResponseReturnValue:
+        return json_response({"status": 202, "title": "Accepted", "message": message}, 202)
+
+    def update(**ids: int) -> ResponseReturnValue:
+        enabled = enabled_from_body()
+        with _tx() as conn:
+            own(conn, ids[param])
+            set_enabled(conn, ids[param], enabled)
+        return answer(f"{title} {ids[param]} {words[0] if enabled else words[1]}")
+
+    def delete(**ids: int) -> ResponseReturnValue:
+        with _tx() as conn:
+            own(conn, ids[param])
+            remove(conn, ids[param])
+        return answer(f"{title} {ids[param]} removed")
+
+    rule = f"/{resource}s/<id:{param}>"
+    blueprint.add_url_rule(rule, f"update_{resource}", update, methods=["PUT"])
+    blueprint.add_url_rule(rule, f"remove_{resource}", delete, methods=["DELETE"])
 
 
 @rules_api.get("/rules")
@@ -100,26 +133,10 @@ def show_rule(rule_id: int) -> ResponseReturnValue:
         for f in firings]})
 
 
-@rules_api.put("/rules/<id:rule_id>")
-def update_rule(rule_id: int) -> ResponseReturnValue:
-    body = _body()
-    if not isinstance(body, dict) or not isinstance(body.get("enabled"), bool):
-        raise ApiError(400, "Bad request", 'the body is {"enabled": true} or {"enabled": false}')
-    with _tx() as conn:
-        _own_rule(conn, rule_id)
-        store.set_rule_enabled(conn, rule_id, enabled=body["enabled"], now=_now())
-    word = "enabled" if body["enabled"] else "disabled"
-    return json_response({"status": 202, "title": "Accepted", "message": f"Rule {rule_id} {word}"},
-                         202)
-
-
-@rules_api.delete("/rules/<id:rule_id>")
-def remove_rule(rule_id: int) -> ResponseReturnValue:
-    with _tx() as conn:
-        _own_rule(conn, rule_id)
-        store.remove_rule(conn, rule_id)
-    return json_response({"status": 202, "title": "Accepted",
-                          "message": f"Rule {rule_id} removed"}, 202)
+add_change_routes(
+    rules_api, "rule", own=_own_rule, remove=store.remove_rule, words=("enabled", "disabled"),
+    set_enabled=lambda conn, rule_id, enabled: store.set_rule_enabled(
+        conn, rule_id, enabled=enabled, now=_now()))
 
 
 @rules_api.get("/rules/<id:rule_id>/test")

@@ -16,7 +16,7 @@ from cigri.api.access import settings as _settings
 from cigri.api.access import tx as _tx
 from cigri.api.access import who as _who
 from cigri.api.inputs import flag as _flag
-from cigri.api.routes.rules import _body
+from cigri.api.routes.rules import _body, add_change_routes
 from cigri.api.shapes import ApiError, bounded_errors, json_response
 from cigri.domain.errors import JDLError
 from cigri.domain.jdl import JDLDefaults, parse_jdl
@@ -91,23 +91,7 @@ def show_schedule(schedule_id: int) -> ResponseReturnValue:
         return json_response(_json(_own(conn, schedule_id)))
 
 
-@schedules_api.put("/schedules/<id:schedule_id>")
-def update_schedule(schedule_id: int) -> ResponseReturnValue:
-    body = _body()
-    if not isinstance(body, dict) or not isinstance(body.get("enabled"), bool):
-        raise ApiError(400, "Bad request", 'the body is {"enabled": true} or {"enabled": false}')
-    with _tx() as conn:
-        _own(conn, schedule_id)
-        store.set_schedule_enabled(conn, schedule_id, enabled=body["enabled"], now=_now())
-    word = "resumed" if body["enabled"] else "paused"
-    return json_response({"status": 202, "title": "Accepted",
-                          "message": f"Schedule {schedule_id} {word}"}, 202)
-
-
-@schedules_api.delete("/schedules/<id:schedule_id>")
-def remove_schedule(schedule_id: int) -> ResponseReturnValue:
-    with _tx() as conn:
-        _own(conn, schedule_id)
-        store.remove_schedule(conn, schedule_id)
-    return json_response({"status": 202, "title": "Accepted",
-                          "message": f"Schedule {schedule_id} removed"}, 202)
+add_change_routes(
+    schedules_api, "schedule", own=_own, remove=store.remove_schedule, words=("resumed", "paused"),
+    set_enabled=lambda conn, schedule_id, enabled: store.set_schedule_enabled(
+        conn, schedule_id, enabled=enabled, now=_now()))

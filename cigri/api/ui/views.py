@@ -5,38 +5,37 @@ Every page is server-rendered HTML, complete without JavaScript. Live parts are 
 `data-poll="<fragment url>"`: `static/ui.js` fetches that fragment every `UI_POLL_SECONDS` and
 swaps it in. State changes are POST forms carrying a CSRF token, answered with a 303 back to the
 page. Lists are keyset pages; counts come from the maintained statistics (`campaign_cluster_stats`,
-`campaign_job_counts`) or are capped.
+`campaign_job_counts`) or are capped. The blueprint and what pages share are in `pages`.
 """
 
 from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Iterator
-from contextlib import contextmanager
 from datetime import datetime, timedelta
 from typing import Any, Final
-from urllib.parse import urlencode
 
-from flask import Blueprint, Response, current_app, redirect, render_template, request, url_for
+from flask import Response, redirect, render_template, request, url_for
 from flask.typing import ResponseReturnValue
-from sqlalchemy import Connection, Engine
-from sqlalchemy.exc import SQLAlchemyError
-from werkzeug.exceptions import HTTPException
+from sqlalchemy import Connection
 
 from cigri.api import access
 from cigri.api.access import Identity
 from cigri.api.job_output import Stream, output_source, read_output
 from cigri.api.shapes import ApiError
 from cigri.api.ui import present, session
-from cigri.config import Settings
-from cigri.domain.clock import Clock
-from cigri.domain.errors import CigriError, Conflict, Forbidden, NotFound
+from cigri.api.ui.pages import back as _back
+from cigri.api.ui.pages import conn as _conn
+from cigri.api.ui.pages import now as _now
+from cigri.api.ui.pages import own_campaign as _own_campaign
+from cigri.api.ui.pages import page as _page
+from cigri.api.ui.pages import settings as _settings
+from cigri.api.ui.pages import ui
 from cigri.domain.night import NightWindow
 from cigri.domain.oar import OarError
-from cigri.domain.states import ACTIVE_JOB_STATES, EventClass, NotificationType, Severity
+from cigri.domain.states import ACTIVE_JOB_STATES, EventClass
 from cigri.domain.stats import forecast
-from cigri.storage import actions, dashboard, queries, subscriptions, tokens
+from cigri.storage import actions, dashboard, queries
 from cigri.storage.clusters import get_cluster, list_clusters, set_cluster_enabled
 from cigri.storage.events import is_campaign_blacklisted, is_cluster_blacklisted, list_open_events
 from cigri.storage.heartbeats import list_heartbeats
@@ -48,9 +47,6 @@ from cigri.storage.stats import (
 )
 
 log = logging.getLogger(__name__)
-
-ui = Blueprint("ui", __name__, template_folder="templates", static_folder="static",
-               static_url_path="/static")
 
 CAMPAIGN_PAGE: Final = 25
 TASK_PAGE: Final = 50
@@ -66,116 +62,6 @@ STATE_FILTERS: Final = {"active": queries.UNFINISHED_STATES, "in_treatment": ("i
 TASK_STATES: Final = ("pending", "queued", "to_launch", "launching", "submitted", "remote_waiting",
                       "batch_waiting", "running",
                       "terminated", "event", "waiting_resubmission", "cancelled")
-CHANNELS: Final = {"mail": NotificationType.MAIL.value, "jabber": NotificationType.XMPP.value,
-                   "webhook": NotificationType.WEBHOOK.value, "log": NotificationType.LOG.value}
-
-
-# ---------------------------------------------------------------- plumbing
-
-
-def _settings() -> Settings:
-    return current_app.config["CIGRI_SETTINGS"]
-
-
-def _now() -> datetime:
-    clock: Clock = current_app.config["CIGRI_CLOCK"]
-    return clock.now()
-
-
-@contextmanager
-def _conn() -> Iterator[Connection]:
-    engine: Engine = current_app.config["CIGRI_ENGINE"]
-    with engine.begin() as conn:
-        yield conn
-
-
-def _page(template: str, code: int = 200, **values: Any) -> ResponseReturnValue:
-    response = Response(render_template(template, **values), status=code)
-    response.headers["Cache-Control"] = "no-store"
-    return response
-
-
-def _back(default: str, notice: str) -> ResponseReturnValue:
-    """303 to the page the form came from (a /ui/ path only), with a notice to show."""
-    target = request.form.get("next") or default
-    if not target.startswith("/ui/") or target.startswith("//"):
-        target = default
-    target = target.split("#", 1)[0]
-    separator = "&" if "?" in target else "?"
-    return redirect(f"{target}{separator}{urlencode({'notice': notice})}", code=303)
-
-
-def _own_campaign(conn: Connection, identity: Identity, campaign_id: int) -> tuple[str, str]:
-    owner, state = queries.get_campaign_owner(conn, campaign_id)
-    access.check_owner(identity, campaign_id, owner)
-    return owner, state
-
-
-@ui.context_processor
-def _globals() -> dict[str, Any]:
-    identity = session.viewer()
-    return {"viewer": identity, "csrf_token": session.csrf_token, "fmt": present,
-            "poll_ms": int(_settings().UI_POLL_SECONDS * 1000),
-            "notice": request.args.get("notice", "")[:300]}
-
-
-# Pages anyone may load: the sign-in form and the package's static files. Every other dashboard
-# request needs a viewer (a session, or the API's own identity), checked here once for all.
-OPEN_ENDPOINTS = frozenset({"ui.login", "ui.static"})
-
-
-@ui.before_request
-def _guard() -> None:
-    if request.method == "POST":
-        session.check_csrf()
-    if request.endpoint not in OPEN_ENDPOINTS:
-        session.require_viewer()
-
-
-@ui.after_request
-def _headers(response: Response) -> Response:
-    """Scripts and styles from this package only; never framed; no referrer outside."""
-    response.headers["Content-Security-Policy"] = (
-        "default-src 'self'; script-src 'self'; style-src 'self' 'unsafe-inline'; "
-        "img-src 'self' data:; frame-ancestors 'none'; form-action 'self'; base-uri 'none'")
-    response.headers["X-Frame-Options"] = "DENY"
-    response.headers["X-Content-Type-Options"] = "nosniff"
-    response.headers["Referrer-Policy"] = "same-origin"
-    return response
-
-
-@ui.errorhandler(ApiError)
-def _api_error(error: ApiError) -> ResponseReturnValue:
-    if error.status == 401 and request.method == "GET" and request.endpoint != "ui.login":
-        return redirect(url_for("ui.login", next=request.full_path.rstrip("?")), code=303)
-    return _page("error.html", error.status, title=error.title, message=error.message,
-                 status=error.status)
-
-
-@ui.errorhandler(CigriError)
-def _cigri_error(error: CigriError) -> ResponseReturnValue:
-    status, title = 400, "Refused"
-    if isinstance(error, NotFound):
-        status, title = 404, "Not found"
-    elif isinstance(error, Forbidden):
-        status, title = 403, "Forbidden"
-    elif isinstance(error, Conflict):
-        status, title = 409, "Refused"
-    return _page("error.html", status, title=title, message=error.message, status=status)
-
-
-@ui.errorhandler(HTTPException)
-def _http_error(error: HTTPException) -> ResponseReturnValue:
-    status = error.code or 500
-    return _page("error.html", status, title=error.name, message=error.description or error.name,
-                 status=status)
-
-
-@ui.errorhandler(SQLAlchemyError)
-def _database_error(error: SQLAlchemyError) -> ResponseReturnValue:
-    log.exception("database error on %s %s", request.method, request.path)
-    return _page("error.html", 503, title="Database unavailable", status=503,
-                 message="cigri's database did not answer; try again in a moment.")
 
 
 # ---------------------------------------------------------------- signing in
@@ -563,74 +449,3 @@ def daemons() -> ResponseReturnValue:
 @ui.get("/daemons/rows")
 def daemon_rows() -> ResponseReturnValue:
     return _page("_daemon_rows.html", rows=_daemon_rows())
-
-
-# ---------------------------------------------------------------- my settings
-
-
-@ui.get("/settings")
-def settings_page() -> ResponseReturnValue:
-    identity = session.require_viewer()
-    with _conn() as conn:
-        mine = [t for t in tokens.list_tokens(conn, grid_user=identity.user)
-                if t.revoked_at is None]
-        subscribed = subscriptions.list_subscriptions(conn, grid_user=identity.user)
-    return _page("settings.html", tokens=mine, subscriptions=subscribed, now=_now(),
-                 channels=list(CHANNELS), severities=[s.value for s in Severity],
-                 created=None)
-
-
-@ui.post("/settings/tokens")
-def create_token() -> ResponseReturnValue:
-    """The API's `POST /api-tokens`: the new secret is on this answer only."""
-    identity = session.require_viewer()
-    name = (request.form.get("name") or "").strip()[:255] or None
-    days = request.form.get("expires_in_days") or ""
-    if days and (not days.isdigit() or not 0 < int(days) <= 3650):
-        raise ApiError(400, "Bad request", "expires in days must be a whole number from 1 to 3650")
-    now = _now()
-    with _conn() as conn:
-        _token, clear = tokens.create_token(
-            conn, grid_user=identity.user, now=now, name=name,
-            expires_at=now + timedelta(days=int(days)) if days else None)
-        mine = [t for t in tokens.list_tokens(conn, grid_user=identity.user)
-                if t.revoked_at is None]
-        subscribed = subscriptions.list_subscriptions(conn, grid_user=identity.user)
-    return _page("settings.html", 201, tokens=mine, subscriptions=subscribed, now=now,
-                 channels=list(CHANNELS), severities=[s.value for s in Severity], created=clear)
-
-
-@ui.post("/settings/tokens/<id:token_id>/revoke")
-def revoke_token(token_id: int) -> ResponseReturnValue:
-    identity = session.require_viewer()
-    with _conn() as conn:
-        if not tokens.revoke_token(conn, token_id, now=_now(), grid_user=identity.user):
-            raise ApiError(404, "Not found", f"No live token {token_id} of yours")
-    return _back(url_for("ui.settings_page"), f"Token {token_id} revoked")
-
-
-@ui.post("/settings/subscriptions")
-def subscribe() -> ResponseReturnValue:
-    identity = session.require_viewer()
-    kind = request.form.get("type", "")
-    target = (request.form.get("identity") or "").strip()
-    severity = request.form.get("severity", "")
-    if kind not in CHANNELS or not target or severity not in {s.value for s in Severity}:
-        raise ApiError(400, "Bad request", "choose a channel, an identity and a severity")
-    with _conn() as conn:
-        subscriptions.subscribe(conn, grid_user=identity.user, type_=CHANNELS[kind],
-                                identity=target, severity=severity, now=_now())
-    return _back(url_for("ui.settings_page"), f"Subscribed {target} ({kind})")
-
-
-@ui.post("/settings/subscriptions/remove")
-def unsubscribe() -> ResponseReturnValue:
-    identity = session.require_viewer()
-    kind = request.form.get("type", "")
-    target = request.form.get("identity", "")
-    with _conn() as conn:
-        removed = subscriptions.unsubscribe(conn, grid_user=identity.user, type_=kind,
-                                            identity=target)
-    if not removed:
-        raise ApiError(404, "Not found", f"No {kind} subscription for {target}")
-    return _back(url_for("ui.settings_page"), f"Unsubscribed {target}")
