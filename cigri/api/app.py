@@ -158,7 +158,7 @@ def create_app(settings: Settings, engine: Engine, *, clock: Clock | None = None
         # Who is calling is settled before any body is read: a bad body from nobody is a 403.
         g.identity = resolve_identity(settings, engine, app.config["CIGRI_CLOCK"])
         # the dashboard (blueprint "ui") authenticates its own requests: a signed session or
-        # this identity, and a sign-in page instead of a JSON 403 (cigri.api.ui.views._guard)
+        # this identity, and a sign-in page instead of a JSON 403 (cigri.api.ui.pages._guard)
         if g.identity is None and request.endpoint is not None \
                 and request.endpoint not in PUBLIC_ENDPOINTS and request.blueprint != "ui":
             raise ApiError(403, "Forbidden", "Access denied: not authenticated")

@@ -50,6 +50,17 @@ def subscribe(conn: Connection, *, grid_user: str, type_: str, identity: str, se
         raise Conflict(f"{shown} is already subscribed to {type_} notifications") from error
 
 
+def unsubscribe_id(conn: Connection, *, grid_user: str, subscription_id: int) -> Subscription | None:
+    """Remove the user's subscription `subscription_id`; the removed row, or None if the user has
+    no such subscription (the dashboard names it by id: its identity may hold a secret)."""
+    row = conn.execute(delete(t).where(t.c.grid_user == grid_user, t.c.id == subscription_id)
+                       .returning(t)).one_or_none()
+    if row is None:
+        return None
+    return Subscription(id=row.id, grid_user=row.grid_user, type=row.type, identity=row.identity,
+                        severity=row.severity, format=row.format)
+
+
 def unsubscribe(conn: Connection, *, grid_user: str, type_: str, identity: str) -> int:
     """Remove matching subscriptions; return how many were removed."""
     return conn.execute(delete(t).where(t.c.grid_user == grid_user, t.c.type == type_,

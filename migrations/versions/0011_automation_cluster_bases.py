@@ -2,7 +2,7 @@
 trigger (issue 13)
 
 Revision ID: 0011
-Revises: 0009
+Revises: 0010
 Create Date: 2026-12-05 01:50:00.000000
 """
 
@@ -13,7 +13,7 @@ from alembic import op
 
 
 revision = '0011'
-down_revision = '0009'
+down_revision = '0010'
 branch_labels = None
 depends_on = None
 

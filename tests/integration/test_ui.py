@@ -281,3 +281,37 @@ def test_a_search_looks_at_a_bounded_window_and_offers_to_go_on(
     assert third_link is not None
     third = api.call("GET", third_link.group(1).replace("&amp;", "&")).text  # tasks 61-90
     assert re.findall(r"/tasks/(\d+)\"", third) == ["71"]
+
+
+def test_settings_subscribe_an_apprise_url_shown_masked_and_removed_by_id(
+        engine: Engine, clock: FakeClock) -> None:
+    """The dashboard offers the Apprise channel, checks the URL as the API does, never prints
+    its secret back (listing or hidden field), and unsubscribes by id, only the viewer's own."""
+    from cigri.storage import subscriptions
+
+    api = make_api(engine, clock)
+    client, _ = _signed_in(api)
+    token = _csrf(client, "/ui/settings")
+    bad = client.post("/ui/settings/subscriptions", data={
+        "csrf_token": token, "type": "apprise", "identity": "nosuch://x/y", "severity": "low"})
+    assert bad.status_code == 400 and "Invalid Apprise URL" in bad.text
+    secret = "T0KENsecretVALUE"
+    url = f"slack://TA1B2C3D4/BA1B2C3D4/{secret}"
+    added = client.post("/ui/settings/subscriptions", data={
+        "csrf_token": token, "type": "apprise", "identity": url, "severity": "low"},
+        follow_redirects=True)
+    assert added.status_code == 200 and secret not in added.text
+    page = client.get("/ui/settings").text
+    assert "apprise" in page and secret not in page
+    with engine.begin() as conn:
+        (mine,) = subscriptions.list_subscriptions(conn, grid_user="alice")
+    assert mine.identity == url
+    bob, _ = _signed_in(api, "bob")
+    stolen = bob.post("/ui/settings/subscriptions/remove",
+                      data={"csrf_token": _csrf(bob, "/ui/settings"), "id": str(mine.id)})
+    assert stolen.status_code == 404
+    removed = client.post("/ui/settings/subscriptions/remove",
+                          data={"csrf_token": token, "id": str(mine.id)})
+    assert removed.status_code == 303
+    with engine.begin() as conn:
+        assert subscriptions.list_subscriptions(conn, grid_user="alice") == []

@@ -8,6 +8,7 @@ from typing import Final
 
 from flask import request, url_for
 from flask.typing import ResponseReturnValue
+from sqlalchemy import Connection
 
 from cigri.api.shapes import ApiError
 from cigri.api.ui import session
@@ -17,10 +18,22 @@ from cigri.api.ui.pages import now as _now
 from cigri.api.ui.pages import page as _page
 from cigri.api.ui.pages import ui
 from cigri.domain.states import NotificationType, Severity
+from cigri.notify.apprise_channel import masked, url_problem
 from cigri.storage import subscriptions, tokens
 
 CHANNELS: Final = {"mail": NotificationType.MAIL.value, "jabber": NotificationType.XMPP.value,
-                   "webhook": NotificationType.WEBHOOK.value, "log": NotificationType.LOG.value}
+                   "webhook": NotificationType.WEBHOOK.value,
+                   "apprise": NotificationType.APPRISE.value, "log": NotificationType.LOG.value}
+
+
+def _shown(type_: str, identity: str) -> str:
+    """An identity as the page shows it: an Apprise URL masked (it holds the service's tokens)."""
+    return masked(identity) if type_ == NotificationType.APPRISE else identity
+
+
+def _listed(conn: Connection, grid_user: str) -> list[tuple[subscriptions.Subscription, str]]:
+    return [(s, _shown(s.type, s.identity))
+            for s in subscriptions.list_subscriptions(conn, grid_user=grid_user)]
 
 
 @ui.get("/settings")
@@ -29,7 +42,7 @@ def settings_page() -> ResponseReturnValue:
     with _conn() as conn:
         mine = [t for t in tokens.list_tokens(conn, grid_user=identity.user)
                 if t.revoked_at is None]
-        subscribed = subscriptions.list_subscriptions(conn, grid_user=identity.user)
+        subscribed = _listed(conn, identity.user)
     return _page("settings.html", tokens=mine, subscriptions=subscribed, now=_now(),
                  channels=list(CHANNELS), severities=[s.value for s in Severity],
                  created=None)
@@ -50,7 +63,7 @@ def create_token() -> ResponseReturnValue:
             expires_at=now + timedelta(days=int(days)) if days else None)
         mine = [t for t in tokens.list_tokens(conn, grid_user=identity.user)
                 if t.revoked_at is None]
-        subscribed = subscriptions.list_subscriptions(conn, grid_user=identity.user)
+        subscribed = _listed(conn, identity.user)
     return _page("settings.html", 201, tokens=mine, subscriptions=subscribed, now=now,
                  channels=list(CHANNELS), severities=[s.value for s in Severity], created=clear)
 
@@ -72,20 +85,27 @@ def subscribe() -> ResponseReturnValue:
     severity = request.form.get("severity", "")
     if kind not in CHANNELS or not target or severity not in {s.value for s in Severity}:
         raise ApiError(400, "Bad request", "choose a channel, an identity and a severity")
+    if kind == "apprise" and (problem := url_problem(target)) is not None:
+        raise ApiError(400, "Bad request", f"Invalid Apprise URL: {problem}")
+    shown = _shown(CHANNELS[kind], target)
     with _conn() as conn:
         subscriptions.subscribe(conn, grid_user=identity.user, type_=CHANNELS[kind],
-                                identity=target, severity=severity, now=_now())
-    return _back(url_for("ui.settings_page"), f"Subscribed {target} ({kind})")
+                                identity=target, severity=severity, now=_now(),
+                                shown_identity=shown)
+    return _back(url_for("ui.settings_page"), f"Subscribed {shown} ({kind})")
 
 
 @ui.post("/settings/subscriptions/remove")
 def unsubscribe() -> ResponseReturnValue:
+    """By the subscription's id: the page never sends an identity back (it may hold a secret)."""
     identity = session.require_viewer()
-    kind = request.form.get("type", "")
-    target = request.form.get("identity", "")
+    wanted = request.form.get("id", "")
+    if not wanted.isdigit():
+        raise ApiError(400, "Bad request", "which subscription? (id missing)")
     with _conn() as conn:
-        removed = subscriptions.unsubscribe(conn, grid_user=identity.user, type_=kind,
-                                            identity=target)
-    if not removed:
-        raise ApiError(404, "Not found", f"No {kind} subscription for {target}")
-    return _back(url_for("ui.settings_page"), f"Unsubscribed {target}")
+        removed = subscriptions.unsubscribe_id(conn, grid_user=identity.user,
+                                               subscription_id=int(wanted))
+    if removed is None:
+        raise ApiError(404, "Not found", f"No subscription {wanted} of yours")
+    return _back(url_for("ui.settings_page"),
+                 f"Unsubscribed {_shown(removed.type, removed.identity)}")
