@@ -226,6 +226,10 @@ class Settings:
         "Seconds between two passes of the automations daemon (rules and their actions)."))
     DAEMON_MAX_CONSECUTIVE_FAILURES: int = field(default=10, metadata=_describe(
         "Failed passes in a row after which a daemon exits (and is restarted)."))
+    DAEMON_IDLE_FACTOR: float = field(default=6.0, metadata=_describe(
+        "On PostgreSQL, a daemon whose pass found nothing to do waits up to this many intervals "
+        "(at most half its lease) before the next one; work arriving wakes it at once (NOTIFY). "
+        "1 keeps every daemon on its interval."))
     ALMIGHTY_RESTART_DELAY: float = field(default=5.0, metadata=_seconds(
         "Seconds almighty waits before restarting a daemon that died."))
     ALMIGHTY_CHILD_TIMEOUT: float = field(default=300.0, metadata=_seconds(
@@ -407,9 +411,10 @@ def _check_ranges(values: Mapping[str, Any]) -> list[str]:
     policy = values.get("RUNNER_INJECTION_POLICY", "capacity")
     if policy not in {"capacity", "pi", "tap"}:
         problems.append(f"RUNNER_INJECTION_POLICY: expected capacity, pi or tap, got {policy!r}")
-    factor = values.get("RUNNER_TAP_INCREASE_FACTOR")
-    if factor is not None and factor < 1:
-        problems.append(f"RUNNER_TAP_INCREASE_FACTOR: must be >= 1, got {factor!r}")
+    for key in ("RUNNER_TAP_INCREASE_FACTOR", "DAEMON_IDLE_FACTOR"):
+        factor = values.get(key)
+        if factor is not None and factor < 1:
+            problems.append(f"{key}: must be >= 1, got {factor!r}")
     return problems
 
 

@@ -8,7 +8,11 @@ Does not own any work: subclasses write `run_once` as a short list of named step
 
 On PostgreSQL a daemon also LISTENs on `cigri_<role>`: a producer that calls
 `cigri.storage.heartbeats.notify_daemons(conn, role)` in its transaction starts that daemon's next
-pass early. A hint only; every daemon still polls on its interval.
+pass early. A hint only; every daemon still polls. A pass whose `run_once` returns False found
+nothing to do (no campaign running, no job on OAR): while the listener runs, the next pass then
+waits up to `DAEMON_IDLE_FACTOR` intervals (at most half the lease), so an idle engine costs little
+(`bench/idle.py`); a notification still starts it at once, and any pass with work puts the daemon
+back on its interval.
 
 Each pass costs the lease one transaction, shared with the heartbeat: the lease is renewed together
 with the heartbeat at the end of a pass, and taken at the start of one only when this instance does
@@ -173,6 +177,8 @@ class Daemon(abc.ABC):
         self.has_lease = False
         self._lease_until: datetime | None = None  # when our lease runs out, by `clock`
         self._wake = threading.Event()
+        self.idle = False  # the last pass found nothing to do (run_once returned False)
+        self.listening = False  # NOTIFY wake-ups reach this daemon (PostgreSQL listener running)
 
     @classmethod
     def default_interval(cls, settings: Settings) -> timedelta:
@@ -180,13 +186,23 @@ class Daemon(abc.ABC):
         return timedelta(seconds=5)
 
     @abc.abstractmethod
-    def run_once(self) -> None:
-        """One pass. Safe to repeat; may stop between transactions."""
+    def run_once(self) -> bool | None:
+        """One pass. Safe to repeat; may stop between transactions. Returns False when it found
+        nothing to do (the idle stretch applies), True or None otherwise."""
 
     def next_interval(self) -> timedelta:
         """How long after this pass's start the next one starts: `interval`, unless the
         daemon has a reason to look again sooner (the updater while jobs wait to start)."""
         return self.interval
+
+    def pause(self) -> timedelta:
+        """The wait from this pass's start to the next: `next_interval()`, stretched to
+        `DAEMON_IDLE_FACTOR` intervals (at most half the lease, so the lease is never at risk)
+        after an idle pass while notifications can wake this daemon."""
+        wait = self.next_interval()
+        if not (self.idle and self.listening):
+            return wait
+        return max(wait, min(self.interval * self.settings.DAEMON_IDLE_FACTOR, self.lease / 2))
 
     def wake_channels(self) -> Sequence[str]:
         """PostgreSQL channels whose notifications start the next pass early (a hint only: the
@@ -214,7 +230,7 @@ class Daemon(abc.ABC):
                 iterations += 1
                 if loops is not None and iterations >= loops:
                     return
-                self._sleep(max(0.0, self.next_interval().total_seconds() - elapsed))
+                self._sleep(max(0.0, self.pause().total_seconds() - elapsed))
         finally:
             if self.stop.is_set():
                 self._release()
@@ -231,15 +247,16 @@ class Daemon(abc.ABC):
                 return
 
     def _start_listener(self) -> None:
-        start_listener(self.engine, list(self.wake_channels()), stop=self.stop,
-                       on_notify=self.wake, name=self.name)
+        self.listening = start_listener(self.engine, list(self.wake_channels()), stop=self.stop,
+                                        on_notify=self.wake, name=self.name) is not None
 
     def _one_iteration(self) -> None:
         started = self.clock.monotonic()
         try:
+            self.idle = False
             if not self._take_lease():
                 return
-            self.run_once()
+            self.idle = self.run_once() is False
             self.failures = 0
             self.passes += 1
             record_pass(self.name, self.clock.monotonic() - started, failed=False)
@@ -323,7 +340,7 @@ class Daemon(abc.ABC):
             if held:  # a lost lease: the new holder's beats are the role's
                 record_heartbeat(conn, name=self.name, host=self.host, pid=self.pid,
                                  started_at=self.started_at, now=now,
-                                 interval_seconds=self.interval.total_seconds(),
+                                 interval_seconds=self.pause().total_seconds(),
                                  passes=self.passes, failures=self.failures)
         self._note_lease(held, now)
 

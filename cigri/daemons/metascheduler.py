@@ -80,11 +80,11 @@ class MetaScheduler(Daemon):
     def policy(self) -> Policy:
         return Policy(self.settings.METASCHEDULER_POLICY)
 
-    def run_once(self) -> None:
+    def run_once(self) -> bool:
         snapshot = self._read_snapshot()
         if not snapshot.couples:
             log.debug("no running campaign")
-            return
+            return False  # idle: a new or resumed campaign wakes this daemon (NOTIFY)
         if self._withdraw_blocked_queue(snapshot):
             snapshot = self._read_snapshot()  # the withdrawn tasks are candidates again
         self._create_prologues_and_epilogues(snapshot)
@@ -92,11 +92,12 @@ class MetaScheduler(Daemon):
         couples = [c for c in plan_couples(snapshot)
                    if c.limit > 0 and snapshot.unscheduled_tasks.get(c.campaign_id)]
         if not couples:
-            return  # every couple is full, drained, blacklisted or waiting for its prologue
+            return True  # every couple is full, drained, blacklisted or waiting for its prologue
         stacks = self._read_stacks(couples)
         entries = distribute(couples, stacks, policy=self.policy,
                              first_batch_id=self._first_batch_id())
         self._queue(entries)
+        return True
 
     def _read_snapshot(self) -> Snapshot:
         with self.engine.begin() as conn:

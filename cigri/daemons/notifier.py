@@ -84,9 +84,10 @@ class NotifierDaemon(Daemon):
     def default_interval(cls, settings: Settings) -> timedelta:
         return settings.notifier_interval
 
-    def run_once(self) -> None:
-        self.compose_messages()
-        self.send_due_messages()
+    def run_once(self) -> bool:
+        """Compose, then send; False (idle) when there was nothing to do either way."""
+        composed = self.compose_messages()
+        return bool(self.send_due_messages() or composed)
 
     # --- compose ---------------------------------------------------------------------------
 

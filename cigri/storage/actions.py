@@ -32,6 +32,7 @@ from cigri.storage.events import (
     record_event,
     record_manual_event,
 )
+from cigri.storage.heartbeats import notify_daemons
 from cigri.storage.tables import bag_of_tasks, campaigns, clusters, events, jobs, jobs_to_launch
 
 log = logging.getLogger(__name__)
@@ -68,6 +69,7 @@ def cancel_campaign(conn: Connection, campaign_id: int, *, now: datetime) -> Non
                  .values(state=CampaignState.CANCELLED.value, completion_time=now))
     record_event(conn, class_=EventClass.CAMPAIGN, code=EventCode.USER_FRAG, campaign_id=campaign_id,
                  message=f"Campaign {campaign_id} cancelled by its user", now=now)
+    notify_daemons(conn, "nikita")  # its jobs are killed now, not at nikita's next pass
     log.info("campaign %d cancelled", campaign_id,
              extra={"campaign_id": campaign_id, "action": "cancel"})
 
@@ -84,6 +86,7 @@ def resume_campaign(conn: Connection, campaign_id: int, *, now: datetime) -> Non
     if state is not CampaignState.PAUSED:
         raise Conflict(f"Can't resume a {state.value} campaign")
     _set_state(conn, campaign_id, CampaignState.IN_TREATMENT, EventCode.RESUMED, now=now)
+    notify_daemons(conn, "metascheduler")  # scheduled again now, not at its next pass
 
 
 def _set_state(conn: Connection, campaign_id: int, target: CampaignState, code: EventCode, *,

@@ -108,6 +108,7 @@ def add_parameters(conn: Connection, campaign_id: int, params: Iterable[str], no
     if state is CampaignState.TERMINATED:
         conn.execute(update(campaigns).where(campaigns.c.id == campaign_id).values(
             state=CampaignState.IN_TREATMENT.value, completion_time=None))
+    notify_daemons(conn, "metascheduler")  # the new tasks are scheduled now
     log.info("added %d tasks to campaign %d at %s", count, campaign_id, now.isoformat(),
              extra={"campaign_id": campaign_id, "action": "add_parameters"})
     return count

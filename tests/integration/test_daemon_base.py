@@ -137,3 +137,70 @@ def test_a_notification_starts_the_next_pass_early(pg_engine: Engine) -> None:
         daemon.stop.set()
         thread.join(timeout=10)
     assert not thread.is_alive()
+
+
+class IdleDaemon(CountingDaemon):
+    """Finds nothing to do until `busy` is set."""
+
+    busy = False
+
+    def run_once(self) -> bool:  # type: ignore[override]
+        super().run_once()
+        return self.busy
+
+
+def test_an_idle_pass_stretches_the_wait_only_while_notifications_can_wake_it(
+        engine: Engine, clock: FakeClock) -> None:
+    settings = build_settings({"LEASE_SECONDS": 60, "DAEMON_IDLE_FACTOR": 4})
+    daemon = IdleDaemon(engine=engine, settings=settings, clock=clock, stop=threading.Event(),
+                        interval=timedelta(seconds=5))
+    daemon.run(loops=1)
+    assert daemon.idle and daemon.pause() == timedelta(seconds=5)  # no listener: no stretch
+    daemon.listening = True
+    assert daemon.pause() == timedelta(seconds=20)
+    daemon.run(loops=1)
+    with engine.begin() as conn:
+        beat = find_heartbeat(conn, "counter")
+    assert beat is not None and beat.interval_seconds == 20  # `cigri status` expects the stretch
+    daemon.busy = True
+    daemon.run(loops=1)
+    assert not daemon.idle and daemon.pause() == timedelta(seconds=5)
+    # Capped at half the lease: a standby never sees an idle holder's lease run out.
+    daemon.busy, daemon.interval = False, timedelta(seconds=10)
+    daemon.run(loops=1)
+    assert daemon.pause() == timedelta(seconds=30)
+    off = IdleDaemon(engine=engine, settings=build_settings({"DAEMON_IDLE_FACTOR": 1}),
+                     clock=clock, stop=threading.Event(), interval=timedelta(seconds=5),
+                     name="counter-off")
+    off.listening = True
+    off.run(loops=1)
+    assert off.idle and off.pause() == timedelta(seconds=5)
+
+
+def test_an_idle_daemon_is_still_woken_at_once_by_a_notification(pg_engine: Engine) -> None:
+    import time
+
+    from cigri.domain.clock import SystemClock
+    from cigri.storage.heartbeats import notify_daemons
+
+    daemon = IdleDaemon(engine=pg_engine, settings=build_settings({}), clock=SystemClock(),
+                        stop=threading.Event(), interval=timedelta(seconds=30))
+    thread = threading.Thread(target=daemon.run)
+    thread.start()
+    try:
+        deadline = time.monotonic() + 20
+        while daemon.calls < 1 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert daemon.calls == 1 and daemon.idle
+        while not daemon.listening and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert daemon.pause() > timedelta(seconds=30)  # stretched: it would sleep minutes
+        while daemon.calls < 2 and time.monotonic() < deadline:
+            with pg_engine.begin() as conn:
+                notify_daemons(conn, "counter")
+            time.sleep(0.5)
+        assert daemon.calls >= 2
+    finally:
+        daemon.stop.set()
+        thread.join(timeout=10)
+    assert not thread.is_alive()
