@@ -19,6 +19,8 @@ import subprocess
 from dataclasses import dataclass
 from typing import Any
 
+from cigri.emulator.jobs import ApiError
+
 # Run by `sh -c` as the target user (nothing of cigri or of this Python needs to be readable by
 # them): exit status 0 done, 2 not found, 3 not allowed. `find -printf` lists a directory as NUL
 # separated fields: name, type following links, own type, link target, size, mtime, mode bits.
@@ -42,14 +44,8 @@ def _parse_listing(data: bytes) -> list[list[Any]]:
     return sorted(rows)
 
 
-class MediaError(Exception):
-    """A `/media` failure with OAR's status and message."""
-
-    def __init__(self, status: int, title: str, message: str) -> None:
-        super().__init__(message)
-        self.status = status
-        self.title = title
-        self.message = message
+class MediaError(ApiError):
+    """A `/media` failure, answered as OAR does (`{code, title, message}`)."""
 
 
 @dataclass(frozen=True)
