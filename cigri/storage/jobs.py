@@ -15,25 +15,9 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, Final
 
-from sqlalchemy import (
-    Connection,
-    and_,
-    bindparam,
-    delete,
-    exists,
-    func,
-    insert,
-    or_,
-    select,
-    update,
-)
+from sqlalchemy import Connection, and_, bindparam, delete, exists, func, insert, or_, select, update
 
-from cigri.domain.campaigns import (
-    SETTLED_EPILOGUE_STEPS,
-    EpilogueSite,
-    EpilogueStep,
-    next_epilogue_step,
-)
+from cigri.domain.campaigns import SETTLED_EPILOGUE_STEPS, EpilogueSite, EpilogueStep, next_epilogue_step
 from cigri.domain.failures import BUDGETED_EVENT_CODES
 from cigri.domain.jobs import EPILOGUE, KEEP, PROLOGUE, Job, JobChange, LaunchItem, RunnerOptions
 from cigri.domain.states import CampaignState, EventClass, EventState, JobState
