@@ -348,7 +348,8 @@ def _detach(paths: Paths, *, port: int | None, root_jobs: bool) -> None:
     click.echo(f"running in the background; stop it with: cigri sandbox stop --dir {paths.root}")
 
 
-DIR_OPTION = click.option("--dir", "directory", default=DEFAULT_DIR, show_default=True,
+DIR_OPTION = click.option("--dir", "paths", default=DEFAULT_DIR, show_default=True,
+                          callback=lambda _context, _option, value: _paths(value),
                           help="Directory of the sandbox (database, configuration, home, logs).")
 
 
@@ -360,7 +361,7 @@ DIR_OPTION = click.option("--dir", "directory", default=DEFAULT_DIR, show_defaul
 @click.option("--allow-root-jobs", is_flag=True,
               help="Started as root: accept that the jobs run as root.")
 @click.pass_context
-def sandbox(context: click.Context, directory: str, detach: bool, port: int | None,
+def sandbox(context: click.Context, paths: Paths, detach: bool, port: int | None,
             allow_root_jobs: bool) -> None:
     """A grid of your own on this machine: three emulated clusters, every daemon and the API.
 
@@ -369,7 +370,6 @@ def sandbox(context: click.Context, directory: str, detach: bool, port: int | No
     """
     if context.invoked_subcommand is not None:
         return
-    paths = _paths(directory)
     if detach:
         _detach(paths, port=port, root_jobs=allow_root_jobs)
     else:
@@ -378,11 +378,9 @@ def sandbox(context: click.Context, directory: str, detach: bool, port: int | No
 
 @sandbox.command("stop")
 @DIR_OPTION
-def stop(directory: str) -> None:
+def stop(paths: Paths) -> None:
     """Stop the sandbox running in the background."""
-    paths = _paths(directory)
-    state = _running(paths)
-    if state is None:
+    if (state := _running(paths)) is None:
         click.echo(f"no sandbox runs in {paths.root}")
         return
     pid = int(state["pid"])
@@ -398,11 +396,9 @@ def stop(directory: str) -> None:
 
 @sandbox.command("status")
 @DIR_OPTION
-def status(directory: str) -> None:
+def status(paths: Paths) -> None:
     """Say whether the sandbox runs, and how to use it (exit status 3 when it does not)."""
-    paths = _paths(directory)
-    state = _running(paths)
-    if state is None:
+    if (state := _running(paths)) is None:
         click.echo(f"no sandbox runs in {paths.root} (start it with: cigri sandbox --dir "
                    f"{paths.root})")
         sys.exit(3)
