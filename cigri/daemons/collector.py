@@ -45,6 +45,7 @@ from typing import Final
 
 from sqlalchemy import Connection
 
+from cigri.accounts import UnixAccount
 from cigri.config import Settings
 from cigri.daemons import result_files as files
 from cigri.daemons import ssh_copy
@@ -77,7 +78,7 @@ class Place:
     there (None: the collector's own user), or why they may not be written at all."""
 
     top: Path | None
-    account: files.Account | None
+    account: UnixAccount | None
     refused: str | None = None
     is_default: bool = False  # `<COLLECTOR_DIRECTORY>/<id>`, which the collector creates
 

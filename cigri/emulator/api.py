@@ -15,6 +15,7 @@ from collections.abc import Callable, Iterable
 from typing import Any
 from urllib.parse import parse_qsl
 
+from cigri.accounts import UnixAccount
 from cigri.emulator import control, userfs
 from cigri.emulator.http import (
     APACHE_401,
@@ -31,7 +32,6 @@ from cigri.emulator.http import (
 from cigri.emulator.jobs import ApiError
 from cigri.emulator.model import Cluster
 from cigri.emulator.shapes import DEFAULT_LIMIT, Shapes
-from cigri.emulator.userfs import UnixUser
 
 log = logging.getLogger(__name__)
 
@@ -456,7 +456,7 @@ class OarApp(Shapes):
 
     # ---- media -------------------------------------------------------------------------------
 
-    def media_path(self, request: Request, rest: str, action: str) -> tuple[str, UnixUser | None]:
+    def media_path(self, request: Request, rest: str, action: str) -> tuple[str, UnixAccount | None]:
         """The file a `/media` path names (`~` is the login's home) and who reads it: the Unix
         user of the login when the emulator runs jobs as their logins, else the emulator."""
         login = self.need_login(request, action)

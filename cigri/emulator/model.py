@@ -18,6 +18,7 @@ import threading
 from collections import Counter, deque
 from typing import Any
 
+from cigri.accounts import UnixAccount, find_account
 from cigri.emulator import control, execution
 from cigri.emulator.clock import EmuClock
 from cigri.emulator.jobs import (
@@ -31,7 +32,6 @@ from cigri.emulator.jobs import (
 )
 from cigri.emulator.resources import ResourceRequest, group_shape
 from cigri.emulator.submission import JobPlan, plan_submission, request_cores
-from cigri.emulator.userfs import UnixUser, unix_user
 
 __all__ = ["Cluster", "ClusterConfig", "Mode"]
 
@@ -92,7 +92,7 @@ class Cluster:
     def home_of(self, login: str) -> str | None:
         """The login's home (its jobs' `$HOME`, `~` in `/media`); None for an unknown login."""
         if self.config.run_as == "login":
-            user = unix_user(login)
+            user = find_account(login)
             if user is None or user.uid == 0:  # no such user, or root by another name
                 return None
             return user.home if self.config.users is None else self.config.users.get(login)
@@ -102,9 +102,9 @@ class Cluster:
         os.makedirs(home, exist_ok=True)
         return home
 
-    def unix_user_of(self, login: str) -> UnixUser | None:
+    def unix_user_of(self, login: str) -> UnixAccount | None:
         """The Unix user a login's jobs and files act as; None: the emulator's own user."""
-        return unix_user(login) if self.config.run_as == "login" else None
+        return find_account(login) if self.config.run_as == "login" else None
 
     def node_of(self, rid: int) -> int:
         return (rid - 1) // self.config.cores

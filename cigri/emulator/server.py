@@ -18,6 +18,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
+from cigri.accounts import is_root
 from cigri.emulator.api import OarApp
 from cigri.emulator.clock import EmuClock, ManualClock, ScaledClock
 from cigri.emulator.endpoints import ClusterServer, Endpoint, MountedEndpoint, PrefixRouter
@@ -25,7 +26,6 @@ from cigri.emulator.http import Faults, Request, Response, error, json_response
 from cigri.emulator.jobs import ClusterConfig, Mode
 from cigri.emulator.model import Cluster
 from cigri.emulator.state import load_state, save_state
-from cigri.emulator.userfs import running_as_root
 from cigri.emulator.workload import Workload
 
 log = logging.getLogger(__name__)
@@ -352,7 +352,7 @@ def build(
         kill_grace=kill_grace,
         simulate_outputs=simulate_outputs,
         launch_delay=launch_delay,
-        run_as="login" if running_as_root() and not allow_root_jobs else "self",
+        run_as="login" if is_root() and not allow_root_jobs else "self",
     )
     rates: dict[str, Any] = {"error_rate": error_rate, "latency": latency, "truncate_rate": truncate_rate,
              "nonjson_rate": nonjson_rate}
