@@ -456,24 +456,24 @@ class Updater(OarDaemon):
         with self.engine.begin() as conn:
             candidates = job_store.list_finished_campaigns(conn, now=self.clock.now(),
                                                            epilogue_wait=wait)
-        for campaign in candidates:
+        for campaign_id in candidates:
             now = self.clock.now()
             with self.engine.begin() as conn:
-                done = job_store.mark_campaign_terminated(conn, campaign.id, now=now,
+                done = job_store.mark_campaign_terminated(conn, campaign_id, now=now,
                                                           epilogue_wait=wait)
                 if done is not None:
                     for site in done.skipped_epilogues:
                         event_store.record_event(
                             conn, class_=EventClass.NOTIFY, code=EPILOGUE_SKIPPED,
-                            campaign_id=campaign.id, cluster_id=site.cluster_id,
+                            campaign_id=campaign_id, cluster_id=site.cluster_id,
                             state=EventState.CLOSED, now=now, message=epilogue_skip_message(site))
                     event_store.record_event(
                         conn, class_=EventClass.NOTIFY, code=FINISHED_CAMPAIGN,
-                        campaign_id=campaign.id, state=EventState.CLOSED, now=now,
-                        message=f"Campaign {campaign.id} is finished")
-                    finished.append(campaign.id)
-                    log.info("updater: campaign %d finished", campaign.id,
-                             extra={"campaign_id": campaign.id, "action": "finish"})
+                        campaign_id=campaign_id, state=EventState.CLOSED, now=now,
+                        message=f"Campaign {campaign_id} is finished")
+                    finished.append(campaign_id)
+                    log.info("updater: campaign %d finished", campaign_id,
+                             extra={"campaign_id": campaign_id, "action": "finish"})
         return finished
 
 
