@@ -153,6 +153,14 @@ def create_app(settings: Settings, engine: Engine, *, clock: Clock | None = None
     app.register_blueprint(ui, url_prefix="/ui")
     app.wsgi_app = MethodOverride(app.wsgi_app)  # type: ignore[method-assign]
 
+    _register_request_hooks(app, settings, engine)
+    _register_error_handlers(app)
+    return app
+
+
+def _register_request_hooks(app: Flask, settings: Settings, engine: Engine) -> None:
+    """Who is calling (before anything else), ids in range, and the request's connection released."""
+
     @app.before_request
     def _identify() -> None:
         # Who is calling is settled before any body is read: a bad body from nobody is a 403.
@@ -170,66 +178,79 @@ def create_app(settings: Settings, engine: Engine, *, clock: Clock | None = None
     def _release(error: BaseException | None) -> None:
         release_connection(failed=error is not None)
 
-    @app.errorhandler(ApiError)
-    def _api_error(error: ApiError) -> Response:
-        return error_response(error.status, error.title, error.message)
 
-    @app.errorhandler(HTTPException)
-    def _http_error(error: HTTPException) -> Response:
-        status = error.code or 500
-        if status == 404:
-            return error_response(404, "Not found",
-                                  f"{request.method} {request.url} not found on this server")
-        if status == 405:
-            return error_response(405, "Method not allowed",
-                                  f"{request.method} is not allowed on {request.path}")
-        return error_response(status, error.name, error.description or error.name)
+def _register_error_handlers(app: Flask) -> None:
+    """The error contract (api.md § Errors): every failure is a JSON body and a status."""
+    handlers: tuple[tuple[type[Exception], Callable[[Any], Response]], ...] = (
+        (ApiError, _api_error),
+        (HTTPException, _http_error),
+        (CigriError, _cigri_error),
+        (DataError, _data_error),
+        (RecursionError, _too_deep),
+        (UnicodeError, _bad_text),
+        (Exception, _unexpected),
+    )
+    for kind, handler in handlers:
+        app.register_error_handler(kind, handler)
 
-    @app.errorhandler(CigriError)
-    def _cigri_error(error: CigriError) -> Response:
-        status, title = _STATUS_OF.get(type(error), (400, "Error"))
-        for kind, (kind_status, kind_title) in _STATUS_OF.items():
-            if isinstance(error, kind):
-                status, title = kind_status, kind_title
-                break
-        if isinstance(error, OarError):
-            status, title = (404, "Not found") if isinstance(error, OarNotFound) else (
-                502, "Cluster error")
-        return error_response(status, title, error.message)
 
-    @app.errorhandler(DataError)
-    def _data_error(error: DataError) -> Response:
-        # The database refused a value: a NUL character, a string longer than its column, a
-        # number out of range. The request was bad, not the server.
-        detail = str(getattr(error, "orig", error)).splitlines()[0] if str(error) else ""
-        return error_response(400, "Bad request",
-                              f"a value of the request is not acceptable: {detail}")
+def _api_error(error: ApiError) -> Response:
+    return error_response(error.status, error.title, error.message)
 
-    @app.errorhandler(RecursionError)
-    def _too_deep(_error: RecursionError) -> Response:
-        return error_response(400, "Bad request", "the request body is nested too deeply")
 
-    @app.errorhandler(UnicodeError)
-    def _bad_text(_error: UnicodeError) -> Response:
-        return error_response(400, "Bad request", "the request holds text that is not valid "
-                              "Unicode (e.g. a lone surrogate)")
+def _http_error(error: HTTPException) -> Response:
+    status = error.code or 500
+    if status == 404:
+        return error_response(404, "Not found",
+                              f"{request.method} {request.url} not found on this server")
+    if status == 405:
+        return error_response(405, "Method not allowed",
+                              f"{request.method} is not allowed on {request.path}")
+    return error_response(status, error.name, error.description or error.name)
 
-    @app.errorhandler(Exception)
-    def _unexpected(error: Exception) -> Response:
-        # Driver errors can arrive unwrapped (a COPY fed by a generator raises psycopg's own).
-        if _caused_by_name(error, "QueryCanceled"):
-            return error_response(503, "Service unavailable", "the request took longer than "
-                                  "API_STATEMENT_TIMEOUT allows; ask for less (a smaller page, "
-                                  "fewer tasks)")
-        if _caused_by(error, UnicodeError):
-            return _bad_text(UnicodeError())
-        if _caused_by_name(error, "DataError"):
-            return error_response(400, "Bad request", "a value of the request is not acceptable "
-                                  "to the database (NUL character, too long, out of range)")
-        log.exception("unexpected error on %s %s", request.method, request.path)
-        return error_response(500, "Internal server error", "unexpected error; see the API log")
 
-    return app
+def _cigri_error(error: CigriError) -> Response:
+    status, title = _STATUS_OF.get(type(error), (400, "Error"))
+    for kind, (kind_status, kind_title) in _STATUS_OF.items():
+        if isinstance(error, kind):
+            status, title = kind_status, kind_title
+            break
+    if isinstance(error, OarError):
+        status, title = (404, "Not found") if isinstance(error, OarNotFound) else (
+            502, "Cluster error")
+    return error_response(status, title, error.message)
+
+
+def _data_error(error: DataError) -> Response:
+    # The database refused a value: a NUL character, a string longer than its column, a
+    # number out of range. The request was bad, not the server.
+    detail = str(getattr(error, "orig", error)).splitlines()[0] if str(error) else ""
+    return error_response(400, "Bad request",
+                          f"a value of the request is not acceptable: {detail}")
+
+
+def _too_deep(_error: RecursionError) -> Response:
+    return error_response(400, "Bad request", "the request body is nested too deeply")
+
+
+def _bad_text(_error: UnicodeError) -> Response:
+    return error_response(400, "Bad request", "the request holds text that is not valid "
+                          "Unicode (e.g. a lone surrogate)")
+
+
+def _unexpected(error: Exception) -> Response:
+    # Driver errors can arrive unwrapped (a COPY fed by a generator raises psycopg's own).
+    if _caused_by_name(error, "QueryCanceled"):
+        return error_response(503, "Service unavailable", "the request took longer than "
+                              "API_STATEMENT_TIMEOUT allows; ask for less (a smaller page, "
+                              "fewer tasks)")
+    if _caused_by(error, UnicodeError):
+        return _bad_text(UnicodeError())
+    if _caused_by_name(error, "DataError"):
+        return error_response(400, "Bad request", "a value of the request is not acceptable "
+                              "to the database (NUL character, too long, out of range)")
+    log.exception("unexpected error on %s %s", request.method, request.path)
+    return error_response(500, "Internal server error", "unexpected error; see the API log")
 
 
 _STATUS_OF: Final[dict[type[CigriError], tuple[int, str]]] = {

@@ -36,6 +36,15 @@ def transaction() -> Iterator[Connection]:
         engine.dispose()
 
 
+def per_user_listing(group: click.Group) -> Callable[[Callable[..., None]], click.Command]:
+    """The `list` command of an admin group of per-user rows: `--user` (one user's, else
+    everyone's) and `--json`, passed to the function as `user` and `as_json`."""
+    def decorate(function: Callable[..., None]) -> click.Command:
+        function = click.option("--json", "as_json", is_flag=True)(function)
+        return group.command("list")(click.option("--user")(function))
+    return decorate
+
+
 def resolve_cluster(conn: Connection, name_or_id: str) -> Cluster:
     if name_or_id.isdigit():
         return store.get_cluster(conn, int(name_or_id))

@@ -68,43 +68,27 @@ echo "$1 squared is $(($1 * $1))" > "result-$1.txt"
 
 @dataclass(frozen=True)
 class Paths:
+    """The files of one sandbox, all in its directory `root`."""
+
     root: Path
+    conf: Path
+    client_conf: Path
+    socket: Path
+    home: Path
+    sample: Path
+    state: Path
+    log: Path
 
     @property
     def database_url(self) -> str:
         return f"sqlite:///{self.root / 'cigri.db'}"
 
-    @property
-    def conf(self) -> Path:
-        return self.root / "cigri.conf"
-
-    @property
-    def client_conf(self) -> Path:
-        return self.root / "client.conf"
-
-    @property
-    def socket(self) -> Path:
-        return self.root / "api.sock"
-
-    @property
-    def home(self) -> Path:
-        return self.root / "home"
-
-    @property
-    def sample(self) -> Path:
-        return self.root / "sample.jdl"
-
-    @property
-    def state(self) -> Path:
-        return self.root / STATE_FILE
-
-    @property
-    def log(self) -> Path:
-        return self.root / "sandbox.log"
-
 
 def _paths(directory: str) -> Paths:
-    return Paths(Path(os.path.expanduser(directory)).absolute())
+    root = Path(os.path.expanduser(directory)).absolute()
+    return Paths(root=root, conf=root / "cigri.conf", client_conf=root / "client.conf",
+                 socket=root / "api.sock", home=root / "home", sample=root / "sample.jdl",
+                 state=root / STATE_FILE, log=root / "sandbox.log")
 
 
 def _alive(pid: int) -> bool:
@@ -246,31 +230,11 @@ def _serve(paths: Paths, *, port: int | None, root_jobs: bool) -> None:
         homes={cluster_login: str(paths.home)}, state_file=paths.root / "oar" / "state.json",
         root_jobs=root_jobs)
     children: dict[str, subprocess.Popen[bytes]] = {}
-    engine = make_engine(paths.database_url)
     try:
-        with engine.begin() as conn:
-            names = localgrid.register_clusters(conn, emulator.urls, secret=secret,
-                                                now=datetime.now(UTC))
-            if cluster_login != grid_user:
-                for cluster_id in names:
-                    set_user_mapping(conn, grid_login=grid_user, cluster_id=cluster_id,
-                                     cluster_login=cluster_login)
-        engine.dispose()
-        localgrid.write_config(paths.conf, {
-            "DATABASE_URL": paths.database_url, "LOG_FILE": str(paths.root / "daemons.log"),
-            "COLLECTOR_DIRECTORY": str(paths.root / "results"),
-            "API_SOCKET": str(paths.socket), "API_LISTEN": f"127.0.0.1:{api_port}",
-            **localgrid.FAST_SETTINGS})
-        children["api"] = _start_api(paths, paths.root / "api.out")
-        children["almighty"] = localgrid.start_almighty(paths.conf, paths.root / "almighty.out",
-                                                        new_session=True)
-        deadline = time.monotonic() + START_TIMEOUT
-        while not _api_answers(paths.socket):
-            if children["api"].poll() is not None or time.monotonic() > deadline:
-                raise click.ClickException(
-                    f"the API did not start; see {paths.root / 'api.out'}")
-            if stopping.wait(0.1):
-                return
+        names = _register(paths, emulator.urls, secret=secret, grid_user=grid_user,
+                          cluster_login=cluster_login)
+        if not _start_children(paths, api_port, children, stopping):
+            return
         state = {
             "pid": os.getpid(), "dir": str(paths.root), "socket": str(paths.socket),
             "api_url": f"http://127.0.0.1:{api_port}/", "api_port": api_port,
@@ -285,21 +249,65 @@ def _serve(paths: Paths, *, port: int | None, root_jobs: bool) -> None:
             click.echo(line)
         click.echo(f"stop it with Ctrl-C (or: cigri sandbox stop --dir {paths.root})")
         sys.stdout.flush()
-        while not stopping.wait(0.5):
-            for name, child in children.items():
-                if child.poll() is not None:
-                    click.echo(f"{name} exited with status {child.returncode}; stopping the "
-                               f"sandbox (see {paths.root / (name + '.out')})", err=True)
-                    stopping.set()
+        _watch(paths, children, stopping)
     finally:
         click.echo("stopping the sandbox", err=True)
         for child in reversed(list(children.values())):
             localgrid.stop_process(child)
         emulator.stop()
-        engine.dispose()
         with contextlib.suppress(FileNotFoundError):
             paths.state.unlink()
         click.echo("sandbox stopped", err=True)
+
+
+def _register(paths: Paths, urls: list[str], *, secret: str, grid_user: str,
+              cluster_login: str) -> dict[int, str]:
+    """The emulated clusters in the sandbox's database, with the grid user's login on them when
+    it is not their own; returns their names by id."""
+    engine = make_engine(paths.database_url)
+    try:
+        with engine.begin() as conn:
+            names = localgrid.register_clusters(conn, urls, secret=secret, now=datetime.now(UTC))
+            if cluster_login != grid_user:
+                for cluster_id in names:
+                    set_user_mapping(conn, grid_login=grid_user, cluster_id=cluster_id,
+                                     cluster_login=cluster_login)
+    finally:
+        engine.dispose()
+    return names
+
+
+def _start_children(paths: Paths, api_port: int, children: dict[str, subprocess.Popen[bytes]],
+                    stopping: threading.Event) -> bool:
+    """Write the sandbox's cigri.conf, start the API and almighty (into `children`, for the
+    caller to stop) and wait for the API to answer; False if asked to stop meanwhile."""
+    localgrid.write_config(paths.conf, {
+        "DATABASE_URL": paths.database_url, "LOG_FILE": str(paths.root / "daemons.log"),
+        "COLLECTOR_DIRECTORY": str(paths.root / "results"),
+        "API_SOCKET": str(paths.socket), "API_LISTEN": f"127.0.0.1:{api_port}",
+        **localgrid.FAST_SETTINGS})
+    children["api"] = _start_api(paths, paths.root / "api.out")
+    children["almighty"] = localgrid.start_almighty(paths.conf, paths.root / "almighty.out",
+                                                    new_session=True)
+    deadline = time.monotonic() + START_TIMEOUT
+    while not _api_answers(paths.socket):
+        if children["api"].poll() is not None or time.monotonic() > deadline:
+            raise click.ClickException(
+                f"the API did not start; see {paths.root / 'api.out'}")
+        if stopping.wait(0.1):
+            return False
+    return True
+
+
+def _watch(paths: Paths, children: dict[str, subprocess.Popen[bytes]],
+           stopping: threading.Event) -> None:
+    """Until asked to stop; a child that exits stops the whole sandbox."""
+    while not stopping.wait(0.5):
+        for name, child in children.items():
+            if child.poll() is not None:
+                click.echo(f"{name} exited with status {child.returncode}; stopping the "
+                           f"sandbox (see {paths.root / (name + '.out')})", err=True)
+                stopping.set()
 
 
 def _detach(paths: Paths, *, port: int | None, root_jobs: bool) -> None:
@@ -340,7 +348,8 @@ def _detach(paths: Paths, *, port: int | None, root_jobs: bool) -> None:
     click.echo(f"running in the background; stop it with: cigri sandbox stop --dir {paths.root}")
 
 
-DIR_OPTION = click.option("--dir", "directory", default=DEFAULT_DIR, show_default=True,
+DIR_OPTION = click.option("--dir", "paths", default=DEFAULT_DIR, show_default=True,
+                          callback=lambda _context, _option, value: _paths(value),
                           help="Directory of the sandbox (database, configuration, home, logs).")
 
 
@@ -352,7 +361,7 @@ DIR_OPTION = click.option("--dir", "directory", default=DEFAULT_DIR, show_defaul
 @click.option("--allow-root-jobs", is_flag=True,
               help="Started as root: accept that the jobs run as root.")
 @click.pass_context
-def sandbox(context: click.Context, directory: str, detach: bool, port: int | None,
+def sandbox(context: click.Context, paths: Paths, detach: bool, port: int | None,
             allow_root_jobs: bool) -> None:
     """A grid of your own on this machine: three emulated clusters, every daemon and the API.
 
@@ -361,7 +370,6 @@ def sandbox(context: click.Context, directory: str, detach: bool, port: int | No
     """
     if context.invoked_subcommand is not None:
         return
-    paths = _paths(directory)
     if detach:
         _detach(paths, port=port, root_jobs=allow_root_jobs)
     else:
@@ -370,11 +378,9 @@ def sandbox(context: click.Context, directory: str, detach: bool, port: int | No
 
 @sandbox.command("stop")
 @DIR_OPTION
-def stop(directory: str) -> None:
+def stop(paths: Paths) -> None:
     """Stop the sandbox running in the background."""
-    paths = _paths(directory)
-    state = _running(paths)
-    if state is None:
+    if (state := _running(paths)) is None:
         click.echo(f"no sandbox runs in {paths.root}")
         return
     pid = int(state["pid"])
@@ -390,11 +396,9 @@ def stop(directory: str) -> None:
 
 @sandbox.command("status")
 @DIR_OPTION
-def status(directory: str) -> None:
+def status(paths: Paths) -> None:
     """Say whether the sandbox runs, and how to use it (exit status 3 when it does not)."""
-    paths = _paths(directory)
-    state = _running(paths)
-    if state is None:
+    if (state := _running(paths)) is None:
         click.echo(f"no sandbox runs in {paths.root} (start it with: cigri sandbox --dir "
                    f"{paths.root})")
         sys.exit(3)

@@ -8,7 +8,7 @@ from datetime import UTC, datetime, timedelta
 
 import click
 
-from cigri.cli.clusters import transaction
+from cigri.cli.clusters import per_user_listing, transaction
 from cigri.storage import tokens as store
 
 
@@ -32,9 +32,7 @@ def create(user: str, name: str | None, expires_days: int | None) -> None:
     click.echo(clear)
 
 
-@token.command("list")
-@click.option("--user")
-@click.option("--json", "as_json", is_flag=True)
+@per_user_listing(token)
 def list_tokens(user: str | None, as_json: bool) -> None:
     with transaction() as conn:
         found = store.list_tokens(conn, grid_user=user)

@@ -11,7 +11,7 @@ from typing import Any
 
 import click
 
-from cigri.cli.clusters import resolve_cluster, transaction
+from cigri.cli.clusters import per_user_listing, resolve_cluster, transaction
 from cigri.storage import users as store
 
 
@@ -64,9 +64,7 @@ def remove_priority(user: str, cluster: str) -> None:
                        partial(store.remove_user_priority, grid_user=user))
 
 
-@user_priority.command("list")
-@click.option("--user")
-@click.option("--json", "as_json", is_flag=True)
+@per_user_listing(user_priority)
 def list_priorities(user: str | None, as_json: bool) -> None:
     with transaction() as conn:
         found = store.list_user_priorities(conn, grid_user=user)
@@ -97,9 +95,7 @@ def remove_mapping(user: str, cluster: str) -> None:
     _remove_on_cluster("mapping", user, cluster, partial(store.remove_user_mapping, grid_login=user))
 
 
-@user_mapping.command("list")
-@click.option("--user")
-@click.option("--json", "as_json", is_flag=True)
+@per_user_listing(user_mapping)
 def list_mappings(user: str | None, as_json: bool) -> None:
     with transaction() as conn:
         found = store.list_user_mappings(conn, grid_login=user)

@@ -56,13 +56,6 @@ from cigri.daemons.base import DaemonContext, daemon_context
 from cigri.daemons.maintenance import schedule_maintenance
 from cigri.domain.clock import Clock
 from cigri.domain.event_codes import EventCode
-from cigri.domain.events import (
-    ALMIGHTY_STARTING,
-    ALMIGHTY_TERMINATING,
-    CHILD_TIMEOUT,
-    DAEMON_RESTARTED,
-    RUNNER_FAILED,
-)
 from cigri.domain.states import EventClass, EventState
 from cigri.storage.events import record_event
 from cigri.storage.heartbeats import list_heartbeats, record_heartbeat
@@ -141,8 +134,8 @@ class Almighty:
         self._passes = 0
 
     def run(self) -> None:
-        self._event(ALMIGHTY_STARTING, f"almighty starting on {socket.gethostname()} "
-                                       f"(pid {os.getpid()}): {', '.join(self.names)}")
+        self._event(EventCode.ALMIGHTY_STARTING, f"almighty starting on {socket.gethostname()} "
+                                                 f"(pid {os.getpid()}): {', '.join(self.names)}")
         try:
             for spec in self.specs:
                 self.children[spec.name] = _Child(spec=spec)
@@ -151,7 +144,7 @@ class Almighty:
                 self._supervise()
                 self.stop.wait(POLL_SECONDS)
         finally:
-            self._event(ALMIGHTY_TERMINATING, "almighty stopping its daemons")
+            self._event(EventCode.ALMIGHTY_TERMINATING, "almighty stopping its daemons")
             self.terminate_all()
 
     @property
@@ -199,7 +192,8 @@ class Almighty:
         child.quick_deaths = child.quick_deaths + 1 if crashed_early else 0
         delay = restart_delay(self.restart_delay or 0.0, child.quick_deaths)
         child.restart_at = now + delay
-        code_name = RUNNER_FAILED if child.spec.name == "runner" else DAEMON_RESTARTED
+        code_name = (EventCode.RUNNER_FAILED if child.spec.name == "runner"
+                     else EventCode.DAEMON_RESTARTED)
         message = (f"{child.spec.name} (pid {pid}) exited with status {code}; restarting in "
                    f"{delay:g} s")
         log.warning("almighty: %s", message, extra={"daemon": child.spec.name,
@@ -224,8 +218,8 @@ class Almighty:
                 continue  # never active (a standby, or still starting): nothing to judge
             silence = now - max(b.beat_at for b in own)
             if silence > timedelta(seconds=self.child_timeout or 0):
-                self._event(CHILD_TIMEOUT, f"{child.spec.name} (pid {child.process.pid}) "
-                                           f"silent for {silence}; killing it")
+                self._event(EventCode.CHILD_TIMEOUT, f"{child.spec.name} (pid {child.process.pid}) "
+                                                     f"silent for {silence}; killing it")
                 self._terminate(child.process)
 
     def _beat(self) -> None:

@@ -37,9 +37,6 @@ from __future__ import annotations
 
 import logging
 import os
-import shlex
-import subprocess
-import tempfile
 from collections import defaultdict
 from dataclasses import dataclass
 from datetime import timedelta
@@ -48,8 +45,10 @@ from typing import Final
 
 from sqlalchemy import Connection
 
+from cigri.accounts import UnixAccount
 from cigri.config import Settings
 from cigri.daemons import result_files as files
+from cigri.daemons import ssh_copy
 from cigri.daemons.base import DaemonContext, OarDaemon
 from cigri.daemons.base import main as daemon_main
 from cigri.domain import collection as rules
@@ -71,7 +70,6 @@ JOB_BATCH: Final = 500
 PURGE_BATCH: Final = 200  # OAR jobs whose output files are removed between two progress records
 FILE_BATCH: Final = 100
 MAX_ATTEMPTS: Final = 10
-SSH_TIMEOUT_SECONDS: Final = 600.0
 
 
 @dataclass(frozen=True)
@@ -80,7 +78,7 @@ class Place:
     there (None: the collector's own user), or why they may not be written at all."""
 
     top: Path | None
-    account: files.Account | None
+    account: UnixAccount | None
     refused: str | None = None
     is_default: bool = False  # `<COLLECTOR_DIRECTORY>/<id>`, which the collector creates
 
@@ -179,18 +177,8 @@ class Collector(OarDaemon):
                 request = purges.record_progress(conn, request, after=after, removed=removed,
                                                  missing=missing, errors=errors)
             self.keep_lease()
-        message = output_purge.summary(request.campaign_id, removed=request.removed,
-                                       missing=request.missing, errors=request.errors)
-        failed = bool(request.errors)
         with self.engine.begin() as conn:
-            purges.finish_purge(conn, request.id, now=self.clock.now(),
-                                state=output_purge.PurgeState.FAILED if failed
-                                else output_purge.PurgeState.DONE)
-            record_event(conn, class_=EventClass.NOTIFY, campaign_id=request.campaign_id,
-                         code=(output_purge.OUTPUTS_REMOVAL_FAILED if failed
-                               else output_purge.OUTPUTS_REMOVED),
-                         message=message, state=EventState.CLOSED, now=self.clock.now(),
-                         checked=True)
+            message = purges.finish_purge(conn, request, now=self.clock.now())
         log.info("collector: campaign %d: %s", request.campaign_id, message,
                  extra={"campaign_id": request.campaign_id, "action": "outputs_purged"})
 
@@ -358,9 +346,7 @@ class Collector(OarDaemon):
         try:
             size = self._write(Path(item.local_path), data, item=item, place=place)
         except files.Refused as refusal:
-            self._give_up(item, cluster_id, rules.OUTPUT_COLLECTION_FAILED, missing=False,
-                          message=f"Output file {item.remote_path} of job {item.job_id}: "
-                                  f"{refusal}")
+            self._refused(item, cluster_id, refusal)
             return "failed"
         with self.engine.begin() as conn:
             store.mark_collected(conn, item.id, size=size, now=self.clock.now())
@@ -394,53 +380,19 @@ class Collector(OarDaemon):
                        login: str, method: str, place: Place) -> str:
         """scp or rsync the file into `<local>.part` (into a private staging file when the
         results are written as their owner), then move it into place."""
-        assert item.local_path is not None and place.top is not None
+        assert item.local_path is not None and place.top is not None and cluster.ssh_host
         local = Path(item.local_path)
         if place.account is None:
             self._prepare(place)
-            for directory in reversed([local.parent, *local.parent.parents]):
-                if not directory.exists():
-                    directory.mkdir(mode=0o700)
-            partial = local.with_name(local.name + ".part")
+            partial = ssh_copy.partial_beside(local)
         else:
-            staging = Path(self.settings.COLLECTOR_DIRECTORY) / ".staging"
-            staging.mkdir(mode=0o700, parents=True, exist_ok=True)
-            handle, name = tempfile.mkstemp(dir=staging, suffix=".part")
-            os.close(handle)
-            partial = Path(name)
-        remote_path = item.remote_path[2:] if item.remote_path.startswith("~/") else item.remote_path
-        source = f"{login}@{cluster.ssh_host}:{remote_path}"
-        options = shlex.split(self.settings.COLLECTOR_SSH_OPTIONS)
-        if method == "rsync":
-            argv = ["rsync", "-q", "-e", shlex.join(["ssh", *options]), source, str(partial)]
-        else:
-            argv = ["scp", "-q", *options, source, str(partial)]
-        try:
-            done = subprocess.run(argv, capture_output=True, text=True, check=False,
-                                  timeout=SSH_TIMEOUT_SECONDS)
-        except (OSError, subprocess.TimeoutExpired) as failure:
-            done = subprocess.CompletedProcess(argv, 255, "", str(failure))
+            partial = ssh_copy.staging_file(self.settings.COLLECTOR_DIRECTORY)
+        argv = ssh_copy.copy_command(method, login=login, host=cluster.ssh_host,
+                                     remote_path=item.remote_path, target=partial,
+                                     ssh_options=self.settings.COLLECTOR_SSH_OPTIONS)
+        done = ssh_copy.run_copy(argv)
         if done.returncode == 0 and partial.is_file():
-            size = partial.stat().st_size
-            try:
-                if place.account is None:
-                    os.chmod(partial, 0o600)
-                    partial.replace(local)
-                else:
-                    self._prepare(place)
-                    with partial.open("rb") as staged:
-                        files.write_as(place.account, local, campaign_id=item.campaign_id,
-                                       top=place.top, size=size, source=staged)
-            except files.Refused as refusal:
-                self._give_up(item, cluster_id, rules.OUTPUT_COLLECTION_FAILED, missing=False,
-                              message=f"Output file {item.remote_path} of job {item.job_id}: "
-                                      f"{refusal}")
-                return "failed"
-            finally:
-                partial.unlink(missing_ok=True)
-            with self.engine.begin() as conn:
-                store.mark_collected(conn, item.id, size=size, now=self.clock.now())
-            return "collected"
+            return self._install_copy(item, cluster_id, partial, place)
         partial.unlink(missing_ok=True)
         problem = done.stderr.strip() or f"{argv[0]} exited with {done.returncode}"
         if "No such file" in problem:
@@ -454,6 +406,30 @@ class Collector(OarDaemon):
             store.mark_attempt_failed(conn, item.id, message=problem,
                                       give_up=item.attempts + 1 >= MAX_ATTEMPTS)
         return "down"
+
+    def _install_copy(self, item: store.CollectedFile, cluster_id: int, partial: Path,
+                      place: Place) -> str:
+        """Move a finished copy into place (written as the owner when the results are theirs)."""
+        assert item.local_path is not None and place.top is not None
+        size = partial.stat().st_size
+        try:
+            if place.account is None:
+                os.chmod(partial, 0o600)
+                partial.replace(item.local_path)
+            else:
+                self._prepare(place)
+                with partial.open("rb") as staged:
+                    files.write_as(place.account, Path(item.local_path),
+                                   campaign_id=item.campaign_id, top=place.top, size=size,
+                                   source=staged)
+        except files.Refused as refusal:
+            self._refused(item, cluster_id, refusal)
+            return "failed"
+        finally:
+            partial.unlink(missing_ok=True)
+        with self.engine.begin() as conn:
+            store.mark_collected(conn, item.id, size=size, now=self.clock.now())
+        return "collected"
 
     def _write(self, path: Path, data: bytes, *, item: store.CollectedFile, place: Place) -> int:
         """Write atomically (a crash never leaves a half file under the final name), privately
@@ -477,6 +453,10 @@ class Collector(OarDaemon):
         if place.is_default:
             files.prepare_default(place.top, place.account)
         self._prepared.add(place.top)
+
+    def _refused(self, item: store.CollectedFile, cluster_id: int, refusal: files.Refused) -> None:
+        self._give_up(item, cluster_id, rules.OUTPUT_COLLECTION_FAILED, missing=False,
+                      message=f"Output file {item.remote_path} of job {item.job_id}: {refusal}")
 
     def _give_up(self, item: store.CollectedFile, cluster_id: int, code: EventCode, *, missing: bool,
                  message: str) -> None:

@@ -17,22 +17,15 @@ Settings: `NIKITA_INTERVAL`, `REMOTE_WAITING_TIMEOUT`, `DEFAULT_JOB_WALLTIME`.
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import timedelta
 
 from cigri.config import Settings
 from cigri.daemons.base import DaemonContext, OarDaemon
 from cigri.daemons.base import main as run_daemon
 from cigri.domain.clusters import Cluster
-from cigri.domain.events import (
-    CIGRI_WALLTIME,
-    NIKITA_CLEAN_AFFINITY,
-    NIKITA_KILL_PROBLEM,
-    QUEUED_FOR_TOO_LONG,
-    REMOTE_WAITING_FRAG,
-    USER_FRAG,
-    NewEvent,
-)
+from cigri.domain.event_codes import EventCode
+from cigri.domain.events import USER_FRAG, NewEvent
 from cigri.domain.kills import (
     ON_CLUSTER_STATES,
     WALLTIME_GRACE,
@@ -133,8 +126,8 @@ class Nikita(OarDaemon):
         log.warning("cannot delete OAR job %d on %s: %s", kill.remote_id, cluster.name, error)
         with self.engine.begin() as conn:
             event_store.record_event(
-                conn, class_=EventClass.NOTIFY, code=NIKITA_KILL_PROBLEM, cluster_id=cluster.id,
-                job_id=kill.job_ids[0], state=EventState.CLOSED, now=self.clock.now(),
+                conn, class_=EventClass.NOTIFY, code=EventCode.NIKITA_KILL_PROBLEM,
+                cluster_id=cluster.id, job_id=kill.job_ids[0], state=EventState.CLOSED, now=self.clock.now(),
                 message=f"Could not delete OAR job {kill.remote_id} on {cluster.name} "
                         f"({code}): {error}")
 
@@ -143,12 +136,13 @@ class Nikita(OarDaemon):
     def _clean_affinity(self) -> None:
         now = self.clock.now()
         with self.engine.begin() as conn:
-            last = event_store.last_event_date(conn, code=NIKITA_CLEAN_AFFINITY)
+            last = event_store.last_event_date(conn, code=EventCode.NIKITA_CLEAN_AFFINITY)
             if last is not None and now - last < AFFINITY_CLEANUP_PERIOD:
                 return
             removed = queue.delete_finished_affinities(conn)
-            event_store.record_event(conn, class_=EventClass.LOG, code=NIKITA_CLEAN_AFFINITY,
-                                     state=EventState.CLOSED, now=now,
+            event_store.record_event(conn, class_=EventClass.LOG,
+                                     code=EventCode.NIKITA_CLEAN_AFFINITY, state=EventState.CLOSED,
+                                     now=now,
                                      message=f"{removed} affinity rows of finished campaigns")
 
     def _cancel_campaigns(self) -> list[int]:
@@ -249,19 +243,11 @@ class Nikita(OarDaemon):
         overdue = [t for t in candidates
                    if t.cluster_id not in blacklisted
                    and (t.campaign_id, t.cluster_id) not in banned]
-        for kill in plan_remote_kills(overdue):
-            if self.stop.is_set() or not self._delete(kill, code=CIGRI_WALLTIME):
-                continue
-            targets = [t for t in overdue if t.job_id in kill.job_ids]
-            with self.engine.begin() as conn:
-                event_store.record_events(conn, [NewEvent(
-                    class_=EventClass.NOTIFY, code=CIGRI_WALLTIME, job_id=t.job_id,
-                    campaign_id=t.campaign_id, cluster_id=t.cluster_id, state=EventState.CLOSED,
-                    message=f"Cigri sent kill signal to job {t.job_id} (OAR {t.remote_id}): "
-                            "walltime exceeded by 30 min, OAR doesn't seem to care")
-                    for t in targets], now=self.clock.now())
-                queue.decrease_affinity(conn, [(t.param_id, kill.cluster_id) for t in targets
-                                               if t.param_id is not None])
+        self._kill_and_record(overdue, EventCode.CIGRI_WALLTIME, event=lambda t: NewEvent(
+            class_=EventClass.NOTIFY, code=EventCode.CIGRI_WALLTIME, job_id=t.job_id,
+            campaign_id=t.campaign_id, cluster_id=t.cluster_id, state=EventState.CLOSED,
+            message=f"Cigri sent kill signal to job {t.job_id} (OAR {t.remote_id}): "
+                    "walltime exceeded by 30 min, OAR doesn't seem to care"))
 
     def _kill_long_waiting(self) -> None:
         now = self.clock.now()
@@ -273,19 +259,26 @@ class Nikita(OarDaemon):
                 return
             blacklisted = event_store.list_blacklisted_clusters(conn)
         waiting = [t for t in waiting if t.cluster_id not in blacklisted]
-        for kill in plan_remote_kills(waiting):
-            if self.stop.is_set() or not self._delete(kill, code=REMOTE_WAITING_FRAG):
+        self._kill_and_record(waiting, EventCode.REMOTE_WAITING_FRAG, event=lambda t: NewEvent(
+            class_=EventClass.JOB, code=EventCode.REMOTE_WAITING_FRAG, job_id=t.job_id,
+            campaign_id=t.campaign_id, cluster_id=t.cluster_id, state=EventState.CLOSED,
+            checked=True, message="Killed because it was remote_waiting for too long. "
+                                  "Job will be resubmitted."),
+            is_penalised=lambda t: t.tag is None)
+
+    def _kill_and_record(self, candidates: Sequence[KillTarget], code: EventCode, *,
+                         event: Callable[[KillTarget], NewEvent],
+                         is_penalised: Callable[[KillTarget], bool] = lambda _t: True) -> None:
+        """Delete the candidates' OAR jobs; for each one deleted, its `event` and, when
+        `is_penalised`, an affinity penalty on that cluster for its parameter."""
+        for kill in plan_remote_kills(candidates):
+            if self.stop.is_set() or not self._delete(kill, code=code):
                 continue
-            targets = [t for t in waiting if t.job_id in kill.job_ids]
+            targets = [t for t in candidates if t.job_id in kill.job_ids]
             with self.engine.begin() as conn:
-                event_store.record_events(conn, [NewEvent(
-                    class_=EventClass.JOB, code=REMOTE_WAITING_FRAG, job_id=t.job_id,
-                    campaign_id=t.campaign_id, cluster_id=t.cluster_id, state=EventState.CLOSED,
-                    checked=True, message="Killed because it was remote_waiting for too long. "
-                                          "Job will be resubmitted.") for t in targets],
-                    now=self.clock.now())
+                event_store.record_events(conn, [event(t) for t in targets], now=self.clock.now())
                 queue.decrease_affinity(conn, [(t.param_id, kill.cluster_id) for t in targets
-                                               if t.param_id is not None and t.tag is None])
+                                               if t.param_id is not None and is_penalised(t)])
 
     def _expire_queue(self) -> None:
         now = self.clock.now()
@@ -300,7 +293,7 @@ class Nikita(OarDaemon):
                 queue.decrease_affinity(conn, [(s.param_id, s.cluster_id) for s in stale])
                 notify_daemons(conn, "metascheduler")  # the tasks are free to go elsewhere
                 event_store.record_event(
-                    conn, class_=EventClass.LOG, code=QUEUED_FOR_TOO_LONG,
+                    conn, class_=EventClass.LOG, code=EventCode.QUEUED_FOR_TOO_LONG,
                     state=EventState.CLOSED, now=now,
                     message=f"{removed} tasks were queued for too long and were removed")
             log.info("removed %d stale queue rows", removed, extra={"action": "expire_queue"})

@@ -18,40 +18,25 @@ Owns:
 from __future__ import annotations
 
 import os
-import pwd
-from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Final
 
+from cigri.accounts import UnixAccount, find_account, is_root
+
 MARKER: Final = ".cigri-campaign"
-
-@dataclass(frozen=True)
-class Account:
-    """The Unix account a campaign's results belong to."""
-
-    name: str
-    uid: int
-    gid: int
 
 
 class Refused(Exception):
     """A result file or directory the collector must not write (the message says why)."""
 
 
-def is_root() -> bool:
-    return os.geteuid() == 0
-
-
-def account_of(grid_user: str) -> Account | None:
+def account_of(grid_user: str) -> UnixAccount | None:
     """The owner's Unix account when the collector can act as it (it runs as root), else None.
     root itself is never a campaign owner's account."""
     if not is_root():
         return None
-    try:
-        entry = pwd.getpwnam(grid_user)
-    except KeyError:
-        return None
-    return None if entry.pw_uid == 0 else Account(grid_user, entry.pw_uid, entry.pw_gid)
+    account = find_account(grid_user)
+    return None if account is None or account.uid == 0 else account
 
 
 def default_directory(collector_directory: str, campaign_id: int) -> Path:
@@ -96,7 +81,7 @@ def _marker(directory: Path) -> str | None:
         return None
 
 
-def prepare_default(directory: Path, account: Account | None) -> None:
+def prepare_default(directory: Path, account: UnixAccount | None) -> None:
     """Create `<COLLECTOR_DIRECTORY>/<id>` 0700, owned by the account when there is one; an
     existing one is made private too. COLLECTOR_DIRECTORY is 0711 when created here, and made
     0711 when results belong to accounts (they must reach their directory, and list no other)."""
@@ -113,7 +98,7 @@ def prepare_default(directory: Path, account: Account | None) -> None:
         os.chown(directory, account.uid, account.gid, follow_symlinks=False)
 
 
-def write_as(account: Account, path: Path, *, campaign_id: int, top: Path, size: int,
+def write_as(account: UnixAccount, path: Path, *, campaign_id: int, top: Path, size: int,
              source: bytes | IO[bytes]) -> None:
     """Write `source` (bytes, or a file opened by the caller) to `path` with the account's
     rights: a forked child drops to the account's uid and gid (no supplementary group) and

@@ -42,13 +42,6 @@ from cigri.daemons.base import DaemonContext, OarDaemon
 from cigri.daemons.base import main as daemon_main
 from cigri.domain import batches, colombo, failures
 from cigri.domain.campaigns import EPILOGUE_SKIPPED, epilogue_skip_message
-from cigri.domain.cluster_tokens import (
-    ADMIN_TOKEN_MISSING,
-    ADMIN_TOKEN_REJECTED,
-    MISSING_CODES,
-    REFUSED_CODES,
-    admin_token_message,
-)
 from cigri.domain.clusters import Cluster
 from cigri.domain.event_codes import EventCode
 from cigri.domain.events import BLACKLIST
@@ -58,16 +51,15 @@ from cigri.domain.states import AuthType, EventClass, EventState, JobState
 from cigri.domain.telemetry import JOBS_RESUBMITTED, RECORDER
 from cigri.storage import cluster_tokens as token_store
 from cigri.storage import events as event_store
+from cigri.storage import failures as failure_store
 from cigri.storage import jobs as job_store
-from cigri.storage import queue
-from cigri.storage.clusters import list_clusters, set_cluster_stress_factor
+from cigri.storage.clusters import list_clusters
 from cigri.storage.heartbeats import notify_daemons
-from cigri.storage.incidents import open_campaign_blacklist, record_cluster_error
+from cigri.storage.incidents import open_campaign_blacklist, record_cluster_error, record_stress
 from cigri.storage.submissions import get_launch_context
 
 log = logging.getLogger(__name__)
 
-UNDER_STRESS: Final = EventCode.UNDER_STRESS
 FINISHED_CAMPAIGN: Final = EventCode.FINISHED_CAMPAIGN
 LOST_JOB: Final = EventCode.RUNNER_GET_JOB_UNKNOWN_ERROR
 _POLLED: Final = (JobState.SUBMITTED, JobState.REMOTE_WAITING, JobState.RUNNING)
@@ -162,10 +154,10 @@ class Updater(OarDaemon):
                 answers = {oar_job.id: oar_job for oar_job in oar.get_jobs(remote_ids)}
             except OarError as error:
                 log.warning("updater: polling %s failed: %s", cluster.name, error)
+                now = self.clock.now()
                 with self.engine.begin() as conn:
-                    if not self._admin_token_problem(conn, cluster, error):
-                        record_cluster_error(conn, cluster_id=cluster.id, error=error,
-                                             now=self.clock.now())
+                    if not token_store.record_admin_token_refusal(conn, cluster, error, now=now):
+                        record_cluster_error(conn, cluster_id=cluster.id, error=error, now=now)
                 return seen
             self._apply(cluster, oar, page, answers)
             seen += len(page)
@@ -291,10 +283,10 @@ class Updater(OarDaemon):
         with self.engine.begin() as conn:
             if job_store.mark_job(conn, JobChange(job_id=job.id, state=JobState.EVENT),
                                   expected=_POLLED, now=now):
-                event_id = self._job_event(
+                event_id = failure_store.record_job_event(
                     conn, job, LOST_JOB,
                     f"OAR does not know job {job.remote_id} on {cluster.name}; resubmit this "
-                    "job if you care", now)
+                    "job if you care", now=now)
                 open_campaign_blacklist(conn, failure_id=event_id, now=now)
         return None
 
@@ -313,57 +305,25 @@ class Updater(OarDaemon):
                 follow = JobChange(job_id=job.id, state=JobState.REMOTE_WAITING,
                                    remote_id=outcome.new_remote_id)
                 if job_store.mark_job(conn, follow, expected=_POLLED, now=now):
-                    self._job_event(conn, job, outcome.event_code, message, now,
-                                    state=EventState.CLOSED)
+                    failure_store.record_job_event(conn, job, outcome.event_code, message,
+                                                   now=now, state=EventState.CLOSED)
                 return
             failed = JobChange(job_id=job.id, state=JobState.EVENT, stop_time=oar_job.stop_time,
                                return_code=oar_job.exit_code)
             if not job_store.mark_job(conn, failed, expected=_POLLED, now=now):
                 return  # nikita or a user got there first
-            used = budget = None
-            if outcome.resubmit and outcome.counts_against_budget and job.param_id is not None:
-                used = job_store.count_budget_used(conn, param_id=job.param_id)
-                budget = job_store.max_resubmissions(
-                    conn, campaign_id=job.campaign_id,
-                    default=self.settings.DEFAULT_MAX_RESUBMISSIONS)
+            used, budget = failure_store.resubmission_budget(
+                conn, job, outcome, default=self.settings.DEFAULT_MAX_RESUBMISSIONS)
             plan = failures.plan_failure(outcome, oar_job, message=message, budget_used=used,
                                          max_resubmissions=budget)
-            self._apply_failure(conn, cluster, job, plan, now)
+            if failure_store.apply_failure_plan(conn, job, plan, now=now):
+                # published with the pass's heartbeat
+                RECORDER.inc(JOBS_RESUBMITTED, {"cluster": cluster.name, "cause": plan.cause})
         if plan.resubmit:
             return
         log.info("updater: job %d (OAR %s) failed: %s", job.id, oar_job.id, outcome.event_code,
                  extra={"campaign_id": job.campaign_id, "cluster": cluster.name,
                         "action": "failure"})
-
-    def _apply_failure(self, conn: Connection, cluster: Cluster, job: Job,
-                       plan: failures.FailurePlan, now: datetime) -> None:
-        """Write the failure plan of a job now in `event`."""
-        if job.param_id is not None and job.cluster_id is not None and plan.affinity_penalty > 0:
-            queue.decrease_affinity(conn, [(job.param_id, job.cluster_id)],
-                                    by=plan.affinity_penalty)
-        if plan.resubmit:
-            for notice in plan.notices:
-                event_store.record_event(
-                    conn, class_=EventClass.NOTIFY, code=notice.code, job_id=job.id,
-                    campaign_id=job.campaign_id, cluster_id=job.cluster_id,
-                    state=EventState.CLOSED, now=now, message=notice.message)
-            done = job_store.resubmit(conn, job, priority=plan.priority)
-            if done:  # published with the pass's heartbeat
-                RECORDER.inc(JOBS_RESUBMITTED, {"cluster": cluster.name,
-                                                "cause": plan.cause})
-            self._job_event(conn, job, plan.event_code,
-                            plan.message if done else plan.not_resubmitted_message, now,
-                            state=EventState.CLOSED)
-            return
-        event_id = self._job_event(conn, job, plan.event_code, plan.message, now)
-        if plan.blacklists_campaign:
-            open_campaign_blacklist(conn, failure_id=event_id, now=now)
-
-    def _job_event(self, conn: Connection, job: Job, code: EventCode, message: str, now: datetime,
-                   *, state: EventState = EventState.OPEN) -> int:
-        return event_store.record_event(conn, class_=EventClass.JOB, code=code, job_id=job.id,
-                                        campaign_id=job.campaign_id, cluster_id=job.cluster_id,
-                                        message=message, state=state, now=now, checked=True)
 
     def _stderr_tail(self, cluster: Cluster, oar: OarApi, job: Job, oar_job: OarJob) -> str:
         path = failures.stderr_path(oar_job)
@@ -392,7 +352,7 @@ class Updater(OarDaemon):
         current = token_store.open_admin_token_events(conn)
         for cluster in jwt:
             if cluster.enabled and cluster.id not in with_token and cluster.id not in current:
-                self._record_admin_token(conn, cluster, ADMIN_TOKEN_MISSING)
+                token_store.record_missing_admin_token(conn, cluster, now=self.clock.now())
         return [c for c in jwt if c.id in current and c.id in with_token]
 
     def probe_admin_tokens(self, clusters: Sequence[Cluster]) -> int:
@@ -405,7 +365,8 @@ class Updater(OarDaemon):
                 self.oar(cluster).get_running_jobs()
             except OarError as error:
                 with self.engine.begin() as conn:
-                    self._admin_token_problem(conn, cluster, error)
+                    token_store.record_admin_token_refusal(conn, cluster, error,
+                                                           now=self.clock.now())
                 continue
             with self.engine.begin() as conn:
                 fixed += token_store.close_admin_token_events(conn, cluster_id=cluster.id,
@@ -425,25 +386,6 @@ class Updater(OarDaemon):
             for cluster_id in token_store.open_admin_token_events(conn):
                 if cluster_id not in jwt:
                     token_store.close_admin_token_events(conn, cluster_id=cluster_id, now=now)
-
-    def _admin_token_problem(self, conn: Connection, cluster: Cluster, error: OarError) -> bool:
-        """Record a bulk call refused for the admin token of a jwt cluster (True), else False."""
-        if AuthType(cluster.api_auth_type) is not AuthType.JWT:
-            return False
-        if error.code in MISSING_CODES:
-            self._record_admin_token(conn, cluster, ADMIN_TOKEN_MISSING)
-            return True
-        if error.code in REFUSED_CODES:
-            self._record_admin_token(conn, cluster, ADMIN_TOKEN_REJECTED,
-                                     f"HTTP {error.status}: {error.message}")
-            return True
-        return False
-
-    def _record_admin_token(self, conn: Connection, cluster: Cluster, code: EventCode,
-                            detail: str = "") -> None:
-        token_store.record_admin_token_problem(
-            conn, cluster_id=cluster.id, code=code, now=self.clock.now(),
-            message=admin_token_message(code, cluster.name, cluster.id, detail))
 
     # --- cluster health --------------------------------------------------------------------
 
@@ -501,21 +443,8 @@ class Updater(OarDaemon):
             except OarError as error:
                 log.debug("updater: no stress factor from %s: %s", cluster.name, error)
                 stress = 0.0
-            now = self.clock.now()
             with self.engine.begin() as conn:
-                if stress != cluster.stress_factor:
-                    set_cluster_stress_factor(conn, cluster.id, stress)
-                current = event_store.find_open_event(conn, code=UNDER_STRESS,
-                                                      class_=EventClass.CLUSTER,
-                                                      cluster_id=cluster.id)
-                stressed = threshold > 0 and stress >= threshold
-                if stressed and current is None:
-                    event_store.record_event(
-                        conn, class_=EventClass.CLUSTER, code=UNDER_STRESS, cluster_id=cluster.id,
-                        now=now, checked=True,
-                        message=f"Cluster {cluster.name} is under stress ({stress}/{threshold})!")
-                elif not stressed and current is not None:
-                    event_store.close_event(conn, current.id, now=now)
+                record_stress(conn, cluster, stress, threshold=threshold, now=self.clock.now())
 
     # --- campaigns -------------------------------------------------------------------------
 
@@ -527,24 +456,24 @@ class Updater(OarDaemon):
         with self.engine.begin() as conn:
             candidates = job_store.list_finished_campaigns(conn, now=self.clock.now(),
                                                            epilogue_wait=wait)
-        for campaign in candidates:
+        for campaign_id in candidates:
             now = self.clock.now()
             with self.engine.begin() as conn:
-                done = job_store.mark_campaign_terminated(conn, campaign.id, now=now,
+                done = job_store.mark_campaign_terminated(conn, campaign_id, now=now,
                                                           epilogue_wait=wait)
                 if done is not None:
                     for site in done.skipped_epilogues:
                         event_store.record_event(
                             conn, class_=EventClass.NOTIFY, code=EPILOGUE_SKIPPED,
-                            campaign_id=campaign.id, cluster_id=site.cluster_id,
+                            campaign_id=campaign_id, cluster_id=site.cluster_id,
                             state=EventState.CLOSED, now=now, message=epilogue_skip_message(site))
                     event_store.record_event(
                         conn, class_=EventClass.NOTIFY, code=FINISHED_CAMPAIGN,
-                        campaign_id=campaign.id, state=EventState.CLOSED, now=now,
-                        message=f"Campaign {campaign.id} is finished")
-                    finished.append(campaign.id)
-                    log.info("updater: campaign %d finished", campaign.id,
-                             extra={"campaign_id": campaign.id, "action": "finish"})
+                        campaign_id=campaign_id, state=EventState.CLOSED, now=now,
+                        message=f"Campaign {campaign_id} is finished")
+                    finished.append(campaign_id)
+                    log.info("updater: campaign %d finished", campaign_id,
+                             extra={"campaign_id": campaign_id, "action": "finish"})
         return finished
 
 

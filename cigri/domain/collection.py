@@ -23,6 +23,7 @@ import posixpath
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
+from enum import StrEnum
 from pathlib import PurePosixPath
 from typing import Final
 
@@ -39,6 +40,15 @@ _MACRO: Final = re.compile(
 # OAR's own name for a job's output (`OAR.<name>.<id>.stdout`, `OAR.<id>.stderr`), as declared
 _OAR_OUTPUT: Final = re.compile(r"^OAR\.(?:.*\.)?(?:%jobid%|\{OAR_JOB_ID\})\.(stdout|stderr)$")
 _SAFE: Final = re.compile(r"[^A-Za-z0-9._+-]")
+
+
+class FileState(StrEnum):
+    """Where a declared output file stands (`collected_files.state`)."""
+
+    PENDING = "pending"  # to fetch (again, after a cut transfer or an unreachable cluster)
+    COLLECTED = "collected"
+    MISSING = "missing"  # OAR does not have it
+    FAILED = "failed"  # refused, or given up after MAX_ATTEMPTS
 
 
 def gathering_method(properties: Mapping[str, str]) -> str | None:

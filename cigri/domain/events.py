@@ -53,16 +53,7 @@ class NewEvent:
     notified: bool = False
 
 
-# Codes the engine daemons raise or read (v3 names; see §6.2 of the v3 server reference).
+# The codes most layers read, by their v3 names (§6.2 of the v3 server reference); the others are
+# `EventCode` members.
 BLACKLIST: Final = EventCode.BLACKLIST
 USER_FRAG: Final = EventCode.USER_FRAG
-REMOTE_WAITING_FRAG: Final = EventCode.REMOTE_WAITING_FRAG
-QUEUED_FOR_TOO_LONG: Final = EventCode.QUEUED_FOR_TOO_LONG
-CIGRI_WALLTIME: Final = EventCode.CIGRI_WALLTIME
-NIKITA_KILL_PROBLEM: Final = EventCode.NIKITA_KILL_PROBLEM
-NIKITA_CLEAN_AFFINITY: Final = EventCode.NIKITA_CLEAN_AFFINITY
-ALMIGHTY_STARTING: Final = EventCode.ALMIGHTY_STARTING
-ALMIGHTY_TERMINATING: Final = EventCode.ALMIGHTY_TERMINATING
-RUNNER_FAILED: Final = EventCode.RUNNER_FAILED
-DAEMON_RESTARTED: Final = EventCode.DAEMON_RESTARTED
-CHILD_TIMEOUT: Final = EventCode.CHILD_TIMEOUT

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from typing import Final
 
 from cigri.domain.event_codes import EventCode
-from cigri.domain.oar import OarJob
+from cigri.domain.oar import OarEventType, OarJob
 from cigri.domain.states import (
     EXIT_RESUBMIT_FIRST,
     EXIT_RESUBMIT_LAST,
@@ -22,14 +22,6 @@ from cigri.domain.states import (
     PRIORITY_RESUBMIT_END,
 )
 
-# OAR event types, as OAR spells them.
-BESTEFFORT_KILL: Final = "BESTEFFORT_KILL"
-WALLTIME: Final = "WALLTIME"
-FRAG_JOB_REQUEST: Final = "FRAG_JOB_REQUEST"
-EXTERMINATE_JOB: Final = "EXTERMINATE_JOB"
-WORKING_DIRECTORY: Final = "WORKING_DIRECTORY"
-RESUBMIT_JOB_AUTOMATICALLY: Final = "RESUBMIT_JOB_AUTOMATICALLY"
-SWITCH_INTO_ERROR_STATE: Final = "SWITCH_INTO_ERROR_STATE"
 LAUNCH_ERROR: Final = EventCode.LAUNCH_ERROR.value  # the cause of a failure OAR never launched
 
 # Event codes that count against the retry budget of a parameter (one per budgeted failure).
@@ -45,7 +37,7 @@ EXIT_ERROR_CODES: Final = frozenset({EventCode.EXIT_ERROR, EventCode.WORKING_DIR
 # OAR implements its kills with a frag request (and sometimes an exterminate), so those two only
 # decide when no stronger reason is logged: a best-effort kill is never the task's fault (free),
 # a walltime kill is (budgeted), a bare frag (nikita, an admin) is not (free).
-_OTHER_KILLS: Final = (FRAG_JOB_REQUEST, EXTERMINATE_JOB)
+_OTHER_KILLS: Final = (OarEventType.FRAG_JOB_REQUEST, OarEventType.EXTERMINATE_JOB)
 
 _NEW_ID = re.compile(r"new id\s*=\s*(\d+)")
 _ID_BEFORE_PAREN = re.compile(r"(\d+)\)")
@@ -83,13 +75,14 @@ def analyze_failure(oar_job: OarJob, *, tag: str | None = None) -> FailureOutcom
                               resubmit=True, priority=PRIORITY_RESUBMIT_END,
                               message="Resubmit cause: Special_exit_status_67")
     types = [event.type for event in oar_job.events]
-    if BESTEFFORT_KILL in types:
-        return FailureOutcome(event_code=EventCode.RESUBMIT, cause=BESTEFFORT_KILL, resubmit=True,
-                              message=f"Resubmit cause: {BESTEFFORT_KILL}")
-    if WALLTIME in types:
-        return FailureOutcome(event_code=EventCode.RESUBMIT, cause=WALLTIME, resubmit=True,
-                              counts_against_budget=True, affinity_penalty=2,
-                              message=f"Resubmit cause: {WALLTIME}")
+    if OarEventType.BESTEFFORT_KILL in types:
+        return FailureOutcome(event_code=EventCode.RESUBMIT, cause=OarEventType.BESTEFFORT_KILL,
+                              resubmit=True,
+                              message=f"Resubmit cause: {OarEventType.BESTEFFORT_KILL}")
+    if OarEventType.WALLTIME in types:
+        return FailureOutcome(event_code=EventCode.RESUBMIT, cause=OarEventType.WALLTIME,
+                              resubmit=True, counts_against_budget=True, affinity_penalty=2,
+                              message=f"Resubmit cause: {OarEventType.WALLTIME}")
     for kill in _OTHER_KILLS:
         if kill in types:
             return FailureOutcome(event_code=EventCode.RESUBMIT, cause=kill, resubmit=True,
@@ -106,12 +99,12 @@ def analyze_failure(oar_job: OarJob, *, tag: str | None = None) -> FailureOutcom
                               counts_against_budget=True,
                               message=f"Resubmit cause: {EventCode.LAUNCH_ERROR} (OAR switched the job into "
                                       "Error before it ran, with no other reason)")
-    if WORKING_DIRECTORY in types:
-        return FailureOutcome(event_code=EventCode.WORKING_DIRECTORY_ERROR, cause=WORKING_DIRECTORY,
-                              blacklists_campaign=True,
+    if OarEventType.WORKING_DIRECTORY in types:
+        return FailureOutcome(event_code=EventCode.WORKING_DIRECTORY_ERROR,
+                              cause=OarEventType.WORKING_DIRECTORY, blacklists_campaign=True,
                               message="The working directory of the job could not be used.")
     for event in oar_job.events:
-        if event.type == RESUBMIT_JOB_AUTOMATICALLY:
+        if event.type == OarEventType.RESUBMIT_JOB_AUTOMATICALLY:
             new_id = _auto_resubmit_id(event.description)
             if new_id is not None:
                 return FailureOutcome(event_code=EventCode.OAR_AUTO_RESUBMIT, cause=event.type,
@@ -130,7 +123,7 @@ def _is_launch_failure(oar_job: OarJob, types: list[str]) -> bool:
     if oar_job.exit_code is not None:
         return False
     telling = [t for t in types if not t.startswith(_NOISE_PREFIXES)]
-    return bool(telling) and set(telling) == {SWITCH_INTO_ERROR_STATE}
+    return bool(telling) and set(telling) == {OarEventType.SWITCH_INTO_ERROR_STATE}
 
 
 def is_within_budget(outcome: FailureOutcome, *, budget_used: int, max_resubmissions: int) -> bool:
@@ -199,7 +192,7 @@ def plan_failure(outcome: FailureOutcome, oar_job: OarJob, *, message: str,
         notices.append(Notice(code=EventCode.LAUNCH_ERROR,
                               message=f"OAR job {oar_job.id} was switched into Error before it "
                                       "ran; resubmitted"))
-    if WALLTIME in oar_job.event_types:
+    if OarEventType.WALLTIME in oar_job.event_types:
         notices.append(Notice(code=EventCode.WALLTIME_WARNING,
                               message="resubmitted with modified affinity because of walltime "
                                       "reached"))

@@ -22,6 +22,7 @@ from typing import Any, Final, Protocol
 
 from cigri.domain.errors import CigriError
 from cigri.domain.event_codes import EventCode
+from cigri.domain.events import Event
 from cigri.domain.states import EventClass, EventState, NotificationType, Severity
 
 ADMIN: Final = "%%admin%%"  # v3's pseudo-user whose subscriptions receive admin messages
@@ -74,19 +75,9 @@ class NotificationRejected(NotificationFailed):
 
 
 @dataclass(frozen=True, kw_only=True)
-class NotifiedEvent:
+class NotifiedEvent(Event):
     """An event as the notifier sees it, with the names its messages show."""
 
-    id: int
-    class_: EventClass
-    code: str
-    state: EventState
-    campaign_id: int | None = None
-    cluster_id: int | None = None
-    job_id: int | None = None
-    parent: int | None = None
-    message: str | None = None
-    date_open: datetime | None = None
     campaign_owner: str | None = None
     campaign_name: str | None = None
     cluster_name: str | None = None

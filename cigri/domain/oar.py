@@ -35,12 +35,24 @@ class OarState(StrEnum):
     UNKNOWN = "Unknown"  # anything OAR sends that we do not know
 
 
+class OarEventType(StrEnum):
+    """The OAR event types cigri's failure analysis reads, as OAR spells them."""
+
+    BESTEFFORT_KILL = "BESTEFFORT_KILL"
+    WALLTIME = "WALLTIME"
+    FRAG_JOB_REQUEST = "FRAG_JOB_REQUEST"
+    EXTERMINATE_JOB = "EXTERMINATE_JOB"
+    WORKING_DIRECTORY = "WORKING_DIRECTORY"
+    RESUBMIT_JOB_AUTOMATICALLY = "RESUBMIT_JOB_AUTOMATICALLY"
+    SWITCH_INTO_ERROR_STATE = "SWITCH_INTO_ERROR_STATE"
+
+
 FINAL_OAR_STATES: Final = frozenset({OarState.TERMINATED, OarState.ERROR})
 
 
 @dataclass(frozen=True, kw_only=True)
 class OarEvent:
-    type: str  # e.g. BESTEFFORT_KILL, WALLTIME, FRAG_JOB_REQUEST, EXTERMINATE_JOB
+    type: str  # an OarEventType when cigri reads it; OAR has others
     description: str = ""
     date: datetime | None = None
 

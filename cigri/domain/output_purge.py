@@ -35,15 +35,8 @@ def files_to_remove(details: OarJob, sub_jobs: Sequence[int] = ()) -> list[str]:
     paths = [details.stdout_file, details.stderr_file]
     if sub_jobs:
         paths += batches.batch_files(details, tuple(sub_jobs))
-    found = []
-    for path in paths:
-        if path and not path.startswith("/"):
-            if not details.launching_directory:
-                continue
-            path = f"{details.launching_directory.rstrip('/')}/{path}"
-        if path:
-            found.append(path)
-    return found
+    return [details.path_of(path) for path in paths
+            if path and (path.startswith("/") or details.launching_directory)]
 
 
 def summary(campaign_id: int, *, removed: int, missing: int, errors: Sequence[str]) -> str:

@@ -15,6 +15,7 @@ from collections.abc import Callable, Iterable
 from typing import Any
 from urllib.parse import parse_qsl
 
+from cigri.accounts import UnixAccount
 from cigri.emulator import control, userfs
 from cigri.emulator.http import (
     APACHE_401,
@@ -31,10 +32,13 @@ from cigri.emulator.http import (
 from cigri.emulator.jobs import ApiError
 from cigri.emulator.model import Cluster
 from cigri.emulator.shapes import DEFAULT_LIMIT, Shapes
-from cigri.emulator.userfs import UnixUser
 
 log = logging.getLogger(__name__)
 
+
+def _apache_401() -> Response:
+    return Response(401, APACHE_401, "text/html; charset=iso-8859-1",
+                    [("WWW-Authenticate", 'Basic realm="OAR API Authentication"')])
 
 
 class OarApp(Shapes):
@@ -80,22 +84,12 @@ class OarApp(Shapes):
         request = Request(environ, self.prefix)
         basic = basic_credentials(environ.get("HTTP_AUTHORIZATION", ""))
         if self.secret is not None and (basic is None or not self.password_ok(*basic)):
-            response = Response(
-                401,
-                APACHE_401,
-                "text/html; charset=iso-8859-1",
-                [("WWW-Authenticate", 'Basic realm="OAR API Authentication"')],
-            )
+            response = _apache_401()
         elif request.raw_path.startswith(self.admin_path) and self.admin is not None:
             response = self.admin(request)
         elif basic is not None and not self.password_ok(*basic):
             # Apache's basic auth (the harness's /oarapi-priv): a bad password never reaches OAR
-            response = Response(
-                401,
-                APACHE_401,
-                "text/html; charset=iso-8859-1",
-                [("WWW-Authenticate", 'Basic realm="OAR API Authentication"')],
-            )
+            response = _apache_401()
         else:
             self.requests += 1
             if self.faults.latency > 0:
@@ -462,7 +456,7 @@ class OarApp(Shapes):
 
     # ---- media -------------------------------------------------------------------------------
 
-    def media_path(self, request: Request, rest: str, action: str) -> tuple[str, UnixUser | None]:
+    def media_path(self, request: Request, rest: str, action: str) -> tuple[str, UnixAccount | None]:
         """The file a `/media` path names (`~` is the login's home) and who reads it: the Unix
         user of the login when the emulator runs jobs as their logins, else the emulator."""
         login = self.need_login(request, action)
@@ -482,10 +476,7 @@ class OarApp(Shapes):
 
     def media_get(self, request: Request, rest: str) -> Response:
         path, user = self.media_path(request, rest, "getting files")
-        try:
-            data = userfs.read_file(path, user)
-        except userfs.MediaError as failure:
-            return error(failure.status, failure.title, failure.message)
+        data = userfs.read_file(path, user)
         tail = request.args.get("tail", "")
         if tail.isdigit() and int(tail) > 0:
             lines = data.splitlines(keepends=True)
@@ -494,10 +485,7 @@ class OarApp(Shapes):
 
     def media_ls(self, request: Request, rest: str) -> Response:
         path, user = self.media_path(request, rest, "getting files")
-        try:
-            items = userfs.list_dir(path, user)
-        except userfs.MediaError as failure:
-            return error(failure.status, failure.title, failure.message)
+        items = userfs.list_dir(path, user)
         return (
             self.envelope(request, items, self.cluster.now())
             if items
@@ -506,8 +494,5 @@ class OarApp(Shapes):
 
     def media_delete(self, request: Request, rest: str) -> Response:
         path, user = self.media_path(request, rest, "deleting files")
-        try:
-            userfs.delete(path, user)
-        except userfs.MediaError as failure:
-            return error(failure.status, failure.title, failure.message)
+        userfs.delete(path, user)
         return Response(204, b"")

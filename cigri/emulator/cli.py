@@ -6,7 +6,6 @@ from __future__ import annotations
 import logging
 import signal
 import threading
-from typing import Any
 
 import click
 from click.core import ParameterSource
@@ -83,31 +82,12 @@ log = logging.getLogger(__name__)
 @click.option("--oar-version", type=click.Choice(["2.5.9", "2.5.10"]), default="2.5.9", show_default=True)
 @click.option("--log-level", default="INFO", show_default=True)
 def command(
-    clusters: int,
-    nodes: int,
-    cores: int,
-    mode: str,
-    host: str,
-    port: int,
-    single_port: int | None,
-    time_scale: float,
-    workdir: str | None,
-    state_file: str | None,
-    duration: str,
-    failure_rate: float,
-    error_rate: float,
-    latency: float,
-    truncate_rate: float,
-    nonjson_rate: float,
-    normal_user: str | None,
-    outages: str | None,
-    simulate_outputs: bool,
-    launch_delay: float,
-    api: str,
-    allow_root_jobs: bool,
-    users: str | None,
-    oar_version: str,
-    log_level: str,
+    clusters: int, nodes: int, cores: int, mode: str, host: str, port: int,
+    single_port: int | None, time_scale: float, workdir: str | None, state_file: str | None,
+    duration: str, failure_rate: float,
+    error_rate: float, latency: float, truncate_rate: float, nonjson_rate: float,
+    normal_user: str | None, outages: str | None, simulate_outputs: bool, launch_delay: float,
+    api: str, allow_root_jobs: bool, users: str | None, oar_version: str, log_level: str,
 ) -> None:
     """Serve CLUSTERS emulated OAR 2.5.9 REST APIs at http://HOST:PORT+i-1/oarapi/
     (or http://HOST:SINGLE_PORT/c<i>/oarapi/)."""
@@ -115,7 +95,6 @@ def command(
     if single_port is not None and context.get_parameter_source("port") is not ParameterSource.DEFAULT:
         raise click.UsageError("--port and --single-port exclude each other")
     logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    options: dict[str, Any] = {}
     emulator = build(
         clusters=clusters,
         nodes=nodes,
@@ -138,7 +117,6 @@ def command(
         api=api,
         allow_root_jobs=allow_root_jobs,
         users=[u.strip() for u in users.split(",") if u.strip()] if users else None,
-        **options,
     )
     emulator.start()
     _start_load(emulator, normal_user, outages)

@@ -1,7 +1,8 @@
 """The commands that act on an emulated cluster besides oarsub: oardel, oarhold and oarresume (with
 OAR's refusals), node states (an operator taking a node out), the normal users whose jobs compete
 with cigri's, and oarstat's job selection. Each takes the cluster lock; the scheduling they trigger
-is `cigri.emulator.model`."""
+is `cigri.emulator.model`. Also OAR's automatic resubmission of idempotent jobs
+(`resubmit_idempotent`), which the model calls, lock held, as such a job ends."""
 
 from __future__ import annotations
 
@@ -227,3 +228,62 @@ def select_jobs(
                 continue
             result.append(job)
         return result
+
+
+def resubmit_idempotent(cluster: Cluster, job: Job, at: int) -> None:
+    """OAR's automatic resubmissions of idempotent jobs: killed as best-effort (bipbip), or
+    exiting 99 after more than 60 s (NodeChangeState)."""
+    kinds = {e.type for e in job.events}
+    if job.state == "Error" and "BESTEFFORT_KILL" in kinds:
+        new_id = _resubmit(cluster, job, at)
+        description = (
+            f"[bipbip {job.id}] The job {job.id} is a besteffort and idempotent job so we "
+            f"resubmit it (new id = {new_id})"
+        )
+    elif (
+        job.state == "Terminated"
+        and job.exit_code is not None
+        and job.exit_code >> 8 == 99
+        and job.stop_time - job.start_time > 60
+        and "SEND_KILL_JOB" not in kinds
+    ):
+        new_id = _resubmit(cluster, job, at)
+        description = (
+            f"[NodeChangeState] Resubmiting job {job.id} => {new_id} "
+            "(type idempotent & exit code = 99 & duration > 60s)"
+        )
+    else:
+        return
+    cluster._event(job, "RESUBMIT_JOB_AUTOMATICALLY", description, at)
+
+
+def _resubmit(cluster: Cluster, old: Job, at: int) -> int:
+    """A copy of `old` as a new waiting job (OAR's `resubmit_job`)."""
+    new = Job(
+        id=cluster.next_job_id,
+        array_id=cluster.next_job_id,
+        array_index=1,
+        name=old.name,
+        owner=old.owner,
+        queue=old.queue,
+        types=list(old.types),
+        command=old.command,
+        param=old.param,
+        launching_directory=old.launching_directory,
+        stdout_tpl=old.stdout_tpl,
+        stderr_tpl=old.stderr_tpl,
+        project=old.project,
+        properties=old.properties,
+        initial_request=old.initial_request,
+        request=old.request,
+        message=old.message.split(" (Karma")[0],
+        submission_time=at,
+        resubmit_job_id=old.id,
+        sim_duration=old.sim_duration,
+    )
+    cluster.next_job_id += 1
+    cluster.jobs[new.id] = new
+    cluster.arrays[new.id] = [new.id]
+    cluster.active.add(new.id)
+    cluster.queues[new.queue].append(new.id)
+    return new.id

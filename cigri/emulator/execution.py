@@ -10,8 +10,8 @@ import subprocess
 import threading
 from typing import TYPE_CHECKING
 
+from cigri.accounts import UnixAccount
 from cigri.emulator.jobs import Job
-from cigri.emulator.userfs import UnixUser
 
 if TYPE_CHECKING:
     from cigri.emulator.model import Cluster
@@ -64,7 +64,7 @@ def _node_files(cluster: Cluster, job: Job) -> tuple[str, str]:
     return nodefile, propfile
 
 
-def _environment(cluster: Cluster, job: Job, user: UnixUser | None, nodefile: str,
+def _environment(cluster: Cluster, job: Job, user: UnixAccount | None, nodefile: str,
                  propfile: str) -> dict[str, str]:
     directory = job.launching_directory
     # the job's $HOME is its owner's home, the one `$HOME`/`~` expanded to at submission and
@@ -124,7 +124,7 @@ def _spawn_self(cluster: Cluster, job: Job, env: dict[str, str]) -> None:
     _watch(cluster, job, process)
 
 
-def _spawn_as(cluster: Cluster, job: Job, user: UnixUser, env: dict[str, str]) -> None:
+def _spawn_as(cluster: Cluster, job: Job, user: UnixAccount, env: dict[str, str]) -> None:
     """Run the job as `user`: the working directory is entered and the output files opened by
     the job's own shell, with the user's rights (never by the emulator as root)."""
     for path in (env["OAR_NODEFILE"], env["OAR_RESOURCE_PROPERTIES_FILE"]):

@@ -18,6 +18,7 @@ import threading
 from collections import Counter, deque
 from typing import Any
 
+from cigri.accounts import UnixAccount, find_account
 from cigri.emulator import control, execution
 from cigri.emulator.clock import EmuClock
 from cigri.emulator.jobs import (
@@ -31,7 +32,6 @@ from cigri.emulator.jobs import (
 )
 from cigri.emulator.resources import ResourceRequest, group_shape
 from cigri.emulator.submission import JobPlan, plan_submission, request_cores
-from cigri.emulator.userfs import UnixUser, unix_user
 
 __all__ = ["Cluster", "ClusterConfig", "Mode"]
 
@@ -92,7 +92,7 @@ class Cluster:
     def home_of(self, login: str) -> str | None:
         """The login's home (its jobs' `$HOME`, `~` in `/media`); None for an unknown login."""
         if self.config.run_as == "login":
-            user = unix_user(login)
+            user = find_account(login)
             if user is None or user.uid == 0:  # no such user, or root by another name
                 return None
             return user.home if self.config.users is None else self.config.users.get(login)
@@ -102,9 +102,9 @@ class Cluster:
         os.makedirs(home, exist_ok=True)
         return home
 
-    def unix_user_of(self, login: str) -> UnixUser | None:
+    def unix_user_of(self, login: str) -> UnixAccount | None:
         """The Unix user a login's jobs and files act as; None: the emulator's own user."""
-        return unix_user(login) if self.config.run_as == "login" else None
+        return find_account(login) if self.config.run_as == "login" else None
 
     def node_of(self, rid: int) -> int:
         return (rid - 1) // self.config.cores
@@ -217,35 +217,27 @@ class Cluster:
     def _schedule(self, when: float) -> None:
         """FIFO per queue (admin, default, besteffort); a normal job that does not fit kills
         best-effort jobs if that frees enough cores, and blocks the queues behind it."""
-        blocked = False
         for queue in ("admin", "default"):
-            pending = self.queues[queue]
-            while pending:
-                job = self.jobs[pending[0]]
-                if job.state != "Waiting":
-                    pending.popleft()
-                    continue
-                allocation = self._allocate(job)
-                if allocation is None and self._preempt_for(job, when):
-                    allocation = self._allocate(job)
-                if allocation is None:
-                    blocked = True
-                    break
-                pending.popleft()
-                self._start(job, allocation, when)
-            if blocked:
+            if not self._start_from(queue, when, may_preempt=True):
                 return
-        pending = self.queues["besteffort"]
+        self._start_from("besteffort", when, may_preempt=False)
+
+    def _start_from(self, queue: str, when: float, *, may_preempt: bool) -> bool:
+        """Start the queue's waiting jobs in order while they fit; False when one must wait."""
+        pending = self.queues[queue]
         while pending:
             job = self.jobs[pending[0]]
             if job.state != "Waiting":
                 pending.popleft()
                 continue
             allocation = self._allocate(job)
+            if allocation is None and may_preempt and self._preempt_for(job, when):
+                allocation = self._allocate(job)
             if allocation is None:
-                return
+                return False
             pending.popleft()
             self._start(job, allocation, when)
+        return True
 
     def _allocate(self, job: Job) -> list[int] | None:
         """Pick free resources for the job, or None if they are not free now."""
@@ -379,64 +371,7 @@ class Cluster:
         job.token += 1
         self.processes.pop(job.id, None)
         if "idempotent" in job.types:
-            self._maybe_resubmit(job, at)
-
-    def _maybe_resubmit(self, job: Job, at: int) -> None:
-        """OAR's automatic resubmissions of idempotent jobs: killed as best-effort (bipbip), or
-        exiting 99 after more than 60 s (NodeChangeState)."""
-        kinds = {e.type for e in job.events}
-        if job.state == "Error" and "BESTEFFORT_KILL" in kinds:
-            new_id = self._resubmit(job, at)
-            description = (
-                f"[bipbip {job.id}] The job {job.id} is a besteffort and idempotent job so we "
-                f"resubmit it (new id = {new_id})"
-            )
-        elif (
-            job.state == "Terminated"
-            and job.exit_code is not None
-            and job.exit_code >> 8 == 99
-            and job.stop_time - job.start_time > 60
-            and "SEND_KILL_JOB" not in kinds
-        ):
-            new_id = self._resubmit(job, at)
-            description = (
-                f"[NodeChangeState] Resubmiting job {job.id} => {new_id} "
-                "(type idempotent & exit code = 99 & duration > 60s)"
-            )
-        else:
-            return
-        self._event(job, "RESUBMIT_JOB_AUTOMATICALLY", description, at)
-
-    def _resubmit(self, old: Job, at: int) -> int:
-        """A copy of `old` as a new waiting job (OAR's `resubmit_job`)."""
-        new = Job(
-            id=self.next_job_id,
-            array_id=self.next_job_id,
-            array_index=1,
-            name=old.name,
-            owner=old.owner,
-            queue=old.queue,
-            types=list(old.types),
-            command=old.command,
-            param=old.param,
-            launching_directory=old.launching_directory,
-            stdout_tpl=old.stdout_tpl,
-            stderr_tpl=old.stderr_tpl,
-            project=old.project,
-            properties=old.properties,
-            initial_request=old.initial_request,
-            request=old.request,
-            message=old.message.split(" (Karma")[0],
-            submission_time=at,
-            resubmit_job_id=old.id,
-            sim_duration=old.sim_duration,
-        )
-        self.next_job_id += 1
-        self.jobs[new.id] = new
-        self.arrays[new.id] = [new.id]
-        self.active.add(new.id)
-        self.queues[new.queue].append(new.id)
-        return new.id
+            control.resubmit_idempotent(self, job, at)
 
     def _write_outputs(self, job: Job, exit_code: int | None) -> None:
         execution.write_simulated_outputs(self, job, exit_code)

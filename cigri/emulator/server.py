@@ -18,6 +18,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
+from cigri.accounts import is_root
 from cigri.emulator.api import OarApp
 from cigri.emulator.clock import EmuClock, ManualClock, ScaledClock
 from cigri.emulator.endpoints import ClusterServer, Endpoint, MountedEndpoint, PrefixRouter
@@ -25,7 +26,6 @@ from cigri.emulator.http import Faults, Request, Response, error, json_response
 from cigri.emulator.jobs import ClusterConfig, Mode
 from cigri.emulator.model import Cluster
 from cigri.emulator.state import load_state, save_state
-from cigri.emulator.userfs import running_as_root
 from cigri.emulator.workload import Workload
 
 log = logging.getLogger(__name__)
@@ -297,35 +297,35 @@ def _user_homes(users: dict[str, str] | list[str] | None, workdir: str) -> dict[
     return homes
 
 
+def _serve(app: OarApp, router: PrefixRouter, shared: ClusterServer | None, *, host: str,
+           port: int) -> ClusterControl:
+    """One cluster's API with its `/_emulator/` admin: on its own `port`, or mounted under
+    `/<name>` on the `shared` server."""
+    control_of: dict[str, ClusterControl] = {}
+    app.admin = admin_handler(control_of)
+    endpoint: Endpoint
+    if shared is not None:
+        endpoint = MountedEndpoint(shared, app.cluster.config.name)
+        router.mounts[app.cluster.config.name] = (app, endpoint)
+    else:
+        endpoint = ClusterServer(app, host, port)
+    control = ClusterControl(cluster=app.cluster, app=app, server=endpoint, url="")
+    control_of["self"] = control
+    return control
+
+
 def build(
     *,
-    clusters: int = 1,
-    nodes: int = 4,
-    cores: int = 2,
-    mode: Mode = "execute",
-    time_scale: float = 1.0,
-    workdir: str | None = None,
-    host: str = "127.0.0.1",
-    ports: list[int] | None = None,
-    single_port: int | None = None,
-    clock: EmuClock | None = None,
-    workload: Workload | None = None,
-    users: dict[str, str] | list[str] | None = None,
-    oar_version: str = "2.5.9",
-    state_file: str | None = None,
-    error_rate: float = 0.0,
-    latency: float = 0.0,
-    truncate_rate: float = 0.0,
+    clusters: int = 1, nodes: int = 4, cores: int = 2, mode: Mode = "execute",
+    time_scale: float = 1.0, clock: EmuClock | None = None, workdir: str | None = None,
+    host: str = "127.0.0.1", ports: list[int] | None = None, single_port: int | None = None,
+    prefix: str = "/oarapi", api: str = "oar2.5", oar_version: str = "2.5.9",
+    workload: Workload | None = None, seed: int = 0, state_file: str | None = None,
+    users: dict[str, str] | list[str] | None = None, passwords: dict[str, str] | None = None,
+    secret: str | None = None, allow_root_jobs: bool = False,
+    error_rate: float = 0.0, latency: float = 0.0, truncate_rate: float = 0.0,
     nonjson_rate: float = 0.0,
-    prefix: str = "/oarapi",
-    seed: int = 0,
-    kill_grace: float = 2.0,
-    simulate_outputs: bool = False,
-    passwords: dict[str, str] | None = None,
-    launch_delay: float = 0.0,
-    api: str = "oar2.5",
-    allow_root_jobs: bool = False,
-    secret: str | None = None,
+    kill_grace: float = 2.0, simulate_outputs: bool = False, launch_delay: float = 0.0,
 ) -> Emulator:
     """Build (without starting) an emulator of `clusters` clusters of `nodes` x `cores`, on
     `ports` (one each; default: ephemeral ports), or all on `single_port` (0: any free port),
@@ -352,7 +352,7 @@ def build(
         kill_grace=kill_grace,
         simulate_outputs=simulate_outputs,
         launch_delay=launch_delay,
-        run_as="login" if running_as_root() and not allow_root_jobs else "self",
+        run_as="login" if is_root() and not allow_root_jobs else "self",
     )
     rates: dict[str, Any] = {"error_rate": error_rate, "latency": latency, "truncate_rate": truncate_rate,
              "nonjson_rate": nonjson_rate}
@@ -366,46 +366,20 @@ def build(
             workload=workload or Workload(),
             seed=seed + index,
         )
-        control_of: dict[str, ClusterControl] = {}
         app = OarApp(Cluster(config, clock), mount=f"/{config.name}" if shared is not None else "",
-                     faults=Faults(**rates), admin=admin_handler(control_of), **app_options)
-        endpoint: Endpoint
-        if shared is not None:
-            endpoint = MountedEndpoint(shared, config.name)
-            router.mounts[config.name] = (app, endpoint)
-        else:
-            endpoint = ClusterServer(app, host, ports[index] if ports else 0)
-        control = ClusterControl(cluster=app.cluster, app=app, server=endpoint, url="")
-        control_of["self"] = control
-        controls.append(control)
+                     faults=Faults(**rates), **app_options)
+        controls.append(_serve(app, router, shared, host=host, port=ports[index] if ports else 0))
     emulator = Emulator(controls=controls, clock=clock, state_file=state_file)
     if state_file and os.path.exists(state_file):
         load_state(state_file, [c.cluster for c in controls])
     return emulator
 
 
-def run_in_thread(
-    *,
-    clusters: int = 1,
-    nodes: int = 4,
-    cores: int = 2,
-    mode: Mode = "execute",
-    time_scale: float = 1.0,
-    workdir: str | None = None,
-    **options: Any,
-) -> Emulator:
+def run_in_thread(**options: Any) -> Emulator:
     """Start an emulator in background threads on ephemeral ports (`single_port=0`: every cluster
     on one ephemeral port, under `/c<i>/oarapi/`); `stop()` it (or use `with`). `options` are
-    those of `build`."""
-    emulator = build(
-        clusters=clusters,
-        nodes=nodes,
-        cores=cores,
-        mode=mode,
-        time_scale=time_scale,
-        workdir=workdir,
-        **options,
-    )
+    those of `build`, with its defaults."""
+    emulator = build(**options)
     try:
         emulator.start()
     except Exception:

@@ -7,17 +7,19 @@ as root, a login is the Unix user of that name (`run_as="login"`): each job runs
 (its uid, gid and groups) and each `/media` operation is done by a short child process running as
 that user, so the kernel decides what the login may read or delete, exactly like oardodo on a
 real OAR server; a login with no Unix user is refused. Only an explicit `allow_root_jobs` keeps
-everything running as root (`run_as="self"`).
+everything running as root (`run_as="self"`). The Unix users themselves are
+`cigri.accounts.UnixAccount`, shared with the collector.
 """
 
 from __future__ import annotations
 
 import os
-import pwd
 import shutil
 import subprocess
-from dataclasses import dataclass
 from typing import Any
+
+from cigri.accounts import UnixAccount
+from cigri.emulator.jobs import ApiError
 
 # Run by `sh -c` as the target user (nothing of cigri or of this Python needs to be readable by
 # them): exit status 0 done, 2 not found, 3 not allowed. `find -printf` lists a directory as NUL
@@ -42,51 +44,11 @@ def _parse_listing(data: bytes) -> list[list[Any]]:
     return sorted(rows)
 
 
-class MediaError(Exception):
-    """A `/media` failure with OAR's status and message."""
-
-    def __init__(self, status: int, title: str, message: str) -> None:
-        super().__init__(message)
-        self.status = status
-        self.title = title
-        self.message = message
+class MediaError(ApiError):
+    """A `/media` failure, answered as OAR does (`{code, title, message}`)."""
 
 
-@dataclass(frozen=True)
-class UnixUser:
-    """The Unix identity a login acts as when the emulator runs as root."""
-
-    name: str
-    uid: int
-    gid: int
-    groups: tuple[int, ...]
-    home: str
-
-    def popen_options(self) -> dict[str, Any]:
-        """`subprocess` arguments that make a child run as this user."""
-        return {"user": self.uid, "group": self.gid, "extra_groups": list(self.groups)}
-
-    def environment(self) -> dict[str, str]:
-        return {"HOME": self.home, "USER": self.name, "LOGNAME": self.name,
-                "PATH": os.environ.get("PATH", "/usr/bin:/bin")}
-
-
-def unix_user(login: str) -> UnixUser | None:
-    """The Unix user named `login`, or None when there is none."""
-    try:
-        entry = pwd.getpwnam(login)
-    except KeyError:
-        return None
-    return UnixUser(name=entry.pw_name, uid=entry.pw_uid, gid=entry.pw_gid,
-                    groups=tuple(os.getgrouplist(entry.pw_name, entry.pw_gid)),
-                    home=entry.pw_dir)
-
-
-def running_as_root() -> bool:
-    return os.geteuid() == 0
-
-
-def _as_user(user: UnixUser, op: str, path: str) -> bytes:
+def _as_user(user: UnixAccount, op: str, path: str) -> bytes:
     try:
         done = subprocess.run(["sh", "-c", _CHILD[op], "sh", path],
                               capture_output=True, timeout=60, check=False, cwd="/",
@@ -105,7 +67,7 @@ def _as_user(user: UnixUser, op: str, path: str) -> bytes:
     return done.stdout
 
 
-def read_file(path: str, user: UnixUser | None) -> bytes:
+def read_file(path: str, user: UnixAccount | None) -> bytes:
     """The bytes of `path`, read with `user`'s rights (None: the emulator's own)."""
     if user is not None:
         return _as_user(user, "read", path)
@@ -117,7 +79,7 @@ def read_file(path: str, user: UnixUser | None) -> bytes:
         return f.read()
 
 
-def list_dir(path: str, user: UnixUser | None) -> list[dict[str, Any]]:
+def list_dir(path: str, user: UnixAccount | None) -> list[dict[str, Any]]:
     """OAR's `/media/ls` items of directory `path`, listed with `user`'s rights."""
     if user is not None:
         rows = _parse_listing(_as_user(user, "list", path))
@@ -139,7 +101,7 @@ def list_dir(path: str, user: UnixUser | None) -> list[dict[str, Any]]:
     return items
 
 
-def delete(path: str, user: UnixUser | None) -> None:
+def delete(path: str, user: UnixAccount | None) -> None:
     """Remove `path` (a directory with its contents) with `user`'s rights."""
     if user is not None:
         _as_user(user, "delete", path)

@@ -18,12 +18,19 @@ from sqlalchemy import Connection, and_, select
 from cigri.domain.cluster_tokens import (
     ADMIN_LOGIN,
     ADMIN_TOKEN_CODES,
+    ADMIN_TOKEN_MISSING,
+    ADMIN_TOKEN_REJECTED,
+    MISSING_CODES,
+    REFUSED_CODES,
     USER_TOKEN_MISSING,
+    admin_token_message,
     stored_value,
 )
+from cigri.domain.clusters import Cluster
 from cigri.domain.event_codes import EventCode
 from cigri.domain.events import BLACKLIST, Event
-from cigri.domain.states import CampaignState, EventClass, EventState
+from cigri.domain.oar import OarError
+from cigri.domain.states import AuthType, CampaignState, EventClass, EventState
 from cigri.storage import actions
 from cigri.storage import events as event_store
 from cigri.storage.tables import campaigns, events, users_mapping
@@ -92,6 +99,31 @@ def record_admin_token_problem(conn: Connection, *, cluster_id: int, code: Event
                              message=f"cluster blacklisted because of {code}")
     log.warning("cluster %d: %s", cluster_id, message, extra={"action": "admin_token"})
     return event_id
+
+
+def record_admin_token_refusal(conn: Connection, cluster: Cluster, error: OarError, *,
+                               now: datetime) -> bool:
+    """A bulk call refused for the admin token of a jwt cluster: its ADMIN_TOKEN_MISSING or
+    ADMIN_TOKEN_REJECTED event (True); any other error, or a cluster not on jwt: False."""
+    if AuthType(cluster.api_auth_type) is not AuthType.JWT:
+        return False
+    if error.code in MISSING_CODES:
+        record_missing_admin_token(conn, cluster, now=now)
+        return True
+    if error.code in REFUSED_CODES:
+        record_admin_token_problem(
+            conn, cluster_id=cluster.id, code=ADMIN_TOKEN_REJECTED, now=now,
+            message=admin_token_message(ADMIN_TOKEN_REJECTED, cluster.name, cluster.id,
+                                        f"HTTP {error.status}: {error.message}"))
+        return True
+    return False
+
+
+def record_missing_admin_token(conn: Connection, cluster: Cluster, *, now: datetime) -> None:
+    """The cluster has no admin token: its ADMIN_TOKEN_MISSING event (`record_admin_token_problem`)."""
+    record_admin_token_problem(
+        conn, cluster_id=cluster.id, code=ADMIN_TOKEN_MISSING, now=now,
+        message=admin_token_message(ADMIN_TOKEN_MISSING, cluster.name, cluster.id))
 
 
 def close_admin_token_events(conn: Connection, *, cluster_id: int, now: datetime) -> int:

@@ -13,7 +13,7 @@ from typing import Any
 
 from sqlalchemy import Connection, and_, exists, func, insert, select, update
 
-from cigri.domain.collection import FinishedJob
+from cigri.domain.collection import FileState, FinishedJob
 from cigri.domain.states import JobState
 from cigri.storage.submissions import oar_job_name
 from cigri.storage.tables import (
@@ -24,11 +24,6 @@ from cigri.storage.tables import (
     parameters,
     submissions,
 )
-
-PENDING = "pending"
-COLLECTED = "collected"
-MISSING = "missing"
-FAILED = "failed"
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -85,7 +80,7 @@ def record_pending_files(conn: Connection, rows: Sequence[tuple[int, int, str, s
     if rows:
         conn.execute(insert(collected_files), [
             {"campaign_id": c, "job_id": j, "remote_path": r, "local_path": local,
-             "state": PENDING if refused is None else FAILED,
+             "state": FileState.PENDING.value if refused is None else FileState.FAILED.value,
              "message": None if refused is None else refused[:2000], "attempts": 0}
             for c, j, r, local in rows])
 
@@ -104,26 +99,28 @@ def list_pending_files(conn: Connection, *, limit: int, max_attempts: int
                campaigns.c.grid_user)
         .select_from(collected_files.join(jobs, jobs.c.id == collected_files.c.job_id)
                      .join(campaigns, campaigns.c.id == collected_files.c.campaign_id))
-        .where(collected_files.c.state == PENDING, collected_files.c.attempts < max_attempts)
+        .where(collected_files.c.state == FileState.PENDING.value,
+               collected_files.c.attempts < max_attempts)
         .order_by(collected_files.c.id).limit(limit))
     return [(_file_from_row(r), int(r.cluster_id), r.remote_id, str(r.grid_user)) for r in rows]
 
 
 def mark_collected(conn: Connection, file_id: int, *, size: int, now: datetime) -> None:
     conn.execute(update(collected_files).where(collected_files.c.id == file_id).values(
-        state=COLLECTED, size=size, collected_at=now, message=None,
+        state=FileState.COLLECTED.value, size=size, collected_at=now, message=None,
         attempts=collected_files.c.attempts + 1))
 
 
 def mark_missing(conn: Connection, file_id: int, *, message: str) -> None:
     conn.execute(update(collected_files).where(collected_files.c.id == file_id).values(
-        state=MISSING, message=message[:2000], attempts=collected_files.c.attempts + 1))
+        state=FileState.MISSING.value, message=message[:2000],
+        attempts=collected_files.c.attempts + 1))
 
 
 def mark_attempt_failed(conn: Connection, file_id: int, *, message: str, give_up: bool) -> None:
     conn.execute(update(collected_files).where(collected_files.c.id == file_id).values(
-        state=FAILED if give_up else PENDING, message=message[:2000],
-        attempts=collected_files.c.attempts + 1))
+        state=(FileState.FAILED if give_up else FileState.PENDING).value,
+        message=message[:2000], attempts=collected_files.c.attempts + 1))
 
 
 def list_collected_files(conn: Connection, campaign_id: int) -> list[CollectedFile]:
@@ -138,10 +135,10 @@ def collection_summary(conn: Connection, campaign_id: int) -> dict[str, int]:
     rows = conn.execute(
         select(collected_files.c.state, func.count(), func.coalesce(func.sum(collected_files.c.size), 0))
         .where(collected_files.c.campaign_id == campaign_id).group_by(collected_files.c.state))
-    summary: dict[str, int] = {PENDING: 0, COLLECTED: 0, MISSING: 0, FAILED: 0, "bytes": 0}
+    summary: dict[str, int] = {**{state.value: 0 for state in FileState}, "bytes": 0}
     for state, count, size in rows:
         summary[state] = int(count)
-        if state == COLLECTED:
+        if state == FileState.COLLECTED.value:
             summary["bytes"] = int(size)
     return summary
 
@@ -150,10 +147,10 @@ def list_collected_to_verify(conn: Connection, campaign_id: int) -> list[Collect
     """Collected files of a campaign (the collector re-checks their local size on start)."""
     return [_file_from_row(r) for r in conn.execute(
         select(collected_files).where(and_(collected_files.c.campaign_id == campaign_id,
-                                           collected_files.c.state == COLLECTED)))]
+                                           collected_files.c.state == FileState.COLLECTED.value)))]
 
 
 def reset_to_pending(conn: Connection, file_ids: Sequence[int]) -> None:
     if file_ids:
         conn.execute(update(collected_files).where(collected_files.c.id.in_(list(file_ids)))
-                     .values(state=PENDING, size=None, collected_at=None))
+                     .values(state=FileState.PENDING.value, size=None, collected_at=None))

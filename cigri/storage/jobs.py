@@ -15,25 +15,9 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, Final
 
-from sqlalchemy import (
-    Connection,
-    and_,
-    bindparam,
-    delete,
-    exists,
-    func,
-    insert,
-    or_,
-    select,
-    update,
-)
+from sqlalchemy import Connection, and_, bindparam, delete, exists, func, insert, or_, select, update
 
-from cigri.domain.campaigns import (
-    SETTLED_EPILOGUE_STEPS,
-    EpilogueSite,
-    EpilogueStep,
-    next_epilogue_step,
-)
+from cigri.domain.campaigns import SETTLED_EPILOGUE_STEPS, EpilogueSite, EpilogueStep, next_epilogue_step
 from cigri.domain.failures import BUDGETED_EVENT_CODES
 from cigri.domain.jobs import EPILOGUE, KEEP, PROLOGUE, Job, JobChange, LaunchItem, RunnerOptions
 from cigri.domain.states import CampaignState, EventClass, EventState, JobState
@@ -367,12 +351,6 @@ def max_resubmissions(conn: Connection, *, campaign_id: int, default: int) -> in
 
 
 @dataclass(frozen=True, kw_only=True)
-class FinishedCampaign:
-    id: int
-    grid_user: str
-
-
-@dataclass(frozen=True, kw_only=True)
 class TerminatedCampaign:
     id: int
     skipped_epilogues: tuple[EpilogueSite, ...] = ()  # clusters where its epilogue cannot run
@@ -398,16 +376,16 @@ def _epilogue_steps(conn: Connection, campaign_ids: Sequence[int], *, now: datet
 
 
 def list_finished_campaigns(conn: Connection, *, now: datetime, epilogue_wait: timedelta,
-                            limit: int = 100) -> list[FinishedCampaign]:
-    """`in_treatment` campaigns that have nothing left to run, their epilogue included: one whose
-    epilogue still has to run on a cluster where the campaign ran is not finished (the
-    meta-scheduler creates that epilogue once the tasks are done; v3 §7.16). An epilogue that
-    cannot run there (cluster disabled, or blacklisted for `epilogue_wait`) does not hold it
-    (`cigri.domain.campaigns.next_epilogue_step`)."""
-    found: list[FinishedCampaign] = []
+                            limit: int = 100) -> list[int]:
+    """The ids of the `in_treatment` campaigns that have nothing left to run, their epilogue
+    included: one whose epilogue still has to run on a cluster where the campaign ran is not
+    finished (the meta-scheduler creates that epilogue once the tasks are done; v3 §7.16). An
+    epilogue that cannot run there (cluster disabled, or blacklisted for `epilogue_wait`) does not
+    hold it (`cigri.domain.campaigns.next_epilogue_step`)."""
+    found: list[int] = []
     after = 0
     while len(found) < limit:  # pages by id, so campaigns waiting for an epilogue starve no one
-        rows = list(conn.execute(select(campaigns.c.id, campaigns.c.grid_user)
+        rows = list(conn.execute(select(campaigns.c.id)
                                  .where(_is_finished(), campaigns.c.id > after)
                                  .order_by(campaigns.c.id).limit(limit)))
         if not rows:
@@ -416,8 +394,7 @@ def list_finished_campaigns(conn: Connection, *, now: datetime, epilogue_wait: t
         waiting = {site.campaign_id for site, step in _epilogue_steps(
             conn, [int(row.id) for row in rows], now=now, epilogue_wait=epilogue_wait)
             if step not in SETTLED_EPILOGUE_STEPS}
-        found.extend(FinishedCampaign(id=row.id, grid_user=row.grid_user) for row in rows
-                     if row.id not in waiting)
+        found.extend(int(row.id) for row in rows if row.id not in waiting)
     return found[:limit]
 
 

@@ -18,7 +18,8 @@ from typing import Any
 
 from sqlalchemy import Connection, and_, delete, exists, func, select, update
 
-from cigri.domain.events import CIGRI_WALLTIME, REMOTE_WAITING_FRAG, USER_FRAG, NewEvent
+from cigri.domain.event_codes import EventCode
+from cigri.domain.events import USER_FRAG, NewEvent
 from cigri.domain.kills import ON_CLUSTER_STATES, KillTarget
 from cigri.domain.states import CampaignState, EventClass, EventState, JobState
 from cigri.storage.events import record_events
@@ -82,7 +83,7 @@ def list_long_waiting_jobs(conn: Connection, *, submitted_before: datetime,
     """`remote_waiting` jobs submitted before the threshold and not yet fragged for it."""
     query = _targets_query().where(
         jobs.c.state == JobState.REMOTE_WAITING.value, jobs.c.submission_time < submitted_before,
-        _without_event(REMOTE_WAITING_FRAG))
+        _without_event(EventCode.REMOTE_WAITING_FRAG))
     return [_target(row) for row in conn.execute(query.order_by(jobs.c.id).limit(limit))]
 
 
@@ -92,7 +93,7 @@ def list_running_unkilled_jobs(conn: Connection, *, started_before: datetime,
     (the caller decides, per job, whether its walltime is really exceeded)."""
     query = _targets_query().where(
         jobs.c.state == JobState.RUNNING.value, jobs.c.start_time < started_before,
-        _without_event(CIGRI_WALLTIME))
+        _without_event(EventCode.CIGRI_WALLTIME))
     return [_target(row) for row in conn.execute(query.order_by(jobs.c.id).limit(limit))]
 
 

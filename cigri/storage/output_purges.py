@@ -1,7 +1,8 @@
 """Requests to remove a finished campaign's output files on its clusters (`output_purges`): the
 API records one, the collector reads the campaign's finished OAR jobs in pages (one row per
 (cluster, OAR job), keyset on that pair, so a temporal-grouping batch is never split between two
-pages), records how far it got and the counts after each page, and closes the request."""
+pages), records how far it got and the counts after each page, and closes the request with the event
+that says how it ended."""
 
 from __future__ import annotations
 
@@ -14,8 +15,15 @@ from sqlalchemy import Connection, Row, insert, select, tuple_, update
 
 from cigri.domain.batches import is_sub_job
 from cigri.domain.errors import NotFound
-from cigri.domain.output_purge import OPEN_STATES, PurgeState
-from cigri.domain.states import JobState
+from cigri.domain.output_purge import (
+    OPEN_STATES,
+    OUTPUTS_REMOVAL_FAILED,
+    OUTPUTS_REMOVED,
+    PurgeState,
+    summary,
+)
+from cigri.domain.states import EventClass, EventState, JobState
+from cigri.storage.events import record_event
 from cigri.storage.tables import jobs, output_purges, users_mapping
 
 
@@ -133,6 +141,16 @@ def record_progress(conn: Connection, purge: OutputPurge, *, after: tuple[int, i
                           "missing": purge.missing + missing, "errors": all_errors})
 
 
-def finish_purge(conn: Connection, purge_id: int, *, state: PurgeState, now: datetime) -> None:
-    conn.execute(update(output_purges).where(output_purges.c.id == purge_id)
-                 .values(state=state.value, finished_at=now))
+def finish_purge(conn: Connection, purge: OutputPurge, *, now: datetime) -> str:
+    """Close a request (`done`, or `failed` when a cluster refused) with the one event that says
+    how it ended; returns that event's message."""
+    message = summary(purge.campaign_id, removed=purge.removed, missing=purge.missing,
+                      errors=purge.errors)
+    failed = bool(purge.errors)
+    conn.execute(update(output_purges).where(output_purges.c.id == purge.id)
+                 .values(state=(PurgeState.FAILED if failed else PurgeState.DONE).value,
+                         finished_at=now))
+    record_event(conn, class_=EventClass.NOTIFY, campaign_id=purge.campaign_id,
+                 code=OUTPUTS_REMOVAL_FAILED if failed else OUTPUTS_REMOVED,
+                 message=message, state=EventState.CLOSED, now=now, checked=True)
+    return message

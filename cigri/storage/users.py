@@ -8,9 +8,11 @@ priority or how the runner maps a login: that is theirs.
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
-from sqlalchemy import Connection, delete, insert, select, update
+from sqlalchemy import Column, Connection, Row, Table, delete, insert, select, update
 
 from cigri.storage.tables import admission_rules, clusters, users_mapping, users_priority
 
@@ -33,35 +35,25 @@ class UserMapping:
 
 def set_user_priority(conn: Connection, *, grid_user: str, cluster_id: int, priority: int) -> None:
     """Insert or update the priority of a user on a cluster (higher runs first)."""
-    where = (users_priority.c.grid_user == grid_user, users_priority.c.cluster_id == cluster_id)
-    if conn.execute(update(users_priority).where(*where).values(priority=priority)).rowcount == 0:
-        conn.execute(insert(users_priority).values(grid_user=grid_user, cluster_id=cluster_id,
-                                                   priority=priority))
+    _upsert(conn, users_priority, users_priority.c.grid_user, grid_user, cluster_id,
+            priority=priority)
 
 
 def remove_user_priority(conn: Connection, *, grid_user: str, cluster_id: int) -> int:
-    return conn.execute(delete(users_priority).where(
-        users_priority.c.grid_user == grid_user, users_priority.c.cluster_id == cluster_id)).rowcount
+    return _remove(conn, users_priority.c.grid_user, grid_user, cluster_id)
 
 
 def list_user_priorities(conn: Connection, *, grid_user: str | None = None) -> list[UserPriority]:
-    query = (select(users_priority, clusters.c.name.label("cluster_name"))
-             .join(clusters, clusters.c.id == users_priority.c.cluster_id)
-             .order_by(users_priority.c.grid_user, clusters.c.name))
-    if grid_user is not None:
-        query = query.where(users_priority.c.grid_user == grid_user)
     return [UserPriority(grid_user=r.grid_user, cluster_id=r.cluster_id, cluster_name=r.cluster_name,
-                         priority=r.priority) for r in conn.execute(query)]
+                         priority=r.priority)
+            for r in _list(conn, users_priority.c.grid_user, grid_user)]
 
 
 def set_user_mapping(conn: Connection, *, grid_login: str, cluster_id: int,
                      cluster_login: str) -> None:
     """Insert or update the login `grid_login` gets on a cluster."""
-    where = (users_mapping.c.grid_login == grid_login, users_mapping.c.cluster_id == cluster_id)
-    if conn.execute(update(users_mapping).where(*where)
-                    .values(cluster_login=cluster_login)).rowcount == 0:
-        conn.execute(insert(users_mapping).values(grid_login=grid_login, cluster_id=cluster_id,
-                                                  cluster_login=cluster_login))
+    _upsert(conn, users_mapping, users_mapping.c.grid_login, grid_login, cluster_id,
+            cluster_login=cluster_login)
 
 
 def get_cluster_login(conn: Connection, *, grid_login: str, cluster_id: int) -> str | None:
@@ -74,19 +66,13 @@ def get_cluster_login(conn: Connection, *, grid_login: str, cluster_id: int) -> 
 
 
 def remove_user_mapping(conn: Connection, *, grid_login: str, cluster_id: int) -> int:
-    return conn.execute(delete(users_mapping).where(
-        users_mapping.c.grid_login == grid_login, users_mapping.c.cluster_id == cluster_id)).rowcount
+    return _remove(conn, users_mapping.c.grid_login, grid_login, cluster_id)
 
 
 def list_user_mappings(conn: Connection, *, grid_login: str | None = None) -> list[UserMapping]:
-    query = (select(users_mapping, clusters.c.name.label("cluster_name"))
-             .join(clusters, clusters.c.id == users_mapping.c.cluster_id)
-             .order_by(users_mapping.c.grid_login, clusters.c.name))
-    if grid_login is not None:
-        query = query.where(users_mapping.c.grid_login == grid_login)
     return [UserMapping(grid_login=r.grid_login, cluster_id=r.cluster_id,
                         cluster_name=r.cluster_name, cluster_login=r.cluster_login)
-            for r in conn.execute(query)]
+            for r in _list(conn, users_mapping.c.grid_login, grid_login)]
 
 
 def get_normal_authorized(conn: Connection) -> dict[str, list[str]]:
@@ -106,3 +92,31 @@ def set_normal_authorized(conn: Connection, allowed: dict[str, list[str]]) -> No
                     .values(value=value, enabled=True)).rowcount == 0:
         conn.execute(insert(admission_rules).values(rule="normal_authorized", value=value,
                                                     enabled=True))
+
+
+# users_priority and users_mapping share a shape: one row per (user, cluster id), the user's
+# column named differently (grid_user, grid_login).
+
+def _upsert(conn: Connection, table: Table, user_column: Column[Any], user: str, cluster_id: int,
+            **values: Any) -> None:
+    where = (user_column == user, table.c.cluster_id == cluster_id)
+    if conn.execute(update(table).where(*where).values(**values)).rowcount == 0:
+        conn.execute(insert(table).values({user_column.name: user, "cluster_id": cluster_id,
+                                           **values}))
+
+
+def _remove(conn: Connection, user_column: Column[Any], user: str, cluster_id: int) -> int:
+    table = user_column.table
+    return conn.execute(delete(table).where(
+        user_column == user, table.c.cluster_id == cluster_id)).rowcount
+
+
+def _list(conn: Connection, user_column: Column[Any], user: str | None) -> Sequence[Row[Any]]:
+    """The rows (one user's, or everyone's) with their cluster's name, by user then cluster."""
+    table = user_column.table
+    query = (select(table, clusters.c.name.label("cluster_name"))
+             .join(clusters, clusters.c.id == table.c.cluster_id)
+             .order_by(user_column, clusters.c.name))
+    if user is not None:
+        query = query.where(user_column == user)
+    return conn.execute(query).all()

@@ -6,7 +6,7 @@ from __future__ import annotations
 import dataclasses
 import threading
 import time
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any
@@ -217,3 +217,15 @@ def states(engine: Engine, campaign_id: int | None = None) -> Mapping[str, int]:
     for row in job_rows(engine, campaign_id):
         result[row.state] = result.get(row.state, 0) + 1
     return result
+
+
+def wait_for(condition: Callable[[], Any], timeout: float, what: str) -> Any:
+    """Look at `condition` every 0.1 s (real time) until it gives a true value, and return it;
+    fail naming `what` after `timeout` seconds."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = condition()
+        if value:
+            return value
+        time.sleep(0.1)
+    raise AssertionError(f"{what}: not within {timeout} s")

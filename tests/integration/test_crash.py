@@ -9,14 +9,13 @@ if the process had received SIGKILL at that instant.
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from datetime import timedelta
 from typing import Any
 
 import pytest
-from sqlalchemy import Engine, select
+from sqlalchemy import select
 
-from cigri.domain.clock import FakeClock
 from cigri.domain.oar import OarApi, Submission, SubmitRequest
 from cigri.storage.tables import bag_of_tasks, submissions
 from tests.integration.engine_helpers import (
@@ -26,7 +25,6 @@ from tests.integration.engine_helpers import (
     job_rows,
     new_campaign,
     queue_tasks,
-    start_grid,
     states,
 )
 
@@ -50,15 +48,6 @@ class DyingOar:
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self.real, name)
-
-
-@pytest.fixture
-def grid(pg_engine: Engine, clock: FakeClock) -> Iterator[Grid]:
-    grid = start_grid(pg_engine, clock, clusters=1, nodes=4, cores=2)
-    try:
-        yield grid
-    finally:
-        grid.emulator.stop()
 
 
 def _die(grid: Grid, when: str) -> int:

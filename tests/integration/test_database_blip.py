@@ -8,32 +8,25 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Iterator
 from datetime import timedelta
 from typing import Any
 
 import pytest
-from sqlalchemy import Engine, create_engine, text
+from sqlalchemy import create_engine, text
 from sqlalchemy.engine import make_url
 
 from cigri.daemons.runner import RunnerProcess
-from cigri.domain.clock import FakeClock
 from tests.integration.engine_helpers import (
     Grid,
     make_settings,
     new_campaign,
     queue_tasks,
-    start_grid,
     states,
+    wait_for,
 )
 
-
-@pytest.fixture
-def grid(pg_engine: Engine, clock: FakeClock) -> Iterator[Grid]:
-    settings = make_settings(RUNNER_DEFAULT_INITIAL_NUMBER_OF_JOBS=10,
-                             DAEMON_MAX_CONSECUTIVE_FAILURES=10)
-    with start_grid(pg_engine, clock, nodes=8, settings=settings) as grid:
-        yield grid
+pytestmark = pytest.mark.grid(nodes=8, settings=make_settings(
+    RUNNER_DEFAULT_INITIAL_NUMBER_OF_JOBS=10, DAEMON_MAX_CONSECUTIVE_FAILURES=10))
 
 
 class Blip:
@@ -60,13 +53,6 @@ class Blip:
         self.admin.dispose()
 
 
-def _wait(condition: Any, timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if condition():
-            return
-        time.sleep(0.1)
-    raise AssertionError(f"{what}: not within {timeout} s")
 
 
 def test_the_runner_process_and_the_updater_ride_out_a_database_blip(
@@ -94,7 +80,7 @@ def test_the_runner_process_and_the_updater_ride_out_a_database_blip(
     for thread in threads:
         thread.start()
     try:
-        _wait(lambda: states(grid.engine, campaign).get("submitted") == 4, 20, "submissions")
+        wait_for(lambda: states(grid.engine, campaign).get("submitted") == 4, 20, "submissions")
         blip.down()
         time.sleep(2.0)  # several discoveries and passes of each daemon fail meanwhile
         assert not outcomes, f"a daemon stopped during the blip: {outcomes}"
@@ -102,10 +88,10 @@ def test_the_runner_process_and_the_updater_ride_out_a_database_blip(
         blip.up()
         # both resume: the other tasks are submitted, and the updater follows the jobs again
         queue_tasks(grid, campaign, limit=4)
-        _wait(lambda: states(grid.engine, campaign).get("submitted", 0)
+        wait_for(lambda: states(grid.engine, campaign).get("submitted", 0)
               + states(grid.engine, campaign).get("running", 0) == 8, 20, "the runner resumes")
         grid.advance(5)  # the jobs start on OAR
-        _wait(lambda: states(grid.engine, campaign) == {"running": 8}, 20,
+        wait_for(lambda: states(grid.engine, campaign) == {"running": 8}, 20,
               "the updater resumes")
         assert not outcomes and all(thread.is_alive() for thread in threads)
         assert process.discovery_failures == 0 and updater.failures == 0

@@ -12,7 +12,6 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator
 from datetime import timedelta
 from typing import Any
 
@@ -31,9 +30,12 @@ from tests.integration.engine_helpers import (
     make_settings,
     new_campaign,
     queue_tasks,
-    start_grid,
     states,
+    wait_for,
 )
+
+pytestmark = pytest.mark.grid(nodes=8, settings=make_settings(
+    RUNNER_DEFAULT_INITIAL_NUMBER_OF_JOBS=20, STRESS_FACTOR=0))
 
 LEASE = timedelta(seconds=60)
 
@@ -175,13 +177,6 @@ class SlowOar:
         return getattr(self.real, name)
 
 
-@pytest.fixture
-def grid(pg_engine: Engine, clock: FakeClock) -> Iterator[Grid]:
-    with start_grid(pg_engine, clock, nodes=8, settings=make_settings(
-            RUNNER_DEFAULT_INITIAL_NUMBER_OF_JOBS=20, STRESS_FACTOR=0)) as grid:
-        yield grid
-
-
 def test_a_long_updater_pass_keeps_its_lease_against_a_standby(grid: Grid) -> None:
     from cigri.storage.clusters import set_cluster_fields
 
@@ -209,14 +204,6 @@ def test_a_long_updater_pass_keeps_its_lease_against_a_standby(grid: Grid) -> No
 # --- the kill-a-runner test: almighty, every daemon, PostgreSQL, the emulator over HTTP -------
 
 
-def _wait(condition: Any, timeout: float, what: str) -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = condition()
-        if value:
-            return value
-        time.sleep(0.1)
-    raise AssertionError(f"{what}: not within {timeout} s")
 
 
 def test_a_runner_killed_with_sigkill_submits_again_within_seconds(
@@ -254,16 +241,16 @@ def test_a_runner_killed_with_sigkill_submits_again_within_seconds(
                 beat = find_heartbeat(conn, "runner:c1")
             return beat.pid if beat is not None else None
 
-        _wait(lambda: newest_submission() >= 2, 60, "first submissions")
+        wait_for(lambda: newest_submission() >= 2, 60, "first submissions")
         killed = runner_pid()
         assert killed is not None
         os.kill(killed, signal.SIGKILL)
         before = newest_submission()
         killed_at = time.monotonic()
-        _wait(lambda: newest_submission() > before, 30, "a submission after the kill")
+        wait_for(lambda: newest_submission() > before, 30, "a submission after the kill")
         elapsed = time.monotonic() - killed_at
         # the new instance, holding the lease (it beats at the end of its pass)
-        _wait(lambda: runner_pid() not in (None, killed), 10, "the new runner's heartbeat")
+        wait_for(lambda: runner_pid() not in (None, killed), 10, "the new runner's heartbeat")
         assert elapsed < 10, f"the new runner submitted {elapsed:.1f} s after the kill"
         print(f"new runner submitted {elapsed:.1f} s after the kill")
     finally:

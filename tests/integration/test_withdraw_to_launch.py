@@ -8,14 +8,12 @@ emulated clusters."""
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Iterator
 from datetime import timedelta
 
 import pytest
-from sqlalchemy import Connection, Engine, select
+from sqlalchemy import Connection, select
 
 from cigri.daemons.metascheduler import MetaScheduler
-from cigri.domain.clock import FakeClock
 from cigri.domain.events import BLACKLIST
 from cigri.domain.states import EventClass
 from cigri.storage import events as event_store
@@ -24,15 +22,11 @@ from cigri.storage import queue as queue_store
 from cigri.storage import submissions as submission_store
 from cigri.storage.clusters import set_cluster_enabled
 from cigri.storage.tables import bag_of_tasks, campaigns, jobs_to_launch
-from tests.integration.engine_helpers import Grid, job_rows, new_campaign, queue_tasks, start_grid
+from tests.integration.engine_helpers import Grid, job_rows, new_campaign, queue_tasks
+
+pytestmark = pytest.mark.grid(clusters=2, nodes=2, cores=2)
 
 PARAMS = [f"{n}" for n in range(1, 9)]
-
-
-@pytest.fixture
-def grid(pg_engine: Engine, clock: FakeClock) -> Iterator[Grid]:
-    with start_grid(pg_engine, clock, clusters=2, nodes=2, cores=2) as grid:
-        yield grid
 
 
 def _metascheduler(grid: Grid) -> MetaScheduler:

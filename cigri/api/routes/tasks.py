@@ -104,9 +104,8 @@ def campaign_task(campaign_id: int, task_id: int) -> ResponseReturnValue:
     with tx() as conn:
         own_campaign(conn, campaign_id)
         task = queries.get_task(conn, campaign_id, task_id)
-    task["links"] = [link("self", f"/campaigns/{campaign_id}/jobs/{task_id}"),
-                     link("parent", f"/campaigns/{campaign_id}/jobs")]
-    return json_response(task)
+    return _with_links(task, f"/campaigns/{campaign_id}/jobs/{task_id}",
+                       parent=f"/campaigns/{campaign_id}/jobs")
 
 
 @tasks.get("/jobs/<id:job_id>")
@@ -114,10 +113,8 @@ def get_job(job_id: int) -> ResponseReturnValue:
     with tx() as conn:
         own_job(conn, job_id)
         job = queries.get_job_detail(conn, job_id)
-    body = job_row_json(job)
-    body["links"] = [link("self", f"/jobs/{job_id}"),
-                     link("parent", f"/campaigns/{job['campaign_id']}")]
-    return json_response(body)
+    return _with_links(job_row_json(job), f"/jobs/{job_id}",
+                       parent=f"/campaigns/{job['campaign_id']}")
 
 
 @tasks.delete("/jobs/<id:job_id>")
@@ -126,6 +123,12 @@ def cancel_job(job_id: int) -> ResponseReturnValue:
         own_job(conn, job_id)
         actions.cancel_job(conn, job_id, now=now())
     return status(202, "Accepted", f"Job {job_id} cancel event created")
+
+
+def _with_links(body: dict[str, Any], href: str, *, parent: str) -> ResponseReturnValue:
+    """A task's or a job's JSON with its `self` and `parent` links."""
+    body["links"] = [link("self", href), link("parent", parent)]
+    return json_response(body)
 
 
 def _output(job_id: int, which: Stream) -> ResponseReturnValue:
