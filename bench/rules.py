@@ -29,7 +29,7 @@ from datetime import UTC, datetime, timedelta
 from _grid import fresh_database
 from sqlalchemy import Engine, text
 
-from cigri.daemons.automations import evaluate
+from cigri.daemons.rule_evaluation import evaluate
 from cigri.storage.automations import add_rule
 
 CLUSTERS = 5

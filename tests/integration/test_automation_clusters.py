@@ -250,7 +250,7 @@ def test_stress_rules_pause_and_resume_when_the_emulated_cluster_is_stressed_and
 
 def test_the_dry_run_replays_cluster_events_and_measures_the_new_metrics(
         pg_engine: Engine, clock: FakeClock) -> None:
-    from cigri.daemons.automations import dry_run
+    from cigri.daemons.rule_evaluation import dry_run
     from cigri.storage.automations import get_rule
 
     [alpha] = _clusters(pg_engine, clock, "alpha")

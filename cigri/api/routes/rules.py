@@ -4,7 +4,7 @@ disable, remove) and `/rules/<id>/test` (a dry run over the last day).
 A user's rules are about their own campaigns; an admin adds a grid-wide rule with `?admin=1`. A
 rule is the caller's, or any rule for an admin; anyone else's is a 403. Definitions are validated
 by `cigri.domain.automations` (every problem listed in the 400). Thin: one transaction each,
-storage in `cigri.storage.automations`, the dry run in `cigri.daemons.automations`.
+storage in `cigri.storage.automations`, the dry run in `cigri.daemons.rule_evaluation`.
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ from cigri.api.access import tx as _tx
 from cigri.api.access import who as _who
 from cigri.api.inputs import flag as _flag
 from cigri.api.shapes import ApiError, json_response
-from cigri.daemons.automations import dry_run
+from cigri.daemons.rule_evaluation import dry_run
 from cigri.domain.automations import Rule, RuleError, parse_definition
 from cigri.storage import automations as store
 
