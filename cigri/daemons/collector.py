@@ -103,13 +103,13 @@ class Collector(OarDaemon):
     def default_interval(cls, settings: Settings) -> timedelta:
         return settings.collector_interval
 
-    def run_once(self) -> None:
+    def run_once(self) -> bool:
+        """One pass; False (idle) when no file was planned, collected or purged."""
         if not self._verified:
             self.verify_collected()
             self._verified = True
-        self.plan_files()
-        self.fetch_pending()
-        self.purge_outputs()
+        done = [self.plan_files(), self.fetch_pending(), self.purge_outputs()]
+        return any(done)
 
     def _place(self, campaign_id: int, owner: str, properties: dict[str, str]) -> Place:
         """The campaign's result directory (see `cigri.daemons.result_files`), checked once per

@@ -67,15 +67,17 @@ class Nikita(OarDaemon):
     def waiting_timeout(self) -> timedelta:
         return self.settings.remote_waiting_timeout
 
-    def run_once(self) -> None:
+    def run_once(self) -> bool:
+        """One pass; False (idle) when it found nothing to cancel, kill or expire: a user's
+        cancellation wakes nikita at once (NOTIFY), and the time limits it enforces are minutes
+        long, so a stretched wait costs them nothing that matters."""
         self._clusters.clear()  # the rows are re-read once per pass: an edited cluster applies
         self._clean_affinity()
         cancelled = self._cancel_campaigns()
-        self._kill_pending()
+        pending = self._kill_pending()
         self._close_finished_cancellations(cancelled)
-        self._kill_overdue()
-        self._kill_long_waiting()
-        self._expire_queue()
+        found = [self._kill_overdue(), self._kill_long_waiting(), self._expire_queue()]
+        return bool(cancelled or pending or any(found))
 
     # --- OAR -----------------------------------------------------------------------------
 
@@ -170,12 +172,12 @@ class Nikita(OarDaemon):
                          extra={"campaign_id": campaign_id, "action": "cancel"})
         return campaign_ids
 
-    def _kill_pending(self) -> None:
+    def _kill_pending(self) -> bool:
         """Settle every open class-`job` USER_FRAG: delete its remote job, then close it."""
         with self.engine.begin() as conn:
             pending = kills.list_pending_kills(conn, limit=BATCH)
             if not pending:
-                return
+                return False
             blacklisted = event_store.list_blacklisted_clusters(conn)
         if self._settle_single_cancels(pending):
             with self.engine.begin() as conn:
@@ -203,6 +205,7 @@ class Nikita(OarDaemon):
         if done:
             with self.engine.begin() as conn:
                 event_store.close_events(conn, done, now=self.clock.now())
+        return True
 
     def _settle_single_cancels(self, pending: Sequence[tuple[int, KillTarget]]) -> bool:
         """A job cancelled alone is still in its OAR state: mark it `event` (or drop it if it
@@ -230,14 +233,14 @@ class Nikita(OarDaemon):
             log.info("campaign %d: cancellation complete", campaign_id,
                      extra={"campaign_id": campaign_id, "action": "cancel"})
 
-    def _kill_overdue(self) -> None:
+    def _kill_overdue(self) -> bool:
         now = self.clock.now()
         with self.engine.begin() as conn:
             candidates = [t for t in kills.list_running_unkilled_jobs(
                 conn, started_before=now - WALLTIME_GRACE, limit=BATCH)
                 if is_overdue(t, now, self.settings.DEFAULT_JOB_WALLTIME)]
             if not candidates:
-                return  # the blacklists only matter for jobs to kill
+                return False  # the blacklists only matter for jobs to kill
             blacklisted = event_store.list_blacklisted_clusters(conn)
             banned = event_store.list_blacklisted_couples(conn)
         overdue = [t for t in candidates
@@ -248,15 +251,16 @@ class Nikita(OarDaemon):
             campaign_id=t.campaign_id, cluster_id=t.cluster_id, state=EventState.CLOSED,
             message=f"Cigri sent kill signal to job {t.job_id} (OAR {t.remote_id}): "
                     "walltime exceeded by 30 min, OAR doesn't seem to care"))
+        return True
 
-    def _kill_long_waiting(self) -> None:
+    def _kill_long_waiting(self) -> bool:
         now = self.clock.now()
         with self.engine.begin() as conn:
             waiting = [t for t in kills.list_long_waiting_jobs(
                 conn, submitted_before=now - self.waiting_timeout, limit=BATCH)
                 if has_waited_too_long(t, now, self.waiting_timeout)]
             if not waiting:
-                return
+                return False
             blacklisted = event_store.list_blacklisted_clusters(conn)
         waiting = [t for t in waiting if t.cluster_id not in blacklisted]
         self._kill_and_record(waiting, EventCode.REMOTE_WAITING_FRAG, event=lambda t: NewEvent(
@@ -265,6 +269,7 @@ class Nikita(OarDaemon):
             checked=True, message="Killed because it was remote_waiting for too long. "
                                   "Job will be resubmitted."),
             is_penalised=lambda t: t.tag is None)
+        return True
 
     def _kill_and_record(self, candidates: Sequence[KillTarget], code: EventCode, *,
                          event: Callable[[KillTarget], NewEvent],
@@ -280,14 +285,16 @@ class Nikita(OarDaemon):
                 queue.decrease_affinity(conn, [(t.param_id, kill.cluster_id) for t in targets
                                                if t.param_id is not None and is_penalised(t)])
 
-    def _expire_queue(self) -> None:
+    def _expire_queue(self) -> bool:
         now = self.clock.now()
         threshold = now - self.waiting_timeout
+        found = False
         while not self.stop.is_set():
             with self.engine.begin() as conn:
                 stale = queue.list_stale_queue_entries(conn, queued_before=threshold, limit=BATCH)
                 if not stale:
-                    return
+                    return found
+                found = True
                 removed = queue.delete_queue_entries(conn, [s.queue_id for s in stale],
                                                      queued_before=threshold)
                 queue.decrease_affinity(conn, [(s.param_id, s.cluster_id) for s in stale])
@@ -298,7 +305,8 @@ class Nikita(OarDaemon):
                     message=f"{removed} tasks were queued for too long and were removed")
             log.info("removed %d stale queue rows", removed, extra={"action": "expire_queue"})
             if len(stale) < BATCH:
-                return
+                return True
+        return found
 
 
 def main() -> None:

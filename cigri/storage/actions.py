@@ -140,6 +140,7 @@ def cancel_job(conn: Connection, job_id: int, *, now: datetime) -> int:
     _lock_campaign(conn, row.campaign_id)
     if JobState(row.state).is_final:
         raise Conflict(f"Job {job_id} is already {row.state}")
+    notify_daemons(conn, "nikita")  # killed now, not at nikita's next pass
     return record_event(conn, class_=EventClass.JOB, code=EventCode.USER_FRAG, job_id=job_id,
                         campaign_id=row.campaign_id, cluster_id=row.cluster_id,
                         message=f"Job {job_id} cancelled by its user", now=now)

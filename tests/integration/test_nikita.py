@@ -361,3 +361,17 @@ def test_a_cancelled_campaign_array_goes_with_one_delete(grid: Grid) -> None:
     grid.advance(1)
     assert {grid.oar_state(0, r) for r in answer.job_ids} == {"Error"}
     assert {e.state for e in _events(grid, "USER_FRAG")} == {"closed"}
+
+
+def test_a_pass_with_nothing_to_cancel_kill_or_expire_says_it_was_idle(grid: Grid) -> None:
+    """run_once returns False only when there was nothing to do: the daemon frame then stretches
+    its wait (DAEMON_IDLE_FACTOR); a cancellation makes the pass busy again."""
+    nikita = grid.nikita()
+    assert nikita.run_once() is False
+    campaign = _campaign(grid, 2)
+    running = _take(grid, campaign, 0, list(grid.submit(0, 2)))
+    assert nikita.run_once() is False  # running jobs within their walltime: nothing to do
+    with grid.engine.begin() as conn:
+        cancel_campaign(conn, campaign, now=grid.clock.now())
+    assert nikita.run_once() is True
+    assert set(_job_states(grid, campaign)) == set(running)

@@ -1,7 +1,7 @@
 """Work that arrives through the API wakes the daemon that carries it out (PostgreSQL NOTIFY), so
 an idle daemon waiting out its stretched pause (`DAEMON_IDLE_FACTOR`) still reacts at once: a
 resumed campaign or tasks added to a finished one wake the meta-scheduler, a cancelled campaign
-wakes nikita, which kills its jobs."""
+or job wakes nikita, which kills its jobs."""
 
 from __future__ import annotations
 
@@ -10,12 +10,12 @@ from contextlib import contextmanager
 from datetime import UTC, datetime
 
 import psycopg
-from sqlalchemy import Connection, Engine, update
+from sqlalchemy import Connection, Engine, insert, select, update
 
-from cigri.storage.actions import cancel_campaign, pause_campaign, resume_campaign
+from cigri.storage.actions import cancel_campaign, cancel_job, pause_campaign, resume_campaign
 from cigri.storage.campaigns import add_parameters, create_campaign
 from cigri.storage.clusters import add_cluster
-from cigri.storage.tables import campaigns
+from cigri.storage.tables import campaigns, clusters, jobs
 
 NOW = datetime(2026, 12, 5, 12, 0, tzinfo=UTC)
 
@@ -53,10 +53,16 @@ def test_resume_and_added_tasks_wake_the_metascheduler(pg_engine: Engine) -> Non
         assert received() == ["cigri_metascheduler"]
 
 
-def test_a_cancelled_campaign_wakes_nikita(pg_engine: Engine) -> None:
+def test_a_cancelled_campaign_or_job_wakes_nikita(pg_engine: Engine) -> None:
     with pg_engine.begin() as conn:
         campaign = _campaign(conn)
+        job = conn.execute(insert(jobs).values(
+            campaign_id=campaign, state="running", remote_id=7, submission_time=NOW,
+            cluster_id=select(clusters.c.id).scalar_subquery()).returning(jobs.c.id)).scalar_one()
     with _listening(pg_engine, "cigri_nikita") as received:
+        with pg_engine.begin() as conn:
+            cancel_job(conn, job, now=NOW)
+        assert received() == ["cigri_nikita"]
         with pg_engine.begin() as conn:
             cancel_campaign(conn, campaign, now=NOW)
         assert received() == ["cigri_nikita"]
