@@ -8,6 +8,8 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Final
 
+from cigri.domain.schedules import ScheduleSpec
+
 # Why a job ended, from the events recorded on it (the first that says so wins).
 _ENDINGS: Final = (
     ("USER_FRAG", "cancelled by its owner"),
@@ -45,6 +47,17 @@ def stamp(value: datetime | None) -> str:
 
 def percent(part: int, whole: int) -> float:
     return 0.0 if whole <= 0 else min(100.0, 100.0 * part / whole)
+
+
+def schedule_kind(spec: ScheduleSpec) -> tuple[str, str]:
+    """A schedule's kind (at, cron, every) and its expression, as the schedules page shows them."""
+    start = spec.start_at.strftime("%Y-%m-%d %H:%M") if spec.start_at else ""
+    if spec.cron:
+        return "cron", spec.cron
+    if spec.every:
+        minutes = f"{spec.every.total_seconds() / 60:g} min"
+        return "every", f"{minutes} from {start}" if start else minutes
+    return "at", start
 
 
 def job_ending(state: str, return_code: int | None, codes: Sequence[str]) -> str:
