@@ -50,7 +50,7 @@ def test_the_clusters_page_charts_the_last_day_of_usage(engine: Engine,
     assert "<svg" in dahu and 'role="img"' in dahu
     assert ("<title>23:00–23:15 UTC: 100 by cigri, 200 by others, 12 unavailable, 200 free of "
             "512</title>") in dahu
-    assert "latest 50 by cigri, 200 by others, 0 unavailable, 262 free of 512" in dahu
+    assert "00:00: cigri 50 · others 200 · unavailable 0 · free 262 of 512" in dahu
     summary = re.search(r'<title id="usage-1">([^<]+)</title>', dahu)
     assert summary is not None
     words = html.unescape(summary.group(1))

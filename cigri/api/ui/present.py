@@ -160,7 +160,7 @@ class UsageChart:
     width: int
     height: int
     bars: tuple[UsageBar, ...]
-    latest: str  # the newest period's figures, shown as the caption
+    latest: str  # the newest period's figures, the visible caption
     summary: str  # the chart's accessible name: latest, day means, cigri's peak
     axis: tuple[str, str, str]  # labels at the start, the middle and the end
 
@@ -213,7 +213,9 @@ def usage_chart(name: str, points: Sequence[UsagePoint], *, start: datetime, end
                f"{peak.start:%H:%M} UTC.")
     middle = start + (end - start) / 2
     return UsageChart(width=slots * USAGE_BAR, height=USAGE_HEIGHT, bars=tuple(bars),
-                      latest=f"latest {_usage_words(newest)}", summary=summary,
+                      latest=(f"{shown[-1].start:%H:%M}: cigri {newest[0]} · others {newest[1]}"
+                              f" · unavailable {newest[2]} · free {newest[3]} of {newest[4]}"),
+                      summary=summary,
                       axis=(_clock(start), _clock(middle), _clock(end)))
 
 
