@@ -191,9 +191,10 @@ class IdConverter(BaseConverter):
         return str(int(value))
 
 
-# Path ids kept in INTEGER columns (campaigns, clusters, API tokens); the others (tasks, jobs,
-# events) are BIGINT, which 18 digits always fit.
-_INT4_IDS: Final = frozenset({"campaign_id", "cluster_id", "token_id"})
+# Path ids kept in INTEGER columns (campaigns, clusters, API tokens, rules, schedules); the
+# others (tasks, jobs, events) are BIGINT, which 18 digits always fit.
+_INT4_IDS: Final = frozenset({"campaign_id", "cluster_id", "token_id", "rule_id",
+                              "schedule_id"})
 _INT4_MAX: Final = 2**31 - 1
 
 

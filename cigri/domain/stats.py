@@ -11,6 +11,7 @@ from __future__ import annotations
 import math
 from collections.abc import Collection, Iterable, Sequence
 from dataclasses import dataclass
+from datetime import datetime
 
 from cigri.domain.oar import OarResource
 
@@ -113,6 +114,17 @@ class UsageSample:
     used_resources: int
     unavailable_resources: int
     used_by_cigri: int
+
+
+@dataclass(frozen=True, kw_only=True)
+class UsagePoint:
+    """One cluster's usage samples of one period, averaged (`grid_usage_series`)."""
+    start: datetime  # the period's start, a multiple of its length since the epoch
+    samples: int
+    max_resources: float
+    used_resources: float  # cigri's jobs included
+    used_by_cigri: float
+    unavailable_resources: float
 
 
 def compute_usage(cluster_id: int, resources: Sequence[OarResource], *,

@@ -133,12 +133,17 @@ def get_rule(conn: Connection, rule_id: int) -> Rule:
     return _rule_from_row(get_row(conn, automation_rules, rule_id, "Rule"))
 
 
+def check_row_owner(owner: str, *, user: str, is_admin: bool, what: str, row_id: int) -> None:
+    """A rule or a schedule is its owner's, or any admin's; `Forbidden` for anyone else."""
+    if owner != user and not is_admin:
+        raise Forbidden(f"{what} {row_id} does not belong to you")
+
+
 def get_own_rule(conn: Connection, rule_id: int, *, user: str, is_admin: bool) -> Rule:
     """The rule, if this user may see and change it (its owner, or an admin); `NotFound` or
     `Forbidden` otherwise. The API's and the dashboard's one check."""
     rule = get_rule(conn, rule_id)
-    if rule.owner != user and not is_admin:
-        raise Forbidden(f"Rule {rule_id} does not belong to you")
+    check_row_owner(rule.owner, user=user, is_admin=is_admin, what="Rule", row_id=rule_id)
     return rule
 
 

@@ -1,19 +1,24 @@
-"""Campaign schedules in the database (`campaign_schedules`): add, list, pause/resume, remove,
-and for the automations daemon the due schedules (locked, skipping those another instance holds)
-and the record of a run, a skip or a failure, with the next run, in the run's transaction."""
+"""Campaign schedules in the database (`campaign_schedules`): add, list, the owner check, the
+campaigns a schedule created, pause/resume, remove, and for the automations daemon the due
+schedules (locked, skipping those another instance holds) and the record of a run, a skip or a
+failure, with the next run, in the run's transaction."""
 
 from __future__ import annotations
 
 import json
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import Any, Final
 
-from sqlalchemy import Connection, insert, select, update
+from sqlalchemy import Connection, exists, insert, select, update
 
+from cigri.domain.event_codes import EventCode
 from cigri.domain.schedules import ScheduleSpec, parse_schedule
-from cigri.storage.automations import delete_row, get_row
-from cigri.storage.tables import campaign_schedules, campaigns
+from cigri.storage.automations import check_row_owner, delete_row, get_row
+from cigri.storage.tables import campaign_schedules, campaigns, events
+
+# How far back `list_schedule_campaigns` looks: the owner's newest campaigns, whatever made them.
+CAMPAIGNS_LOOKED_AT: Final = 1000
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -50,6 +55,48 @@ def add_schedule(conn: Connection, *, owner: str, source: dict[str, Any], now: d
 
 def get_schedule(conn: Connection, schedule_id: int) -> Schedule:
     return _schedule(get_row(conn, campaign_schedules, schedule_id, "Schedule"))
+
+
+def get_own_schedule(conn: Connection, schedule_id: int, *, user: str,
+                     is_admin: bool) -> Schedule:
+    """The schedule, if this user may see and change it (its owner, or an admin); `NotFound` or
+    `Forbidden` otherwise. The API's and the dashboard's one check."""
+    schedule = get_schedule(conn, schedule_id)
+    check_row_owner(schedule.owner, user=user, is_admin=is_admin, what="Schedule",
+                    row_id=schedule_id)
+    return schedule
+
+
+@dataclass(frozen=True, kw_only=True)
+class ScheduledCampaign:
+    id: int
+    name: str | None
+    state: str
+    submission_time: datetime | None
+
+
+def list_schedule_campaigns(conn: Connection, schedule: Schedule, *,
+                            limit: int) -> list[ScheduledCampaign]:
+    """The newest `limit` campaigns this schedule created, newest first, among its owner's last
+    CAMPAIGNS_LOOKED_AT campaigns.
+
+    No column links a campaign to its schedule: the automations daemon says it in the campaign's
+    NEW_CAMPAIGN event ("...; from schedule <id>", `cigri.daemons.schedules`), recorded closed in
+    the submission's transaction, so its `date_closed` is the campaign's `submission_time` and
+    the lookup goes through `ix_events_date_closed` rather than the campaign's every event."""
+    recent = (select(campaigns.c.id).where(campaigns.c.grid_user == schedule.owner)
+              .order_by(campaigns.c.id.desc()).limit(CAMPAIGNS_LOOKED_AT).subquery())
+    announced = exists().where(
+        events.c.campaign_id == campaigns.c.id,
+        events.c.date_closed == campaigns.c.submission_time,
+        events.c.code == EventCode.NEW_CAMPAIGN.value,
+        events.c.message.like(f"%; from schedule {int(schedule.id)}"))
+    rows = conn.execute(
+        select(campaigns.c.id, campaigns.c.name, campaigns.c.state, campaigns.c.submission_time)
+        .where(campaigns.c.id.in_(select(recent.c.id)), announced)
+        .order_by(campaigns.c.id.desc()).limit(limit))
+    return [ScheduledCampaign(id=r.id, name=r.name, state=r.state,
+                              submission_time=r.submission_time) for r in rows]
 
 
 def list_schedules(conn: Connection, *, owner: str | None) -> list[Schedule]:

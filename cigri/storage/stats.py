@@ -1,5 +1,6 @@
 """Statistics SQL: per campaign and cluster counts, durations and throughput for
-`cigri.domain.stats`, and the `grid_usage` samples (write, latest per cluster, age).
+`cigri.domain.stats`, and the `grid_usage` samples (write, latest per cluster, age, and averaged
+per period for the dashboard's charts).
 
 On PostgreSQL the per-cluster sums (terminated tasks, count, sum and sum of squares of their
 durations), the terminated tasks per minute and the failure and resubmission events are maintained
@@ -25,12 +26,14 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from sqlalchemy import (
+    BigInteger,
     Connection,
     Float,
     and_,
     case,
     cast,
     delete,
+    extract,
     func,
     insert,
     literal,
@@ -43,6 +46,7 @@ from cigri.domain.states import ACTIVE_JOB_STATES, EventClass, JobState
 from cigri.domain.stats import (
     CampaignForecast,
     ClusterStats,
+    UsagePoint,
     UsageSample,
     duration_stats_from_sums,
     forecast,
@@ -415,6 +419,34 @@ def grid_usage_rows(conn: Connection, *, after: datetime | None = None,
         max_resources=r.max_resources, used_resources=r.used_resources,
         used_by_cigri=r.used_by_cigri, unavailable_resources=r.unavailable_resources)
         for r in conn.execute(query.order_by(grid_usage.c.date).limit(MAX_GRID_USAGE_ROWS))]
+
+
+def grid_usage_series(conn: Connection, *, since: datetime, until: datetime,
+                      period_seconds: int) -> dict[int, list[UsagePoint]]:
+    """Each cluster's samples dated after `since` and up to `until`, averaged per period of
+    `period_seconds` (oldest first; a period without samples is absent). Averaged in SQL, so a
+    day of one-minute samples is (day / period) rows per cluster whatever the sampling rate."""
+    period = (cast(extract("epoch", grid_usage.c.date), BigInteger)
+              // period_seconds).label("period")
+    samples = select(grid_usage, period).where(
+        grid_usage.c.date > since, grid_usage.c.date <= until).subquery()
+    rows = conn.execute(
+        select(samples.c.cluster_id, samples.c.period, func.count().label("samples"),
+               func.avg(samples.c.max_resources).label("max_resources"),
+               func.avg(samples.c.used_resources).label("used_resources"),
+               func.avg(samples.c.used_by_cigri).label("used_by_cigri"),
+               func.avg(samples.c.unavailable_resources).label("unavailable_resources"))
+        .group_by(samples.c.cluster_id, samples.c.period)
+        .order_by(samples.c.cluster_id, samples.c.period))
+    series: dict[int, list[UsagePoint]] = {}
+    for r in rows:
+        series.setdefault(r.cluster_id, []).append(UsagePoint(
+            start=datetime.fromtimestamp(int(r.period) * period_seconds, tz=UTC),
+            samples=int(r.samples), max_resources=float(r.max_resources or 0),
+            used_resources=float(r.used_resources or 0),
+            used_by_cigri=float(r.used_by_cigri or 0),
+            unavailable_resources=float(r.unavailable_resources or 0)))
+    return series
 
 
 def purge_grid_usage(conn: Connection, *, before: datetime) -> int:

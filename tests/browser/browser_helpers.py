@@ -72,6 +72,16 @@ def sign_in(page: Page, site: Site, token: str) -> None:
     page.wait_for_url(re.compile(r".*/ui/campaigns.*"))
 
 
+def assert_refused(page: Page, site: Site, path: str) -> None:
+    """A POST to another user's object's form endpoint is a 403, with a forged CSRF token and
+    with the viewer's own valid one."""
+    forged = page.request.post(f"{site.url}{path}", form={"csrf_token": "x"})
+    assert forged.status == 403
+    token = page.locator("input[name=csrf_token]").first.get_attribute("value") or ""
+    refused = page.request.post(f"{site.url}{path}", form={"csrf_token": token})
+    assert refused.status == 403 and "does not belong to you" in refused.text()
+
+
 def tab_through(page: Page, *, limit: int = 400) -> list[str]:
     """What the Tab key reaches, in order, from the top of the page (one description each)."""
     page.evaluate("document.activeElement && document.activeElement.blur()")

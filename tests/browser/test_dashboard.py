@@ -9,12 +9,12 @@ from collections.abc import Iterator
 from datetime import UTC, datetime
 
 import pytest
-from playwright.sync_api import Browser, Page, expect
+from playwright.sync_api import Page, expect
 from sqlalchemy import Engine, insert, select
 
 from cigri.domain.clock import FakeClock
 from cigri.storage.tables import campaigns, jobs
-from tests.browser.browser_helpers import ACTIONS, Site, chromium, serve, sign_in, tab_through
+from tests.browser.browser_helpers import ACTIONS, Site, serve, sign_in, tab_through
 from tests.integration.engine_helpers import (
     USER,
     Grid,
@@ -23,12 +23,6 @@ from tests.integration.engine_helpers import (
     queue_tasks,
     start_grid,
 )
-
-
-@pytest.fixture(scope="module")
-def browser() -> Iterator[Browser]:
-    with chromium() as found:
-        yield found
 
 
 @pytest.fixture
@@ -41,14 +35,6 @@ def grid(pg_engine: Engine, clock: FakeClock) -> Iterator[Grid]:
 def site(grid: Grid) -> Iterator[Site]:
     with serve(grid.engine, grid.clock) as found:
         yield found
-
-
-@pytest.fixture
-def page(browser: Browser) -> Iterator[Page]:
-    context = browser.new_context()
-    found = context.new_page()
-    yield found
-    context.close()
 
 
 def _state(engine: Engine, campaign_id: int) -> str:

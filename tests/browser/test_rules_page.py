@@ -5,11 +5,9 @@ form) disables it, and another user's rule is neither listed nor changeable."""
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterator
 from datetime import timedelta
 
-import pytest
-from playwright.sync_api import Browser, Page, expect
+from playwright.sync_api import Page, expect
 from sqlalchemy import Engine, select
 
 from cigri.config import build_settings
@@ -21,29 +19,9 @@ from cigri.storage.automations import add_rule
 from cigri.storage.campaigns import create_campaign
 from cigri.storage.events import record_event
 from cigri.storage.tables import automation_rules
-from tests.browser.browser_helpers import Site, chromium, serve, sign_in
+from tests.browser.browser_helpers import Site, assert_refused, sign_in
 
 USER = "alice"
-
-
-@pytest.fixture(scope="module")
-def browser() -> Iterator[Browser]:
-    with chromium() as found:
-        yield found
-
-
-@pytest.fixture
-def site(pg_engine: Engine, clock: FakeClock) -> Iterator[Site]:
-    with serve(pg_engine, clock) as found:
-        yield found
-
-
-@pytest.fixture
-def page(browser: Browser) -> Iterator[Page]:
-    context = browser.new_context()
-    found = context.new_page()
-    yield found
-    context.close()
 
 
 def _rule(engine: Engine, clock: FakeClock, owner: str, name: str) -> int:
@@ -98,10 +76,6 @@ def test_the_rules_page_shows_my_rule_and_its_firing_and_disables_it(
     assert _enabled(pg_engine, mine)
 
     # another user's rule: the form's endpoint refuses it, and without the CSRF token too
-    forged = page.request.post(f"{site.url}/ui/rules/{theirs}/disable", form={"csrf_token": "x"})
-    assert forged.status == 403
-    token = page.locator("input[name=csrf_token]").first.get_attribute("value") or ""
-    refused = page.request.post(f"{site.url}/ui/rules/{theirs}/remove",
-                                form={"csrf_token": token})
-    assert refused.status == 403 and "does not belong to you" in refused.text()
+    assert_refused(page, site, f"/ui/rules/{theirs}/disable")
+    assert_refused(page, site, f"/ui/rules/{theirs}/remove")
     assert _enabled(pg_engine, theirs)

@@ -1,6 +1,6 @@
 """The `/rules` routes (issue 13): a user adds, lists, shows, tests, disables and removes their
 own rules; anyone else's rule is a 403; admin rules need an admin; a bad definition is a 400
-listing every problem."""
+listing every problem. `/schedules` shares the owner check (in storage) and the id bounds."""
 
 from __future__ import annotations
 
@@ -71,3 +71,20 @@ def test_the_dry_run_says_what_the_rule_would_have_done_over_the_last_day(
         (campaign, "pause, notify"), (campaign, "pause, notify")]
     assert api.call("GET", f"/campaigns/{campaign}").get_json()["state"] == "in_treatment"
     assert api.call("GET", f"/rules/{rule['id']}").get_json()["firings"] == []
+
+
+def test_a_schedule_is_its_owners_and_ids_past_their_column_are_404(engine: Engine,
+                                                                    clock: FakeClock) -> None:
+    api = make_api(engine, clock)
+    added = api.call("POST", "/schedules", json={"jdl": jdl("nightly"), "cron": "0 2 * * *"})
+    assert added.status_code == 201, added.get_json()
+    path = f"/schedules/{added.get_json()['id']}"
+    refused = api.call("PUT", path, user="bob", json={"enabled": False})
+    assert refused.status_code == 403
+    assert refused.get_json()["message"] == f"Schedule {added.get_json()['id']} does not belong to you"
+    assert api.call("DELETE", path, user="bob").status_code == 403
+    assert api.call("GET", path, user="root").status_code == 200
+    assert api.call("PUT", path, json={"enabled": False}).status_code == 202
+    for far in (f"/schedules/{2**31}", f"/rules/{2**31}"):
+        assert api.call("GET", far).status_code == 404
+        assert api.call("DELETE", far).status_code == 404

@@ -5,7 +5,7 @@ never reads a param_file) and its JDL is checked now, as a submission would be."
 
 from __future__ import annotations
 
-from typing import Any, Final
+from typing import Any
 
 from flask import Blueprint
 from flask.typing import ResponseReturnValue
@@ -26,17 +26,11 @@ from cigri.storage.clusters import list_clusters
 
 schedules_api = Blueprint("schedules", __name__)
 
-MAX_SCHEDULE_ID: Final = 2**31 - 1
-
 
 def _own(conn: Connection, schedule_id: int) -> store.Schedule:
-    if schedule_id > MAX_SCHEDULE_ID:
-        raise ApiError(404, "Not found", f"Schedule {schedule_id} not found")
-    schedule = store.get_schedule(conn, schedule_id)
     identity = _who()
-    if schedule.owner != identity.user and not identity.is_admin:
-        raise ApiError(403, "Forbidden", f"Schedule {schedule_id} does not belong to you")
-    return schedule
+    return store.get_own_schedule(conn, schedule_id, user=identity.user,
+                                  is_admin=identity.is_admin)
 
 
 def _json(schedule: store.Schedule) -> dict[str, Any]:

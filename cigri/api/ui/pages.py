@@ -3,14 +3,14 @@ and transaction, rendering, the 303 back to the page a form came from, the owner
 guards run on every request (a viewer, CSRF on every POST, security headers, error pages).
 
 The pages themselves are in `views` (campaigns, tasks, events, clusters, daemons), `settings`
-(tokens, subscriptions) and `rules` (automation rules); `cigri.api.ui` imports them all so their
-routes are registered on `ui`.
+(tokens, subscriptions), `rules` (automation rules) and `schedules` (campaign schedules);
+`cigri.api.ui` imports them all so their routes are registered on `ui`.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import datetime
 from typing import Any
@@ -73,6 +73,18 @@ def own_campaign(conn: Connection, identity: Identity, campaign_id: int) -> tupl
     owner, state = queries.get_campaign_owner(conn, campaign_id)
     access.check_owner(identity, campaign_id, owner)
     return owner, state
+
+
+def change_own(get_own: Callable[..., object], row_id: int,
+               change: Callable[[Connection], object], *, default: str,
+               notice: str) -> ResponseReturnValue:
+    """A form's change to a rule or a schedule: the API's owner check (`get_own_rule`,
+    `get_own_schedule`) and the change in one transaction, then the 303 back with `notice`."""
+    identity = session.require_viewer()
+    with conn() as connection:
+        get_own(connection, row_id, user=identity.user, is_admin=identity.is_admin)
+        change(connection)
+    return back(default, notice)
 
 
 @ui.context_processor

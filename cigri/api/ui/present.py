@@ -5,8 +5,11 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any, Final
+
+from cigri.domain.schedules import ScheduleSpec
+from cigri.domain.stats import UsagePoint
 
 # Why a job ended, from the events recorded on it (the first that says so wins).
 _ENDINGS: Final = (
@@ -45,6 +48,17 @@ def stamp(value: datetime | None) -> str:
 
 def percent(part: int, whole: int) -> float:
     return 0.0 if whole <= 0 else min(100.0, 100.0 * part / whole)
+
+
+def schedule_kind(spec: ScheduleSpec) -> tuple[str, str]:
+    """A schedule's kind (at, cron, every) and its expression, as the schedules page shows them."""
+    start = spec.start_at.strftime("%Y-%m-%d %H:%M") if spec.start_at else ""
+    if spec.cron:
+        return "cron", spec.cron
+    if spec.every:
+        minutes = f"{spec.every.total_seconds() / 60:g} min"
+        return "every", f"{minutes} from {start}" if start else minutes
+    return "at", start
 
 
 def job_ending(state: str, return_code: int | None, codes: Sequence[str]) -> str:
@@ -118,8 +132,6 @@ def verdict(*, state: str, total: int, finished: int, running: int, waiting: int
 
 def minute_series(counts: Mapping[datetime, int], start: datetime, minutes: int) -> list[int]:
     """`minutes` consecutive per-minute counts from `start` (a minute start), 0 where absent."""
-    from datetime import timedelta
-
     return [counts.get(start + timedelta(minutes=index), 0) for index in range(minutes)]
 
 
@@ -129,3 +141,83 @@ def bar_heights(values: Sequence[int], height: int = 36) -> list[int]:
     if peak <= 0:
         return [0 for _ in values]
     return [max(1, round(height * value / peak)) if value else 0 for value in values]
+
+
+USAGE_BAR: Final = 3  # SVG units per period; the chart is scaled to its box
+USAGE_HEIGHT: Final = 48
+
+
+@dataclass(frozen=True, kw_only=True)
+class UsageBar:
+    x: float
+    parts: tuple[tuple[str, float, float], ...]  # (CSS class, y, height), bottom up
+    title: str
+
+
+@dataclass(frozen=True, kw_only=True)
+class UsageChart:
+    """A cluster's usage over a window as an inline SVG's geometry, with its words."""
+    width: int
+    height: int
+    bars: tuple[UsageBar, ...]
+    latest: str  # the newest period's figures, the visible caption
+    summary: str  # the chart's accessible name: latest, day means, cigri's peak
+    axis: tuple[str, str, str]  # labels at the start, the middle and the end
+
+
+def _usage_figures(point: UsagePoint) -> tuple[int, int, int, int, int]:
+    """(cigri, others, unavailable, free, max) of a period, rounded."""
+    cigri, used = round(point.used_by_cigri), round(point.used_resources)
+    unavailable, whole = round(point.unavailable_resources), round(point.max_resources)
+    return (cigri, max(0, used - cigri), unavailable, max(0, whole - used - unavailable), whole)
+
+
+def _usage_words(figures: tuple[int, int, int, int, int]) -> str:
+    cigri, others, unavailable, free, whole = figures
+    return (f"{cigri} by cigri, {others} by others, {unavailable} unavailable, {free} free "
+            f"of {whole}")
+
+
+def usage_chart(name: str, points: Sequence[UsagePoint], *, start: datetime, end: datetime,
+                period_seconds: int) -> UsageChart | None:
+    """A stacked bar per period (cigri's jobs, other users', unavailable; the rest is free), in
+    shares of the period's resources; None without a sample in the window."""
+    first = int(start.timestamp()) // period_seconds * period_seconds
+    slots = (int(end.timestamp()) - first) // period_seconds + 1
+    bars = []
+    for point in points:
+        index = (int(point.start.timestamp()) - first) // period_seconds
+        if not 0 <= index < slots or point.max_resources <= 0:
+            continue
+        figures = _usage_figures(point)
+        parts, top = [], float(USAGE_HEIGHT)
+        for css, value in zip(("u-cigri", "u-other", "u-unavailable"), figures[:3], strict=True):
+            height = min(top, USAGE_HEIGHT * value / point.max_resources)
+            if height > 0:
+                top -= height
+                parts.append((css, round(top, 2), round(height, 2)))
+        until = point.start + timedelta(seconds=period_seconds)
+        bars.append(UsageBar(x=index * USAGE_BAR, parts=tuple(parts), title=(
+            f"{point.start:%H:%M}–{until:%H:%M} UTC: {_usage_words(figures)}")))
+    shown = [p for p in points if p.max_resources > 0]
+    if not bars:
+        return None
+    newest = _usage_figures(shown[-1])
+    means = [round(sum(_usage_figures(p)[i] for p in shown) / len(shown)) for i in range(4)]
+    peak = max(shown, key=lambda p: p.used_by_cigri)
+    hours = (end - start).total_seconds() / 3600
+    summary = (f"{name}, resources over the last {hours:g} hours ({len(shown)} periods of "
+               f"{period_seconds / 60:g} min). Latest: {_usage_words(newest)}. Mean: "
+               f"{means[0]} by cigri, {means[1]} by others, {means[2]} unavailable, "
+               f"{means[3]} free. cigri's peak: {round(peak.used_by_cigri)} at "
+               f"{peak.start:%H:%M} UTC.")
+    middle = start + (end - start) / 2
+    return UsageChart(width=slots * USAGE_BAR, height=USAGE_HEIGHT, bars=tuple(bars),
+                      latest=(f"{shown[-1].start:%H:%M}: cigri {newest[0]} · others {newest[1]}"
+                              f" · unavailable {newest[2]} · free {newest[3]} of {newest[4]}"),
+                      summary=summary,
+                      axis=(_clock(start), _clock(middle), _clock(end)))
+
+
+def _clock(instant: datetime) -> str:
+    return f"{instant.astimezone(UTC):%H:%M}"

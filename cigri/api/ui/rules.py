@@ -12,7 +12,7 @@ from flask import url_for
 from flask.typing import ResponseReturnValue
 
 from cigri.api.ui import session
-from cigri.api.ui.pages import back, conn, now, page, ui
+from cigri.api.ui.pages import change_own, conn, now, page, ui
 from cigri.storage import automations as store
 
 FIRINGS_SHOWN: Final = 3  # last firings per rule on the page
@@ -30,20 +30,14 @@ def rules() -> ResponseReturnValue:
 @ui.post("/rules/<id:rule_id>/<any(enable, disable):action>")
 def rule_switch(rule_id: int, action: str) -> ResponseReturnValue:
     """The API's `PUT /rules/<id>` ({"enabled": ...}), as a form."""
-    identity = session.require_viewer()
-    with conn() as connection:
-        store.get_own_rule(connection, rule_id, user=identity.user,
-                           is_admin=identity.is_admin)
-        store.set_rule_enabled(connection, rule_id, enabled=action == "enable", now=now())
-    return back(url_for("ui.rules"), f"Rule {rule_id} {action}d")
+    return change_own(store.get_own_rule, rule_id, lambda connection: store.set_rule_enabled(
+        connection, rule_id, enabled=action == "enable", now=now()),
+        default=url_for("ui.rules"), notice=f"Rule {rule_id} {action}d")
 
 
 @ui.post("/rules/<id:rule_id>/remove")
 def rule_remove(rule_id: int) -> ResponseReturnValue:
     """The API's `DELETE /rules/<id>`, as a form."""
-    identity = session.require_viewer()
-    with conn() as connection:
-        store.get_own_rule(connection, rule_id, user=identity.user,
-                           is_admin=identity.is_admin)
-        store.remove_rule(connection, rule_id)
-    return back(url_for("ui.rules"), f"Rule {rule_id} removed")
+    return change_own(store.get_own_rule, rule_id,
+                      lambda connection: store.remove_rule(connection, rule_id),
+                      default=url_for("ui.rules"), notice=f"Rule {rule_id} removed")

@@ -41,6 +41,7 @@ from cigri.storage.events import is_campaign_blacklisted, is_cluster_blacklisted
 from cigri.storage.heartbeats import list_heartbeats
 from cigri.storage.stats import (
     campaign_cluster_stats,
+    grid_usage_series,
     latest_grid_usage,
     many_campaign_cluster_stats,
     window_start,
@@ -55,6 +56,8 @@ TASK_SCAN: Final = 2  # storage calls per such page at most (1,000 tasks examine
 TEXT_WINDOW: Final = 20_000  # tasks a parameter search looks at per page
 ACTIVE_STATES: Final = frozenset(s.value for s in ACTIVE_JOB_STATES)
 EVENT_PAGE: Final = 50
+USAGE_WINDOW: Final = timedelta(hours=24)  # the clusters page's usage charts
+USAGE_PERIOD_SECONDS: Final = 15 * 60  # one bar per period: 96 a day per cluster
 EVENT_CAP: Final = 100
 STATE_FILTERS: Final = {"active": queries.UNFINISHED_STATES, "in_treatment": ("in_treatment",),
                         "paused": ("paused",), "terminated": ("terminated",),
@@ -407,6 +410,8 @@ def clusters() -> ResponseReturnValue:
     with _conn() as conn:
         found = list_clusters(conn, enabled_only=not identity.is_admin)
         usage = {u.cluster_id: u for u in latest_grid_usage(conn)}
+        series = grid_usage_series(conn, since=now - USAGE_WINDOW, until=now,
+                                   period_seconds=USAGE_PERIOD_SECONDS)
         rows = []
         for cluster in found:
             window = NightWindow.for_cluster(cluster, default_window=settings.NIGHT_WINDOW,
@@ -418,7 +423,10 @@ def clusters() -> ResponseReturnValue:
                          "blacklisted": is_cluster_blacklisted(conn, cluster.id),
                          "stressed": cluster.is_stressed(settings.STRESS_FACTOR),
                          "events": causes, "window": window.text,
-                         "night": window.is_night(now)})
+                         "night": window.is_night(now),
+                         "chart": present.usage_chart(
+                             cluster.name, series.get(cluster.id, []), start=now - USAGE_WINDOW,
+                             end=now, period_seconds=USAGE_PERIOD_SECONDS)})
     return _page("clusters.html", rows=rows, threshold=settings.STRESS_FACTOR,
                  here=request.full_path.rstrip("?"))
 
