@@ -72,6 +72,10 @@ from cigri.storage.metrics import add_counters
 log = logging.getLogger(__name__)
 
 WAIT_SLICE_SECONDS = 0.5  # how often a waiting daemon looks at its wake-up flag
+# How long the listener waits for a notification before looking at `stop`: each wait costs CPU
+# (psycopg's notifies() sets up a wait every time; at 1 s this was ~0.0004 CPU-s/s per daemon,
+# a third of an idle engine, bench/idle.py). The thread is a daemon thread: it never delays an exit.
+LISTEN_SLICE_SECONDS = 5.0
 
 
 def instance_owner() -> str:
@@ -413,7 +417,8 @@ def start_listener(engine: Engine, channels: Sequence[str], *, stop: threading.E
 
 def _listen(engine: Engine, channels: list[str], stop: threading.Event,
             on_notify: Callable[[], None], name: str) -> None:
-    """LISTEN on a dedicated autocommit connection; wait in 1-s slices so `stop` is seen."""
+    """LISTEN on a dedicated autocommit connection; wait in LISTEN_SLICE_SECONDS slices so `stop`
+    is seen."""
     import psycopg
 
     url = make_url(engine.url.render_as_string(hide_password=False))
@@ -424,7 +429,7 @@ def _listen(engine: Engine, channels: list[str], stop: threading.Event,
                 for channel in channels:
                     conn.execute(f'LISTEN "{channel}"')
                 while not stop.is_set():
-                    for _notice in conn.notifies(timeout=1.0, stop_after=1):
+                    for _notice in conn.notifies(timeout=LISTEN_SLICE_SECONDS, stop_after=1):
                         on_notify()
         except Exception:
             log.debug("%s: listener lost its connection; polling only for now", name,
