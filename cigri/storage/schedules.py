@@ -8,17 +8,15 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, Final
+from typing import Any
 
-from sqlalchemy import Connection, exists, insert, select, update
+from sqlalchemy import Connection, insert, select, update
 
-from cigri.domain.event_codes import EventCode
 from cigri.domain.schedules import ScheduleSpec, parse_schedule
 from cigri.storage.automations import check_row_owner, delete_row, get_row
-from cigri.storage.tables import campaign_schedules, campaigns, events
+from cigri.storage.tables import campaign_schedules, campaigns
 
 # How far back `list_schedule_campaigns` looks: the owner's newest campaigns, whatever made them.
-CAMPAIGNS_LOOKED_AT: Final = 1000
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -77,23 +75,11 @@ class ScheduledCampaign:
 
 def list_schedule_campaigns(conn: Connection, schedule: Schedule, *,
                             limit: int) -> list[ScheduledCampaign]:
-    """The newest `limit` campaigns this schedule created, newest first, among its owner's last
-    CAMPAIGNS_LOOKED_AT campaigns.
-
-    No column links a campaign to its schedule: the automations daemon says it in the campaign's
-    NEW_CAMPAIGN event ("...; from schedule <id>", `cigri.daemons.schedules`), recorded closed in
-    the submission's transaction, so its `date_closed` is the campaign's `submission_time` and
-    the lookup goes through `ix_events_date_closed` rather than the campaign's every event."""
-    recent = (select(campaigns.c.id).where(campaigns.c.grid_user == schedule.owner)
-              .order_by(campaigns.c.id.desc()).limit(CAMPAIGNS_LOOKED_AT).subquery())
-    announced = exists().where(
-        events.c.campaign_id == campaigns.c.id,
-        events.c.date_closed == campaigns.c.submission_time,
-        events.c.code == EventCode.NEW_CAMPAIGN.value,
-        events.c.message.like(f"%; from schedule {int(schedule.id)}"))
+    """The newest `limit` campaigns this schedule created, newest first (`campaigns.schedule_id`,
+    set when the automations daemon submits one, `record_run`)."""
     rows = conn.execute(
         select(campaigns.c.id, campaigns.c.name, campaigns.c.state, campaigns.c.submission_time)
-        .where(campaigns.c.id.in_(select(recent.c.id)), announced)
+        .where(campaigns.c.schedule_id == schedule.id)
         .order_by(campaigns.c.id.desc()).limit(limit))
     return [ScheduledCampaign(id=r.id, name=r.name, state=r.state,
                               submission_time=r.submission_time) for r in rows]
@@ -120,7 +106,10 @@ def set_schedule_enabled(conn: Connection, schedule_id: int, *, enabled: bool,
 
 
 def remove_schedule(conn: Connection, schedule_id: int) -> None:
+    """Remove a schedule; the campaigns it created stay, no longer linked to it."""
     delete_row(conn, campaign_schedules, schedule_id, "Schedule")
+    conn.execute(update(campaigns).where(campaigns.c.schedule_id == schedule_id)
+                 .values(schedule_id=None))
 
 
 def due_schedule_ids(conn: Connection, *, now: datetime, limit: int = 100) -> list[int]:
@@ -157,6 +146,8 @@ def record_run(conn: Connection, schedule: Schedule, *, next_run_at: datetime | 
         values["enabled"] = False
     if campaign_id is not None:
         values.update(last_campaign_id=campaign_id, runs=schedule.runs + 1)
+        conn.execute(update(campaigns).where(campaigns.c.id == campaign_id)
+                     .values(schedule_id=schedule.id))
     if skipped:
         values["skipped"] = schedule.skipped + 1
     conn.execute(update(campaign_schedules).where(campaign_schedules.c.id == schedule.id)

@@ -118,6 +118,9 @@ campaigns = Table(
     Column("completion_time", UTCDateTime),
     Column("nb_jobs", BigInteger, nullable=False, server_default="0"),
     Column("jdl", Text),
+    # the schedule that submitted it (not a foreign key: campaign_schedules points back here;
+    # removing a schedule clears it, storage.schedules.remove_schedule)
+    Column("schedule_id", Integer, index=True),
 )
 
 campaign_properties = Table(
