@@ -42,9 +42,9 @@ from sqlalchemy import Engine, func, select
 
 from cigri.config import build_settings
 from cigri.daemons.base import DaemonContext
+from cigri.daemons.cluster_runner import ClusterRunner
 from cigri.daemons.maintenance import sample_grid_usage
 from cigri.daemons.metascheduler import MetaScheduler
-from cigri.daemons.runner import ClusterRunner
 from cigri.daemons.updater import Updater
 from cigri.domain.clock import FakeClock
 from cigri.emulator import ManualClock, run_in_thread
