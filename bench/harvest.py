@@ -6,7 +6,9 @@ of `--tasks-per-core` tasks per core, for each task-duration scenario (`--durati
 a normal user who takes a fifth of the first cluster for 2 minutes every 10 minutes (preemption),
 on a fresh PostgreSQL database per run. Emulated time and cigri's clock move together in steps of
 `--step` seconds; each step runs one pass of the updater, of the meta-scheduler and of each
-cluster's runner, in that order (the updater wakes the runners as deployed), and a grid-usage
+cluster's runner, in that order (the updater wakes the runners as deployed; a runner whose flow
+grew wakes the meta-scheduler, which wakes the runners: then those two run again at the same
+instant, as deployed), and a grid-usage
 sample every GRID_USAGE_UPDATE_PERIOD (60 s) as almighty's maintenance does (a discrete-event
 co-simulation: the result does not depend on how loaded this machine is).
 Every setting is at its default except the injection policy, the daemons' intervals (= the step)
@@ -50,7 +52,7 @@ from cigri.domain.clock import FakeClock
 from cigri.emulator import ManualClock, run_in_thread
 from cigri.storage.campaigns import create_campaign
 from cigri.storage.clusters import add_cluster
-from cigri.storage.tables import bag_of_tasks, campaigns, jobs
+from cigri.storage.tables import bag_of_tasks, campaigns, jobs, taps
 
 NODE_CORES = 8
 NORMAL_USER_SHARE = 0.2  # of the first cluster's cores, 2 minutes every 10 minutes
@@ -69,7 +71,10 @@ def main() -> None:
     parser.add_argument("--step", type=float, default=5.0, help="emulated seconds per step "
                         "(the runner's interval; the updater's and meta-scheduler's too)")
     parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                        help="a cigri setting for every run (repeatable)")
     args = parser.parse_args()
+    overrides = dict(item.split("=", 1) for item in args.set)
     logging.basicConfig(level=logging.ERROR)
     nb_tasks = round(args.tasks_per_core * args.cores * args.clusters)
     rows = []
@@ -78,7 +83,7 @@ def main() -> None:
             with fresh_database(f"cigri_harvest_{uuid.uuid4().hex[:6]}") as engine:
                 result = _bench(engine, policy=policy, duration=duration, nb_tasks=nb_tasks,
                                 cores=args.cores, nb_clusters=args.clusters, step=args.step,
-                                seed=args.seed)
+                                seed=args.seed, overrides=overrides)
             rows.append(result)
             print(" ".join(f"{key}={value}" for key, value in result.items()), flush=True)
     print()
@@ -105,8 +110,14 @@ def _params(duration: str, nb_tasks: int, seed: int) -> list[str]:
     return [f"t{i} sleep {s:.1f}" for i, s in enumerate(seconds)]
 
 
+def _tap_rates(engine: Engine) -> int:
+    with engine.begin() as conn:
+        return int(conn.execute(select(func.coalesce(func.sum(taps.c.rate), 0))).scalar_one())
+
+
 def _bench(engine: Engine, *, policy: str, duration: str, nb_tasks: int, cores: int,
-           nb_clusters: int, step: float, seed: int) -> dict[str, object]:
+           nb_clusters: int, step: float, seed: int,
+           overrides: dict[str, str]) -> dict[str, object]:
     emu_clock = ManualClock()
     emulator = run_in_thread(allow_root_jobs=True, clusters=nb_clusters, nodes=math.ceil(cores / NODE_CORES),
                              cores=NODE_CORES, mode="simulate", clock=emu_clock)
@@ -118,7 +129,7 @@ def _bench(engine: Engine, *, policy: str, duration: str, nb_tasks: int, cores: 
         "RUNNER_MIN_CYCLE_DURATION": step, "UPDATER_INTERVAL": step,
         "UPDATER_WAITING_INTERVAL": step,
         "METASCHEDULER_INTERVAL": step, "GRID_USAGE_UPDATE_PERIOD": USAGE_PERIOD,
-        "REMOTE_WAITING_TIMEOUT": 100_000})
+        "REMOTE_WAITING_TIMEOUT": 100_000, **overrides})
     runner_clients = CountingClients(timeout_seconds=60.0)
     updater_clients = CountingClients(timeout_seconds=60.0)
     usage_clients = CountingClients(timeout_seconds=60.0)
@@ -165,8 +176,15 @@ def _bench(engine: Engine, *, policy: str, duration: str, nb_tasks: int, cores: 
                     jobs.c.state.in_(WAITING)).group_by(jobs.c.cluster_id)).all())
             waiting_samples += [waiting.get(c.id, 0) for c in clusters]
             scheduler.run(loops=1)
+            rates = _tap_rates(engine)
             for runner in runners:
                 runner.run(loops=1)
+            if _tap_rates(engine) > rates:
+                # as deployed: a runner whose flow grew wakes the meta-scheduler (NOTIFY), which
+                # queues more and wakes the runners, within the same instant
+                scheduler.run(loops=1)
+                for runner in runners:
+                    runner.run(loops=1)
             with engine.begin() as conn:
                 state = conn.execute(select(campaigns.c.state)
                                      .where(campaigns.c.id == campaign)).scalar_one()
