@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import datetime, timedelta
 from typing import Final
 
@@ -96,6 +96,7 @@ class ClusterRunner(Daemon):
         self.taps = tap_settings(context.settings)
         self.injection = injection_settings(context.settings)
         self._pi = injection.PiState()  # the pi policy's integral, this cluster's, in memory
+        self._start_cost = batches.StartCost()  # OAR's start cost here (auto grouping), in memory
         self.listen = listen  # False: the RunnerProcess listens for all its clusters
 
     @property
@@ -252,10 +253,7 @@ class ClusterRunner(Daemon):
             if self.window_mode(context) is JobMode.WAIT:
                 continue  # a nightly campaign by day: its queued tasks wait for the night
             rate = 1 if context.is_test_mode else tap.rate
-            if batches.is_grouped(context):
-                submitted = self._submit_batches(campaign_id, rate)
-            else:
-                submitted = self._submit(campaign_id, submission.take_queued(self, campaign_id, rate))
+            submitted = self._submit_tasks(context, campaign_id, rate)
             if should_increase(tap, submitted=submitted, settings=self.taps):
                 with self.engine.begin() as conn:
                     submission_store.save_tap(conn, increase_tap(tap, self.taps))
@@ -293,10 +291,7 @@ class ClusterRunner(Daemon):
                 amount = injection.share(budget, len(taps) - index)
             if amount <= 0:
                 continue
-            if batches.is_grouped(context):
-                submitted = self._submit_batches(campaign_id, amount)
-            else:
-                submitted = self._submit(campaign_id, submission.take_queued(self, campaign_id, amount))
+            submitted = self._submit_tasks(context, campaign_id, amount)
             if budget is not None and not context.is_test_mode:
                 budget -= submitted
 
@@ -325,21 +320,70 @@ class ClusterRunner(Daemon):
             if flow > tap.rate:
                 notify_daemons(conn, "metascheduler")
 
-    def _submit_batches(self, campaign_id: int, rate: int) -> int:
+    def _submit_tasks(self, context: LaunchContext, campaign_id: int, amount: int) -> int:
+        """Up to `amount` queued tasks of the campaign: as temporal-grouping batches when it is
+        grouped here (`temporal_grouping: true`, or `auto` once it pays, `_auto_batch_size`),
+        else as one array job."""
+        grouping = batches.grouping_of(context,
+                                       site_default=self.settings.DEFAULT_TEMPORAL_GROUPING)
+        if grouping == "true":
+            return self._submit_batches(campaign_id, amount)
+        if grouping != batches.AUTO:
+            return self._submit(campaign_id, submission.take_queued(self, campaign_id, amount))
+        size, free = self._auto_batch_size(campaign_id)
+        probe = self._probe if free is not None and free > 0 else None
+        if size is not None:  # the policy's count is in OAR jobs: here, batches of `size`
+            return self._submit_batches(campaign_id, amount * size, size=size, free=free,
+                                        probe=probe)
+        return submission.submit(self, campaign_id,
+                                 submission.take_queued(self, campaign_id, amount),
+                                 grouped=False, on_submitted=probe)
+
+    def _auto_batch_size(self, campaign_id: int) -> tuple[int | None, int | None]:
+        """`temporal_grouping: auto`: (the batch size, or None for no grouping; the cluster's free
+        resources now), from the campaign's recent task duration here and OAR's start cost
+        measured on this cluster's submissions into free resources (`batches.StartCost`)."""
+        with self.engine.begin() as conn:
+            inputs = injection_store.read_grouping_inputs(
+                conn, cluster_id=self.cluster.id, campaign_id=campaign_id, now=self.clock.now(),
+                usage_period=self.settings.GRID_USAGE_UPDATE_PERIOD,
+                probes=[submission_id for submission_id, _at in self._start_cost.pending])
+        self._start_cost = self._start_cost.started(inputs.first_starts)
+        size = batches.auto_batch_size(
+            task_seconds=inputs.task_seconds, start_cost=self._start_cost.seconds,
+            target_seconds=self.settings.RUNNER_TEMPORAL_GROUPING_DURATION,
+            max_size=self.settings.RUNNER_MAX_TEMPORAL_GROUPED_JOBS)
+        log.debug("%s: campaign %d: auto grouping: batches of %s (tasks %s s, start cost %s s)",
+                  self.name, campaign_id, size, inputs.task_seconds, self._start_cost.seconds)
+        return size, inputs.free
+
+    def _probe(self, submission_id: int, at: datetime) -> None:
+        """A submission made while the cluster had free resources: its first start measures
+        OAR's start cost here."""
+        self._start_cost = self._start_cost.submitted(submission_id, at)
+
+    def _submit_batches(self, campaign_id: int, rate: int, *, size: int | None = None,
+                        free: int | None = None,
+                        probe: Callable[[int, datetime], None] | None = None) -> int:
         """Temporal grouping: up to `rate` tasks this pass, as the batch jobs `_plan_batches`
-        sizes (one OAR job per batch, each its own intent)."""
+        sizes (one OAR job per batch, each its own intent). Auto grouping gives its `size` and
+        the cluster's `free` resources now (else `RUNNER_TEMPORAL_GROUPING_DURATION` ÷ the
+        recent task duration, and the newest usage sample's free resources)."""
         submitted = 0
-        for size in self._plan_batches(campaign_id, rate):
+        for tasks in self._plan_batches(campaign_id, rate, size=size, free=free):
             if self.stop.is_set():
                 break
             self.keep_lease()
-            taken = self._submit(campaign_id, submission.take_queued(self, campaign_id, size))
+            taken = submission.submit(self, campaign_id,
+                                      submission.take_queued(self, campaign_id, tasks),
+                                      grouped=True, on_submitted=probe)
             if taken == 0:
                 break
             submitted += taken
         return submitted
 
-    def _plan_batches(self, campaign_id: int, rate: int) -> list[int]:
+    def _plan_batches(self, campaign_id: int, rate: int, *, size: int | None = None,
+                      free: int | None = None) -> list[int]:
         """Batch sizes from the campaign's recent task durations here, the target duration and
         the cluster's free resources in its newest usage sample (`cigri.domain.batches`)."""
         settings = self.settings
@@ -351,11 +395,13 @@ class ClusterRunner(Daemon):
             tasks = batch_store.count_queued_tasks(conn, campaign_id=campaign_id,
                                                    cluster_id=self.cluster.id, limit=rate)
         average = batches.average_seconds(spans)
-        size = batches.batch_size(
-            average=average, target_seconds=settings.RUNNER_TEMPORAL_GROUPING_DURATION,
-            max_size=settings.RUNNER_MAX_TEMPORAL_GROUPED_JOBS,
-            initial_size=settings.RUNNER_DEFAULT_INITIAL_NUMBER_OF_JOBS)
-        free = batches.free_resources(usage)
+        if size is None:
+            size = batches.batch_size(
+                average=average, target_seconds=settings.RUNNER_TEMPORAL_GROUPING_DURATION,
+                max_size=settings.RUNNER_MAX_TEMPORAL_GROUPED_JOBS,
+                initial_size=settings.RUNNER_DEFAULT_INITIAL_NUMBER_OF_JOBS)
+        if free is None:
+            free = batches.free_resources(usage)
         plan = batches.plan_batches(tasks, size=size, free=free)
         log.debug("%s: campaign %d: %d task(s) in %d batch(es) (size %d, average %s s, %s free)",
                   self.name, campaign_id, tasks, len(plan), size, average, free)

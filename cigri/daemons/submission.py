@@ -93,9 +93,12 @@ def take_queued(site: RunnerSite, campaign_id: int, rate: int) -> Take:
     return take
 
 
-def submit(site: RunnerSite, campaign_id: int, take: Take) -> int:
+def submit(site: RunnerSite, campaign_id: int, take: Take, *, grouped: bool | None = None,
+           on_submitted: Callable[[int, datetime], None] | None = None) -> int:
     """Record the intent (submission row + `launching` jobs), commit, call OAR, record the
-    OAR ids. Returns how many jobs went to OAR."""
+    OAR ids. Returns how many jobs went to OAR. `grouped`: the tasks are one temporal-grouping
+    batch (None: as the campaign's `temporal_grouping: true` says); `on_submitted`: called with
+    the submission's id and intent time once OAR has its jobs."""
     key = secrets.token_hex(8)
     now = site.clock.now()
     try:
@@ -109,7 +112,9 @@ def submit(site: RunnerSite, campaign_id: int, take: Take) -> int:
             submission_store.set_nb_jobs(conn, submission_id, len(items))
             context = submission_store.get_launch_context(conn, campaign_id=campaign_id,
                                                           cluster_id=site.cluster.id)
-            if batches.is_grouped(context) and not any(
+            if grouped is None:
+                grouped = batches.is_grouped(context)
+            if grouped and not any(
                     item.tag in {PROLOGUE, EPILOGUE} for item in items):
                 job_store.set_tag(conn, [item.job_id for item in items], batches.BATCH_TAG)
                 items = [dataclasses.replace(item, tag=batches.BATCH_TAG) for item in items]
@@ -147,6 +152,8 @@ def submit(site: RunnerSite, campaign_id: int, take: Take) -> int:
             state=submission_store.SUBMITTED if done else submission_store.UNCERTAIN,
             now=site.clock.now(), remote_array_id=answer.array_id)
     RECORDER.inc(JOBS_SUBMITTED, {"cluster": site.cluster.name}, recorded)
+    if on_submitted is not None and recorded:
+        on_submitted(submission_id, now)
     log.info("%s: submitted %d job(s) of campaign %d as OAR %d", site.name, recorded,
              campaign_id, answer.array_id,
              extra={"campaign_id": campaign_id, "cluster": site.cluster.name,

@@ -107,6 +107,7 @@ class ClusterSpec:
     max_jobs: int | None = None  # None: unlimited
     is_test_mode: bool = False
     has_temporal_grouping: bool = False
+    temporal_grouping: str = _FALSE  # "true", "false" or "auto"
     has_dimensional_grouping: bool = False
     checkpointing_type: str = "None"
     output_gathering_method: str = "None"
@@ -137,7 +138,7 @@ class ClusterSpec:
             "project": self.project,
             "cluster_job_type": self.cluster_job_type,
             "test_mode": _bool_text(self.is_test_mode),
-            "temporal_grouping": _bool_text(self.has_temporal_grouping),
+            "temporal_grouping": self.temporal_grouping,
             "dimensional_grouping": _bool_text(self.has_dimensional_grouping),
             "checkpointing_type": self.checkpointing_type,
             "output_gathering_method": self.output_gathering_method,
@@ -562,7 +563,9 @@ def _validated_settings(raw: Mapping[str, Any], prefix: str, errors: list[str]) 
                 settings[key] = text.strip()
         elif key in BOOLEAN_KEYS:
             flag = _boolean(value)
-            if flag is None:
+            if key == "temporal_grouping" and str(value).strip().lower() == "auto":
+                settings[key] = "auto"  # grouped once it pays (cigri.domain.batches)
+            elif flag is None:
                 errors.append(f"{where}: must be true or false (a JSON boolean or the string "
                               f"\"true\"/\"false\"), not {_show(value)}")
             else:
@@ -605,6 +608,7 @@ def _cluster_spec(name: str, merged: Mapping[str, Any]) -> ClusterSpec:
         max_jobs=merged.get("max_jobs"),
         is_test_mode=merged["test_mode"] == _TRUE,
         has_temporal_grouping=merged["temporal_grouping"] == _TRUE,
+        temporal_grouping=merged["temporal_grouping"],
         has_dimensional_grouping=merged["dimensional_grouping"] == _TRUE,
         checkpointing_type=merged["checkpointing_type"],
         output_gathering_method=merged["output_gathering_method"],
