@@ -12,7 +12,9 @@ instant, as deployed), and a grid-usage
 sample every GRID_USAGE_UPDATE_PERIOD (60 s) as almighty's maintenance does (a discrete-event
 co-simulation: the result does not depend on how loaded this machine is).
 Every setting is at its default except the injection policy, the daemons' intervals (= the step)
-and STRESS_FACTOR.
+and STRESS_FACTOR (`--set KEY=VALUE` changes others). `--launch-delay S` makes the emulated OAR
+spend S seconds launching each job (OAR's start cost; 0 by default: the emulator starts a job the
+instant a core is free), and `--grouping auto` gives the campaign `temporal_grouping: auto`.
 
 For each policy (`--policies`, `tap` first as the baseline) and scenario it prints the harvest
 efficiency (ideal makespan = (useful work + the normal user's core-seconds) / cores, over the
@@ -71,6 +73,10 @@ def main() -> None:
     parser.add_argument("--step", type=float, default=5.0, help="emulated seconds per step "
                         "(the runner's interval; the updater's and meta-scheduler's too)")
     parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument("--grouping", default="false",
+                        help="the campaign's temporal_grouping: false, auto or true")
+    parser.add_argument("--launch-delay", type=float, default=0.0,
+                        help="emulated seconds OAR takes to start a job (its start cost)")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                         help="a cigri setting for every run (repeatable)")
     args = parser.parse_args()
@@ -83,18 +89,20 @@ def main() -> None:
             with fresh_database(f"cigri_harvest_{uuid.uuid4().hex[:6]}") as engine:
                 result = _bench(engine, policy=policy, duration=duration, nb_tasks=nb_tasks,
                                 cores=args.cores, nb_clusters=args.clusters, step=args.step,
-                                seed=args.seed, overrides=overrides)
+                                seed=args.seed, overrides=overrides, grouping=args.grouping,
+                                launch_delay=args.launch_delay)
             rows.append(result)
             print(" ".join(f"{key}={value}" for key, value in result.items()), flush=True)
     print()
-    print(f"{args.clusters} x {args.cores} cores, {nb_tasks} tasks, step {args.step} s")
-    header = ("durations", "policy", "efficiency", "fill", "peak_wait", "mean_wait",
+    print(f"{args.clusters} x {args.cores} cores, {nb_tasks} tasks, step {args.step} s, "
+          f"OAR start cost {args.launch_delay} s")
+    header = ("durations", "policy", "grouping", "oar_jobs", "efficiency", "fill", "peak_wait", "mean_wait",
               "runner_req/pass", "updater_req/pass", "makespan_s", "cpu_s/10k")
     print(" ".join(f"{h:>16}" for h in header))
     for r in rows:
         print(" ".join(f"{v!s:>16}" for v in (
-            r["durations"], r["policy"], r["harvest_efficiency"], r["fill_efficiency"],
-            r["peak_waiting"],
+            r["durations"], r["policy"], r["grouping"], r["oar_jobs"], r["harvest_efficiency"],
+            r["fill_efficiency"], r["peak_waiting"],
             r["mean_waiting"], r["runner_requests_per_pass"], r["updater_requests_per_pass"],
             r["makespan_s"], r["cpu_s_per_10k_tasks"])))
 
@@ -117,10 +125,12 @@ def _tap_rates(engine: Engine) -> int:
 
 def _bench(engine: Engine, *, policy: str, duration: str, nb_tasks: int, cores: int,
            nb_clusters: int, step: float, seed: int,
-           overrides: dict[str, str]) -> dict[str, object]:
+           overrides: dict[str, str], grouping: str = "false",
+           launch_delay: float = 0.0) -> dict[str, object]:
     emu_clock = ManualClock()
     emulator = run_in_thread(allow_root_jobs=True, clusters=nb_clusters, nodes=math.ceil(cores / NODE_CORES),
-                             cores=NODE_CORES, mode="simulate", clock=emu_clock)
+                             cores=NODE_CORES, mode="simulate", clock=emu_clock,
+                             launch_delay=launch_delay)
     # cigri's clock and OAR's agree, as on a real site (start latency is measured across them)
     clock = FakeClock(datetime.fromtimestamp(emu_clock.time(), UTC))
     stop = threading.Event()
@@ -140,7 +150,7 @@ def _bench(engine: Engine, *, policy: str, duration: str, nb_tasks: int, cores: 
                                     api_limit=500, now=clock.now())
                         for i, u in enumerate(emulator.urls)]
             props = {"exec_file": "run", "type": "best-effort", "walltime": "01:00:00",
-                     "resources": "/resource_id=1"}
+                     "resources": "/resource_id=1", "temporal_grouping": grouping}
             campaign = create_campaign(conn, grid_user="testuser", name="harvest",
                                        jobs_type="normal", jdl={},
                                        properties={c.id: props for c in clusters},
@@ -213,6 +223,8 @@ def _bench(engine: Engine, *, policy: str, duration: str, nb_tasks: int, cores: 
         wall = time.monotonic() - wall_start
         with engine.begin() as conn:
             nb_jobs = conn.execute(select(func.count()).select_from(jobs)).scalar_one()
+            oar_jobs = conn.execute(select(func.count()).select_from(  # OAR ids are per cluster
+                select(jobs.c.cluster_id, jobs.c.remote_id).distinct().subquery())).scalar_one()
             work = conn.execute(select(func.sum(
                 func.extract("epoch", jobs.c.stop_time - jobs.c.start_time))).where(
                 jobs.c.state == "terminated")).scalar_one()
@@ -223,7 +235,8 @@ def _bench(engine: Engine, *, policy: str, duration: str, nb_tasks: int, cores: 
     passes = steps * nb_clusters
     return {
         "policy": policy, "durations": duration, "state": state, "tasks": nb_tasks,
-        "cigri_jobs": nb_jobs, "preempted": nb_jobs - nb_tasks,
+        "grouping": grouping, "launch_delay_s": launch_delay,
+        "cigri_jobs": nb_jobs, "oar_jobs": oar_jobs, "preempted": nb_jobs - nb_tasks,
         "normal_user_core_s": round(taken), "steps": steps,
         "ideal_makespan_s": round(ideal), "makespan_s": round(makespan),
         "harvest_efficiency": round(ideal / makespan, 3),

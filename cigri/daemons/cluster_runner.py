@@ -296,8 +296,8 @@ class ClusterRunner(Daemon):
                 budget -= submitted
 
     def _injection_budget(self, policy: str, campaign_id: int) -> tuple[int, int]:
-        """(tasks the cluster takes this pass, the flow per pass the policy wants), from the
-        cluster's state and the first campaign's durations (`cigri.domain.injection`)."""
+        """(tasks the cluster takes this pass, the rate to record for the meta-scheduler), from
+        the cluster's state and the first campaign's durations (`cigri.domain.injection`)."""
         with self.engine.begin() as conn:
             inputs = injection_store.read_inputs(
                 conn, cluster_id=self.cluster.id, campaign_id=campaign_id, now=self.clock.now(),
@@ -308,7 +308,7 @@ class ClusterRunner(Daemon):
         self._pi = decision.pi
         log.debug("%s: %s: %d task(s) this pass, flow %d (%s)", self.name, policy,
                   decision.tasks, decision.flow, inputs.view)
-        return decision.tasks, max(self.taps.initial, decision.flow)
+        return decision.tasks, max(self.taps.initial, decision.queue_rate)
 
     def _record_flow(self, tap: Tap, flow: int) -> None:
         """The meta-scheduler queues up to 10 × a tap's rate: make that the policy's flow, and

@@ -29,7 +29,7 @@ from cigri.domain.event_codes import EventCode
 from cigri.domain.jobs import EPILOGUE, PROLOGUE, JobChange, LaunchContext, LaunchItem
 from cigri.domain.launch_requests import build_request, remote_ids_by_index
 from cigri.domain.night import JobMode
-from cigri.domain.oar import OarApi, OarError, OarJob, OarRejected
+from cigri.domain.oar import OarApi, OarError, OarJob, OarRejected, Submission
 from cigri.domain.states import PRIORITY_RESUBMIT, AuthType, EventClass, EventState, JobState
 from cigri.domain.telemetry import JOBS_SUBMITTED, RECORDER
 from cigri.storage import events as event_store
@@ -133,13 +133,23 @@ def submit(site: RunnerSite, campaign_id: int, take: Take, *, grouped: bool | No
     except OarError as error:
         log.warning("%s: submission %s of campaign %d has no answer (%s); will reconcile",
                     site.name, key, campaign_id, error)
-        with site.engine.begin() as conn:
-            submission_store.mark_submission(
-                conn, submission_id, expected=(submission_store.INTENT,),
-                state=submission_store.UNCERTAIN, now=site.clock.now(), message=str(error))
-            record_cluster_error(conn, cluster_id=site.cluster.id, error=error,
-                                 now=site.clock.now())
+        _record_no_answer(site, submission_id, error)
         return 0
+    recorded = _record_answer(site, submission_id, items, answer)
+    RECORDER.inc(JOBS_SUBMITTED, {"cluster": site.cluster.name}, recorded)
+    if on_submitted is not None and recorded:
+        on_submitted(submission_id, now)
+    log.info("%s: submitted %d job(s) of campaign %d as OAR %d", site.name, recorded,
+             campaign_id, answer.array_id,
+             extra={"campaign_id": campaign_id, "cluster": site.cluster.name,
+                    "action": "submit"})
+    return recorded
+
+
+def _record_answer(site: RunnerSite, submission_id: int, items: Sequence[LaunchItem],
+                   answer: Submission) -> int:
+    """OAR took the submission: its jobs' OAR ids (each array index its own, a batch's jobs
+    all the one); returns how many were recorded."""
     remote_ids = dict(enumerate(answer.job_ids, start=1))
     if items[0].tag == batches.BATCH_TAG:  # one OAR job runs them all
         remote_ids = {item.array_index: answer.job_ids[0] for item in items}
@@ -151,14 +161,17 @@ def submit(site: RunnerSite, campaign_id: int, take: Take, *, grouped: bool | No
             conn, submission_id, expected=(submission_store.INTENT,),
             state=submission_store.SUBMITTED if done else submission_store.UNCERTAIN,
             now=site.clock.now(), remote_array_id=answer.array_id)
-    RECORDER.inc(JOBS_SUBMITTED, {"cluster": site.cluster.name}, recorded)
-    if on_submitted is not None and recorded:
-        on_submitted(submission_id, now)
-    log.info("%s: submitted %d job(s) of campaign %d as OAR %d", site.name, recorded,
-             campaign_id, answer.array_id,
-             extra={"campaign_id": campaign_id, "cluster": site.cluster.name,
-                    "action": "submit"})
     return recorded
+
+
+def _record_no_answer(site: RunnerSite, submission_id: int, error: OarError) -> None:
+    """No answer from OAR: the submission is uncertain, reconciled next pass."""
+    with site.engine.begin() as conn:
+        submission_store.mark_submission(
+            conn, submission_id, expected=(submission_store.INTENT,),
+            state=submission_store.UNCERTAIN, now=site.clock.now(), message=str(error))
+        record_cluster_error(conn, cluster_id=site.cluster.id, error=error,
+                             now=site.clock.now())
 
 
 def _record_rejection(site: RunnerSite, submission_id: int, items: Sequence[LaunchItem],
