@@ -332,9 +332,9 @@ class ClusterRunner(Daemon):
             return self._submit(campaign_id, submission.take_queued(self, campaign_id, amount))
         size, free = self._auto_batch_size(campaign_id)
         probe = self._probe if free is not None and free > 0 else None
-        if size is not None:  # the policy's count is in OAR jobs: here, batches of `size`
-            return self._submit_batches(campaign_id, amount * size, size=size, free=free,
-                                        probe=probe)
+        if size is not None:  # each free resource gets a whole batch; the rest is as counted
+            tasks = amount + max(0, free or 0) * (size - 1)
+            return self._submit_batches(campaign_id, tasks, size=size, free=free, probe=probe)
         return submission.submit(self, campaign_id,
                                  submission.take_queued(self, campaign_id, amount),
                                  grouped=False, on_submitted=probe)

@@ -43,17 +43,17 @@ def draw_simulated(cluster: Cluster, job: Job) -> tuple[float, int]:
     return sum(seconds for _job, seconds, _status in drawn), 0
 
 
-def write_batch_state(job: Job, *, start: int, at: int) -> None:
-    """The state file a batch left when it ended at `at` (killed or not): the lines of each task
-    begun by then, and RET/END_DATE of each task ended by then."""
+def write_batch_state(job: Job, *, start: int, at: int | None) -> None:
+    """The state file a batch left: every task's lines when it ended by itself (`at` None), else
+    (killed at `at`) the lines of each task begun by then, and RET/END_DATE of each ended."""
     lines = []
     begin = float(start)
     for job_id, seconds, status in job.sim_batch:
-        if begin > at:
+        if at is not None and begin > at:
             break
         lines.append(f"{job_id} BEGIN_DATE={int(begin)}")
         end = begin + seconds
-        if end > at:
+        if at is not None and end > at:
             break
         lines += [f"{job_id} RET={status}",
                   f"{job_id} END_DATE={int(end)}"]

@@ -375,7 +375,7 @@ class Cluster:
         if not error:
             self.completions[(job.array_id, job.array_index)] += 1
         if job.sim_batch and job.start_time is not None:
-            execution.write_batch_state(job, start=job.start_time, at=at)
+            execution.write_batch_state(job, start=job.start_time, at=at if error else None)
         if self.config.simulate_outputs and self.config.mode == "simulate" and job.owner != NORMAL_USER:
             self._write_outputs(job, exit_code)
         job.token += 1
