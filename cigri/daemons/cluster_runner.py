@@ -19,6 +19,9 @@ split into batches of about RUNNER_TEMPORAL_GROUPING_DURATION ÷ the campaign's 
 there (at most RUNNER_MAX_TEMPORAL_GROUPED_JOBS), smaller while the cluster has free resources to
 fill (its newest grid-usage sample); each batch is one OAR job running its tasks in turn
 (`cigri.domain.batches`); its jobs are tagged `batch` and share its OAR id as `remote_id`.
+`temporal_grouping: auto` (or DEFAULT_TEMPORAL_GROUPING = auto) groups once the campaign's tasks are
+short compared with OAR's start cost on the cluster, which the loop measures on its own
+submissions into free resources (`batches.StartCost`, in memory like the pi integral).
 """
 
 from __future__ import annotations
