@@ -183,8 +183,9 @@ def decide(policy: str, view: ClusterView, settings: InjectionSettings, *, tap_r
         wanted = capacity_tasks(view, settings)
         decision = Decision(tasks=min(available, wanted), pi=pi)
     consumed = per_pass(view, settings)
-    return dataclasses.replace(decision, flow=max(wanted, consumed),
-                               queue_rate=queue_rate(wanted, consumed))
+    # `pi` records its whole output: its integral would wind down on a shorter queue
+    rate = queue_rate(wanted, consumed) if policy == CAPACITY else max(wanted, consumed)
+    return dataclasses.replace(decision, flow=max(wanted, consumed), queue_rate=rate)
 
 
 QUEUED_PASSES: Final = 10  # the meta-scheduler queues up to 10 × a tap's rate per couple
