@@ -9,7 +9,9 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
+from cigri.config import build_settings
 from cigri.domain.batches import AUTO, StartCost, auto_batch_size, grouping_of
+from cigri.domain.errors import ConfigError
 from cigri.domain.jdl import JDLDefaults, parse_jdl
 from cigri.domain.jobs import LaunchContext
 
@@ -89,3 +91,10 @@ def test_the_jdl_accepts_auto_and_stores_it() -> None:
     assert not by_name["dahu"].has_temporal_grouping  # explicit grouping only
     assert by_name["luke"].property_row()["temporal_grouping"] == "false"
     assert spec.jdl["clusters"]["dahu"]["temporal_grouping"] == "auto"
+
+
+def test_the_site_default_is_false_or_auto() -> None:
+    assert build_settings({}).DEFAULT_TEMPORAL_GROUPING == "false"
+    assert build_settings({"DEFAULT_TEMPORAL_GROUPING": "auto"}).DEFAULT_TEMPORAL_GROUPING == "auto"
+    with pytest.raises(ConfigError, match="DEFAULT_TEMPORAL_GROUPING: expected false or auto"):
+        build_settings({"DEFAULT_TEMPORAL_GROUPING": "true"})
