@@ -6,11 +6,15 @@ of `--tasks-per-core` tasks per core, for each task-duration scenario (`--durati
 a normal user who takes a fifth of the first cluster for 2 minutes every 10 minutes (preemption),
 on a fresh PostgreSQL database per run. Emulated time and cigri's clock move together in steps of
 `--step` seconds; each step runs one pass of the updater, of the meta-scheduler and of each
-cluster's runner, in that order (the updater wakes the runners as deployed), and a grid-usage
+cluster's runner, in that order (the updater wakes the runners as deployed; a runner whose flow
+grew wakes the meta-scheduler, which wakes the runners: then those two run again at the same
+instant, as deployed), and a grid-usage
 sample every GRID_USAGE_UPDATE_PERIOD (60 s) as almighty's maintenance does (a discrete-event
 co-simulation: the result does not depend on how loaded this machine is).
 Every setting is at its default except the injection policy, the daemons' intervals (= the step)
-and STRESS_FACTOR.
+and STRESS_FACTOR (`--set KEY=VALUE` changes others). `--launch-delay S` makes the emulated OAR
+spend S seconds launching each job (OAR's start cost; 0 by default: the emulator starts a job the
+instant a core is free), and `--grouping auto` gives the campaign `temporal_grouping: auto`.
 
 For each policy (`--policies`, `tap` first as the baseline) and scenario it prints the harvest
 efficiency (ideal makespan = (useful work + the normal user's core-seconds) / cores, over the
@@ -42,15 +46,15 @@ from sqlalchemy import Engine, func, select
 
 from cigri.config import build_settings
 from cigri.daemons.base import DaemonContext
+from cigri.daemons.cluster_runner import ClusterRunner
 from cigri.daemons.maintenance import sample_grid_usage
 from cigri.daemons.metascheduler import MetaScheduler
-from cigri.daemons.runner import ClusterRunner
 from cigri.daemons.updater import Updater
 from cigri.domain.clock import FakeClock
 from cigri.emulator import ManualClock, run_in_thread
 from cigri.storage.campaigns import create_campaign
 from cigri.storage.clusters import add_cluster
-from cigri.storage.tables import bag_of_tasks, campaigns, jobs
+from cigri.storage.tables import bag_of_tasks, campaigns, jobs, taps
 
 NODE_CORES = 8
 NORMAL_USER_SHARE = 0.2  # of the first cluster's cores, 2 minutes every 10 minutes
@@ -69,7 +73,14 @@ def main() -> None:
     parser.add_argument("--step", type=float, default=5.0, help="emulated seconds per step "
                         "(the runner's interval; the updater's and meta-scheduler's too)")
     parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument("--grouping", default="false",
+                        help="the campaign's temporal_grouping: false, auto or true")
+    parser.add_argument("--launch-delay", type=float, default=0.0,
+                        help="emulated seconds OAR takes to start a job (its start cost)")
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                        help="a cigri setting for every run (repeatable)")
     args = parser.parse_args()
+    overrides = dict(item.split("=", 1) for item in args.set)
     logging.basicConfig(level=logging.ERROR)
     nb_tasks = round(args.tasks_per_core * args.cores * args.clusters)
     rows = []
@@ -78,18 +89,20 @@ def main() -> None:
             with fresh_database(f"cigri_harvest_{uuid.uuid4().hex[:6]}") as engine:
                 result = _bench(engine, policy=policy, duration=duration, nb_tasks=nb_tasks,
                                 cores=args.cores, nb_clusters=args.clusters, step=args.step,
-                                seed=args.seed)
+                                seed=args.seed, overrides=overrides, grouping=args.grouping,
+                                launch_delay=args.launch_delay)
             rows.append(result)
             print(" ".join(f"{key}={value}" for key, value in result.items()), flush=True)
     print()
-    print(f"{args.clusters} x {args.cores} cores, {nb_tasks} tasks, step {args.step} s")
-    header = ("durations", "policy", "efficiency", "fill", "peak_wait", "mean_wait",
+    print(f"{args.clusters} x {args.cores} cores, {nb_tasks} tasks, step {args.step} s, "
+          f"OAR start cost {args.launch_delay} s")
+    header = ("durations", "policy", "grouping", "oar_jobs", "efficiency", "fill", "peak_wait", "mean_wait",
               "runner_req/pass", "updater_req/pass", "makespan_s", "cpu_s/10k")
     print(" ".join(f"{h:>16}" for h in header))
     for r in rows:
         print(" ".join(f"{v!s:>16}" for v in (
-            r["durations"], r["policy"], r["harvest_efficiency"], r["fill_efficiency"],
-            r["peak_waiting"],
+            r["durations"], r["policy"], r["grouping"], r["oar_jobs"], r["harvest_efficiency"],
+            r["fill_efficiency"], r["peak_waiting"],
             r["mean_waiting"], r["runner_requests_per_pass"], r["updater_requests_per_pass"],
             r["makespan_s"], r["cpu_s_per_10k_tasks"])))
 
@@ -105,11 +118,19 @@ def _params(duration: str, nb_tasks: int, seed: int) -> list[str]:
     return [f"t{i} sleep {s:.1f}" for i, s in enumerate(seconds)]
 
 
+def _tap_rates(engine: Engine) -> int:
+    with engine.begin() as conn:
+        return int(conn.execute(select(func.coalesce(func.sum(taps.c.rate), 0))).scalar_one())
+
+
 def _bench(engine: Engine, *, policy: str, duration: str, nb_tasks: int, cores: int,
-           nb_clusters: int, step: float, seed: int) -> dict[str, object]:
+           nb_clusters: int, step: float, seed: int,
+           overrides: dict[str, str], grouping: str = "false",
+           launch_delay: float = 0.0) -> dict[str, object]:
     emu_clock = ManualClock()
     emulator = run_in_thread(allow_root_jobs=True, clusters=nb_clusters, nodes=math.ceil(cores / NODE_CORES),
-                             cores=NODE_CORES, mode="simulate", clock=emu_clock)
+                             cores=NODE_CORES, mode="simulate", clock=emu_clock,
+                             launch_delay=launch_delay)
     # cigri's clock and OAR's agree, as on a real site (start latency is measured across them)
     clock = FakeClock(datetime.fromtimestamp(emu_clock.time(), UTC))
     stop = threading.Event()
@@ -118,7 +139,7 @@ def _bench(engine: Engine, *, policy: str, duration: str, nb_tasks: int, cores: 
         "RUNNER_MIN_CYCLE_DURATION": step, "UPDATER_INTERVAL": step,
         "UPDATER_WAITING_INTERVAL": step,
         "METASCHEDULER_INTERVAL": step, "GRID_USAGE_UPDATE_PERIOD": USAGE_PERIOD,
-        "REMOTE_WAITING_TIMEOUT": 100_000})
+        "REMOTE_WAITING_TIMEOUT": 100_000, **overrides})
     runner_clients = CountingClients(timeout_seconds=60.0)
     updater_clients = CountingClients(timeout_seconds=60.0)
     usage_clients = CountingClients(timeout_seconds=60.0)
@@ -129,7 +150,7 @@ def _bench(engine: Engine, *, policy: str, duration: str, nb_tasks: int, cores: 
                                     api_limit=500, now=clock.now())
                         for i, u in enumerate(emulator.urls)]
             props = {"exec_file": "run", "type": "best-effort", "walltime": "01:00:00",
-                     "resources": "/resource_id=1"}
+                     "resources": "/resource_id=1", "temporal_grouping": grouping}
             campaign = create_campaign(conn, grid_user="testuser", name="harvest",
                                        jobs_type="normal", jdl={},
                                        properties={c.id: props for c in clusters},
@@ -165,8 +186,15 @@ def _bench(engine: Engine, *, policy: str, duration: str, nb_tasks: int, cores: 
                     jobs.c.state.in_(WAITING)).group_by(jobs.c.cluster_id)).all())
             waiting_samples += [waiting.get(c.id, 0) for c in clusters]
             scheduler.run(loops=1)
+            rates = _tap_rates(engine)
             for runner in runners:
                 runner.run(loops=1)
+            if _tap_rates(engine) > rates:
+                # as deployed: a runner whose flow grew wakes the meta-scheduler (NOTIFY), which
+                # queues more and wakes the runners, within the same instant
+                scheduler.run(loops=1)
+                for runner in runners:
+                    runner.run(loops=1)
             with engine.begin() as conn:
                 state = conn.execute(select(campaigns.c.state)
                                      .where(campaigns.c.id == campaign)).scalar_one()
@@ -195,6 +223,8 @@ def _bench(engine: Engine, *, policy: str, duration: str, nb_tasks: int, cores: 
         wall = time.monotonic() - wall_start
         with engine.begin() as conn:
             nb_jobs = conn.execute(select(func.count()).select_from(jobs)).scalar_one()
+            oar_jobs = conn.execute(select(func.count()).select_from(  # OAR ids are per cluster
+                select(jobs.c.cluster_id, jobs.c.remote_id).distinct().subquery())).scalar_one()
             work = conn.execute(select(func.sum(
                 func.extract("epoch", jobs.c.stop_time - jobs.c.start_time))).where(
                 jobs.c.state == "terminated")).scalar_one()
@@ -205,7 +235,8 @@ def _bench(engine: Engine, *, policy: str, duration: str, nb_tasks: int, cores: 
     passes = steps * nb_clusters
     return {
         "policy": policy, "durations": duration, "state": state, "tasks": nb_tasks,
-        "cigri_jobs": nb_jobs, "preempted": nb_jobs - nb_tasks,
+        "grouping": grouping, "launch_delay_s": launch_delay,
+        "cigri_jobs": nb_jobs, "oar_jobs": oar_jobs, "preempted": nb_jobs - nb_tasks,
         "normal_user_core_s": round(taken), "steps": steps,
         "ideal_makespan_s": round(ideal), "makespan_s": round(makespan),
         "harvest_efficiency": round(ideal / makespan, 3),

@@ -180,6 +180,10 @@ class Settings:
         "Target duration in seconds of one temporal-grouping batch job."))
     RUNNER_MAX_TEMPORAL_GROUPED_JOBS: int = field(default=50, metadata=_describe(
         "Maximum tasks in one temporal-grouping batch job."))
+    DEFAULT_TEMPORAL_GROUPING: str = field(default="false", metadata=_describe(
+        "What a campaign's temporal_grouping false (the JDL's default) means on this site: false "
+        "(never grouped, v3) or auto (grouped once its tasks are short compared with OAR's "
+        "measured start cost on the cluster, as temporal_grouping: auto)."))
     NIGHT_WINDOW: str = field(default="20:00-07:00 weekends", metadata=_describe(
         "Grid-wide night of clusters without their own night_window: HH:MM-HH:MM, optionally "
         "followed by 'weekends' (all of Saturday and Sunday). nightly and semi-best-effort "
@@ -411,6 +415,9 @@ def _check_ranges(values: Mapping[str, Any]) -> list[str]:
     policy = values.get("RUNNER_INJECTION_POLICY", "capacity")
     if policy not in {"capacity", "pi", "tap"}:
         problems.append(f"RUNNER_INJECTION_POLICY: expected capacity, pi or tap, got {policy!r}")
+    if values.get("DEFAULT_TEMPORAL_GROUPING", "false") not in {"false", "auto"}:
+        problems.append("DEFAULT_TEMPORAL_GROUPING: expected false or auto, got "
+                        f"{values['DEFAULT_TEMPORAL_GROUPING']!r}")
     for key in ("RUNNER_TAP_INCREASE_FACTOR", "DAEMON_IDLE_FACTOR"):
         factor = values.get(key)
         if factor is not None and factor < 1:

@@ -31,6 +31,7 @@ from cigri.domain.oar import OarJob, OarState
 from cigri.domain.stats import UsageSample
 
 BATCH_TAG: Final = "batch"
+AUTO: Final = "auto"  # `temporal_grouping: auto`: grouped once it pays on the cluster
 
 
 def state_file(batch_name: str) -> str:
@@ -64,6 +65,15 @@ def is_sub_job(tag: str | None) -> bool:
 def is_grouped(context: LaunchContext) -> bool:
     """The campaign asked for temporal grouping on this cluster (`temporal_grouping: true`)."""
     return context.prop("temporal_grouping").lower() == "true"
+
+
+def grouping_of(context: LaunchContext, *, site_default: str = "false") -> str:
+    """The campaign's temporal grouping on this cluster: `true`, `auto` or `false`. The JDL's
+    `false` (its default) is the site's DEFAULT_TEMPORAL_GROUPING (`false` or `auto`)."""
+    value = context.prop("temporal_grouping").strip().lower()
+    if value in {"true", AUTO}:
+        return value
+    return AUTO if site_default.strip().lower() == AUTO else "false"
 
 
 def batch_script(items: Sequence[LaunchItem], *, campaign_id: int, exec_file: str,
@@ -207,3 +217,64 @@ def plan_batches(tasks: int, *, size: int, free: int | None) -> list[int]:
         count = min(tasks, free)
     share, extra = divmod(tasks, count)
     return [share + 1] * extra + [share] * (count - extra)
+
+
+# --- auto grouping (`temporal_grouping: auto`) ---------------------------------------------------
+
+# Group while a task lasts less than this many start costs (the start cost is then more than about
+# a tenth of the work), and size a batch so the start cost is at most AUTO_OVERHEAD of it.
+AUTO_RATIO: Final = 10.0
+AUTO_OVERHEAD: Final = 0.05
+# A start-cost sample weighs this much against what was measured before (a moving average).
+START_COST_WEIGHT: Final = 0.3
+MAX_PROBES: Final = 20  # submissions waiting for their first start, per cluster
+
+
+@dataclass(frozen=True)
+class StartCost:
+    """OAR's start cost on a cluster as the runner measures it: the time from a submission made
+    while the cluster had free resources to the first start among its jobs (a job queued behind
+    others on purpose measures the queue, not OAR), as a moving average; `pending`: submissions
+    made that way whose jobs have not started yet, (submission id, when it was made)."""
+
+    seconds: float | None = None
+    pending: tuple[tuple[int, datetime], ...] = ()
+
+    def submitted(self, submission_id: int, at: datetime) -> StartCost:
+        """A submission made into free resources: its first start will be a sample."""
+        return dataclasses.replace(
+            self, pending=(*self.pending, (submission_id, at))[-MAX_PROBES:])
+
+    def started(self, first_starts: dict[int, datetime]) -> StartCost:
+        """The pending submissions whose first job started (`first_starts`, by submission id)
+        become samples; the others stay pending."""
+        seconds = self.seconds
+        pending = []
+        for submission_id, at in self.pending:
+            start = first_starts.get(submission_id)
+            if start is None:
+                pending.append((submission_id, at))
+                continue
+            sample = max(0.0, (start - at).total_seconds())
+            seconds = sample if seconds is None else (
+                START_COST_WEIGHT * sample + (1 - START_COST_WEIGHT) * seconds)
+        return StartCost(seconds=seconds, pending=tuple(pending))
+
+
+def auto_batch_size(*, task_seconds: float | None, start_cost: float | None,
+                    target_seconds: float, max_size: int) -> int | None:
+    """`temporal_grouping: auto`: how many tasks a batch holds, or None for no grouping. Grouped
+    only once both are measured and a task lasts less than AUTO_RATIO start costs; then a batch
+    holds enough tasks for the start cost to be at most AUTO_OVERHEAD of it, within the
+    `target_seconds` (RUNNER_TEMPORAL_GROUPING_DURATION) and `max_size`
+    (RUNNER_MAX_TEMPORAL_GROUPED_JOBS) of explicit grouping. A batch of one is no batch: None."""
+    if task_seconds is None or start_cost is None or start_cost <= 0:
+        return None
+    if task_seconds >= AUTO_RATIO * start_cost:
+        return None
+    ceiling = batch_size(average=task_seconds, target_seconds=target_seconds,
+                         max_size=max_size, initial_size=1)
+    wanted = ceiling if task_seconds <= 0 else math.ceil(
+        start_cost / (AUTO_OVERHEAD * task_seconds))
+    size = max(1, min(wanted, ceiling))
+    return size if size > 1 else None

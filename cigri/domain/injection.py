@@ -80,10 +80,8 @@ class Decision:
     tasks: int  # how many tasks to submit now
     pi: PiState = PiState()
     flow: int = 0  # tasks the policy wanted this pass (before the queued tasks capped it), at
-    #                least what the cluster consumes per pass on average (the
-    #                meta-scheduler queues up to 10 × a tap's rate: the runner records this as
-    #                the rate, so about ten passes of work wait in the queue of each cluster,
-    #                not more: tasks queued on one cluster cannot go to another that frees up)
+    #                least what the cluster consumes per pass on average
+    queue_rate: int = 0  # the tap rate the runner records for the meta-scheduler (`queue_rate`)
 
 
 def cluster_view(sample: UsageSample | None, *, running: int, waiting: int,
@@ -184,7 +182,22 @@ def decide(policy: str, view: ClusterView, settings: InjectionSettings, *, tap_r
     else:
         wanted = capacity_tasks(view, settings)
         decision = Decision(tasks=min(available, wanted), pi=pi)
-    return dataclasses.replace(decision, flow=max(wanted, per_pass(view, settings)))
+    consumed = per_pass(view, settings)
+    # `pi` records its whole output: its integral would wind down on a shorter queue
+    rate = queue_rate(wanted, consumed) if policy == CAPACITY else max(wanted, consumed)
+    return dataclasses.replace(decision, flow=max(wanted, consumed), queue_rate=rate)
+
+
+QUEUED_PASSES: Final = 10  # the meta-scheduler queues up to 10 × a tap's rate per couple
+
+
+def queue_rate(wanted: int, consumed: int) -> int:
+    """The rate the runner records on a campaign's tap, of which the meta-scheduler queues up to
+    QUEUED_PASSES ×: ten passes of the cluster's mean consumption, and at least what this pass
+    wanted. Not ten times what it wanted: the one-off fill of an empty cluster × 10 dealt the
+    whole campaign out among the clusters at its first passes, and tasks queued on one cluster
+    cannot go to another that frees up (a cluster slowed by preemption then held the tail)."""
+    return max(consumed, math.ceil(max(0, wanted) / QUEUED_PASSES))
 
 
 def share(budget: int, campaigns: int) -> int:

@@ -124,6 +124,7 @@ class ClusterSpec:
     max_jobs: int | None = None  # None: unlimited
     is_test_mode: bool = False
     has_temporal_grouping: bool = False
+    temporal_grouping: str = FALSE  # "true", "false" or "auto"
     has_dimensional_grouping: bool = False
     checkpointing_type: str = "None"
     output_gathering_method: str = "None"
@@ -154,7 +155,7 @@ class ClusterSpec:
             "project": self.project,
             "cluster_job_type": self.cluster_job_type,
             "test_mode": bool_text(self.is_test_mode),
-            "temporal_grouping": bool_text(self.has_temporal_grouping),
+            "temporal_grouping": self.temporal_grouping,
             "dimensional_grouping": bool_text(self.has_dimensional_grouping),
             "checkpointing_type": self.checkpointing_type,
             "output_gathering_method": self.output_gathering_method,
@@ -437,6 +438,7 @@ def _cluster_spec(name: str, merged: Mapping[str, Any]) -> ClusterSpec:
         max_jobs=merged.get("max_jobs"),
         is_test_mode=merged["test_mode"] == TRUE,
         has_temporal_grouping=merged["temporal_grouping"] == TRUE,
+        temporal_grouping=merged["temporal_grouping"],
         has_dimensional_grouping=merged["dimensional_grouping"] == TRUE,
         checkpointing_type=merged["checkpointing_type"],
         output_gathering_method=merged["output_gathering_method"],

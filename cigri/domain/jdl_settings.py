@@ -98,7 +98,10 @@ def _checked_walltime(key: str, value: Any) -> tuple[Any, str | None]:
 
 
 def _checked_boolean(key: str, value: Any) -> tuple[Any, str | None]:
-    """test_mode, temporal_grouping, dimensional_grouping: stored as "true"/"false"."""
+    """test_mode, temporal_grouping, dimensional_grouping: stored as "true"/"false";
+    temporal_grouping may also be "auto" (grouped once it pays, `cigri.domain.batches`)."""
+    if key == "temporal_grouping" and str(value).strip().lower() == "auto":
+        return "auto", None
     flag = boolean(value)
     if flag is None:
         return None, ("must be true or false (a JSON boolean or the string \"true\"/\"false\"), "

@@ -1,11 +1,16 @@
 """How an emulated cluster runs a job in execute mode: a real `bash -c` subprocess in the job's
 working directory with OAR's environment (node file, resource file, OAR_* variables), as the
 emulator's own user or as the login's Unix user, watched by a thread that reports its wait status;
-and the small output files of a simulated job. The scheduling around it is `cigri.emulator.model`."""
+and the small output files of a simulated job. In simulate mode, a cigri temporal-grouping batch
+(`cigri.domain.batches.batch_script`) runs as a shell would run it: its tasks in turn, each for
+its own `sleep N`, appending their BEGIN_DATE/RET/END_DATE lines to the batch's state file (written
+when the job ends, with the lines of the tasks begun or ended by then). The scheduling around it
+is `cigri.emulator.model`."""
 
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import threading
 from typing import TYPE_CHECKING
@@ -15,6 +20,51 @@ from cigri.emulator.jobs import Job
 
 if TYPE_CHECKING:
     from cigri.emulator.model import Cluster
+
+# one task of a cigri batch script: its BEGIN_DATE line (job id, state file) and its command (the
+# `\$` escapes are gone once the API expanded the command as OAR's shell does)
+_BATCH_TASK = re.compile(
+    r"echo (\d+) BEGIN_DATE=\\?\$\(date \+%s\) >> (\S+); \( (.*?) \) > cigri_batch_stdout_\1 ",
+    re.DOTALL)
+
+
+def draw_simulated(cluster: Cluster, job: Job) -> tuple[float, int]:
+    """Simulate mode: (seconds, exit status) of a job; a cigri batch's tasks are drawn one by
+    one (kept on the job for its state file) and the batch lasts their sum, exiting 0."""
+    tasks = _BATCH_TASK.findall(job.command)
+    if not tasks:
+        return cluster.config.workload.draw(job.command, cluster.rng)
+    drawn = []
+    for job_id, _state, command in tasks:
+        seconds, status = cluster.config.workload.draw(command, cluster.rng)
+        drawn.append((int(job_id), seconds, status))
+    job.sim_batch = tuple(drawn)
+    job.sim_batch_state = tasks[0][1]
+    return sum(seconds for _job, seconds, _status in drawn), 0
+
+
+def write_batch_state(job: Job, *, start: int, at: int | None) -> None:
+    """The state file a batch left: every task's lines when it ended by itself (`at` None), else
+    (killed at `at`) the lines of each task begun by then, and RET/END_DATE of each ended."""
+    lines = []
+    begin = float(start)
+    for job_id, seconds, status in job.sim_batch:
+        if at is not None and begin > at:
+            break
+        lines.append(f"{job_id} BEGIN_DATE={int(begin)}")
+        end = begin + seconds
+        if at is not None and end > at:
+            break
+        lines += [f"{job_id} RET={status}",
+                  f"{job_id} END_DATE={int(end)}"]
+        begin = end
+    try:
+        path = output_path(job, job.sim_batch_state)
+        os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
+        with open(path, "a") as state:
+            state.write("".join(f"{line}\n" for line in lines))
+    except OSError:
+        pass  # the directory cannot exist here: as a node without it, no state file
 
 
 def spawn(cluster: Cluster, job: Job) -> None:

@@ -120,6 +120,10 @@ class Job:
     token: int = 0  # bumped at each start so stale heap entries are ignored
     sim_duration: float | None = None  # forced duration (normal-user jobs), even in execute mode
     pending_exit: int = 0  # simulate mode: the raw status the job will end with
+    # simulate mode, a cigri temporal-grouping batch: (cigri job id, seconds, exit status) of its
+    # tasks in turn, and the state file they append to
+    sim_batch: tuple[tuple[int, float, int], ...] = ()
+    sim_batch_state: str = ""
     resubmit_job_id: int = 0  # the job this one replaces (OAR's automatic resubmission)
 
     @property

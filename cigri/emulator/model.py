@@ -340,7 +340,7 @@ class Cluster:
             job.pending_exit = 0
             self._push(when + job.sim_duration, "end", job.id, job.token)
         elif self.config.mode == "simulate":
-            seconds, status = self.config.workload.draw(job.command, self.rng)
+            seconds, status = execution.draw_simulated(self, job)
             job.pending_exit = status << 8
             self._push(when + seconds, "end", job.id, job.token)
         else:
@@ -366,6 +366,8 @@ class Cluster:
         self._release(job.resources)
         if not error:
             self.completions[(job.array_id, job.array_index)] += 1
+        if job.sim_batch and job.start_time is not None:
+            execution.write_batch_state(job, start=job.start_time, at=at if error else None)
         if self.config.simulate_outputs and self.config.mode == "simulate" and job.owner != NORMAL_USER:
             self._write_outputs(job, exit_code)
         job.token += 1

@@ -8,6 +8,7 @@ Does not own the jobs or the usage samples (`cigri.storage.jobs`, `cigri.storage
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Final
@@ -92,3 +93,35 @@ def count_campaign_waiting(conn: Connection, *, cluster_id: int, campaign_id: in
         select(func.count()).where(jobs.c.cluster_id == cluster_id,
                                    jobs.c.campaign_id == campaign_id,
                                    jobs.c.state.in_(_WAITING))).scalar_one())
+
+
+@dataclass(frozen=True, kw_only=True)
+class GroupingInputs:
+    """What `temporal_grouping: auto` decides from on one cluster (`cigri.domain.batches`)."""
+
+    task_seconds: float | None  # the campaign's recent mean task duration there
+    free: int | None  # resources neither busy nor promised to a waiting cigri job (None: no sample)
+    first_starts: dict[int, datetime]  # first start among each probed submission's jobs
+
+
+def read_grouping_inputs(conn: Connection, *, cluster_id: int, campaign_id: int, now: datetime,
+                         usage_period: float, probes: Collection[int]) -> GroupingInputs:
+    """The campaign's recent task duration on the cluster, the cluster's free resources now (its
+    newest usage sample, cigri's own jobs counted from the database) and, for the `probes`
+    (submission ids), the first start among each one's jobs that started."""
+    spans = batch_store.list_recent_durations(conn, campaign_id=campaign_id,
+                                              cluster_id=cluster_id)
+    sample = batch_store.find_usage(conn, cluster_id=cluster_id,
+                                    since=now - batch_rules.usage_max_age(usage_period))
+    running, waiting = count_cigri_jobs(conn, cluster_id=cluster_id)
+    view = injection.cluster_view(sample, running=running, waiting=waiting, start_latency=None,
+                                  task_seconds=None)
+    first_starts: dict[int, datetime] = {}
+    if probes:
+        rows = conn.execute(
+            select(jobs.c.submission_id, func.min(jobs.c.start_time))
+            .where(jobs.c.submission_id.in_(list(probes)), jobs.c.start_time.is_not(None))
+            .group_by(jobs.c.submission_id))
+        first_starts = {int(submission): start for submission, start in rows if start is not None}
+    return GroupingInputs(task_seconds=batch_rules.average_seconds(spans), free=view.free,
+                          first_starts=first_starts)

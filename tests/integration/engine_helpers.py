@@ -16,7 +16,7 @@ from sqlalchemy import Engine, func, insert, select
 from cigri.app import OarClients
 from cigri.config import Settings, build_settings
 from cigri.daemons.base import DaemonContext
-from cigri.daemons.runner import ClusterRunner
+from cigri.daemons.cluster_runner import ClusterRunner
 from cigri.daemons.updater import Updater
 from cigri.domain.clock import FakeClock
 from cigri.domain.clusters import Cluster

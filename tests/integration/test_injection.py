@@ -77,8 +77,10 @@ def test_capacity_fills_the_free_cores_plus_the_reference_then_keeps_the_referen
     runner.run(loops=1)
     assert _submitted(grid, campaign) == 16 + 4
     assert _submissions(grid, campaign) == 1
-    with grid.engine.begin() as conn:  # the meta-scheduler queues up to 10 × this for it
-        assert conn.execute(select(taps.c.rate)).scalar_one() == 20
+    with grid.engine.begin() as conn:  # the meta-scheduler queues up to 10 × this for it:
+        # ten passes of consumption (the reference, 4, while no duration is known), at least the
+        # 20 this pass wanted (`injection.queue_rate`; it was 20, so 200 queued)
+        assert conn.execute(select(taps.c.rate)).scalar_one() == 4
     runner.run(loops=1)
     assert _submitted(grid, campaign) == 20  # nothing started or ended: nothing more
     grid.advance(1)

@@ -24,9 +24,9 @@ from sqlalchemy import Engine, select
 
 from cigri.app import build_oar_factory
 from cigri.config import build_settings
+from cigri.daemons.cluster_runner import ClusterRunner
 from cigri.daemons.metascheduler import MetaScheduler
 from cigri.daemons.notifier import NotifierDaemon
-from cigri.daemons.runner import ClusterRunner
 from cigri.daemons.updater import Updater
 from cigri.domain.clock import FakeClock
 from cigri.domain.cluster_tokens import ADMIN_LOGIN

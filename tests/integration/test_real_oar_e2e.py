@@ -164,7 +164,7 @@ def test_a_runner_killed_after_submitting_is_reconciled_against_real_oar(
         pg_engine: Engine) -> None:
     from sqlalchemy import insert
 
-    from cigri.daemons.runner import ClusterRunner
+    from cigri.daemons.cluster_runner import ClusterRunner
     from cigri.domain.clock import FakeClock
     from cigri.storage.tables import bag_of_tasks, jobs_to_launch, parameters
 

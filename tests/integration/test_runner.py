@@ -9,7 +9,8 @@ from datetime import timedelta
 import pytest
 from sqlalchemy import Engine, insert, select, update
 
-from cigri.daemons.runner import MAX_STUCK_LAUNCHES, RUNNER_SUBMIT_ERROR, RunnerProcess
+from cigri.daemons.runner import RunnerProcess
+from cigri.daemons.submission import MAX_STUCK_LAUNCHES, RUNNER_SUBMIT_ERROR
 from cigri.domain.states import JobState, TapState
 from cigri.storage import events as event_store
 from cigri.storage.clusters import add_cluster, set_cluster_enabled

@@ -11,7 +11,7 @@ from datetime import timedelta
 import pytest
 from sqlalchemy import Connection, Engine, insert, select, text, update
 
-from cigri.daemons import runner as runner_daemon
+from cigri.daemons import cluster_runner as runner_daemon
 from cigri.daemons import updater as updater_daemon
 from cigri.daemons.base import DaemonContext
 from cigri.daemons.metascheduler import MetaScheduler

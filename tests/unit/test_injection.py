@@ -17,6 +17,7 @@ from cigri.domain.injection import (
     decide,
     pi_step,
     policy_of,
+    queue_rate,
     reference,
     share,
     start_cost,
@@ -166,3 +167,16 @@ def test_campaigns_share_a_pass_equally_and_pass_on_what_they_cannot_take() -> N
     assert [share(20, 2), share(10, 1)] == [10, 10]
     assert share(18, 1) == 18  # the first campaign took 2 of its 10
     assert share(7, 3) == 3 and share(0, 2) == 0
+
+
+def test_the_rate_recorded_for_the_meta_scheduler_queues_ten_passes_not_ten_fills() -> None:
+    # an empty cluster of 1,000: the pass wants 1,004, so at least that much must be queued, but
+    # not 10 × that (the whole campaign dealt out at once; a slow cluster then holds the tail)
+    empty = decide(CAPACITY, _view(capacity=1000), SETTINGS, tap_rate=2, pi=PiState(),
+                   available=20)
+    assert empty.queue_rate == 100  # 10 × 100 ≥ the 1,000 of the largest pass
+    # a full cluster: ten passes of what 1,000 jobs of 60 s free per 5 s pass
+    full = _view(capacity=1000, running=1000, waiting=400, task_seconds=60.0)
+    assert decide(CAPACITY, full, SETTINGS, tap_rate=2, pi=PiState(),
+                  available=20).queue_rate == 84
+    assert queue_rate(wanted=0, consumed=0) == 0
