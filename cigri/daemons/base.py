@@ -251,8 +251,10 @@ class Daemon(abc.ABC):
                 return
 
     def _start_listener(self) -> None:
-        self.listening = start_listener(self.engine, list(self.wake_channels()), stop=self.stop,
-                                        on_notify=self.wake, name=self.name) is not None
+        thread = start_listener(self.engine, list(self.wake_channels()), stop=self.stop,
+                                on_notify=self.wake, name=self.name)
+        # a loop whose process listens for it (the runner's clusters) was told so beforehand
+        self.listening = self.listening or thread is not None
 
     def _one_iteration(self) -> None:
         started = self.clock.monotonic()

@@ -114,13 +114,17 @@ class ClusterRunner(Daemon):
     def default_interval(cls, settings: Settings) -> timedelta:
         return settings.runner_min_cycle_duration
 
-    def run_once(self) -> None:
+    def run_once(self) -> bool | None:
+        """One pass; False (idle: the daemon frame may stretch the wait) when the cluster has
+        nothing queued, waiting, to launch or to reconcile; the meta-scheduler's queueing wakes
+        the runner (NOTIFY)."""
         # One transaction reads what the pass needs (and moves the taps); a pass with nothing to
         # do ends there. Only settling submissions changes the taps' inputs: then they move again.
         now = self.clock.now()
         pending: list[submission_store.SubmissionRecord] = []
         taps: dict[int, Tap] = {}
         to_launch: list[Job] = []
+        idle = False
         with self.engine.begin() as conn:
             self.cluster = get_cluster(conn, self.cluster.id)
             blacklisted = event_store.is_cluster_blacklisted(conn, self.cluster.id)
@@ -130,6 +134,7 @@ class ClusterRunner(Daemon):
                 # one probe says which reads can find anything: an idle pass skips them all
                 work = submission_store.find_runner_work(conn, cluster_id=self.cluster.id,
                                                          intent_before=now - self.lease)
+                idle = not (work.to_reconcile or work.queued or work.waiting or work.to_launch)
                 if work.to_reconcile:
                     pending = submission_store.list_submissions_to_reconcile(
                         conn, cluster_id=self.cluster.id, intent_before=now - self.lease)
@@ -140,12 +145,15 @@ class ClusterRunner(Daemon):
                                                               limit=_PENDING_LIMIT)
         if blacklisted or not self.cluster.enabled:
             log.debug("%s: cluster blacklisted or disabled, no OAR call", self.name)
-            return
+            return None
+        if idle:
+            return False
         if pending:
             self.reconcile(pending)
             taps = self._move_taps()
         if not self._submit_pending(to_launch):
             self._submit_from_queue(taps)
+        return True
 
     def window_mode(self, context: LaunchContext) -> JobMode:
         """The campaign's type, test mode and the cluster's night window (its own or

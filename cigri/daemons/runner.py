@@ -53,6 +53,7 @@ class RunnerProcess:
         self._awake: tuple[ClusterRunner, ...] = ()  # what a notification wakes (swapped whole)
         self.failed: list[str] = []
         self.discovery_failures = 0  # failed discoveries in a row
+        self.listening = False  # this process's LISTEN thread runs (PostgreSQL)
 
     def discover(self) -> None:
         with self.engine.begin() as conn:
@@ -69,6 +70,7 @@ class RunnerProcess:
             own_stop = threading.Event()
             runner = ClusterRunner(dataclasses.replace(self.context, stop=own_stop),
                                    cluster=cluster, interval=self.interval, listen=False)
+            runner.listening = self.listening  # this process's listener wakes it (idle stretch)
             thread = threading.Thread(target=self._run_one, args=(runner,), daemon=True,
                                       name=runner.name)
             self.runners[cluster_id] = (runner, thread, own_stop)
@@ -110,8 +112,9 @@ class RunnerProcess:
 
     def run(self) -> None:
         # one LISTEN connection for the whole process, not one per cluster
-        start_listener(self.engine, [f"cigri_{ClusterRunner.role}"], stop=self.stop,
-                       on_notify=self.wake_all, name="runner")
+        self.listening = start_listener(self.engine, [f"cigri_{ClusterRunner.role}"],
+                                        stop=self.stop, on_notify=self.wake_all,
+                                        name="runner") is not None
         try:
             while not self.stop.is_set():
                 self._discover_once()

@@ -35,6 +35,7 @@ from cigri.domain.telemetry import JOBS_SUBMITTED, RECORDER
 from cigri.storage import events as event_store
 from cigri.storage import jobs as job_store
 from cigri.storage import submissions as submission_store
+from cigri.storage.heartbeats import notify_daemons
 from cigri.storage.incidents import open_campaign_blacklist, record_cluster_error
 
 log = logging.getLogger(__name__)
@@ -161,6 +162,7 @@ def _record_answer(site: RunnerSite, submission_id: int, items: Sequence[LaunchI
             conn, submission_id, expected=(submission_store.INTENT,),
             state=submission_store.SUBMITTED if done else submission_store.UNCERTAIN,
             now=site.clock.now(), remote_array_id=answer.array_id)
+        notify_daemons(conn, "updater")  # ends an idle updater's stretched wait (no-op if busy)
     return recorded
 
 

@@ -105,7 +105,15 @@ class Updater(OarDaemon):
             return min(self.interval, self.settings.updater_waiting_interval)
         return self.interval
 
-    def run_once(self) -> None:
+    def wake(self) -> None:
+        """A notification (the runner recorded a submission) ends an idle stretch only: a busy
+        updater keeps its cadence (UPDATER_INTERVAL, UPDATER_WAITING_INTERVAL), so a stream of
+        submissions does not turn into a stream of polls."""
+        if self.idle:
+            super().wake()
+
+    def run_once(self) -> bool:
+        """One pass; False (idle) when no job is on a cluster and no cluster incident is open."""
         self._waiting_seen = False
         self._batch_states.clear()
         self._logins.clear()
@@ -132,6 +140,7 @@ class Updater(OarDaemon):
             self._stress_read_at = now
             self.refresh_stress([c for c in clusters if c.id not in blacklisted])
         self.finish_campaigns()
+        return bool(busy or watched or to_probe)
 
     # --- polling ---------------------------------------------------------------------------
 
