@@ -120,11 +120,15 @@ class AutomationsDaemon(Daemon):
 
     role = "automations"
 
-    def run_once(self) -> None:
-        """Decide the firings, run their actions, then the due schedules (module docstring)."""
-        self.evaluate()
-        self.act()
-        self.run_schedules()
+    def run_once(self) -> bool:
+        """Decide the firings, run their actions, then the due schedules (module docstring).
+        False (idle: the wait may stretch) only when nothing happened and no rule or schedule
+        is enabled: adding or enabling one wakes this daemon (NOTIFY)."""
+        done = [self.evaluate(), self.act(), self.run_schedules()]
+        if any(done):
+            return True
+        with self.engine.begin() as conn:
+            return store.has_enabled_work(conn)
 
     def __init__(self, context: DaemonContext, **options: Any) -> None:
         """`options`: the `Daemon`'s (interval, lease, owner...)."""

@@ -36,6 +36,7 @@ from cigri.domain.errors import Forbidden, NotFound
 from cigri.domain.events import BLACKLIST
 from cigri.domain.states import CampaignState, EventClass, EventState
 from cigri.storage.events import find_open_event, record_event
+from cigri.storage.heartbeats import notify_daemons
 from cigri.storage.stats import campaign_cluster_stats, window_start
 from cigri.storage.tables import (
     automation_cursors,
@@ -46,6 +47,7 @@ from cigri.storage.tables import (
     campaign_cluster_job_stats,
     campaign_cluster_throughput,
     campaign_properties,
+    campaign_schedules,
     campaigns,
     clusters,
     events,
@@ -106,10 +108,20 @@ def _rule_from_row(row: Any) -> Rule:
                 definition=definition, source=source)
 
 
+def has_enabled_work(conn: Connection) -> bool:
+    """Whether any rule or schedule is enabled: the automations daemon stays on its interval
+    while one is (it watches time windows and calendars), and idles otherwise."""
+    return bool(conn.execute(select(
+        select(automation_rules.c.id).where(automation_rules.c.enabled.is_(True)).exists()
+        | select(campaign_schedules.c.id).where(campaign_schedules.c.enabled.is_(True)).exists()
+    )).scalar())
+
+
 def add_rule(conn: Connection, *, owner: str, admin: bool, source: dict[str, Any],
              now: datetime) -> int:
     """Store a rule (validated again here: nothing invalid is ever stored); returns its id."""
     definition = parse_definition(source, admin=admin)
+    notify_daemons(conn, "automations")  # an idle automations daemon watches it from now
     return int(conn.execute(insert(automation_rules).values(
         owner=owner, admin=admin, name=definition.name, definition=json.dumps(source),
         enabled=True, created_at=now, updated_at=now).returning(automation_rules.c.id)
@@ -170,6 +182,8 @@ def set_rule_enabled(conn: Connection, rule_id: int, *, enabled: bool, now: date
                            .values(enabled=enabled, updated_at=now)).rowcount
     if not changed:
         raise NotFound(f"Rule {rule_id} not found")
+    if enabled:
+        notify_daemons(conn, "automations")
 
 
 def remove_rule(conn: Connection, rule_id: int) -> None:

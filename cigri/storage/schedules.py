@@ -14,6 +14,7 @@ from sqlalchemy import Connection, insert, select, update
 
 from cigri.domain.schedules import ScheduleSpec, parse_schedule
 from cigri.storage.automations import check_row_owner, delete_row, get_row
+from cigri.storage.heartbeats import notify_daemons
 from cigri.storage.tables import campaign_schedules, campaigns
 
 # How far back `list_schedule_campaigns` looks: the owner's newest campaigns, whatever made them.
@@ -45,6 +46,7 @@ def _schedule(row: Any) -> Schedule:
 def add_schedule(conn: Connection, *, owner: str, source: dict[str, Any], now: datetime) -> int:
     spec = parse_schedule(source)
     name = str(spec.jdl.get("name") or "schedule")[:255]
+    notify_daemons(conn, "automations")  # an idle automations daemon watches it from now
     return int(conn.execute(insert(campaign_schedules).values(
         owner=owner, name=name, definition=json.dumps(source), enabled=True,
         next_run_at=spec.first_run(now), created_at=now).returning(campaign_schedules.c.id)
@@ -103,6 +105,8 @@ def set_schedule_enabled(conn: Connection, schedule_id: int, *, enabled: bool,
                                  if schedule.spec.recurring else schedule.spec.first_run(now))
     conn.execute(update(campaign_schedules).where(campaign_schedules.c.id == schedule_id)
                  .values(**values))
+    if enabled:
+        notify_daemons(conn, "automations")
 
 
 def remove_schedule(conn: Connection, schedule_id: int) -> None:
