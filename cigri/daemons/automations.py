@@ -40,6 +40,7 @@ from cigri.domain import automations as domain
 from cigri.domain.errors import CigriError
 from cigri.domain.states import CampaignState, EventClass, EventState
 from cigri.storage import actions as campaign_actions
+from cigri.storage import automation_firings as firings
 from cigri.storage import automations as store
 from cigri.storage.campaigns import add_parameters
 from cigri.storage.events import record_event
@@ -103,11 +104,11 @@ def _blacklist(conn: Connection, firing: store.Firing, action: dict[str, Any], *
     campaign_id = firing.campaign_id
     assert campaign_id is not None
     name = action.get("cluster")
-    cluster_id = store.cluster_id_by_name(conn, name) if name else action.get("cluster_id")
+    cluster_id = firings.cluster_id_by_name(conn, name) if name else action.get("cluster_id")
     if cluster_id is None:
         raise CigriError("the trigger named no cluster")
     label = name or store.cluster_names(conn).get(cluster_id, str(cluster_id))
-    opened = store.open_rule_blacklist(
+    opened = firings.open_rule_blacklist(
         conn, campaign_id=campaign_id, cluster_id=cluster_id, now=now,
         message=f"blacklisted by rule #{firing.rule_id}: {firing.trigger}")
     if opened is None:
@@ -154,17 +155,17 @@ class AutomationsDaemon(Daemon):
         """Run the actions of every pending firing, one transaction each; returns how many."""
         done = 0
         with self.engine.begin() as conn:
-            pending = store.pending_firing_ids(conn, limit=FIRING_BATCH)
+            pending = firings.pending_firing_ids(conn, limit=FIRING_BATCH)
         for firing_id in pending:
             if self.stop.is_set():
                 break
             with self.engine.begin() as conn:
-                firing = store.claim_firing(conn, firing_id)
+                firing = firings.claim_firing(conn, firing_id)
                 if firing is None:
                     continue
                 now = self.clock.now()
                 outcome = run_firing(conn, firing, now=now)
-                store.finish_firing(conn, firing_id, outcome=outcome, now=now)
+                firings.finish_firing(conn, firing_id, outcome=outcome, now=now)
             log.info("automations: rule %d on campaign %s: %s", firing.rule_id,
                      firing.campaign_id, outcome, extra={"campaign_id": firing.campaign_id})
             done += 1

@@ -24,6 +24,7 @@ from sqlalchemy import Connection
 
 from cigri.domain import automations as domain
 from cigri.domain.automations import Counters, Rule
+from cigri.storage import automation_firings as firings
 from cigri.storage import automations as store
 
 log = logging.getLogger(__name__)
@@ -294,7 +295,7 @@ def evaluate(conn: Connection, *, now: datetime) -> int:
     def fire(rule: Rule, campaign_id: int, key: str, detail: str, at: datetime,
              cluster_id: int | None) -> bool:
         message = domain.firing_message(rule.id, rule.definition, detail)
-        return store.record_firing(conn, rule=rule, campaign_id=campaign_id, dedup_key=key,
+        return firings.record_firing(conn, rule=rule, campaign_id=campaign_id, dedup_key=key,
                                    trigger=detail, message=message, now=at,
                                    cluster_id=cluster_id) is not None
 

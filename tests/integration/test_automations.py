@@ -267,7 +267,7 @@ def test_a_failing_action_transaction_leaves_the_firing_pending(pg_engine: Engin
     daemon.run_once()
     _event(pg_engine, clock, campaign)
     daemon.evaluate()
-    from cigri.storage import automations as store
+    from cigri.storage import automation_firings as store
 
     original = store.finish_firing
 
