@@ -155,8 +155,10 @@ def _tree_cpu(root: int) -> float:
     return total
 
 
-def deployed(urls: list[str], nb_jobs: int, directory: str) -> dict[str, object]:
-    """cigri as deployed against the raw limit, same jobs, same run."""
+def deployed(urls: list[str], nb_jobs: int, directory: str, *,
+             grouping: str = "false") -> dict[str, object]:
+    """cigri as deployed against the raw limit, same jobs, same run; `grouping` is the
+    campaign's temporal_grouping (false, true or auto)."""
     raw = raw_limit(urls, nb_jobs, directory)
     run = uuid.uuid4().hex[:6]
     with (fresh_database(f"cigri_deployed_{run}") as engine, counting_proxies(urls) as
@@ -186,7 +188,8 @@ def deployed(urls: list[str], nb_jobs: int, directory: str) -> dict[str, object]
             requests_before, posts_before = counter.requests, counter.posts
             cpu_before = _tree_cpu(almighty.pid)
             props = {"exec_file": COMMAND, "type": "best-effort", "walltime": "00:05:00",
-                     "resources": "/resource_id=1", "exec_directory": directory}
+                     "resources": "/resource_id=1", "exec_directory": directory,
+                     "temporal_grouping": grouping}
             with engine.begin() as conn:
                 campaign = create_campaign(
                     conn, grid_user="testuser", name=f"deployed-{run}", jobs_type="normal",
@@ -212,7 +215,7 @@ def deployed(urls: list[str], nb_jobs: int, directory: str) -> dict[str, object]
                 .where(campaigns.c.id == campaign)
                 .group_by(campaigns.c.submission_time)).one()
     makespan = (last_stop - submitted).total_seconds()
-    return {"mode": "deployed", "state": state, "jobs": nb_jobs, "cigri_jobs": count,
+    return {"mode": "deployed", "grouping": grouping, "state": state, "jobs": nb_jobs, "cigri_jobs": count,
             "cigri_makespan_s": round(makespan, 1), "raw_makespan_s": round(raw, 1),
             "ratio": round(makespan / raw, 3),
             "last_submission_s": round((last_submission - submitted).total_seconds(), 1),

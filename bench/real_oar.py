@@ -149,6 +149,9 @@ def main() -> None:
                         help="cigri as deployed (cigri-almighty process, default settings) and, "
                              "in the same run, the raw limit (the jobs posted straight to OAR, "
                              "one array per cluster): makespans, their ratio, CPU, requests")
+    parser.add_argument("--grouping", choices=("false", "true", "auto"), default="false",
+                        help="--deployed: the campaign's temporal_grouping (auto: issue 15's "
+                             "automatic grouping)")
     args = parser.parse_args()
     logging.basicConfig(level=logging.ERROR)
     if args.profile:
@@ -158,7 +161,7 @@ def main() -> None:
         grid = _emulated_grid(args.launch_delay) if args.emulator else _real_grid()
         with grid as (urls, directory):
             if args.deployed:
-                results.append(deployed(urls, args.jobs, directory))
+                results.append(deployed(urls, args.jobs, directory, grouping=args.grouping))
             else:
                 results.append(_run(args, urls, directory))
         print(" ".join(f"{key}={value}" for key, value in results[-1].items()), flush=True)
