@@ -131,11 +131,10 @@ def raw_limit(urls: list[str], nb_jobs: int, directory: str) -> float:
     return (max(stops) - started).total_seconds()
 
 
-def _tree_cpu(root: int) -> float:
-    """CPU seconds (user + system) of a process and its live children, from /proc."""
+def process_table() -> dict[int, tuple[int, float]]:
+    """pid -> (parent pid, CPU seconds user + system) of every live process, from /proc."""
     ticks = os.sysconf("SC_CLK_TCK")
-    children: dict[int, list[int]] = {}
-    stats: dict[int, float] = {}
+    table: dict[int, tuple[int, float]] = {}
     for entry in os.listdir("/proc"):
         if not entry.isdigit():
             continue
@@ -144,15 +143,28 @@ def _tree_cpu(root: int) -> float:
                 fields = stat.read().rsplit(")", 1)[1].split()
         except OSError:
             continue
-        pid, ppid = int(entry), int(fields[1])
+        table[int(entry)] = (int(fields[1]), (int(fields[11]) + int(fields[12])) / ticks)
+    return table
+
+
+def tree_pids(root: int, table: dict[int, tuple[int, float]]) -> list[int]:
+    """A process and its live descendants, from a `process_table`."""
+    children: dict[int, list[int]] = {}
+    for pid, (ppid, _cpu) in table.items():
         children.setdefault(ppid, []).append(pid)
-        stats[pid] = (int(fields[11]) + int(fields[12])) / ticks
-    total, todo = 0.0, [root]
+    found, todo = [], [root]
     while todo:
         pid = todo.pop()
-        total += stats.get(pid, 0.0)
+        if pid in table:
+            found.append(pid)
         todo += children.get(pid, [])
-    return total
+    return found
+
+
+def _tree_cpu(root: int) -> float:
+    """CPU seconds (user + system) of a process and its live children."""
+    table = process_table()
+    return sum(table[pid][1] for pid in tree_pids(root, table))
 
 
 def deployed(urls: list[str], nb_jobs: int, directory: str, *,

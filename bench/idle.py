@@ -29,6 +29,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
 
+from _deployed import process_table, tree_pids
 from _grid import fresh_database
 from sqlalchemy import Engine, func, select
 
@@ -39,41 +40,26 @@ GOAL = 0.005  # CPU-s per second, issue 15
 V3 = 0.17  # CiGri v3 on the same machine kind (issue 15; not measured in this run)
 
 
-def _process_cpu() -> dict[int, tuple[int, float, str]]:
-    """pid -> (ppid, CPU seconds, name) of every process, from /proc."""
-    ticks = os.sysconf("SC_CLK_TCK")
-    table: dict[int, tuple[int, float, str]] = {}
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            with open(f"/proc/{entry}/stat") as stat:
-                fields = stat.read().rsplit(")", 1)[1].split()
-            with open(f"/proc/{entry}/cmdline", "rb") as cmdline:
-                argv = cmdline.read().decode(errors="replace")
-        except OSError:
-            continue
-        name = "almighty"
-        if "import cigri.daemons." in argv:
-            name = argv.split("import cigri.daemons.", 1)[1].split(" ", 1)[0]
-        table[int(entry)] = (int(fields[1]), (int(fields[11]) + int(fields[12])) / ticks, name)
-    return table
+def _name(pid: int) -> str:
+    """The daemon a process of almighty's tree runs (`python -c "import cigri.daemons.<name>..."`),
+    or almighty itself."""
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as cmdline:
+            argv = cmdline.read().decode(errors="replace")
+    except OSError:
+        return "gone"
+    if "import cigri.daemons." in argv:
+        return argv.split("import cigri.daemons.", 1)[1].split(" ", 1)[0]
+    return "almighty"
 
 
 def _tree(root: int) -> dict[str, float]:
-    """CPU seconds per process name of a process and its live descendants."""
-    table = _process_cpu()
-    children: dict[int, list[int]] = {}
-    for pid, (ppid, _cpu, _name) in table.items():
-        children.setdefault(ppid, []).append(pid)
+    """CPU seconds per daemon of almighty and its live children."""
+    table = process_table()
     result: dict[str, float] = {}
-    todo = [root]
-    while todo:
-        pid = todo.pop()
-        if pid in table:
-            _ppid, cpu, name = table[pid]
-            result[name] = result.get(name, 0.0) + cpu
-        todo += children.get(pid, [])
+    for pid in tree_pids(root, table):
+        name = _name(pid)
+        result[name] = result.get(name, 0.0) + table[pid][1]
     return result
 
 
