@@ -25,6 +25,12 @@ from cigri.domain.event_codes import EventCode
 from cigri.domain.events import Event
 from cigri.domain.states import EventClass, EventState, NotificationType, Severity
 
+# What users call each channel (`gridnotify`, the API's /notifications/<kind>, the dashboard).
+CHANNEL_KINDS: Final = {"mail": NotificationType.MAIL.value, "jabber": NotificationType.XMPP.value,
+                        "webhook": NotificationType.WEBHOOK.value,
+                        "apprise": NotificationType.APPRISE.value,
+                        "log": NotificationType.LOG.value}
+
 ADMIN: Final = "%%admin%%"  # v3's pseudo-user whose subscriptions receive admin messages
 
 # Internal codes never notified (server §3.5.6 step 1).

@@ -18,7 +18,7 @@ import apprise
 from apprise.manager_plugins import NotificationManager
 
 from cigri.domain.notifications import NotificationFailed, NotificationRejected, OutgoingMessage
-from cigri.domain.states import Severity
+from cigri.domain.states import NotificationType, Severity
 from cigri.notify.templates import headline, message_key
 
 log = logging.getLogger(__name__)
@@ -82,6 +82,12 @@ def masked(url: str) -> str:
         return f"{scheme}://…" if scheme else "…"
     shown = service.url(privacy=True)
     return shown.split("?", 1)[0]
+
+
+def shown_identity(type_: str, identity: str) -> str:
+    """A subscription's identity as listings show it (the API's, the dashboard's): an Apprise URL
+    masked, any other identity as it is."""
+    return masked(identity) if type_ == NotificationType.APPRISE else identity
 
 
 def same_service(first: str, second: str) -> bool:

@@ -16,18 +16,15 @@ from cigri.api.access import Identity, now, tx, who
 from cigri.api.inputs import json_body
 from cigri.api.shapes import ApiError, json_response, link, status
 from cigri.domain.errors import NotFound
+from cigri.domain.notifications import CHANNEL_KINDS
 from cigri.domain.states import NotificationType, Severity
-from cigri.notify.apprise_channel import masked, same_service, url_problem
+from cigri.notify.apprise_channel import same_service, shown_identity, url_problem
 from cigri.notify.webhook import FORMATS
 from cigri.storage import subscriptions
 
 notifications = Blueprint("notifications", __name__)
 
-_CHANNELS: Final = {"mail": NotificationType.MAIL.value, "jabber": NotificationType.XMPP.value,
-                    "xmpp": NotificationType.XMPP.value,
-                    "webhook": NotificationType.WEBHOOK.value,
-                    "apprise": NotificationType.APPRISE.value,
-                    "log": NotificationType.LOG.value}
+_CHANNELS: Final = {**CHANNEL_KINDS, "xmpp": NotificationType.XMPP.value}  # xmpp: an alias
 
 
 def _subscriber(identity: Identity) -> str:
@@ -40,15 +37,10 @@ def list_notifications() -> ResponseReturnValue:
     identity = who()
     with tx() as conn:
         found = subscriptions.list_subscriptions(conn, grid_user=_subscriber(identity))
-    items = [{"id": s.id, "grid_user": s.grid_user, "type": s.type, "identity": _shown(s),
-              "severity": s.severity, "format": s.format} for s in found]
+    items = [{"id": s.id, "grid_user": s.grid_user, "type": s.type,
+              "identity": shown_identity(s.type, s.identity), "severity": s.severity,
+              "format": s.format} for s in found]
     return json_response({"items": items, "links": [link("self", "/notifications/")]})
-
-
-def _shown(subscription: subscriptions.Subscription) -> str:
-    if subscription.type == NotificationType.APPRISE:
-        return masked(subscription.identity)
-    return subscription.identity
 
 
 def _checked(channel: str, identity: str, fmt: object) -> str | None:
@@ -86,7 +78,7 @@ def subscribe(kind: str) -> ResponseReturnValue:
         raise ApiError(400, "Bad request", "Severity should be 'low', 'medium' or 'high'")
     target = target.strip()
     fmt = _checked(channel, target, body.get("format"))
-    shown = masked(target) if channel == NotificationType.APPRISE else target
+    shown = shown_identity(channel, target)
     with tx() as conn:
         subscriptions.subscribe(conn, grid_user=_subscriber(identity), type_=channel,
                                 identity=target, severity=severity, now=now(), format_=fmt,
@@ -118,6 +110,6 @@ def unsubscribe(kind: str) -> ResponseReturnValue:
         if removed == 0 and channel == NotificationType.APPRISE:
             removed = _unsubscribe_spelling(conn, _subscriber(identity), target)
     if removed == 0:
-        shown = masked(target) if channel == NotificationType.APPRISE else target
+        shown = shown_identity(channel, target)
         raise NotFound(f"No {kind} subscription for {shown}")
     return status(202, "Deleted", "Unsubscription ok")

@@ -17,22 +17,16 @@ from cigri.api.ui.pages import conn as _conn
 from cigri.api.ui.pages import now as _now
 from cigri.api.ui.pages import page as _page
 from cigri.api.ui.pages import ui
-from cigri.domain.states import NotificationType, Severity
-from cigri.notify.apprise_channel import masked, url_problem
+from cigri.domain.notifications import CHANNEL_KINDS
+from cigri.domain.states import Severity
+from cigri.notify.apprise_channel import shown_identity, url_problem
 from cigri.storage import subscriptions, tokens
 
-CHANNELS: Final = {"mail": NotificationType.MAIL.value, "jabber": NotificationType.XMPP.value,
-                   "webhook": NotificationType.WEBHOOK.value,
-                   "apprise": NotificationType.APPRISE.value, "log": NotificationType.LOG.value}
-
-
-def _shown(type_: str, identity: str) -> str:
-    """An identity as the page shows it: an Apprise URL masked (it holds the service's tokens)."""
-    return masked(identity) if type_ == NotificationType.APPRISE else identity
+CHANNELS: Final = CHANNEL_KINDS
 
 
 def _listed(conn: Connection, grid_user: str) -> list[tuple[subscriptions.Subscription, str]]:
-    return [(s, _shown(s.type, s.identity))
+    return [(s, shown_identity(s.type, s.identity))
             for s in subscriptions.list_subscriptions(conn, grid_user=grid_user)]
 
 
@@ -87,7 +81,7 @@ def subscribe() -> ResponseReturnValue:
         raise ApiError(400, "Bad request", "choose a channel, an identity and a severity")
     if kind == "apprise" and (problem := url_problem(target)) is not None:
         raise ApiError(400, "Bad request", f"Invalid Apprise URL: {problem}")
-    shown = _shown(CHANNELS[kind], target)
+    shown = shown_identity(CHANNELS[kind], target)
     with _conn() as conn:
         subscriptions.subscribe(conn, grid_user=identity.user, type_=CHANNELS[kind],
                                 identity=target, severity=severity, now=_now(),
@@ -108,4 +102,4 @@ def unsubscribe() -> ResponseReturnValue:
     if removed is None:
         raise ApiError(404, "Not found", f"No subscription {wanted} of yours")
     return _back(url_for("ui.settings_page"),
-                 f"Unsubscribed {_shown(removed.type, removed.identity)}")
+                 f"Unsubscribed {shown_identity(removed.type, removed.identity)}")
